@@ -1,0 +1,112 @@
+//! The HTTP API (axum): webhooks and health. The server takes its listener and a shutdown signal,
+//! so tests can bind port 0 and stop it when they like.
+
+mod error;
+mod webhooks;
+
+pub use error::ApiError;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{ConnectorConfig, Settings};
+use crate::intake::Journal;
+use crate::pipeline::DeliveryHealth;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    webhooks: Arc<HashMap<String, webhooks::Endpoint>>,
+    journal: Journal,
+    max_backlog: u64,
+    max_body: usize,
+    delivery: watch::Receiver<DeliveryHealth>,
+}
+
+impl AppState {
+    pub fn new(
+        settings: &Settings,
+        journal: Journal,
+        delivery: watch::Receiver<DeliveryHealth>,
+    ) -> Self {
+        let webhooks = settings
+            .connectors
+            .iter()
+            .filter_map(|c| match c {
+                ConnectorConfig::Webhook(w) => {
+                    Some((w.name.clone(), webhooks::Endpoint::new(w.clone())))
+                }
+                ConnectorConfig::File(_) => None,
+            })
+            .collect();
+        Self {
+            webhooks: Arc::new(webhooks),
+            journal,
+            max_backlog: settings.intake.max_backlog,
+            max_body: settings.intake.max_body_bytes,
+            delivery,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/webhooks/{connector}", post(webhooks::receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the journal has room and the last delivery attempt succeeded.
+async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    let backlog = st.journal.backlog();
+    let last_error = st.delivery.borrow().last_error.clone();
+    let full = backlog >= st.max_backlog;
+    let status = if full || last_error.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": if status.is_success() { "ready" } else { "degraded" },
+        "backlog": backlog,
+        "max_backlog": st.max_backlog,
+        "delivery_error": last_error,
+    });
+    (status, Json(body))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route.not_found",
+        None,
+        "no such endpoint",
+    )
+}

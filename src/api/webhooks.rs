@@ -1,0 +1,152 @@
+//! `POST /v1/webhooks/{connector}`: rate limit, backpressure, signature, body, idempotency, then
+//! the journal. The 202 is sent only after the event is fsynced.
+
+use std::num::NonZeroU32;
+
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::config::WebhookConnector;
+use crate::lead::{IntakeEvent, SourceKind};
+use crate::sources::webhook::{field_text, parse_body, verify_signature};
+
+pub(super) struct Endpoint {
+    config: WebhookConnector,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl Endpoint {
+    pub(super) fn new(config: WebhookConnector) -> Self {
+        let limiter = config.rate_limit.and_then(|rl| {
+            let per_second = NonZeroU32::new(rl.per_second)?;
+            let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
+            Some(RateLimiter::direct(
+                Quota::per_second(per_second).allow_burst(burst),
+            ))
+        });
+        Self { config, limiter }
+    }
+}
+
+pub(super) async fn receive(
+    State(st): State<AppState>,
+    Path(connector): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(ep) = st.webhooks.get(&connector) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "connector.unknown",
+            Some("connector"),
+            format!("no webhook connector named `{connector}`"),
+        ));
+    };
+    if let Some(limiter) = &ep.limiter
+        && let Err(not_until) = limiter.check()
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            None,
+            format!("connector `{connector}` is over its rate limit"),
+        )
+        .retry_after(wait.as_secs_f64().ceil() as u64));
+    }
+    if st.journal.backlog() >= st.max_backlog {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog.full",
+            None,
+            "the gateway is holding too many undelivered leads; retry later",
+        )
+        .retry_after(5));
+    }
+    let bytes = to_bytes(body, st.max_body).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body.too_large",
+            Some("body"),
+            format!("the body is larger than {} bytes", st.max_body),
+        )
+    })?;
+    if let Some(sig) = &ep.config.signature {
+        let now = jiff::Timestamp::now().as_second();
+        verify_signature(sig, &headers, &bytes, now).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                Some(e.field()),
+                e.to_string(),
+            )
+        })?;
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let payload = parse_body(content_type, &bytes).map_err(|e| {
+        let status = if e.code() == "body.unsupported_type" {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, e.code(), Some(e.field()), e.to_string())
+    })?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_key.invalid",
+                    Some("Idempotency-Key"),
+                    "must be 1 to 255 visible ASCII characters",
+                ));
+            }
+        },
+        None => ep
+            .config
+            .idempotency_field
+            .as_deref()
+            .and_then(|f| field_text(&payload, f)),
+    };
+    let external_id = ep
+        .config
+        .external_id_field
+        .as_deref()
+        .and_then(|f| field_text(&payload, f));
+    let event = IntakeEvent::new(&connector, SourceKind::Webhook, external_id, payload);
+    let receipt = st
+        .journal
+        .append(event, idempotency_key)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, connector = %connector, "cannot journal an event");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "intake.unavailable",
+                None,
+                "the lead could not be stored; retry later",
+            )
+            .retry_after(1)
+        })?;
+    let body = json!({
+        "event_id": receipt.event_id,
+        "received_at": receipt.received_at,
+        "status": if receipt.replayed { "duplicate" } else { "accepted" },
+    });
+    let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if receipt.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}

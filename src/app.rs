@@ -1,0 +1,154 @@
+//! `leadgate run`: opens the data directory, starts the delivery loop and the HTTP API, and stops
+//! both cleanly on Ctrl-C or SIGTERM.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{AppState, serve};
+use crate::config::{OutputSettings, Settings};
+use crate::identity::{EmbeddedIdentityStore, IdentityStore};
+use crate::intake::Journal;
+use crate::pipeline::{DeliveryHealth, Processor, deliver_forever};
+use crate::sinks::{KafkaSink, Sink, SpoolSink};
+
+/// Where things live under the data directory.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn journal(&self) -> PathBuf {
+        self.0.join("journal.redb")
+    }
+    pub fn identity(&self) -> PathBuf {
+        self.0.join("identity.redb")
+    }
+    pub fn output(&self) -> PathBuf {
+        self.0.join("output")
+    }
+    pub fn dead_letter(&self) -> PathBuf {
+        self.0.join("dead-letter")
+    }
+}
+
+/// The configured sink: the embedded spool or Kafka.
+pub async fn build_sink(
+    settings: &Settings,
+    data: &DataDir,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Sink> {
+    Ok(match &settings.output {
+        OutputSettings::Embedded => Sink::Spool(SpoolSink::open(&data.output())?),
+        OutputSettings::Kafka(k) => Sink::Kafka(
+            KafkaSink::connect(k, &settings.topics, &data.dead_letter(), shutdown).await?,
+        ),
+    })
+}
+
+pub fn open_identity(data: &DataDir) -> anyhow::Result<Arc<dyn IdentityStore>> {
+    Ok(Arc::new(EmbeddedIdentityStore::open(&data.identity())?))
+}
+
+fn create_data_dir(dir: &Path) -> anyhow::Result<DataDir> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    Ok(DataDir(dir.to_owned()))
+}
+
+/// Runs the gateway until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data = create_data_dir(&settings.data_dir)?;
+    let journal = Journal::open(&data.journal(), settings.intake.idempotency_retention)?;
+    let identity = open_identity(&data)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sink = build_sink(&settings, &data, stop_rx.clone()).await?;
+    let output = sink.describe();
+    let processor = Arc::new(Processor::new(
+        &settings.connectors,
+        settings.topics.clone(),
+        identity,
+    ));
+    let (health_tx, health_rx) = watch::channel(DeliveryHealth::default());
+    let delivery = tokio::spawn(deliver_forever(
+        journal.clone(),
+        processor,
+        sink,
+        settings.intake.batch_size,
+        health_tx,
+        stop_rx,
+    ));
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "leadgate {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    for c in &settings.connectors {
+        if let crate::config::ConnectorConfig::Webhook(w) = c {
+            println!("  webhook: POST http://{addr}/v1/webhooks/{}", w.name);
+        }
+    }
+    println!(
+        "  data directory: {} (journal, identity store)",
+        data.0.display()
+    );
+    println!("  {output}");
+    if let OutputSettings::Embedded = settings.output {
+        println!(
+            "  clean leads: {}",
+            data.output()
+                .join(format!("{}.jsonl", settings.topics.clean))
+                .display()
+        );
+    }
+    let backlog = journal.backlog();
+    if backlog > 0 {
+        println!("  resuming delivery of {backlog} journaled leads");
+    }
+
+    let state = AppState::new(&settings, journal, health_rx);
+    let served = serve(listener, state, shutdown).await;
+    stop_tx.send_replace(true);
+    if tokio::time::timeout(Duration::from_secs(10), delivery)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "delivery did not stop within 10s; undelivered leads stay in the journal for the next start"
+        );
+    }
+    served.context("the HTTP server failed")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

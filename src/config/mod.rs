@@ -1,0 +1,299 @@
+//! Settings and connector definitions: the types, field by field, and their defaults.
+//! Loading, `${ENV}` interpolation and validation (every error with its place) live in [`load`].
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use load::{ConfigError, ConfigErrors, load, load_str};
+
+/// The whole gateway configuration (one TOML file, plus connector files it includes).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// Where the intake journal, identity store and embedded output live.
+    pub data_dir: PathBuf,
+    pub intake: IntakeSettings,
+    pub output: OutputSettings,
+    pub topics: Topics,
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+impl Default for Settings {
+    /// The built-in default: 127.0.0.1:8080, `./data`, one unsigned web-form webhook named `webform`,
+    /// and the embedded output.
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            intake: IntakeSettings::default(),
+            output: OutputSettings::Embedded,
+            topics: Topics::default(),
+            connectors: vec![ConnectorConfig::Webhook(WebhookConnector::named("webform"))],
+        }
+    }
+}
+
+impl Settings {
+    pub fn connector(&self, name: &str) -> Option<&ConnectorConfig> {
+        self.connectors.iter().find(|c| c.name() == name)
+    }
+}
+
+pub(crate) fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+pub(crate) fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+/// `[intake]`: the durable journal in front of the pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeSettings {
+    /// Events journaled but not yet delivered, above which webhooks answer 503 (backpressure).
+    pub max_backlog: u64,
+    /// How long a repeated `Idempotency-Key` gets the first answer back, e.g. `"24h"`.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_retention: Duration,
+    /// Largest accepted webhook body, in bytes.
+    pub max_body_bytes: usize,
+    /// Events handed to the pipeline (and to the sink) at once.
+    pub batch_size: usize,
+}
+
+impl Default for IntakeSettings {
+    fn default() -> Self {
+        Self {
+            max_backlog: 1_000_000,
+            idempotency_retention: Duration::from_secs(24 * 3600),
+            max_body_bytes: 1024 * 1024,
+            batch_size: 500,
+        }
+    }
+}
+
+/// `[output]`: where published records go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputSettings {
+    /// JSON lines per topic under `<data_dir>/output/`. Needs nothing installed.
+    #[default]
+    Embedded,
+    Kafka(KafkaSettings),
+}
+
+/// `[output] type = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`, e.g. `"kafka-1:9092,kafka-2:9092"`.
+    pub brokers: String,
+    /// How long librdkafka tries one message before reporting it failed (it is then retried by us).
+    #[serde(
+        with = "humantime_serde",
+        default = "KafkaSettings::default_message_timeout"
+    )]
+    pub message_timeout: Duration,
+    /// Create missing topics at start-up.
+    #[serde(default = "yes")]
+    pub create_topics: bool,
+    /// Partitions of topics leadgate creates.
+    #[serde(default = "KafkaSettings::default_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of topics leadgate creates (use 3 on a production cluster).
+    #[serde(default = "KafkaSettings::default_replication")]
+    pub topic_replication: i32,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `compression.type`, ...).
+    /// `acks` and `enable.idempotence` are fixed and cannot be overridden.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    fn default_message_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_partitions() -> i32 {
+        3
+    }
+    fn default_replication() -> i32 {
+        1
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[topics]`: the three output topic names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub clean: String,
+    pub rejected: String,
+    pub merged: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            clean: "leads.clean".into(),
+            rejected: "leads.rejected".into(),
+            merged: "leads.merged".into(),
+        }
+    }
+}
+
+impl Topics {
+    pub fn all(&self) -> [&str; 3] {
+        [&self.clean, &self.rejected, &self.merged]
+    }
+}
+
+/// One connector definition, `[[connectors]]` in the settings or a file listed in `include`.
+/// Closed and tagged: adding a platform is one new variant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ConnectorConfig {
+    /// Receives `POST /v1/webhooks/{name}` (web forms and anything that posts JSON or a form).
+    Webhook(WebhookConnector),
+    /// A named mapping for `leadgate import --source NAME`.
+    File(FileConnector),
+}
+
+impl ConnectorConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Webhook(c) => &c.name,
+            Self::File(c) => &c.name,
+        }
+    }
+
+    pub fn mapping(&self) -> &FieldMapping {
+        match self {
+            Self::Webhook(c) => &c.mapping,
+            Self::File(c) => &c.mapping,
+        }
+    }
+
+    pub fn default_region(&self) -> &str {
+        match self {
+            Self::Webhook(c) => &c.default_region,
+            Self::File(c) => &c.default_region,
+        }
+    }
+
+    pub fn external_id_field(&self) -> Option<&str> {
+        match self {
+            Self::Webhook(c) => c.external_id_field.as_deref(),
+            Self::File(c) => c.external_id_field.as_deref(),
+        }
+    }
+}
+
+/// `type = "webhook"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConnector {
+    /// Unique; the URL is `/v1/webhooks/{name}`. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// ISO 3166 region for numbers written without a country code.
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// Extra input field names for contact fields (matched before the built-in English and Chinese ones).
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    /// Require an HMAC-SHA256 signature of the raw body.
+    #[serde(default)]
+    pub signature: Option<SignatureConfig>,
+    /// A body field whose value acts as the idempotency key when no `Idempotency-Key` header is sent.
+    #[serde(default)]
+    pub idempotency_field: Option<String>,
+    /// A body field holding the platform's own id of the lead (`source.external_id`).
+    #[serde(default)]
+    pub external_id_field: Option<String>,
+    /// Requests per second allowed on this connector; more get 429 with `Retry-After`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl WebhookConnector {
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            default_region: default_region(),
+            mapping: FieldMapping::default(),
+            signature: None,
+            idempotency_field: None,
+            external_id_field: None,
+            rate_limit: None,
+        }
+    }
+}
+
+/// `type = "file"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConnector {
+    pub name: String,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    #[serde(default)]
+    pub external_id_field: Option<String>,
+}
+
+pub(crate) fn default_region() -> String {
+    "CN".into()
+}
+
+/// `[connectors.signature]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureConfig {
+    /// The shared HMAC key; write `"${ENV_VAR}"` rather than the secret itself.
+    pub secret: SecretString,
+    /// Header carrying the hex digest, optionally prefixed `sha256=`.
+    #[serde(default = "SignatureConfig::default_header")]
+    pub header: String,
+    /// If set, this header carries a unix timestamp (seconds), the signed message is
+    /// `"{timestamp}.{raw body}"`, and requests older or newer than `tolerance` are refused.
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    #[serde(
+        with = "humantime_serde",
+        default = "SignatureConfig::default_tolerance"
+    )]
+    pub tolerance: Duration,
+}
+
+impl SignatureConfig {
+    fn default_header() -> String {
+        "X-Signature".into()
+    }
+    fn default_tolerance() -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+/// `rate_limit = { per_second = 50, burst = 100 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// `[connectors.mapping]`: contact field -> input field names, e.g. `phone = ["mobile_no", "tel2"]`.
+pub type FieldMapping = BTreeMap<crate::mapping::ContactField, Vec<String>>;

@@ -1,0 +1,190 @@
+//! The canonical lead model, in pipeline order: an [`IntakeEvent`] (raw, as received and journaled),
+//! a [`Contact`] (mapped and normalized), and the published records ([`LeadRecord`], [`MergedRecord`]).
+//!
+//! The published records are a public contract: their JSON Schema lives in `docs/schema/` and is
+//! generated from these types (`leadgate schema`); a test keeps the committed file in sync.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Version of the published record schema. Minor bumps only add optional fields; a major bump
+/// changes or removes something and gets new topic names in the release notes.
+pub const SCHEMA_VERSION: &str = "1.0";
+
+/// How a lead entered the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Pushed to `POST /v1/webhooks/{connector}`.
+    Webhook,
+    /// Read from a file by `leadgate import`.
+    File,
+}
+
+/// One ingested event exactly as received, before any cleaning. This is what the durable
+/// intake journal stores; everything after it can be recomputed from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeEvent {
+    pub event_id: String,
+    pub connector: String,
+    pub kind: SourceKind,
+    /// RFC 3339, UTC.
+    pub received_at: String,
+    /// The platform's own id of the lead, when the connector knows where to find it.
+    pub external_id: Option<String>,
+    /// The input as received: a JSON body verbatim (key order kept), a form body or a file row as an
+    /// object of its fields.
+    pub payload: Value,
+}
+
+impl IntakeEvent {
+    pub fn new(
+        connector: &str,
+        kind: SourceKind,
+        external_id: Option<String>,
+        payload: Value,
+    ) -> Self {
+        Self {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            connector: connector.to_owned(),
+            kind,
+            received_at: now_rfc3339(),
+            external_id,
+            payload,
+        }
+    }
+}
+
+/// The current time as RFC 3339 in UTC with millisecond precision.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}
+
+/// A problem found in a lead: `field` is the contact field (or `body`, `contact`), `code` a stable,
+/// documented machine-readable code (see `docs/record-schema.md`), `message` a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Issue {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl Issue {
+    pub fn new(field: &str, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceRef {
+    /// The connector's configured name, e.g. `webform`.
+    pub connector: String,
+    pub kind: SourceKind,
+    /// The platform's own id of the lead, if any.
+    pub external_id: Option<String>,
+}
+
+/// The cleaned contact. Every field is optional; absent or unusable input is `null`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Contact {
+    pub name: Option<String>,
+    /// E.164, e.g. `+8613800138000`.
+    pub phone: Option<String>,
+    /// The extension dialled after the number, digits only.
+    pub phone_ext: Option<String>,
+    /// Domain lowercased; the local part as typed.
+    pub email: Option<String>,
+    pub company: Option<String>,
+    pub title: Option<String>,
+    pub industry: Option<String>,
+    pub province: Option<String>,
+    pub city: Option<String>,
+    pub address: Option<String>,
+    /// Free-text remarks (备注).
+    pub notes: Option<String>,
+}
+
+/// How the identity stage resolved this lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityStatus {
+    /// No known person matched: a new `lead_id`.
+    New,
+    /// Joined one existing person.
+    Matched,
+    /// Bridged several known people, which were merged into the oldest.
+    Merged,
+}
+
+/// The identity stage's outcome for one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityOutcome {
+    pub lead_id: String,
+    pub status: IdentityStatus,
+    /// The kinds of keys that matched an existing person, e.g. `["phone"]`.
+    pub matched_on: Vec<String>,
+    /// `lead_id`s that this event merged into `lead_id` (empty unless `status` is `merged`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub merged_lead_ids: Vec<String>,
+}
+
+/// Who the lead was assigned to. `null` until assignment rules are configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Assignment {
+    pub owner: Option<String>,
+    pub team: Option<String>,
+    pub rule_id: Option<String>,
+    pub strategy: Option<String>,
+    pub reason: String,
+}
+
+/// A record on `leads.clean` (then `reasons` is absent) or `leads.rejected` (then `reasons` lists why,
+/// and `lead_id` and `identity` are null).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "leadgate lead record", extend("$id" = "https://leadgate.dev/schema/lead-record-1.json"))]
+pub struct LeadRecord {
+    /// `"1.0"` for this schema.
+    pub schema_version: String,
+    /// Unique per ingested event; consumers drop repeats by it (delivery is at least once).
+    pub event_id: String,
+    /// The person this lead belongs to; stable across merges of later events into it.
+    pub lead_id: Option<String>,
+    /// When the gateway acknowledged the event, RFC 3339 UTC.
+    pub received_at: String,
+    pub source: SourceRef,
+    pub contact: Contact,
+    /// Input fields that were not mapped to a contact field, under their own names, untouched.
+    pub custom: Map<String, Value>,
+    /// The input exactly as received (JSON bodies verbatim; form bodies and file rows as an object).
+    pub raw: Value,
+    /// Problems found that did not stop the lead.
+    pub issues: Vec<Issue>,
+    pub identity: Option<IdentityOutcome>,
+    pub assignment: Option<Assignment>,
+    /// Present on `leads.rejected` only: why the lead was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<Issue>>,
+}
+
+/// A record on `leads.merged`: the people in `merged_lead_ids` are now `lead_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "leadgate merge record", extend("$id" = "https://leadgate.dev/schema/merge-record-1.json"))]
+pub struct MergedRecord {
+    pub schema_version: String,
+    /// The surviving (oldest) lead.
+    pub lead_id: String,
+    pub merged_lead_ids: Vec<String>,
+    /// The event that caused the merge.
+    pub event_id: String,
+    pub merged_at: String,
+}

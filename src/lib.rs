@@ -1,0 +1,18 @@
+//! leadgate: a lead-ingestion gateway.
+//!
+//! sources → durable intake → normalize/validate → identity → assign → sinks.
+//! The modules below follow that order.
+
+pub mod api;
+pub mod app;
+pub mod assign;
+pub mod config;
+pub mod identity;
+pub mod import;
+pub mod intake;
+pub mod lead;
+pub mod mapping;
+pub mod normalize;
+pub mod pipeline;
+pub mod sinks;
+pub mod sources;

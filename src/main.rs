@@ -1,0 +1,149 @@
+//! The `leadgate` command line: run | import | validate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leadgate::config::{self, Settings};
+use leadgate::import::{ImportOptions, import};
+use leadgate::sources::file::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "leadgate",
+    version,
+    about = "Lead-ingestion gateway: sources -> clean -> identity -> assign -> Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (webhooks, pipeline, output) until Ctrl-C or SIGTERM.
+    Run {
+        /// Settings file (TOML). Without it: 127.0.0.1:8080, ./data, one `webform` webhook, embedded output.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the settings.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory, overriding the settings.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run a CSV or JSON-lines file through the pipeline.
+    Import {
+        file: PathBuf,
+        /// Input format; guessed from the extension when absent.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Connector name the leads are attributed to (its mapping applies if configured).
+        #[arg(long, default_value = "import")]
+        source: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Publish nothing; write the records that would be published instead.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: the file for the records, `-` for stdout (the default).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Check a settings file and list every error with its place.
+    Validate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
+    config::load(path.map(PathBuf::as_path)).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{} error(s) in the configuration", errors.0.len());
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LEADGATE_LOG")
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Validate { config } => {
+            return match load(config.as_ref()) {
+                Ok(s) => {
+                    let source =
+                        config.map_or("built-in default".into(), |p| p.display().to_string());
+                    println!("{source}: ok ({} connector(s))", s.connectors.len());
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            };
+        }
+        Command::Run {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let mut settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            settings.listen = listen.unwrap_or(settings.listen);
+            settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            runtime.block_on(leadgate::app::run(
+                settings,
+                leadgate::app::shutdown_signal(),
+            ))
+        }
+        Command::Import {
+            file,
+            format,
+            source,
+            config,
+            data_dir,
+            dry_run,
+            output,
+        } => {
+            let mut settings = match load(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            let opts = ImportOptions {
+                file,
+                format,
+                source,
+                dry_run,
+                output,
+            };
+            runtime.block_on(import(settings, opts)).map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Field mapping: which input field feeds which contact field. Input names are matched after
+//! folding (NFKC, case, spaces, `_`, `-`, `.`), first against the connector's own `mapping`, then
+//! against built-in English and Chinese names. Whatever is not mapped is kept, untouched, as `custom`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use unicode_normalization::UnicodeNormalization;
+
+use crate::config::FieldMapping;
+use crate::lead::Issue;
+
+/// A contact field that input can be mapped to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactField {
+    Name,
+    Phone,
+    PhoneExt,
+    Email,
+    Company,
+    Title,
+    Industry,
+    Province,
+    City,
+    Address,
+    Notes,
+}
+
+impl ContactField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Phone => "phone",
+            Self::PhoneExt => "phone_ext",
+            Self::Email => "email",
+            Self::Company => "company",
+            Self::Title => "title",
+            Self::Industry => "industry",
+            Self::Province => "province",
+            Self::City => "city",
+            Self::Address => "address",
+            Self::Notes => "notes",
+        }
+    }
+}
+
+/// Built-in names, in priority order within a field (a mobile beats a desk phone).
+const BUILT_IN: &[(ContactField, &[&str])] = &[
+    (
+        ContactField::Name,
+        &[
+            "name",
+            "full_name",
+            "contact_name",
+            "customer_name",
+            "姓名",
+            "名字",
+            "联系人",
+            "客户姓名",
+        ],
+    ),
+    (
+        ContactField::Phone,
+        &[
+            "phone",
+            "mobile",
+            "mobile_phone",
+            "cellphone",
+            "cell",
+            "phone_number",
+            "手机",
+            "手机号",
+            "手机号码",
+            "tel",
+            "telephone",
+            "电话",
+            "联系电话",
+            "电话号码",
+            "联系方式",
+        ],
+    ),
+    (
+        ContactField::PhoneExt,
+        &["phone_ext", "ext", "extension", "分机", "分机号"],
+    ),
+    (
+        ContactField::Email,
+        &[
+            "email",
+            "e-mail",
+            "email_address",
+            "mail",
+            "邮箱",
+            "电子邮箱",
+            "电子邮件",
+            "邮件",
+        ],
+    ),
+    (
+        ContactField::Company,
+        &[
+            "company",
+            "company_name",
+            "organization",
+            "organisation",
+            "公司",
+            "公司名称",
+            "企业名称",
+            "单位",
+        ],
+    ),
+    (
+        ContactField::Title,
+        &["title", "job_title", "position", "职位", "职务"],
+    ),
+    (ContactField::Industry, &["industry", "行业", "所属行业"]),
+    (
+        ContactField::Province,
+        &["province", "state", "省份", "省", "所在省份"],
+    ),
+    (ContactField::City, &["city", "城市", "市", "所在城市"]),
+    (
+        ContactField::Address,
+        &["address", "street_address", "地址", "详细地址"],
+    ),
+    (
+        ContactField::Notes,
+        &[
+            "notes", "note", "remark", "remarks", "comment", "comments", "message", "备注", "留言",
+        ],
+    ),
+];
+
+/// Folds an input field name for matching: `Phone Number`, `phone_number`, `ＰＨＯＮＥ-NUMBER` agree.
+pub fn fold_name(name: &str) -> String {
+    name.nfkc()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '_' | '-' | '.'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Text values of mapped fields, plus everything else as custom fields.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MappedFields {
+    pub values: BTreeMap<ContactField, String>,
+    pub custom: Map<String, Value>,
+    pub issues: Vec<Issue>,
+}
+
+/// A connector's compiled mapping.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    /// Folded input name -> (field, priority; lower wins).
+    index: HashMap<String, (ContactField, usize)>,
+}
+
+impl Mapper {
+    pub fn new(extra: &FieldMapping) -> Self {
+        let mut index = HashMap::new();
+        let mut rank = 0;
+        for (field, names) in extra {
+            for n in names {
+                index.entry(fold_name(n)).or_insert((*field, rank));
+                rank += 1;
+            }
+        }
+        for (field, names) in BUILT_IN {
+            for n in *names {
+                index.entry(fold_name(n)).or_insert((*field, rank));
+                rank += 1;
+            }
+        }
+        Self { index }
+    }
+
+    /// Maps a payload object. A non-object payload maps nothing and is reported.
+    pub fn map(&self, payload: &Value) -> MappedFields {
+        let mut out = MappedFields::default();
+        let Some(obj) = payload.as_object() else {
+            out.issues.push(Issue::new(
+                "body",
+                "body.not_object",
+                "the payload is not an object of fields",
+            ));
+            return out;
+        };
+        // The best candidate so far for each field: (priority, input name, text).
+        let mut best: BTreeMap<ContactField, (usize, &str, String)> = BTreeMap::new();
+        for (key, value) in obj {
+            let Some(&(field, rank)) = self.index.get(&fold_name(key)) else {
+                out.custom.insert(key.clone(), value.clone());
+                continue;
+            };
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => continue,
+                Value::Array(_) | Value::Object(_) => {
+                    out.issues.push(Issue::new(
+                        field.as_str(),
+                        "field.not_text",
+                        format!("input field `{key}` holds a list or an object, not text; kept under custom"),
+                    ));
+                    out.custom.insert(key.clone(), value.clone());
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            match best.get(&field) {
+                Some((r, _, _)) if *r <= rank => {
+                    out.custom.insert(key.clone(), value.clone());
+                }
+                _ => {
+                    if let Some((_, loser, _)) = best.insert(field, (rank, key, text)) {
+                        out.custom.insert(loser.to_owned(), obj[loser].clone());
+                    }
+                }
+            }
+        }
+        out.values = best
+            .into_iter()
+            .map(|(f, (_, _, text))| (f, text))
+            .collect();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chinese_and_english_headers_map() {
+        let m = Mapper::new(&FieldMapping::new());
+        let got = m.map(&json!({"姓名": "张三", "手机": "138", "邮箱": "a@b.cn", "公司": "某某", "职位": "经理",
+            "省份": "广东", "城市": "深圳", "地址": "南山", "行业": "制造", "备注": "hi", "来源页": "x"}));
+        assert_eq!(got.values.len(), 10);
+        assert_eq!(got.values[&ContactField::Notes], "hi");
+        assert_eq!(
+            got.custom,
+            json!({"来源页": "x"}).as_object().unwrap().clone()
+        );
+    }
+
+    #[test]
+    fn configured_names_win_and_losers_stay_custom() {
+        let extra = FieldMapping::from([(ContactField::Phone, vec!["Mobile No".to_string()])]);
+        let m = Mapper::new(&extra);
+        let got = m.map(&json!({"phone": "1", "mobile_no": "2", "电话": "3"}));
+        assert_eq!(got.values[&ContactField::Phone], "2");
+        assert_eq!(got.custom.len(), 2);
+        assert_eq!(got.custom["phone"], json!("1"));
+    }
+
+    #[test]
+    fn mobile_beats_desk_phone_whatever_the_order() {
+        let m = Mapper::new(&FieldMapping::new());
+        let got = m.map(&json!({"电话": "010-1", "手机": "138"}));
+        assert_eq!(got.values[&ContactField::Phone], "138");
+        assert_eq!(got.custom["电话"], json!("010-1"));
+    }
+
+    #[test]
+    fn numbers_are_text_and_objects_are_reported() {
+        let m = Mapper::new(&FieldMapping::new());
+        let got = m.map(&json!({"phone": 13800138000u64, "email": {"a": 1}, "name": null}));
+        assert_eq!(got.values[&ContactField::Phone], "13800138000");
+        assert_eq!(got.issues[0].code, "field.not_text");
+        assert!(got.custom.contains_key("email"));
+        assert!(!got.values.contains_key(&ContactField::Name));
+    }
+}

@@ -1,0 +1,254 @@
+//! Phone numbers: folded, stripped of labels and extensions, parsed to E.164 by the `phonenumber`
+//! crate (libphonenumber's metadata), and typed.
+//!
+//! The crate is wrapped rather than called directly because it rejects full-width digits and knows
+//! nothing of the prefixes and masks Chinese sources use (`0086`, a bare `86`, `138****1234`).
+
+use std::fmt;
+
+use phonenumber::country;
+use unicode_normalization::UnicodeNormalization;
+
+/// What kind of line a number is, as libphonenumber classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhoneKind {
+    Mobile,
+    FixedLine,
+    FixedLineOrMobile,
+    TollFree,
+    SharedCost,
+    Voip,
+    Other,
+}
+
+impl PhoneKind {
+    /// Toll-free and shared-cost numbers (400/800 in China) are company switchboards: they do not
+    /// identify a person, so identity matching must not join leads on them.
+    pub fn identifies_person(self) -> bool {
+        !matches!(self, Self::TollFree | Self::SharedCost)
+    }
+}
+
+/// A valid phone number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phone {
+    e164: String,
+    extension: Option<String>,
+    kind: PhoneKind,
+}
+
+/// Why an input is not a usable phone number. Each maps to a stable issue code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("the number is masked (digits hidden by the platform)")]
+    Masked,
+    #[error("no phone number in the text")]
+    NoNumber,
+    #[error("not a valid number for its region")]
+    Invalid,
+}
+
+impl PhoneError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Masked => "phone.masked",
+            Self::NoNumber => "phone.no_number",
+            Self::Invalid => "phone.invalid",
+        }
+    }
+}
+
+impl Phone {
+    /// Parses `input`, reading numbers without a country code as numbers of `region`.
+    pub fn parse(input: &str, region: country::Id) -> Result<Self, PhoneError> {
+        let folded: String = input.nfkc().collect();
+        if is_masked(&folded) {
+            return Err(PhoneError::Masked);
+        }
+        let start = folded
+            .find(|c: char| c.is_ascii_digit() || c == '+' || c == '(')
+            .ok_or(PhoneError::NoNumber)?;
+        let (main, extension) = split_extension(&folded[start..]);
+        let candidate = canonical_prefix(&main);
+        if candidate.bytes().filter(u8::is_ascii_digit).count() < 3 {
+            return Err(PhoneError::NoNumber);
+        }
+        let number =
+            phonenumber::parse(Some(region), &candidate).map_err(|_| PhoneError::Invalid)?;
+        if !number.is_valid() {
+            return Err(PhoneError::Invalid);
+        }
+        let kind = match number.number_type(&phonenumber::metadata::DATABASE) {
+            phonenumber::Type::Mobile => PhoneKind::Mobile,
+            phonenumber::Type::FixedLine => PhoneKind::FixedLine,
+            phonenumber::Type::FixedLineOrMobile => PhoneKind::FixedLineOrMobile,
+            phonenumber::Type::TollFree => PhoneKind::TollFree,
+            phonenumber::Type::SharedCost | phonenumber::Type::Uan => PhoneKind::SharedCost,
+            phonenumber::Type::Voip => PhoneKind::Voip,
+            _ => PhoneKind::Other,
+        };
+        let extension = extension.or_else(|| number.extension().map(|e| e.to_string()));
+        Ok(Self {
+            e164: number.format().mode(phonenumber::Mode::E164).to_string(),
+            extension,
+            kind,
+        })
+    }
+
+    pub fn e164(&self) -> &str {
+        &self.e164
+    }
+
+    pub fn extension(&self) -> Option<&str> {
+        self.extension.as_deref()
+    }
+
+    pub fn kind(&self) -> PhoneKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.e164)
+    }
+}
+
+/// `138****1234`, `134xxxx1234`, `138●●●●1234`: digits hidden by the platform.
+fn is_masked(s: &str) -> bool {
+    if s.contains(['*', '●', '•']) {
+        return true;
+    }
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let run = b[i + 1..]
+                .iter()
+                .take_while(|c| matches!(c, b'x' | b'X'))
+                .count();
+            if run >= 2 && b.get(i + 1 + run).is_some_and(u8::is_ascii_digit) {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Splits `010-1234-5678 转 801` into the number and the extension digits.
+fn split_extension(s: &str) -> (String, Option<String>) {
+    const MARKERS: &[&str] = &[
+        "分机号",
+        "分机",
+        "转",
+        "extension",
+        "ext.",
+        "ext",
+        "x",
+        "#",
+        ",",
+        ";",
+    ];
+    let lower = s.to_lowercase();
+    for marker in MARKERS {
+        let Some(pos) = lower.find(marker) else {
+            continue;
+        };
+        let digits_before = lower[..pos].bytes().filter(u8::is_ascii_digit).count();
+        let tail = lower[pos + marker.len()..].trim_start_matches([' ', ':', '.', '-']);
+        let ext: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        if digits_before >= 5 && !ext.is_empty() && tail[ext.len()..].trim().is_empty() {
+            return (s[..pos].to_owned(), Some(ext));
+        }
+    }
+    (s.to_owned(), None)
+}
+
+/// Rewrites the prefixes people type into what libphonenumber expects: `0086`/`00` → `+`,
+/// a bare `86` before an 11-digit Chinese mobile → `+86`, and drops a `(0)` trunk marker.
+fn canonical_prefix(s: &str) -> String {
+    let s = s.replace("(0)", "");
+    let plus = s.trim_start().starts_with('+');
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    if plus {
+        format!("+{digits}")
+    } else if let Some(rest) = digits
+        .strip_prefix("00")
+        .filter(|r| r.len() >= 8 && !r.starts_with('0'))
+    {
+        format!("+{rest}")
+    } else if digits.len() == 13 && digits.starts_with("861") {
+        format!("+{digits}")
+    } else {
+        digits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cn(s: &str) -> Result<String, PhoneError> {
+        Phone::parse(s, country::Id::CN).map(|p| p.e164().to_owned())
+    }
+
+    #[test]
+    fn chinese_mobiles_in_common_shapes() {
+        for s in [
+            "138 0013 8000",
+            "13800138000",
+            "+86 138-0013-8000",
+            "(+86)13800138000",
+            "0086 13800138000",
+            "8613800138000",
+            "１３８００１３８０００",
+            "＋８６ １３８ ００１３ ８０００",
+            "手机:138.0013.8000",
+            "Tel: 138 0013 8000",
+        ] {
+            assert_eq!(cn(s).as_deref(), Ok("+8613800138000"), "{s}");
+        }
+    }
+
+    #[test]
+    fn landlines_with_trunk_and_extension() {
+        let p = Phone::parse("010-6552 9988 转 801", country::Id::CN).unwrap();
+        assert_eq!((p.e164(), p.extension()), ("+861065529988", Some("801")));
+        assert_eq!(cn("+86 (0)10 6552 9988").as_deref(), Ok("+861065529988"));
+        let p = Phone::parse("(021) 6888 1234 ext. 12", country::Id::CN).unwrap();
+        assert_eq!(p.extension(), Some("12"));
+    }
+
+    #[test]
+    fn international_numbers() {
+        assert_eq!(cn("+1 650-253-0000").as_deref(), Ok("+16502530000"));
+        assert_eq!(cn("0044 20 7946 0958").as_deref(), Ok("+442079460958"));
+        assert_eq!(
+            Phone::parse("(650) 253-0000", country::Id::US)
+                .unwrap()
+                .e164(),
+            "+16502530000"
+        );
+    }
+
+    #[test]
+    fn masked_and_junk_are_reported() {
+        assert_eq!(cn("138****1234"), Err(PhoneError::Masked));
+        assert_eq!(cn("134xxxx1234"), Err(PhoneError::Masked));
+        assert_eq!(cn("n/a"), Err(PhoneError::NoNumber));
+        assert_eq!(cn("12345"), Err(PhoneError::Invalid));
+    }
+
+    #[test]
+    fn switchboards_do_not_identify_people() {
+        let p = Phone::parse("400-810-8888", country::Id::CN).unwrap();
+        assert!(!p.kind().identifies_person(), "{:?}", p.kind());
+        assert!(
+            Phone::parse("13800138000", country::Id::CN)
+                .unwrap()
+                .kind()
+                .identifies_person()
+        );
+    }
+}

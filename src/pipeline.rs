@@ -1,0 +1,315 @@
+//! The pipeline: journaled events → map → normalize/validate → identity → assign → records, and
+//! the delivery loop that moves records to the sink and acknowledges the journal only after the
+//! sink confirmed them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use phonenumber::country;
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use crate::assign::Assigner;
+use crate::config::{ConnectorConfig, FieldMapping, Topics};
+use crate::identity::{IdentityError, IdentityRequest, IdentityStore, keys_of};
+use crate::intake::{Journal, JournalError};
+use crate::lead::{
+    IntakeEvent, Issue, LeadRecord, MergedRecord, SCHEMA_VERSION, SourceRef, now_rfc3339,
+};
+use crate::mapping::Mapper;
+use crate::normalize::{NormalizedLead, normalize};
+use crate::sinks::{OutRecord, Sink, SinkError};
+
+/// How one event came out, for summaries and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Accepted { merged: bool },
+    Rejected { codes: Vec<String> },
+}
+
+/// A connector's mapping and region, compiled once.
+struct Profile {
+    mapper: Mapper,
+    region: country::Id,
+}
+
+impl Profile {
+    fn new(mapping: &FieldMapping, region: &str) -> Self {
+        Self {
+            mapper: Mapper::new(mapping),
+            region: region.parse().unwrap_or(country::Id::CN),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("cannot serialize a record: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Turns events into publishable records. Stateless but for the identity store.
+pub struct Processor {
+    profiles: HashMap<String, Profile>,
+    fallback: Profile,
+    identity: Arc<dyn IdentityStore>,
+    assigner: Assigner,
+    topics: Topics,
+}
+
+impl Processor {
+    pub fn new(
+        connectors: &[ConnectorConfig],
+        topics: Topics,
+        identity: Arc<dyn IdentityStore>,
+    ) -> Self {
+        let profiles = connectors
+            .iter()
+            .map(|c| {
+                (
+                    c.name().to_owned(),
+                    Profile::new(c.mapping(), c.default_region()),
+                )
+            })
+            .collect();
+        Self {
+            profiles,
+            fallback: Profile::new(&FieldMapping::new(), "CN"),
+            identity,
+            assigner: Assigner,
+            topics,
+        }
+    }
+
+    /// Processes `events` in order. Records come out in event order; a merge record follows the
+    /// clean record of the event that caused it.
+    pub fn process(
+        &self,
+        events: &[IntakeEvent],
+    ) -> Result<(Vec<OutRecord>, Vec<Disposition>), PipelineError> {
+        let cleaned: Vec<(NormalizedLead, serde_json::Map<String, serde_json::Value>)> = events
+            .iter()
+            .map(|e| {
+                let profile = self.profiles.get(&e.connector).unwrap_or(&self.fallback);
+                let mapped = profile.mapper.map(&e.payload);
+                let lead = normalize(&mapped, profile.region);
+                (lead, mapped.custom)
+            })
+            .collect();
+        let requests: Vec<IdentityRequest> = events
+            .iter()
+            .zip(&cleaned)
+            .filter(|(_, (lead, _))| lead.is_reachable())
+            .map(|(e, (lead, _))| IdentityRequest {
+                event_id: e.event_id.clone(),
+                keys: keys_of(lead),
+            })
+            .collect();
+        let mut outcomes = self.identity.resolve(&requests)?.into_iter();
+
+        let mut records = Vec::with_capacity(events.len() + 1);
+        let mut dispositions = Vec::with_capacity(events.len());
+        for (event, (lead, custom)) in events.iter().zip(cleaned) {
+            let reachable = lead.is_reachable();
+            let mut record = LeadRecord {
+                schema_version: SCHEMA_VERSION.into(),
+                event_id: event.event_id.clone(),
+                lead_id: None,
+                received_at: event.received_at.clone(),
+                source: SourceRef {
+                    connector: event.connector.clone(),
+                    kind: event.kind,
+                    external_id: event.external_id.clone(),
+                },
+                contact: lead.contact,
+                custom,
+                raw: event.payload.clone(),
+                issues: lead.issues,
+                identity: None,
+                assignment: None,
+                reasons: None,
+            };
+            if !reachable {
+                let mut reasons = vec![Issue::new(
+                    "contact",
+                    "contact.unreachable",
+                    "no usable phone number and no usable email",
+                )];
+                reasons.extend(
+                    record
+                        .issues
+                        .iter()
+                        .filter(|i| matches!(i.field.as_str(), "phone" | "email" | "body"))
+                        .cloned(),
+                );
+                dispositions.push(Disposition::Rejected {
+                    codes: reasons.iter().map(|r| r.code.clone()).collect(),
+                });
+                record.reasons = Some(reasons);
+                records.push(self.out(&self.topics.rejected, &record.event_id, &record, event)?);
+                continue;
+            }
+            let outcome = outcomes
+                .next()
+                .expect("one identity outcome per reachable lead");
+            record.lead_id = Some(outcome.lead_id.clone());
+            record.assignment = self.assigner.assign(&record);
+            let merged = (!outcome.merged_lead_ids.is_empty()).then(|| MergedRecord {
+                schema_version: SCHEMA_VERSION.into(),
+                lead_id: outcome.lead_id.clone(),
+                merged_lead_ids: outcome.merged_lead_ids.clone(),
+                event_id: event.event_id.clone(),
+                merged_at: now_rfc3339(),
+            });
+            record.identity = Some(outcome);
+            let key = record.lead_id.clone().unwrap_or_default();
+            records.push(self.out(&self.topics.clean, &key, &record, event)?);
+            if let Some(m) = &merged {
+                records.push(self.out(&self.topics.merged, &m.lead_id, m, event)?);
+            }
+            dispositions.push(Disposition::Accepted {
+                merged: merged.is_some(),
+            });
+        }
+        Ok((records, dispositions))
+    }
+
+    fn out<T: serde::Serialize>(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &T,
+        event: &IntakeEvent,
+    ) -> Result<OutRecord, PipelineError> {
+        Ok(OutRecord {
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            value: RawValue::from_string(serde_json::to_string(value)?)?,
+            headers: vec![
+                ("event_id", event.event_id.clone()),
+                ("source", event.connector.clone()),
+                ("schema_version", SCHEMA_VERSION.to_owned()),
+            ],
+        })
+    }
+}
+
+/// Counts of dispositions, for `import`'s summary.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub accepted: u64,
+    pub merged: u64,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    pub fn add(&mut self, d: &Disposition) {
+        match d {
+            Disposition::Accepted { merged } => {
+                self.accepted += 1;
+                self.merged += u64::from(*merged);
+            }
+            Disposition::Rejected { codes } => {
+                // The first reason is the verdict; the rest explain it.
+                let code = codes.get(1).or(codes.first()).cloned().unwrap_or_default();
+                *self.rejected.entry(code).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+/// State the API reads to answer `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryHealth {
+    /// The last delivery error, cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("a pipeline task panicked: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Moves journaled events through the processor to the sink until `shutdown` turns true.
+pub async fn deliver_forever(
+    journal: Journal,
+    processor: Arc<Processor>,
+    mut sink: Sink,
+    batch_size: usize,
+    health: watch::Sender<DeliveryHealth>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut committed = journal.committed();
+    let mut cursor = 0u64;
+    let mut failures = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match step(&journal, &processor, &mut sink, cursor, batch_size).await {
+            Ok(Some(last)) => {
+                cursor = last;
+                failures = 0;
+                health.send_if_modified(|h| h.last_error.take().is_some());
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = committed.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(StepError::Sink(SinkError::Shutdown)) => return,
+            Err(e) => {
+                failures += 1;
+                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(8)));
+                tracing::error!(error = %e, retry_in = ?delay, "delivery failed; nothing is acknowledged, retrying");
+                health.send_replace(DeliveryHealth {
+                    last_error: Some(e.to_string()),
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// One batch: read after `cursor`, process, deliver, acknowledge. `None` when there was nothing.
+async fn step(
+    journal: &Journal,
+    processor: &Arc<Processor>,
+    sink: &mut Sink,
+    cursor: u64,
+    batch: usize,
+) -> Result<Option<u64>, StepError> {
+    let j = journal.clone();
+    let events = tokio::task::spawn_blocking(move || j.read_after(cursor, batch)).await??;
+    let Some(&(last, _)) = events.last() else {
+        return Ok(None);
+    };
+    let p = processor.clone();
+    let (records, _) = tokio::task::spawn_blocking(move || {
+        let events: Vec<IntakeEvent> = events.into_iter().map(|(_, e)| e).collect();
+        p.process(&events)
+    })
+    .await??;
+    sink.deliver(&records).await?;
+    let j = journal.clone();
+    tokio::task::spawn_blocking(move || j.ack_through(last)).await??;
+    Ok(Some(last))
+}

@@ -1,0 +1,240 @@
+//! The Kafka sink: an idempotent producer (`acks=all`, `enable.idempotence=true`) keyed by
+//! `lead_id`. Errors are split three ways:
+//! - retriable (broker down, timeouts, leader changes): the failed records are sent again with
+//!   exponential backoff (`backon`), forever; meanwhile the journal buffers on disk;
+//! - fatal (the idempotent producer's state is lost): the producer is recreated, then as retriable;
+//! - permanent (a record Kafka will never take, e.g. too large): the record goes to a dead-letter
+//!   file under the data directory, fsynced, so nothing is dropped silently.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::watch;
+
+use super::{OutRecord, SinkError};
+use crate::config::{KafkaSettings, Topics};
+
+pub struct KafkaSink {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    dead_letter_dir: PathBuf,
+    shutdown: watch::Receiver<bool>,
+}
+
+enum Failure {
+    Retriable,
+    Permanent,
+}
+
+fn classify(e: &KafkaError) -> Failure {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(
+            C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::MessageBatchTooLarge
+            | C::InvalidRecord
+            | C::InvalidTopic,
+        ) => Failure::Permanent,
+        _ => Failure::Retriable,
+    }
+}
+
+impl KafkaSink {
+    /// Builds the producer and, if configured, creates missing topics. A broker that is down at
+    /// start is not an error: records wait in the journal until it is back.
+    pub async fn connect(
+        settings: &KafkaSettings,
+        topics: &Topics,
+        dead_letter_dir: &Path,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, SinkError> {
+        let producer = producer(settings)?;
+        if settings.create_topics {
+            create_topics(settings, topics).await;
+        }
+        Ok(Self {
+            settings: settings.clone(),
+            producer,
+            dead_letter_dir: dead_letter_dir.to_owned(),
+            shutdown,
+        })
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.settings.brokers
+    }
+
+    pub async fn deliver(&mut self, records: &[OutRecord]) -> Result<(), SinkError> {
+        let mut pending: Vec<usize> = (0..records.len()).collect();
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let failed = self.send_all(records, &pending).await;
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let mut retry = Vec::new();
+            let mut last_error = String::new();
+            for (i, err) in failed {
+                match classify(&err) {
+                    Failure::Permanent => self.dead_letter(&records[i], &err)?,
+                    Failure::Retriable => {
+                        last_error = err.to_string();
+                        retry.push(i);
+                    }
+                }
+            }
+            if let Some((code, reason)) = self.producer.client().fatal_error() {
+                tracing::error!(?code, %reason, "kafka producer hit a fatal error; recreating it");
+                self.producer = producer(&self.settings)?;
+            }
+            if retry.is_empty() {
+                return Ok(());
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+            tracing::warn!(records = retry.len(), error = %last_error, retry_in = ?delay, "kafka delivery failed; retrying");
+            pending = retry;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.changed() => return Err(SinkError::Shutdown),
+            }
+        }
+    }
+
+    /// Sends the records at `indices` and waits for every delivery report; returns the failures.
+    async fn send_all(&self, records: &[OutRecord], indices: &[usize]) -> Vec<(usize, KafkaError)> {
+        let mut failed = Vec::new();
+        let mut inflight = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let r = &records[i];
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_str()),
+                });
+            }
+            let mut record = FutureRecord::to(&r.topic)
+                .key(&r.key)
+                .payload(r.value.get())
+                .headers(headers);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        inflight.push((i, delivery));
+                        break;
+                    }
+                    // librdkafka's queue is full: wait for it to drain (backpressure), then resend.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        failed.push((i, e));
+                        break;
+                    }
+                }
+            }
+        }
+        for (i, delivery) in inflight {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => failed.push((i, e)),
+                Err(_) => failed.push((i, KafkaError::Canceled)),
+            }
+        }
+        failed
+    }
+
+    fn dead_letter(&self, record: &OutRecord, err: &KafkaError) -> Result<(), SinkError> {
+        let path = self.dead_letter_dir.join(format!("{}.jsonl", record.topic));
+        tracing::error!(topic = %record.topic, error = %err, file = %path.display(), "kafka refused a record for good; kept in the dead-letter file");
+        let io = |source| SinkError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dead_letter_dir).map_err(io)?;
+        let line = serde_json::json!({"error": err.to_string(), "topic": record.topic, "key": record.key, "value": &record.value});
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        writeln!(f, "{line}").map_err(io)?;
+        f.sync_data().map_err(io)
+    }
+}
+
+fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    for (k, v) in &settings.options {
+        cfg.set(k, v);
+    }
+    cfg.set("bootstrap.servers", &settings.brokers);
+    cfg
+}
+
+fn producer(settings: &KafkaSettings) -> Result<FutureProducer, SinkError> {
+    let mut cfg = client_config(settings);
+    cfg.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set(
+            "message.timeout.ms",
+            settings.message_timeout.as_millis().to_string(),
+        );
+    cfg.create()
+        .map_err(|e| SinkError::Kafka(format!("cannot create the producer: {e}")))
+}
+
+async fn create_topics(settings: &KafkaSettings, topics: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = match client_config(settings).create() {
+        Ok(a) => a,
+        Err(e) => {
+            return tracing::warn!(error = %e, "cannot create a kafka admin client; topics not created");
+        }
+    };
+    let new: Vec<NewTopic> = topics
+        .all()
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                settings.topic_partitions,
+                TopicReplication::Fixed(settings.topic_replication),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics(&new, &opts).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(t) => tracing::info!(topic = %t, "created kafka topic"),
+                    Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                        tracing::debug!(topic = %t, "kafka topic exists")
+                    }
+                    Err((t, code)) => {
+                        tracing::warn!(topic = %t, ?code, "cannot create kafka topic")
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create kafka topics (is the broker up?); will publish anyway")
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Sinks: where published records go. A sink's `deliver` returns only when every record is
+//! durably accepted downstream (fsynced to disk, or acknowledged by all in-sync Kafka replicas);
+//! only then does the pipeline acknowledge the journal.
+
+mod dry_run;
+mod kafka;
+mod spool;
+
+pub use dry_run::DryRunSink;
+pub use kafka::KafkaSink;
+pub use spool::SpoolSink;
+
+use serde_json::value::RawValue;
+
+/// One record to publish.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    pub topic: String,
+    /// `lead_id` for clean and merge records, `event_id` for rejected ones.
+    pub key: String,
+    /// The record, serialized once.
+    pub value: Box<RawValue>,
+    /// Sent as Kafka headers: `event_id`, `source`, `schema_version`.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("writing {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("delivery stopped: shutting down")]
+    Shutdown,
+}
+
+/// The configured output.
+pub enum Sink {
+    Spool(SpoolSink),
+    Kafka(KafkaSink),
+    DryRun(DryRunSink),
+}
+
+impl Sink {
+    /// Delivers `records` in order. Kafka retries by itself until delivered or shut down; a spool
+    /// or dry-run error is returned for the caller to retry.
+    pub async fn deliver(&mut self, records: &[OutRecord]) -> Result<(), SinkError> {
+        match self {
+            Self::Spool(s) => s.deliver(records),
+            Self::Kafka(k) => k.deliver(records).await,
+            Self::DryRun(d) => d.deliver(records),
+        }
+    }
+
+    /// Where a person can look at the output, for the start-up banner.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Spool(s) => format!(
+                "embedded output: JSON lines per topic in {}",
+                s.dir().display()
+            ),
+            Self::Kafka(k) => format!("kafka output: brokers {}", k.brokers()),
+            Self::DryRun(_) => "dry run: records are written out, nothing is published".into(),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Sources: how leads enter. One module per connector kind; each turns its input into
+//! [`IntakeEvent`](crate::lead::IntakeEvent)s for the journal or the pipeline.
+
+pub mod file;
+pub mod webhook;
