@@ -134,7 +134,6 @@ pub struct IdentityOutcome {
     pub matched_on: Vec<String>,
     /// `lead_id`s that this event merged into `lead_id` (empty unless `status` is `merged`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(skip)]
     pub merged_lead_ids: Vec<String>,
 }
 
@@ -187,4 +186,12 @@ pub struct MergedRecord {
     /// The event that caused the merge.
     pub event_id: String,
     pub merged_at: String,
+}
+
+/// The published JSON Schemas, by file name under `docs/schema/`.
+pub fn json_schemas() -> [(&'static str, serde_json::Value); 2] {
+    [
+        ("lead-record-1.json", schemars::schema_for!(LeadRecord).to_value()),
+        ("merge-record-1.json", schemars::schema_for!(MergedRecord).to_value()),
+    ]
 }

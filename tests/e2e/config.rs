@@ -1,0 +1,98 @@
+//! `leadgate validate`, the shipped example configs, and the published record schema.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::BIN;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Validates a record against the committed JSON Schema of `leads.clean` / `leads.rejected`.
+pub fn assert_valid_lead_record(record: &Value) {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo("docs/schema/lead-record-1.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator.iter_errors(record).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "record does not match the schema: {errors:#?}\n{record:#}");
+}
+
+#[test]
+fn committed_schemas_match_the_code() {
+    for (file, generated) in leadgate::lead::json_schemas() {
+        let path = repo(&format!("docs/schema/{file}"));
+        let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(committed == text, "{} is stale: run `UPDATE_SCHEMA=1 cargo test committed_schemas` and commit it", path.display());
+    }
+}
+
+fn validate(config: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN).arg("validate").arg("--config").arg(config).envs(env.iter().copied()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn every_shipped_config_and_connector_validates() {
+    let env = [("WEBFORM_SECRET", "x"), ("KAFKA_BROKERS", "127.0.0.1:9092")];
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, out, err) = validate(&path, &env);
+            assert_eq!(code, 0, "{}: {out}{err}", path.display());
+            checked += 1;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo("connectors")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let wrapper = dir.path().join("settings.toml");
+            std::fs::write(&wrapper, format!("include = [{:?}]\n", path.display().to_string())).unwrap();
+            let (code, out, err) = validate(&wrapper, &env);
+            assert_eq!(code, 0, "{}: {out}{err}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "the examples were found ({checked})");
+}
+
+#[test]
+fn validate_lists_every_error_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"localhost\"\n\n[output]\ntype = \"kafka\"\n\n[[connectors]]\nname = \"web form\"\ntype = \"webhook\"\ndefault_region = \"ZZ\"\nsignature = { secret = \"${UNSET_FOR_LEADGATE_TEST}\" }\n",
+    )
+    .unwrap();
+    let (code, _, err) = validate(&bad, &[]);
+    assert_eq!(code, 2);
+    let file = bad.display().to_string();
+    for want in [
+        format!("{file}: field `listen`:"),
+        format!("{file}: field `output.brokers`: missing field"),
+        format!("{file}:6: connector `web form`: field `name`:"),
+        format!("{file}:6: connector `web form`: field `default_region`:"),
+        format!("{file}:6: connector `web form`: field `signature.secret`: environment variable UNSET_FOR_LEADGATE_TEST is not set"),
+    ] {
+        assert!(err.lines().any(|l| l.starts_with(&want)), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("5 error(s)"), "{err}");
+
+    let (code, out, _) = validate(Path::new("/nonexistent/leadgate.toml"), &[]);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn validate_without_a_config_checks_the_built_in_default() {
+    let out = Command::new(BIN).arg("validate").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("built-in default: ok (1 connector(s))"));
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real binary, a real Kafka-protocol broker (tansu) and a real client
+//! (rdkafka). Run them all with `scripts/test`, which installs and starts what they need.
+
+mod config;
+mod import;
+mod kafka;
+mod support;
+mod webhooks;

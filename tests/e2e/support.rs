@@ -1,0 +1,301 @@
+//! Shared helpers for the integration tests: the real `leadgate` binary, a real Kafka-protocol
+//! broker (tansu) and a real Kafka client (rdkafka's consumer). A missing service fails the test
+//! with a message saying how to get it; nothing is skipped.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_leadgate");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A tansu broker on a free port, killed on drop.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    storage: String,
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return p.into();
+    }
+    let home_bin = std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")).ok();
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("tansu")).find(|p| p.is_file()));
+    on_path.or(home_bin.filter(|p| p.is_file())).unwrap_or_else(|| {
+        panic!("the Kafka-protocol broker `tansu` is not installed: run scripts/test (it installs it), or set TANSU_BIN")
+    })
+}
+
+impl Broker {
+    /// A broker keeping its data in memory.
+    pub fn start() -> Self {
+        Self::start_on(free_port(), "memory://tansu/".into())
+    }
+
+    /// A broker on `port` with the given storage engine URL.
+    pub fn start_on(port: u16, storage: String) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("tansu-{port}.log"));
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).map(Stdio::from).unwrap_or(Stdio::null()))
+            .spawn()
+            .expect("cannot start tansu");
+        let broker = Self { child, port, storage };
+        assert!(wait_for_port(port, Duration::from_secs(20)), "tansu did not listen on {port}; see {}", log.display());
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (as an outage would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Self::start_on(self.port, self.storage.clone());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One message read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub key: String,
+    pub value: Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Consumed {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads `topic` from the beginning with a fresh consumer group until `want` messages arrived or
+/// `within` passed; returns what it read.
+pub fn consume(brokers: &str, topic: &str, want: usize, within: Duration) -> Vec<Consumed> {
+    consume_until(brokers, topic, within, |got| got.len() >= want)
+}
+
+/// Reads `topic` from the beginning until `done` says so or `within` passed.
+pub fn consume_until(brokers: &str, topic: &str, within: Duration, done: impl Fn(&[Consumed]) -> bool) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::now_v7()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while !done(&out) && Instant::now() < deadline {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Ok(msg) = msg else { continue };
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Consumed {
+            key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
+            value: serde_json::from_slice(msg.payload().unwrap_or_default()).expect("records are JSON"),
+            headers,
+        });
+    }
+    out
+}
+
+/// A running `leadgate run`, killed (SIGKILL) on drop.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// What the binary printed at start-up.
+    pub banner: Vec<String>,
+}
+
+impl Gateway {
+    /// Starts the binary with `config` (a settings file's text, or the built-in default) on a free
+    /// port with `data_dir`.
+    pub fn start(config: Option<&str>, data_dir: &Path) -> Self {
+        Self::start_with_env(config, data_dir, &[])
+    }
+
+    /// Like [`Gateway::start`], with extra environment variables (for `${VAR}` in the config).
+    pub fn start_with_env(config: Option<&str>, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
+        cmd.arg("run").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        if let Some(text) = config {
+            let path = data_dir.with_extension("toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd
+            .env("LEADGATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start leadgate");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let addr: SocketAddr = first
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("leadgate did not start; it printed {first:?}"));
+        let mut banner = vec![first];
+        // The rest of the banner is printed at once; keep reading in the background so the pipe never fills.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            banner.push(line);
+        }
+        Self { child, addr, data_dir: data_dir.to_owned(), banner }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+
+    /// The records in the embedded output of `topic`.
+    pub fn spooled(&self, topic: &str) -> Vec<Value> {
+        let path = self.data_dir.join("output").join(format!("{topic}.jsonl"));
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("spool lines are JSON"))
+            .collect()
+    }
+
+    /// Waits until `topic`'s embedded output has at least `n` records.
+    pub fn wait_spooled(&self, topic: &str, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.spooled(topic);
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn kafka_config(brokers: &str, extra: &str) -> String {
+    format!("[output]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\nmessage_timeout = \"5s\"\ntopic_partitions = 1\n\n{extra}\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n")
+}
+
+pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+    client.post(url).json(body).send().await.expect("request")
+}
+
+/// Concurrent clients posting distinct leads until stopped or until the server goes away.
+pub struct Load {
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Starts `clients` clients posting to `url`, each at most `max_each` leads.
+pub fn start_load(url: &str, clients: usize, max_each: usize) -> Load {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let tasks = (0..clients)
+        .map(|_| {
+            let (url, stop) = (url.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut acked = Vec::new();
+                for _ in 0..max_each {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                    let lead = serde_json::json!({"name": format!("客户{n}"), "phone": format!("139{n:08}")});
+                    let Ok(resp) = http.post(&url).json(&lead).send().await else { break };
+                    if resp.status() != 202 {
+                        break;
+                    }
+                    let Ok(body) = resp.json::<Value>().await else { break };
+                    acked.push(body["event_id"].as_str().unwrap_or_default().to_owned());
+                }
+                acked
+            })
+        })
+        .collect();
+    Load { tasks, stop }
+}
+
+impl Load {
+    /// Stops the clients and returns the event ids of every acknowledged lead.
+    pub async fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    }
+}
