@@ -365,13 +365,20 @@ impl Loader {
             Ok(t) => Some(t),
             Err(e) => {
                 let path = e.path().to_string();
-                let field = if path == "." {
+                let mut field = if path == "." {
                     prefix.trim_end_matches('.').to_owned()
                 } else {
                     format!("{prefix}{path}")
                 };
+                let mut message = e.into_inner().to_string();
+                // serde reports a missing field at its parent: name the field itself.
+                let missing = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
+                if let Some(name) = missing {
+                    field = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
+                    message = "missing field".into();
+                }
                 let field = (!field.is_empty()).then_some(field);
-                self.push(place, field.as_deref(), &e.into_inner().to_string());
+                self.push(place, field.as_deref(), &message);
                 None
             }
         }
