@@ -370,7 +370,7 @@ impl Loader {
                 } else {
                     format!("{prefix}{path}")
                 };
-                let mut message = e.into_inner().to_string();
+                let mut message = e.into_inner().to_string().trim().to_owned();
                 // serde reports a missing field at its parent: name the field itself.
                 let missing = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
                 if let Some(name) = missing {
@@ -565,7 +565,7 @@ impl Loader {
             line: place.line,
             connector: place.connector.clone(),
             field: field.map(str::to_owned),
-            message: message.to_owned(),
+            message: message.trim().to_owned(),
         });
     }
 }
