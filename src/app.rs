@@ -59,9 +59,18 @@ fn create_data_dir(dir: &Path) -> anyhow::Result<DataDir> {
     Ok(DataDir(dir.to_owned()))
 }
 
-/// Runs the gateway until `shutdown` resolves.
-pub async fn run(
+/// Runs the gateway on `settings.listen` until `shutdown` resolves.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    run_on(settings, listener, shutdown).await
+}
+
+/// Runs the gateway on an already bound `listener` (tests and benchmarks bind port 0).
+pub async fn run_on(
     settings: Settings,
+    listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data = create_data_dir(&settings.data_dir)?;
@@ -70,11 +79,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let sink = build_sink(&settings, &data, stop_rx.clone()).await?;
     let output = sink.describe();
-    let processor = Arc::new(Processor::new(
-        &settings.connectors,
-        settings.topics.clone(),
-        identity,
-    ));
+    let processor = Arc::new(Processor::new(&settings.connectors, settings.topics.clone(), identity));
     let (health_tx, health_rx) = watch::channel(DeliveryHealth::default());
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
@@ -85,9 +90,6 @@ pub async fn run(
         stop_rx,
     ));
 
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     println!(
         "leadgate {} listening on http://{addr}",

@@ -1,0 +1,48 @@
+# Shared set-up steps for scripts/run and scripts/test. Each step does nothing when its part is
+# already there, so the scripts are cheap to re-run.
+
+TANSU_VERSION=0.6.0
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the Debian packages given that are not installed yet.
+ensure_apt() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# A C toolchain for librdkafka (built from source by rdkafka-sys) and a Rust toolchain.
+ensure_build_deps() {
+  ensure_apt build-essential pkg-config zlib1g-dev ca-certificates curl
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -f "$HOME/.cargo/env" ] || {
+      echo "==> installing the Rust toolchain (rustup)"
+      curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    }
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+}
+
+# tansu: a Kafka-protocol broker (Apache Kafka cannot be installed here). The tests start their own
+# brokers from this binary. Building it takes about 16 minutes on 2 cores, once.
+ensure_tansu() {
+  local bin
+  bin=$(command -v tansu || true)
+  [ -z "$bin" ] && [ -x "$HOME/.cargo/bin/tansu" ] && bin="$HOME/.cargo/bin/tansu"
+  if [ -z "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "==> building the tansu $TANSU_VERSION broker (about 16 minutes, once)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+    bin="$HOME/.cargo/bin/tansu"
+  fi
+  export TANSU_BIN="$bin"
+  echo "==> broker: $("$TANSU_BIN" --version 2>/dev/null | head -n1) at $TANSU_BIN"
+}
