@@ -12,22 +12,34 @@ use std::time::{Duration, Instant};
 use leadgate::config::Settings;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing we need.
     let leads = env_or("LEADS", 20_000);
     let clients = env_or("CLIENTS", 64);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(bench(leads, clients));
 }
 
 async fn bench(leads: usize, clients: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings { data_dir: dir.path().join("data"), ..Settings::default() };
+    let settings = Settings {
+        data_dir: dir.path().join("data"),
+        ..Settings::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/webhooks/webform", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/v1/webhooks/webform",
+        listener.local_addr().unwrap()
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(leadgate::app::run_on(settings, listener, async {
         let _ = stop_rx.await;
@@ -71,7 +83,10 @@ async fn bench(leads: usize, clients: usize) {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!("intake to durable ack: {leads} leads, {clients} concurrent clients");
-    println!("  throughput: {:.0} leads/s", leads as f64 / elapsed.as_secs_f64());
+    println!(
+        "  throughput: {:.0} leads/s",
+        leads as f64 / elapsed.as_secs_f64()
+    );
     println!(
         "  latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         pct(0.50).as_secs_f64() * 1e3,

@@ -60,7 +60,10 @@ fn create_data_dir(dir: &Path) -> anyhow::Result<DataDir> {
 }
 
 /// Runs the gateway on `settings.listen` until `shutdown` resolves.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -79,7 +82,11 @@ pub async fn run_on(
     let (stop_tx, stop_rx) = watch::channel(false);
     let sink = build_sink(&settings, &data, stop_rx.clone()).await?;
     let output = sink.describe();
-    let processor = Arc::new(Processor::new(&settings.connectors, settings.topics.clone(), identity));
+    let processor = Arc::new(Processor::new(
+        &settings.connectors,
+        settings.topics.clone(),
+        identity,
+    ));
     let (health_tx, health_rx) = watch::channel(DeliveryHealth::default());
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),

@@ -191,7 +191,13 @@ pub struct MergedRecord {
 /// The published JSON Schemas, by file name under `docs/schema/`.
 pub fn json_schemas() -> [(&'static str, serde_json::Value); 2] {
     [
-        ("lead-record-1.json", schemars::schema_for!(LeadRecord).to_value()),
-        ("merge-record-1.json", schemars::schema_for!(MergedRecord).to_value()),
+        (
+            "lead-record-1.json",
+            schemars::schema_for!(LeadRecord).to_value(),
+        ),
+        (
+            "merge-record-1.json",
+            schemars::schema_for!(MergedRecord).to_value(),
+        ),
     ]
 }

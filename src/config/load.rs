@@ -372,9 +372,15 @@ impl Loader {
                 };
                 let mut message = e.into_inner().to_string().trim().to_owned();
                 // serde reports a missing field at its parent: name the field itself.
-                let missing = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
+                let missing = message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.strip_suffix('`'));
                 if let Some(name) = missing {
-                    field = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
+                    field = if field.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{field}.{name}")
+                    };
                     message = "missing field".into();
                 }
                 let field = (!field.is_empty()).then_some(field);

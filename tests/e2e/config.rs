@@ -13,10 +13,19 @@ fn repo(path: &str) -> PathBuf {
 
 /// Validates a record against the committed JSON Schema of `leads.clean` / `leads.rejected`.
 pub fn assert_valid_lead_record(record: &Value) {
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo("docs/schema/lead-record-1.json")).unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("docs/schema/lead-record-1.json")).unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let errors: Vec<String> = validator.iter_errors(record).map(|e| format!("{}: {e}", e.instance_path())).collect();
-    assert!(errors.is_empty(), "record does not match the schema: {errors:#?}\n{record:#}");
+    let errors: Vec<String> = validator
+        .iter_errors(record)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "record does not match the schema: {errors:#?}\n{record:#}"
+    );
 }
 
 #[test]
@@ -28,13 +37,27 @@ fn committed_schemas_match_the_code() {
             std::fs::write(&path, &text).unwrap();
         }
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(committed == text, "{} is stale: run `UPDATE_SCHEMA=1 cargo test committed_schemas` and commit it", path.display());
+        assert!(
+            committed == text,
+            "{} is stale: run `UPDATE_SCHEMA=1 cargo test committed_schemas` and commit it",
+            path.display()
+        );
     }
 }
 
 fn validate(config: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(BIN).arg("validate").arg("--config").arg(config).envs(env.iter().copied()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -54,7 +77,11 @@ fn every_shipped_config_and_connector_validates() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let wrapper = dir.path().join("settings.toml");
-            std::fs::write(&wrapper, format!("include = [{:?}]\n", path.display().to_string())).unwrap();
+            std::fs::write(
+                &wrapper,
+                format!("include = [{:?}]\n", path.display().to_string()),
+            )
+            .unwrap();
             let (code, out, err) = validate(&wrapper, &env);
             assert_eq!(code, 0, "{}: {out}{err}", path.display());
             checked += 1;
@@ -80,9 +107,14 @@ fn validate_lists_every_error_with_its_place() {
         format!("{file}: field `output.brokers`: missing field"),
         format!("{file}:6: connector `web form`: field `name`:"),
         format!("{file}:6: connector `web form`: field `default_region`:"),
-        format!("{file}:6: connector `web form`: field `signature.secret`: environment variable UNSET_FOR_LEADGATE_TEST is not set"),
+        format!(
+            "{file}:6: connector `web form`: field `signature.secret`: environment variable UNSET_FOR_LEADGATE_TEST is not set"
+        ),
     ] {
-        assert!(err.lines().any(|l| l.starts_with(&want)), "missing {want:?} in:\n{err}");
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "missing {want:?} in:\n{err}"
+        );
     }
     assert!(err.contains("5 error(s)"), "{err}");
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Broker, Gateway, consume, consume_until, kafka_config, post_json, start_load};
+use crate::support::{
+    Broker, Gateway, consume, consume_until, kafka_config, post_json, start_load,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -14,8 +16,15 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn clean_rejected_and_merged_records_reach_kafka() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(Some(&kafka_config(&broker.brokers(), "")), &dir.path().join("data"));
-    assert!(gw.banner.iter().any(|l| l.contains("kafka output")), "{:?}", gw.banner);
+    let gw = Gateway::start(
+        Some(&kafka_config(&broker.brokers(), "")),
+        &dir.path().join("data"),
+    );
+    assert!(
+        gw.banner.iter().any(|l| l.contains("kafka output")),
+        "{:?}",
+        gw.banner
+    );
     let http = reqwest::Client::new();
     let url = gw.url("/v1/webhooks/webform");
 
@@ -29,15 +38,33 @@ async fn clean_rejected_and_merged_records_reach_kafka() {
     ] {
         let r = post_json(&http, &url, &lead).await;
         assert_eq!(r.status(), 202);
-        events.push(r.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned());
+        events.push(
+            r.json::<Value>().await.unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
 
     let clean = consume(&broker.brokers(), "leads.clean", 3, WAIT);
     assert_eq!(clean.len(), 3, "three clean records");
-    let by_event = |id: &str| clean.iter().find(|m| m.value["event_id"] == id).unwrap_or_else(|| panic!("{id} not on leads.clean"));
-    let (a, b, c) = (by_event(&events[0]), by_event(&events[1]), by_event(&events[2]));
+    let by_event = |id: &str| {
+        clean
+            .iter()
+            .find(|m| m.value["event_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not on leads.clean"))
+    };
+    let (a, b, c) = (
+        by_event(&events[0]),
+        by_event(&events[1]),
+        by_event(&events[2]),
+    );
     for m in [a, b, c] {
-        assert_eq!(m.key, m.value["lead_id"].as_str().unwrap(), "the key is the lead_id");
+        assert_eq!(
+            m.key,
+            m.value["lead_id"].as_str().unwrap(),
+            "the key is the lead_id"
+        );
         assert_eq!(m.header("event_id"), m.value["event_id"].as_str());
         assert_eq!(m.header("source"), Some("webform"));
         assert_eq!(m.header("schema_version"), Some("1.0"));
@@ -58,8 +85,14 @@ async fn clean_rejected_and_merged_records_reach_kafka() {
     let rejected = consume(&broker.brokers(), "leads.rejected", 1, WAIT);
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].value["event_id"], events[3].as_str());
-    assert_eq!(rejected[0].key, events[3], "rejected records are keyed by event_id");
-    assert_eq!(rejected[0].value["reasons"][0]["code"], "contact.unreachable");
+    assert_eq!(
+        rejected[0].key, events[3],
+        "rejected records are keyed by event_id"
+    );
+    assert_eq!(
+        rejected[0].value["reasons"][0]["code"],
+        "contact.unreachable"
+    );
     crate::config::assert_valid_lead_record(&rejected[0].value);
 }
 
@@ -67,9 +100,18 @@ async fn clean_rejected_and_merged_records_reach_kafka() {
 async fn topic_names_come_from_the_config() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let topics = "[topics]\nclean = \"crm.leads\"\nrejected = \"crm.rejects\"\nmerged = \"crm.merges\"\n";
-    let gw = Gateway::start(Some(&kafka_config(&broker.brokers(), topics)), &dir.path().join("data"));
-    let r = post_json(&reqwest::Client::new(), &gw.url("/v1/webhooks/webform"), &json!({"phone": "13800138000"})).await;
+    let topics =
+        "[topics]\nclean = \"crm.leads\"\nrejected = \"crm.rejects\"\nmerged = \"crm.merges\"\n";
+    let gw = Gateway::start(
+        Some(&kafka_config(&broker.brokers(), topics)),
+        &dir.path().join("data"),
+    );
+    let r = post_json(
+        &reqwest::Client::new(),
+        &gw.url("/v1/webhooks/webform"),
+        &json!({"phone": "13800138000"}),
+    )
+    .await;
     assert_eq!(r.status(), 202);
     assert_eq!(consume(&broker.brokers(), "crm.leads", 1, WAIT).len(), 1);
 }
@@ -78,20 +120,40 @@ async fn topic_names_come_from_the_config() {
 async fn a_broker_outage_is_buffered_on_disk_and_delivered_after() {
     let store = tempfile::tempdir().unwrap();
     // SQLite storage keeps topics and records across the broker restart.
-    let mut broker = Broker::start_on(crate::support::free_port(), format!("sqlite://{}/tansu.db", store.path().display()));
+    let mut broker = Broker::start_on(
+        crate::support::free_port(),
+        format!("sqlite://{}/tansu.db", store.path().display()),
+    );
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(Some(&kafka_config(&broker.brokers(), "")), &dir.path().join("data"));
+    let gw = Gateway::start(
+        Some(&kafka_config(&broker.brokers(), "")),
+        &dir.path().join("data"),
+    );
     let http = reqwest::Client::new();
     let url = gw.url("/v1/webhooks/webform");
-    assert_eq!(post_json(&http, &url, &json!({"phone": "13800000001"})).await.status(), 202);
+    assert_eq!(
+        post_json(&http, &url, &json!({"phone": "13800000001"}))
+            .await
+            .status(),
+        202
+    );
     assert_eq!(consume(&broker.brokers(), "leads.clean", 1, WAIT).len(), 1);
 
     broker.stop();
     let mut during = HashSet::new();
     for n in 2..=6 {
         let r = post_json(&http, &url, &json!({"phone": format!("1380000000{n}")})).await;
-        assert_eq!(r.status(), 202, "leads are still acknowledged while the broker is down");
-        during.insert(r.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned());
+        assert_eq!(
+            r.status(),
+            202,
+            "leads are still acknowledged while the broker is down"
+        );
+        during.insert(
+            r.json::<Value>().await.unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     // Delivery fails after message_timeout (5s); readiness says so and the backlog is on disk.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -109,8 +171,14 @@ async fn a_broker_outage_is_buffered_on_disk_and_delivered_after() {
 
     broker.restart();
     let all = consume(&broker.brokers(), "leads.clean", 6, Duration::from_secs(90));
-    let seen: HashSet<String> = all.iter().map(|m| m.value["event_id"].as_str().unwrap().to_owned()).collect();
-    assert!(during.is_subset(&seen), "every lead posted during the outage arrived after it");
+    let seen: HashSet<String> = all
+        .iter()
+        .map(|m| m.value["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        during.is_subset(&seen),
+        "every lead posted during the outage arrived after it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,15 +192,31 @@ async fn kill_9_under_load_loses_no_acknowledged_lead() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     gw.kill();
     let acked = load.finish().await;
-    assert!(acked.len() > 20, "the load ran ({} acknowledged)", acked.len());
+    assert!(
+        acked.len() > 20,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
 
     let _gw = Gateway::start(Some(&config), &data);
     let want: HashSet<String> = acked.into_iter().collect();
     let ids = |got: &[crate::support::Consumed]| -> HashSet<String> {
-        got.iter().map(|m| m.value["event_id"].as_str().unwrap().to_owned()).collect()
+        got.iter()
+            .map(|m| m.value["event_id"].as_str().unwrap().to_owned())
+            .collect()
     };
-    let got = consume_until(&broker.brokers(), "leads.clean", Duration::from_secs(90), |got| want.is_subset(&ids(got)));
+    let got = consume_until(
+        &broker.brokers(),
+        "leads.clean",
+        Duration::from_secs(90),
+        |got| want.is_subset(&ids(got)),
+    );
     let seen = ids(&got);
     let lost = want.difference(&seen).count();
-    assert_eq!(lost, 0, "of {} acknowledged leads, {lost} were lost", want.len());
+    assert_eq!(
+        lost,
+        0,
+        "of {} acknowledged leads, {lost} were lost",
+        want.len()
+    );
 }

@@ -16,7 +16,11 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_leadgate");
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16, within: Duration) -> bool {
@@ -41,9 +45,14 @@ fn tansu_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU_BIN") {
         return p.into();
     }
-    let home_bin = std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")).ok();
-    let on_path = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("tansu")).find(|p| p.is_file()));
+    let home_bin = std::env::var("HOME")
+        .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
+        .ok();
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.is_file())
+    });
     on_path.or(home_bin.filter(|p| p.is_file())).unwrap_or_else(|| {
         panic!("the Kafka-protocol broker `tansu` is not installed: run scripts/test (it installs it), or set TANSU_BIN")
     })
@@ -60,13 +69,33 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("tansu-{port}.log"));
         let child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &storage,
+            ])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(
+                std::fs::File::create(&log)
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .spawn()
             .expect("cannot start tansu");
-        let broker = Self { child, port, storage };
-        assert!(wait_for_port(port, Duration::from_secs(20)), "tansu did not listen on {port}; see {}", log.display());
+        let broker = Self {
+            child,
+            port,
+            storage,
+        };
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)),
+            "tansu did not listen on {port}; see {}",
+            log.display()
+        );
         broker
     }
 
@@ -103,7 +132,10 @@ pub struct Consumed {
 
 impl Consumed {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -114,7 +146,12 @@ pub fn consume(brokers: &str, topic: &str, want: usize, within: Duration) -> Vec
 }
 
 /// Reads `topic` from the beginning until `done` says so or `within` passed.
-pub fn consume_until(brokers: &str, topic: &str, within: Duration, done: impl Fn(&[Consumed]) -> bool) -> Vec<Consumed> {
+pub fn consume_until(
+    brokers: &str,
+    topic: &str,
+    within: Duration,
+    done: impl Fn(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("test-{}", uuid::Uuid::now_v7()))
@@ -126,19 +163,27 @@ pub fn consume_until(brokers: &str, topic: &str, within: Duration, done: impl Fn
     let deadline = Instant::now() + within;
     let mut out = Vec::new();
     while !done(&out) && Instant::now() < deadline {
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let Ok(msg) = msg else { continue };
         let headers = msg
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                    .map(|x| {
+                        (
+                            x.key.to_owned(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
         out.push(Consumed {
             key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
-            value: serde_json::from_slice(msg.payload().unwrap_or_default()).expect("records are JSON"),
+            value: serde_json::from_slice(msg.payload().unwrap_or_default())
+                .expect("records are JSON"),
             headers,
         });
     }
@@ -165,7 +210,9 @@ impl Gateway {
     pub fn start_with_env(config: Option<&str>, data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.envs(env.iter().copied());
-        cmd.arg("run").args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        cmd.arg("run")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
         if let Some(text) = config {
             let path = data_dir.with_extension("toml");
             std::fs::write(&path, text).unwrap();
@@ -195,7 +242,12 @@ impl Gateway {
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
             banner.push(line);
         }
-        Self { child, addr, data_dir: data_dir.to_owned(), banner }
+        Self {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            banner,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -210,7 +262,10 @@ impl Gateway {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().unwrap()
     }
 
@@ -244,7 +299,9 @@ impl Drop for Gateway {
 }
 
 pub fn kafka_config(brokers: &str, extra: &str) -> String {
-    format!("[output]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\nmessage_timeout = \"5s\"\ntopic_partitions = 1\n\n{extra}\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n")
+    format!(
+        "[output]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\nmessage_timeout = \"5s\"\ntopic_partitions = 1\n\n{extra}\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n"
+    )
 }
 
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
