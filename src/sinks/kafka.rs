@@ -238,3 +238,110 @@ async fn create_topics(settings: &KafkaSettings, topics: &Topics) {
         }
     }
 }
+
+/// Failure paths on librdkafka's in-process mock cluster (fast; the real broker is exercised by
+/// the integration tests).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use serde_json::value::RawValue;
+
+    fn record(n: u32) -> OutRecord {
+        OutRecord {
+            topic: "leads.clean".into(),
+            key: format!("lead-{n}"),
+            value: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
+            headers: vec![("event_id", format!("e{n}"))],
+        }
+    }
+
+    async fn sink(brokers: String, dead: &Path) -> (KafkaSink, watch::Sender<bool>) {
+        let settings = KafkaSettings {
+            brokers,
+            message_timeout: Duration::from_millis(1500),
+            create_topics: false,
+            topic_partitions: 1,
+            topic_replication: 1,
+            options: Default::default(),
+        };
+        let (tx, rx) = watch::channel(false);
+        (
+            KafkaSink::connect(&settings, &Topics::default(), dead, rx)
+                .await
+                .unwrap(),
+            tx,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn records_are_retried_through_an_outage_until_delivered() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("leads.clean", 1, 1).unwrap();
+        let dead = tempfile::tempdir().unwrap();
+        let (mut sink, _stop) = sink(mock.bootstrap_servers(), dead.path()).await;
+        sink.deliver(&[record(0)]).await.unwrap();
+
+        mock.broker_down(1).unwrap();
+        let records: Vec<_> = (1..=5).map(record).collect();
+        let delivery = tokio::spawn(async move { sink.deliver(&records).await });
+        // Past message_timeout: librdkafka has given up once and leadgate is retrying.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !delivery.is_finished(),
+            "delivery waits for the broker, it does not give up"
+        );
+        mock.broker_up(1).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(40), delivery)
+            .await
+            .expect("delivered after the outage");
+        result.unwrap().unwrap();
+        assert!(
+            std::fs::read_dir(dead.path()).unwrap().next().is_none(),
+            "nothing was dead-lettered"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_kafka_refuses_for_good_goes_to_the_dead_letter_file() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("leads.clean", 1, 1).unwrap();
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        let dead = tempfile::tempdir().unwrap();
+        let (mut sink, _stop) = sink(mock.bootstrap_servers(), dead.path()).await;
+        tokio::time::timeout(Duration::from_secs(20), sink.deliver(&[record(7)]))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = std::fs::read_to_string(dead.path().join("leads.clean.jsonl")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(
+            (line["key"].as_str(), &line["value"]),
+            (Some("lead-7"), &serde_json::json!({"n": 7}))
+        );
+        assert!(
+            line["error"].as_str().unwrap().contains("too large"),
+            "{line}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shutdown_interrupts_retrying() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("leads.clean", 1, 1).unwrap();
+        mock.broker_down(1).unwrap();
+        let dead = tempfile::tempdir().unwrap();
+        let (mut sink, stop) = sink(mock.bootstrap_servers(), dead.path()).await;
+        let delivery = tokio::spawn(async move { sink.deliver(&[record(1)]).await });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.send_replace(true);
+        let result = tokio::time::timeout(Duration::from_secs(5), delivery)
+            .await
+            .expect("stops promptly");
+        assert!(matches!(result.unwrap(), Err(SinkError::Shutdown)));
+    }
+}
