@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Broker, Gateway, consume, consume_until, kafka_config, post_json, start_load,
+    Broker, Gateway, consume, consume_until, kafka_config, kill_under_load, post_json,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -188,15 +188,7 @@ async fn kill_9_under_load_loses_no_acknowledged_lead() {
     let data = dir.path().join("data");
     let config = kafka_config(&broker.brokers(), "");
     let mut gw = Gateway::start(Some(&config), &data);
-    let load = start_load(&gw.url("/v1/webhooks/webform"), 8, 100_000);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    gw.kill();
-    let acked = load.finish().await;
-    assert!(
-        acked.len() > 20,
-        "the load ran ({} acknowledged)",
-        acked.len()
-    );
+    let acked = kill_under_load(&mut gw).await;
 
     let _gw = Gateway::start(Some(&config), &data);
     let want: HashSet<String> = acked.into_iter().collect();

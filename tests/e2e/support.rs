@@ -356,3 +356,18 @@ impl Load {
         all
     }
 }
+
+/// Puts `gw` under concurrent load, kills it with SIGKILL mid-load, and returns the event ids of
+/// every lead it acknowledged before dying.
+pub async fn kill_under_load(gw: &mut Gateway) -> Vec<String> {
+    let load = start_load(&gw.url("/v1/webhooks/webform"), 8, 100_000);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw.kill();
+    let acked = load.finish().await;
+    assert!(
+        acked.len() > 20,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
+    acked
+}

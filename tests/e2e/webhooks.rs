@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::support::{Gateway, post_json};
@@ -147,24 +148,19 @@ async fn webhook_inputs_and_errors() {
         "sha256={}",
         leadgate::sources::webhook::sign("topsecret", None, body)
     );
-    let r = http
-        .post(url("signed"))
-        .header("X-Signature", &good)
-        .body(&body[..])
-        .send()
-        .await
-        .unwrap();
+    let post_signed = || {
+        http.post(url("signed"))
+            .header("X-Signature", &good)
+            .body(&body[..])
+            .send()
+            .map(Result::unwrap)
+    };
+    let r = post_signed().await;
     assert_eq!(r.status(), 202);
     let first: Value = r.json().await.unwrap();
     accepted.push(first["event_id"].as_str().unwrap().to_owned());
     // The same submission_id again (a platform retry): the first answer, no new event.
-    let r = http
-        .post(url("signed"))
-        .header("X-Signature", &good)
-        .body(&body[..])
-        .send()
-        .await
-        .unwrap();
+    let r = post_signed().await;
     assert_eq!(r.status(), 202);
     assert_eq!(r.headers()["idempotent-replayed"], "true");
     let again: Value = r.json().await.unwrap();
@@ -349,15 +345,7 @@ async fn kill_9_on_the_embedded_output_loses_no_acknowledged_lead() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut gw = Gateway::start(None, &data);
-    let load = crate::support::start_load(&gw.url("/v1/webhooks/webform"), 8, 100_000);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    gw.kill();
-    let acked = load.finish().await;
-    assert!(
-        acked.len() > 20,
-        "the load ran ({} acknowledged)",
-        acked.len()
-    );
+    let acked = crate::support::kill_under_load(&mut gw).await;
 
     let gw = Gateway::start(None, &data);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
