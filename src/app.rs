@@ -14,8 +14,8 @@ use crate::api::{AppState, serve};
 use crate::config::{OutputSettings, Settings};
 use crate::identity::{EmbeddedIdentityStore, IdentityStore};
 use crate::intake::Journal;
-use crate::pipeline::{DeliveryHealth, Processor, deliver_forever};
-use crate::sinks::{KafkaSink, Sink, SpoolSink};
+use crate::pipeline::{Processor, deliver_forever};
+use crate::sinks::{HealthReport, KafkaSink, Sink, SpoolSink};
 
 /// Where things live under the data directory.
 pub struct DataDir(pub PathBuf);
@@ -40,11 +40,12 @@ pub async fn build_sink(
     settings: &Settings,
     data: &DataDir,
     shutdown: watch::Receiver<bool>,
+    health: HealthReport,
 ) -> anyhow::Result<Sink> {
     Ok(match &settings.output {
         OutputSettings::Embedded => Sink::Spool(SpoolSink::open(&data.output())?),
         OutputSettings::Kafka(k) => Sink::Kafka(
-            KafkaSink::connect(k, &settings.topics, &data.dead_letter(), shutdown).await?,
+            KafkaSink::connect(k, &settings.topics, &data.dead_letter(), shutdown, health).await?,
         ),
     })
 }
@@ -80,20 +81,20 @@ pub async fn run_on(
     let journal = Journal::open(&data.journal(), settings.intake.idempotency_retention)?;
     let identity = open_identity(&data)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sink = build_sink(&settings, &data, stop_rx.clone()).await?;
+    let (health, health_rx) = HealthReport::new();
+    let sink = build_sink(&settings, &data, stop_rx.clone(), health.clone()).await?;
     let output = sink.describe();
     let processor = Arc::new(Processor::new(
         &settings.connectors,
         settings.topics.clone(),
         identity,
     ));
-    let (health_tx, health_rx) = watch::channel(DeliveryHealth::default());
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor,
         sink,
         settings.intake.batch_size,
-        health_tx,
+        health,
         stop_rx,
     ));
 

@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::identity::{EmbeddedIdentityStore, IdentityStore};
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::pipeline::{Processor, Summary};
-use crate::sinks::{DryRunSink, Sink};
+use crate::sinks::{DryRunSink, HealthReport, Sink};
 use crate::sources::file::{Format, read_text, rows};
 use crate::sources::webhook::field_text;
 
@@ -75,7 +75,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         let data = DataDir(settings.data_dir.clone());
         (
             open_identity(&data)?,
-            build_sink(&settings, &data, stop_rx).await?,
+            build_sink(&settings, &data, stop_rx, HealthReport::new().0).await?,
         )
     };
     let connector = settings.connector(&opts.source);

@@ -19,7 +19,7 @@ use crate::lead::{
 };
 use crate::mapping::Mapper;
 use crate::normalize::{NormalizedLead, normalize};
-use crate::sinks::{OutRecord, Sink, SinkError};
+use crate::sinks::{HealthReport, OutRecord, Sink, SinkError};
 
 /// How one event came out, for summaries and counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,13 +225,6 @@ impl Summary {
     }
 }
 
-/// State the API reads to answer `/readyz`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryHealth {
-    /// The last delivery error, cleared by the next success.
-    pub last_error: Option<String>,
-}
-
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     #[error(transparent)]
@@ -250,12 +243,12 @@ pub async fn deliver_forever(
     processor: Arc<Processor>,
     mut sink: Sink,
     batch_size: usize,
-    health: watch::Sender<DeliveryHealth>,
+    health: HealthReport,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut committed = journal.committed();
     let mut cursor = 0u64;
-    let mut failures = 0u32;
+    let mut backoff = retry_policy();
     loop {
         if *shutdown.borrow() {
             return;
@@ -263,8 +256,8 @@ pub async fn deliver_forever(
         match step(&journal, &processor, &mut sink, cursor, batch_size).await {
             Ok(Some(last)) => {
                 cursor = last;
-                failures = 0;
-                health.send_if_modified(|h| h.last_error.take().is_some());
+                backoff = retry_policy();
+                health.ok();
             }
             Ok(None) => {
                 tokio::select! {
@@ -274,12 +267,9 @@ pub async fn deliver_forever(
             }
             Err(StepError::Sink(SinkError::Shutdown)) => return,
             Err(e) => {
-                failures += 1;
-                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(8)));
+                let delay = backoff.next().unwrap_or(Duration::from_secs(30));
                 tracing::error!(error = %e, retry_in = ?delay, "delivery failed; nothing is acknowledged, retrying");
-                health.send_replace(DeliveryHealth {
-                    last_error: Some(e.to_string()),
-                });
+                health.failing(e.to_string());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => {}
@@ -287,6 +277,18 @@ pub async fn deliver_forever(
             }
         }
     }
+}
+
+/// How the delivery loop (and the Kafka sink) space their retries: exponential with jitter, from
+/// 200 ms up to 10 s (20 s with jitter), forever: giving up would drop acknowledged leads.
+pub fn retry_policy() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// One batch: read after `cursor`, process, deliver, acknowledge. `None` when there was nothing.

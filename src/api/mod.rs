@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::{ConnectorConfig, Settings};
 use crate::intake::Journal;
-use crate::pipeline::DeliveryHealth;
+use crate::sinks::DeliveryHealth;
 
 /// Everything the handlers share.
 #[derive(Clone)]

@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -20,7 +19,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
-use super::{OutRecord, SinkError};
+use super::{HealthReport, OutRecord, SinkError};
 use crate::config::{KafkaSettings, Topics};
 
 pub struct KafkaSink {
@@ -28,7 +27,11 @@ pub struct KafkaSink {
     producer: FutureProducer,
     dead_letter_dir: PathBuf,
     shutdown: watch::Receiver<bool>,
+    health: HealthReport,
 }
+
+/// Consecutive failed attempts after which the producer is recreated.
+const RECREATE_AFTER: u32 = 3;
 
 enum Failure {
     Retriable,
@@ -57,6 +60,7 @@ impl KafkaSink {
         topics: &Topics,
         dead_letter_dir: &Path,
         shutdown: watch::Receiver<bool>,
+        health: HealthReport,
     ) -> Result<Self, SinkError> {
         let producer = producer(settings)?;
         if settings.create_topics {
@@ -67,6 +71,7 @@ impl KafkaSink {
             producer,
             dead_letter_dir: dead_letter_dir.to_owned(),
             shutdown,
+            health,
         })
     }
 
@@ -76,12 +81,8 @@ impl KafkaSink {
 
     pub async fn deliver(&mut self, records: &[OutRecord]) -> Result<(), SinkError> {
         let mut pending: Vec<usize> = (0..records.len()).collect();
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = crate::pipeline::retry_policy();
+        let mut attempts = 0u32;
         loop {
             let failed = self.send_all(records, &pending).await;
             if failed.is_empty() {
@@ -98,8 +99,18 @@ impl KafkaSink {
                     }
                 }
             }
+            attempts += 1;
             if let Some((code, reason)) = self.producer.client().fatal_error() {
                 tracing::error!(?code, %reason, "kafka producer hit a fatal error; recreating it");
+                self.producer = producer(&self.settings)?;
+            } else if attempts.is_multiple_of(RECREATE_AFTER) {
+                // A broker that lost its idempotent-producer state (data loss, an unclean leader
+                // election, a restarted broker) refuses this producer id for good. Every report
+                // is in, so nothing is in flight: a new producer gets a new id.
+                tracing::warn!(
+                    attempts,
+                    "kafka delivery keeps failing; recreating the producer"
+                );
                 self.producer = producer(&self.settings)?;
             }
             if retry.is_empty() {
@@ -107,6 +118,10 @@ impl KafkaSink {
             }
             let delay = backoff.next().unwrap_or(Duration::from_secs(30));
             tracing::warn!(records = retry.len(), error = %last_error, retry_in = ?delay, "kafka delivery failed; retrying");
+            self.health.failing(format!(
+                "kafka: {last_error} ({} records waiting)",
+                retry.len()
+            ));
             pending = retry;
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -268,9 +283,15 @@ mod tests {
         };
         let (tx, rx) = watch::channel(false);
         (
-            KafkaSink::connect(&settings, &Topics::default(), dead, rx)
-                .await
-                .unwrap(),
+            KafkaSink::connect(
+                &settings,
+                &Topics::default(),
+                dead,
+                rx,
+                HealthReport::new().0,
+            )
+            .await
+            .unwrap(),
             tx,
         )
     }

@@ -10,7 +10,10 @@ pub use dry_run::DryRunSink;
 pub use kafka::KafkaSink;
 pub use spool::SpoolSink;
 
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
+use tokio::sync::watch;
 
 /// One record to publish.
 #[derive(Debug, Clone)]
@@ -65,5 +68,33 @@ impl Sink {
             Self::Kafka(k) => format!("kafka output: brokers {}", k.brokers()),
             Self::DryRun(_) => "dry run: records are written out, nothing is published".into(),
         }
+    }
+}
+
+/// What `/readyz` knows about delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryHealth {
+    /// The last delivery error, cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+/// Where the delivery loop and the sinks report failures and recoveries; cheap to clone.
+#[derive(Clone)]
+pub struct HealthReport(Arc<watch::Sender<DeliveryHealth>>);
+
+impl HealthReport {
+    pub fn new() -> (Self, watch::Receiver<DeliveryHealth>) {
+        let (tx, rx) = watch::channel(DeliveryHealth::default());
+        (Self(Arc::new(tx)), rx)
+    }
+
+    pub fn failing(&self, error: String) {
+        self.0.send_replace(DeliveryHealth {
+            last_error: Some(error),
+        });
+    }
+
+    pub fn ok(&self) {
+        self.0.send_if_modified(|h| h.last_error.take().is_some());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Broker, Gateway, consume, consume_until, kafka_config, kill_under_load, post_json,
+    Broker, Gateway, Proxy, consume, consume_until, kafka_config, kill_under_load, post_json,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -118,12 +118,10 @@ async fn topic_names_come_from_the_config() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_outage_is_buffered_on_disk_and_delivered_after() {
-    let store = tempfile::tempdir().unwrap();
-    // SQLite storage keeps topics and records across the broker restart.
-    let mut broker = Broker::start_on(
-        crate::support::free_port(),
-        format!("sqlite://{}/tansu.db", store.path().display()),
-    );
+    // The broker stays up; the network between it and every client goes down and comes back.
+    let mut proxy = Proxy::new();
+    let broker = Broker::start_behind(proxy.port);
+    proxy.start(broker.port).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start(
         Some(&kafka_config(&broker.brokers(), "")),
@@ -139,7 +137,7 @@ async fn a_broker_outage_is_buffered_on_disk_and_delivered_after() {
     );
     assert_eq!(consume(&broker.brokers(), "leads.clean", 1, WAIT).len(), 1);
 
-    broker.stop();
+    proxy.stop().await;
     let mut during = HashSet::new();
     for n in 2..=6 {
         let r = post_json(&http, &url, &json!({"phone": format!("1380000000{n}")})).await;
@@ -169,7 +167,7 @@ async fn a_broker_outage_is_buffered_on_disk_and_delivered_after() {
     assert_eq!(ready.0, 503, "readyz reports the outage: {}", ready.1);
     assert!(ready.1["backlog"].as_u64().unwrap() >= 5, "{}", ready.1);
 
-    broker.restart();
+    proxy.start(broker.port).await;
     let all = consume(&broker.brokers(), "leads.clean", 6, Duration::from_secs(90));
     let seen: HashSet<String> = all
         .iter()

@@ -38,7 +38,8 @@ fn wait_for_port(port: u16, within: Duration) -> bool {
 pub struct Broker {
     child: Child,
     pub port: u16,
-    storage: String,
+    /// The port clients are told to use (the broker's own, or a [`Proxy`] in front of it).
+    advertised: u16,
 }
 
 fn tansu_bin() -> PathBuf {
@@ -61,12 +62,19 @@ fn tansu_bin() -> PathBuf {
 impl Broker {
     /// A broker keeping its data in memory.
     pub fn start() -> Self {
-        Self::start_on(free_port(), "memory://tansu/".into())
+        let port = free_port();
+        Self::start_on(port, port)
     }
 
-    /// A broker on `port` with the given storage engine URL.
-    pub fn start_on(port: u16, storage: String) -> Self {
+    /// A broker that tells clients to reach it through a [`Proxy`] on `advertised`, so a test
+    /// can cut the network between the gateway and a broker that stays up.
+    pub fn start_behind(advertised: u16) -> Self {
+        Self::start_on(free_port(), advertised)
+    }
+
+    fn start_on(port: u16, advertised: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let log = std::env::temp_dir().join(format!("tansu-{port}.log"));
         let child = Command::new(tansu_bin())
             .args([
@@ -74,9 +82,9 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
                 "--storage-engine",
-                &storage,
+                "memory://tansu/",
             ])
             .stdout(Stdio::null())
             .stderr(
@@ -89,7 +97,7 @@ impl Broker {
         let broker = Self {
             child,
             port,
-            storage,
+            advertised,
         };
         assert!(
             wait_for_port(port, Duration::from_secs(20)),
@@ -100,19 +108,13 @@ impl Broker {
     }
 
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised)
     }
 
     /// Stops the broker (as an outage would).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    /// Starts it again on the same port and storage.
-    pub fn restart(&mut self) {
-        self.stop();
-        *self = Self::start_on(self.port, self.storage.clone());
     }
 }
 
@@ -190,6 +192,16 @@ pub fn consume_until(
     out
 }
 
+/// Appends to `path` (a gateway's log, kept beside its data directory for post-mortems).
+fn log_file(path: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(Stdio::from)
+        .unwrap_or(Stdio::inherit())
+}
+
 /// A running `leadgate run`, killed (SIGKILL) on drop.
 pub struct Gateway {
     child: Child,
@@ -221,7 +233,7 @@ impl Gateway {
         let mut child = cmd
             .env("LEADGATE_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log_file(&data_dir.with_extension("log")))
             .spawn()
             .expect("cannot start leadgate");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -230,7 +242,11 @@ impl Gateway {
             .rsplit("http://")
             .next()
             .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("leadgate did not start; it printed {first:?}"));
+            .unwrap_or_else(|| {
+                let log =
+                    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                panic!("leadgate did not start; it printed {first:?}; its log:\n{log}")
+            });
         let mut banner = vec![first];
         // The rest of the banner is printed at once; keep reading in the background so the pipe never fills.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -370,4 +386,50 @@ pub async fn kill_under_load(gw: &mut Gateway) -> Vec<String> {
         acked.len()
     );
     acked
+}
+
+/// A TCP forwarder from `port` to a broker: stopping it is a network outage for every client.
+pub struct Proxy {
+    pub port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy on a free port, not forwarding yet.
+    pub fn new() -> Self {
+        Self {
+            port: free_port(),
+            task: None,
+        }
+    }
+
+    /// Forwards connections to `target` until [`Proxy::stop`].
+    pub async fn start(&mut self, target: u16) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.task = Some(tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) closes every forwarded connection.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
