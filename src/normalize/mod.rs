@@ -3,6 +3,7 @@
 
 mod email;
 mod phone;
+mod phone_meta;
 mod text;
 
 pub use email::{Email, EmailError};

@@ -14,18 +14,46 @@ use unicode_normalization::UnicodeNormalization;
 pub enum PhoneKind {
     Mobile,
     FixedLine,
+    /// Where the plan cannot tell (e.g. the US).
     FixedLineOrMobile,
+    /// 800 in China.
     TollFree,
+    /// 400 in China.
     SharedCost,
+    PremiumRate,
     Voip,
-    Other,
+    PersonalNumber,
+    Pager,
+    /// "Universal access" company numbers.
+    Uan,
+    Voicemail,
 }
 
 impl PhoneKind {
+    /// The name used in records and fixtures (libphonenumber's type, snake_case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mobile => "mobile",
+            Self::FixedLine => "fixed_line",
+            Self::FixedLineOrMobile => "fixed_line_or_mobile",
+            Self::TollFree => "toll_free",
+            Self::SharedCost => "shared_cost",
+            Self::Voip => "voip",
+            Self::PremiumRate => "premium_rate",
+            Self::PersonalNumber => "personal_number",
+            Self::Pager => "pager",
+            Self::Uan => "uan",
+            Self::Voicemail => "voicemail",
+        }
+    }
+
     /// Toll-free and shared-cost numbers (400/800 in China) are company switchboards: they do not
     /// identify a person, so identity matching must not join leads on them.
     pub fn identifies_person(self) -> bool {
-        !matches!(self, Self::TollFree | Self::SharedCost)
+        !matches!(
+            self,
+            Self::TollFree | Self::SharedCost | Self::Uan | Self::PremiumRate | Self::Voicemail
+        )
     }
 }
 
@@ -73,23 +101,23 @@ impl Phone {
         if candidate.bytes().filter(u8::is_ascii_digit).count() < 3 {
             return Err(PhoneError::NoNumber);
         }
-        let number =
+        let mut number =
             phonenumber::parse(Some(region), &candidate).map_err(|_| PhoneError::Invalid)?;
-        if !number.is_valid() {
-            return Err(PhoneError::Invalid);
+        // The crate strips national and carrier prefixes by the *default* region's rules even when
+        // the number names another country (+44 1212... lost "1212" as if it were a Chinese
+        // carrier code). libphonenumber uses the number's own country: parse again under it.
+        if let Some(home) = super::phone_meta::main_region(number.code().value())
+            && home != region
+        {
+            number = phonenumber::parse(Some(home), &candidate).map_err(|_| PhoneError::Invalid)?;
         }
-        let kind = match number.number_type(&phonenumber::metadata::DATABASE) {
-            phonenumber::Type::Mobile => PhoneKind::Mobile,
-            phonenumber::Type::FixedLine => PhoneKind::FixedLine,
-            phonenumber::Type::FixedLineOrMobile => PhoneKind::FixedLineOrMobile,
-            phonenumber::Type::TollFree => PhoneKind::TollFree,
-            phonenumber::Type::SharedCost | phonenumber::Type::Uan => PhoneKind::SharedCost,
-            phonenumber::Type::Voip => PhoneKind::Voip,
-            _ => PhoneKind::Other,
-        };
+        // Validity and type by libphonenumber's rules (see phone_meta), not the crate's.
+        let code = number.code().value();
+        let nsn = number.national().to_string();
+        let (kind, _) = super::phone_meta::classify(code, &nsn).ok_or(PhoneError::Invalid)?;
         let extension = extension.or_else(|| number.extension().map(|e| e.to_string()));
         Ok(Self {
-            e164: number.format().mode(phonenumber::Mode::E164).to_string(),
+            e164: format!("+{code}{nsn}"),
             extension,
             kind,
         })

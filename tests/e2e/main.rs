@@ -4,5 +4,6 @@
 mod config;
 mod import;
 mod kafka;
+mod normalize;
 mod support;
 mod webhooks;

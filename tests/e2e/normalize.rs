@@ -1,0 +1,93 @@
+//! Parity of the normalizers with their references, on fixtures generated offline by
+//! `scripts/fixtures/` from libphonenumber (Python `phonenumbers` 9.0.43).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use leadgate::normalize::{Phone, PhoneError};
+use serde_json::Value;
+
+fn fixtures(name: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn phones_match_libphonenumber() {
+    let cases = fixtures("phones.jsonl");
+    assert!(cases.len() > 5000);
+    let mut failures: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut newer_metadata = 0;
+    for case in &cases {
+        let input = case["input"].as_str().unwrap();
+        // The crate carries metadata 9.0.33; where 9.0.43 changed a number's verdict, the older
+        // verdict is expected (the generator recorded it).
+        let case = match case.get("crate_metadata") {
+            Some(older) => {
+                newer_metadata += 1;
+                let mut c = case.clone();
+                for k in ["valid", "e164", "type"] {
+                    c[k] = older.get(k).cloned().unwrap_or(Value::Null);
+                }
+                c
+            }
+            None => case.clone(),
+        };
+        let region = case["region"].as_str().unwrap().parse().unwrap();
+        let got = Phone::parse(input, region);
+        let kind = case["kind"].as_str().unwrap().to_owned();
+        let ok = match (&got, case["valid"].as_bool().unwrap()) {
+            (Ok(p), true) => {
+                p.e164() == case["e164"].as_str().unwrap()
+                    && p.kind().as_str() == case["type"].as_str().unwrap()
+                    && p.extension() == case["ext"].as_str()
+            }
+            (Err(PhoneError::Masked), false) => case["masked"].as_bool() == Some(true),
+            (Err(_), false) => case["masked"].as_bool() != Some(true),
+            _ => false,
+        };
+        if !ok {
+            let expected = if case["valid"].as_bool().unwrap() {
+                format!("{} {} ext={}", case["e164"], case["type"], case["ext"])
+            } else {
+                "invalid".into()
+            };
+            let got = match &got {
+                Ok(p) => format!("{} {} ext={:?}", p.e164(), p.kind().as_str(), p.extension()),
+                Err(e) => format!("{e:?}"),
+            };
+            failures.entry(kind).or_default().push(format!(
+                "{input:?} ({}): want {expected}, got {got}",
+                case["region"]
+            ));
+        }
+    }
+    let total: usize = failures.values().map(Vec::len).sum();
+    assert!(
+        newer_metadata <= 20,
+        "{newer_metadata} cases changed with newer metadata: time to update the crate"
+    );
+    let report: Vec<String> = failures
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}: {} failures, e.g.\n    {}",
+                v.len(),
+                v.iter().take(4).cloned().collect::<Vec<_>>().join("\n    ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        total,
+        0,
+        "{total} of {} cases differ from libphonenumber:\n{}",
+        cases.len(),
+        report.join("\n")
+    );
+}
