@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 /// Version of the published record schema. Minor bumps only add optional fields; a major bump
 /// changes or removes something and gets new topic names in the release notes.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// How a lead entered the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -101,6 +101,12 @@ pub struct Contact {
     pub phone: Option<String>,
     /// The extension dialled after the number, digits only.
     pub phone_ext: Option<String>,
+    /// libphonenumber's type of `phone`: `mobile`, `fixed_line`, `fixed_line_or_mobile`,
+    /// `toll_free` (800), `shared_cost` (400), `premium_rate`, `voip`, `personal_number`, `pager`,
+    /// `uan`, `voicemail`. Toll-free, shared-cost, UAN, premium and voicemail numbers are company
+    /// lines, never used to match people. Added in 1.1.
+    #[serde(default)]
+    pub phone_type: Option<String>,
     /// Domain lowercased; the local part as typed.
     pub email: Option<String>,
     pub company: Option<String>,
@@ -152,7 +158,7 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(title = "leadgate lead record", extend("$id" = "https://leadgate.dev/schema/lead-record-1.json"))]
 pub struct LeadRecord {
-    /// `"1.0"` for this schema.
+    /// `"1.1"` for this schema (`MAJOR.MINOR`; a minor version only adds).
     pub schema_version: String,
     /// Unique per ingested event; consumers drop repeats by it (delivery is at least once).
     pub event_id: String,

@@ -56,6 +56,7 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
     let contact = Contact {
         name: get(ContactField::Name).and_then(clean_name),
         phone: phone.as_ref().map(|p| p.e164().to_owned()),
+        phone_type: phone.as_ref().map(|p| p.kind().as_str().to_owned()),
         phone_ext: phone
             .as_ref()
             .and_then(|p| p.extension().map(str::to_owned))
