@@ -135,6 +135,13 @@ const BUILT_IN: &[(ContactField, &[&str])] = &[
 
 /// Folds an input field name for matching: `Phone Number`, `phone_number`, `ＰＨＯＮＥ-NUMBER` agree.
 pub fn fold_name(name: &str) -> String {
+    if name.is_ascii() {
+        return name
+            .bytes()
+            .filter(|b| !b.is_ascii_whitespace() && !matches!(b, b'_' | b'-' | b'.'))
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect();
+    }
     name.nfkc()
         .filter(|c| !c.is_whitespace() && !matches!(c, '_' | '-' | '.'))
         .flat_map(char::to_lowercase)

@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use unicode_normalization::UnicodeNormalization;
-
 /// A syntactically valid address, domain lowercased.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
@@ -39,7 +37,10 @@ impl EmailError {
 
 impl Email {
     pub fn parse(input: &str) -> Result<Self, EmailError> {
-        let folded: String = input.nfkc().filter(|c| !c.is_whitespace()).collect();
+        let folded: String = super::text::nfkc(input)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
         let (local, domain) = folded.rsplit_once('@').ok_or(EmailError::MissingAt)?;
         if local.is_empty() {
             return Err(EmailError::EmptyLocal);

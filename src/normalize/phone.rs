@@ -7,7 +7,6 @@
 use std::fmt;
 
 use phonenumber::country;
-use unicode_normalization::UnicodeNormalization;
 
 /// What kind of line a number is, as libphonenumber classifies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +88,10 @@ impl PhoneError {
 impl Phone {
     /// Parses `input`, reading numbers without a country code as numbers of `region`.
     pub fn parse(input: &str, region: country::Id) -> Result<Self, PhoneError> {
-        let folded: String = input.nfkc().collect();
+        if let Some(fast) = fast_cn(input, region) {
+            return fast;
+        }
+        let folded = super::text::nfkc(input);
         if is_masked(&folded) {
             return Err(PhoneError::Masked);
         }
@@ -97,6 +99,10 @@ impl Phone {
             .find(|c: char| c.is_ascii_digit() || c == '+' || c == '(')
             .ok_or(PhoneError::NoNumber)?;
         let (main, extension) = split_extension(&folded[start..]);
+        // Folded, without its label and extension, it is often the common shape after all.
+        if let Some(fast) = fast_cn(&main, region) {
+            return fast.map(|p| Phone { extension, ..p });
+        }
         let candidate = canonical_prefix(&main);
         if candidate.bytes().filter(u8::is_ascii_digit).count() < 3 {
             return Err(PhoneError::NoNumber);
@@ -140,6 +146,62 @@ impl fmt::Display for Phone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.e164)
     }
+}
+
+/// The common case without the general parser: ASCII input in region CN made of digits and
+/// separators (spaces, dashes, dots, brackets), optionally after `+86`, `(+86)`, `0086` or a bare
+/// `86` before 11 digits. The national number is then known (a trunk `0` dropped) and its validity
+/// and type come straight from libphonenumber's patterns. `None` means "not this shape" and the
+/// general path decides: foreign country codes, extensions, letters, and numbers that may start
+/// with a carrier code (`11xx`, `12xx`, `179x`), which libphonenumber may strip.
+fn fast_cn(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>> {
+    let input = input.trim();
+    if region != country::Id::CN || input.len() > 24 || !input.is_ascii() {
+        return None;
+    }
+    let mut digits = [0u8; 16];
+    let mut n = 0;
+    let mut plus = false;
+    for (i, b) in input.bytes().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                *digits.get_mut(n)? = b;
+                n += 1;
+            }
+            b'+' if n == 0 && (i == 0 || (i == 1 && input.starts_with('('))) => plus = true,
+            b' ' | b'-' | b'.' | b'(' | b')' => {}
+            _ => return None,
+        }
+    }
+    let digits = &digits[..n];
+    let national = match digits {
+        [b'8', b'6', rest @ ..] if plus => rest.strip_prefix(b"0").unwrap_or(rest),
+        _ if plus => return None,
+        [b'0', b'0', b'8', b'6', rest @ ..] => rest.strip_prefix(b"0").unwrap_or(rest),
+        [b'0', b'0', ..] => return None,
+        [b'0', rest @ ..] => rest,
+        [b'8', b'6', rest @ ..] if rest.len() == 11 && rest[0] == b'1' => rest,
+        // Otherwise a leading 86 may or may not be the country code: libphonenumber strips it only
+        // when that makes the number valid. The general path does that.
+        [b'8', b'6', ..] => return None,
+        rest => rest,
+    };
+    if national.len() < 3
+        || national.starts_with(b"11")
+        || national.starts_with(b"12")
+        || national.starts_with(b"179")
+    {
+        return None;
+    }
+    let nsn = std::str::from_utf8(national).ok()?;
+    Some(match super::phone_meta::classify_cn(nsn) {
+        Some(kind) => Ok(Phone {
+            e164: format!("+86{nsn}"),
+            extension: None,
+            kind,
+        }),
+        None => Err(PhoneError::Invalid),
+    })
 }
 
 /// `138****1234`, `134xxxx1234`, `138●●●●1234`: digits hidden by the platform.

@@ -1,13 +1,25 @@
 //! Free text: Unicode NFKC (full-width letters and digits fold to ASCII), control characters out,
 //! runs of white space to one space, and for names no spaces between CJK characters.
 
-use unicode_normalization::UnicodeNormalization;
+use std::borrow::Cow;
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
+
+/// NFKC without the cost when there is nothing to fold: ASCII and text that is already NFKC (most
+/// Chinese text) come back borrowed.
+pub fn nfkc(input: &str) -> Cow<'_, str> {
+    if input.is_ascii() || is_nfkc_quick(input.chars()) == IsNormalized::Yes {
+        Cow::Borrowed(input)
+    } else {
+        Cow::Owned(input.nfkc().collect())
+    }
+}
 
 /// NFKC, trimmed, inner white space collapsed, control characters dropped. `None` when nothing is left.
 pub fn clean_text(input: &str) -> Option<String> {
     let mut out = String::with_capacity(input.len());
     let mut pending_space = false;
-    for c in input.nfkc() {
+    for c in nfkc(input).chars() {
         if c.is_whitespace() {
             pending_space = !out.is_empty();
         } else if !c.is_control() {

@@ -1,0 +1,42 @@
+//! Normalize + validate throughput on one core: the same JSON-lines file as the Python baseline
+//! (`scripts/bench/baseline.py`), mapped and normalized lead by lead (phone, email, name, the
+//! rest). Parsing the file is not timed; normalization is.
+//!
+//!     python3 scripts/bench/gen_leads.py 1000000 > /tmp/leads-1m.jsonl
+//!     LEADS_FILE=/tmp/leads-1m.jsonl cargo bench --bench normalize
+//!
+//! `scripts/bench/normalize` does all of it, baseline included.
+
+use std::time::Instant;
+
+use leadgate::mapping::Mapper;
+use leadgate::normalize::normalize;
+
+fn main() {
+    let path = std::env::var("LEADS_FILE").unwrap_or_else(|_| "/tmp/leads-1m.jsonl".into());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}; generate it with scripts/bench/gen_leads.py"));
+    let leads: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mapper = Mapper::new(&Default::default());
+    let region = phonenumber::country::Id::CN;
+    // Warm up: metadata and pattern caches load on first use.
+    for lead in leads.iter().take(1000) {
+        std::hint::black_box(normalize(&mapper.map(lead), region));
+    }
+    let started = Instant::now();
+    let mut phones = 0usize;
+    for lead in &leads {
+        let n = normalize(&mapper.map(lead), region);
+        phones += usize::from(n.phone.is_some());
+        std::hint::black_box(&n);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "normalize + validate: {} leads in {secs:.2}s on one core = {:.0} leads/s ({phones} valid phones)",
+        leads.len(),
+        leads.len() as f64 / secs
+    );
+}
