@@ -42,8 +42,8 @@ impl fmt::Display for IdentityKey {
     }
 }
 
-/// The keys of a cleaned lead. Switchboard numbers (400/800) identify companies, not people, and
-/// are left out.
+/// The keys of a cleaned lead. Switchboard numbers (400/800) and role mailboxes (sales@, info@)
+/// identify companies, not people, and are left out.
 pub fn keys_of(lead: &NormalizedLead) -> Vec<IdentityKey> {
     let mut keys = Vec::with_capacity(2);
     if let Some(p) = lead.phone.as_ref().filter(|p| p.kind().identifies_person()) {
@@ -52,7 +52,7 @@ pub fn keys_of(lead: &NormalizedLead) -> Vec<IdentityKey> {
             value: p.e164().to_owned(),
         });
     }
-    if let Some(e) = &lead.email {
+    if let Some(e) = lead.email.as_ref().filter(|e| !e.is_role()) {
         keys.push(IdentityKey {
             kind: KeyKind::Email,
             value: e.identity_key().to_owned(),

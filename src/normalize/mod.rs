@@ -6,7 +6,7 @@ mod phone;
 mod phone_meta;
 mod text;
 
-pub use email::{Email, EmailError};
+pub use email::{Email, EmailError, Finding as EmailFinding};
 pub use phone::{Phone, PhoneError, PhoneKind};
 pub use text::{clean_name, clean_text, is_cjk};
 
@@ -45,7 +45,12 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
         }
     });
     let email = get(ContactField::Email).and_then(|raw| match Email::parse(raw) {
-        Ok(e) => Some(e),
+        Ok(e) => {
+            for f in e.findings() {
+                issues.push(Issue::new("email", f.code(), f.message()));
+            }
+            Some(e)
+        }
         Err(e) => {
             issues.push(Issue::new("email", e.code(), e.to_string()));
             None
