@@ -6,6 +6,9 @@ mod phone;
 mod phone_meta;
 mod text;
 
+#[cfg(test)]
+mod properties;
+
 pub use email::{Email, EmailError, Finding as EmailFinding};
 pub use phone::{Phone, PhoneError, PhoneKind};
 pub use text::{clean_name, clean_text, is_cjk};
