@@ -2,6 +2,7 @@
 //! No I/O here; every problem becomes an [`Issue`] with a stable code.
 
 mod email;
+mod keys;
 mod phone;
 mod phone_meta;
 mod text;
@@ -10,6 +11,7 @@ mod text;
 mod properties;
 
 pub use email::{Email, EmailError, Finding as EmailFinding};
+pub use keys::{company_key, name_key, tidy_latin_case};
 pub use phone::{Phone, PhoneError, PhoneKind};
 pub use text::{clean_name, clean_text, is_cjk};
 
@@ -62,7 +64,9 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
     let typed_ext = get(ContactField::PhoneExt)
         .map(|s| s.chars().filter(char::is_ascii_digit).collect::<String>());
     let contact = Contact {
-        name: get(ContactField::Name).and_then(clean_name),
+        name: get(ContactField::Name)
+            .and_then(clean_name)
+            .map(|n| tidy_latin_case(&n)),
         phone: phone.as_ref().map(|p| p.e164().to_owned()),
         phone_type: phone.as_ref().map(|p| p.kind().as_str().to_owned()),
         phone_ext: phone
