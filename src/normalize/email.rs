@@ -122,23 +122,57 @@ impl EmailError {
 
 impl Email {
     pub fn parse(input: &str) -> Result<Self, EmailError> {
-        let folded: String = super::text::nfkc(input)
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
+        let folded = super::text::nfkc(input);
+        let folded = folded.trim();
+        // What email-validator refuses before any grammar: spaces inside, invisible characters.
+        if let Some(c) = folded.chars().find(|c| c.is_whitespace()) {
+            return Err(EmailError::Syntax(format!(
+                "contains a space ({})",
+                c.escape_unicode()
+            )));
+        }
+        if let Some(c) = folded.chars().find(|c| c.is_control() || is_invisible(*c)) {
+            return Err(EmailError::Syntax(format!(
+                "contains an invisible character ({})",
+                c.escape_unicode()
+            )));
+        }
         let (local, domain) = folded.rsplit_once('@').ok_or(EmailError::MissingAt)?;
         if local.is_empty() {
             return Err(EmailError::EmptyLocal);
         }
-        let domain = domain.trim_end_matches('.').to_lowercase();
         if domain.is_empty() {
             return Err(EmailError::EmptyDomain);
         }
-        let domain = if domain.is_ascii() {
+        if local.starts_with('"') {
+            return Err(EmailError::Syntax(
+                "a quoted part before the @ is not accepted".into(),
+            ));
+        }
+        if domain.starts_with('[') {
+            return Err(EmailError::Syntax(
+                "an IP address after the @ is not accepted".into(),
+            ));
+        }
+        if domain.ends_with('.') {
+            return Err(EmailError::Syntax("the address ends with a period".into()));
+        }
+        let domain = domain.to_lowercase();
+        // Punycode would hide a hyphen at a label's edge inside the encoding: check it first.
+        if domain
+            .split('.')
+            .any(|l| l.starts_with('-') || l.ends_with('-'))
+        {
+            return Err(EmailError::Syntax(
+                "a domain label starts or ends with a hyphen".into(),
+            ));
+        }
+        let domain = if domain.is_ascii() && !domain.contains("xn--") {
             domain
         } else {
             idna::domain_to_ascii(&domain).map_err(|_| EmailError::BadIdn)?
         };
+        check_domain(&domain)?;
         let address = format!("{local}@{domain}");
         if !email_address::EmailAddress::is_valid(&address) {
             // Ask for the parser's reason so the issue says what is wrong, not just that it is.
@@ -188,6 +222,52 @@ impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.address)
     }
+}
+
+/// Zero-width and other format characters that make two addresses look alike.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
+}
+
+/// Domains that can never receive mail (RFC 6761 and friends), as email-validator refuses them.
+const SPECIAL_USE: &[&str] = &["arpa", "invalid", "local", "localhost", "onion", "test"];
+
+/// The ASCII (punycode) domain: letters, digits and inner hyphens in 1-63 character labels, a
+/// top-level domain that ends in a letter, and no special-use name.
+fn check_domain(domain: &str) -> Result<(), EmailError> {
+    let bad = |why: &str| Err(EmailError::Syntax(why.to_owned()));
+    if domain.len() > 253 {
+        return bad("the domain is longer than 253 characters");
+    }
+    for label in domain.split('.') {
+        if label.is_empty() {
+            return bad(
+                "the domain has an empty label (two periods in a row, or one at the start)",
+            );
+        }
+        if label.len() > 63 {
+            return bad("a domain label is longer than 63 characters");
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return bad(&format!("the domain contains an invalid character: {c:?}"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a domain label starts or ends with a hyphen");
+        }
+    }
+    if !domain.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        return bad("the domain is not within a valid top-level domain");
+    }
+    let tld = domain.rsplit('.').next().unwrap_or(domain);
+    if SPECIAL_USE.contains(&tld) {
+        return bad(&format!(
+            "`.{tld}` is a special-use domain that cannot receive email"
+        ));
+    }
+    Ok(())
 }
 
 fn findings(local: &str, domain: &str) -> Vec<Finding> {

@@ -91,3 +91,48 @@ fn phones_match_libphonenumber() {
         report.join("\n")
     );
 }
+
+#[test]
+fn emails_match_email_validator() {
+    let cases = fixtures("emails.jsonl");
+    assert!(cases.len() > 500);
+    // Deliberate divergence: email-validator 2.x dropped the 64-octet limit on the part before the
+    // @; RFC 5321 (4.5.3.1.1) keeps it, and mail servers enforce it. leadgate follows the RFC.
+    let rfc_local_limit = |input: &str| input.split_once('@').is_some_and(|(l, _)| l.len() > 64);
+    let mut failures = Vec::new();
+    let mut diverged = 0;
+    for case in &cases {
+        let input = case["input"].as_str().unwrap();
+        let got = leadgate::normalize::Email::parse(input);
+        if rfc_local_limit(input) {
+            diverged += 1;
+            assert!(
+                got.is_err(),
+                "{input}: over 64 octets before the @ must be refused"
+            );
+            continue;
+        }
+        let ok = match (&got, case["valid"].as_bool().unwrap()) {
+            (Ok(e), true) => {
+                let domain = e.as_str().rsplit_once('@').unwrap().1;
+                domain == case["ascii_domain"].as_str().unwrap().to_lowercase()
+            }
+            (Err(_), false) => true,
+            _ => false,
+        };
+        if !ok {
+            let want = case["reason"]
+                .as_str()
+                .map_or_else(|| format!("valid @{}", case["ascii_domain"]), str::to_owned);
+            failures.push(format!("{input:?}: want {want}, got {got:?}"));
+        }
+    }
+    assert_eq!(diverged, 1, "the one documented divergence");
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ from email-validator:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
