@@ -5,6 +5,7 @@ mod email;
 mod keys;
 mod phone;
 mod phone_meta;
+mod region;
 mod text;
 
 #[cfg(test)]
@@ -13,6 +14,7 @@ mod properties;
 pub use email::{Email, EmailError, Finding as EmailFinding};
 pub use keys::{company_key, name_key, tidy_latin_case};
 pub use phone::{Phone, PhoneError, PhoneKind};
+pub use region::{Place, canonical_city, canonical_province, place_of_phone};
 pub use text::{clean_name, clean_text, is_cjk};
 
 use phonenumber::country;
@@ -63,6 +65,12 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
     });
     let typed_ext = get(ContactField::PhoneExt)
         .map(|s| s.chars().filter(char::is_ascii_digit).collect::<String>());
+    let (province, city) = regions(
+        text(ContactField::Province),
+        text(ContactField::City),
+        phone.as_ref(),
+        &mut issues,
+    );
     let contact = Contact {
         name: get(ContactField::Name)
             .and_then(clean_name)
@@ -77,8 +85,8 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
         company: text(ContactField::Company),
         title: text(ContactField::Title),
         industry: text(ContactField::Industry),
-        province: text(ContactField::Province),
-        city: text(ContactField::City),
+        province,
+        city,
         address: text(ContactField::Address),
         notes: text(ContactField::Notes),
     };
@@ -87,6 +95,40 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
         phone,
         email,
         issues,
+    }
+}
+
+/// Canonical province and city (`北京` → `北京市`); a typed city names its province when only one
+/// has it; a lead that names no region gets the one its Chinese phone number belongs to.
+fn regions(
+    province: Option<String>,
+    city: Option<String>,
+    phone: Option<&Phone>,
+    issues: &mut Vec<Issue>,
+) -> (Option<String>, Option<String>) {
+    let mut province = province.map(|p| canonical_province(&p).unwrap_or(p));
+    let city = city.map(|c| match canonical_city(&c) {
+        Some((name, of)) => {
+            if province.is_none() {
+                province = of;
+            }
+            name
+        }
+        None => c,
+    });
+    if province.is_some() || city.is_some() {
+        return (province, city);
+    }
+    match phone.and_then(|p| place_of_phone(p.e164())) {
+        Some(place) => {
+            issues.push(Issue::new(
+                "province",
+                "region.from_phone",
+                "province and city were not given; filled in from where the phone number is registered",
+            ));
+            (Some(place.province), place.city)
+        }
+        None => (None, None),
     }
 }
 
@@ -104,8 +146,58 @@ mod tests {
         assert_eq!(lead.contact.phone.as_deref(), Some("+8613800138000"));
         assert_eq!(lead.contact.email.as_deref(), Some("Zhang.San@example.com"));
         assert_eq!(lead.contact.name.as_deref(), Some("张三"));
-        assert!(lead.issues.is_empty());
+        assert_eq!(
+            lead.contact.province.as_deref(),
+            Some("北京市"),
+            "from the phone's prefix"
+        );
+        let codes: Vec<_> = lead.issues.iter().map(|i| i.code.as_str()).collect();
+        assert_eq!(codes, ["region.from_phone"]);
         assert!(lead.is_reachable());
+    }
+
+    #[test]
+    fn regions_are_canonical_or_come_from_the_phone() {
+        let m = Mapper::new(&Default::default());
+        let lead = normalize(
+            &m.map(&json!({"phone": "0755-8600 1234", "省份": "广东", "城市": "深圳"})),
+            country::Id::CN,
+        );
+        assert_eq!(
+            (
+                lead.contact.province.as_deref(),
+                lead.contact.city.as_deref()
+            ),
+            (Some("广东省"), Some("深圳市"))
+        );
+        assert!(lead.issues.is_empty());
+        let lead = normalize(&m.map(&json!({"phone": "0755-8600 1234"})), country::Id::CN);
+        assert_eq!(
+            (
+                lead.contact.province.as_deref(),
+                lead.contact.city.as_deref()
+            ),
+            (Some("广东省"), Some("深圳市"))
+        );
+        assert_eq!(lead.issues[0].code, "region.from_phone");
+        // The lead says otherwise: it wins.
+        let lead = normalize(
+            &m.map(&json!({"phone": "0755-8600 1234", "城市": "上海"})),
+            country::Id::CN,
+        );
+        assert_eq!(
+            (
+                lead.contact.province.as_deref(),
+                lead.contact.city.as_deref()
+            ),
+            (Some("上海市"), Some("上海市"))
+        );
+        // Unknown places are kept as typed.
+        let lead = normalize(
+            &m.map(&json!({"phone": "13800138000", "city": "Springfield"})),
+            country::Id::CN,
+        );
+        assert_eq!(lead.contact.city.as_deref(), Some("Springfield"));
     }
 
     #[test]
