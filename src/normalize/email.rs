@@ -4,9 +4,9 @@
 //! Valid addresses may still carry findings ([`Email::findings`]): a likely typo of a common
 //! provider (never rewritten), a disposable domain (mailchecker's maintained list), a role mailbox.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, RwLock};
 
 /// A syntactically valid address, domain lowercased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,13 +270,33 @@ fn check_domain(domain: &str) -> Result<(), EmailError> {
     Ok(())
 }
 
+/// The common provider `domain` is one edit away from, if any. Domains repeat a lot (a company's
+/// leads share one), so answers are remembered, up to a bound.
+fn typo_of(domain: &str) -> Option<&'static str> {
+    static SEEN: LazyLock<RwLock<HashMap<String, Option<&'static str>>>> =
+        LazyLock::new(Default::default);
+    if COMMON_DOMAINS.contains(&domain) {
+        return None;
+    }
+    if let Some(hit) = SEEN.read().unwrap_or_else(|e| e.into_inner()).get(domain) {
+        return *hit;
+    }
+    let best = COMMON_DOMAINS
+        .iter()
+        .copied()
+        .filter(|d| d.len().abs_diff(domain.len()) <= 1)
+        .find(|d| strsim::osa_distance(domain, d) == 1);
+    let mut seen = SEEN.write().unwrap_or_else(|e| e.into_inner());
+    if seen.len() >= 100_000 {
+        seen.clear();
+    }
+    seen.insert(domain.to_owned(), best);
+    best
+}
+
 fn findings(local: &str, domain: &str) -> Vec<Finding> {
     let mut out = Vec::new();
-    if !COMMON_DOMAINS.contains(&domain)
-        && let Some(best) = COMMON_DOMAINS
-            .iter()
-            .find(|d| strsim::damerau_levenshtein(domain, d) == 1)
-    {
+    if let Some(best) = typo_of(domain) {
         out.push(Finding::TypoSuggested(format!("{local}@{best}")));
     }
     // The domain or any parent of it (x.throwaway.com is as disposable as throwaway.com).
