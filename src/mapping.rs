@@ -2,7 +2,9 @@
 //! folding (NFKC, case, spaces, `_`, `-`, `.`), first against the connector's own `mapping`, then
 //! against built-in English and Chinese names. Whatever is not mapped is kept, untouched, as `custom`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -160,12 +162,12 @@ pub struct MappedFields {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     /// Folded input name -> (field, priority; lower wins).
-    index: HashMap<String, (ContactField, usize)>,
+    index: FxHashMap<String, (ContactField, usize)>,
 }
 
 impl Mapper {
     pub fn new(extra: &FieldMapping) -> Self {
-        let mut index = HashMap::new();
+        let mut index = FxHashMap::default();
         let mut rank = 0;
         for (field, names) in extra {
             for n in names {
@@ -196,7 +198,12 @@ impl Mapper {
         // The best candidate so far for each field: (priority, input name, text).
         let mut best: BTreeMap<ContactField, (usize, &str, String)> = BTreeMap::new();
         for (key, value) in obj {
-            let Some(&(field, rank)) = self.index.get(&fold_name(key)) else {
+            // Most keys are already in folded form ("phone", "手机"): try them as they are first.
+            let found = self
+                .index
+                .get(key.as_str())
+                .or_else(|| self.index.get(&fold_name(key)));
+            let Some(&(field, rank)) = found else {
                 out.custom.insert(key.clone(), value.clone());
                 continue;
             };

@@ -4,9 +4,11 @@
 //! Valid addresses may still carry findings ([`Email::findings`]): a likely typo of a common
 //! provider (never rewritten), a disposable domain (mailchecker's maintained list), a role mailbox.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{LazyLock, RwLock};
+
+use rustc_hash::FxHashSet;
 
 /// A syntactically valid address, domain lowercased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +92,7 @@ const ROLE_MAILBOXES: &[&str] = &[
     "webmaster",
 ];
 
-static DISPOSABLE: LazyLock<HashSet<&'static str>> =
+static DISPOSABLE: LazyLock<FxHashSet<&'static str>> =
     LazyLock::new(|| mailchecker::blacklist().into_iter().collect());
 
 /// Why an input is not a usable email address. Each maps to a stable issue code.

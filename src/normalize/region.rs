@@ -6,6 +6,8 @@
 //! city names, so `北京` becomes `北京市` and `深圳` becomes `深圳市`.
 
 use std::collections::{HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::sync::LazyLock;
 
 static DATA: &str = include_str!("data/cn-geocoding.txt");
@@ -31,14 +33,14 @@ pub struct Place {
 
 struct Geo {
     /// National-number prefix (without 86) -> place text.
-    prefixes: HashMap<&'static str, &'static str>,
+    prefixes: FxHashMap<&'static str, &'static str>,
     provinces: HashSet<String>,
     /// City -> its province; `None` when two provinces have a city of that name.
     cities: HashMap<String, Option<String>>,
 }
 
 static GEO: LazyLock<Geo> = LazyLock::new(|| {
-    let mut prefixes = HashMap::with_capacity(131_072);
+    let mut prefixes = FxHashMap::with_capacity_and_hasher(131_072, Default::default());
     let mut places = HashSet::new();
     for line in DATA.lines().filter(|l| !l.starts_with('#')) {
         if let Some((prefix, place)) = line.split_once('|') {
