@@ -154,16 +154,14 @@ fn import_publishes_to_kafka_and_remembers_identities() {
         kafka_config(&broker.brokers(), ""),
     )
     .unwrap();
-    let out = import(
-        dir.path(),
-        &[
-            "expo.csv",
-            "--config",
-            "leadgate.toml",
-            "--data-dir",
-            "data",
-        ],
-    );
+    let args = [
+        "expo.csv",
+        "--config",
+        "leadgate.toml",
+        "--data-dir",
+        "data",
+    ];
+    let out = import(dir.path(), &args);
     assert!(
         out.status.success(),
         "{}",
@@ -183,16 +181,7 @@ fn import_publishes_to_kafka_and_remembers_identities() {
     );
 
     // A second import of the same people matches the identities the first one stored.
-    let out = import(
-        dir.path(),
-        &[
-            "expo.csv",
-            "--config",
-            "leadgate.toml",
-            "--data-dir",
-            "data",
-        ],
-    );
+    let out = import(dir.path(), &args);
     assert!(out.status.success());
     let all = consume(&broker.brokers(), "leads.clean", 6, Duration::from_secs(30));
     assert_eq!(all.len(), 6);

@@ -36,14 +36,7 @@ async fn clean_rejected_and_merged_records_reach_kafka() {
         json!({"姓名":"张三","手机":"+86 138-0013-8000","邮箱":"zhang.san@example.com","公司":"某某科技有限公司"}),
         json!({"name":"no way to reach"}),
     ] {
-        let r = post_json(&http, &url, &lead).await;
-        assert_eq!(r.status(), 202);
-        events.push(
-            r.json::<Value>().await.unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        events.push(crate::support::accepted(post_json(&http, &url, &lead).await).await);
     }
 
     let clean = consume(&broker.brokers(), "leads.clean", 3, WAIT);

@@ -320,6 +320,13 @@ pub fn kafka_config(brokers: &str, extra: &str) -> String {
     )
 }
 
+/// Asserts that the gateway acknowledged a lead (202) and returns its `event_id`.
+pub async fn accepted(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 202, "the lead was acknowledged");
+    let body: Value = resp.json().await.expect("a JSON answer");
+    body["event_id"].as_str().expect("an event_id").to_owned()
+}
+
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
     client.post(url).json(body).send().await.expect("request")
 }

@@ -95,13 +95,7 @@ async fn webhook_inputs_and_errors() {
 
     // JSON and urlencoded forms are both leads.
     let r = post_json(&http, &url("webform"), &json!({"phone": "13900139000"})).await;
-    assert_eq!(r.status(), 202);
-    accepted.push(
-        r.json::<Value>().await.unwrap()["event_id"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    );
+    accepted.push(crate::support::accepted(r).await);
     let r = http
         .post(url("webform"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -109,13 +103,7 @@ async fn webhook_inputs_and_errors() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    accepted.push(
-        r.json::<Value>().await.unwrap()["event_id"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    );
+    accepted.push(crate::support::accepted(r).await);
 
     // Signatures: missing and wrong are 401 and never ingested; right is accepted.
     let body = br#"{"phone":"13600136000","submission_id":"s-1"}"#;
@@ -244,13 +232,7 @@ async fn webhook_inputs_and_errors() {
     // Rate limit: a burst of 2, then 429 with Retry-After.
     for _ in 0..2 {
         let r = post_json(&http, &url("limited"), &json!({"phone": "13500135000"})).await;
-        assert_eq!(r.status(), 202);
-        accepted.push(
-            r.json::<Value>().await.unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        accepted.push(crate::support::accepted(r).await);
     }
     let r = post_json(&http, &url("limited"), &json!({"phone": "13500135000"})).await;
     assert_eq!(r.status(), 429);
