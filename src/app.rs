@@ -54,7 +54,8 @@ pub fn open_identity(data: &DataDir) -> anyhow::Result<Arc<dyn IdentityStore>> {
     Ok(Arc::new(EmbeddedIdentityStore::open(&data.identity())?))
 }
 
-fn create_data_dir(dir: &Path) -> anyhow::Result<DataDir> {
+/// Creates the data directory if needed.
+pub fn create_data_dir(dir: &Path) -> anyhow::Result<DataDir> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     Ok(DataDir(dir.to_owned()))

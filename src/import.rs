@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
-use crate::app::{DataDir, build_sink, open_identity};
+use crate::app::{build_sink, create_data_dir, open_identity};
 use crate::config::Settings;
 use crate::identity::{EmbeddedIdentityStore, IdentityStore};
 use crate::lead::{IntakeEvent, SourceKind};
@@ -66,13 +66,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             Sink::DryRun(DryRunSink::new(out, &label)),
         )
     } else {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                settings.data_dir.display()
-            )
-        })?;
-        let data = DataDir(settings.data_dir.clone());
+        let data = create_data_dir(&settings.data_dir)?;
         (
             open_identity(&data)?,
             build_sink(&settings, &data, stop_rx, HealthReport::new().0).await?,
