@@ -47,7 +47,6 @@ impl Desc {
 
 /// A region's compiled rules.
 struct Region {
-    id: String,
     leading_digits: Option<Regex>,
     general: Desc,
     /// Checked in libphonenumber's order, before fixed line and mobile.
@@ -86,7 +85,6 @@ impl Region {
         let not_mobile = Regex::new(&format!("^(?:{})$", others.join("|"))).ok();
         Some(Self {
             not_mobile,
-            id: meta.id().to_owned(),
             leading_digits: meta
                 .leading_digits()
                 .and_then(|r| Regex::new(&format!("^(?:{})", compact(r.as_str()))).ok()),
@@ -169,11 +167,11 @@ fn region(meta: &Metadata) -> Option<Arc<Region>> {
 
 /// The type of a number given its country calling code and national significant number, or `None`
 /// when libphonenumber would call it invalid. Also returns the region it belongs to.
-pub fn classify(country_code: u16, nsn: &str) -> Option<(PhoneKind, String)> {
+pub fn classify(country_code: u16, nsn: &str) -> Option<(PhoneKind, &'static str)> {
     let candidates = DATABASE.by_code(&country_code)?;
     if candidates.len() == 1 {
-        let r = region(candidates[0])?;
-        return r.number_type(nsn).map(|k| (k, r.id.clone()));
+        let meta = candidates[0];
+        return region(meta)?.number_type(nsn).map(|k| (k, meta.id()));
     }
     // Several regions share the code (+1, +44, +7...): the first whose leading digits match, or
     // failing that whose patterns know the number (getRegionCodeForNumberFromRegionList).
@@ -181,12 +179,12 @@ pub fn classify(country_code: u16, nsn: &str) -> Option<(PhoneKind, String)> {
         let Some(r) = region(meta) else { continue };
         match &r.leading_digits {
             Some(lead) if lead.is_match(nsn) => {
-                return r.number_type(nsn).map(|k| (k, r.id.clone()));
+                return r.number_type(nsn).map(|k| (k, meta.id()));
             }
             Some(_) => {}
             None => {
                 if let Some(k) = r.number_type(nsn) {
-                    return Some((k, r.id.clone()));
+                    return Some((k, meta.id()));
                 }
             }
         }
@@ -231,7 +229,7 @@ mod tests {
         );
         assert_eq!(
             classify(1, "6502530000").map(|c| (c.0, c.1)),
-            Some((PhoneKind::FixedLineOrMobile, "US".into()))
+            Some((PhoneKind::FixedLineOrMobile, "US"))
         );
     }
 }
