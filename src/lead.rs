@@ -4,6 +4,8 @@
 //! The published records are a public contract: their JSON Schema lives in `docs/schema/` and is
 //! generated from these types (`leadgate schema`); a test keeps the committed file in sync.
 
+use std::borrow::Cow;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -68,16 +70,21 @@ pub fn now_rfc3339() -> String {
 /// documented machine-readable code (see `docs/record-schema.md`), `message` a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Issue {
-    pub field: String,
-    pub code: String,
-    pub message: String,
+    pub field: Cow<'static, str>,
+    pub code: Cow<'static, str>,
+    pub message: Cow<'static, str>,
 }
 
 impl Issue {
-    pub fn new(field: &str, code: &str, message: impl Into<String>) -> Self {
+    /// Codes and most fields and messages are constants: they are borrowed, not copied, for each lead.
+    pub fn new(
+        field: impl Into<Cow<'static, str>>,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
-            field: field.to_owned(),
-            code: code.to_owned(),
+            field: field.into(),
+            code: code.into(),
             message: message.into(),
         }
     }

@@ -142,11 +142,11 @@ impl Processor {
                     record
                         .issues
                         .iter()
-                        .filter(|i| matches!(i.field.as_str(), "phone" | "email" | "body"))
+                        .filter(|i| matches!(&*i.field, "phone" | "email" | "body"))
                         .cloned(),
                 );
                 dispositions.push(Disposition::Rejected {
-                    codes: reasons.iter().map(|r| r.code.clone()).collect(),
+                    codes: reasons.iter().map(|r| r.code.to_string()).collect(),
                 });
                 record.reasons = Some(reasons);
                 records.push(self.out(&self.topics.rejected, &record.event_id, &record, event)?);

@@ -4,6 +4,7 @@
 //! Valid addresses may still carry findings ([`Email::findings`]): a likely typo of a common
 //! provider (never rewritten), a disposable domain (mailchecker's maintained list), a role mailbox.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{LazyLock, RwLock};
@@ -38,9 +39,9 @@ impl Finding {
         }
     }
 
-    pub fn message(&self) -> String {
+    pub fn message(&self) -> Cow<'static, str> {
         match self {
-            Self::TypoSuggested(s) => format!("did you mean {s}? (kept as typed)"),
+            Self::TypoSuggested(s) => format!("did you mean {s}? (kept as typed)").into(),
             Self::Disposable => "a disposable (throwaway) mailbox domain".into(),
             Self::Role => "a role mailbox shared by a team, not a person".into(),
         }

@@ -151,7 +151,7 @@ mod tests {
             Some("北京市"),
             "from the phone's prefix"
         );
-        let codes: Vec<_> = lead.issues.iter().map(|i| i.code.as_str()).collect();
+        let codes: Vec<_> = lead.issues.iter().map(|i| &*i.code).collect();
         assert_eq!(codes, ["region.from_phone"]);
         assert!(lead.is_reachable());
     }
@@ -206,7 +206,7 @@ mod tests {
             Mapper::new(&Default::default()).map(&json!({"phone":"138****0000","email":"nope"}));
         let lead = normalize(&fields, country::Id::CN);
         assert!(!lead.is_reachable());
-        let codes: Vec<_> = lead.issues.iter().map(|i| i.code.as_str()).collect();
+        let codes: Vec<_> = lead.issues.iter().map(|i| &*i.code).collect();
         assert_eq!(codes, ["phone.masked", "email.missing_at"]);
     }
 }

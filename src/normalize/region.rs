@@ -34,6 +34,8 @@ pub struct Place {
 struct Geo {
     /// National-number prefix (without 86) -> place text.
     prefixes: FxHashMap<&'static str, &'static str>,
+    /// The longest prefix in the data (7): longer ones need not be looked up.
+    longest: usize,
     provinces: HashSet<String>,
     /// City -> its province; `None` when two provinces have a city of that name.
     cities: HashMap<String, Option<String>>,
@@ -65,6 +67,7 @@ static GEO: LazyLock<Geo> = LazyLock::new(|| {
         provinces.insert(p.province);
     }
     Geo {
+        longest: prefixes.keys().map(|p| p.len()).max().unwrap_or(0),
         prefixes,
         provinces,
         cities,
@@ -100,7 +103,7 @@ fn split_place(place: &str) -> Place {
 pub fn place_of_phone(e164: &str) -> Option<Place> {
     let nsn = e164.strip_prefix("+86")?;
     let geo = &*GEO;
-    (2..=nsn.len().min(9))
+    (2..=nsn.len().min(geo.longest))
         .rev()
         .find_map(|len| geo.prefixes.get(nsn.get(..len)?))
         .map(|p| split_place(p))

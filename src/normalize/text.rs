@@ -8,7 +8,10 @@ use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 /// NFKC without the cost when there is nothing to fold: ASCII and text that is already NFKC (most
 /// Chinese text) come back borrowed.
 pub fn nfkc(input: &str) -> Cow<'_, str> {
-    if input.is_ascii() || is_nfkc_quick(input.chars()) == IsNormalized::Yes {
+    // ASCII and the unified CJK ideographs have no compatibility decompositions: the common
+    // Chinese name or company is settled without the normalization tables.
+    let stable = |c: char| c.is_ascii() || ('\u{4E00}'..='\u{9FFF}').contains(&c);
+    if input.chars().all(stable) || is_nfkc_quick(input.chars()) == IsNormalized::Yes {
         Cow::Borrowed(input)
     } else {
         Cow::Owned(input.nfkc().collect())
