@@ -2,8 +2,6 @@
 //! folding (NFKC, case, spaces, `_`, `-`, `.`), first against the connector's own `mapping`, then
 //! against built-in English and Chinese names. Whatever is not mapped is kept, untouched, as `custom`.
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +29,9 @@ pub enum ContactField {
 }
 
 impl ContactField {
+    /// How many fields there are; `Notes` is the last.
+    pub const COUNT: usize = Self::Notes as usize + 1;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Name => "name",
@@ -150,10 +151,44 @@ pub fn fold_name(name: &str) -> String {
         .collect()
 }
 
+/// The text of each mapped contact field: one slot per field, no map to build per lead.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FieldValues([Option<String>; ContactField::COUNT]);
+
+impl FieldValues {
+    pub fn get(&self, field: &ContactField) -> Option<&String> {
+        self.0[*field as usize].as_ref()
+    }
+
+    pub fn contains_key(&self, field: &ContactField) -> bool {
+        self.get(field).is_some()
+    }
+
+    pub fn insert(&mut self, field: ContactField, text: String) -> Option<String> {
+        self.0[field as usize].replace(text)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::ops::Index<&ContactField> for FieldValues {
+    type Output = String;
+
+    fn index(&self, field: &ContactField) -> &String {
+        self.get(field).expect("no value for the field")
+    }
+}
+
 /// Text values of mapped fields, plus everything else as custom fields.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct MappedFields {
-    pub values: BTreeMap<ContactField, String>,
+    pub values: FieldValues,
     pub custom: Map<String, Value>,
     pub issues: Vec<Issue>,
 }
@@ -196,7 +231,7 @@ impl Mapper {
             return out;
         };
         // The best candidate so far for each field: (priority, input name, text).
-        let mut best: BTreeMap<ContactField, (usize, &str, String)> = BTreeMap::new();
+        let mut best: [Option<(usize, &str)>; ContactField::COUNT] = Default::default();
         for (key, value) in obj {
             // Most keys are already in folded form ("phone", "手机"): try them as they are first.
             let found = self
@@ -225,21 +260,18 @@ impl Mapper {
             if text.trim().is_empty() {
                 continue;
             }
-            match best.get(&field) {
-                Some((r, _, _)) if *r <= rank => {
+            match &mut best[field as usize] {
+                Some((r, _)) if *r <= rank => {
                     out.custom.insert(key.clone(), value.clone());
                 }
-                _ => {
-                    if let Some((_, loser, _)) = best.insert(field, (rank, key, text)) {
+                slot => {
+                    if let Some((_, loser)) = slot.replace((rank, key)) {
                         out.custom.insert(loser.to_owned(), obj[loser].clone());
                     }
+                    out.values.insert(field, text);
                 }
             }
         }
-        out.values = best
-            .into_iter()
-            .map(|(f, (_, _, text))| (f, text))
-            .collect();
         out
     }
 }
