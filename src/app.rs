@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::api::{AppState, serve};
 use crate::config::{OutputSettings, Settings};
-use crate::identity::{EmbeddedIdentityStore, IdentityStore};
+use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::intake::Journal;
 use crate::pipeline::{Processor, deliver_forever};
 use crate::sinks::{HealthReport, KafkaSink, Sink, SpoolSink};
@@ -50,8 +50,15 @@ pub async fn build_sink(
     })
 }
 
-pub fn open_identity(data: &DataDir) -> anyhow::Result<Arc<dyn IdentityStore>> {
-    Ok(Arc::new(EmbeddedIdentityStore::open(&data.identity())?))
+pub fn open_identity(
+    settings: &Settings,
+    data: &DataDir,
+) -> anyhow::Result<Arc<dyn IdentityStore>> {
+    let policy = Policy::new(&settings.identity);
+    Ok(Arc::new(EmbeddedIdentityStore::open(
+        &data.identity(),
+        policy,
+    )?))
 }
 
 /// Creates the data directory if needed.
@@ -80,7 +87,7 @@ pub async fn run_on(
 ) -> anyhow::Result<()> {
     let data = create_data_dir(&settings.data_dir)?;
     let journal = Journal::open(&data.journal(), settings.intake.idempotency_retention)?;
-    let identity = open_identity(&data)?;
+    let identity = open_identity(&settings, &data)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health, health_rx) = HealthReport::new();
     let sink = build_sink(&settings, &data, stop_rx.clone(), health.clone()).await?;
@@ -88,7 +95,8 @@ pub async fn run_on(
     let processor = Arc::new(Processor::new(
         &settings.connectors,
         settings.topics.clone(),
-        identity,
+        identity.clone(),
+        Policy::new(&settings.identity),
     ));
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
@@ -127,7 +135,7 @@ pub async fn run_on(
         println!("  resuming delivery of {backlog} journaled leads");
     }
 
-    let state = AppState::new(&settings, journal, health_rx);
+    let state = AppState::new(&settings, journal, health_rx, identity);
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);
     if tokio::time::timeout(Duration::from_secs(10), delivery)

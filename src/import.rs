@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::app::{build_sink, create_data_dir, open_identity};
 use crate::config::Settings;
-use crate::identity::{EmbeddedIdentityStore, IdentityStore};
+use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::pipeline::{Processor, Summary};
 use crate::sinks::{DryRunSink, HealthReport, Sink};
@@ -62,13 +62,15 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             .as_ref()
             .map_or("stdout".into(), |p| p.display().to_string());
         (
-            Arc::new(EmbeddedIdentityStore::in_memory()?),
+            Arc::new(EmbeddedIdentityStore::in_memory(Policy::new(
+                &settings.identity,
+            ))?),
             Sink::DryRun(DryRunSink::new(out, &label)),
         )
     } else {
         let data = create_data_dir(&settings.data_dir)?;
         (
-            open_identity(&data)?,
+            open_identity(&settings, &data)?,
             build_sink(&settings, &data, stop_rx, HealthReport::new().0).await?,
         )
     };
@@ -76,7 +78,12 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     let external_id_field = connector
         .and_then(|c| c.external_id_field())
         .map(str::to_owned);
-    let processor = Processor::new(&settings.connectors, settings.topics.clone(), identity);
+    let processor = Processor::new(
+        &settings.connectors,
+        settings.topics.clone(),
+        identity,
+        Policy::new(&settings.identity),
+    );
 
     let progress = ProgressBar::new(text.len() as u64);
     progress.set_style(
@@ -114,7 +121,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     }
     progress.finish_and_clear();
 
-    let total = summary.accepted + summary.rejected_total();
+    let total = summary.accepted + summary.rejected_total() + summary.duplicates;
     eprintln!(
         "imported {path}: {total} rows in {:.1}s",
         started.elapsed().as_secs_f64()

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 /// Version of the published record schema. Minor bumps only add optional fields; a major bump
 /// changes or removes something and gets new topic names in the release notes.
-pub const SCHEMA_VERSION: &str = "1.1";
+pub const SCHEMA_VERSION: &str = "1.2";
 
 /// How a lead entered the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -145,6 +145,10 @@ pub struct IdentityOutcome {
     pub status: IdentityStatus,
     /// The kinds of keys that matched an existing person, e.g. `["phone"]`.
     pub matched_on: Vec<String>,
+    /// What supported a join the identity guards would otherwise have refused, e.g.
+    /// `["name", "company"]`; never a match on its own. Empty (absent) for most leads. Added in 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supported_by: Vec<String>,
     /// `lead_id`s that this event merged into `lead_id` (empty unless `status` is `merged`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_lead_ids: Vec<String>,
@@ -165,7 +169,7 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(title = "leadgate lead record", extend("$id" = "https://leadgate.dev/schema/lead-record-1.json"))]
 pub struct LeadRecord {
-    /// `"1.1"` for this schema (`MAJOR.MINOR`; a minor version only adds).
+    /// `"1.2"` for this schema (`MAJOR.MINOR`; a minor version only adds).
     pub schema_version: String,
     /// Unique per ingested event; consumers drop repeats by it (delivery is at least once).
     pub event_id: String,

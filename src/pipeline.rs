@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::assign::Assigner;
 use crate::config::{ConnectorConfig, FieldMapping, Topics};
-use crate::identity::{IdentityError, IdentityRequest, IdentityStore, keys_of};
+use crate::identity::{IdentityError, IdentityStore, Policy, RequestInput, Resolution};
 use crate::intake::{Journal, JournalError};
 use crate::lead::{
     IntakeEvent, Issue, LeadRecord, MergedRecord, SCHEMA_VERSION, SourceRef, now_rfc3339,
@@ -24,14 +24,22 @@ use crate::sinks::{HealthReport, OutRecord, Sink, SinkError};
 /// How one event came out, for summaries and counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
-    Accepted { merged: bool },
-    Rejected { codes: Vec<String> },
+    Accepted {
+        merged: bool,
+    },
+    Rejected {
+        codes: Vec<String>,
+    },
+    /// A platform redelivered a lead already ingested (same connector and platform lead id):
+    /// nothing is published.
+    Duplicate,
 }
 
 /// A connector's mapping and region, compiled once.
 struct Profile {
     mapper: Mapper,
     region: country::Id,
+    identity_fields: BTreeMap<String, String>,
 }
 
 impl Profile {
@@ -39,6 +47,7 @@ impl Profile {
         Self {
             mapper: Mapper::new(mapping),
             region: region.parse().unwrap_or(country::Id::CN),
+            identity_fields: BTreeMap::new(),
         }
     }
 }
@@ -56,6 +65,7 @@ pub struct Processor {
     profiles: HashMap<String, Profile>,
     fallback: Profile,
     identity: Arc<dyn IdentityStore>,
+    policy: Policy,
     assigner: Assigner,
     topics: Topics,
 }
@@ -65,20 +75,21 @@ impl Processor {
         connectors: &[ConnectorConfig],
         topics: Topics,
         identity: Arc<dyn IdentityStore>,
+        policy: Policy,
     ) -> Self {
         let profiles = connectors
             .iter()
             .map(|c| {
-                (
-                    c.name().to_owned(),
-                    Profile::new(c.mapping(), c.default_region()),
-                )
+                let mut p = Profile::new(c.mapping(), c.default_region());
+                p.identity_fields = c.identity_fields().clone();
+                (c.name().to_owned(), p)
             })
             .collect();
         Self {
             profiles,
             fallback: Profile::new(&FieldMapping::new(), "CN"),
             identity,
+            policy,
             assigner: Assigner,
             topics,
         }
@@ -99,21 +110,36 @@ impl Processor {
                 (lead, mapped.custom)
             })
             .collect();
-        let requests: Vec<IdentityRequest> = events
+        let requests: Vec<_> = events
             .iter()
             .zip(&cleaned)
-            .filter(|(_, (lead, _))| lead.is_reachable())
-            .map(|(e, (lead, _))| IdentityRequest {
-                event_id: e.event_id.clone(),
-                keys: keys_of(lead),
+            .map(|(e, (lead, custom))| {
+                let profile = self.profiles.get(&e.connector).unwrap_or(&self.fallback);
+                self.policy.request(RequestInput {
+                    event_id: &e.event_id,
+                    connector: &e.connector,
+                    external_id: e.external_id.as_deref(),
+                    received_at: &e.received_at,
+                    lead,
+                    custom,
+                    identity_fields: &profile.identity_fields,
+                })
             })
             .collect();
-        let mut outcomes = self.identity.resolve(&requests)?.into_iter();
+        let resolutions = self.identity.resolve(&requests)?;
 
         let mut records = Vec::with_capacity(events.len() + 1);
         let mut dispositions = Vec::with_capacity(events.len());
-        for (event, (lead, custom)) in events.iter().zip(cleaned) {
-            let reachable = lead.is_reachable();
+        for ((event, (lead, custom)), resolution) in events.iter().zip(cleaned).zip(resolutions) {
+            let outcome = match resolution {
+                Resolution::Duplicate { first_event_id } => {
+                    tracing::debug!(event_id = %event.event_id, %first_event_id, "platform redelivery dropped");
+                    dispositions.push(Disposition::Duplicate);
+                    continue;
+                }
+                Resolution::Person(o) => Some(o),
+                Resolution::Unresolved => None,
+            };
             let mut record = LeadRecord {
                 schema_version: SCHEMA_VERSION.into(),
                 event_id: event.event_id.clone(),
@@ -132,7 +158,7 @@ impl Processor {
                 assignment: None,
                 reasons: None,
             };
-            if !reachable {
+            let Some(outcome) = outcome else {
                 let mut reasons = vec![Issue::new(
                     "contact",
                     "contact.unreachable",
@@ -151,10 +177,7 @@ impl Processor {
                 record.reasons = Some(reasons);
                 records.push(self.out(&self.topics.rejected, &record.event_id, &record, event)?);
                 continue;
-            }
-            let outcome = outcomes
-                .next()
-                .expect("one identity outcome per reachable lead");
+            };
             record.lead_id = Some(outcome.lead_id.clone());
             record.assignment = self.assigner.assign(&record);
             let merged = (!outcome.merged_lead_ids.is_empty()).then(|| MergedRecord {
@@ -202,6 +225,7 @@ impl Processor {
 pub struct Summary {
     pub accepted: u64,
     pub merged: u64,
+    pub duplicates: u64,
     pub rejected: BTreeMap<String, u64>,
 }
 
@@ -212,6 +236,7 @@ impl Summary {
                 self.accepted += 1;
                 self.merged += u64::from(*merged);
             }
+            Disposition::Duplicate => self.duplicates += 1,
             Disposition::Rejected { codes } => {
                 // The first reason is the verdict; the rest explain it.
                 let code = codes.get(1).or(codes.first()).cloned().unwrap_or_default();

@@ -1,7 +1,9 @@
-//! The HTTP API (axum): webhooks and health. The server takes its listener and a shutdown signal,
+//! The HTTP API (axum): webhooks, lead explanations and health. The server takes its listener and a shutdown signal,
 //! so tests can bind port 0 and stop it when they like.
 
+mod auth;
 mod error;
+mod leads;
 mod webhooks;
 
 pub use error::ApiError;
@@ -19,7 +21,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use secrecy::SecretString;
+
 use crate::config::{ConnectorConfig, Settings};
+use crate::identity::IdentityStore;
 use crate::intake::Journal;
 use crate::sinks::DeliveryHealth;
 
@@ -31,6 +36,8 @@ pub struct AppState {
     max_backlog: u64,
     max_body: usize,
     delivery: watch::Receiver<DeliveryHealth>,
+    identity: Arc<dyn IdentityStore>,
+    token: Option<SecretString>,
 }
 
 impl AppState {
@@ -38,6 +45,7 @@ impl AppState {
         settings: &Settings,
         journal: Journal,
         delivery: watch::Receiver<DeliveryHealth>,
+        identity: Arc<dyn IdentityStore>,
     ) -> Self {
         let webhooks = settings
             .connectors
@@ -55,6 +63,8 @@ impl AppState {
             max_backlog: settings.intake.max_backlog,
             max_body: settings.intake.max_body_bytes,
             delivery,
+            identity,
+            token: settings.api.token.clone(),
         }
     }
 }
@@ -62,6 +72,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/webhooks/{connector}", post(webhooks::receive))
+        .route("/v1/leads/{lead_id}", get(leads::explain))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

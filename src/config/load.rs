@@ -121,6 +121,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "intake",
     "output",
     "topics",
+    "identity",
+    "api",
     "connectors",
     "include",
 ];
@@ -186,6 +188,8 @@ impl Loader {
         }
         settings.intake = self.section(&top, "intake", table.remove("intake"));
         settings.topics = self.section(&top, "topics", table.remove("topics"));
+        settings.identity = self.section(&top, "identity", table.remove("identity"));
+        settings.api = self.section(&top, "api", table.remove("api"));
         if let Some(v) = table.remove("output") {
             settings.output = self.output(&top, v);
         }
@@ -438,6 +442,47 @@ impl Loader {
                 "the clean, rejected and merged topics must be three different topics",
             );
         }
+        let id = &s.identity;
+        if !(0.5..=1.0).contains(&id.name_similarity) {
+            self.push(
+                top,
+                Some("identity.name_similarity"),
+                "must be between 0.5 and 1.0",
+            );
+        }
+        for v in &id.blocked_values {
+            if !v
+                .split_once(':')
+                .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
+            {
+                self.push(
+                    top,
+                    Some("identity.blocked_values"),
+                    &format!("`{v}` is not `kind:value`, e.g. \"phone:+8613800000000\""),
+                );
+            }
+        }
+        for (table, limits) in [
+            ("identity.max_values_per_person", &id.max_values_per_person),
+            ("identity.max_people_per_key", &id.max_people_per_key),
+        ] {
+            for (kind, n) in limits {
+                if *n == 0 {
+                    self.push(top, Some(&format!("{table}.{kind}")), "must be at least 1");
+                }
+            }
+        }
+        if s.api
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().len() < 16)
+        {
+            self.push(
+                top,
+                Some("api.token"),
+                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
+            );
+        }
         if let OutputSettings::Kafka(k) = &s.output {
             if k.brokers.trim().is_empty() {
                 self.push(
@@ -503,6 +548,18 @@ impl Loader {
                     Some(&format!("mapping.{}", field.as_str())),
                     "input field names must not be empty",
                 );
+            }
+        }
+        for (kind, field) in c.identity_fields() {
+            let key = format!("identity_fields.{kind}");
+            if !is_key_kind(kind) {
+                self.push(
+                    place,
+                    Some(&key),
+                    "a key kind is lowercase ASCII letters, digits and `_`, and not `phone` or `email` (those come from the contact)",
+                );
+            } else if field.trim().is_empty() {
+                self.push(place, Some(&key), "the input field name must not be empty");
             }
         }
         let ConnectorConfig::Webhook(WebhookConnector {
@@ -574,6 +631,15 @@ impl Loader {
             message: message.trim().to_owned(),
         });
     }
+}
+
+fn is_key_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && kind != crate::identity::PHONE
+        && kind != crate::identity::EMAIL
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -23,6 +23,8 @@ pub struct Settings {
     pub intake: IntakeSettings,
     pub output: OutputSettings,
     pub topics: Topics,
+    pub identity: IdentitySettings,
+    pub api: ApiSettings,
     pub connectors: Vec<ConnectorConfig>,
 }
 
@@ -36,6 +38,8 @@ impl Default for Settings {
             intake: IntakeSettings::default(),
             output: OutputSettings::Embedded,
             topics: Topics::default(),
+            identity: IdentitySettings::default(),
+            api: ApiSettings::default(),
             connectors: vec![ConnectorConfig::Webhook(WebhookConnector::named("webform"))],
         }
     }
@@ -53,6 +57,43 @@ pub(crate) fn default_listen() -> SocketAddr {
 
 pub(crate) fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
+}
+
+/// `[identity]`: the guards of identity matching (see `docs/identity.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySettings {
+    /// Key values that never link people, written `kind:value`: `"phone:+8613800000000"`,
+    /// `"email:test@company.cn"`. Placeholders (`0`, `null`, `138 8888 8888`, `test@...`) are
+    /// always blocked.
+    pub blocked_values: Vec<String>,
+    /// Distinct values of a key kind one person may hold (default: phone 2, email 2, any platform
+    /// id 1). A lead that would push a person past it stays apart.
+    pub max_values_per_person: BTreeMap<String, usize>,
+    /// People a key may be linked to before it stops being an identifier (default 1 per kind).
+    pub max_people_per_key: BTreeMap<String, usize>,
+    /// Jaro-Winkler similarity (0-1) of names at or above which a name supports a match.
+    pub name_similarity: f64,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            blocked_values: Vec::new(),
+            max_values_per_person: BTreeMap::new(),
+            max_people_per_key: BTreeMap::new(),
+            name_similarity: 0.9,
+        }
+    }
+}
+
+/// `[api]`: the management API (`/v1/leads`, later `/v1/assignment`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// A bearer token the management endpoints require (`Authorization: Bearer ...`); write
+    /// `"${LEADGATE_API_TOKEN}"`. Without one they are open, for local use only.
+    pub token: Option<SecretString>,
 }
 
 /// `[intake]`: the durable journal in front of the pipeline.
@@ -192,6 +233,14 @@ impl ConnectorConfig {
         }
     }
 
+    /// Platform ids this connector's leads carry, by key kind: `{ wechat = "openid" }`.
+    pub fn identity_fields(&self) -> &BTreeMap<String, String> {
+        match self {
+            Self::Webhook(c) => &c.identity_fields,
+            Self::File(c) => &c.identity_fields,
+        }
+    }
+
     pub fn external_id_field(&self) -> Option<&str> {
         match self {
             Self::Webhook(c) => c.external_id_field.as_deref(),
@@ -218,9 +267,14 @@ pub struct WebhookConnector {
     /// A body field whose value acts as the idempotency key when no `Idempotency-Key` header is sent.
     #[serde(default)]
     pub idempotency_field: Option<String>,
-    /// A body field holding the platform's own id of the lead (`source.external_id`).
+    /// A body field holding the platform's own id of the lead (`source.external_id`). A second
+    /// event with the same id is a redelivery and is dropped (source idempotency).
     #[serde(default)]
     pub external_id_field: Option<String>,
+    /// Input fields holding platform ids that identify a person, by key kind:
+    /// `identity_fields = { wechat = "openid", crm_id = "客户编号" }`.
+    #[serde(default)]
+    pub identity_fields: BTreeMap<String, String>,
     /// Requests per second allowed on this connector; more get 429 with `Retry-After`.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
@@ -235,6 +289,7 @@ impl WebhookConnector {
             signature: None,
             idempotency_field: None,
             external_id_field: None,
+            identity_fields: BTreeMap::new(),
             rate_limit: None,
         }
     }
@@ -251,6 +306,8 @@ pub struct FileConnector {
     pub mapping: FieldMapping,
     #[serde(default)]
     pub external_id_field: Option<String>,
+    #[serde(default)]
+    pub identity_fields: BTreeMap<String, String>,
 }
 
 pub(crate) fn default_region() -> String {

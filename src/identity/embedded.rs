@@ -1,248 +1,421 @@
 //! The embedded identity store: one redb file under the data directory, or memory for dry runs.
-//!
-//! People form a union-find: every key points at the `lead_id` it was first seen with, and a merged
-//! `lead_id` points at the one that absorbed it. The oldest `lead_id` (by creation order) survives.
+//! Each batch of events is one write transaction; the algorithm is [`super::resolve`].
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, Table, TableDefinition,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::{IdentityError, IdentityRequest, IdentityStore, KeyKind};
-use crate::lead::{IdentityOutcome, IdentityStatus};
+use super::resolve::{self, Cluster, ClusterKey, Graph, KeyLinks, Member, Person, Resolution};
+use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
+use crate::lead::IdentityOutcome;
 
-/// `"phone:+86..."` -> the lead_id it was first linked to.
-const KEYS: TableDefinition<&str, &str> = TableDefinition::new("keys");
-/// lead_id -> creation order (lower is older).
-const LEADS: TableDefinition<&str, u64> = TableDefinition::new("leads");
-/// merged lead_id -> the lead_id that absorbed it.
-const MERGED: TableDefinition<&str, &str> = TableDefinition::new("merged");
+/// `"phone:+86..."` -> the people it links (JSON [`KeyLinks`]).
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// lead_id -> the person (JSON [`Person`]); an absorbed lead_id says where it went.
+const PEOPLE: TableDefinition<&str, &[u8]> = TableDefinition::new("people");
+/// lead_id -> its member events (JSON [`Member`]; event ids are time-ordered UUIDv7).
+const MEMBERS: MultimapTableDefinition<&str, &[u8]> = MultimapTableDefinition::new("members");
 /// event_id -> its outcome, so that a replayed event resolves the same way.
 const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
+/// connector + platform lead id -> the first event that carried it.
+const SOURCES: TableDefinition<&str, &str> = TableDefinition::new("sources");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub struct EmbeddedIdentityStore {
     db: Database,
+    policy: Policy,
 }
 
 fn storage(e: impl Into<redb::Error>) -> IdentityError {
     IdentityError::Storage(e.into().to_string())
 }
 
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, IdentityError> {
+    serde_json::from_slice(bytes).map_err(|e| IdentityError::Storage(format!("corrupt entry: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("identity entries serialize")
+}
+
 impl EmbeddedIdentityStore {
-    pub fn open(path: &Path) -> Result<Self, IdentityError> {
+    pub fn open(path: &Path, policy: Policy) -> Result<Self, IdentityError> {
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 IdentityError::Locked(path.display().to_string())
             }
             other => storage(other),
         })?;
-        Ok(Self { db })
+        Ok(Self { db, policy })
     }
 
     /// A store that lives in memory only (for `import --dry-run`).
-    pub fn in_memory() -> Result<Self, IdentityError> {
+    pub fn in_memory(policy: Policy) -> Result<Self, IdentityError> {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(storage)?;
-        Ok(Self { db })
+        Ok(Self { db, policy })
+    }
+}
+
+/// The tables of one write transaction.
+struct Txn<'t> {
+    keys: Table<'t, &'static str, &'static [u8]>,
+    people: Table<'t, &'static str, &'static [u8]>,
+    members: redb::MultimapTable<'t, &'static str, &'static [u8]>,
+    outcomes: Table<'t, &'static str, &'static [u8]>,
+    sources: Table<'t, &'static str, &'static str>,
+    order: u64,
+}
+
+impl Graph for Txn<'_> {
+    fn outcome(&mut self, event_id: &str) -> Result<Option<IdentityOutcome>, IdentityError> {
+        match self.outcomes.get(event_id).map_err(storage)? {
+            Some(v) => decode(v.value()).map(Some),
+            None => Ok(None),
+        }
     }
 
-    fn resolve_one(
-        txn: &WriteTransaction,
-        req: &IdentityRequest,
-        counter: &mut u64,
-    ) -> Result<IdentityOutcome, IdentityError> {
-        let mut outcomes = txn.open_table(OUTCOMES).map_err(storage)?;
-        if let Some(found) = outcomes.get(req.event_id.as_str()).map_err(storage)? {
-            return serde_json::from_slice(found.value())
-                .map_err(|e| IdentityError::Storage(e.to_string()));
-        }
-        let mut keys = txn.open_table(KEYS).map_err(storage)?;
-        let mut leads = txn.open_table(LEADS).map_err(storage)?;
-        let mut merged = txn.open_table(MERGED).map_err(storage)?;
-
-        // Which people do the keys point at, and through which kinds of key?
-        let mut roots: Vec<(u64, String)> = Vec::new();
-        let mut matched_on: BTreeSet<KeyKind> = BTreeSet::new();
-        let mut unseen = Vec::new();
-        for key in &req.keys {
-            let name = key.to_string();
-            let linked = keys
-                .get(name.as_str())
-                .map_err(storage)?
-                .map(|v| v.value().to_owned());
-            let Some(mut id) = linked else {
-                unseen.push(name);
-                continue;
-            };
-            while let Some(next) = merged
-                .get(id.as_str())
-                .map_err(storage)?
-                .map(|v| v.value().to_owned())
-            {
-                id = next;
-            }
-            let order = leads
-                .get(id.as_str())
-                .map_err(storage)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            matched_on.insert(key.kind);
-            if !roots.iter().any(|(_, r)| *r == id) {
-                roots.push((order, id));
-            }
-        }
-        roots.sort();
-        let (lead_id, status, merged_ids) = match roots.len() {
-            0 => {
-                *counter += 1;
-                let id = uuid::Uuid::now_v7().to_string();
-                leads.insert(id.as_str(), *counter).map_err(storage)?;
-                (id, IdentityStatus::New, Vec::new())
-            }
-            1 => (roots.remove(0).1, IdentityStatus::Matched, Vec::new()),
-            _ => {
-                let survivor = roots.remove(0).1;
-                let absorbed: Vec<String> = roots.into_iter().map(|(_, id)| id).collect();
-                for id in &absorbed {
-                    merged
-                        .insert(id.as_str(), survivor.as_str())
-                        .map_err(storage)?;
-                }
-                (survivor, IdentityStatus::Merged, absorbed)
-            }
-        };
-        for name in unseen {
-            keys.insert(name.as_str(), lead_id.as_str())
-                .map_err(storage)?;
-        }
-        let outcome = IdentityOutcome {
-            lead_id,
-            status,
-            matched_on: matched_on
-                .into_iter()
-                .map(|k| k.as_str().to_owned())
-                .collect(),
-            merged_lead_ids: merged_ids,
-        };
-        let bytes =
-            serde_json::to_vec(&outcome).map_err(|e| IdentityError::Storage(e.to_string()))?;
-        outcomes
-            .insert(req.event_id.as_str(), bytes.as_slice())
+    fn put_outcome(&mut self, event_id: &str, o: &IdentityOutcome) -> Result<(), IdentityError> {
+        self.outcomes
+            .insert(event_id, encode(o).as_slice())
             .map_err(storage)?;
-        Ok(outcome)
+        Ok(())
+    }
+
+    fn claim_source(&mut self, key: &str, event_id: &str) -> Result<String, IdentityError> {
+        if let Some(first) = self.sources.get(key).map_err(storage)? {
+            return Ok(first.value().to_owned());
+        }
+        self.sources.insert(key, event_id).map_err(storage)?;
+        Ok(event_id.to_owned())
+    }
+
+    fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError> {
+        match self.keys.get(key).map_err(storage)? {
+            Some(v) => decode(v.value()),
+            None => Ok(KeyLinks::default()),
+        }
+    }
+
+    fn put_key(&mut self, key: &str, links: &KeyLinks) -> Result<(), IdentityError> {
+        self.keys
+            .insert(key, encode(links).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
+        match self.people.get(lead_id).map_err(storage)? {
+            Some(v) => decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_person(&mut self, lead_id: &str, p: &Person) -> Result<(), IdentityError> {
+        self.people
+            .insert(lead_id, encode(p).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn add_member(&mut self, lead_id: &str, m: &Member) -> Result<(), IdentityError> {
+        self.members
+            .insert(lead_id, encode(m).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn next_order(&mut self) -> Result<u64, IdentityError> {
+        self.order += 1;
+        Ok(self.order)
     }
 }
 
 impl IdentityStore for EmbeddedIdentityStore {
-    fn resolve(&self, requests: &[IdentityRequest]) -> Result<Vec<IdentityOutcome>, IdentityError> {
+    fn resolve(&self, requests: &[IdentityRequest]) -> Result<Vec<Resolution>, IdentityError> {
         let txn = self.db.begin_write().map_err(storage)?;
-        let mut counter = {
-            let meta = txn.open_table(META).map_err(storage)?;
-            meta.get("leads")
+        let out = {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let order = meta
+                .get("people")
                 .map_err(storage)?
                 .map(|v| v.value())
-                .unwrap_or(0)
+                .unwrap_or(0);
+            let mut g = Txn {
+                keys: txn.open_table(KEYS).map_err(storage)?,
+                people: txn.open_table(PEOPLE).map_err(storage)?,
+                members: txn.open_multimap_table(MEMBERS).map_err(storage)?,
+                outcomes: txn.open_table(OUTCOMES).map_err(storage)?,
+                sources: txn.open_table(SOURCES).map_err(storage)?,
+                order,
+            };
+            let out = requests
+                .iter()
+                .map(|r| resolve::resolve(&mut g, r, &self.policy))
+                .collect::<Result<Vec<_>, _>>()?;
+            meta.insert("people", g.order).map_err(storage)?;
+            out
         };
-        let out = requests
-            .iter()
-            .map(|r| Self::resolve_one(&txn, r, &mut counter))
-            .collect::<Result<Vec<_>, _>>()?;
-        txn.open_table(META)
-            .map_err(storage)?
-            .insert("leads", counter)
-            .map_err(storage)?;
         txn.commit().map_err(storage)?;
         Ok(out)
+    }
+
+    fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let people = match txn.open_table(PEOPLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(storage(e)),
+        };
+        let keys = txn.open_table(KEYS).map_err(storage)?;
+        let members = txn.open_multimap_table(MEMBERS).map_err(storage)?;
+        let mut id = lead_id.to_owned();
+        let person: Person = loop {
+            let Some(v) = people.get(id.as_str()).map_err(storage)? else {
+                return Ok(None);
+            };
+            let p: Person = decode(v.value())?;
+            match p.merged_into {
+                Some(next) => id = next,
+                None => break p,
+            }
+        };
+        let mut cluster_keys = Vec::new();
+        for (kind, values) in &person.keys {
+            for value in values {
+                let name = format!("{kind}:{value}");
+                let shared = match keys.get(name.as_str()).map_err(storage)? {
+                    Some(v) => decode::<KeyLinks>(v.value())?.shared,
+                    None => false,
+                };
+                cluster_keys.push(ClusterKey {
+                    kind: kind.clone(),
+                    value: value.clone(),
+                    shared,
+                });
+            }
+        }
+        let mut all_ids = vec![id.clone()];
+        for m in &person.merges {
+            all_ids.extend(m.merged_lead_ids.iter().cloned());
+        }
+        let mut list = Vec::new();
+        for member_of in &all_ids {
+            for v in members.get(member_of.as_str()).map_err(storage)? {
+                list.push(decode::<Member>(v.map_err(storage)?.value())?);
+            }
+        }
+        list.sort_by(|a, b| (&a.at, &a.event_id).cmp(&(&b.at, &b.event_id)));
+        Ok(Some(Cluster {
+            requested_lead_id: (id != lead_id).then(|| lead_id.to_owned()),
+            lead_id: id,
+            created_at: person.created_at,
+            keys: cluster_keys,
+            profile: person.profile,
+            sources: person.sources,
+            merges: person.merges,
+            members: list,
+            names: person.names,
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::IdentityKey;
+    use crate::config::IdentitySettings;
+    use crate::identity::{EMAIL, IdentityKey, PHONE, Traits};
+    use crate::lead::IdentityStatus;
 
-    fn req(event: &str, keys: &[(KeyKind, &str)]) -> IdentityRequest {
+    fn req(event: &str, keys: &[(&str, &str)]) -> IdentityRequest {
         IdentityRequest {
             event_id: event.into(),
-            keys: keys
-                .iter()
-                .map(|(k, v)| IdentityKey {
-                    kind: *k,
-                    value: (*v).into(),
-                })
-                .collect(),
+            resolve: true,
+            keys: keys.iter().map(|(k, v)| IdentityKey::new(k, *v)).collect(),
+            connector: "webform".into(),
+            received_at: format!("2026-11-24T00:00:0{}Z", event.len() % 10),
+            ..Default::default()
+        }
+    }
+
+    fn store() -> EmbeddedIdentityStore {
+        EmbeddedIdentityStore::in_memory(Policy::default()).unwrap()
+    }
+
+    fn person(r: &Resolution) -> &IdentityOutcome {
+        match r {
+            Resolution::Person(o) => o,
+            other => panic!("expected a person, got {other:?}"),
         }
     }
 
     #[test]
     fn phone_then_email_then_both_merges_into_the_oldest() {
-        let s = EmbeddedIdentityStore::in_memory().unwrap();
+        let s = store();
         let out = s
             .resolve(&[
-                req("e1", &[(KeyKind::Phone, "+8613800138000")]),
-                req("e2", &[(KeyKind::Email, "a@b.cn")]),
-                req("e3", &[(KeyKind::Phone, "+8613800138000")]),
+                req("e1", &[(PHONE, "+8613800138000")]),
+                req("e2", &[(EMAIL, "a@b.cn")]),
+                req("e3", &[(PHONE, "+8613800138000")]),
             ])
             .unwrap();
-        assert_eq!(out[0].status, IdentityStatus::New);
-        assert_eq!(out[1].status, IdentityStatus::New);
-        assert_ne!(out[0].lead_id, out[1].lead_id);
+        let (o1, o2, o3) = (person(&out[0]), person(&out[1]), person(&out[2]));
         assert_eq!(
-            (out[2].status, &out[2].lead_id),
-            (IdentityStatus::Matched, &out[0].lead_id)
+            (o1.status, o2.status),
+            (IdentityStatus::New, IdentityStatus::New)
         );
-        assert_eq!(out[2].matched_on, ["phone"]);
+        assert_ne!(o1.lead_id, o2.lead_id);
+        assert_eq!(
+            (o3.status, &o3.lead_id),
+            (IdentityStatus::Matched, &o1.lead_id)
+        );
+        assert_eq!(o3.matched_on, ["phone"]);
 
         let both = s
-            .resolve(&[req(
-                "e4",
-                &[
-                    (KeyKind::Phone, "+8613800138000"),
-                    (KeyKind::Email, "a@b.cn"),
-                ],
-            )])
+            .resolve(&[req("e4", &[(PHONE, "+8613800138000"), (EMAIL, "a@b.cn")])])
             .unwrap();
-        assert_eq!(both[0].status, IdentityStatus::Merged);
-        assert_eq!(both[0].lead_id, out[0].lead_id, "the oldest survives");
-        assert_eq!(both[0].merged_lead_ids, [out[1].lead_id.clone()]);
+        let o4 = person(&both[0]);
+        assert_eq!(o4.status, IdentityStatus::Merged);
+        assert_eq!(o4.lead_id, o1.lead_id, "the oldest survives");
+        assert_eq!(o4.merged_lead_ids, std::slice::from_ref(&o2.lead_id));
 
-        // The absorbed person's key now leads to the survivor.
-        let later = s
-            .resolve(&[req("e5", &[(KeyKind::Email, "a@b.cn")])])
-            .unwrap();
-        assert_eq!(later[0].lead_id, out[0].lead_id);
+        let later = s.resolve(&[req("e5", &[(EMAIL, "a@b.cn")])]).unwrap();
+        assert_eq!(person(&later[0]).lead_id, o1.lead_id);
+
+        // The absorbed id explains the survivor, with every member event.
+        let c = s.explain(&o2.lead_id).unwrap().unwrap();
+        assert_eq!(c.lead_id, o1.lead_id);
+        assert_eq!(c.requested_lead_id.as_deref(), Some(o2.lead_id.as_str()));
+        let events: Vec<_> = c.members.iter().map(|m| m.event_id.as_str()).collect();
+        assert_eq!(events.len(), 5);
+        assert_eq!(
+            c.merges[0].merged_lead_ids,
+            std::slice::from_ref(&o2.lead_id)
+        );
+        assert_eq!(c.keys.len(), 2);
+        assert!(s.explain("nobody").unwrap().is_none());
     }
 
     #[test]
     fn a_replayed_event_resolves_as_the_first_time() {
-        let s = EmbeddedIdentityStore::in_memory().unwrap();
-        let first = s
-            .resolve(&[req("e1", &[(KeyKind::Email, "a@b.cn")])])
-            .unwrap();
-        let again = s
-            .resolve(&[req("e1", &[(KeyKind::Email, "a@b.cn")])])
-            .unwrap();
+        let s = store();
+        let first = s.resolve(&[req("e1", &[(EMAIL, "a@b.cn")])]).unwrap();
+        let again = s.resolve(&[req("e1", &[(EMAIL, "a@b.cn")])]).unwrap();
         assert_eq!(first, again);
-        assert_eq!(again[0].status, IdentityStatus::New);
+        assert_eq!(person(&again[0]).status, IdentityStatus::New);
+    }
+
+    #[test]
+    fn a_platform_redelivery_is_a_duplicate() {
+        let s = store();
+        let mut a = req("e1", &[(EMAIL, "a@b.cn")]);
+        a.source_key = Some("tiktok\u{1f}7001".into());
+        let mut b = req("e2", &[(EMAIL, "a@b.cn")]);
+        b.source_key = a.source_key.clone();
+        let out = s.resolve(&[a.clone(), b]).unwrap();
+        assert_eq!(person(&out[0]).status, IdentityStatus::New);
+        assert_eq!(
+            out[1],
+            Resolution::Duplicate {
+                first_event_id: "e1".into()
+            }
+        );
+        // The first event itself, replayed after a crash, is not its own duplicate.
+        assert_eq!(s.resolve(&[a]).unwrap(), out[..1]);
+    }
+
+    #[test]
+    fn a_key_shared_by_two_people_stops_joining() {
+        // One mobile typed by three colleagues, each with their own email (2 emails per person).
+        let s = store();
+        let out = s
+            .resolve(&[
+                req("e1", &[(PHONE, "+8613911112222"), (EMAIL, "a@x.cn")]),
+                req("e2", &[(PHONE, "+8613911112222"), (EMAIL, "b@x.cn")]),
+                req("e3", &[(PHONE, "+8613911112222"), (EMAIL, "c@x.cn")]),
+                req("e4", &[(PHONE, "+8613911112222")]),
+            ])
+            .unwrap();
+        let ids: Vec<_> = out.iter().map(|r| person(r).lead_id.clone()).collect();
+        assert_eq!(ids[1], ids[0], "two emails per person are allowed");
+        assert_ne!(ids[2], ids[0], "a third email is another person");
+        let o4 = person(&out[3]);
+        assert_eq!(
+            o4.status,
+            IdentityStatus::New,
+            "the phone no longer identifies"
+        );
+        let c = s.explain(&ids[0]).unwrap().unwrap();
+        assert!(c.keys.iter().any(|k| k.kind == PHONE && k.shared));
+    }
+
+    #[test]
+    fn name_and_company_support_a_join_the_limits_refuse() {
+        let s = store();
+        let traits = |name: &str| Traits {
+            name: Some(name.into()),
+            company: Some("华夏实业".into()),
+            city: None,
+        };
+        let mut a = req("e1", &[(PHONE, "+8613911113333"), (EMAIL, "a@x.cn")]);
+        a.traits = traits("张三");
+        let mut b = req("e2", &[(PHONE, "+8613911113333"), (EMAIL, "b@x.cn")]);
+        b.traits = traits("张三");
+        let mut c = req("e3", &[(PHONE, "+8613911113333"), (EMAIL, "c@x.cn")]);
+        c.traits = traits("zhang san");
+        let mut d = req("e4", &[(PHONE, "+8613911113333"), (EMAIL, "d@x.cn")]);
+        d.traits = traits("李四");
+        let out = s.resolve(&[a, b, c, d]).unwrap();
+        let o3 = person(&out[2]);
+        assert_eq!(o3.lead_id, person(&out[0]).lead_id);
+        assert_eq!(o3.supported_by, ["company", "name"]);
+        assert_ne!(
+            person(&out[3]).lead_id,
+            o3.lead_id,
+            "a name alone never joins"
+        );
+    }
+
+    #[test]
+    fn survivorship_keeps_the_newest_value_and_the_sources() {
+        let s = store();
+        let mut a = req("e1", &[(PHONE, "+8613800138000")]);
+        a.profile = vec![
+            ("company".into(), "旧公司".into()),
+            ("city".into(), "北京市".into()),
+        ];
+        a.received_at = "2026-11-01T00:00:00Z".into();
+        let mut b = req("e2", &[(PHONE, "+8613800138000")]);
+        b.profile = vec![("company".into(), "新公司".into())];
+        b.received_at = "2026-11-02T00:00:00Z".into();
+        b.connector = "trade-show".into();
+        let out = s.resolve(&[a, b]).unwrap();
+        let c = s.explain(&person(&out[0]).lead_id).unwrap().unwrap();
+        assert_eq!(c.profile["company"].value, "新公司");
+        assert_eq!(c.profile["company"].connector, "trade-show");
+        assert_eq!(c.profile["city"].value, "北京市");
+        assert_eq!(c.sources.len(), 2);
     }
 
     #[test]
     fn identities_persist_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("identity.redb");
-        let first = EmbeddedIdentityStore::open(&path)
+        let policy = Policy::new(&IdentitySettings::default());
+        let first = EmbeddedIdentityStore::open(&path, policy.clone())
             .unwrap()
-            .resolve(&[req("e1", &[(KeyKind::Email, "a@b.cn")])])
+            .resolve(&[req("e1", &[(EMAIL, "a@b.cn")])])
             .unwrap();
-        let s = EmbeddedIdentityStore::open(&path).unwrap();
-        let again = s
-            .resolve(&[req("e2", &[(KeyKind::Email, "a@b.cn")])])
-            .unwrap();
-        assert_eq!(again[0].lead_id, first[0].lead_id);
+        let s = EmbeddedIdentityStore::open(&path, policy.clone()).unwrap();
+        let again = s.resolve(&[req("e2", &[(EMAIL, "a@b.cn")])]).unwrap();
+        assert_eq!(person(&again[0]).lead_id, person(&first[0]).lead_id);
         assert!(matches!(
-            EmbeddedIdentityStore::open(&path),
+            EmbeddedIdentityStore::open(&path, policy),
             Err(IdentityError::Locked(_))
         ));
     }

@@ -1,71 +1,98 @@
-//! Identity: which person a lead belongs to. Keys are derived from the normalized contact; the
-//! store resolves them to a `lead_id`, merging people that one lead proves to be the same.
+//! Identity: which person a lead belongs to.
 //!
-//! The store is a trait so that several gateways can later share one (MySQL); the embedded redb
-//! backend is the default.
+//! Four layers, in order (see `docs/identity.md`):
+//! 1. source idempotency: a `(connector, platform lead id)` seen before is a duplicate, not a new event;
+//! 2. the identity graph: keys (email identity key, person phone, declared platform ids) link
+//!    events to people; a lead bridging two people merges them into the oldest;
+//! 3. guards: blocked and placeholder values never link; a person holds at most N values of a kind,
+//!    and a key linked to more than N people stops being an identifier;
+//! 4. fuzzy support: a similar name with the same company or city may *support* a match the
+//!    guards would refuse; it never makes one alone.
+//!
+//! The algorithm ([`resolve`]) is written once against a transactional [`resolve::Graph`]; the
+//! stores (embedded redb, MySQL) only provide the reads and writes.
 
 mod embedded;
+pub mod eval;
+mod resolve;
 
 pub use embedded::EmbeddedIdentityStore;
+pub use resolve::{Cluster, ClusterKey, Member, Person, ProfileValue, Resolution};
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use crate::lead::IdentityOutcome;
-use crate::normalize::NormalizedLead;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-/// Which kind of value a key is; also what `identity.matched_on` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum KeyKind {
-    Phone,
-    Email,
+use crate::config::IdentitySettings;
+use crate::lead::{Contact, IdentityOutcome};
+use crate::normalize::{NormalizedLead, company_key, name_key};
+
+/// The kind of a phone key (E.164 numbers of people, never switchboards or masked numbers).
+pub const PHONE: &str = "phone";
+/// The kind of an email key (the provider-folded identity key, never role mailboxes).
+pub const EMAIL: &str = "email";
+
+/// A normalized value that identifies one person, e.g. `phone:+8613800138000`, `wechat:o6_bmj...`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IdentityKey {
+    /// `phone`, `email`, or a platform id kind a connector declares (`wechat`, `qq`, `crm_id`...).
+    pub kind: String,
+    pub value: String,
 }
 
-impl KeyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Phone => "phone",
-            Self::Email => "email",
+impl IdentityKey {
+    pub fn new(kind: &str, value: impl Into<String>) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            value: value.into(),
         }
     }
 }
 
-/// A normalized value that identifies one person, e.g. `phone:+8613800138000`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct IdentityKey {
-    pub kind: KeyKind,
-    pub value: String,
-}
-
 impl fmt::Display for IdentityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.kind.as_str(), self.value)
+        write!(f, "{}:{}", self.kind, self.value)
     }
 }
 
-/// The keys of a cleaned lead. Switchboard numbers (400/800) and role mailboxes (sales@, info@)
-/// identify companies, not people, and are left out.
-pub fn keys_of(lead: &NormalizedLead) -> Vec<IdentityKey> {
-    let mut keys = Vec::with_capacity(2);
-    if let Some(p) = lead.phone.as_ref().filter(|p| p.kind().identifies_person()) {
-        keys.push(IdentityKey {
-            kind: KeyKind::Phone,
-            value: p.e164().to_owned(),
-        });
+/// What may support a match, never make one: the name's matching key (Simplified, folded), the
+/// company's key (no legal form) and the city.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traits {
+    pub name: Option<String>,
+    pub company: Option<String>,
+    pub city: Option<String>,
+}
+
+impl Traits {
+    pub fn of(contact: &Contact) -> Self {
+        Self {
+            name: contact.name.as_deref().and_then(name_key),
+            company: contact.company.as_deref().and_then(company_key),
+            city: contact.city.clone(),
+        }
     }
-    if let Some(e) = lead.email.as_ref().filter(|e| !e.is_role()) {
-        keys.push(IdentityKey {
-            kind: KeyKind::Email,
-            value: e.identity_key().to_owned(),
-        });
-    }
-    keys
 }
 
 /// One event to resolve.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct IdentityRequest {
     pub event_id: String,
+    /// The connector and the platform's lead id: an event whose source key was seen with another
+    /// event is a platform redelivery ([`Resolution::Duplicate`]).
+    pub source_key: Option<String>,
+    /// `false` for a rejected lead: only source idempotency applies, no person is resolved.
+    pub resolve: bool,
     pub keys: Vec<IdentityKey>,
+    pub traits: Traits,
+    /// The cleaned contact fields, for per-field survivorship on the person.
+    pub profile: Vec<(String, String)>,
+    /// The connector's name, for the person's history of sources.
+    pub connector: String,
+    /// When the event was acknowledged (RFC 3339 UTC): the newest value of a field wins.
+    pub received_at: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,5 +107,231 @@ pub enum IdentityError {
 /// event again (after a crash, before its delivery was acknowledged) gives the first outcome.
 pub trait IdentityStore: Send + Sync {
     /// Resolves `requests` in order, atomically; an error means none of them was applied.
-    fn resolve(&self, requests: &[IdentityRequest]) -> Result<Vec<IdentityOutcome>, IdentityError>;
+    fn resolve(&self, requests: &[IdentityRequest]) -> Result<Vec<Resolution>, IdentityError>;
+
+    /// Everything known about a person, found by any of its lead ids (merged ones included).
+    fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError>;
+}
+
+/// The guards and thresholds, compiled from `[identity]`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    blocked: HashSet<String>,
+    max_values: BTreeMap<String, usize>,
+    max_people: BTreeMap<String, usize>,
+    pub name_similarity: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::new(&IdentitySettings::default())
+    }
+}
+
+impl Policy {
+    pub fn new(s: &IdentitySettings) -> Self {
+        Self {
+            blocked: s.blocked_values.iter().cloned().collect(),
+            max_values: s.max_values_per_person.clone(),
+            max_people: s.max_people_per_key.clone(),
+            name_similarity: s.name_similarity,
+        }
+    }
+
+    /// How many distinct values of `kind` one person may hold (2 phones, 2 emails, 1 of any
+    /// platform id unless configured).
+    pub fn max_values(&self, kind: &str) -> usize {
+        self.max_values
+            .get(kind)
+            .copied()
+            .unwrap_or(match kind {
+                PHONE | EMAIL => 2,
+                _ => 1,
+            })
+            .max(1)
+    }
+
+    /// How many people a key of `kind` may be linked to and still identify (1 unless configured).
+    pub fn max_people(&self, kind: &str) -> usize {
+        self.max_people.get(kind).copied().unwrap_or(1).max(1)
+    }
+
+    /// Whether a key may link people: not configured as blocked, not a placeholder.
+    pub fn allows(&self, key: &IdentityKey) -> bool {
+        !self.blocked.contains(&key.to_string()) && !is_placeholder(key)
+    }
+
+    /// The keys of a cleaned lead: its person phone, its non-role email, and the platform ids its
+    /// connector declares (`identity_fields`, read from the mapped custom fields), minus blocked
+    /// and placeholder values.
+    pub fn keys_of(
+        &self,
+        lead: &NormalizedLead,
+        custom: &Map<String, Value>,
+        identity_fields: &BTreeMap<String, String>,
+    ) -> Vec<IdentityKey> {
+        let mut keys = Vec::with_capacity(2 + identity_fields.len());
+        if let Some(p) = lead.phone.as_ref().filter(|p| p.kind().identifies_person()) {
+            keys.push(IdentityKey::new(PHONE, p.e164()));
+        }
+        if let Some(e) = lead.email.as_ref().filter(|e| !e.is_role()) {
+            keys.push(IdentityKey::new(EMAIL, e.identity_key()));
+        }
+        for (kind, field) in identity_fields {
+            let text = match custom.get(field) {
+                Some(Value::String(s)) => s.trim().to_owned(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => continue,
+            };
+            if !text.is_empty() {
+                keys.push(IdentityKey::new(kind, text));
+            }
+        }
+        keys.retain(|k| self.allows(k));
+        keys
+    }
+}
+
+/// Values people and forms type when they have nothing to give: `0`, `-1`, `null`, `n/a`, `无`;
+/// phone numbers whose last 8 digits are one digit repeated or a run (`138 8888 8888`,
+/// `010 1234 5678`); and addresses like `test@test.com`, `none@qq.com`.
+fn is_placeholder(key: &IdentityKey) -> bool {
+    const TEXTS: &[&str] = &[
+        "0",
+        "-1",
+        "-",
+        "null",
+        "nil",
+        "none",
+        "n/a",
+        "na",
+        "undefined",
+        "unknown",
+        "test",
+        "无",
+        "空",
+        "暂无",
+    ];
+    const LOCAL_PARTS: &[&str] = &[
+        "test", "null", "none", "noemail", "no-email", "nomail", "na", "n/a", "example", "asdf",
+        "xxx", "abc", "123", "123456", "unknown",
+    ];
+    const DOMAINS: &[&str] = &["example.com", "example.org", "example.net", "test.com"];
+    let value = key.value.trim().to_lowercase();
+    if TEXTS.contains(&value.as_str()) {
+        return true;
+    }
+    match key.kind.as_str() {
+        PHONE => {
+            let digits: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
+            let tail = &digits[digits.len().saturating_sub(8)..];
+            tail.len() == 8
+                && (tail.iter().all(|d| *d == tail[0])
+                    || tail.windows(2).all(|w| w[1] == w[0] + 1)
+                    || tail.windows(2).all(|w| w[0] == w[1] + 1))
+        }
+        EMAIL => match value.rsplit_once('@') {
+            Some((local, domain)) => LOCAL_PARTS.contains(&local) || DOMAINS.contains(&domain),
+            None => true,
+        },
+        _ => value.chars().all(|c| c == '0'),
+    }
+}
+
+/// The request for one event, built from its cleaned lead.
+pub struct RequestInput<'a> {
+    pub event_id: &'a str,
+    pub connector: &'a str,
+    pub external_id: Option<&'a str>,
+    pub received_at: &'a str,
+    pub lead: &'a NormalizedLead,
+    pub custom: &'a Map<String, Value>,
+    pub identity_fields: &'a BTreeMap<String, String>,
+}
+
+impl Policy {
+    pub fn request(&self, input: RequestInput<'_>) -> IdentityRequest {
+        let reachable = input.lead.is_reachable();
+        let c = &input.lead.contact;
+        let profile: Vec<(String, String)> = [
+            ("name", &c.name),
+            ("phone", &c.phone),
+            ("phone_ext", &c.phone_ext),
+            ("email", &c.email),
+            ("company", &c.company),
+            ("title", &c.title),
+            ("industry", &c.industry),
+            ("province", &c.province),
+            ("city", &c.city),
+            ("address", &c.address),
+        ]
+        .into_iter()
+        .filter_map(|(f, v)| Some((f.to_owned(), v.clone()?)))
+        .collect();
+        IdentityRequest {
+            event_id: input.event_id.to_owned(),
+            source_key: input
+                .external_id
+                .filter(|id| !id.trim().is_empty())
+                .map(|id| format!("{}\u{1f}{}", input.connector, id.trim())),
+            resolve: reachable,
+            keys: if reachable {
+                self.keys_of(input.lead, input.custom, input.identity_fields)
+            } else {
+                Vec::new()
+            },
+            traits: Traits::of(c),
+            profile,
+            connector: input.connector.to_owned(),
+            received_at: input.received_at.to_owned(),
+        }
+    }
+}
+
+/// The outcome published on a record, or `None` for a duplicate or an unresolved (rejected) lead.
+pub fn outcome_of(r: &Resolution) -> Option<&IdentityOutcome> {
+    match r {
+        Resolution::Person(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_never_identify() {
+        let p = Policy::default();
+        for (kind, v) in [
+            (PHONE, "+8613888888888"),
+            (PHONE, "+861012345678"),
+            (PHONE, "+8613987654321"),
+            (EMAIL, "test@qq.com"),
+            (EMAIL, "zhang@example.com"),
+            ("wechat", "null"),
+            ("crm_id", "000"),
+        ] {
+            assert!(!p.allows(&IdentityKey::new(kind, v)), "{kind}:{v}");
+        }
+        for (kind, v) in [
+            (PHONE, "+8613800138000"),
+            (EMAIL, "zhangsan@qq.com"),
+            ("wechat", "wxid_abc"),
+        ] {
+            assert!(p.allows(&IdentityKey::new(kind, v)), "{kind}:{v}");
+        }
+    }
+
+    #[test]
+    fn configured_values_are_blocked() {
+        let p = Policy::new(&IdentitySettings {
+            blocked_values: vec!["phone:+8613800138000".into()],
+            ..Default::default()
+        });
+        assert!(!p.allows(&IdentityKey::new(PHONE, "+8613800138000")));
+        assert_eq!(p.max_values(PHONE), 2);
+        assert_eq!(p.max_values("wechat"), 1);
+        assert_eq!(p.max_people(EMAIL), 1);
+    }
 }

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use crate::support::{BIN, Broker, consume, kafka_config};
 
 const TRADE_SHOW: &str = "姓名,手机,邮箱,公司,职位,省份,城市,行业,备注,展位
-张三,138 0013 8000,zhang@example.com,某某科技有限公司,经理,广东,深圳,制造,想要报价,A12
-李四,,li4@Example.com,,,,,,,B3
+张三,138 0013 8000,zhang@mouke.cn,某某科技有限公司,经理,广东,深圳,制造,想要报价,A12
+李四,,li4@Mouke.cn,,,,,,,B3
 王五,12345,,,,,,,,C1
 张 三,+86 13800138000,,,,,,,,A12
 ";

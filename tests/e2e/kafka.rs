@@ -32,8 +32,8 @@ async fn clean_rejected_and_merged_records_reach_kafka() {
     let mut events = Vec::new();
     for lead in [
         json!({"name":"张三","phone":"138 0013 8000"}),
-        json!({"name":"张三","email":"Zhang.San@Example.COM"}),
-        json!({"姓名":"张三","手机":"+86 138-0013-8000","邮箱":"zhang.san@example.com","公司":"某某科技有限公司"}),
+        json!({"name":"张三","email":"Zhang.San@Mouke.CN"}),
+        json!({"姓名":"张三","手机":"+86 138-0013-8000","邮箱":"zhang.san@mouke.cn","公司":"某某科技有限公司"}),
         json!({"name":"no way to reach"}),
     ] {
         events.push(crate::support::accepted(post_json(&http, &url, &lead).await).await);
@@ -60,11 +60,11 @@ async fn clean_rejected_and_merged_records_reach_kafka() {
         );
         assert_eq!(m.header("event_id"), m.value["event_id"].as_str());
         assert_eq!(m.header("source"), Some("webform"));
-        assert_eq!(m.header("schema_version"), Some("1.1"));
+        assert_eq!(m.header("schema_version"), Some("1.2"));
         crate::config::assert_valid_lead_record(&m.value);
     }
     assert_eq!(a.value["contact"]["phone"], "+8613800138000");
-    assert_eq!(b.value["contact"]["email"], "Zhang.San@example.com");
+    assert_eq!(b.value["contact"]["email"], "Zhang.San@mouke.cn");
     assert_ne!(a.key, b.key, "A and B are two people until C joins them");
     assert_eq!(c.value["identity"]["status"], "merged");
     assert_eq!(c.key, a.key, "the oldest lead_id survives");
