@@ -231,8 +231,17 @@ pub fn resolve<G: Graph>(
                 .iter()
                 .all(|(kind, v)| v.len() <= policy.max_values(kind) * slack)
         };
+        // Both sides bring a different value of some kind (another email, another phone): then
+        // the names, where both are known, must not say these are two people.
+        let conflicting = union.iter().any(|(kind, v)| {
+            let mine = joined_keys.get(kind).map_or(0, BTreeSet::len);
+            let theirs = c.person.keys.get(kind).map_or(0, Vec::len);
+            mine > 0 && theirs > 0 && v.len() > mine.max(theirs)
+        });
         let support = support(&req.traits, &c.person, policy.name_similarity);
-        let ok = if within(1) {
+        let ok = if conflicting && names_disagree(&req.traits, &c.person) {
+            false
+        } else if within(1) {
             true
         } else if !support.is_empty() && within(2) {
             supported_by.extend(support.iter().map(|s| (*s).to_owned()));
@@ -432,18 +441,45 @@ fn support(t: &Traits, person: &Person, threshold: f64) -> Vec<&'static str> {
     also
 }
 
-/// Jaro-Winkler similarity of two name keys. A Chinese and a romanized name are compared in
-/// pinyin, both ways round (`张三` ~ `zhangsan` ~ `sanzhang`).
+/// Both names are known and no name of the person is even close (below 0.7): a conflicting key
+/// then joins two different people, as when colleagues type a receptionist's mobile. A surname
+/// with a form of address (`张先生`, `王总`) is close to every name with that surname.
+fn names_disagree(t: &Traits, person: &Person) -> bool {
+    match &t.name {
+        Some(name) if !person.names.is_empty() => person.names.iter().all(|n| {
+            !same_surname_address(name, n)
+                && !same_surname_address(n, name)
+                && name_similarity(name, n) < 0.7
+        }),
+        _ => false,
+    }
+}
+
+/// `addressed` is a surname plus a form of address, and `name` has that surname.
+fn same_surname_address(addressed: &str, name: &str) -> bool {
+    const ADDRESS: &[&str] = &["先生", "女士", "小姐", "老师", "经理", "总"];
+    ADDRESS.iter().any(|a| {
+        addressed
+            .strip_suffix(a)
+            .is_some_and(|surname| !surname.is_empty() && name.starts_with(surname))
+    })
+}
+
+/// Jaro-Winkler similarity of two name keys: character by character when both are Chinese (or
+/// both Latin); a Chinese and a romanized name are compared in pinyin, both ways round (`张三` ~
+/// `zhangsan` ~ `sanzhang`).
 pub fn name_similarity(a: &str, b: &str) -> f64 {
+    let cjk = |s: &str| s.chars().any(crate::normalize::is_cjk);
+    if cjk(a) == cjk(b) {
+        return strsim::jaro_winkler(a, b);
+    }
     let (pa, pb) = (romanize(a), romanize(b));
-    let direct = strsim::jaro_winkler(&pa, &pb);
+    let plain = |s: &str| s.replace(' ', "");
     let swapped = |p: &str, other: &str| match p.split_once(' ') {
-        Some((first, rest)) => strsim::jaro_winkler(&format!("{rest}{first}"), other),
+        Some((first, rest)) => strsim::jaro_winkler(&format!("{}{first}", plain(rest)), other),
         None => 0.0,
     };
-    let plain = |s: &str| s.replace(' ', "");
-    direct
-        .max(strsim::jaro_winkler(&plain(&pa), &plain(&pb)))
+    strsim::jaro_winkler(&plain(&pa), &plain(&pb))
         .max(swapped(&pa, &plain(&pb)))
         .max(swapped(&pb, &plain(&pa)))
 }
@@ -477,5 +513,8 @@ mod tests {
         assert!(name_similarity("张三", "张三") == 1.0);
         assert!(name_similarity("张三", "李四") < 0.7);
         assert!(name_similarity("marylee", "maryli") > 0.9);
+        assert!(name_similarity("罗军", "罗华婷") < 0.7);
+        assert!(same_surname_address("张先生", "张三"));
+        assert!(!same_surname_address("张先生", "李四"));
     }
 }

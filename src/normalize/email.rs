@@ -191,7 +191,16 @@ impl Email {
             return Err(EmailError::Syntax("the domain has no dot".into()));
         }
         let findings = findings(local, &domain);
-        let identity_key = identity_key(local, &domain);
+        // A near miss of a common provider (`qq.con`, `gmial.com`) cannot receive mail; the person
+        // meant the provider, so that is who they are matched as. The address stays as typed.
+        let key_domain = findings
+            .iter()
+            .find_map(|f| match f {
+                Finding::TypoSuggested(s) => s.rsplit_once('@').map(|(_, d)| d),
+                _ => None,
+            })
+            .unwrap_or(&domain);
+        let identity_key = identity_key(local, key_domain);
         Ok(Self {
             address,
             identity_key,
@@ -215,7 +224,7 @@ impl Email {
 
     /// The key identity matching uses, separate from the displayed address: case-folded, and
     /// folded the way the provider delivers (Gmail ignores dots and `+tags`; Outlook and most
-    /// others ignore `+tags`).
+    /// others ignore `+tags`). A typo of a common provider's domain keys as the provider.
     pub fn identity_key(&self) -> &str {
         &self.identity_key
     }
@@ -400,6 +409,12 @@ mod tests {
         assert_eq!(key("zhangsan@googlemail.com"), "zhangsan@gmail.com");
         assert_eq!(key("Li+x@Outlook.com"), "li@outlook.com");
         assert_eq!(key("Li.Lei@qq.com"), "li.lei@qq.com");
+        assert_eq!(
+            key("Li.Lei@qq.con"),
+            "li.lei@qq.com",
+            "a typo matches as meant"
+        );
+        assert_eq!(key("zhang.san@gmial.com"), "zhangsan@gmail.com");
         assert_eq!(
             Email::parse("Zhang.San@GMail.com").unwrap().as_str(),
             "Zhang.San@gmail.com",
