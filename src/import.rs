@@ -130,6 +130,12 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         "  accepted {:>8} (merged into an earlier lead: {})",
         summary.accepted, summary.merged
     );
+    if summary.duplicates > 0 {
+        eprintln!(
+            "  skipped  {:>8} (already ingested: same connector and external id)",
+            summary.duplicates
+        );
+    }
     eprintln!("  rejected {:>8}", summary.rejected_total());
     for (code, n) in &summary.rejected {
         eprintln!("    {code:<24} {n:>8}");

@@ -2,6 +2,7 @@
 //! (rdkafka). Run them all with `scripts/test`, which installs and starts what they need.
 
 mod config;
+mod identity;
 mod import;
 mod kafka;
 mod normalize;

@@ -1,0 +1,143 @@
+//! Identity from outside: a platform's redelivery is dropped, a declared platform id joins people,
+//! a bridging lead merges them, and `GET /v1/leads/{id}` explains the cluster behind the token.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Gateway, accepted, post_json};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+const CONFIG: &str = r#"
+[api]
+token = "${LEADGATE_API_TOKEN}"
+
+[identity]
+blocked_values = ["phone:+8613912345670"]
+
+[[connectors]]
+name = "tiktok"
+type = "webhook"
+external_id_field = "lead_id"
+identity_fields = { wechat = "openid" }
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redeliveries_drop_platform_ids_join_and_clusters_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with_env(
+        Some(CONFIG),
+        &dir.path().join("data"),
+        &[("LEADGATE_API_TOKEN", TOKEN)],
+    );
+    let http = reqwest::Client::new();
+    let url = gw.url("/v1/webhooks/tiktok");
+    let a = json!({"lead_id": "t-1", "name": "王芳", "phone": "139 1111 2222"});
+    let first = accepted(post_json(&http, &url, &a).await).await;
+    // TikTok redelivers the same lead (no Idempotency-Key): acknowledged, but not a new lead.
+    let again = accepted(post_json(&http, &url, &a).await).await;
+    assert_ne!(first, again);
+    let b =
+        json!({"lead_id": "t-2", "name": "王芳", "email": "wangfang@corp.cn", "openid": "wx-77"});
+    let second = accepted(post_json(&http, &url, &b).await).await;
+    // The WeChat id of B and the phone of A: one person.
+    let c =
+        json!({"lead_id": "t-3", "name": "王芳", "phone": "+86 139-1111-2222", "openid": "wx-77"});
+    let third = accepted(post_json(&http, &url, &c).await).await;
+    // A blocked number joins no one.
+    let d = json!({"lead_id": "t-4", "name": "李雷", "phone": "13912345670"});
+    let fourth = accepted(post_json(&http, &url, &d).await).await;
+
+    let clean = gw.wait_spooled("leads.clean", 4, Duration::from_secs(10));
+    let events: Vec<&str> = clean
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [&first, &second, &third, &fourth],
+        "the redelivery is dropped"
+    );
+    let (ra, rb, rc) = (&clean[0], &clean[1], &clean[2]);
+    assert_eq!(ra["source"]["external_id"], "t-1");
+    assert_ne!(ra["lead_id"], rb["lead_id"]);
+    assert_eq!(rc["identity"]["status"], "merged");
+    assert_eq!(rc["lead_id"], ra["lead_id"], "the oldest survives");
+    assert_eq!(rc["identity"]["matched_on"], json!(["phone", "wechat"]));
+    assert_eq!(clean[3]["identity"]["status"], "new");
+    assert_eq!(
+        gw.wait_spooled("leads.merged", 1, Duration::from_secs(5))
+            .len(),
+        1
+    );
+
+    // The explanation needs the token.
+    let survivor = ra["lead_id"].as_str().unwrap();
+    let explain = |id: &str| gw.url(&format!("/v1/leads/{id}"));
+    let r = http.get(explain(survivor)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "auth.missing_token");
+    let r = http
+        .get(explain(survivor))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Asked by the absorbed id, it answers with the survivor's whole story.
+    let absorbed = rb["lead_id"].as_str().unwrap();
+    let r = http
+        .get(explain(absorbed))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cluster: Value = r.json().await.unwrap();
+    assert_eq!(cluster["lead_id"], survivor);
+    assert_eq!(cluster["requested_lead_id"], absorbed);
+    let members: Vec<&str> = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, [&first, &second, &third]);
+    let keys: Vec<String> = cluster["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            format!(
+                "{}:{}",
+                k["kind"].as_str().unwrap(),
+                k["value"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "email:wangfang@corp.cn",
+            "phone:+8613911112222",
+            "wechat:wx-77"
+        ]
+    );
+    assert_eq!(cluster["merges"][0]["merged_lead_ids"], json!([absorbed]));
+    assert_eq!(cluster["profile"]["email"]["value"], "wangfang@corp.cn");
+    assert_eq!(cluster["sources"]["tiktok"], 3);
+
+    let r = http
+        .get(explain("no-such-lead"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "lead.not_found");
+    assert_eq!(body["error"]["field"], "lead_id");
+}
