@@ -5,6 +5,8 @@
 //! 2. speed and size: 1,000,000 leads resolved in the pipeline's batches (500) against a redb
 //!    file, leads per second, then the file's bytes and the process's resident memory per person.
 //!
+//! Run it with:
+//!
 //!     cargo bench --bench identity                 # 100k people for quality, 1M leads for speed
 //!     PEOPLE=20000 LEADS=200000 cargo bench --bench identity
 
