@@ -90,7 +90,7 @@ fn main() {
     let before = rss();
     let started = Instant::now();
     let mut new = 0usize;
-    for batch in requests.chunks(500) {
+    for batch in requests.chunks(env("BATCH", 500)) {
         for r in store.resolve(batch).expect("resolve") {
             if let Resolution::Person(o) = r {
                 new += usize::from(o.status == leadgate::lead::IdentityStatus::New);

@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table, TableDefinition,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::resolve::{self, Cluster, ClusterKey, Graph, KeyLinks, Member, Person, Resolution};
+use super::resolve::{self, Cluster, Graph, GraphRead, KeyLinks, Member, Person, Resolution};
 use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
 use crate::lead::IdentityOutcome;
 
@@ -62,6 +62,49 @@ impl EmbeddedIdentityStore {
     }
 }
 
+/// A JSON entry of a table, if present.
+fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, IdentityError> {
+    match table.get(key).map_err(storage)? {
+        Some(v) => decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn members_of(
+    table: &impl ReadableMultimapTable<&'static str, &'static [u8]>,
+    lead_id: &str,
+) -> Result<Vec<Member>, IdentityError> {
+    let mut out = Vec::new();
+    for v in table.get(lead_id).map_err(storage)? {
+        out.push(decode(v.map_err(storage)?.value())?);
+    }
+    Ok(out)
+}
+
+/// The tables an explanation reads, in a read transaction beside the writer.
+struct ReadTxn {
+    keys: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    people: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    members: redb::ReadOnlyMultimapTable<&'static str, &'static [u8]>,
+}
+
+impl GraphRead for ReadTxn {
+    fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
+        get_json(&self.people, lead_id)
+    }
+
+    fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError> {
+        Ok(get_json(&self.keys, key)?.unwrap_or_default())
+    }
+
+    fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError> {
+        members_of(&self.members, lead_id)
+    }
+}
+
 /// The tables of one write transaction.
 struct Txn<'t> {
     keys: Table<'t, &'static str, &'static [u8]>,
@@ -72,12 +115,23 @@ struct Txn<'t> {
     order: u64,
 }
 
+impl GraphRead for Txn<'_> {
+    fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
+        get_json(&self.people, lead_id)
+    }
+
+    fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError> {
+        Ok(get_json(&self.keys, key)?.unwrap_or_default())
+    }
+
+    fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError> {
+        members_of(&self.members, lead_id)
+    }
+}
+
 impl Graph for Txn<'_> {
     fn outcome(&mut self, event_id: &str) -> Result<Option<IdentityOutcome>, IdentityError> {
-        match self.outcomes.get(event_id).map_err(storage)? {
-            Some(v) => decode(v.value()).map(Some),
-            None => Ok(None),
-        }
+        get_json(&self.outcomes, event_id)
     }
 
     fn put_outcome(&mut self, event_id: &str, o: &IdentityOutcome) -> Result<(), IdentityError> {
@@ -95,25 +149,11 @@ impl Graph for Txn<'_> {
         Ok(event_id.to_owned())
     }
 
-    fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError> {
-        match self.keys.get(key).map_err(storage)? {
-            Some(v) => decode(v.value()),
-            None => Ok(KeyLinks::default()),
-        }
-    }
-
     fn put_key(&mut self, key: &str, links: &KeyLinks) -> Result<(), IdentityError> {
         self.keys
             .insert(key, encode(links).as_slice())
             .map_err(storage)?;
         Ok(())
-    }
-
-    fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
-        match self.people.get(lead_id).map_err(storage)? {
-            Some(v) => decode(v.value()).map(Some),
-            None => Ok(None),
-        }
     }
 
     fn put_person(&mut self, lead_id: &str, p: &Person) -> Result<(), IdentityError> {
@@ -172,56 +212,12 @@ impl IdentityStore for EmbeddedIdentityStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(storage(e)),
         };
-        let keys = txn.open_table(KEYS).map_err(storage)?;
-        let members = txn.open_multimap_table(MEMBERS).map_err(storage)?;
-        let mut id = lead_id.to_owned();
-        let person: Person = loop {
-            let Some(v) = people.get(id.as_str()).map_err(storage)? else {
-                return Ok(None);
-            };
-            let p: Person = decode(v.value())?;
-            match p.merged_into {
-                Some(next) => id = next,
-                None => break p,
-            }
+        let mut g = ReadTxn {
+            people,
+            keys: txn.open_table(KEYS).map_err(storage)?,
+            members: txn.open_multimap_table(MEMBERS).map_err(storage)?,
         };
-        let mut cluster_keys = Vec::new();
-        for (kind, values) in &person.keys {
-            for value in values {
-                let name = format!("{kind}:{value}");
-                let shared = match keys.get(name.as_str()).map_err(storage)? {
-                    Some(v) => decode::<KeyLinks>(v.value())?.shared,
-                    None => false,
-                };
-                cluster_keys.push(ClusterKey {
-                    kind: kind.clone(),
-                    value: value.clone(),
-                    shared,
-                });
-            }
-        }
-        let mut all_ids = vec![id.clone()];
-        for m in &person.merges {
-            all_ids.extend(m.merged_lead_ids.iter().cloned());
-        }
-        let mut list = Vec::new();
-        for member_of in &all_ids {
-            for v in members.get(member_of.as_str()).map_err(storage)? {
-                list.push(decode::<Member>(v.map_err(storage)?.value())?);
-            }
-        }
-        list.sort_by(|a, b| (&a.at, &a.event_id).cmp(&(&b.at, &b.event_id)));
-        Ok(Some(Cluster {
-            requested_lead_id: (id != lead_id).then(|| lead_id.to_owned()),
-            lead_id: id,
-            created_at: person.created_at,
-            keys: cluster_keys,
-            profile: person.profile,
-            sources: person.sources,
-            merges: person.merges,
-            members: list,
-            names: person.names,
-        }))
+        resolve::explain(&mut g, lead_id)
     }
 }
 

@@ -112,22 +112,28 @@ pub struct Cluster {
     pub names: Vec<String>,
 }
 
+/// The reads an explanation needs.
+pub trait GraphRead {
+    fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError>;
+    fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError>;
+    /// The member events resolved to `lead_id` itself (not to people merged into it).
+    fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError>;
+}
+
 /// The reads and writes of one store transaction.
-pub trait Graph {
+pub trait Graph: GraphRead {
     fn outcome(&mut self, event_id: &str) -> Result<Option<IdentityOutcome>, IdentityError>;
     fn put_outcome(&mut self, event_id: &str, o: &IdentityOutcome) -> Result<(), IdentityError>;
     /// The event a source key was first seen with; records it for `event_id` when unseen.
     fn claim_source(&mut self, key: &str, event_id: &str) -> Result<String, IdentityError>;
-    fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError>;
     fn put_key(&mut self, key: &str, links: &KeyLinks) -> Result<(), IdentityError>;
-    fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError>;
     fn put_person(&mut self, lead_id: &str, p: &Person) -> Result<(), IdentityError>;
     fn add_member(&mut self, lead_id: &str, m: &Member) -> Result<(), IdentityError>;
     fn next_order(&mut self) -> Result<u64, IdentityError>;
 }
 
 /// Follows merges to the person that absorbed `lead_id`.
-pub fn root<G: Graph>(g: &mut G, lead_id: &str) -> Result<Option<(String, Person)>, IdentityError> {
+pub fn root<G: GraphRead>(g: &mut G, lead_id: &str) -> Result<Option<(String, Person)>, IdentityError> {
     let mut id = lead_id.to_owned();
     for _ in 0..64 {
         let Some(p) = g.person(&id)? else {
@@ -141,6 +147,42 @@ pub fn root<G: Graph>(g: &mut G, lead_id: &str) -> Result<Option<(String, Person
     Err(IdentityError::Storage(format!(
         "merge chain of {lead_id} is longer than 64"
     )))
+}
+
+/// `GET /v1/leads/{lead_id}`: the person `lead_id` is (or was merged into), its keys, members
+/// (its own and those of every person merged into it), merges, profile and sources.
+pub fn explain<G: GraphRead>(g: &mut G, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
+    let Some((id, person)) = root(g, lead_id)? else {
+        return Ok(None);
+    };
+    let mut keys = Vec::new();
+    for (kind, values) in &person.keys {
+        for value in values {
+            keys.push(ClusterKey {
+                kind: kind.clone(),
+                value: value.clone(),
+                shared: g.key(&format!("{kind}:{value}"))?.shared,
+            });
+        }
+    }
+    let mut members = g.members(&id)?;
+    for m in &person.merges {
+        for absorbed in &m.merged_lead_ids {
+            members.extend(g.members(absorbed)?);
+        }
+    }
+    members.sort_by(|a, b| (&a.at, &a.event_id).cmp(&(&b.at, &b.event_id)));
+    Ok(Some(Cluster {
+        requested_lead_id: (id != lead_id).then(|| lead_id.to_owned()),
+        lead_id: id,
+        created_at: person.created_at,
+        keys,
+        profile: person.profile,
+        sources: person.sources,
+        merges: person.merges,
+        members,
+        names: person.names,
+    }))
 }
 
 struct Candidate {
