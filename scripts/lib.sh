@@ -46,3 +46,17 @@ ensure_tansu() {
   export TANSU_BIN="$bin"
   echo "==> broker: $("$TANSU_BIN" --version 2>/dev/null | head -n1) at $TANSU_BIN"
 }
+
+# MariaDB's server and client binaries (Debian's mariadb-server): the tests start private servers
+# from them in temporary directories, so the system service is not needed and is left stopped.
+ensure_mariadb() {
+  if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+    ensure_apt mariadb-server mariadb-client
+    # The package starts a system server; the tests do not use it.
+    as_root systemctl disable --now mariadb >/dev/null 2>&1 || as_root service mariadb stop >/dev/null 2>&1 || true
+  fi
+  ensure_apt mariadb-client
+  local bin
+  bin=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+  echo "==> MariaDB: $("$bin" --version 2>/dev/null | head -n1)"
+}

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{AppState, serve};
-use crate::config::{OutputSettings, Settings};
+use crate::config::{IdentityStoreSettings, OutputSettings, Settings};
 use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::intake::Journal;
 use crate::pipeline::{Processor, deliver_forever};
@@ -55,10 +55,23 @@ pub fn open_identity(
     data: &DataDir,
 ) -> anyhow::Result<Arc<dyn IdentityStore>> {
     let policy = Policy::new(&settings.identity);
-    Ok(Arc::new(EmbeddedIdentityStore::open(
-        &data.identity(),
-        policy,
-    )?))
+    Ok(match &settings.identity.store {
+        IdentityStoreSettings::Embedded => {
+            Arc::new(EmbeddedIdentityStore::open(&data.identity(), policy)?)
+        }
+        #[cfg(feature = "mysql")]
+        IdentityStoreSettings::Mysql { url } => {
+            use secrecy::ExposeSecret;
+            Arc::new(
+                crate::identity::MysqlIdentityStore::connect(url.expose_secret(), policy)
+                    .context("cannot open the MySQL identity store ([identity.store])")?,
+            )
+        }
+        #[cfg(not(feature = "mysql"))]
+        IdentityStoreSettings::Mysql { .. } => anyhow::bail!(
+            "[identity.store] type = \"mysql\" needs a leadgate built with the `mysql` feature"
+        ),
+    })
 }
 
 /// Creates the data directory if needed.

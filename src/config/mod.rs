@@ -74,6 +74,21 @@ pub struct IdentitySettings {
     pub max_people_per_key: BTreeMap<String, usize>,
     /// Jaro-Winkler similarity (0-1) of names at or above which a name supports a match.
     pub name_similarity: f64,
+    /// Where identities live: the embedded store under the data directory (default), or a
+    /// MySQL/MariaDB database several gateways share.
+    pub store: IdentityStoreSettings,
+}
+
+/// `[identity.store]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum IdentityStoreSettings {
+    #[default]
+    Embedded,
+    Mysql {
+        /// `mysql://user:password@host:3306/database`; write `"${IDENTITY_MYSQL_URL}"`.
+        url: SecretString,
+    },
 }
 
 impl Default for IdentitySettings {
@@ -83,6 +98,7 @@ impl Default for IdentitySettings {
             max_values_per_person: BTreeMap::new(),
             max_people_per_key: BTreeMap::new(),
             name_similarity: 0.9,
+            store: IdentityStoreSettings::Embedded,
         }
     }
 }

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table, TableDefinition,
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
+    Table, TableDefinition,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -14,9 +14,13 @@
 
 mod embedded;
 pub mod eval;
+#[cfg(feature = "mysql")]
+mod mysql;
 mod resolve;
 
 pub use embedded::EmbeddedIdentityStore;
+#[cfg(feature = "mysql")]
+pub use mysql::MysqlIdentityStore;
 pub use resolve::{Cluster, ClusterKey, Member, Person, ProfileValue, Resolution};
 
 use std::collections::{BTreeMap, HashSet};
@@ -101,6 +105,10 @@ pub enum IdentityError {
     Locked(String),
     #[error("identity store: {0}")]
     Storage(String),
+    /// Another writer holds what this batch needs (a deadlock or lock wait timeout); retrying the
+    /// batch resolves it.
+    #[error("identity store: lost a lock conflict with another writer: {0}")]
+    Conflict(String),
 }
 
 /// Resolves events to people. Implementations must be idempotent per `event_id`: resolving an

@@ -133,7 +133,10 @@ pub trait Graph: GraphRead {
 }
 
 /// Follows merges to the person that absorbed `lead_id`.
-pub fn root<G: GraphRead>(g: &mut G, lead_id: &str) -> Result<Option<(String, Person)>, IdentityError> {
+pub fn root<G: GraphRead>(
+    g: &mut G,
+    lead_id: &str,
+) -> Result<Option<(String, Person)>, IdentityError> {
     let mut id = lead_id.to_owned();
     for _ in 0..64 {
         let Some(p) = g.person(&id)? else {

@@ -3,6 +3,8 @@
 
 mod config;
 mod identity;
+#[cfg(feature = "mysql")]
+mod identity_mysql;
 mod import;
 mod kafka;
 mod normalize;

@@ -440,3 +440,120 @@ impl Proxy {
         }
     }
 }
+
+/// A private MariaDB server (Debian's `mariadb-server` binaries) in a temporary directory, with
+/// the binary log on (row format) and no grant checks; killed on drop.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub struct Mariadb {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+fn mariadb_bin(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    on_path
+        .or_else(|| {
+            ["/usr/sbin", "/usr/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "MariaDB's `{name}` is not installed: run scripts/test (it installs mariadb-server)"
+            )
+        })
+}
+
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+impl Mariadb {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = Command::new(mariadb_bin("mariadb-install-db"))
+            .args(["--no-defaults", "--user=root", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=normal")
+            .output()
+            .expect("cannot run mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let child = Self::spawn(dir.path(), port);
+        let db = Self { child, port, dir };
+        db.wait_ready();
+        db
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Child {
+        Command::new(mariadb_bin("mariadbd"))
+            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1"])
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--socket={}", dir.join("sock").display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-bin={}", dir.join("data/binlog").display()))
+            .args([
+                "--server-id=1",
+                "--binlog-format=ROW",
+                "--skip-grant-tables",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-lock-wait-timeout=10",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir.join("server.log")))
+            .spawn()
+            .expect("cannot start mariadbd")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.sql("SELECT 1").is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        panic!(
+            "MariaDB did not start on port {}; its log:\n{log}",
+            self.port
+        );
+    }
+
+    /// Runs SQL with the `mariadb` client; the output's rows, tab-separated.
+    pub fn sql(&self, statements: &str) -> Result<String, String> {
+        let out = Command::new(mariadb_bin("mariadb"))
+            .args(["--no-defaults", "-h127.0.0.1", "-uroot", "-N", "-B"])
+            .arg(format!("-P{}", self.port))
+            .args(["-e", statements])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A new, empty database and its URL.
+    pub fn database(&self, name: &str) -> String {
+        self.sql(&format!("CREATE DATABASE {name}")).unwrap();
+        format!("mysql://root@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,134 @@
+//! The MySQL identity store on a real MariaDB: two writers resolving the same new people at once
+//! end with one lead_id each, and two gateways share identities.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadgate::identity::{
+    IdentityKey, IdentityRequest, IdentityStore, MysqlIdentityStore, PHONE, Policy, Resolution,
+};
+use leadgate::lead::IdentityStatus;
+use serde_json::json;
+
+use crate::support::{Gateway, Mariadb, accepted, post_json};
+
+fn request(event: String, person: usize) -> IdentityRequest {
+    IdentityRequest {
+        event_id: event,
+        resolve: true,
+        keys: vec![IdentityKey::new(PHONE, format!("+86139{person:08}"))],
+        connector: "test".into(),
+        received_at: "2026-11-24T00:00:00Z".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn two_writers_resolving_the_same_new_people_make_one_lead_each() {
+    let db = Mariadb::start();
+    let url = db.database("identity");
+    const PEOPLE: usize = 300;
+    let writers: Vec<Arc<MysqlIdentityStore>> = (0..2)
+        .map(|_| Arc::new(MysqlIdentityStore::connect(&url, Policy::default()).unwrap()))
+        .collect();
+    let threads: Vec<_> = writers
+        .iter()
+        .enumerate()
+        .map(|(w, store)| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let reqs: Vec<_> = (0..PEOPLE)
+                    .map(|p| request(format!("w{w}-{p:04}"), p))
+                    .collect();
+                let mut out = Vec::new();
+                for batch in reqs.chunks(25) {
+                    out.extend(store.resolve(batch).expect("resolve"));
+                }
+                out
+            })
+        })
+        .collect();
+    let results: Vec<Vec<Resolution>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let outcome = |r: &Resolution| match r {
+        Resolution::Person(o) => o.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut created = 0;
+    for (p, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
+        let (a, b) = (outcome(a), outcome(b));
+        created += usize::from(a.status == IdentityStatus::New);
+        created += usize::from(b.status == IdentityStatus::New);
+        assert_eq!(
+            a.lead_id, b.lead_id,
+            "person {p}: both writers chose one lead"
+        );
+    }
+    assert_eq!(created, PEOPLE, "each person was created exactly once");
+
+    // Replays give the first answers, from either writer.
+    let again = writers[1].resolve(&[request("w0-0007".into(), 7)]).unwrap();
+    assert_eq!(outcome(&again[0]), outcome(&results[0][7]));
+    let c = writers[0]
+        .explain(&outcome(&results[0][7]).lead_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.members.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_share_identities_through_mysql() {
+    let db = Mariadb::start();
+    let url = db.database("shared");
+    let config = r#"
+[identity.store]
+type = "mysql"
+url = "${IDENTITY_MYSQL_URL}"
+
+[[connectors]]
+name = "webform"
+type = "webhook"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("IDENTITY_MYSQL_URL", url.as_str())];
+    let one = Gateway::start_with_env(Some(config), &dir.path().join("one"), &env);
+    let two = Gateway::start_with_env(Some(config), &dir.path().join("two"), &env);
+    let http = reqwest::Client::new();
+    let first = accepted(
+        post_json(
+            &http,
+            &one.url("/v1/webhooks/webform"),
+            &json!({"name": "赵敏", "phone": "139 2222 3333"}),
+        )
+        .await,
+    )
+    .await;
+    let a = one.wait_spooled("leads.clean", 1, Duration::from_secs(10));
+    assert_eq!(a[0]["event_id"], first);
+    accepted(
+        post_json(
+            &http,
+            &two.url("/v1/webhooks/webform"),
+            &json!({"name": "赵敏", "phone": "+86 13922223333", "email": "zhaomin@corp.cn"}),
+        )
+        .await,
+    )
+    .await;
+    let b = two.wait_spooled("leads.clean", 1, Duration::from_secs(10));
+    assert_eq!(b[0]["identity"]["status"], "matched");
+    assert_eq!(
+        b[0]["lead_id"], a[0]["lead_id"],
+        "the second gateway knew the person"
+    );
+
+    let lead = a[0]["lead_id"].as_str().unwrap();
+    let cluster: serde_json::Value = http
+        .get(one.url(&format!("/v1/leads/{lead}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cluster["members"].as_array().unwrap().len(), 2);
+    assert_eq!(cluster["profile"]["email"]["value"], "zhaomin@corp.cn");
+}
