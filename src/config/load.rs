@@ -805,6 +805,28 @@ type = "ftp"
     }
 
     #[test]
+    fn identity_and_api_settings_are_checked() {
+        let e = errors(
+            "[identity]\nname_similarity = 2.0\nblocked_values = [\"nokind\"]\nmax_people_per_key = { phone = 0 }\n\n[api]\ntoken = \"short\"\n\n[[connectors]]\nname = \"w\"\ntype = \"webhook\"\nidentity_fields = { phone = \"tel\", wechat = \"\" }\n",
+        );
+        for field in [
+            "identity.name_similarity",
+            "identity.blocked_values",
+            "identity.max_people_per_key.phone",
+            "api.token",
+            "identity_fields.phone",
+            "identity_fields.wechat",
+        ] {
+            assert!(
+                e.iter().any(|m| m.contains(&format!("`{field}`"))),
+                "{field} in {e:#?}"
+            );
+        }
+        let e = errors("[identity.store]\ntype = \"postgres\"\n");
+        assert!(e.iter().any(|m| m.contains("identity")), "{e:#?}");
+    }
+
+    #[test]
     fn secrets_never_print() {
         let s = load_str(
             "[[connectors]]\nname = \"w\"\ntype = \"webhook\"\nsignature = { secret = \"hunter2\" }\n",
