@@ -7,10 +7,11 @@ use redb::{
     Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
     Table, TableDefinition,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::resolve::{self, Cluster, Graph, GraphRead, KeyLinks, Member, Person, Resolution};
+use super::resolve::{
+    self, Cluster, Graph, GraphRead, KeyLinks, Member, Person, Resolution, decode, encode,
+};
 use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
 use crate::lead::IdentityOutcome;
 
@@ -33,14 +34,6 @@ pub struct EmbeddedIdentityStore {
 
 fn storage(e: impl Into<redb::Error>) -> IdentityError {
     IdentityError::Storage(e.into().to_string())
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, IdentityError> {
-    serde_json::from_slice(bytes).map_err(|e| IdentityError::Storage(format!("corrupt entry: {e}")))
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("identity entries serialize")
 }
 
 impl EmbeddedIdentityStore {
@@ -85,14 +78,19 @@ fn members_of(
     Ok(out)
 }
 
-/// The tables an explanation reads, in a read transaction beside the writer.
-struct ReadTxn {
-    keys: redb::ReadOnlyTable<&'static str, &'static [u8]>,
-    people: redb::ReadOnlyTable<&'static str, &'static [u8]>,
-    members: redb::ReadOnlyMultimapTable<&'static str, &'static [u8]>,
+/// The tables an explanation (and the resolver) reads.
+struct View<K, P, M> {
+    keys: K,
+    people: P,
+    members: M,
 }
 
-impl GraphRead for ReadTxn {
+impl<K, P, M> GraphRead for View<K, P, M>
+where
+    K: ReadableTable<&'static str, &'static [u8]>,
+    P: ReadableTable<&'static str, &'static [u8]>,
+    M: ReadableMultimapTable<&'static str, &'static [u8]>,
+{
     fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
         get_json(&self.people, lead_id)
     }
@@ -106,11 +104,17 @@ impl GraphRead for ReadTxn {
     }
 }
 
+type Bytes = &'static [u8];
+/// The writer's view: tables of a write transaction.
+type WriteView<'t> = View<
+    Table<'t, &'static str, Bytes>,
+    Table<'t, &'static str, Bytes>,
+    redb::MultimapTable<'t, &'static str, Bytes>,
+>;
+
 /// The tables of one write transaction.
 struct Txn<'t> {
-    keys: Table<'t, &'static str, &'static [u8]>,
-    people: Table<'t, &'static str, &'static [u8]>,
-    members: redb::MultimapTable<'t, &'static str, &'static [u8]>,
+    view: WriteView<'t>,
     outcomes: Table<'t, &'static str, &'static [u8]>,
     sources: Table<'t, &'static str, &'static str>,
     order: u64,
@@ -118,15 +122,15 @@ struct Txn<'t> {
 
 impl GraphRead for Txn<'_> {
     fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
-        get_json(&self.people, lead_id)
+        self.view.person(lead_id)
     }
 
     fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError> {
-        Ok(get_json(&self.keys, key)?.unwrap_or_default())
+        self.view.key(key)
     }
 
     fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError> {
-        members_of(&self.members, lead_id)
+        self.view.members(lead_id)
     }
 }
 
@@ -151,21 +155,24 @@ impl Graph for Txn<'_> {
     }
 
     fn put_key(&mut self, key: &str, links: &KeyLinks) -> Result<(), IdentityError> {
-        self.keys
+        self.view
+            .keys
             .insert(key, encode(links).as_slice())
             .map_err(storage)?;
         Ok(())
     }
 
     fn put_person(&mut self, lead_id: &str, p: &Person) -> Result<(), IdentityError> {
-        self.people
+        self.view
+            .people
             .insert(lead_id, encode(p).as_slice())
             .map_err(storage)?;
         Ok(())
     }
 
     fn add_member(&mut self, lead_id: &str, m: &Member) -> Result<(), IdentityError> {
-        self.members
+        self.view
+            .members
             .insert(lead_id, encode(m).as_slice())
             .map_err(storage)?;
         Ok(())
@@ -188,9 +195,11 @@ impl IdentityStore for EmbeddedIdentityStore {
                 .map(|v| v.value())
                 .unwrap_or(0);
             let mut g = Txn {
-                keys: txn.open_table(KEYS).map_err(storage)?,
-                people: txn.open_table(PEOPLE).map_err(storage)?,
-                members: txn.open_multimap_table(MEMBERS).map_err(storage)?,
+                view: View {
+                    keys: txn.open_table(KEYS).map_err(storage)?,
+                    people: txn.open_table(PEOPLE).map_err(storage)?,
+                    members: txn.open_multimap_table(MEMBERS).map_err(storage)?,
+                },
                 outcomes: txn.open_table(OUTCOMES).map_err(storage)?,
                 sources: txn.open_table(SOURCES).map_err(storage)?,
                 order,
@@ -213,7 +222,7 @@ impl IdentityStore for EmbeddedIdentityStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(storage(e)),
         };
-        let mut g = ReadTxn {
+        let mut g = View {
             people,
             keys: txn.open_table(KEYS).map_err(storage)?,
             members: txn.open_multimap_table(MEMBERS).map_err(storage)?,

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, Pool, Transaction, TxOpts};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::runtime::{Handle, Runtime};
 
-use super::resolve::{self, Cluster, Graph, GraphRead, KeyLinks, Member, Person, Resolution};
+use super::resolve::{
+    self, Cluster, Graph, GraphRead, KeyLinks, Member, Person, Resolution, decode, encode,
+};
 use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
 use crate::lead::IdentityOutcome;
 
@@ -59,14 +59,6 @@ fn db(e: mysql_async::Error) -> IdentityError {
         }
         _ => IdentityError::Storage(format!("mysql: {e}")),
     }
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, IdentityError> {
-    serde_json::from_slice(bytes).map_err(|e| IdentityError::Storage(format!("corrupt entry: {e}")))
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("identity entries serialize")
 }
 
 impl MysqlIdentityStore {

@@ -112,6 +112,15 @@ pub struct Cluster {
     pub names: Vec<String>,
 }
 
+/// Decodes a stored entry (JSON, in both stores).
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, IdentityError> {
+    serde_json::from_slice(bytes).map_err(|e| IdentityError::Storage(format!("corrupt entry: {e}")))
+}
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("identity entries serialize")
+}
+
 /// The reads an explanation needs.
 pub trait GraphRead {
     fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError>;
