@@ -3,10 +3,7 @@
 
 use std::path::Path;
 
-use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
-    Table, TableDefinition,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::de::DeserializeOwned;
 
 use super::resolve::{
@@ -19,8 +16,9 @@ use crate::lead::IdentityOutcome;
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 /// lead_id -> the person (JSON [`Person`]); an absorbed lead_id says where it went.
 const PEOPLE: TableDefinition<&str, &[u8]> = TableDefinition::new("people");
-/// lead_id -> its member events (JSON [`Member`]; event ids are time-ordered UUIDv7).
-const MEMBERS: MultimapTableDefinition<&str, &[u8]> = MultimapTableDefinition::new("members");
+/// event_id -> the member record of its person (JSON [`Member`]). Keyed by the time-ordered
+/// event id, so writes append; a person lists its recent event ids ([`Person::events`]).
+const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("member_events");
 /// event_id -> its outcome, so that a replayed event resolves the same way.
 const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
 /// connector + platform lead id -> the first event that carried it.
@@ -68,12 +66,16 @@ fn get_json<T: DeserializeOwned>(
 }
 
 fn members_of(
-    table: &impl ReadableMultimapTable<&'static str, &'static [u8]>,
+    people: &impl ReadableTable<&'static str, &'static [u8]>,
+    members: &impl ReadableTable<&'static str, &'static [u8]>,
     lead_id: &str,
 ) -> Result<Vec<Member>, IdentityError> {
-    let mut out = Vec::new();
-    for v in table.get(lead_id).map_err(storage)? {
-        out.push(decode(v.map_err(storage)?.value())?);
+    let Some(person) = get_json::<Person>(people, lead_id)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(person.events.len());
+    for event in &person.events {
+        out.extend(get_json(members, event)?);
     }
     Ok(out)
 }
@@ -89,7 +91,7 @@ impl<K, P, M> GraphRead for View<K, P, M>
 where
     K: ReadableTable<&'static str, &'static [u8]>,
     P: ReadableTable<&'static str, &'static [u8]>,
-    M: ReadableMultimapTable<&'static str, &'static [u8]>,
+    M: ReadableTable<&'static str, &'static [u8]>,
 {
     fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
         get_json(&self.people, lead_id)
@@ -100,7 +102,7 @@ where
     }
 
     fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError> {
-        members_of(&self.members, lead_id)
+        members_of(&self.people, &self.members, lead_id)
     }
 }
 
@@ -109,7 +111,7 @@ type Bytes = &'static [u8];
 type WriteView<'t> = View<
     Table<'t, &'static str, Bytes>,
     Table<'t, &'static str, Bytes>,
-    redb::MultimapTable<'t, &'static str, Bytes>,
+    Table<'t, &'static str, Bytes>,
 >;
 
 /// The tables of one write transaction.
@@ -170,10 +172,10 @@ impl Graph for Txn<'_> {
         Ok(())
     }
 
-    fn add_member(&mut self, lead_id: &str, m: &Member) -> Result<(), IdentityError> {
+    fn add_member(&mut self, _lead_id: &str, m: &Member) -> Result<(), IdentityError> {
         self.view
             .members
-            .insert(lead_id, encode(m).as_slice())
+            .insert(m.event_id.as_str(), encode(m).as_slice())
             .map_err(storage)?;
         Ok(())
     }
@@ -198,7 +200,7 @@ impl IdentityStore for EmbeddedIdentityStore {
                 view: View {
                     keys: txn.open_table(KEYS).map_err(storage)?,
                     people: txn.open_table(PEOPLE).map_err(storage)?,
-                    members: txn.open_multimap_table(MEMBERS).map_err(storage)?,
+                    members: txn.open_table(MEMBERS).map_err(storage)?,
                 },
                 outcomes: txn.open_table(OUTCOMES).map_err(storage)?,
                 sources: txn.open_table(SOURCES).map_err(storage)?,
@@ -225,7 +227,7 @@ impl IdentityStore for EmbeddedIdentityStore {
         let mut g = View {
             people,
             keys: txn.open_table(KEYS).map_err(storage)?,
-            members: txn.open_multimap_table(MEMBERS).map_err(storage)?,
+            members: txn.open_table(MEMBERS).map_err(storage)?,
         };
         resolve::explain(&mut g, lead_id)
     }

@@ -74,7 +74,14 @@ pub struct Person {
     pub sources: BTreeMap<String, u64>,
     #[serde(default)]
     pub merges: Vec<MergeRef>,
+    /// The most recent member events resolved to this lead id ([`EVENTS_KEPT`] at most; the
+    /// members of ids merged into it stay listed under those ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
 }
+
+/// How many member event ids a lead id lists.
+pub const EVENTS_KEPT: usize = 200;
 
 /// A member event of a person, as the explanation lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,11 +232,13 @@ pub fn resolve<G: Graph>(
     }
 
     // Layer 2: the people each key links, skipping keys that stopped identifying.
-    let mut links: Vec<(&IdentityKey, String, KeyLinks)> = Vec::new();
+    // Each key with its links as stored and as they will be (written only when they differ).
+    let mut links: Vec<(&IdentityKey, String, KeyLinks, KeyLinks)> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     for key in &req.keys {
         let name = key.to_string();
-        let mut l = g.key(&name)?;
+        let stored = g.key(&name)?;
+        let mut l = stored.clone();
         let mut roots = Vec::new();
         for id in &l.people {
             if let Some((root_id, person)) = root(g, id)?
@@ -255,7 +264,7 @@ pub fn resolve<G: Graph>(
                 }
             }
         }
-        links.push((key, name, l));
+        links.push((key, name, stored, l));
     }
     candidates.sort_by_key(|c| c.person.order);
 
@@ -339,6 +348,7 @@ pub fn resolve<G: Graph>(
                 merged_into: Some(lead_id.clone()),
                 order: c.person.order,
                 created_at: c.person.created_at,
+                events: c.person.events,
                 ..Person::default()
             },
         )?;
@@ -353,7 +363,7 @@ pub fn resolve<G: Graph>(
     }
 
     // Link the keys to the person; a key now linking more people than allowed stops identifying.
-    for (key, name, mut l) in links {
+    for (key, name, stored, mut l) in links {
         // A shared key's list stops growing: it joins no one any more.
         if !l.shared && !l.people.contains(&lead_id) {
             let mut linked = BTreeSet::new();
@@ -370,7 +380,9 @@ pub fn resolve<G: Graph>(
                 l.shared = true;
             }
         }
-        g.put_key(&name, &l)?;
+        if l != stored {
+            g.put_key(&name, &l)?;
+        }
         let values = person.keys.entry(key.kind.clone()).or_default();
         if !values.contains(&key.value) {
             values.push(key.value.clone());
@@ -395,6 +407,10 @@ pub fn resolve<G: Graph>(
         }
     }
     *person.sources.entry(req.connector.clone()).or_default() += 1;
+    person.events.push(req.event_id.clone());
+    if person.events.len() > EVENTS_KEPT {
+        person.events.remove(0);
+    }
     g.put_person(&lead_id, &person)?;
 
     let matched_on: Vec<String> = matched_on.into_iter().collect();
