@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{AppState, serve};
+use crate::assign::{Assigner, AssignmentStore, EmbeddedAssignmentStore};
 use crate::config::{IdentityStoreSettings, OutputSettings, Settings};
 use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::intake::Journal;
@@ -26,6 +27,10 @@ impl DataDir {
     }
     pub fn identity(&self) -> PathBuf {
         self.0.join("identity.redb")
+    }
+
+    pub fn assignment(&self) -> PathBuf {
+        self.0.join("assignment.redb")
     }
     pub fn output(&self) -> PathBuf {
         self.0.join("output")
@@ -74,6 +79,11 @@ pub fn open_identity(
     })
 }
 
+/// The assignment rules, owners, teams and counters under the data directory.
+pub fn open_assignment(data: &DataDir) -> anyhow::Result<Arc<dyn AssignmentStore>> {
+    Ok(Arc::new(EmbeddedAssignmentStore::open(&data.assignment())?))
+}
+
 /// Creates the data directory if needed.
 pub fn create_data_dir(dir: &Path) -> anyhow::Result<DataDir> {
     std::fs::create_dir_all(dir)
@@ -105,15 +115,17 @@ pub async fn run_on(
     let (health, health_rx) = HealthReport::new();
     let sink = build_sink(&settings, &data, stop_rx.clone(), health.clone()).await?;
     let output = sink.describe();
+    let assignment = open_assignment(&data)?;
     let processor = Arc::new(Processor::new(
         &settings.connectors,
         settings.topics.clone(),
         identity.clone(),
         Policy::new(&settings.identity),
+        Assigner::new(assignment.clone()),
     ));
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
-        processor,
+        processor.clone(),
         sink,
         settings.intake.batch_size,
         health,
@@ -148,7 +160,14 @@ pub async fn run_on(
         println!("  resuming delivery of {backlog} journaled leads");
     }
 
-    let state = AppState::new(&settings, journal, health_rx, identity);
+    let state = AppState::new(
+        &settings,
+        journal,
+        health_rx,
+        identity,
+        assignment,
+        processor.clone(),
+    );
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);
     if tokio::time::timeout(Duration::from_secs(10), delivery)

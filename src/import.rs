@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
-use crate::app::{build_sink, create_data_dir, open_identity};
+use crate::app::{build_sink, create_data_dir, open_assignment, open_identity};
+use crate::assign::{Assigner, AssignmentStore, EmbeddedAssignmentStore};
 use crate::config::Settings;
 use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::lead::{IntakeEvent, SourceKind};
@@ -48,7 +49,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     let rows = rows(&text, format, &opts.file)?;
 
     let (_stop_tx, stop_rx) = watch::channel(false);
-    let (identity, mut sink): (Arc<dyn IdentityStore>, Sink) = if opts.dry_run {
+    let (identity, assignment, mut sink): (Arc<dyn IdentityStore>, Arc<dyn AssignmentStore>, Sink) = if opts.dry_run {
         let out: Box<dyn Write + Send> = match opts.output.as_deref() {
             None => Box::new(std::io::stdout()),
             Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdout()),
@@ -65,12 +66,14 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             Arc::new(EmbeddedIdentityStore::in_memory(Policy::new(
                 &settings.identity,
             ))?),
+            Arc::new(EmbeddedAssignmentStore::in_memory()?),
             Sink::DryRun(DryRunSink::new(out, &label)),
         )
     } else {
         let data = create_data_dir(&settings.data_dir)?;
         (
             open_identity(&settings, &data)?,
+            open_assignment(&data)?,
             build_sink(&settings, &data, stop_rx, HealthReport::new().0).await?,
         )
     };
@@ -83,6 +86,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         settings.topics.clone(),
         identity,
         Policy::new(&settings.identity),
+        Assigner::new(assignment),
     );
 
     let progress = ProgressBar::new(text.len() as u64);

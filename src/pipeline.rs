@@ -56,6 +56,8 @@ impl Profile {
 pub enum PipelineError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Assign(#[from] crate::assign::AssignError),
     #[error("cannot serialize a record: {0}")]
     Serialize(#[from] serde_json::Error),
 }
@@ -76,6 +78,7 @@ impl Processor {
         topics: Topics,
         identity: Arc<dyn IdentityStore>,
         policy: Policy,
+        assigner: Assigner,
     ) -> Self {
         let profiles = connectors
             .iter()
@@ -90,8 +93,33 @@ impl Processor {
             fallback: Profile::new(&FieldMapping::new(), "CN"),
             identity,
             policy,
-            assigner: Assigner,
+            assigner,
             topics,
+        }
+    }
+
+    /// A lead as `connector` would clean it, without identity or assignment (for previews).
+    pub fn clean_record(&self, connector: &str, payload: &serde_json::Value) -> LeadRecord {
+        let profile = self.profiles.get(connector).unwrap_or(&self.fallback);
+        let mapped = profile.mapper.map(payload);
+        let lead = normalize(&mapped, profile.region);
+        LeadRecord {
+            schema_version: SCHEMA_VERSION.into(),
+            event_id: String::new(),
+            lead_id: None,
+            received_at: now_rfc3339(),
+            source: SourceRef {
+                connector: connector.to_owned(),
+                kind: crate::lead::SourceKind::Webhook,
+                external_id: None,
+            },
+            contact: lead.contact,
+            custom: mapped.custom,
+            raw: payload.clone(),
+            issues: lead.issues,
+            identity: None,
+            assignment: None,
+            reasons: None,
         }
     }
 
@@ -128,13 +156,18 @@ impl Processor {
             .collect();
         let resolutions = self.identity.resolve(&requests)?;
 
-        let mut records = Vec::with_capacity(events.len() + 1);
-        let mut dispositions = Vec::with_capacity(events.len());
+        // Stage every event, then assign the clean ones in one batch, then serialize in order.
+        enum Staged {
+            Duplicate,
+            Rejected(Box<LeadRecord>),
+            Clean(Box<LeadRecord>, Option<MergedRecord>),
+        }
+        let mut staged = Vec::with_capacity(events.len());
         for ((event, (lead, custom)), resolution) in events.iter().zip(cleaned).zip(resolutions) {
             let outcome = match resolution {
                 Resolution::Duplicate { first_event_id } => {
                     tracing::debug!(event_id = %event.event_id, %first_event_id, "platform redelivery dropped");
-                    dispositions.push(Disposition::Duplicate);
+                    staged.push(Staged::Duplicate);
                     continue;
                 }
                 Resolution::Person(o) => Some(o),
@@ -171,15 +204,11 @@ impl Processor {
                         .filter(|i| matches!(&*i.field, "phone" | "email" | "body"))
                         .cloned(),
                 );
-                dispositions.push(Disposition::Rejected {
-                    codes: reasons.iter().map(|r| r.code.to_string()).collect(),
-                });
                 record.reasons = Some(reasons);
-                records.push(self.out(&self.topics.rejected, &record.event_id, &record, event)?);
+                staged.push(Staged::Rejected(Box::new(record)));
                 continue;
             };
             record.lead_id = Some(outcome.lead_id.clone());
-            record.assignment = self.assigner.assign(&record);
             let merged = (!outcome.merged_lead_ids.is_empty()).then(|| MergedRecord {
                 schema_version: SCHEMA_VERSION.into(),
                 lead_id: outcome.lead_id.clone(),
@@ -188,14 +217,43 @@ impl Processor {
                 merged_at: now_rfc3339(),
             });
             record.identity = Some(outcome);
-            let key = record.lead_id.clone().unwrap_or_default();
-            records.push(self.out(&self.topics.clean, &key, &record, event)?);
-            if let Some(m) = &merged {
-                records.push(self.out(&self.topics.merged, &m.lead_id, m, event)?);
+            staged.push(Staged::Clean(Box::new(record), merged));
+        }
+        let mut clean: Vec<&mut LeadRecord> = staged
+            .iter_mut()
+            .filter_map(|s| match s {
+                Staged::Clean(r, _) => Some(&mut **r),
+                _ => None,
+            })
+            .collect();
+        self.assigner.assign(&mut clean)?;
+
+        let mut records = Vec::with_capacity(events.len() + 1);
+        let mut dispositions = Vec::with_capacity(events.len());
+        for (event, s) in events.iter().zip(staged) {
+            match s {
+                Staged::Duplicate => dispositions.push(Disposition::Duplicate),
+                Staged::Rejected(record) => {
+                    let codes = record
+                        .reasons
+                        .iter()
+                        .flatten()
+                        .map(|r| r.code.to_string())
+                        .collect();
+                    dispositions.push(Disposition::Rejected { codes });
+                    records.push(self.out(&self.topics.rejected, &record.event_id, &record, event)?);
+                }
+                Staged::Clean(record, merged) => {
+                    let key = record.lead_id.clone().unwrap_or_default();
+                    records.push(self.out(&self.topics.clean, &key, &record, event)?);
+                    if let Some(m) = &merged {
+                        records.push(self.out(&self.topics.merged, &m.lead_id, m, event)?);
+                    }
+                    dispositions.push(Disposition::Accepted {
+                        merged: merged.is_some(),
+                    });
+                }
             }
-            dispositions.push(Disposition::Accepted {
-                merged: merged.is_some(),
-            });
         }
         Ok((records, dispositions))
     }

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub field: Option<String>,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// Every problem, when there are several (422): `[{field, message}]`.
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -28,7 +30,13 @@ impl ApiError {
             field: field.map(str::to_owned),
             message: message.into(),
             retry_after: None,
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(Box::new(details));
+        self
     }
 
     pub fn retry_after(mut self, seconds: u64) -> Self {
@@ -39,8 +47,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
+        let mut body =
             json!({"error": {"code": self.code, "field": self.field, "message": self.message}});
+        if let Some(d) = self.details {
+            body["error"]["errors"] = *d;
+        }
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

@@ -1,8 +1,10 @@
 //! The HTTP API (axum): webhooks, lead explanations and health. The server takes its listener and a shutdown signal,
 //! so tests can bind port 0 and stop it when they like.
 
+mod assignment;
 mod auth;
 mod error;
+mod openapi;
 mod leads;
 mod webhooks;
 
@@ -23,9 +25,11 @@ use tokio::sync::watch;
 
 use secrecy::SecretString;
 
+use crate::assign::AssignmentStore;
 use crate::config::{ConnectorConfig, Settings};
 use crate::identity::IdentityStore;
 use crate::intake::Journal;
+use crate::pipeline::Processor;
 use crate::sinks::DeliveryHealth;
 
 /// Everything the handlers share.
@@ -37,6 +41,8 @@ pub struct AppState {
     max_body: usize,
     delivery: watch::Receiver<DeliveryHealth>,
     identity: Arc<dyn IdentityStore>,
+    assignment: Arc<dyn AssignmentStore>,
+    processor: Arc<Processor>,
     token: Option<SecretString>,
 }
 
@@ -46,6 +52,8 @@ impl AppState {
         journal: Journal,
         delivery: watch::Receiver<DeliveryHealth>,
         identity: Arc<dyn IdentityStore>,
+        assignment: Arc<dyn AssignmentStore>,
+        processor: Arc<Processor>,
     ) -> Self {
         let webhooks = settings
             .connectors
@@ -64,6 +72,8 @@ impl AppState {
             max_body: settings.intake.max_body_bytes,
             delivery,
             identity,
+            assignment,
+            processor,
             token: settings.api.token.clone(),
         }
     }
@@ -73,6 +83,19 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/webhooks/{connector}", post(webhooks::receive))
         .route("/v1/leads/{lead_id}", get(leads::explain))
+        .route("/v1/assignment/preview", post(assignment::preview))
+        .route("/v1/assignment/audit", get(assignment::audit))
+        .route(
+            "/v1/assignment/{collection}",
+            get(assignment::list).post(assignment::create),
+        )
+        .route(
+            "/v1/assignment/{collection}/{id}",
+            get(assignment::read)
+                .put(assignment::replace)
+                .delete(assignment::remove),
+        )
+        .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

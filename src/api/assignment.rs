@@ -1,0 +1,329 @@
+//! `/v1/assignment/`: rules, owners and teams (list, create, read, replace, delete), a preview of
+//! what a lead would get and why, and the audit log of changes. Every resource carries an ETag;
+//! `If-Match` makes a write conditional (412 when someone changed it first). Bodies are checked
+//! field by field (422 naming the path). Behind the `[api] token` when one is set.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, auth};
+use crate::assign::model::Kind;
+use crate::assign::{AssignError, Expect, Versioned};
+
+fn kind(name: &str) -> Result<Kind, ApiError> {
+    Kind::parse(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route.not_found",
+            None,
+            format!("no such collection `{name}`; use rules, owners or teams"),
+        )
+    })
+}
+
+impl From<AssignError> for ApiError {
+    fn from(e: AssignError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AssignError::NotFound(..) => {
+                ApiError::new(StatusCode::NOT_FOUND, "assignment.not_found", None, msg)
+            }
+            AssignError::Exists(..) => {
+                ApiError::new(StatusCode::CONFLICT, "assignment.exists", Some("id"), msg)
+            }
+            AssignError::Stale { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "assignment.version_mismatch",
+                Some("If-Match"),
+                msg,
+            ),
+            AssignError::InUse(_) => {
+                ApiError::new(StatusCode::CONFLICT, "assignment.in_use", None, msg)
+            }
+            AssignError::Invalid(errors) => {
+                let first = errors.first().cloned().unwrap_or_else(|| {
+                    crate::assign::model::FieldError::new("", "invalid")
+                });
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation.failed",
+                    Some(&first.field),
+                    first.message,
+                )
+                .with_details(json!(errors))
+            }
+            AssignError::Locked(_) | AssignError::Storage(_) => {
+                tracing::error!(error = %msg, "assignment store failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "assignment.unavailable",
+                    None,
+                    "the assignment store could not be used; retry later",
+                )
+                .retry_after(1)
+            }
+        }
+    }
+}
+
+/// The ETag of a version: `"7"`.
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
+}
+
+/// `If-Match: "7"` (or `W/"7"`, or `*`).
+fn expectation(headers: &HeaderMap, otherwise: Expect) -> Result<Expect, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(otherwise);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "if_match.invalid",
+            Some("If-Match"),
+            "expected the ETag of the resource, e.g. If-Match: \"7\"",
+        )
+    };
+    let text = v.to_str().map_err(|_| bad())?.trim();
+    if text == "*" {
+        return Ok(Expect::Any);
+    }
+    text.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Expect::Version)
+        .map_err(|_| bad())
+}
+
+fn with_etag(status: StatusCode, v: Versioned) -> Response {
+    let mut resp = (status, Json(v.body)).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(v.version));
+    resp
+}
+
+/// A JSON object body, or a 400/422 saying what is wrong with it.
+fn object(body: &Bytes) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body.malformed",
+            None,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    if !v.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation.failed",
+            Some(""),
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+/// Runs a store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AssignError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AssignError::Storage(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(collection): Path<String>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    auth::require(&st, &headers)?;
+    let k = kind(&collection)?;
+    let store = st.assignment.clone();
+    let items = blocking(move || store.list(k)).await?;
+    Ok(Json(items.into_iter().map(|v| v.body).collect()))
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(collection): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    auth::require(&st, &headers)?;
+    let k = kind(&collection)?;
+    let body = object(&body)?;
+    let Some(id) = body.get("id").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation.failed",
+            Some("id"),
+            "missing: every resource needs an id (ASCII letters, digits, `-`, `_`)",
+        ));
+    };
+    let store = st.assignment.clone();
+    let id2 = id.clone();
+    let v = blocking(move || store.put(k, &id2, body, Expect::Absent)).await?;
+    let mut resp = with_etag(StatusCode::CREATED, v);
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/assignment/{}/{id}", k.as_str())) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+pub async fn read(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((collection, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    auth::require(&st, &headers)?;
+    let k = kind(&collection)?;
+    let store = st.assignment.clone();
+    let id2 = id.clone();
+    match blocking(move || store.get(k, &id2)).await? {
+        Some(v) => Ok(with_etag(StatusCode::OK, v)),
+        None => Err(AssignError::NotFound(k.one(), id).into()),
+    }
+}
+
+pub async fn replace(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((collection, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    auth::require(&st, &headers)?;
+    let k = kind(&collection)?;
+    let expect = expectation(&headers, Expect::Any)?;
+    let body = object(&body)?;
+    let store = st.assignment.clone();
+    let existed = {
+        let (store, id) = (store.clone(), id.clone());
+        blocking(move || store.get(k, &id)).await?.is_some()
+    };
+    let v = blocking(move || store.put(k, &id, body, expect)).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(with_etag(status, v))
+}
+
+pub async fn remove(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((collection, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    auth::require(&st, &headers)?;
+    let k = kind(&collection)?;
+    let expect = expectation(&headers, Expect::Any)?;
+    let store = st.assignment.clone();
+    blocking(move || store.delete(k, &id, expect)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "hundred")]
+    limit: usize,
+}
+
+fn hundred() -> usize {
+    100
+}
+
+pub async fn audit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth::require(&st, &headers)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query.invalid",
+            Some("after"),
+            format!("`after` and `limit` are whole numbers: {e}"),
+        )
+    })?;
+    let limit = q.limit.clamp(1, 1000);
+    let store = st.assignment.clone();
+    let entries = blocking(move || store.audit(q.after, limit)).await?;
+    let next = entries.last().map(|e| e.seq);
+    Ok(Json(json!({"entries": entries, "next_after": next})))
+}
+
+/// `POST /v1/assignment/preview`: `{"lead": {raw fields}, "connector": "webform", "lead_id": ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewRequest {
+    lead: Value,
+    #[serde(default)]
+    connector: Option<String>,
+    #[serde(default)]
+    lead_id: Option<String>,
+    #[serde(default)]
+    received_at: Option<String>,
+}
+
+pub async fn preview(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    auth::require(&st, &headers)?;
+    let body = object(&body)?;
+    let req: PreviewRequest = crate::assign::model::parse(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation.failed",
+            Some(&e.field),
+            e.message,
+        )
+    })?;
+    if !req.lead.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation.failed",
+            Some("lead"),
+            "the lead's fields, as a webhook would send them, in an object",
+        ));
+    }
+    if let Some(at) = &req.received_at
+        && at.parse::<jiff::Timestamp>().is_err()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation.failed",
+            Some("received_at"),
+            "an RFC 3339 time, e.g. 2026-11-24T10:00:00+08:00",
+        ));
+    }
+    let connector = req.connector.unwrap_or_else(|| "preview".into());
+    let mut record = st.processor.clean_record(&connector, &req.lead);
+    if let Some(at) = req.received_at {
+        record.received_at = at;
+    }
+    record.lead_id = req.lead_id.clone();
+    let lead = serde_json::to_value(&record).unwrap_or_default();
+    let store = st.assignment.clone();
+    let lead_id = req.lead_id;
+    let (decision, trace) =
+        blocking(move || store.preview(&lead, lead_id.as_deref())).await?;
+    Ok(Json(json!({
+        "assignment": decision.as_ref().map(|d| json!({
+            "owner": d.owner, "team": d.team, "rule_id": d.rule_id,
+            "strategy": d.strategy, "reason": d.reason,
+        })),
+        "rules": trace,
+        "contact": record.contact,
+    })))
+}

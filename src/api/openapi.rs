@@ -1,0 +1,195 @@
+//! `GET /openapi.json`: the API described as OpenAPI 3.1. The request and response bodies of the
+//! assignment API are JSON Schemas generated from the same types the server parses, so the
+//! document cannot drift from the code.
+
+use axum::Json;
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use crate::assign::model::{Owner, Rule, Team};
+use crate::assign::{AuditEntry, RuleTrace};
+
+/// The document, built once per request (it is small).
+pub async fn document() -> Json<Value> {
+    Json(openapi())
+}
+
+fn error(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+pub fn openapi() -> Value {
+    let mut generator = SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    let rule = generator.subschema_for::<Rule>().to_value();
+    let owner = generator.subschema_for::<Owner>().to_value();
+    let team = generator.subschema_for::<Team>().to_value();
+    let audit = generator.subschema_for::<AuditEntry>().to_value();
+    let trace = generator.subschema_for::<RuleTrace>().to_value();
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "stable, machine-readable"},
+                    "field": {"type": ["string", "null"], "description": "the path of the bad field or header"},
+                    "message": {"type": "string"},
+                    "errors": {"type": "array", "items": {"type": "object", "properties": {
+                        "field": {"type": "string"}, "message": {"type": "string"}}}}
+                }
+            }}
+        }),
+    );
+    let security = json!([{"bearer": []}]);
+    let auth_errors = |mut responses: Value| {
+        responses["401"] = error("no or wrong bearer token (when `[api] token` is set)");
+        responses
+    };
+    let collection = |name: &str, schema: &Value| {
+        json!({
+            "get": {
+                "summary": format!("List {name}"),
+                "security": security,
+                "responses": auth_errors(json!({"200": ok("all of them", json!({"type": "array", "items": schema}))})),
+            },
+            "post": {
+                "summary": format!("Create one of the {name}"),
+                "security": security,
+                "requestBody": body(schema.clone()),
+                "responses": auth_errors(json!({
+                    "201": ok("created; the ETag header carries its version", schema.clone()),
+                    "400": error("not JSON"),
+                    "409": error("the id exists"),
+                    "422": error("a field is invalid; `field` names its path"),
+                })),
+            }
+        })
+    };
+    let item = |name: &str, schema: &Value| {
+        let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+            {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"},
+             "description": "the ETag read; the write fails with 412 if it changed since"}]);
+        json!({
+            "parameters": id,
+            "get": {
+                "summary": format!("Read one of the {name}"),
+                "security": security,
+                "responses": auth_errors(json!({"200": ok("it, with its ETag", schema.clone()), "404": error("no such id")})),
+            },
+            "put": {
+                "summary": format!("Create or replace one of the {name}"),
+                "security": security,
+                "requestBody": body(schema.clone()),
+                "responses": auth_errors(json!({
+                    "200": ok("replaced", schema.clone()),
+                    "201": ok("created", schema.clone()),
+                    "400": error("not JSON, or a malformed If-Match"),
+                    "404": error("If-Match given for an id that does not exist"),
+                    "412": error("If-Match does not match the current version"),
+                    "422": error("a field is invalid; `field` names its path"),
+                })),
+            },
+            "delete": {
+                "summary": format!("Delete one of the {name}"),
+                "security": security,
+                "responses": auth_errors(json!({
+                    "204": {"description": "deleted"},
+                    "400": error("a malformed If-Match"),
+                    "404": error("no such id"),
+                    "409": error("still used by a team or rule"),
+                    "412": error("If-Match does not match the current version"),
+                })),
+            }
+        })
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "leadgate",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Lead intake (webhooks), lead explanations and assignment rules. Records published to Kafka are described in docs/record-schema.md."
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        },
+        "paths": {
+            "/v1/webhooks/{connector}": {"post": {
+                "summary": "Ingest a lead (JSON object or form body)",
+                "parameters": [{"name": "connector", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": body(json!({"type": "object"})),
+                "responses": {
+                    "202": ok("journaled; it will be delivered", json!({"type": "object", "properties": {
+                        "event_id": {"type": "string"}, "received_at": {"type": "string"}, "status": {"type": "string"}}})),
+                    "400": error("malformed body"), "401": error("bad signature"), "404": error("no such connector"),
+                    "413": error("too large"), "415": error("unsupported content type"),
+                    "429": error("rate limited"), "503": error("backlog full")
+                }
+            }},
+            "/v1/leads/{lead_id}": {"get": {
+                "summary": "Explain the person behind a lead id",
+                "security": security,
+                "parameters": [{"name": "lead_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": auth_errors(json!({"200": ok("the cluster", json!({"type": "object"})), "404": error("unknown lead id")}))
+            }},
+            "/v1/assignment/rules": collection("rules", &rule),
+            "/v1/assignment/rules/{id}": item("rules", &rule),
+            "/v1/assignment/owners": collection("owners", &owner),
+            "/v1/assignment/owners/{id}": item("owners", &owner),
+            "/v1/assignment/teams": collection("teams", &team),
+            "/v1/assignment/teams/{id}": item("teams", &team),
+            "/v1/assignment/preview": {"post": {
+                "summary": "What a lead would get, which rule decided, and why earlier rules did not",
+                "security": security,
+                "requestBody": body(json!({
+                    "type": "object", "required": ["lead"], "additionalProperties": false,
+                    "properties": {
+                        "lead": {"type": "object", "description": "the lead's fields as a webhook would send them"},
+                        "connector": {"type": "string", "description": "whose field mapping to use"},
+                        "lead_id": {"type": "string", "description": "the person, for the sticky strategy"},
+                        "received_at": {"type": "string", "format": "date-time", "description": "for working-hours conditions; default now"}
+                    }
+                })),
+                "responses": auth_errors(json!({
+                    "200": ok("the decision and the trace", json!({"type": "object", "properties": {
+                        "assignment": {"type": ["object", "null"]},
+                        "rules": {"type": "array", "items": trace},
+                        "contact": {"type": "object"}}})),
+                    "400": error("not JSON"),
+                    "422": error("a field is invalid")
+                }))
+            }},
+            "/v1/assignment/audit": {"get": {
+                "summary": "Changes to rules, owners and teams, oldest first",
+                "security": security,
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+                ],
+                "responses": auth_errors(json!({
+                    "200": ok("a page of entries", json!({"type": "object", "properties": {
+                        "entries": {"type": "array", "items": audit},
+                        "next_after": {"type": ["integer", "null"]}}})),
+                    "400": error("a malformed query")
+                }))
+            }},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "running"}}}},
+            "/readyz": {"get": {"summary": "Readiness", "responses": {
+                "200": {"description": "ready"}, "503": {"description": "backlog full or delivery failing"}}}}
+        }
+    })
+}

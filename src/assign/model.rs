@@ -1,0 +1,375 @@
+//! Rules, owners and teams as marketing ops write them (JSON through the API), and their
+//! validation: every problem names the path of the bad field.
+
+use std::collections::BTreeSet;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One problem with a submitted resource: where (`conditions[1].pattern`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An assignment rule: when every condition holds, the action decides the owner. Rules are tried
+/// by ascending `priority` (then `id`); a rule without conditions matches every lead, so the last
+/// one is the fallback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Letters, digits, `-` and `_`; part of the URL.
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Lower runs first.
+    pub priority: i64,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// All must hold (AND). Empty: every lead.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    pub action: Action,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A test on the lead. `field` is a dotted path into the published record: `contact.province`,
+/// `contact.city`, `source.connector`, `custom.预算`, `identity.status`...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Condition {
+    /// Equal (text compares exactly; numbers as numbers).
+    Eq { field: String, value: Value },
+    /// Equal to one of `values`.
+    In { field: String, values: Vec<Value> },
+    /// The text starts with `value`.
+    Prefix { field: String, value: String },
+    /// The text contains `value`.
+    Contains { field: String, value: String },
+    /// The text matches the regular expression `pattern` (Rust `regex` syntax, unanchored).
+    Regex { field: String, pattern: String },
+    /// A number (or numeric text) within `[min, max]`; either bound may be left out.
+    Range {
+        field: String,
+        #[serde(default)]
+        min: Option<f64>,
+        #[serde(default)]
+        max: Option<f64>,
+    },
+    /// The field is present and not null or empty.
+    Exists { field: String },
+    /// The lead arrived on one of `weekdays` (`mon`..`sun`) between `start` and `end`
+    /// (`"09:00"`, `"18:00"`; `end` before `start` spans midnight) in `timezone` (IANA, default
+    /// `Asia/Shanghai`).
+    WorkingHours {
+        #[serde(default = "all_days")]
+        weekdays: Vec<String>,
+        start: String,
+        end: String,
+        #[serde(default = "shanghai")]
+        timezone: String,
+    },
+}
+
+fn all_days() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn shanghai() -> String {
+    "Asia/Shanghai".into()
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Assign to one owner (when available; otherwise the next rule is tried).
+    Owner { owner: String },
+    /// Assign to a member of a team, chosen by `strategy`.
+    Team { team: String, strategy: Strategy },
+}
+
+/// How a team's member is chosen. Every strategy skips owners who are not `active` and owners at
+/// their `capacity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// In turn.
+    RoundRobin,
+    /// In proportion to the members' `weight` (smooth weighted round-robin: exact over each cycle).
+    Weighted,
+    /// The member with the fewest open leads relative to their capacity.
+    Capacity,
+    /// The owner this person (`lead_id`) already has, if they are in the team and available;
+    /// otherwise round-robin.
+    Sticky,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::Weighted => "weighted",
+            Self::Capacity => "capacity",
+            Self::Sticky => "sticky",
+        }
+    }
+}
+
+/// A salesperson.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub status: OwnerStatus,
+    /// At most this many open leads; none: no limit.
+    #[serde(default)]
+    pub capacity: Option<u64>,
+    /// Leads assigned and not yet closed. leadgate adds one per assignment; a CRM sync may set it.
+    #[serde(default)]
+    pub open_leads: u64,
+}
+
+/// Only `active` owners get leads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerStatus {
+    #[default]
+    Active,
+    OffDuty,
+    OnLeave,
+}
+
+/// A group of owners a rule can assign to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Team {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub owner: String,
+    /// For the `weighted` strategy (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The kinds of resource the API manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Rules,
+    Owners,
+    Teams,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rules" => Some(Self::Rules),
+            "owners" => Some(Self::Owners),
+            "teams" => Some(Self::Teams),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rules => "rules",
+            Self::Owners => "owners",
+            Self::Teams => "teams",
+        }
+    }
+
+    /// The singular, for messages.
+    pub fn one(self) -> &'static str {
+        match self {
+            Self::Rules => "rule",
+            Self::Owners => "owner",
+            Self::Teams => "team",
+        }
+    }
+}
+
+/// Parses a submitted resource: JSON errors name the path (`action.strategy`).
+pub fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        FieldError::new(field, e.inner().to_string())
+    })
+}
+
+pub fn check_id(id: &str, errors: &mut Vec<FieldError>) {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        errors.push(FieldError::new(
+            "id",
+            "1-64 ASCII letters, digits, `-` or `_` (it is part of the URL)",
+        ));
+    }
+}
+
+/// What a rule refers to must exist: the API passes the ids it knows.
+pub struct Known<'a> {
+    pub owners: &'a BTreeSet<String>,
+    pub teams: &'a BTreeSet<String>,
+}
+
+impl Rule {
+    pub fn validate(&self, known: &Known<'_>) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        check_id(&self.id, &mut errors);
+        for (i, c) in self.conditions.iter().enumerate() {
+            let at = |f: &str| format!("conditions[{i}].{f}");
+            let field = match c {
+                Condition::Eq { field, .. }
+                | Condition::In { field, .. }
+                | Condition::Prefix { field, .. }
+                | Condition::Contains { field, .. }
+                | Condition::Regex { field, .. }
+                | Condition::Range { field, .. }
+                | Condition::Exists { field } => Some(field),
+                Condition::WorkingHours { .. } => None,
+            };
+            if field.is_some_and(|f| f.trim().is_empty() || f.split('.').any(str::is_empty)) {
+                errors.push(FieldError::new(
+                    at("field"),
+                    "a dotted path into the lead record, e.g. `contact.province` or `custom.budget`",
+                ));
+            }
+            match c {
+                Condition::In { values, .. } if values.is_empty() => {
+                    errors.push(FieldError::new(at("values"), "must list at least one value"));
+                }
+                Condition::Regex { pattern, .. } => {
+                    if let Err(e) = regex::Regex::new(pattern) {
+                        errors.push(FieldError::new(at("pattern"), e.to_string()));
+                    }
+                }
+                Condition::Range { min, max, .. } => match (min, max) {
+                    (None, None) => {
+                        errors.push(FieldError::new(at("min"), "give `min`, `max` or both"));
+                    }
+                    (Some(a), Some(b)) if a > b => {
+                        errors.push(FieldError::new(at("max"), "must not be below `min`"));
+                    }
+                    _ => {}
+                },
+                Condition::WorkingHours {
+                    weekdays,
+                    start,
+                    end,
+                    timezone,
+                } => {
+                    for (j, d) in weekdays.iter().enumerate() {
+                        if super::engine::weekday(d).is_none() {
+                            errors.push(FieldError::new(
+                                format!("conditions[{i}].weekdays[{j}]"),
+                                "one of mon, tue, wed, thu, fri, sat, sun",
+                            ));
+                        }
+                    }
+                    for (name, t) in [("start", start), ("end", end)] {
+                        if super::engine::minutes(t).is_none() {
+                            errors.push(FieldError::new(at(name), "a time like \"09:00\""));
+                        }
+                    }
+                    if jiff::tz::TimeZone::get(timezone).is_err() {
+                        errors.push(FieldError::new(
+                            at("timezone"),
+                            "not an IANA time zone, e.g. \"Asia/Shanghai\"",
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        match &self.action {
+            Action::Owner { owner } if !known.owners.contains(owner) => {
+                errors.push(FieldError::new("action.owner", format!("no owner `{owner}`")));
+            }
+            Action::Team { team, .. } if !known.teams.contains(team) => {
+                errors.push(FieldError::new("action.team", format!("no team `{team}`")));
+            }
+            _ => {}
+        }
+        errors
+    }
+}
+
+impl Owner {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        check_id(&self.id, &mut errors);
+        if self.capacity == Some(0) {
+            errors.push(FieldError::new(
+                "capacity",
+                "must be at least 1 (set status to off_duty to stop leads)",
+            ));
+        }
+        errors
+    }
+}
+
+impl Team {
+    pub fn validate(&self, owners: &BTreeSet<String>) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        check_id(&self.id, &mut errors);
+        if self.members.is_empty() {
+            errors.push(FieldError::new("members", "a team needs at least one member"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if !owners.contains(&m.owner) {
+                errors.push(FieldError::new(
+                    format!("members[{i}].owner"),
+                    format!("no owner `{}`", m.owner),
+                ));
+            } else if !seen.insert(&m.owner) {
+                errors.push(FieldError::new(
+                    format!("members[{i}].owner"),
+                    "listed twice",
+                ));
+            }
+            if m.weight == 0 {
+                errors.push(FieldError::new(
+                    format!("members[{i}].weight"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        errors
+    }
+}
