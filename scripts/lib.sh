@@ -60,3 +60,18 @@ ensure_mariadb() {
   bin=$(command -v mariadbd || echo /usr/sbin/mariadbd)
   echo "==> MariaDB: $("$bin" --version 2>/dev/null | head -n1)"
 }
+
+# schemathesis (PyPI), the property-based API tester the tests run against /openapi.json, in a
+# virtualenv of its own. Sets SCHEMATHESIS_BIN.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="${XDG_DATA_HOME:-$HOME/.local/share}/leadgate/schemathesis-$SCHEMATHESIS_VERSION"
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    ensure_apt python3-venv
+    echo "==> installing schemathesis $SCHEMATHESIS_VERSION"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  export SCHEMATHESIS_BIN="$venv/bin/schemathesis"
+  echo "==> $("$SCHEMATHESIS_BIN" --version)"
+}

@@ -49,34 +49,35 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     let rows = rows(&text, format, &opts.file)?;
 
     let (_stop_tx, stop_rx) = watch::channel(false);
-    let (identity, assignment, mut sink): (Arc<dyn IdentityStore>, Arc<dyn AssignmentStore>, Sink) = if opts.dry_run {
-        let out: Box<dyn Write + Send> = match opts.output.as_deref() {
-            None => Box::new(std::io::stdout()),
-            Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdout()),
-            Some(p) => Box::new(
-                std::fs::File::create(p)
-                    .with_context(|| format!("cannot create {}", p.display()))?,
-            ),
+    let (identity, assignment, mut sink): (Arc<dyn IdentityStore>, Arc<dyn AssignmentStore>, Sink) =
+        if opts.dry_run {
+            let out: Box<dyn Write + Send> = match opts.output.as_deref() {
+                None => Box::new(std::io::stdout()),
+                Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdout()),
+                Some(p) => Box::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                ),
+            };
+            let label = opts
+                .output
+                .as_ref()
+                .map_or("stdout".into(), |p| p.display().to_string());
+            (
+                Arc::new(EmbeddedIdentityStore::in_memory(Policy::new(
+                    &settings.identity,
+                ))?),
+                Arc::new(EmbeddedAssignmentStore::in_memory()?),
+                Sink::DryRun(DryRunSink::new(out, &label)),
+            )
+        } else {
+            let data = create_data_dir(&settings.data_dir)?;
+            (
+                open_identity(&settings, &data)?,
+                open_assignment(&data)?,
+                build_sink(&settings, &data, stop_rx, HealthReport::new().0).await?,
+            )
         };
-        let label = opts
-            .output
-            .as_ref()
-            .map_or("stdout".into(), |p| p.display().to_string());
-        (
-            Arc::new(EmbeddedIdentityStore::in_memory(Policy::new(
-                &settings.identity,
-            ))?),
-            Arc::new(EmbeddedAssignmentStore::in_memory()?),
-            Sink::DryRun(DryRunSink::new(out, &label)),
-        )
-    } else {
-        let data = create_data_dir(&settings.data_dir)?;
-        (
-            open_identity(&settings, &data)?,
-            open_assignment(&data)?,
-            build_sink(&settings, &data, stop_rx, HealthReport::new().0).await?,
-        )
-    };
     let connector = settings.connector(&opts.source);
     let external_id_field = connector
         .and_then(|c| c.external_id_field())

@@ -241,7 +241,12 @@ impl Processor {
                         .map(|r| r.code.to_string())
                         .collect();
                     dispositions.push(Disposition::Rejected { codes });
-                    records.push(self.out(&self.topics.rejected, &record.event_id, &record, event)?);
+                    records.push(self.out(
+                        &self.topics.rejected,
+                        &record.event_id,
+                        &record,
+                        event,
+                    )?);
                 }
                 Staged::Clean(record, merged) => {
                     let key = record.lead_id.clone().unwrap_or_default();

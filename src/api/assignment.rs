@@ -46,9 +46,10 @@ impl From<AssignError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "assignment.in_use", None, msg)
             }
             AssignError::Invalid(errors) => {
-                let first = errors.first().cloned().unwrap_or_else(|| {
-                    crate::assign::model::FieldError::new("", "invalid")
-                });
+                let first = errors
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| crate::assign::model::FieldError::new("", "invalid"));
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation.failed",
@@ -316,8 +317,7 @@ pub async fn preview(
     let lead = serde_json::to_value(&record).unwrap_or_default();
     let store = st.assignment.clone();
     let lead_id = req.lead_id;
-    let (decision, trace) =
-        blocking(move || store.preview(&lead, lead_id.as_deref())).await?;
+    let (decision, trace) = blocking(move || store.preview(&lead, lead_id.as_deref())).await?;
     Ok(Json(json!({
         "assignment": decision.as_ref().map(|d| json!({
             "owner": d.owner, "team": d.team, "rule_id": d.rule_id,

@@ -4,8 +4,8 @@
 mod assignment;
 mod auth;
 mod error;
-mod openapi;
 mod leads;
+mod openapi;
 mod webhooks;
 
 pub use error::ApiError;

@@ -126,8 +126,12 @@ fn check(c: &Condition, lead: &Value) -> Option<String> {
         }
         Condition::Prefix { field, value } => {
             let got = lookup(lead, field);
-            (!text(got).is_some_and(|t| t.starts_with(value.as_str())))
-                .then(|| format!("{field} is {}, which does not start with {value:?}", show(got)))
+            (!text(got).is_some_and(|t| t.starts_with(value.as_str()))).then(|| {
+                format!(
+                    "{field} is {}, which does not start with {value:?}",
+                    show(got)
+                )
+            })
         }
         Condition::Contains { field, value } => {
             let got = lookup(lead, field);
@@ -142,9 +146,9 @@ fn check(c: &Condition, lead: &Value) -> Option<String> {
         }
         Condition::Range { field, min, max } => {
             let got = lookup(lead, field);
-            let ok = got.and_then(as_number).is_some_and(|n| {
-                min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m)
-            });
+            let ok = got
+                .and_then(as_number)
+                .is_some_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m));
             (!ok).then(|| {
                 let bound = |b: &Option<f64>| b.map_or("…".to_owned(), |b| b.to_string());
                 format!(
@@ -214,7 +218,11 @@ fn why_unavailable(o: &Owner) -> String {
 impl World {
     /// Decides the owner of `lead` (the record as JSON; `sticky` is the owner this person already
     /// has), updating counters and load. Also returns the trace of every rule tried.
-    pub fn decide(&mut self, lead: &Value, sticky: Option<&str>) -> (Option<Decision>, Vec<RuleTrace>) {
+    pub fn decide(
+        &mut self,
+        lead: &Value,
+        sticky: Option<&str>,
+    ) -> (Option<Decision>, Vec<RuleTrace>) {
         let mut trace = Vec::new();
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
@@ -300,7 +308,10 @@ impl World {
                             None => format!("owner {o} no longer exists"),
                         })
                         .collect();
-                    return Err(format!("no member of team {team} is available: {}", why.join("; ")));
+                    return Err(format!(
+                        "no member of team {team} is available: {}",
+                        why.join("; ")
+                    ));
                 }
                 let state = self.states.entry(team.clone()).or_default();
                 let pick = |s: &mut TeamState| -> String {
@@ -321,8 +332,14 @@ impl World {
                         (o.clone(), format!("round robin in team {team}"))
                     }
                     Strategy::Sticky => match sticky.filter(|s| open.iter().any(|(o, _)| o == s)) {
-                        Some(s) => (s.to_owned(), format!("sticky in team {team}: this person's owner")),
-                        None => (pick(state), format!("sticky in team {team}: new person, round robin")),
+                        Some(s) => (
+                            s.to_owned(),
+                            format!("sticky in team {team}: this person's owner"),
+                        ),
+                        None => (
+                            pick(state),
+                            format!("sticky in team {team}: new person, round robin"),
+                        ),
                     },
                     Strategy::Weighted => {
                         // Smooth weighted round-robin (as nginx): exact proportions each cycle.
@@ -342,7 +359,8 @@ impl World {
                     Strategy::Capacity => {
                         let load = |o: &String| {
                             let owner = &self.owners[o];
-                            owner.open_leads as f64 / owner.capacity.unwrap_or(u64::MAX).max(1) as f64
+                            owner.open_leads as f64
+                                / owner.capacity.unwrap_or(u64::MAX).max(1) as f64
                         };
                         let o = open
                             .iter()
@@ -465,18 +483,66 @@ mod tests {
             "custom": {"预算": "50,000"}, "source": {"connector": "douyin"},
             "received_at": "2026-11-24T02:30:00Z"});
         let c = |v: Value| serde_json::from_value::<Condition>(v).unwrap();
-        assert_eq!(check(&c(json!({"op":"eq","field":"contact.province","value":"广东省"})), &lead), None);
-        assert_eq!(check(&c(json!({"op":"in","field":"source.connector","values":["douyin","tencent"]})), &lead), None);
-        assert_eq!(check(&c(json!({"op":"range","field":"custom.预算","min":10000})), &lead), None);
-        assert_eq!(check(&c(json!({"op":"prefix","field":"contact.city","value":"深"})), &lead), None);
-        assert_eq!(check(&c(json!({"op":"regex","field":"contact.city","pattern":"^深"})), &lead), None);
-        // 02:30 UTC is 10:30 in Shanghai, a Tuesday.
-        assert_eq!(check(&c(json!({"op":"working_hours","start":"09:00","end":"18:00","weekdays":["mon","tue"]})), &lead), None);
         assert_eq!(
-            check(&c(json!({"op":"eq","field":"contact.province","value":"北京市"})), &lead).unwrap(),
+            check(
+                &c(json!({"op":"eq","field":"contact.province","value":"广东省"})),
+                &lead
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                &c(json!({"op":"in","field":"source.connector","values":["douyin","tencent"]})),
+                &lead
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                &c(json!({"op":"range","field":"custom.预算","min":10000})),
+                &lead
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                &c(json!({"op":"prefix","field":"contact.city","value":"深"})),
+                &lead
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                &c(json!({"op":"regex","field":"contact.city","pattern":"^深"})),
+                &lead
+            ),
+            None
+        );
+        // 02:30 UTC is 10:30 in Shanghai, a Tuesday.
+        assert_eq!(
+            check(
+                &c(
+                    json!({"op":"working_hours","start":"09:00","end":"18:00","weekdays":["mon","tue"]})
+                ),
+                &lead
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                &c(json!({"op":"eq","field":"contact.province","value":"北京市"})),
+                &lead
+            )
+            .unwrap(),
             "contact.province is \"广东省\", not \"北京市\""
         );
         assert!(check(&c(json!({"op":"exists","field":"contact.email"})), &lead).is_some());
-        assert!(check(&c(json!({"op":"working_hours","start":"18:00","end":"09:00"})), &lead).is_some());
+        assert!(
+            check(
+                &c(json!({"op":"working_hours","start":"18:00","end":"09:00"})),
+                &lead
+            )
+            .is_some()
+        );
     }
 }

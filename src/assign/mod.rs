@@ -9,8 +9,8 @@ pub mod store;
 
 pub use engine::{Decision, RuleTrace};
 pub use store::{
-    AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, EmbeddedAssignmentStore, Expect,
-    Versioned,
+    AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, EmbeddedAssignmentStore,
+    Expect, Versioned,
 };
 
 use std::sync::Arc;

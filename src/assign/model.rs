@@ -30,6 +30,7 @@ impl FieldError {
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Letters, digits, `-` and `_`; part of the URL.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub id: String,
     #[serde(default)]
     pub name: String,
@@ -136,6 +137,7 @@ impl Strategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Owner {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub id: String,
     #[serde(default)]
     pub name: String,
@@ -143,6 +145,7 @@ pub struct Owner {
     pub status: OwnerStatus,
     /// At most this many open leads; none: no limit.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub capacity: Option<u64>,
     /// Leads assigned and not yet closed. leadgate adds one per assignment; a CRM sync may set it.
     #[serde(default)]
@@ -163,9 +166,11 @@ pub enum OwnerStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Team {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub id: String,
     #[serde(default)]
     pub name: String,
+    #[schemars(length(min = 1))]
     pub members: Vec<Member>,
 }
 
@@ -175,6 +180,7 @@ pub struct Member {
     pub owner: String,
     /// For the `weighted` strategy (default 1).
     #[serde(default = "one")]
+    #[schemars(range(min = 1))]
     pub weight: u32,
 }
 
@@ -271,7 +277,10 @@ impl Rule {
             }
             match c {
                 Condition::In { values, .. } if values.is_empty() => {
-                    errors.push(FieldError::new(at("values"), "must list at least one value"));
+                    errors.push(FieldError::new(
+                        at("values"),
+                        "must list at least one value",
+                    ));
                 }
                 Condition::Regex { pattern, .. } => {
                     if let Err(e) = regex::Regex::new(pattern) {
@@ -318,7 +327,10 @@ impl Rule {
         }
         match &self.action {
             Action::Owner { owner } if !known.owners.contains(owner) => {
-                errors.push(FieldError::new("action.owner", format!("no owner `{owner}`")));
+                errors.push(FieldError::new(
+                    "action.owner",
+                    format!("no owner `{owner}`"),
+                ));
             }
             Action::Team { team, .. } if !known.teams.contains(team) => {
                 errors.push(FieldError::new("action.team", format!("no team `{team}`")));
@@ -348,7 +360,10 @@ impl Team {
         let mut errors = Vec::new();
         check_id(&self.id, &mut errors);
         if self.members.is_empty() {
-            errors.push(FieldError::new("members", "a team needs at least one member"));
+            errors.push(FieldError::new(
+                "members",
+                "a team needs at least one member",
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, m) in self.members.iter().enumerate() {

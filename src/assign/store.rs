@@ -94,7 +94,13 @@ pub trait AssignmentStore: Send + Sync {
     fn list(&self, kind: Kind) -> Result<Vec<Versioned>, AssignError>;
     fn get(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError>;
     /// Validates and writes `body` under `id`, recording it in the audit log.
-    fn put(&self, kind: Kind, id: &str, body: Value, expect: Expect) -> Result<Versioned, AssignError>;
+    fn put(
+        &self,
+        kind: Kind,
+        id: &str,
+        body: Value,
+        expect: Expect,
+    ) -> Result<Versioned, AssignError>;
     fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError>;
     /// Audit entries after `after`, oldest first, at most `limit`.
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
@@ -158,25 +164,28 @@ fn world(
 ) -> Result<World, AssignError> {
     let mut w = World::default();
     for (id, v) in all(resources, Kind::Owners)? {
-        let mut o: Owner = serde_json::from_value(v.body)
-            .map_err(|e| AssignError::Storage(e.to_string()))?;
-        o.open_leads = load.get(id.as_str()).map_err(storage)?.map_or(0, |v| v.value());
+        let mut o: Owner =
+            serde_json::from_value(v.body).map_err(|e| AssignError::Storage(e.to_string()))?;
+        o.open_leads = load
+            .get(id.as_str())
+            .map_err(storage)?
+            .map_or(0, |v| v.value());
         w.owners.insert(id, o);
     }
     for (id, v) in all(resources, Kind::Teams)? {
-        let t: Team = serde_json::from_value(v.body)
-            .map_err(|e| AssignError::Storage(e.to_string()))?;
+        let t: Team =
+            serde_json::from_value(v.body).map_err(|e| AssignError::Storage(e.to_string()))?;
         if let Some(s) = states.get(id.as_str()).map_err(storage)? {
             w.states.insert(id.clone(), parse(s.value())?);
         }
         w.teams.insert(id, t);
     }
     for (_, v) in all(resources, Kind::Rules)? {
-        w.rules.push(
-            serde_json::from_value(v.body).map_err(|e| AssignError::Storage(e.to_string()))?,
-        );
+        w.rules
+            .push(serde_json::from_value(v.body).map_err(|e| AssignError::Storage(e.to_string()))?);
     }
-    w.rules.sort_by(|a, b| (a.priority, &a.id).cmp(&(b.priority, &b.id)));
+    w.rules
+        .sort_by(|a, b| (a.priority, &a.id).cmp(&(b.priority, &b.id)));
     Ok(w)
 }
 
@@ -365,7 +374,9 @@ impl AssignmentStore for EmbeddedAssignmentStore {
                 };
                 let (decision, _) = w.decide(&req.lead, owner_of_person.as_deref());
                 if let (Some(d), Some(id)) = (&decision, &req.lead_id) {
-                    sticky.insert(id.as_str(), d.owner.as_str()).map_err(storage)?;
+                    sticky
+                        .insert(id.as_str(), d.owner.as_str())
+                        .map_err(storage)?;
                 }
                 outcomes
                     .insert(req.event_id.as_str(), json(&decision).as_slice())
@@ -405,7 +416,10 @@ impl AssignmentStore for EmbeddedAssignmentStore {
         let sticky = txn.open_table(STICKY).map_err(storage)?;
         let mut w = world(&resources, &states, &load)?;
         let owner = match lead_id {
-            Some(id) => sticky.get(id).map_err(storage)?.map(|v| v.value().to_owned()),
+            Some(id) => sticky
+                .get(id)
+                .map_err(storage)?
+                .map(|v| v.value().to_owned()),
             None => None,
         };
         Ok(w.decide(lead, owner.as_deref()))
@@ -418,7 +432,10 @@ impl AssignmentStore for EmbeddedAssignmentStore {
         let mut out = Vec::new();
         for (id, mut v) in all(&resources, kind)? {
             if kind == Kind::Owners {
-                let open = load.get(id.as_str()).map_err(storage)?.map_or(0, |v| v.value());
+                let open = load
+                    .get(id.as_str())
+                    .map_err(storage)?
+                    .map_or(0, |v| v.value());
                 v.body["open_leads"] = open.into();
             }
             out.push(v);
@@ -443,12 +460,22 @@ impl AssignmentStore for EmbeddedAssignmentStore {
         let mut v: Versioned = parse(v.value())?;
         if kind == Kind::Owners {
             let load = txn.open_table(LOAD).map_err(storage)?;
-            v.body["open_leads"] = load.get(id).map_err(storage)?.map_or(0, |v| v.value()).into();
+            v.body["open_leads"] = load
+                .get(id)
+                .map_err(storage)?
+                .map_or(0, |v| v.value())
+                .into();
         }
         Ok(Some(v))
     }
 
-    fn put(&self, kind: Kind, id: &str, body: Value, expect: Expect) -> Result<Versioned, AssignError> {
+    fn put(
+        &self,
+        kind: Kind,
+        id: &str,
+        body: Value,
+        expect: Expect,
+    ) -> Result<Versioned, AssignError> {
         let txn = self.db.begin_write().map_err(storage)?;
         let written = {
             let mut resources = txn.open_table(RESOURCES).map_err(storage)?;
@@ -460,7 +487,11 @@ impl AssignmentStore for EmbeddedAssignmentStore {
             check_expect(kind, current.as_ref(), id, expect)?;
             let body = Self::validate(&resources, kind, id, &body)?;
             let mut meta = txn.open_table(META).map_err(storage)?;
-            let version = meta.get("version").map_err(storage)?.map_or(0, |v| v.value()) + 1;
+            let version = meta
+                .get("version")
+                .map_err(storage)?
+                .map_or(0, |v| v.value())
+                + 1;
             meta.insert("version", version).map_err(storage)?;
             drop(meta);
             if kind == Kind::Owners {
@@ -474,7 +505,11 @@ impl AssignmentStore for EmbeddedAssignmentStore {
             resources
                 .insert(k.as_str(), json(&v).as_slice())
                 .map_err(storage)?;
-            let action = if current.is_some() { "update" } else { "create" };
+            let action = if current.is_some() {
+                "update"
+            } else {
+                "create"
+            };
             Self::record_audit(&txn, action, kind, id, version, v.body.clone())?;
             v
         };
@@ -566,7 +601,13 @@ mod tests {
                 s.put(Kind::Owners, o, json!({"id": o}), Expect::Absent)
                     .unwrap();
             }
-            s.put(Kind::Teams, "t", json!({"id": "t", "members": [{"owner": "ann"}, {"owner": "bob"}]}), Expect::Absent).unwrap();
+            s.put(
+                Kind::Teams,
+                "t",
+                json!({"id": "t", "members": [{"owner": "ann"}, {"owner": "bob"}]}),
+                Expect::Absent,
+            )
+            .unwrap();
             s.put(Kind::Rules, "r", json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}}), Expect::Absent).unwrap();
             let first = s.assign(&[req("e1", None)]).unwrap().decisions;
             assert_eq!(first[0].as_ref().unwrap().owner, "ann");
@@ -575,8 +616,96 @@ mod tests {
         }
         let s = EmbeddedAssignmentStore::open(&path).unwrap();
         let next = s.assign(&[req("e2", None)]).unwrap().decisions;
-        assert_eq!(next[0].as_ref().unwrap().owner, "bob", "the cursor survived");
-        assert_eq!(s.get(Kind::Owners, "ann").unwrap().unwrap().body["open_leads"], 1);
+        assert_eq!(
+            next[0].as_ref().unwrap().owner,
+            "bob",
+            "the cursor survived"
+        );
+        assert_eq!(
+            s.get(Kind::Owners, "ann").unwrap().unwrap().body["open_leads"],
+            1
+        );
+    }
+
+    #[test]
+    fn fair_across_batches_and_sticky_through_lead_id() {
+        let s = store();
+        let mut tally = BTreeMap::<String, usize>::new();
+        let leads: Vec<_> = (0..3000).map(|i| req(&format!("e{i}"), None)).collect();
+        for batch in leads.chunks(500) {
+            for d in s.assign(batch).unwrap().decisions {
+                *tally.entry(d.unwrap().owner).or_default() += 1;
+            }
+        }
+        assert!(tally.values().all(|n| *n == 1000), "{tally:?}");
+
+        s.put(Kind::Teams, "weighted", json!({"id": "weighted", "members": [{"owner": "ann", "weight": 6}, {"owner": "bob", "weight": 3}, {"owner": "cai", "weight": 1}]}), Expect::Any).unwrap();
+        s.put(Kind::Rules, "all", json!({"id": "all", "priority": 100, "action": {"type": "team", "team": "weighted", "strategy": "weighted"}}), Expect::Any).unwrap();
+        let mut tally = BTreeMap::<String, usize>::new();
+        let leads: Vec<_> = (0..3000).map(|i| req(&format!("w{i}"), None)).collect();
+        for batch in leads.chunks(250) {
+            for d in s.assign(batch).unwrap().decisions {
+                *tally.entry(d.unwrap().owner).or_default() += 1;
+            }
+        }
+        for (owner, share) in [("ann", 0.6), ("bob", 0.3), ("cai", 0.1)] {
+            let got = tally[owner] as f64 / 3000.0;
+            assert!((got - share).abs() <= 0.01, "{owner}: {got} vs {share}");
+        }
+
+        s.put(Kind::Rules, "all", json!({"id": "all", "priority": 100, "action": {"type": "team", "team": "sales", "strategy": "sticky"}}), Expect::Any).unwrap();
+        let first = s.assign(&[req("s1", Some("person-1"))]).unwrap().decisions;
+        let owner = first[0].as_ref().unwrap().owner.clone();
+        for i in 2..6 {
+            let d = s
+                .assign(&[req(&format!("s{i}"), Some("person-1"))])
+                .unwrap()
+                .decisions;
+            assert_eq!(
+                d[0].as_ref().unwrap().owner,
+                owner,
+                "the same person keeps the owner"
+            );
+        }
+    }
+
+    #[test]
+    fn capacity_stops_at_the_limit() {
+        let s = store();
+        s.put(
+            Kind::Owners,
+            "ann",
+            json!({"id": "ann", "capacity": 2}),
+            Expect::Any,
+        )
+        .unwrap();
+        s.put(
+            Kind::Rules,
+            "all",
+            json!({"id": "all", "priority": 100, "action": {"type": "owner", "owner": "ann"}}),
+            Expect::Any,
+        )
+        .unwrap();
+        let out = s
+            .assign(
+                &(0..3)
+                    .map(|i| req(&format!("c{i}"), None))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let got: Vec<bool> = out.decisions.iter().map(Option::is_some).collect();
+        assert_eq!(got, [true, true, false], "the third waits: ann is full");
+        let (_, trace) = s.preview(&json!({}), None).unwrap();
+        assert!(trace[0].why_not[0].contains("capacity"), "{trace:?}");
+        // The CRM closes one: a slot opens.
+        s.put(
+            Kind::Owners,
+            "ann",
+            json!({"id": "ann", "capacity": 2, "open_leads": 1}),
+            Expect::Any,
+        )
+        .unwrap();
+        assert!(s.assign(&[req("c9", None)]).unwrap().decisions[0].is_some());
     }
 
     #[test]
@@ -616,7 +745,10 @@ mod tests {
         ));
         s.delete(Kind::Rules, "all", Expect::Any).unwrap();
         let log = s.audit(0, 100).unwrap();
-        let actions: Vec<_> = log.iter().map(|e| format!("{} {} {}", e.action, e.kind, e.id)).collect();
+        let actions: Vec<_> = log
+            .iter()
+            .map(|e| format!("{} {} {}", e.action, e.kind, e.id))
+            .collect();
         assert_eq!(actions.last().unwrap(), "delete rules all");
         assert_eq!(actions.len(), 7);
     }

@@ -1,0 +1,440 @@
+//! Assignment rules from outside: the API (every endpoint and error), and leads posted to a
+//! webhook coming out of the real broker with the expected owner, rules changing live.
+
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Broker, Gateway, consume, kafka_config, post_json};
+
+const TOKEN: &str = "assign-token-0123456789";
+
+struct Api {
+    http: Client,
+    base: String,
+}
+
+impl Api {
+    fn new(gw: &Gateway) -> Self {
+        Self {
+            http: Client::new(),
+            base: gw.url("/v1/assignment"),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> (StatusCode, Option<String>, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(m) = if_match {
+            req = req.header("If-Match", m);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, etag, body)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Option<String>, Value) {
+        self.send(reqwest::Method::POST, path, Some(body), None)
+            .await
+    }
+}
+
+fn config(extra: &str) -> String {
+    format!(
+        "[api]\ntoken = \"{TOKEN}\"\n{extra}\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n"
+    )
+}
+
+async fn team_of_three(api: &Api) {
+    for o in ["ann", "bob", "cai"] {
+        let (s, etag, _) = api.post("/owners", json!({"id": o, "name": o})).await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert!(etag.is_some());
+    }
+    let (s, _, _) = api
+        .post(
+            "/teams",
+            json!({"id": "south", "members": [{"owner": "ann"}, {"owner": "bob"}, {"owner": "cai"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_assignment_api_checks_versions_and_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(Some(&config("")), &dir.path().join("data"));
+    let api = Api::new(&gw);
+
+    // The token is required.
+    let r = api
+        .http
+        .get(format!("{}/rules", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    team_of_three(&api).await;
+    let (s, _, b) = api.post("/owners", json!({"id": "ann"})).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("assignment.exists"))
+    );
+    let (s, _, b) = api
+        .post(
+            "/teams",
+            json!({"id": "north", "members": [{"owner": "ann"}, {"owner": "zed"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(b["error"]["field"], "members[1].owner");
+
+    let (s, _, b) = api
+        .post(
+            "/rules",
+            json!({"id": "bad", "priority": 1, "conditions": [{"op": "regex", "field": "contact.city", "pattern": "(["}],
+                   "action": {"type": "team", "team": "nowhere", "strategy": "round_robin"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> = b["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["conditions[0].pattern", "action.team"]);
+
+    let vip = json!({"id": "vip", "priority": 10,
+        "conditions": [{"op": "range", "field": "custom.budget", "min": 100000}],
+        "action": {"type": "owner", "owner": "cai"}});
+    let south = json!({"id": "south", "priority": 20,
+        "conditions": [{"op": "in", "field": "contact.province", "values": ["广东省", "广西壮族自治区"]}],
+        "action": {"type": "team", "team": "south", "strategy": "round_robin"}});
+    assert_eq!(api.post("/rules", vip).await.0, StatusCode::CREATED);
+    let (_, etag, _) = api.post("/rules", south.clone()).await;
+    let etag = etag.unwrap();
+
+    // Optimistic concurrency.
+    let mut changed = south.clone();
+    changed["priority"] = json!(15);
+    let put = |body: Value, m: Option<&str>| {
+        let api = &api;
+        let m = m.map(str::to_owned);
+        async move {
+            api.send(
+                reqwest::Method::PUT,
+                "/rules/south",
+                Some(body),
+                m.as_deref(),
+            )
+            .await
+        }
+    };
+    let (s, _, b) = put(changed.clone(), Some("\"999999\"")).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (
+            StatusCode::PRECONDITION_FAILED,
+            Some("assignment.version_mismatch")
+        )
+    );
+    let (s, _, _) = put(changed.clone(), Some("not-an-etag")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, new_etag, b) = put(changed.clone(), Some(&etag)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(new_etag.as_deref(), Some(etag.as_str()));
+    assert_eq!(b["priority"], 15);
+    let (s, _, _) = put(changed, Some(&etag)).await;
+    assert_eq!(
+        s,
+        StatusCode::PRECONDITION_FAILED,
+        "the old ETag is stale now"
+    );
+    let (s, _, b) = api
+        .send(
+            reqwest::Method::PUT,
+            "/rules/other",
+            Some(
+                json!({"id": "south", "priority": 1, "action": {"type": "owner", "owner": "ann"}}),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("id"))
+    );
+
+    let (s, _, b) = api.send(reqwest::Method::GET, "/rules", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["vip", "south"], "in priority order");
+    let (s, etag, b) = api
+        .send(reqwest::Method::GET, "/owners/ann", None, None)
+        .await;
+    assert_eq!((s, b["open_leads"].as_u64()), (StatusCode::OK, Some(0)));
+    assert!(etag.is_some());
+    assert_eq!(
+        api.send(reqwest::Method::GET, "/owners/nobody", None, None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.send(reqwest::Method::GET, "/widgets", None, None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Deleting what a rule or team uses is refused.
+    let (s, _, b) = api
+        .send(reqwest::Method::DELETE, "/owners/cai", None, None)
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("assignment.in_use"))
+    );
+    assert_eq!(
+        api.send(reqwest::Method::DELETE, "/rules/nothing", None, None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Bad bodies.
+    let r = api
+        .http
+        .post(format!("{}/owners", api.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        api.post("/owners", json!({"name": "no id"})).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (s, _, b) = api
+        .post("/owners", json!({"id": "dan", "capacity": "lots"}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("capacity"))
+    );
+
+    // Preview: which rule, who, and why the earlier rule did not match.
+    let (s, _, b) = api
+        .post(
+            "/preview",
+            json!({"lead": {"name": "张三", "phone": "0755-8600 1234", "budget": "5000"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["assignment"]["rule_id"], "south");
+    assert_eq!(b["assignment"]["owner"], "ann");
+    assert_eq!(b["rules"][0]["rule_id"], "vip");
+    assert_eq!(b["rules"][0]["matched"], false);
+    assert!(
+        b["rules"][0]["why_not"][0]
+            .as_str()
+            .unwrap()
+            .contains("custom.budget")
+    );
+    let (s, _, b) = api
+        .post("/preview", json!({"lead": {"phone": "13800138000"}}))
+        .await;
+    assert_eq!(
+        (s, &b["assignment"]),
+        (StatusCode::OK, &Value::Null),
+        "北京 matches no rule"
+    );
+    let (s, _, _) = api.post("/preview", json!({"lead": "no"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // A preview moves no counter: ann is still next.
+    let (_, _, b) = api
+        .post("/preview", json!({"lead": {"phone": "0755-8600 1234"}}))
+        .await;
+    assert_eq!(b["assignment"]["owner"], "ann");
+
+    // The audit log, in order.
+    let (s, _, b) = api
+        .send(reqwest::Method::GET, "/audit?after=0&limit=3", None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let entries = b["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0]["action"], "create");
+    assert_eq!(entries[0]["id"], "ann");
+    let next = b["next_after"].as_u64().unwrap();
+    let (_, _, b) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/audit?after={next}&limit=100"),
+            None,
+            None,
+        )
+        .await;
+    assert!(
+        b["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "update" && e["id"] == "south")
+    );
+    assert_eq!(
+        api.send(reqwest::Method::GET, "/audit?after=x", None, None)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let doc: Value = api
+        .http
+        .get(gw.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/assignment/rules/{id}"]["put"].is_object());
+    assert!(doc["components"]["schemas"]["Condition"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leads_come_out_of_the_broker_with_their_owner() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = kafka_config(&broker.brokers(), &format!("[api]\ntoken = \"{TOKEN}\"\n"));
+    let gw = Gateway::start(Some(&text), &dir.path().join("data"));
+    let api = Api::new(&gw);
+    team_of_three(&api).await;
+    let (s, _, _) = api
+        .post(
+            "/rules",
+            json!({"id": "south", "priority": 10,
+                "conditions": [{"op": "eq", "field": "contact.province", "value": "广东省"}],
+                "action": {"type": "team", "team": "south", "strategy": "round_robin"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let http = Client::new();
+    let url = gw.url("/v1/webhooks/webform");
+    let mut posted = Vec::new();
+    for i in 0..6 {
+        let lead = json!({"name": format!("客户{i}"), "phone": format!("0755-8600 12{i:02}")});
+        posted.push(crate::support::accepted(post_json(&http, &url, &lead).await).await);
+    }
+    // 北京: no rule matches.
+    crate::support::accepted(post_json(&http, &url, &json!({"phone": "010-6552 9988"})).await)
+        .await;
+    let clean = consume(&broker.brokers(), "leads.clean", 7, Duration::from_secs(30));
+    assert_eq!(clean.len(), 7);
+    let owners: Vec<&str> = clean[..6]
+        .iter()
+        .map(|m| m.value["assignment"]["owner"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, ["ann", "bob", "cai", "ann", "bob", "cai"]);
+    let a = &clean[0].value["assignment"];
+    assert_eq!(
+        (
+            a["rule_id"].as_str(),
+            a["team"].as_str(),
+            a["strategy"].as_str()
+        ),
+        (Some("south"), Some("south"), Some("round_robin"))
+    );
+    assert_eq!(clean[6].value["assignment"], Value::Null);
+    assert!(
+        clean[6].value["issues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["code"] == "assignment.unmatched")
+    );
+    for m in &clean {
+        crate::config::assert_valid_lead_record(&m.value);
+    }
+
+    // A fallback rule added now applies to the next lead, without a restart.
+    let (s, _, _) = api
+        .post("/rules", json!({"id": "fallback", "priority": 1000, "action": {"type": "owner", "owner": "cai"}}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    crate::support::accepted(post_json(&http, &url, &json!({"phone": "010-6552 9989"})).await)
+        .await;
+    let clean = consume(&broker.brokers(), "leads.clean", 8, Duration::from_secs(30));
+    assert_eq!(clean[7].value["assignment"]["owner"], "cai");
+    assert_eq!(clean[7].value["assignment"]["rule_id"], "fallback");
+    let (_, _, b) = api
+        .send(reqwest::Method::GET, "/owners/cai", None, None)
+        .await;
+    assert_eq!(
+        b["open_leads"], 3,
+        "two from the team, one from the fallback"
+    );
+}
+
+/// schemathesis, installed by scripts/test (or named by SCHEMATHESIS_BIN).
+fn schemathesis() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("SCHEMATHESIS_BIN") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let data = std::env::var("XDG_DATA_HOME").unwrap_or(format!("{home}/.local/share"));
+    let p = std::path::PathBuf::from(data).join("leadgate/schemathesis-4.32.5/bin/schemathesis");
+    assert!(
+        p.is_file(),
+        "schemathesis is not installed: run scripts/test (it installs it), or set SCHEMATHESIS_BIN"
+    );
+    p
+}
+
+#[test]
+fn schemathesis_finds_no_server_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(Some(&config("")), &dir.path().join("data"));
+    let out = std::process::Command::new(schemathesis())
+        .current_dir(dir.path())
+        .args(["run", &gw.url("/openapi.json")])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["--checks", "not_a_server_error", "-n", "40", "--seed", "7"])
+        .output()
+        .expect("cannot run schemathesis");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("passed"), "{text}");
+}
