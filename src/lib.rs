@@ -16,3 +16,5 @@ pub mod normalize;
 pub mod pipeline;
 pub mod sinks;
 pub mod sources;
+#[cfg(feature = "mysql")]
+pub mod sql;

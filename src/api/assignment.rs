@@ -58,7 +58,7 @@ impl From<AssignError> for ApiError {
                 )
                 .with_details(json!(errors))
             }
-            AssignError::Locked(_) | AssignError::Storage(_) => {
+            AssignError::Locked(_) | AssignError::Storage(_) | AssignError::Conflict(_) => {
                 tracing::error!(error = %msg, "assignment store failed");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -3,6 +3,7 @@
 //! managed through `/v1/assignment/` and live in an [`AssignmentStore`]; a change applies to the
 //! next batch of leads.
 
+mod embedded;
 pub mod engine;
 pub mod model;
 pub mod store;

@@ -6,14 +6,14 @@
 //! a batch replayed after a crash gets the same owners and moves nothing twice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::engine::{Decision, RuleTrace, World};
+use super::engine::{Decision, RuleTrace, TeamState, World};
 use super::model::{self, FieldError, Kind, Known, Owner, Rule, Team};
+
+pub use super::embedded::EmbeddedAssignmentStore;
 
 /// A resource with the version its ETag carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,9 @@ pub enum AssignError {
     Locked(String),
     #[error("assignment store: {0}")]
     Storage(String),
+    /// Another gateway held the lock too long (MySQL); the batch can be retried.
+    #[error("assignment store: lost a lock conflict with another writer: {0}")]
+    Conflict(String),
 }
 
 /// What a write expects of the current version.
@@ -106,224 +109,195 @@ pub trait AssignmentStore: Send + Sync {
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
 }
 
-/// `"rules/south"` -> `{version, body}`.
-const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
-/// team id -> its rotation state.
-const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("team_states");
-/// owner id -> open leads (kept apart so that the load moving does not change owners' ETags).
-const LOAD: TableDefinition<&str, u64> = TableDefinition::new("open_leads");
-/// lead_id -> its owner, for the sticky strategy.
-const STICKY: TableDefinition<&str, &str> = TableDefinition::new("sticky");
-/// event_id -> its decision (JSON, `null` for none).
-const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-
-pub struct EmbeddedAssignmentStore {
-    db: Database,
+/// The reads and writes of one store transaction. The stores implement it; every decision is
+/// made once, in the functions below.
+pub trait Tables {
+    fn resource(&mut self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError>;
+    /// Every resource of `kind`, by id.
+    fn resources(&mut self, kind: Kind) -> Result<Vec<(String, Versioned)>, AssignError>;
+    fn put_resource(&mut self, kind: Kind, id: &str, v: &Versioned) -> Result<(), AssignError>;
+    fn remove_resource(&mut self, kind: Kind, id: &str) -> Result<(), AssignError>;
+    fn states(&mut self) -> Result<BTreeMap<String, TeamState>, AssignError>;
+    fn put_state(&mut self, team: &str, s: &TeamState) -> Result<(), AssignError>;
+    /// Open leads by owner.
+    fn load(&mut self) -> Result<BTreeMap<String, u64>, AssignError>;
+    fn put_load(&mut self, owner: &str, open: u64) -> Result<(), AssignError>;
+    fn sticky(&mut self, lead_id: &str) -> Result<Option<String>, AssignError>;
+    fn put_sticky(&mut self, lead_id: &str, owner: &str) -> Result<(), AssignError>;
+    /// `Some(decision)` when the event was assigned before.
+    fn outcome(&mut self, event_id: &str) -> Result<Option<Option<Decision>>, AssignError>;
+    fn put_outcome(&mut self, event_id: &str, d: &Option<Decision>) -> Result<(), AssignError>;
+    /// A new resource version, greater than every earlier one.
+    fn next_version(&mut self) -> Result<u64, AssignError>;
+    /// Appends `entry` (its `seq` is assigned here).
+    fn append_audit(&mut self, entry: AuditEntry) -> Result<(), AssignError>;
+    fn audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
 }
 
-fn storage(e: impl Into<redb::Error>) -> AssignError {
-    AssignError::Storage(e.into().to_string())
-}
-
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
+pub(super) fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("assignment entries serialize")
 }
 
-fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, AssignError> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, AssignError> {
     serde_json::from_slice(b).map_err(|e| AssignError::Storage(format!("corrupt entry: {e}")))
 }
 
-fn key(kind: Kind, id: &str) -> String {
-    format!("{}/{id}", kind.as_str())
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, AssignError> {
+    serde_json::from_value(v).map_err(|e| AssignError::Storage(format!("corrupt entry: {e}")))
 }
 
-/// Reads every resource of `kind` from a table.
-fn all(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    kind: Kind,
-) -> Result<Vec<(String, Versioned)>, AssignError> {
-    let prefix = format!("{}/", kind.as_str());
-    let mut out = Vec::new();
-    for entry in table.range(prefix.as_str()..).map_err(storage)? {
-        let (k, v) = entry.map_err(storage)?;
-        let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
-            break;
-        };
-        out.push((id.to_owned(), parse(v.value())?));
-    }
-    Ok(out)
-}
-
-/// The owners, teams, rules, states and load, as a decision needs them.
-fn world(
-    resources: &impl ReadableTable<&'static str, &'static [u8]>,
-    states: &impl ReadableTable<&'static str, &'static [u8]>,
-    load: &impl ReadableTable<&'static str, u64>,
-) -> Result<World, AssignError> {
+/// Owners (with their load), teams (with their state) and rules in evaluation order.
+fn world(t: &mut impl Tables) -> Result<World, AssignError> {
     let mut w = World::default();
-    for (id, v) in all(resources, Kind::Owners)? {
-        let mut o: Owner =
-            serde_json::from_value(v.body).map_err(|e| AssignError::Storage(e.to_string()))?;
-        o.open_leads = load
-            .get(id.as_str())
-            .map_err(storage)?
-            .map_or(0, |v| v.value());
+    let load = t.load()?;
+    for (id, v) in t.resources(Kind::Owners)? {
+        let mut o: Owner = typed(v.body)?;
+        o.open_leads = load.get(&id).copied().unwrap_or(0);
         w.owners.insert(id, o);
     }
-    for (id, v) in all(resources, Kind::Teams)? {
-        let t: Team =
-            serde_json::from_value(v.body).map_err(|e| AssignError::Storage(e.to_string()))?;
-        if let Some(s) = states.get(id.as_str()).map_err(storage)? {
-            w.states.insert(id.clone(), parse(s.value())?);
-        }
-        w.teams.insert(id, t);
+    for (id, v) in t.resources(Kind::Teams)? {
+        w.teams.insert(id, typed(v.body)?);
     }
-    for (_, v) in all(resources, Kind::Rules)? {
-        w.rules
-            .push(serde_json::from_value(v.body).map_err(|e| AssignError::Storage(e.to_string()))?);
+    w.states = t.states()?;
+    for (_, v) in t.resources(Kind::Rules)? {
+        w.rules.push(typed(v.body)?);
     }
     w.rules
         .sort_by(|a, b| (a.priority, &a.id).cmp(&(b.priority, &b.id)));
     Ok(w)
 }
 
-impl EmbeddedAssignmentStore {
-    pub fn open(path: &Path) -> Result<Self, AssignError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                AssignError::Locked(path.display().to_string())
-            }
-            other => storage(other),
-        })?;
-        let s = Self { db };
-        s.init()?;
-        Ok(s)
-    }
-
-    pub fn in_memory() -> Result<Self, AssignError> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(storage)?;
-        let s = Self { db };
-        s.init()?;
-        Ok(s)
-    }
-
-    /// Creates every table, so that readers never meet a missing one.
-    fn init(&self) -> Result<(), AssignError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        txn.open_table(RESOURCES).map_err(storage)?;
-        txn.open_table(STATES).map_err(storage)?;
-        txn.open_table(LOAD).map_err(storage)?;
-        txn.open_table(STICKY).map_err(storage)?;
-        txn.open_table(OUTCOMES).map_err(storage)?;
-        txn.open_table(AUDIT).map_err(storage)?;
-        txn.open_table(META).map_err(storage)?;
-        txn.commit().map_err(storage)
-    }
-
-    /// Validates `body` as a `kind` against what exists.
-    fn validate(
-        resources: &impl ReadableTable<&'static str, &'static [u8]>,
-        kind: Kind,
-        id: &str,
-        body: &Value,
-    ) -> Result<Value, AssignError> {
-        let ids = |k: Kind| -> Result<BTreeSet<String>, AssignError> {
-            Ok(all(resources, k)?.into_iter().map(|(id, _)| id).collect())
+/// Assigns `leads` in order; writes back the counters that moved.
+pub fn assign(t: &mut impl Tables, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
+    let mut w = world(t)?;
+    let before_states = w.states.clone();
+    let before_load: BTreeMap<String, u64> = w
+        .owners
+        .iter()
+        .map(|(id, o)| (id.clone(), o.open_leads))
+        .collect();
+    let mut decisions = Vec::with_capacity(leads.len());
+    for req in leads {
+        if let Some(done) = t.outcome(&req.event_id)? {
+            decisions.push(done);
+            continue;
+        }
+        let owner_of_person = match &req.lead_id {
+            Some(id) => t.sticky(id)?,
+            None => None,
         };
-        let invalid = |e: FieldError| AssignError::Invalid(vec![e]);
-        let (errors, normalized) = match kind {
-            Kind::Rules => {
-                let r: Rule = model::parse(body).map_err(invalid)?;
-                let known = Known {
-                    owners: &ids(Kind::Owners)?,
-                    teams: &ids(Kind::Teams)?,
-                };
-                (r.validate(&known), serde_json::to_value(&r))
-            }
-            Kind::Owners => {
-                let o: Owner = model::parse(body).map_err(invalid)?;
-                (o.validate(), serde_json::to_value(&o))
-            }
-            Kind::Teams => {
-                let t: Team = model::parse(body).map_err(invalid)?;
-                (t.validate(&ids(Kind::Owners)?), serde_json::to_value(&t))
-            }
-        };
-        let mut errors = errors;
-        if body.get("id").and_then(Value::as_str) != Some(id) {
-            errors.push(FieldError::new(
-                "id",
-                format!("must be `{id}`, the id in the URL"),
-            ));
+        let (decision, _) = w.decide(&req.lead, owner_of_person.as_deref());
+        if let (Some(d), Some(id)) = (&decision, &req.lead_id) {
+            t.put_sticky(id, &d.owner)?;
         }
-        if !errors.is_empty() {
-            return Err(AssignError::Invalid(errors));
-        }
-        normalized.map_err(|e| AssignError::Storage(e.to_string()))
+        t.put_outcome(&req.event_id, &decision)?;
+        decisions.push(decision);
     }
+    for (team, s) in &w.states {
+        if before_states.get(team) != Some(s) {
+            t.put_state(team, s)?;
+        }
+    }
+    for (id, o) in &w.owners {
+        if before_load.get(id) != Some(&o.open_leads) {
+            t.put_load(id, o.open_leads)?;
+        }
+    }
+    Ok(AssignBatch {
+        rules: w.rules.len(),
+        decisions,
+    })
+}
 
-    fn record_audit(
-        txn: &redb::WriteTransaction,
-        action: &str,
-        kind: Kind,
-        id: &str,
-        version: u64,
-        body: Value,
-    ) -> Result<(), AssignError> {
-        let mut meta = txn.open_table(META).map_err(storage)?;
-        let seq = meta.get("audit").map_err(storage)?.map_or(0, |v| v.value()) + 1;
-        meta.insert("audit", seq).map_err(storage)?;
-        let entry = AuditEntry {
-            seq,
-            at: crate::lead::now_rfc3339(),
-            action: action.into(),
-            kind: kind.as_str().into(),
-            id: id.into(),
-            version,
-            body,
-        };
-        txn.open_table(AUDIT)
-            .map_err(storage)?
-            .insert(seq, json(&entry).as_slice())
-            .map_err(storage)?;
-        Ok(())
-    }
+/// What would happen to `lead`; the caller discards the transaction.
+pub fn preview(
+    t: &mut impl Tables,
+    lead: &Value,
+    lead_id: Option<&str>,
+) -> Result<(Option<Decision>, Vec<RuleTrace>), AssignError> {
+    let mut w = world(t)?;
+    let owner = match lead_id {
+        Some(id) => t.sticky(id)?,
+        None => None,
+    };
+    Ok(w.decide(lead, owner.as_deref()))
+}
 
-    /// Who refers to `kind/id`: a team listing an owner, a rule naming an owner or a team.
-    fn users_of(
-        resources: &impl ReadableTable<&'static str, &'static [u8]>,
-        kind: Kind,
-        id: &str,
-    ) -> Result<Vec<String>, AssignError> {
-        let mut users = Vec::new();
-        if kind == Kind::Owners {
-            for (tid, v) in all(resources, Kind::Teams)? {
-                let t: Team = serde_json::from_value(v.body)
-                    .map_err(|e| AssignError::Storage(e.to_string()))?;
-                if t.members.iter().any(|m| m.owner == id) {
-                    users.push(format!("team {tid}"));
-                }
-            }
-        }
-        if kind != Kind::Rules {
-            for (rid, v) in all(resources, Kind::Rules)? {
-                let r: Rule = serde_json::from_value(v.body)
-                    .map_err(|e| AssignError::Storage(e.to_string()))?;
-                let uses = match &r.action {
-                    model::Action::Owner { owner } => kind == Kind::Owners && owner == id,
-                    model::Action::Team { team, .. } => kind == Kind::Teams && team == id,
-                };
-                if uses {
-                    users.push(format!("rule {rid}"));
-                }
-            }
-        }
-        Ok(users)
+/// Owners are shown with their current load.
+fn with_load(
+    t: &mut impl Tables,
+    kind: Kind,
+    id: &str,
+    mut v: Versioned,
+) -> Result<Versioned, AssignError> {
+    if kind == Kind::Owners {
+        v.body["open_leads"] = t.load()?.get(id).copied().unwrap_or(0).into();
     }
+    Ok(v)
+}
+
+pub fn list(t: &mut impl Tables, kind: Kind) -> Result<Vec<Versioned>, AssignError> {
+    let mut out = Vec::new();
+    for (id, v) in t.resources(kind)? {
+        out.push(with_load(t, kind, &id, v)?);
+    }
+    if kind == Kind::Rules {
+        out.sort_by_key(|v| {
+            (
+                v.body["priority"].as_i64().unwrap_or(0),
+                v.body["id"].as_str().unwrap_or("").to_owned(),
+            )
+        });
+    }
+    Ok(out)
+}
+
+pub fn get(t: &mut impl Tables, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
+    match t.resource(kind, id)? {
+        Some(v) => with_load(t, kind, id, v).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn ids(t: &mut impl Tables, kind: Kind) -> Result<BTreeSet<String>, AssignError> {
+    Ok(t.resources(kind)?.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Validates `body` as a `kind` against what exists; the normalized body.
+fn validate(t: &mut impl Tables, kind: Kind, id: &str, body: &Value) -> Result<Value, AssignError> {
+    let invalid = |e: FieldError| AssignError::Invalid(vec![e]);
+    let (mut errors, normalized) = match kind {
+        Kind::Rules => {
+            let r: Rule = model::parse(body).map_err(invalid)?;
+            let (owners, teams) = (ids(t, Kind::Owners)?, ids(t, Kind::Teams)?);
+            let known = Known {
+                owners: &owners,
+                teams: &teams,
+            };
+            (r.validate(&known), serde_json::to_value(&r))
+        }
+        Kind::Owners => {
+            let o: Owner = model::parse(body).map_err(invalid)?;
+            (o.validate(), serde_json::to_value(&o))
+        }
+        Kind::Teams => {
+            let team: Team = model::parse(body).map_err(invalid)?;
+            (
+                team.validate(&ids(t, Kind::Owners)?),
+                serde_json::to_value(&team),
+            )
+        }
+    };
+    if body.get("id").and_then(Value::as_str) != Some(id) {
+        errors.push(FieldError::new(
+            "id",
+            format!("must be `{id}`, the id in the URL"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(AssignError::Invalid(errors));
+    }
+    normalized.map_err(|e| AssignError::Storage(e.to_string()))
 }
 
 fn check_expect(
@@ -343,221 +317,102 @@ fn check_expect(
     }
 }
 
-impl AssignmentStore for EmbeddedAssignmentStore {
-    fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        let out = {
-            let resources = txn.open_table(RESOURCES).map_err(storage)?;
-            let mut states = txn.open_table(STATES).map_err(storage)?;
-            let mut load = txn.open_table(LOAD).map_err(storage)?;
-            let mut sticky = txn.open_table(STICKY).map_err(storage)?;
-            let mut outcomes = txn.open_table(OUTCOMES).map_err(storage)?;
-            let mut w = world(&resources, &states, &load)?;
-            let before_states = w.states.clone();
-            let before_load: BTreeMap<String, u64> = w
-                .owners
-                .iter()
-                .map(|(id, o)| (id.clone(), o.open_leads))
-                .collect();
-            let mut out = Vec::with_capacity(leads.len());
-            for req in leads {
-                if let Some(done) = outcomes.get(req.event_id.as_str()).map_err(storage)? {
-                    out.push(parse(done.value())?);
-                    continue;
-                }
-                let owner_of_person = match &req.lead_id {
-                    Some(id) => sticky
-                        .get(id.as_str())
-                        .map_err(storage)?
-                        .map(|v| v.value().to_owned()),
-                    None => None,
-                };
-                let (decision, _) = w.decide(&req.lead, owner_of_person.as_deref());
-                if let (Some(d), Some(id)) = (&decision, &req.lead_id) {
-                    sticky
-                        .insert(id.as_str(), d.owner.as_str())
-                        .map_err(storage)?;
-                }
-                outcomes
-                    .insert(req.event_id.as_str(), json(&decision).as_slice())
-                    .map_err(storage)?;
-                out.push(decision);
-            }
-            for (team, s) in &w.states {
-                if before_states.get(team) != Some(s) {
-                    states
-                        .insert(team.as_str(), json(s).as_slice())
-                        .map_err(storage)?;
-                }
-            }
-            for (id, o) in &w.owners {
-                if before_load.get(id) != Some(&o.open_leads) {
-                    load.insert(id.as_str(), o.open_leads).map_err(storage)?;
-                }
-            }
-            AssignBatch {
-                rules: w.rules.len(),
-                decisions: out,
-            }
-        };
-        txn.commit().map_err(storage)?;
-        Ok(out)
+fn audit_entry(action: &str, kind: Kind, id: &str, version: u64, body: Value) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at: crate::lead::now_rfc3339(),
+        action: action.into(),
+        kind: kind.as_str().into(),
+        id: id.into(),
+        version,
+        body,
     }
+}
 
-    fn preview(
-        &self,
-        lead: &Value,
-        lead_id: Option<&str>,
-    ) -> Result<(Option<Decision>, Vec<RuleTrace>), AssignError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let resources = txn.open_table(RESOURCES).map_err(storage)?;
-        let states = txn.open_table(STATES).map_err(storage)?;
-        let load = txn.open_table(LOAD).map_err(storage)?;
-        let sticky = txn.open_table(STICKY).map_err(storage)?;
-        let mut w = world(&resources, &states, &load)?;
-        let owner = match lead_id {
-            Some(id) => sticky
-                .get(id)
-                .map_err(storage)?
-                .map(|v| v.value().to_owned()),
-            None => None,
-        };
-        Ok(w.decide(lead, owner.as_deref()))
+pub fn put(
+    t: &mut impl Tables,
+    kind: Kind,
+    id: &str,
+    body: Value,
+    expect: Expect,
+) -> Result<Versioned, AssignError> {
+    let current = t.resource(kind, id)?;
+    check_expect(kind, current.as_ref(), id, expect)?;
+    let body = validate(t, kind, id, &body)?;
+    let version = t.next_version()?;
+    if kind == Kind::Owners {
+        t.put_load(id, body["open_leads"].as_u64().unwrap_or(0))?;
     }
+    let v = Versioned { version, body };
+    t.put_resource(kind, id, &v)?;
+    let action = if current.is_some() {
+        "update"
+    } else {
+        "create"
+    };
+    t.append_audit(audit_entry(action, kind, id, version, v.body.clone()))?;
+    Ok(v)
+}
 
-    fn list(&self, kind: Kind) -> Result<Vec<Versioned>, AssignError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let resources = txn.open_table(RESOURCES).map_err(storage)?;
-        let load = txn.open_table(LOAD).map_err(storage)?;
-        let mut out = Vec::new();
-        for (id, mut v) in all(&resources, kind)? {
-            if kind == Kind::Owners {
-                let open = load
-                    .get(id.as_str())
-                    .map_err(storage)?
-                    .map_or(0, |v| v.value());
-                v.body["open_leads"] = open.into();
+/// Who refers to `kind/id`: a team listing an owner, a rule naming an owner or a team.
+fn users_of(t: &mut impl Tables, kind: Kind, id: &str) -> Result<Vec<String>, AssignError> {
+    let mut users = Vec::new();
+    if kind == Kind::Owners {
+        for (tid, v) in t.resources(Kind::Teams)? {
+            let team: Team = typed(v.body)?;
+            if team.members.iter().any(|m| m.owner == id) {
+                users.push(format!("team {tid}"));
             }
-            out.push(v);
         }
-        if kind == Kind::Rules {
-            out.sort_by_key(|v| {
-                (
-                    v.body["priority"].as_i64().unwrap_or(0),
-                    v.body["id"].as_str().unwrap_or("").to_owned(),
-                )
-            });
-        }
-        Ok(out)
     }
-
-    fn get(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let resources = txn.open_table(RESOURCES).map_err(storage)?;
-        let Some(v) = resources.get(key(kind, id).as_str()).map_err(storage)? else {
-            return Ok(None);
-        };
-        let mut v: Versioned = parse(v.value())?;
-        if kind == Kind::Owners {
-            let load = txn.open_table(LOAD).map_err(storage)?;
-            v.body["open_leads"] = load
-                .get(id)
-                .map_err(storage)?
-                .map_or(0, |v| v.value())
-                .into();
-        }
-        Ok(Some(v))
-    }
-
-    fn put(
-        &self,
-        kind: Kind,
-        id: &str,
-        body: Value,
-        expect: Expect,
-    ) -> Result<Versioned, AssignError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        let written = {
-            let mut resources = txn.open_table(RESOURCES).map_err(storage)?;
-            let k = key(kind, id);
-            let current: Option<Versioned> = match resources.get(k.as_str()).map_err(storage)? {
-                Some(v) => Some(parse(v.value())?),
-                None => None,
+    if kind != Kind::Rules {
+        for (rid, v) in t.resources(Kind::Rules)? {
+            let r: Rule = typed(v.body)?;
+            let uses = match &r.action {
+                model::Action::Owner { owner } => kind == Kind::Owners && owner == id,
+                model::Action::Team { team, .. } => kind == Kind::Teams && team == id,
             };
-            check_expect(kind, current.as_ref(), id, expect)?;
-            let body = Self::validate(&resources, kind, id, &body)?;
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let version = meta
-                .get("version")
-                .map_err(storage)?
-                .map_or(0, |v| v.value())
-                + 1;
-            meta.insert("version", version).map_err(storage)?;
-            drop(meta);
-            if kind == Kind::Owners {
-                let open = body["open_leads"].as_u64().unwrap_or(0);
-                txn.open_table(LOAD)
-                    .map_err(storage)?
-                    .insert(id, open)
-                    .map_err(storage)?;
+            if uses {
+                users.push(format!("rule {rid}"));
             }
-            let v = Versioned { version, body };
-            resources
-                .insert(k.as_str(), json(&v).as_slice())
-                .map_err(storage)?;
-            let action = if current.is_some() {
-                "update"
-            } else {
-                "create"
-            };
-            Self::record_audit(&txn, action, kind, id, version, v.body.clone())?;
-            v
-        };
-        txn.commit().map_err(storage)?;
-        Ok(written)
-    }
-
-    fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        let version = {
-            let mut resources = txn.open_table(RESOURCES).map_err(storage)?;
-            let k = key(kind, id);
-            let current: Versioned = match resources.get(k.as_str()).map_err(storage)? {
-                Some(v) => parse(v.value())?,
-                None => return Err(AssignError::NotFound(kind.one(), id.into())),
-            };
-            check_expect(kind, Some(&current), id, expect)?;
-            let users = Self::users_of(&resources, kind, id)?;
-            if !users.is_empty() {
-                return Err(AssignError::InUse(format!(
-                    "{} `{id}` is used by {}; change those first",
-                    kind.one(),
-                    users.join(", ")
-                )));
-            }
-            resources.remove(k.as_str()).map_err(storage)?;
-            Self::record_audit(&txn, "delete", kind, id, current.version, Value::Null)?;
-            current.version
-        };
-        txn.commit().map_err(storage)?;
-        Ok(version)
-    }
-
-    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(AUDIT).map_err(storage)?;
-        let mut out = Vec::new();
-        for entry in table.range(after + 1..).map_err(storage)?.take(limit) {
-            let (_, v) = entry.map_err(storage)?;
-            out.push(parse(v.value())?);
         }
-        Ok(out)
     }
+    Ok(users)
+}
+
+pub fn delete(
+    t: &mut impl Tables,
+    kind: Kind,
+    id: &str,
+    expect: Expect,
+) -> Result<u64, AssignError> {
+    let Some(current) = t.resource(kind, id)? else {
+        return Err(AssignError::NotFound(kind.one(), id.into()));
+    };
+    check_expect(kind, Some(&current), id, expect)?;
+    let users = users_of(t, kind, id)?;
+    if !users.is_empty() {
+        return Err(AssignError::InUse(format!(
+            "{} `{id}` is used by {}; change those first",
+            kind.one(),
+            users.join(", ")
+        )));
+    }
+    t.remove_resource(kind, id)?;
+    t.append_audit(audit_entry(
+        "delete",
+        kind,
+        id,
+        current.version,
+        Value::Null,
+    ))?;
+    Ok(current.version)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assign::AssignmentStore;
     use serde_json::json;
 
     fn store() -> EmbeddedAssignmentStore {

@@ -476,9 +476,13 @@ impl Mariadb {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // Each server has its own temporary directory: two bootstraps sharing /tmp collide.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let out = Command::new(mariadb_bin("mariadb-install-db"))
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--auth-root-authentication-method=normal")
             .output()
             .expect("cannot run mariadb-install-db");
@@ -499,6 +503,7 @@ impl Mariadb {
             .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1"])
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("sock").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--port={port}"))
             .arg(format!("--log-bin={}", dir.join("data/binlog").display()))
             .args([

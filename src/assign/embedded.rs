@@ -1,0 +1,275 @@
+//! The embedded assignment store: `assignment.redb` under the data directory, or memory for dry
+//! runs. Every call is one write transaction (reads are aborted ones), so the pipeline and the
+//! API never see half a change.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use serde_json::Value;
+
+use super::engine::{Decision, RuleTrace, TeamState};
+use super::model::Kind;
+use super::store::{
+    self, AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, Expect, Tables,
+    Versioned, json, parse,
+};
+
+/// `"rules/south"` -> `{version, body}`.
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+/// team id -> its rotation state.
+const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("team_states");
+/// owner id -> open leads (kept apart so that the load moving does not change owners' ETags).
+const LOAD: TableDefinition<&str, u64> = TableDefinition::new("open_leads");
+/// lead_id -> its owner, for the sticky strategy.
+const STICKY: TableDefinition<&str, &str> = TableDefinition::new("sticky");
+/// event_id -> its decision (JSON, `null` for none).
+const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub struct EmbeddedAssignmentStore {
+    db: Database,
+}
+
+fn storage(e: impl Into<redb::Error>) -> AssignError {
+    AssignError::Storage(e.into().to_string())
+}
+
+fn key(kind: Kind, id: &str) -> String {
+    format!("{}/{id}", kind.as_str())
+}
+
+type Bytes = &'static [u8];
+
+/// The tables of one write transaction.
+struct Txn<'t> {
+    resources: Table<'t, &'static str, Bytes>,
+    states: Table<'t, &'static str, Bytes>,
+    load: Table<'t, &'static str, u64>,
+    sticky: Table<'t, &'static str, &'static str>,
+    outcomes: Table<'t, &'static str, Bytes>,
+    audit: Table<'t, u64, Bytes>,
+    meta: Table<'t, &'static str, u64>,
+}
+
+impl<'t> Txn<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, AssignError> {
+        Ok(Self {
+            resources: txn.open_table(RESOURCES).map_err(storage)?,
+            states: txn.open_table(STATES).map_err(storage)?,
+            load: txn.open_table(LOAD).map_err(storage)?,
+            sticky: txn.open_table(STICKY).map_err(storage)?,
+            outcomes: txn.open_table(OUTCOMES).map_err(storage)?,
+            audit: txn.open_table(AUDIT).map_err(storage)?,
+            meta: txn.open_table(META).map_err(storage)?,
+        })
+    }
+
+    fn counter(&mut self, name: &str) -> Result<u64, AssignError> {
+        let n = self
+            .meta
+            .get(name)
+            .map_err(storage)?
+            .map_or(0, |v| v.value())
+            + 1;
+        self.meta.insert(name, n).map_err(storage)?;
+        Ok(n)
+    }
+}
+
+impl Tables for Txn<'_> {
+    fn resource(&mut self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
+        match self
+            .resources
+            .get(key(kind, id).as_str())
+            .map_err(storage)?
+        {
+            Some(v) => parse(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn resources(&mut self, kind: Kind) -> Result<Vec<(String, Versioned)>, AssignError> {
+        let prefix = format!("{}/", kind.as_str());
+        let mut out = Vec::new();
+        for entry in self.resources.range(prefix.as_str()..).map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            let Some(id) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            out.push((id.to_owned(), parse(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn put_resource(&mut self, kind: Kind, id: &str, v: &Versioned) -> Result<(), AssignError> {
+        self.resources
+            .insert(key(kind, id).as_str(), json(v).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn remove_resource(&mut self, kind: Kind, id: &str) -> Result<(), AssignError> {
+        self.resources
+            .remove(key(kind, id).as_str())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn states(&mut self) -> Result<BTreeMap<String, TeamState>, AssignError> {
+        let mut out = BTreeMap::new();
+        for entry in self.states.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            out.insert(k.value().to_owned(), parse(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn put_state(&mut self, team: &str, s: &TeamState) -> Result<(), AssignError> {
+        self.states
+            .insert(team, json(s).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn load(&mut self) -> Result<BTreeMap<String, u64>, AssignError> {
+        let mut out = BTreeMap::new();
+        for entry in self.load.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            out.insert(k.value().to_owned(), v.value());
+        }
+        Ok(out)
+    }
+
+    fn put_load(&mut self, owner: &str, open: u64) -> Result<(), AssignError> {
+        self.load.insert(owner, open).map_err(storage)?;
+        Ok(())
+    }
+
+    fn sticky(&mut self, lead_id: &str) -> Result<Option<String>, AssignError> {
+        Ok(self
+            .sticky
+            .get(lead_id)
+            .map_err(storage)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    fn put_sticky(&mut self, lead_id: &str, owner: &str) -> Result<(), AssignError> {
+        self.sticky.insert(lead_id, owner).map_err(storage)?;
+        Ok(())
+    }
+
+    fn outcome(&mut self, event_id: &str) -> Result<Option<Option<Decision>>, AssignError> {
+        match self.outcomes.get(event_id).map_err(storage)? {
+            Some(v) => parse(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_outcome(&mut self, event_id: &str, d: &Option<Decision>) -> Result<(), AssignError> {
+        self.outcomes
+            .insert(event_id, json(d).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn next_version(&mut self) -> Result<u64, AssignError> {
+        self.counter("version")
+    }
+
+    fn append_audit(&mut self, mut entry: AuditEntry) -> Result<(), AssignError> {
+        entry.seq = self.counter("audit")?;
+        self.audit
+            .insert(entry.seq, json(&entry).as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
+        let mut out = Vec::new();
+        for entry in self.audit.range(after + 1..).map_err(storage)?.take(limit) {
+            let (_, v) = entry.map_err(storage)?;
+            out.push(parse(v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+impl EmbeddedAssignmentStore {
+    pub fn open(path: &Path) -> Result<Self, AssignError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                AssignError::Locked(path.display().to_string())
+            }
+            other => storage(other),
+        })?;
+        Ok(Self { db })
+    }
+
+    pub fn in_memory() -> Result<Self, AssignError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(storage)?;
+        Ok(Self { db })
+    }
+
+    /// Runs `f` in a write transaction, committed when `commit` and `f` succeeded.
+    fn with<T>(
+        &self,
+        commit: bool,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, AssignError>,
+    ) -> Result<T, AssignError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let out = {
+            let mut t = Txn::open(&txn)?;
+            f(&mut t)?
+        };
+        if commit {
+            txn.commit().map_err(storage)?;
+        } else {
+            txn.abort().map_err(storage)?;
+        }
+        Ok(out)
+    }
+}
+
+impl AssignmentStore for EmbeddedAssignmentStore {
+    fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
+        self.with(true, |t| store::assign(t, leads))
+    }
+
+    fn preview(
+        &self,
+        lead: &Value,
+        lead_id: Option<&str>,
+    ) -> Result<(Option<Decision>, Vec<RuleTrace>), AssignError> {
+        self.with(false, |t| store::preview(t, lead, lead_id))
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Versioned>, AssignError> {
+        self.with(false, |t| store::list(t, kind))
+    }
+
+    fn get(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
+        self.with(false, |t| store::get(t, kind, id))
+    }
+
+    fn put(
+        &self,
+        kind: Kind,
+        id: &str,
+        body: Value,
+        expect: Expect,
+    ) -> Result<Versioned, AssignError> {
+        self.with(true, |t| store::put(t, kind, id, body, expect))
+    }
+
+    fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError> {
+        self.with(true, |t| store::delete(t, kind, id, expect))
+    }
+
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
+        self.with(false, |t| t.audit(after, limit))
+    }
+}
