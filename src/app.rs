@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::api::{AppState, serve};
 use crate::assign::{Assigner, AssignmentStore, EmbeddedAssignmentStore};
-use crate::config::{IdentityStoreSettings, OutputSettings, Settings};
+use crate::config::{OutputSettings, Settings, StoreSettings};
 use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::intake::Journal;
 use crate::pipeline::{Processor, deliver_forever};
@@ -61,11 +61,9 @@ pub fn open_identity(
 ) -> anyhow::Result<Arc<dyn IdentityStore>> {
     let policy = Policy::new(&settings.identity);
     Ok(match &settings.identity.store {
-        IdentityStoreSettings::Embedded => {
-            Arc::new(EmbeddedIdentityStore::open(&data.identity(), policy)?)
-        }
+        StoreSettings::Embedded => Arc::new(EmbeddedIdentityStore::open(&data.identity(), policy)?),
         #[cfg(feature = "mysql")]
-        IdentityStoreSettings::Mysql { url } => {
+        StoreSettings::Mysql { url } => {
             use secrecy::ExposeSecret;
             Arc::new(
                 crate::identity::MysqlIdentityStore::connect(url.expose_secret(), policy)
@@ -73,15 +71,32 @@ pub fn open_identity(
             )
         }
         #[cfg(not(feature = "mysql"))]
-        IdentityStoreSettings::Mysql { .. } => anyhow::bail!(
+        StoreSettings::Mysql { .. } => anyhow::bail!(
             "[identity.store] type = \"mysql\" needs a leadgate built with the `mysql` feature"
         ),
     })
 }
 
-/// The assignment rules, owners, teams and counters under the data directory.
-pub fn open_assignment(data: &DataDir) -> anyhow::Result<Arc<dyn AssignmentStore>> {
-    Ok(Arc::new(EmbeddedAssignmentStore::open(&data.assignment())?))
+/// The assignment rules, owners, teams and counters: under the data directory, or in MySQL.
+pub fn open_assignment(
+    settings: &Settings,
+    data: &DataDir,
+) -> anyhow::Result<Arc<dyn AssignmentStore>> {
+    Ok(match &settings.assignment.store {
+        StoreSettings::Embedded => Arc::new(EmbeddedAssignmentStore::open(&data.assignment())?),
+        #[cfg(feature = "mysql")]
+        StoreSettings::Mysql { url } => {
+            use secrecy::ExposeSecret;
+            Arc::new(
+                crate::assign::MysqlAssignmentStore::connect(url.expose_secret())
+                    .context("cannot open the MySQL assignment store ([assignment.store])")?,
+            )
+        }
+        #[cfg(not(feature = "mysql"))]
+        StoreSettings::Mysql { .. } => anyhow::bail!(
+            "[assignment.store] type = \"mysql\" needs a leadgate built with the `mysql` feature"
+        ),
+    })
 }
 
 /// Creates the data directory if needed.
@@ -115,7 +130,7 @@ pub async fn run_on(
     let (health, health_rx) = HealthReport::new();
     let sink = build_sink(&settings, &data, stop_rx.clone(), health.clone()).await?;
     let output = sink.describe();
-    let assignment = open_assignment(&data)?;
+    let assignment = open_assignment(&settings, &data)?;
     let processor = Arc::new(Processor::new(
         &settings.connectors,
         settings.topics.clone(),

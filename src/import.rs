@@ -74,7 +74,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             let data = create_data_dir(&settings.data_dir)?;
             (
                 open_identity(&settings, &data)?,
-                open_assignment(&data)?,
+                open_assignment(&settings, &data)?,
                 build_sink(&settings, &data, stop_rx, HealthReport::new().0).await?,
             )
         };

@@ -6,7 +6,12 @@
 mod embedded;
 pub mod engine;
 pub mod model;
+#[cfg(feature = "mysql")]
+mod mysql;
 pub mod store;
+
+#[cfg(feature = "mysql")]
+pub use mysql::MysqlAssignmentStore;
 
 pub use engine::{Decision, RuleTrace};
 pub use store::{

@@ -122,6 +122,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "output",
     "topics",
     "identity",
+    "assignment",
     "api",
     "connectors",
     "include",
@@ -189,6 +190,7 @@ impl Loader {
         settings.intake = self.section(&top, "intake", table.remove("intake"));
         settings.topics = self.section(&top, "topics", table.remove("topics"));
         settings.identity = self.section(&top, "identity", table.remove("identity"));
+        settings.assignment = self.section(&top, "assignment", table.remove("assignment"));
         settings.api = self.section(&top, "api", table.remove("api"));
         if let Some(v) = table.remove("output") {
             settings.output = self.output(&top, v);

@@ -24,6 +24,7 @@ pub struct Settings {
     pub output: OutputSettings,
     pub topics: Topics,
     pub identity: IdentitySettings,
+    pub assignment: AssignmentSettings,
     pub api: ApiSettings,
     pub connectors: Vec<ConnectorConfig>,
 }
@@ -39,6 +40,7 @@ impl Default for Settings {
             output: OutputSettings::Embedded,
             topics: Topics::default(),
             identity: IdentitySettings::default(),
+            assignment: AssignmentSettings::default(),
             api: ApiSettings::default(),
             connectors: vec![ConnectorConfig::Webhook(WebhookConnector::named("webform"))],
         }
@@ -76,13 +78,14 @@ pub struct IdentitySettings {
     pub name_similarity: f64,
     /// Where identities live: the embedded store under the data directory (default), or a
     /// MySQL/MariaDB database several gateways share.
-    pub store: IdentityStoreSettings,
+    pub store: StoreSettings,
 }
 
-/// `[identity.store]`.
+/// `[identity.store]`, `[assignment.store]`: the embedded store under the data directory, or a
+/// MySQL/MariaDB database several gateways share.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum IdentityStoreSettings {
+pub enum StoreSettings {
     #[default]
     Embedded,
     Mysql {
@@ -98,9 +101,16 @@ impl Default for IdentitySettings {
             max_values_per_person: BTreeMap::new(),
             max_people_per_key: BTreeMap::new(),
             name_similarity: 0.9,
-            store: IdentityStoreSettings::Embedded,
+            store: StoreSettings::Embedded,
         }
     }
+}
+
+/// `[assignment]`: where rules, owners, teams and their counters live (see `docs/assignment.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssignmentSettings {
+    pub store: StoreSettings,
 }
 
 /// `[api]`: the management API (`/v1/leads`, later `/v1/assignment`).

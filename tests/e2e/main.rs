@@ -4,10 +4,10 @@
 mod assignment;
 mod config;
 mod identity;
-#[cfg(feature = "mysql")]
-mod identity_mysql;
 mod import;
 mod kafka;
 mod normalize;
+#[cfg(feature = "mysql")]
+mod shared_mysql;
 mod support;
 mod webhooks;

@@ -1,5 +1,5 @@
-//! The MySQL identity store on a real MariaDB: two writers resolving the same new people at once
-//! end with one lead_id each, and two gateways share identities.
+//! The MySQL stores on a real MariaDB: two writers resolving the same new people at once end with
+//! one lead_id each, two gateways share identities, and two gateways share one round-robin.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,4 +131,70 @@ type = "webhook"
         .unwrap();
     assert_eq!(cluster["members"].as_array().unwrap().len(), 2);
     assert_eq!(cluster["profile"]["email"]["value"], "zhaomin@corp.cn");
+}
+
+#[test]
+fn two_gateways_share_one_round_robin_through_mysql() {
+    use leadgate::assign::model::Kind;
+    use leadgate::assign::{AssignRequest, AssignmentStore, Expect, MysqlAssignmentStore};
+    use std::collections::BTreeMap;
+
+    let db = Mariadb::start();
+    let url = db.database("assignment");
+    let stores: Vec<Arc<MysqlAssignmentStore>> = (0..2)
+        .map(|_| Arc::new(MysqlAssignmentStore::connect(&url).unwrap()))
+        .collect();
+    let s = &stores[0];
+    for o in ["ann", "bob", "cai"] {
+        s.put(Kind::Owners, o, json!({"id": o}), Expect::Absent)
+            .unwrap();
+    }
+    s.put(
+        Kind::Teams,
+        "t",
+        json!({"id": "t", "members": [{"owner": "ann"}, {"owner": "bob"}, {"owner": "cai"}]}),
+        Expect::Absent,
+    )
+    .unwrap();
+    s.put(Kind::Rules, "r", json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}}), Expect::Absent).unwrap();
+    // The second gateway sees the first one's rules.
+    assert_eq!(stores[1].list(Kind::Rules).unwrap().len(), 1);
+
+    let threads: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(g, store)| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut owners = Vec::new();
+                let leads: Vec<AssignRequest> = (0..1500)
+                    .map(|i| AssignRequest {
+                        event_id: format!("g{g}-{i}"),
+                        lead_id: None,
+                        lead: json!({}),
+                    })
+                    .collect();
+                for batch in leads.chunks(50) {
+                    for d in store.assign(batch).unwrap().decisions {
+                        owners.push(d.unwrap().owner);
+                    }
+                }
+                owners
+            })
+        })
+        .collect();
+    let mut tally = BTreeMap::<String, usize>::new();
+    for t in threads {
+        for o in t.join().unwrap() {
+            *tally.entry(o).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        tally.values().copied().collect::<Vec<_>>(),
+        [1000, 1000, 1000],
+        "no slot handed out twice: {tally:?}"
+    );
+    let ann = stores[1].get(Kind::Owners, "ann").unwrap().unwrap();
+    assert_eq!(ann.body["open_leads"], 1000);
+    assert_eq!(stores[1].audit(0, 100).unwrap().len(), 5);
 }
