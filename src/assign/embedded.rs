@@ -6,14 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
-use serde_json::Value;
 
-use super::engine::{Decision, RuleTrace, TeamState};
+use super::engine::{Decision, TeamState};
 use super::model::Kind;
-use super::store::{
-    self, AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, Expect, Tables,
-    Versioned, json, parse,
-};
+use super::store::{AssignError, AuditEntry, Tables, Transact, Versioned, json, parse};
 
 /// `"rules/south"` -> `{version, body}`.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
@@ -213,63 +209,25 @@ impl EmbeddedAssignmentStore {
             .map_err(storage)?;
         Ok(Self { db })
     }
+}
 
-    /// Runs `f` in a write transaction, committed when `commit` and `f` succeeded.
-    fn with<T>(
+impl Transact for EmbeddedAssignmentStore {
+    /// Every call is a write transaction; a read one is aborted at the end.
+    fn transact<T: Send>(
         &self,
-        commit: bool,
-        f: impl FnOnce(&mut Txn<'_>) -> Result<T, AssignError>,
+        write: bool,
+        f: &(dyn Fn(&mut dyn Tables) -> Result<T, AssignError> + Sync),
     ) -> Result<T, AssignError> {
         let txn = self.db.begin_write().map_err(storage)?;
         let out = {
             let mut t = Txn::open(&txn)?;
             f(&mut t)?
         };
-        if commit {
+        if write {
             txn.commit().map_err(storage)?;
         } else {
             txn.abort().map_err(storage)?;
         }
         Ok(out)
-    }
-}
-
-impl AssignmentStore for EmbeddedAssignmentStore {
-    fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
-        self.with(true, |t| store::assign(t, leads))
-    }
-
-    fn preview(
-        &self,
-        lead: &Value,
-        lead_id: Option<&str>,
-    ) -> Result<(Option<Decision>, Vec<RuleTrace>), AssignError> {
-        self.with(false, |t| store::preview(t, lead, lead_id))
-    }
-
-    fn list(&self, kind: Kind) -> Result<Vec<Versioned>, AssignError> {
-        self.with(false, |t| store::list(t, kind))
-    }
-
-    fn get(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
-        self.with(false, |t| store::get(t, kind, id))
-    }
-
-    fn put(
-        &self,
-        kind: Kind,
-        id: &str,
-        body: Value,
-        expect: Expect,
-    ) -> Result<Versioned, AssignError> {
-        self.with(true, |t| store::put(t, kind, id, body, expect))
-    }
-
-    fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError> {
-        self.with(true, |t| store::delete(t, kind, id, expect))
-    }
-
-    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
-        self.with(false, |t| t.audit(after, limit))
     }
 }

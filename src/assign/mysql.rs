@@ -7,14 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::engine::{Decision, RuleTrace, TeamState};
+use super::engine::{Decision, TeamState};
 use super::model::Kind;
-use super::store::{
-    self, AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, Expect, Tables,
-    Versioned, json, parse,
-};
+use super::store::{AssignError, AuditEntry, Tables, Transact, Versioned, json, parse};
 use crate::sql::{Mysql, Retryable, SqlError, Tx};
 
 const SCHEMA: &[&str] = &[
@@ -62,12 +57,14 @@ impl MysqlAssignmentStore {
             db: Mysql::connect(url, SCHEMA)?,
         })
     }
+}
 
-    /// Runs `f` in a transaction; a writer first takes the shared lock row.
-    fn with<T: Send>(
+impl Transact for MysqlAssignmentStore {
+    /// A writer first takes the shared lock row.
+    fn transact<T: Send>(
         &self,
         write: bool,
-        f: impl Fn(&mut MyTables<'_, '_>) -> Result<T, AssignError> + Sync,
+        f: &(dyn Fn(&mut dyn Tables) -> Result<T, AssignError> + Sync),
     ) -> Result<T, AssignError> {
         self.db.transaction(write, |tx| {
             if write {
@@ -230,45 +227,5 @@ impl Tables for MyTables<'_, '_> {
             (after, limit as u64),
         )?;
         rows.iter().map(|b| parse(b)).collect()
-    }
-}
-
-impl AssignmentStore for MysqlAssignmentStore {
-    fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
-        self.with(true, |t| store::assign(t, leads))
-    }
-
-    fn preview(
-        &self,
-        lead: &Value,
-        lead_id: Option<&str>,
-    ) -> Result<(Option<Decision>, Vec<RuleTrace>), AssignError> {
-        self.with(false, |t| store::preview(t, lead, lead_id))
-    }
-
-    fn list(&self, kind: Kind) -> Result<Vec<Versioned>, AssignError> {
-        self.with(false, |t| store::list(t, kind))
-    }
-
-    fn get(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
-        self.with(false, |t| store::get(t, kind, id))
-    }
-
-    fn put(
-        &self,
-        kind: Kind,
-        id: &str,
-        body: Value,
-        expect: Expect,
-    ) -> Result<Versioned, AssignError> {
-        self.with(true, |t| store::put(t, kind, id, body.clone(), expect))
-    }
-
-    fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError> {
-        self.with(true, |t| store::delete(t, kind, id, expect))
-    }
-
-    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
-        self.with(false, |t| t.audit(after, limit))
     }
 }

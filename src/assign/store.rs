@@ -109,6 +109,57 @@ pub trait AssignmentStore: Send + Sync {
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
 }
 
+/// A store that runs a closure in one of its transactions: `write` ones are committed (and, for
+/// shared stores, serialized across gateways), read ones are discarded. Every such store is an
+/// [`AssignmentStore`].
+pub trait Transact: Send + Sync {
+    fn transact<T: Send>(
+        &self,
+        write: bool,
+        f: &(dyn Fn(&mut dyn Tables) -> Result<T, AssignError> + Sync),
+    ) -> Result<T, AssignError>;
+}
+
+impl<S: Transact> AssignmentStore for S {
+    fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
+        self.transact(true, &|t| assign(t, leads))
+    }
+
+    fn preview(
+        &self,
+        lead: &Value,
+        lead_id: Option<&str>,
+    ) -> Result<(Option<Decision>, Vec<RuleTrace>), AssignError> {
+        self.transact(false, &|t| preview(t, lead, lead_id))
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Versioned>, AssignError> {
+        self.transact(false, &|t| list(t, kind))
+    }
+
+    fn get(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
+        self.transact(false, &|t| get(t, kind, id))
+    }
+
+    fn put(
+        &self,
+        kind: Kind,
+        id: &str,
+        body: Value,
+        expect: Expect,
+    ) -> Result<Versioned, AssignError> {
+        self.transact(true, &|t| put(t, kind, id, body.clone(), expect))
+    }
+
+    fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError> {
+        self.transact(true, &|t| delete(t, kind, id, expect))
+    }
+
+    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
+        self.transact(false, &|t| t.audit(after, limit))
+    }
+}
+
 /// The reads and writes of one store transaction. The stores implement it; every decision is
 /// made once, in the functions below.
 pub trait Tables {
@@ -147,7 +198,7 @@ fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, AssignError> {
 }
 
 /// Owners (with their load), teams (with their state) and rules in evaluation order.
-fn world(t: &mut impl Tables) -> Result<World, AssignError> {
+fn world(t: &mut dyn Tables) -> Result<World, AssignError> {
     let mut w = World::default();
     let load = t.load()?;
     for (id, v) in t.resources(Kind::Owners)? {
@@ -168,7 +219,7 @@ fn world(t: &mut impl Tables) -> Result<World, AssignError> {
 }
 
 /// Assigns `leads` in order; writes back the counters that moved.
-pub fn assign(t: &mut impl Tables, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
+pub fn assign(t: &mut dyn Tables, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
     let mut w = world(t)?;
     let before_states = w.states.clone();
     let before_load: BTreeMap<String, u64> = w
@@ -211,7 +262,7 @@ pub fn assign(t: &mut impl Tables, leads: &[AssignRequest]) -> Result<AssignBatc
 
 /// What would happen to `lead`; the caller discards the transaction.
 pub fn preview(
-    t: &mut impl Tables,
+    t: &mut dyn Tables,
     lead: &Value,
     lead_id: Option<&str>,
 ) -> Result<(Option<Decision>, Vec<RuleTrace>), AssignError> {
@@ -225,7 +276,7 @@ pub fn preview(
 
 /// Owners are shown with their current load.
 fn with_load(
-    t: &mut impl Tables,
+    t: &mut dyn Tables,
     kind: Kind,
     id: &str,
     mut v: Versioned,
@@ -236,7 +287,7 @@ fn with_load(
     Ok(v)
 }
 
-pub fn list(t: &mut impl Tables, kind: Kind) -> Result<Vec<Versioned>, AssignError> {
+pub fn list(t: &mut dyn Tables, kind: Kind) -> Result<Vec<Versioned>, AssignError> {
     let mut out = Vec::new();
     for (id, v) in t.resources(kind)? {
         out.push(with_load(t, kind, &id, v)?);
@@ -252,19 +303,19 @@ pub fn list(t: &mut impl Tables, kind: Kind) -> Result<Vec<Versioned>, AssignErr
     Ok(out)
 }
 
-pub fn get(t: &mut impl Tables, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
+pub fn get(t: &mut dyn Tables, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError> {
     match t.resource(kind, id)? {
         Some(v) => with_load(t, kind, id, v).map(Some),
         None => Ok(None),
     }
 }
 
-fn ids(t: &mut impl Tables, kind: Kind) -> Result<BTreeSet<String>, AssignError> {
+fn ids(t: &mut dyn Tables, kind: Kind) -> Result<BTreeSet<String>, AssignError> {
     Ok(t.resources(kind)?.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Validates `body` as a `kind` against what exists; the normalized body.
-fn validate(t: &mut impl Tables, kind: Kind, id: &str, body: &Value) -> Result<Value, AssignError> {
+fn validate(t: &mut dyn Tables, kind: Kind, id: &str, body: &Value) -> Result<Value, AssignError> {
     let invalid = |e: FieldError| AssignError::Invalid(vec![e]);
     let (mut errors, normalized) = match kind {
         Kind::Rules => {
@@ -330,7 +381,7 @@ fn audit_entry(action: &str, kind: Kind, id: &str, version: u64, body: Value) ->
 }
 
 pub fn put(
-    t: &mut impl Tables,
+    t: &mut dyn Tables,
     kind: Kind,
     id: &str,
     body: Value,
@@ -355,7 +406,7 @@ pub fn put(
 }
 
 /// Who refers to `kind/id`: a team listing an owner, a rule naming an owner or a team.
-fn users_of(t: &mut impl Tables, kind: Kind, id: &str) -> Result<Vec<String>, AssignError> {
+fn users_of(t: &mut dyn Tables, kind: Kind, id: &str) -> Result<Vec<String>, AssignError> {
     let mut users = Vec::new();
     if kind == Kind::Owners {
         for (tid, v) in t.resources(Kind::Teams)? {
@@ -381,7 +432,7 @@ fn users_of(t: &mut impl Tables, kind: Kind, id: &str) -> Result<Vec<String>, As
 }
 
 pub fn delete(
-    t: &mut impl Tables,
+    t: &mut dyn Tables,
     kind: Kind,
     id: &str,
     expect: Expect,
