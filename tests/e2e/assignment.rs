@@ -315,15 +315,7 @@ async fn the_assignment_api_checks_versions_and_explains() {
         StatusCode::BAD_REQUEST
     );
 
-    let doc: Value = api
-        .http
-        .get(gw.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = crate::support::get_json(&api.http, &gw.url("/openapi.json")).await;
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/v1/assignment/rules/{id}"]["put"].is_object());
     assert!(doc["components"]["schemas"]["Condition"].is_object());

@@ -121,14 +121,7 @@ type = "webhook"
     );
 
     let lead = a[0]["lead_id"].as_str().unwrap();
-    let cluster: serde_json::Value = http
-        .get(one.url(&format!("/v1/leads/{lead}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cluster = crate::support::get_json(&http, &one.url(&format!("/v1/leads/{lead}"))).await;
     assert_eq!(cluster["members"].as_array().unwrap().len(), 2);
     assert_eq!(cluster["profile"]["email"]["value"], "zhaomin@corp.cn");
 }

@@ -327,6 +327,11 @@ pub async fn accepted(resp: reqwest::Response) -> String {
     body["event_id"].as_str().expect("an event_id").to_owned()
 }
 
+/// GET `url` and its JSON answer.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
     client.post(url).json(body).send().await.expect("request")
 }

@@ -277,14 +277,7 @@ async fn webhook_inputs_and_errors() {
 
     let health = http.get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = http
-        .get(gw.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = crate::support::get_json(&http, &gw.url("/readyz")).await;
     assert_eq!(
         (ready["status"].as_str(), ready["backlog"].as_u64()),
         (Some("ready"), Some(0))
