@@ -157,8 +157,9 @@ pub async fn run_on(
             println!("  webhook: POST http://{addr}/v1/webhooks/{}", w.name);
         }
     }
+    println!("  management API: http://{addr}/openapi.json (leads, assignment rules)");
     println!(
-        "  data directory: {} (journal, identity store)",
+        "  data directory: {} (journal, identity and assignment stores)",
         data.0.display()
     );
     println!("  {output}");
