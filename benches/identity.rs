@@ -99,6 +99,13 @@ fn main() {
         let requests: Vec<IdentityRequest> = (start..(start + batch).min(leads))
             .map(&mut request)
             .collect();
+        if start > 0 && start % 1_000_000 == 0 {
+            eprintln!(
+                "  {start} leads, {:.0}s, {} MiB resident",
+                started.elapsed().as_secs_f64(),
+                rss() / 1048576
+            );
+        }
         for r in store.resolve(&requests).expect("resolve") {
             if let Resolution::Person(o) = r {
                 new += usize::from(o.status == leadgate::lead::IdentityStatus::New);

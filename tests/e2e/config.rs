@@ -65,7 +65,10 @@ fn every_shipped_config_and_connector_validates() {
     let env = [
         ("WEBFORM_SECRET", "x"),
         ("KAFKA_BROKERS", "127.0.0.1:9092"),
-        ("SHARED_MYSQL_URL", "mysql://leadgate:secret@127.0.0.1:3306/leadgate"),
+        (
+            "SHARED_MYSQL_URL",
+            "mysql://leadgate:secret@127.0.0.1:3306/leadgate",
+        ),
         ("LEADGATE_API_TOKEN", "0123456789abcdef0123"),
     ];
     let mut checked = 0;
