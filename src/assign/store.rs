@@ -86,6 +86,8 @@ pub struct AssignBatch {
 }
 
 pub trait AssignmentStore: Send + Sync {
+    /// Whether any rule exists (without one there is nothing to assign, and nothing to write).
+    fn has_rules(&self) -> Result<bool, AssignError>;
     /// Assigns `leads` in order, atomically; idempotent per event id.
     fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError>;
     /// What would happen to `lead`, changing nothing.
@@ -121,6 +123,10 @@ pub trait Transact: Send + Sync {
 }
 
 impl<S: Transact> AssignmentStore for S {
+    fn has_rules(&self) -> Result<bool, AssignError> {
+        self.transact(false, &|t| Ok(!t.resources(Kind::Rules)?.is_empty()))
+    }
+
     fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
         self.transact(true, &|t| assign(t, leads))
     }
