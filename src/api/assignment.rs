@@ -169,8 +169,8 @@ pub async fn create(
     };
     let store = st.assignment.clone();
     let id2 = id.clone();
-    let v = blocking(move || store.put(k, &id2, body, Expect::Absent)).await?;
-    let mut resp = with_etag(StatusCode::CREATED, v);
+    let w = blocking(move || store.put(k, &id2, body, Expect::Absent)).await?;
+    let mut resp = with_etag(StatusCode::CREATED, w.resource);
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/assignment/{}/{id}", k.as_str())) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
@@ -203,17 +203,13 @@ pub async fn replace(
     let expect = expectation(&headers, Expect::Any)?;
     let body = object(&body)?;
     let store = st.assignment.clone();
-    let existed = {
-        let (store, id) = (store.clone(), id.clone());
-        blocking(move || store.get(k, &id)).await?.is_some()
-    };
-    let v = blocking(move || store.put(k, &id, body, expect)).await?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
+    let w = blocking(move || store.put(k, &id, body, expect)).await?;
+    let status = if w.created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    Ok(with_etag(status, v))
+    Ok(with_etag(status, w.resource))
 }
 
 pub async fn remove(

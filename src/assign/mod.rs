@@ -16,7 +16,7 @@ pub use mysql::MysqlAssignmentStore;
 pub use engine::{Decision, RuleTrace};
 pub use store::{
     AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, EmbeddedAssignmentStore,
-    Expect, Versioned,
+    Expect, Versioned, Written,
 };
 
 use std::sync::Arc;

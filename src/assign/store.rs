@@ -22,6 +22,13 @@ pub struct Versioned {
     pub body: Value,
 }
 
+/// What a write stored, and whether it created the resource (rather than replacing it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub resource: Versioned,
+    pub created: bool,
+}
+
 /// One change made through the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
@@ -105,7 +112,7 @@ pub trait AssignmentStore: Send + Sync {
         id: &str,
         body: Value,
         expect: Expect,
-    ) -> Result<Versioned, AssignError>;
+    ) -> Result<Written, AssignError>;
     fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError>;
     /// Audit entries after `after`, oldest first, at most `limit`.
     fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
@@ -153,7 +160,7 @@ impl<S: Transact> AssignmentStore for S {
         id: &str,
         body: Value,
         expect: Expect,
-    ) -> Result<Versioned, AssignError> {
+    ) -> Result<Written, AssignError> {
         self.transact(true, &|t| put(t, kind, id, body.clone(), expect))
     }
 
@@ -392,7 +399,7 @@ pub fn put(
     id: &str,
     body: Value,
     expect: Expect,
-) -> Result<Versioned, AssignError> {
+) -> Result<Written, AssignError> {
     let current = t.resource(kind, id)?;
     check_expect(kind, current.as_ref(), id, expect)?;
     let body = validate(t, kind, id, &body)?;
@@ -408,7 +415,10 @@ pub fn put(
         "create"
     };
     t.append_audit(audit_entry(action, kind, id, version, v.body.clone()))?;
-    Ok(v)
+    Ok(Written {
+        resource: v,
+        created: current.is_none(),
+    })
 }
 
 /// Who refers to `kind/id`: a team listing an owner, a rule naming an owner or a team.
@@ -630,7 +640,7 @@ mod tests {
             Err(AssignError::Stale { .. })
         ));
         let w = s.put(Kind::Rules, "all", body, Expect::Version(v)).unwrap();
-        assert!(w.version > v);
+        assert!(w.resource.version > v);
         assert!(matches!(
             s.put(Kind::Owners, "ann", json!({"id": "ann"}), Expect::Absent),
             Err(AssignError::Exists(..))
