@@ -15,7 +15,8 @@ use crate::config::{ConnectorConfig, FieldMapping, Topics};
 use crate::identity::{IdentityError, IdentityStore, Policy, RequestInput, Resolution};
 use crate::intake::{Journal, JournalError};
 use crate::lead::{
-    IntakeEvent, Issue, LeadRecord, MergedRecord, SCHEMA_VERSION, SourceRef, now_rfc3339,
+    IntakeEvent, Issue, LeadRecord, MergedRecord, SCHEMA_VERSION, SourceKind, SourceRef,
+    now_rfc3339,
 };
 use crate::mapping::Mapper;
 use crate::normalize::{NormalizedLead, normalize};
@@ -100,27 +101,19 @@ impl Processor {
 
     /// A lead as `connector` would clean it, without identity or assignment (for previews).
     pub fn clean_record(&self, connector: &str, payload: &serde_json::Value) -> LeadRecord {
-        let profile = self.profiles.get(connector).unwrap_or(&self.fallback);
-        let mapped = profile.mapper.map(payload);
-        let lead = normalize(&mapped, profile.region);
-        LeadRecord {
-            schema_version: SCHEMA_VERSION.into(),
-            event_id: String::new(),
-            lead_id: None,
-            received_at: now_rfc3339(),
-            source: SourceRef {
-                connector: connector.to_owned(),
-                kind: crate::lead::SourceKind::Webhook,
-                external_id: None,
-            },
-            contact: lead.contact,
-            custom: mapped.custom,
-            raw: payload.clone(),
-            issues: lead.issues,
-            identity: None,
-            assignment: None,
-            reasons: None,
-        }
+        let event = IntakeEvent::new(connector, SourceKind::Webhook, None, payload.clone());
+        let (lead, custom) = self.clean(&event);
+        record_of(&event, lead, custom)
+    }
+
+    /// Maps and normalizes an event with its connector's profile; the unmapped fields.
+    fn clean(
+        &self,
+        e: &IntakeEvent,
+    ) -> (NormalizedLead, serde_json::Map<String, serde_json::Value>) {
+        let profile = self.profiles.get(&e.connector).unwrap_or(&self.fallback);
+        let mapped = profile.mapper.map(&e.payload);
+        (normalize(&mapped, profile.region), mapped.custom)
     }
 
     /// Processes `events` in order. Records come out in event order; a merge record follows the
@@ -129,15 +122,7 @@ impl Processor {
         &self,
         events: &[IntakeEvent],
     ) -> Result<(Vec<OutRecord>, Vec<Disposition>), PipelineError> {
-        let cleaned: Vec<(NormalizedLead, serde_json::Map<String, serde_json::Value>)> = events
-            .iter()
-            .map(|e| {
-                let profile = self.profiles.get(&e.connector).unwrap_or(&self.fallback);
-                let mapped = profile.mapper.map(&e.payload);
-                let lead = normalize(&mapped, profile.region);
-                (lead, mapped.custom)
-            })
-            .collect();
+        let cleaned: Vec<_> = events.iter().map(|e| self.clean(e)).collect();
         let requests: Vec<_> = events
             .iter()
             .zip(&cleaned)
@@ -173,24 +158,7 @@ impl Processor {
                 Resolution::Person(o) => Some(o),
                 Resolution::Unresolved => None,
             };
-            let mut record = LeadRecord {
-                schema_version: SCHEMA_VERSION.into(),
-                event_id: event.event_id.clone(),
-                lead_id: None,
-                received_at: event.received_at.clone(),
-                source: SourceRef {
-                    connector: event.connector.clone(),
-                    kind: event.kind,
-                    external_id: event.external_id.clone(),
-                },
-                contact: lead.contact,
-                custom,
-                raw: event.payload.clone(),
-                issues: lead.issues,
-                identity: None,
-                assignment: None,
-                reasons: None,
-            };
+            let mut record = record_of(event, lead, custom);
             let Some(outcome) = outcome else {
                 let mut reasons = vec![Issue::new(
                     "contact",
@@ -280,6 +248,32 @@ impl Processor {
                 ("schema_version", SCHEMA_VERSION.to_owned()),
             ],
         })
+    }
+}
+
+/// The record of a cleaned event, before identity and assignment.
+fn record_of(
+    event: &IntakeEvent,
+    lead: NormalizedLead,
+    custom: serde_json::Map<String, serde_json::Value>,
+) -> LeadRecord {
+    LeadRecord {
+        schema_version: SCHEMA_VERSION.into(),
+        event_id: event.event_id.clone(),
+        lead_id: None,
+        received_at: event.received_at.clone(),
+        source: SourceRef {
+            connector: event.connector.clone(),
+            kind: event.kind,
+            external_id: event.external_id.clone(),
+        },
+        contact: lead.contact,
+        custom,
+        raw: event.payload.clone(),
+        issues: lead.issues,
+        identity: None,
+        assignment: None,
+        reasons: None,
     }
 }
 
