@@ -204,6 +204,16 @@ pub fn explain<G: GraphRead>(g: &mut G, lead_id: &str) -> Result<Option<Cluster>
     }))
 }
 
+/// A key of the event: its links as stored and as they will be (written only when they differ),
+/// and the people they led to before this event.
+struct Link<'r> {
+    key: &'r IdentityKey,
+    name: String,
+    stored: KeyLinks,
+    links: KeyLinks,
+    roots: Vec<String>,
+}
+
 struct Candidate {
     lead_id: String,
     person: Person,
@@ -232,8 +242,7 @@ pub fn resolve<G: Graph>(
     }
 
     // Layer 2: the people each key links, skipping keys that stopped identifying.
-    // Each key with its links as stored and as they will be (written only when they differ).
-    let mut links: Vec<(&IdentityKey, String, KeyLinks, KeyLinks)> = Vec::new();
+    let mut links: Vec<Link<'_>> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     for key in &req.keys {
         let name = key.to_string();
@@ -250,6 +259,7 @@ pub fn resolve<G: Graph>(
         if roots.len() > policy.max_people(&key.kind) {
             l.shared = true;
         }
+        let root_ids: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
         if !l.shared {
             for (root_id, person) in roots {
                 match candidates.iter_mut().find(|c| c.lead_id == root_id) {
@@ -264,7 +274,13 @@ pub fn resolve<G: Graph>(
                 }
             }
         }
-        links.push((key, name, stored, l));
+        links.push(Link {
+            key,
+            name,
+            stored,
+            links: l,
+            roots: root_ids,
+        });
     }
     candidates.sort_by_key(|c| c.person.order);
 
@@ -363,15 +379,27 @@ pub fn resolve<G: Graph>(
     }
 
     // Link the keys to the person; a key now linking more people than allowed stops identifying.
-    for (key, name, stored, mut l) in links {
+    for Link {
+        key,
+        name,
+        stored,
+        links: mut l,
+        roots,
+    } in links
+    {
         // A shared key's list stops growing: it joins no one any more.
         if !l.shared && !l.people.contains(&lead_id) {
-            let mut linked = BTreeSet::new();
-            for id in &l.people {
-                if let Some((r, _)) = root(g, id)? {
-                    linked.insert(r);
-                }
-            }
+            // The people it linked, as they are after this event's merges.
+            let mut linked: BTreeSet<String> = roots
+                .into_iter()
+                .map(|r| {
+                    if merged_lead_ids.contains(&r) {
+                        lead_id.clone()
+                    } else {
+                        r
+                    }
+                })
+                .collect();
             if !linked.contains(&lead_id) {
                 l.people.push(lead_id.clone());
                 linked.insert(lead_id.clone());
