@@ -12,11 +12,12 @@ use tokio::sync::watch;
 
 use crate::api::{AppState, serve};
 use crate::assign::{Assigner, AssignmentStore, EmbeddedAssignmentStore};
-use crate::config::{OutputSettings, Settings, StoreSettings};
+use crate::config::{ConnectorConfig, OutputSettings, Settings, StoreSettings};
 use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::intake::Journal;
 use crate::pipeline::{Processor, deliver_forever};
 use crate::sinks::{HealthReport, KafkaSink, Sink, SpoolSink};
+use crate::sources::status::Statuses;
 
 /// Where things live under the data directory.
 pub struct DataDir(pub PathBuf);
@@ -138,6 +139,16 @@ pub async fn run_on(
         Policy::new(&settings.identity),
         Assigner::new(assignment.clone()),
     ));
+    let statuses = Statuses::new(&settings.connectors);
+    #[cfg(feature = "mysql")]
+    let _pulls = crate::sources::mysql::spawn(
+        &settings.connectors,
+        &journal,
+        &statuses,
+        settings.intake.max_backlog,
+        &stop_rx,
+    )
+    .context("cannot start the MySQL connectors")?;
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor.clone(),
@@ -153,8 +164,17 @@ pub async fn run_on(
         env!("CARGO_PKG_VERSION")
     );
     for c in &settings.connectors {
-        if let crate::config::ConnectorConfig::Webhook(w) = c {
-            println!("  webhook: POST http://{addr}/v1/webhooks/{}", w.name);
+        match c {
+            ConnectorConfig::Webhook(w) => {
+                println!("  webhook: POST http://{addr}/v1/webhooks/{}", w.name);
+            }
+            ConnectorConfig::Mysql(m) => println!(
+                "  mysql ({:?}): {}; health at http://{addr}/v1/connectors/{}",
+                m.mode,
+                m.table.as_deref().unwrap_or("query"),
+                m.name
+            ),
+            ConnectorConfig::File(_) => {}
         }
     }
     println!("  management API: http://{addr}/openapi.json (leads, assignment rules)");
@@ -183,6 +203,7 @@ pub async fn run_on(
         identity,
         assignment,
         processor.clone(),
+        statuses,
     );
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 /// Version of the published record schema. Minor bumps only add optional fields; a major bump
 /// changes or removes something and gets new topic names in the release notes.
-pub const SCHEMA_VERSION: &str = "1.2";
+pub const SCHEMA_VERSION: &str = "1.3";
 
 /// How a lead entered the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -22,6 +22,8 @@ pub enum SourceKind {
     Webhook,
     /// Read from a file by `leadgate import`.
     File,
+    /// Read from a MySQL/MariaDB table (incremental pull or binlog). Added in 1.3.
+    Mysql,
 }
 
 /// One ingested event exactly as received, before any cleaning. This is what the durable
@@ -38,6 +40,14 @@ pub struct IntakeEvent {
     /// The input as received: a JSON body verbatim (key order kept), a form body or a file row as an
     /// object of its fields.
     pub payload: Value,
+    /// Which version of the source row this is, for sources whose rows change (MySQL: the cursor
+    /// timestamp, or the binlog position). Source idempotency keys on `(external_id, revision)`: the
+    /// same version read twice is one lead, an update is a new event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Problems the source itself found (a column it could not read); they join the lead's issues.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<Issue>,
 }
 
 impl IntakeEvent {
@@ -54,6 +64,8 @@ impl IntakeEvent {
             received_at: now_rfc3339(),
             external_id,
             payload,
+            revision: None,
+            issues: Vec::new(),
         }
     }
 }
@@ -98,6 +110,11 @@ pub struct SourceRef {
     pub kind: SourceKind,
     /// The platform's own id of the lead, if any.
     pub external_id: Option<String>,
+    /// The version of the source row this record carries, for sources whose rows change (MySQL:
+    /// the cursor timestamp, `binlog:{file}:{position}:{row}`, or `snapshot:{hash}`). Records with
+    /// the same `external_id` and another revision are updates of the same source row. Added in 1.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// The cleaned contact. Every field is optional; absent or unusable input is `null`.

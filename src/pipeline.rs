@@ -132,6 +132,7 @@ impl Processor {
                     event_id: &e.event_id,
                     connector: &e.connector,
                     external_id: e.external_id.as_deref(),
+                    revision: e.revision.as_deref(),
                     received_at: &e.received_at,
                     lead,
                     custom,
@@ -266,11 +267,16 @@ fn record_of(
             connector: event.connector.clone(),
             kind: event.kind,
             external_id: event.external_id.clone(),
+            revision: event.revision.clone(),
         },
         contact: lead.contact,
         custom,
         raw: event.payload.clone(),
-        issues: lead.issues,
+        issues: if event.issues.is_empty() {
+            lead.issues
+        } else {
+            event.issues.iter().cloned().chain(lead.issues).collect()
+        },
         identity: None,
         assignment: None,
         reasons: None,

@@ -3,6 +3,7 @@
 
 mod assignment;
 mod auth;
+mod connectors;
 mod error;
 mod leads;
 mod openapi;
@@ -31,6 +32,7 @@ use crate::identity::IdentityStore;
 use crate::intake::Journal;
 use crate::pipeline::Processor;
 use crate::sinks::DeliveryHealth;
+use crate::sources::status::Statuses;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -43,6 +45,7 @@ pub struct AppState {
     identity: Arc<dyn IdentityStore>,
     assignment: Arc<dyn AssignmentStore>,
     processor: Arc<Processor>,
+    statuses: Statuses,
     token: Option<SecretString>,
 }
 
@@ -54,6 +57,7 @@ impl AppState {
         identity: Arc<dyn IdentityStore>,
         assignment: Arc<dyn AssignmentStore>,
         processor: Arc<Processor>,
+        statuses: Statuses,
     ) -> Self {
         let webhooks = settings
             .connectors
@@ -62,7 +66,7 @@ impl AppState {
                 ConnectorConfig::Webhook(w) => {
                     Some((w.name.clone(), webhooks::Endpoint::new(w.clone())))
                 }
-                ConnectorConfig::File(_) => None,
+                ConnectorConfig::File(_) | ConnectorConfig::Mysql(_) => None,
             })
             .collect();
         Self {
@@ -74,6 +78,7 @@ impl AppState {
             identity,
             assignment,
             processor,
+            statuses,
             token: settings.api.token.clone(),
         }
     }
@@ -83,6 +88,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/webhooks/{connector}", post(webhooks::receive))
         .route("/v1/leads/{lead_id}", get(leads::explain))
+        .route("/v1/connectors", get(connectors::list))
+        .route("/v1/connectors/{name}", get(connectors::read))
         .route("/v1/assignment/preview", post(assignment::preview))
         .route("/v1/assignment/audit", get(assignment::audit))
         .route(

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::assign::model::{Owner, Rule, Team};
 use crate::assign::{AuditEntry, RuleTrace};
+use crate::sources::status::ConnectorStatus;
 
 /// The document, built once per request (it is small).
 pub async fn document() -> Json<Value> {
@@ -35,6 +36,7 @@ pub fn openapi() -> Value {
     let team = generator.subschema_for::<Team>().to_value();
     let audit = generator.subschema_for::<AuditEntry>().to_value();
     let trace = generator.subschema_for::<RuleTrace>().to_value();
+    let status = generator.subschema_for::<ConnectorStatus>().to_value();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Error".into(),
@@ -145,6 +147,18 @@ pub fn openapi() -> Value {
                 "security": security,
                 "parameters": [{"name": "lead_id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": auth_errors(json!({"200": ok("the cluster", json!({"type": "object"})), "404": error("unknown lead id")}))
+            }},
+            "/v1/connectors": {"get": {
+                "summary": "Every connector's health: state, last success and error, lag, snapshot progress, checkpoint",
+                "security": security,
+                "responses": auth_errors(json!({"200": ok("all connectors", json!({"type": "object", "properties": {
+                    "connectors": {"type": "array", "items": status}}}))}))
+            }},
+            "/v1/connectors/{name}": {"get": {
+                "summary": "One connector's health",
+                "security": security,
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": auth_errors(json!({"200": ok("the connector", status), "404": error("no such connector")}))
             }},
             "/v1/assignment/rules": collection("rules", &rule),
             "/v1/assignment/rules/{id}": item("rules", &rule),

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::{
-    ConnectorConfig, IntakeSettings, KafkaSettings, OutputSettings, Settings, Topics,
-    WebhookConnector,
+    ConnectorConfig, IntakeSettings, KafkaSettings, MysqlConnector, MysqlMode, OutputSettings,
+    Settings, Topics, WebhookConnector,
 };
 
 /// One configuration problem and where it is.
@@ -301,16 +301,21 @@ impl Loader {
         let config = match kind.as_ref().and_then(Value::as_str) {
             Some("webhook") => self.parse(&place, value).map(ConnectorConfig::Webhook),
             Some("file") => self.parse(&place, value).map(ConnectorConfig::File),
+            Some("mysql") => self.parse(&place, value).map(ConnectorConfig::Mysql),
             Some(other) => {
                 self.push(
                     &place,
                     Some("type"),
-                    &format!("unknown connector type `{other}`; expected webhook or file"),
+                    &format!("unknown connector type `{other}`; expected {CONNECTOR_TYPES}"),
                 );
                 None
             }
             None => {
-                self.push(&place, Some("type"), "missing; expected webhook or file");
+                self.push(
+                    &place,
+                    Some("type"),
+                    &format!("missing; expected {CONNECTOR_TYPES}"),
+                );
                 None
             }
         }?;
@@ -564,6 +569,9 @@ impl Loader {
                 self.push(place, Some(&key), "the input field name must not be empty");
             }
         }
+        if let ConnectorConfig::Mysql(m) = c {
+            self.check_mysql(place, m);
+        }
         let ConnectorConfig::Webhook(WebhookConnector {
             signature,
             rate_limit,
@@ -594,6 +602,71 @@ impl Loader {
             if rl.burst == Some(0) {
                 self.push(place, Some("rate_limit.burst"), "must be at least 1");
             }
+        }
+    }
+
+    fn check_mysql(&mut self, place: &Place, m: &MysqlConnector) {
+        if !cfg!(feature = "mysql") {
+            self.push(
+                place,
+                Some("type"),
+                "the mysql connector needs a leadgate built with the `mysql` feature",
+            );
+        }
+        if let Err(e) = check_mysql_url(m.url.expose_secret()) {
+            self.push(place, Some("url"), &e);
+        }
+        match (&m.table, &m.query) {
+            (None, None) => self.push(place, Some("table"), "missing; set `table` or `query`"),
+            (Some(_), Some(_)) => {
+                self.push(place, Some("query"), "set `table` or `query`, not both")
+            }
+            (Some(t), None) if !is_sql_name(t, true) => self.push(
+                place,
+                Some("table"),
+                "a table name is `table` or `database.table`: letters, digits, `_` and `$`",
+            ),
+            (None, Some(q))
+                if !q
+                    .trim_start()
+                    .get(..6)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("select")) =>
+            {
+                self.push(place, Some("query"), "must be a SELECT statement")
+            }
+            _ => {}
+        }
+        let columns = [
+            ("id_column", Some(&m.id_column)),
+            ("timestamp_column", m.timestamp_column.as_ref()),
+        ];
+        for (key, column) in columns {
+            if column.is_some_and(|c| !is_sql_name(c, false)) {
+                self.push(
+                    place,
+                    Some(key),
+                    "a column name is letters, digits, `_` and `$`",
+                );
+            }
+        }
+        match m.mode {
+            MysqlMode::Incremental if m.timestamp_column.is_none() => self.push(
+                place,
+                Some("timestamp_column"),
+                "incremental mode needs the column every change moves forward, e.g. \"updated_at\"",
+            ),
+            MysqlMode::Binlog if m.query.is_some() => self.push(
+                place,
+                Some("query"),
+                "binlog mode follows one table: set `table` instead",
+            ),
+            _ => {}
+        }
+        if m.batch_size == 0 {
+            self.push(place, Some("batch_size"), "must be at least 1");
+        }
+        if m.server_id == 0 {
+            self.push(place, Some("server_id"), "must be at least 1");
         }
     }
 
@@ -836,5 +909,38 @@ type = "ftp"
         )
         .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
+
+const CONNECTOR_TYPES: &str = "webhook, file or mysql";
+
+/// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
+fn is_sql_name(name: &str, qualified: bool) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+    };
+    match name.split_once('.') {
+        Some((db, table)) if qualified => part(db) && part(table),
+        Some(_) => false,
+        None => part(name),
+    }
+}
+
+#[cfg(feature = "mysql")]
+fn check_mysql_url(url: &str) -> Result<(), String> {
+    mysql_async::Opts::from_url(url)
+        .map(drop)
+        .map_err(|e| format!("not a MySQL URL (mysql://user:password@host:3306/database): {e}"))
+}
+
+#[cfg(not(feature = "mysql"))]
+fn check_mysql_url(url: &str) -> Result<(), String> {
+    if url.starts_with("mysql://") {
+        Ok(())
+    } else {
+        Err("not a MySQL URL (mysql://user:password@host:3306/database)".into())
     }
 }

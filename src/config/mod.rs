@@ -235,6 +235,8 @@ pub enum ConnectorConfig {
     Webhook(WebhookConnector),
     /// A named mapping for `leadgate import --source NAME`.
     File(FileConnector),
+    /// Rows of a MySQL/MariaDB table, pulled incrementally or read from the binlog.
+    Mysql(MysqlConnector),
 }
 
 impl ConnectorConfig {
@@ -242,6 +244,7 @@ impl ConnectorConfig {
         match self {
             Self::Webhook(c) => &c.name,
             Self::File(c) => &c.name,
+            Self::Mysql(c) => &c.name,
         }
     }
 
@@ -249,6 +252,7 @@ impl ConnectorConfig {
         match self {
             Self::Webhook(c) => &c.mapping,
             Self::File(c) => &c.mapping,
+            Self::Mysql(c) => &c.mapping,
         }
     }
 
@@ -256,6 +260,7 @@ impl ConnectorConfig {
         match self {
             Self::Webhook(c) => &c.default_region,
             Self::File(c) => &c.default_region,
+            Self::Mysql(c) => &c.default_region,
         }
     }
 
@@ -264,6 +269,7 @@ impl ConnectorConfig {
         match self {
             Self::Webhook(c) => &c.identity_fields,
             Self::File(c) => &c.identity_fields,
+            Self::Mysql(c) => &c.identity_fields,
         }
     }
 
@@ -271,6 +277,7 @@ impl ConnectorConfig {
         match self {
             Self::Webhook(c) => c.external_id_field.as_deref(),
             Self::File(c) => c.external_id_field.as_deref(),
+            Self::Mysql(c) => Some(&c.id_column),
         }
     }
 }
@@ -334,6 +341,96 @@ pub struct FileConnector {
     pub external_id_field: Option<String>,
     #[serde(default)]
     pub identity_fields: BTreeMap<String, String>,
+}
+
+/// `type = "mysql"`: every row of a table (or query) becomes a lead, and every later change of
+/// a row becomes a new event for the same `source.external_id` (see `docs/mysql.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConnector {
+    pub name: String,
+    /// `mysql://user:password@host:3306/database`; write `"${CRM_MYSQL_URL}"`.
+    pub url: SecretString,
+    /// The table to read, `leads` or `crm.leads`. Set this or `query`.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// A `SELECT` whose rows are the leads (a join, a filter); incremental mode only.
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub mode: MysqlMode,
+    /// The column that identifies a row; its value is the lead's `source.external_id`.
+    #[serde(default = "MysqlConnector::default_id_column")]
+    pub id_column: String,
+    /// Incremental mode: the `DATETIME`/`TIMESTAMP` column every insert and update moves
+    /// forward (`updated_at`). Rows are read in `(timestamp, id)` order.
+    #[serde(default)]
+    pub timestamp_column: Option<String>,
+    /// Incremental mode: each poll reads again the rows up to this long before the newest one
+    /// read, so a row whose transaction committed late (with an older timestamp) is still seen.
+    /// Longer than your longest write transaction.
+    #[serde(
+        with = "humantime_serde",
+        default = "MysqlConnector::default_safety_lag"
+    )]
+    pub safety_lag: Duration,
+    /// Incremental mode: the pause between polls once caught up.
+    #[serde(
+        with = "humantime_serde",
+        default = "MysqlConnector::default_poll_interval"
+    )]
+    pub poll_interval: Duration,
+    /// Rows per query (and per journal commit).
+    #[serde(default = "MysqlConnector::default_batch_size")]
+    pub batch_size: usize,
+    /// Read the whole table first (a backfill), then follow changes. Without it, incremental
+    /// mode starts from the oldest timestamp and binlog mode from the current binlog position.
+    #[serde(default = "yes")]
+    pub snapshot: bool,
+    /// Binlog mode: when the stored binlog position was purged from the server, take a new
+    /// snapshot (every row is published again) instead of stopping with an error.
+    #[serde(default)]
+    pub resnapshot_when_purged: bool,
+    /// Binlog mode: the replica server id leadgate registers with; unique among the server's
+    /// replicas.
+    #[serde(default = "MysqlConnector::default_server_id")]
+    pub server_id: u32,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// Contact field -> column names, beyond the built-in English and Chinese ones.
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    #[serde(default)]
+    pub identity_fields: BTreeMap<String, String>,
+}
+
+impl MysqlConnector {
+    fn default_id_column() -> String {
+        "id".into()
+    }
+    fn default_safety_lag() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_poll_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_batch_size() -> usize {
+        5000
+    }
+    fn default_server_id() -> u32 {
+        48_151
+    }
+}
+
+/// How a MySQL connector follows changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MysqlMode {
+    /// Poll by `(timestamp_column, id_column)`, re-reading a safety window.
+    #[default]
+    Incremental,
+    /// Follow the row-based binary log (`binlog_format = ROW`).
+    Binlog,
 }
 
 pub(crate) fn default_region() -> String {

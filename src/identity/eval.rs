@@ -495,6 +495,7 @@ pub fn evaluate(
                     event_id: id,
                     connector: s.connector,
                     external_id: None,
+                    revision: None,
                     received_at: "2026-11-24T00:00:00Z",
                     lead,
                     custom,

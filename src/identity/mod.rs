@@ -251,6 +251,8 @@ pub struct RequestInput<'a> {
     pub event_id: &'a str,
     pub connector: &'a str,
     pub external_id: Option<&'a str>,
+    /// The version of the source row (see `IntakeEvent::revision`).
+    pub revision: Option<&'a str>,
     pub received_at: &'a str,
     pub lead: &'a NormalizedLead,
     pub custom: &'a Map<String, Value>,
@@ -281,7 +283,10 @@ impl Policy {
             source_key: input
                 .external_id
                 .filter(|id| !id.trim().is_empty())
-                .map(|id| format!("{}\u{1f}{}", input.connector, id.trim())),
+                .map(|id| match input.revision {
+                    Some(rev) => format!("{}\u{1f}{}\u{1f}{rev}", input.connector, id.trim()),
+                    None => format!("{}\u{1f}{}", input.connector, id.trim()),
+                }),
             resolve: reachable,
             keys: if reachable {
                 self.keys_of(input.lead, input.custom, input.identity_fields)

@@ -5,6 +5,11 @@
 //!
 //! Writes go through one writer thread that commits whatever has queued up in one redb transaction
 //! (group commit): one fsync covers many webhooks, so durability does not cost throughput.
+//!
+//! Pull sources (MySQL) append a batch of events together with their checkpoint, in the same
+//! transaction: the checkpoint moves exactly when the rows it covers are durably acknowledged, and
+//! a crash can neither skip rows (checkpoint ahead of the data) nor re-read them (data ahead of
+//! the checkpoint).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +26,8 @@ use crate::lead::IntakeEvent;
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// `"{connector}\u{0}{key}"` -> the first answer given for it.
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// A pull connector's name -> its checkpoint (the connector's own JSON).
+const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
 /// Counters that must survive restarts.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_SEQ: &str = "last_seq";
@@ -76,11 +83,24 @@ struct Append {
     reply: oneshot::Sender<Result<Receipt, String>>,
 }
 
+/// A pull connector's batch: its events and the checkpoint that covers them.
+struct Pulled {
+    connector: String,
+    events: Vec<IntakeEvent>,
+    checkpoint: Vec<u8>,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+enum Job {
+    Append(Append),
+    Pulled(Pulled),
+}
+
 /// Handle to the journal; cheap to clone.
 #[derive(Clone)]
 pub struct Journal {
     db: Arc<Database>,
-    tx: mpsc::Sender<Append>,
+    tx: mpsc::Sender<Job>,
     committed: watch::Receiver<u64>,
     backlog: Arc<AtomicU64>,
 }
@@ -102,6 +122,7 @@ impl Journal {
             };
             let pending = txn.open_table(EVENTS)?.len()?;
             txn.open_table(IDEMPOTENCY)?;
+            txn.open_table(CHECKPOINTS)?;
             txn.commit()?;
             (last, pending)
         };
@@ -139,20 +160,42 @@ impl Journal {
     ) -> Result<Receipt, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Append {
+            .send(Job::Append(Append {
                 event,
                 idempotency_key,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| JournalError::Closed)?;
-        match rx.await {
-            Ok(Ok(receipt)) => Ok(receipt),
-            Ok(Err(msg)) => Err(JournalError::Storage(
-                redb::StorageError::Io(std::io::Error::other(msg)).into(),
-            )),
-            Err(_) => Err(JournalError::Closed),
-        }
+        reply_of(rx.await)
+    }
+
+    /// Appends a pull connector's `events` and stores its `checkpoint` in the same transaction.
+    /// Returns once both are fsynced. An empty `events` just moves the checkpoint.
+    pub async fn append_pulled(
+        &self,
+        connector: &str,
+        events: Vec<IntakeEvent>,
+        checkpoint: Vec<u8>,
+    ) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Pulled(Pulled {
+                connector: connector.to_owned(),
+                events,
+                checkpoint,
+                reply,
+            }))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        reply_of(rx.await)
+    }
+
+    /// The checkpoint `connector` stored last, if any. Blocking.
+    pub fn checkpoint(&self, connector: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHECKPOINTS)?;
+        Ok(table.get(connector)?.map(|v| v.value().to_vec()))
     }
 
     /// Up to `limit` events with a sequence number above `after`, oldest first. Blocking.
@@ -187,6 +230,14 @@ impl Journal {
         Ok(())
     }
 
+    /// Waits until the backlog is at or below `max`: pull sources do not read faster than the
+    /// sink delivers.
+    pub async fn wait_below(&self, max: u64) {
+        while self.backlog() > max {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Events journaled and not yet acknowledged.
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)
@@ -198,9 +249,21 @@ impl Journal {
     }
 }
 
+fn reply_of<T>(
+    answer: Result<Result<T, String>, oneshot::error::RecvError>,
+) -> Result<T, JournalError> {
+    match answer {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(msg)) => Err(JournalError::Storage(
+            redb::StorageError::Io(std::io::Error::other(msg)).into(),
+        )),
+        Err(_) => Err(JournalError::Closed),
+    }
+}
+
 struct Writer {
     db: Arc<Database>,
-    rx: mpsc::Receiver<Append>,
+    rx: mpsc::Receiver<Job>,
     committed: watch::Sender<u64>,
     backlog: Arc<AtomicU64>,
     last_seq: u64,
@@ -222,21 +285,35 @@ impl Writer {
             let batch = std::mem::take(&mut group);
             match self.commit(&batch) {
                 Ok(receipts) => {
-                    for (append, receipt) in batch.into_iter().zip(receipts) {
-                        let _ = append.reply.send(Ok(receipt));
+                    let mut receipts = receipts.into_iter();
+                    for job in batch {
+                        match job {
+                            Job::Append(a) => {
+                                if let Some(r) = receipts.next() {
+                                    let _ = a.reply.send(Ok(r));
+                                }
+                            }
+                            Job::Pulled(p) => {
+                                let _ = p.reply.send(Ok(()));
+                            }
+                        }
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, events = batch.len(), "journal commit failed; events refused");
-                    for append in batch {
-                        let _ = append.reply.send(Err(e.to_string()));
+                    tracing::error!(error = %e, jobs = batch.len(), "journal commit failed; events refused");
+                    for job in batch {
+                        match job {
+                            Job::Append(a) => drop(a.reply.send(Err(e.to_string()))),
+                            Job::Pulled(p) => drop(p.reply.send(Err(e.to_string()))),
+                        }
                     }
                 }
             }
         }
     }
 
-    fn commit(&mut self, batch: &[Append]) -> Result<Vec<Receipt>, JournalError> {
+    /// Commits `batch` in one transaction; the receipts of its `Append` jobs, in order.
+    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Receipt>, JournalError> {
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let txn = self.db.begin_write()?;
         let mut receipts = Vec::with_capacity(batch.len());
@@ -244,7 +321,19 @@ impl Writer {
         {
             let mut events = txn.open_table(EVENTS)?;
             let mut keys = txn.open_table(IDEMPOTENCY)?;
-            for append in batch {
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            for job in batch {
+                let append = match job {
+                    Job::Append(a) => a,
+                    Job::Pulled(p) => {
+                        for event in &p.events {
+                            seq += 1;
+                            events.insert(seq, serde_json::to_vec(event)?.as_slice())?;
+                        }
+                        checkpoints.insert(p.connector.as_str(), p.checkpoint.as_slice())?;
+                        continue;
+                    }
+                };
                 let key = append
                     .idempotency_key
                     .as_ref()

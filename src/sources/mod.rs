@@ -2,4 +2,7 @@
 //! [`IntakeEvent`](crate::lead::IntakeEvent)s for the journal or the pipeline.
 
 pub mod file;
+#[cfg(feature = "mysql")]
+pub mod mysql;
+pub mod status;
 pub mod webhook;

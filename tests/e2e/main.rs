@@ -6,6 +6,8 @@ mod config;
 mod identity;
 mod import;
 mod kafka;
+#[cfg(feature = "mysql")]
+mod mysql_source;
 mod normalize;
 #[cfg(feature = "mysql")]
 mod shared_mysql;

@@ -517,6 +517,8 @@ impl Mariadb {
                 "--skip-grant-tables",
                 "--innodb-buffer-pool-size=64M",
                 "--innodb-lock-wait-timeout=10",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_unicode_ci",
             ])
             .stdout(Stdio::null())
             .stderr(log_file(&dir.join("server.log")))
@@ -543,6 +545,7 @@ impl Mariadb {
     pub fn sql(&self, statements: &str) -> Result<String, String> {
         let out = Command::new(mariadb_bin("mariadb"))
             .args(["--no-defaults", "-h127.0.0.1", "-uroot", "-N", "-B"])
+            .arg("--default-character-set=utf8mb4")
             .arg(format!("-P{}", self.port))
             .args(["-e", statements])
             .output()

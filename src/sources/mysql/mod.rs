@@ -1,0 +1,576 @@
+//! The MySQL/MariaDB source: rows of a table (or query) become leads, first by a snapshot of the
+//! whole table, then by following changes, either incrementally by `(timestamp, id)`
+//! ([`incremental`]) or through the row-based binlog ([`binlog`]).
+//!
+//! Every batch of rows goes to the journal together with the checkpoint that covers it, in one
+//! transaction ([`Journal::append_pulled`]), so a row acknowledged is never lost and a restart
+//! resumes exactly where the journal left off. The connector's in-memory position only moves
+//! after that commit, so a killed connection or a restarted server is retried with backoff from
+//! the last committed batch. Each event carries the row's id as `external_id` and its version as
+//! `revision`; identity's source idempotency turns a version read twice into one lead.
+
+pub mod binlog;
+pub mod incremental;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use mysql_async::consts::{ColumnFlags, ColumnType};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Row, Value as SqlValue};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::config::{MysqlConnector, MysqlMode};
+use crate::intake::{Journal, JournalError};
+use crate::lead::{IntakeEvent, Issue, SourceKind};
+use crate::pipeline::retry_policy;
+use crate::sources::status::{SnapshotProgress, State, Statuses};
+
+/// Where a MySQL connector is; stored in the journal with the rows it covers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Present while a snapshot is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotCheckpoint>,
+    /// Incremental mode: the newest row delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Cursor>,
+    /// Binlog mode: where the next transaction starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<BinlogPosition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotCheckpoint {
+    /// The id of the last row delivered; `None` before the first page.
+    pub after_id: Option<Value>,
+    pub rows_done: u64,
+    pub rows_total: u64,
+    /// Binlog mode: the revision every snapshot row carries (`snapshot@{file}:{position}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// `YYYY-MM-DD HH:MM:SS.ffffff`, as the server stores it.
+    pub timestamp: String,
+    pub id: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinlogPosition {
+    pub file: String,
+    pub position: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("MySQL: {0}")]
+    Sql(#[from] mysql_async::Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Retrying cannot help: the operator must act.
+    #[error("{0}")]
+    Fatal(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One running MySQL connector: its settings, its committed checkpoint and where it reports.
+pub(crate) struct Ctx {
+    cfg: MysqlConnector,
+    opts: Opts,
+    /// `` `db`.`table` `` or `(query) AS src`.
+    source_sql: String,
+    /// The database and table followed in binlog mode.
+    schema: String,
+    table: String,
+    journal: Journal,
+    statuses: Statuses,
+    max_backlog: u64,
+    shutdown: watch::Receiver<bool>,
+    checkpoint: Checkpoint,
+}
+
+impl Ctx {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn connect(&self) -> Result<Conn, SourceError> {
+        Ok(Conn::new(self.opts.clone()).await?)
+    }
+
+    /// Journals `events` with `checkpoint` in one transaction, then adopts the checkpoint.
+    async fn commit(
+        &mut self,
+        events: Vec<IntakeEvent>,
+        checkpoint: Checkpoint,
+    ) -> Result<(), SourceError> {
+        self.journal.wait_below(self.max_backlog).await;
+        let n = events.len() as u64;
+        let bytes =
+            serde_json::to_vec(&checkpoint).map_err(|e| SourceError::Other(e.to_string()))?;
+        self.journal
+            .append_pulled(&self.cfg.name, events, bytes)
+            .await?;
+        let shown = serde_json::to_value(&checkpoint).ok();
+        self.statuses.update(&self.cfg.name, |s| {
+            s.events_journaled += n;
+            s.snapshot = checkpoint.snapshot.as_ref().map(|p| SnapshotProgress {
+                rows_done: p.rows_done,
+                rows_total: p.rows_total,
+            });
+            s.checkpoint = shown;
+        });
+        self.checkpoint = checkpoint;
+        Ok(())
+    }
+
+    fn read(&self, rows: usize) {
+        self.statuses
+            .update(&self.cfg.name, |s| s.rows_read += rows as u64);
+    }
+
+    /// Sleeps `d`; false when shutdown came first.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.shutdown.changed() => false,
+        }
+    }
+
+    /// The event of one row.
+    fn event(&self, row: &RowObject, revision: Option<String>) -> IntakeEvent {
+        let mut e = IntakeEvent::new(
+            &self.cfg.name,
+            SourceKind::Mysql,
+            row.id.clone(),
+            Value::Object(row.fields.clone()),
+        );
+        e.revision = revision;
+        e.issues = row.issues.clone();
+        e
+    }
+}
+
+/// Starts every configured MySQL connector; each retries on its own until `shutdown`.
+pub fn spawn(
+    connectors: &[crate::config::ConnectorConfig],
+    journal: &Journal,
+    statuses: &Statuses,
+    max_backlog: u64,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, SourceError> {
+    let mut tasks = Vec::new();
+    for c in connectors {
+        let crate::config::ConnectorConfig::Mysql(cfg) = c else {
+            continue;
+        };
+        let opts = Opts::from_url(cfg.url.expose_secret())
+            .map_err(|e| SourceError::Fatal(format!("connector {}: url: {e}", cfg.name)))?;
+        let default_db = opts.db_name().unwrap_or_default().to_owned();
+        let (schema, table) = match cfg.table.as_deref().map(|t| t.split_once('.')) {
+            Some(Some((db, t))) => (db.to_owned(), t.to_owned()),
+            Some(None) => (default_db, cfg.table.clone().unwrap_or_default()),
+            None => (default_db, String::new()),
+        };
+        let source_sql = match &cfg.query {
+            Some(q) => format!("({}) AS `src`", q.trim().trim_end_matches(';')),
+            None if schema.is_empty() => quote(&table),
+            None => format!("{}.{}", quote(&schema), quote(&table)),
+        };
+        let checkpoint = match journal.checkpoint(&cfg.name)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                SourceError::Fatal(format!("connector {}: stored checkpoint: {e}", cfg.name))
+            })?,
+            None => Checkpoint::default(),
+        };
+        let ctx = Ctx {
+            cfg: cfg.clone(),
+            opts,
+            source_sql,
+            schema,
+            table,
+            journal: journal.clone(),
+            statuses: statuses.clone(),
+            max_backlog,
+            shutdown: shutdown.clone(),
+            checkpoint,
+        };
+        tasks.push(tokio::spawn(run(ctx)));
+    }
+    Ok(tasks)
+}
+
+/// Runs one connector until shutdown, retrying every failure with backoff from the last commit.
+async fn run(mut ctx: Ctx) {
+    let mut backoff = retry_policy();
+    let mut recent = incremental::Recent::default();
+    while !ctx.stopping() {
+        let result = match ctx.cfg.mode {
+            MysqlMode::Incremental => incremental::run(&mut ctx, &mut recent).await,
+            MysqlMode::Binlog => binlog::run(&mut ctx).await,
+        };
+        let (error, fatal) = match result {
+            Ok(()) => return,
+            Err(SourceError::Fatal(msg)) => (msg, true),
+            Err(e) => (e.to_string(), false),
+        };
+        ctx.statuses.failure(ctx.name(), &error, fatal);
+        let delay = if fatal {
+            // Nothing changes until the operator acts; look again now and then.
+            Duration::from_secs(60)
+        } else {
+            backoff.next().unwrap_or(Duration::from_secs(10))
+        };
+        tracing::error!(connector = %ctx.cfg.name, %error, retry_in = ?delay, "MySQL source failed");
+        if !ctx.pause(delay).await {
+            return;
+        }
+    }
+}
+
+/// Reads the snapshot from where `ctx.checkpoint.snapshot` stands to the end of the table, in
+/// `id` order, on `q` (a connection, or a transaction holding a consistent snapshot). Each row's
+/// revision is `revision(row)`. Clears `checkpoint.snapshot` at the end.
+async fn snapshot<Q: Queryable>(
+    ctx: &mut Ctx,
+    q: &mut Q,
+    revision: impl Fn(&RowObject) -> Option<String>,
+) -> Result<(), SourceError> {
+    let id = quote(&ctx.cfg.id_column);
+    let n = ctx.cfg.batch_size;
+    let first = format!("SELECT * FROM {} ORDER BY {id} LIMIT {n}", ctx.source_sql);
+    let next = format!(
+        "SELECT * FROM {} WHERE {id} > ? ORDER BY {id} LIMIT {n}",
+        ctx.source_sql
+    );
+    let mut logged = std::time::Instant::now();
+    loop {
+        let Some(progress) = ctx.checkpoint.snapshot.clone() else {
+            return Ok(());
+        };
+        ctx.statuses.success(ctx.name(), State::Snapshot);
+        if ctx.stopping() {
+            return Ok(());
+        }
+        let rows: Vec<Row> = match &progress.after_id {
+            None => q.exec(first.as_str(), ()).await?,
+            Some(after) => q.exec(next.as_str(), vec![sql_value(after)]).await?,
+        };
+        ctx.read(rows.len());
+        let done = rows.len() < n;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut last_id = progress.after_id.clone();
+        for row in rows {
+            let row = RowObject::from_row(row, &ctx.cfg.id_column);
+            last_id = Some(row.id_value.clone());
+            events.push(ctx.event(&row, revision(&row)));
+        }
+        let rows_done = progress.rows_done + events.len() as u64;
+        let mut checkpoint = ctx.checkpoint.clone();
+        checkpoint.snapshot = (!done).then(|| SnapshotCheckpoint {
+            after_id: last_id,
+            rows_done,
+            rows_total: progress.rows_total.max(rows_done),
+            revision: progress.revision.clone(),
+        });
+        ctx.commit(events, checkpoint).await?;
+        if done || logged.elapsed() > Duration::from_secs(5) {
+            logged = std::time::Instant::now();
+            tracing::info!(
+                connector = %ctx.cfg.name,
+                rows_done,
+                rows_total = progress.rows_total,
+                "snapshot {}",
+                if done { "complete" } else { "in progress" }
+            );
+        }
+    }
+}
+
+/// One row as a lead payload: its fields in column order, its id, and what could not be read.
+pub(crate) struct RowObject {
+    pub fields: Map<String, Value>,
+    /// The id column's value as text (`source.external_id`).
+    pub id: Option<String>,
+    pub id_value: Value,
+    pub issues: Vec<Issue>,
+}
+
+impl RowObject {
+    fn from_row(row: Row, id_column: &str) -> Self {
+        let columns = row.columns();
+        let values = row.unwrap();
+        Self::from_values(
+            columns.iter().zip(values).map(|(c, v)| {
+                let kind = if c.column_type() == ColumnType::MYSQL_TYPE_DATE {
+                    Kind::Date
+                } else if c.character_set() == BINARY_CHARSET
+                    && c.flags().contains(ColumnFlags::BINARY_FLAG)
+                    && is_text_type(c.column_type())
+                {
+                    Kind::Binary
+                } else {
+                    Kind::Other
+                };
+                (c.name_str().into_owned(), v, kind)
+            }),
+            id_column,
+        )
+    }
+
+    /// From `(column, value, kind)` triples.
+    pub(crate) fn from_values(
+        values: impl IntoIterator<Item = (String, SqlValue, Kind)>,
+        id_column: &str,
+    ) -> Self {
+        let mut fields = Map::new();
+        let mut issues = Vec::new();
+        for (name, value, kind) in values {
+            let json = match to_json(value, kind) {
+                Ok(v) => v,
+                Err(why) => {
+                    issues.push(Issue::new(
+                        format!("raw.{name}"),
+                        "source.unreadable_value",
+                        format!("column `{name}`: {why}; published as null"),
+                    ));
+                    Value::Null
+                }
+            };
+            fields.insert(name, json);
+        }
+        let id_value = fields.get(id_column).cloned().unwrap_or(Value::Null);
+        let id = match &id_value {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        };
+        Self {
+            fields,
+            id,
+            id_value,
+            issues,
+        }
+    }
+}
+
+/// MySQL's `binary` character set number.
+const BINARY_CHARSET: u16 = 63;
+
+fn is_text_type(t: ColumnType) -> bool {
+    use ColumnType::*;
+    matches!(
+        t,
+        MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_STRING
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_BLOB
+    )
+}
+
+/// How to read a column's value beyond its [`SqlValue`] variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A `DATE`: no time of day.
+    Date,
+    /// `BINARY`, `VARBINARY`, `BLOB`: bytes, published as text only when they are UTF-8.
+    Binary,
+    Other,
+}
+
+/// A column value as JSON: numbers stay numbers, text is text, dates are
+/// `YYYY-MM-DD[ HH:MM:SS[.ffffff]]`. An error says why the value cannot be read.
+pub(crate) fn to_json(value: SqlValue, kind: Kind) -> Result<Value, String> {
+    Ok(match value {
+        SqlValue::NULL => Value::Null,
+        SqlValue::Int(i) => Value::from(i),
+        SqlValue::UInt(u) => Value::from(u),
+        SqlValue::Float(f) => float(f64::from(f))?,
+        SqlValue::Double(f) => float(f)?,
+        SqlValue::Bytes(b) => match String::from_utf8(b) {
+            Ok(s) => Value::String(s),
+            Err(e) if kind == Kind::Binary => {
+                return Err(format!("{} bytes of binary data", e.as_bytes().len()));
+            }
+            Err(_) => return Err("text that is not valid UTF-8".into()),
+        },
+        SqlValue::Date(y, m, d, ..) if y == 0 || m == 0 || d == 0 => {
+            return Err(format!("the zero date {y:04}-{m:02}-{d:02}"));
+        }
+        SqlValue::Date(y, m, d, h, mi, s, us) => {
+            let mut t = format!("{y:04}-{m:02}-{d:02}");
+            if kind != Kind::Date || (h, mi, s, us) != (0, 0, 0, 0) {
+                let _ = write!(t, " {h:02}:{mi:02}:{s:02}");
+                if us > 0 {
+                    let _ = write!(t, ".{us:06}");
+                }
+            }
+            Value::String(t)
+        }
+        SqlValue::Time(neg, days, h, m, s, us) => {
+            let hours = u64::from(days) * 24 + u64::from(h);
+            let mut t = format!("{}{hours:02}:{m:02}:{s:02}", if neg { "-" } else { "" });
+            if us > 0 {
+                let _ = write!(t, ".{us:06}");
+            }
+            Value::String(t)
+        }
+    })
+}
+
+fn float(f: f64) -> Result<Value, String> {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .ok_or_else(|| format!("the number {f}, which JSON cannot hold"))
+}
+
+/// A timestamp column's value as a cursor: `YYYY-MM-DD HH:MM:SS.ffffff`, always with six
+/// fraction digits so that text order is time order.
+pub(crate) fn cursor_text(value: &SqlValue) -> Option<String> {
+    match value {
+        SqlValue::Date(y, m, d, h, mi, s, us) if *y > 0 && *m > 0 && *d > 0 => Some(format!(
+            "{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"
+        )),
+        _ => None,
+    }
+}
+
+/// A JSON id (as stored in a checkpoint) as a statement parameter.
+fn sql_value(v: &Value) -> SqlValue {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .map(SqlValue::Int)
+            .or_else(|| n.as_u64().map(SqlValue::UInt))
+            .unwrap_or_else(|| SqlValue::Double(n.as_f64().unwrap_or_default())),
+        Value::String(s) => SqlValue::Bytes(s.clone().into_bytes()),
+        Value::Null => SqlValue::NULL,
+        other => SqlValue::Bytes(other.to_string().into_bytes()),
+    }
+}
+
+/// A name quoted for SQL. Names are checked when the configuration loads (letters, digits, `_`,
+/// `$`), so this cannot be escaped out of.
+pub(crate) fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_become_json_and_unreadable_ones_become_issues() {
+        let row = RowObject::from_values(
+            [
+                ("id".to_owned(), SqlValue::Int(7), Kind::Other),
+                (
+                    "name".into(),
+                    SqlValue::Bytes("张三".as_bytes().to_vec()),
+                    Kind::Other,
+                ),
+                ("score".into(), SqlValue::Double(1.5), Kind::Other),
+                (
+                    "born".into(),
+                    SqlValue::Date(1990, 5, 1, 0, 0, 0, 0),
+                    Kind::Date,
+                ),
+                (
+                    "at".into(),
+                    SqlValue::Date(2026, 11, 24, 8, 5, 9, 120),
+                    Kind::Other,
+                ),
+                (
+                    "zero".into(),
+                    SqlValue::Date(0, 0, 0, 0, 0, 0, 0),
+                    Kind::Other,
+                ),
+                (
+                    "blob".into(),
+                    SqlValue::Bytes(vec![0xff, 0xfe]),
+                    Kind::Binary,
+                ),
+                ("latin".into(), SqlValue::Bytes(vec![0xe9]), Kind::Other),
+                (
+                    "wait".into(),
+                    SqlValue::Time(true, 1, 2, 3, 4, 0),
+                    Kind::Other,
+                ),
+                ("gone".into(), SqlValue::NULL, Kind::Other),
+            ],
+            "id",
+        );
+        assert_eq!(row.id.as_deref(), Some("7"));
+        assert_eq!(
+            Value::Object(row.fields),
+            serde_json::json!({
+                "id": 7, "name": "张三", "score": 1.5, "born": "1990-05-01",
+                "at": "2026-11-24 08:05:09.000120", "zero": null, "blob": null, "latin": null,
+                "wait": "-26:03:04", "gone": null
+            })
+        );
+        let fields: Vec<&str> = row.issues.iter().map(|i| &*i.field).collect();
+        assert_eq!(fields, ["raw.zero", "raw.blob", "raw.latin"]);
+        assert!(
+            row.issues
+                .iter()
+                .all(|i| i.code == "source.unreadable_value")
+        );
+        assert!(
+            row.issues[0].message.contains("zero date"),
+            "{:?}",
+            row.issues[0]
+        );
+    }
+
+    #[test]
+    fn cursor_text_orders_like_time() {
+        let a = cursor_text(&SqlValue::Date(2026, 11, 24, 10, 0, 0, 0)).unwrap();
+        let b = cursor_text(&SqlValue::Date(2026, 11, 24, 10, 0, 0, 500)).unwrap();
+        let c = cursor_text(&SqlValue::Date(2026, 11, 24, 10, 0, 1, 0)).unwrap();
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert_eq!(cursor_text(&SqlValue::Date(0, 0, 0, 0, 0, 0, 0)), None);
+        assert_eq!(cursor_text(&SqlValue::NULL), None);
+    }
+
+    #[test]
+    fn names_are_quoted() {
+        assert_eq!(quote("updated_at"), "`updated_at`");
+        assert_eq!(quote("a`b"), "`a``b`");
+    }
+
+    #[test]
+    fn checkpoints_read_back() {
+        let cp = Checkpoint {
+            snapshot: Some(SnapshotCheckpoint {
+                after_id: Some(Value::from(42)),
+                rows_done: 42,
+                rows_total: 100,
+                revision: None,
+            }),
+            cursor: Some(Cursor {
+                timestamp: "2026-11-24 10:00:00.000000".into(),
+                id: Value::Null,
+            }),
+            binlog: None,
+        };
+        let back: Checkpoint = serde_json::from_slice(&serde_json::to_vec(&cp).unwrap()).unwrap();
+        assert_eq!(back, cp);
+        assert!(matches!(sql_value(&Value::from(42)), SqlValue::Int(42)));
+        assert!(matches!(sql_value(&Value::from("a")), SqlValue::Bytes(_)));
+    }
+}

@@ -1,0 +1,157 @@
+//! What each connector is doing, for operators: `GET /v1/connectors` and
+//! `GET /v1/connectors/{name}`. Pull connectors report every page they read and every error
+//! they retry; the API reads a snapshot. One connector failing never stops the others, so its
+//! failure is only visible here (and in the logs).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::ConnectorConfig;
+use crate::lead::now_rfc3339;
+
+/// What a connector is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Receives pushes (webhooks) or runs on demand (files).
+    Passive,
+    /// Connecting, or reading its checkpoint.
+    Starting,
+    /// Reading the whole table once (a backfill).
+    Snapshot,
+    /// Following changes (incremental polls or the binlog).
+    Following,
+    /// The last attempt failed; it is retried with backoff.
+    Failing,
+    /// Stopped by a problem retrying cannot fix (see `last_error`).
+    Stopped,
+}
+
+/// Progress of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SnapshotProgress {
+    pub rows_done: u64,
+    /// Rows in the table when the snapshot started.
+    pub rows_total: u64,
+}
+
+/// One connector's health.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ConnectorStatus {
+    pub name: String,
+    /// `webhook`, `file` or `mysql`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// For MySQL: `incremental` or `binlog`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    pub state: State,
+    /// When a read last succeeded (RFC 3339 UTC).
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// Failures since the last success.
+    pub consecutive_errors: u64,
+    /// Rows read from the source since the gateway started.
+    pub rows_read: u64,
+    /// Events written to the journal since the gateway started (re-reads of the safety window
+    /// that were already delivered are not counted).
+    pub events_journaled: u64,
+    /// How far behind the source the checkpoint is, in seconds (incremental: now minus the
+    /// newest timestamp read, in the server's clock as leadgate reads it).
+    pub lag_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
+    /// The stored checkpoint, as the connector writes it.
+    pub checkpoint: Option<Value>,
+}
+
+impl ConnectorStatus {
+    fn of(c: &ConnectorConfig) -> Self {
+        let (kind, mode, state) = match c {
+            ConnectorConfig::Webhook(_) => ("webhook", None, State::Passive),
+            ConnectorConfig::File(_) => ("file", None, State::Passive),
+            ConnectorConfig::Mysql(m) => (
+                "mysql",
+                Some(format!("{:?}", m.mode).to_lowercase()),
+                State::Starting,
+            ),
+        };
+        Self {
+            name: c.name().to_owned(),
+            kind: kind.into(),
+            mode,
+            state,
+            last_success_at: None,
+            last_error: None,
+            last_error_at: None,
+            consecutive_errors: 0,
+            rows_read: 0,
+            events_journaled: 0,
+            lag_seconds: None,
+            snapshot: None,
+            checkpoint: None,
+        }
+    }
+}
+
+/// Every connector's status; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Statuses(Arc<Mutex<BTreeMap<String, ConnectorStatus>>>);
+
+impl Statuses {
+    pub fn new(connectors: &[ConnectorConfig]) -> Self {
+        let map = connectors
+            .iter()
+            .map(|c| (c.name().to_owned(), ConnectorStatus::of(c)))
+            .collect();
+        Self(Arc::new(Mutex::new(map)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ConnectorStatus>> {
+        // A panic while holding the lock cannot leave a status half-written in a harmful way.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn all(&self) -> Vec<ConnectorStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<ConnectorStatus> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Changes `name`'s status in place.
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut ConnectorStatus)) {
+        if let Some(s) = self.lock().get_mut(name) {
+            f(s);
+        }
+    }
+
+    /// A successful read: clears the error streak.
+    pub fn success(&self, name: &str, state: State) {
+        self.update(name, |s| {
+            s.state = state;
+            s.last_success_at = Some(now_rfc3339());
+            s.consecutive_errors = 0;
+        });
+    }
+
+    /// A failed attempt that will be retried (`stopped` false) or not.
+    pub fn failure(&self, name: &str, error: &str, stopped: bool) {
+        self.update(name, |s| {
+            s.state = if stopped {
+                State::Stopped
+            } else {
+                State::Failing
+            };
+            s.last_error = Some(error.to_owned());
+            s.last_error_at = Some(now_rfc3339());
+            s.consecutive_errors += 1;
+        });
+    }
+}
