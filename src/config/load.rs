@@ -788,6 +788,39 @@ fn interpolate_with(
     Ok(out)
 }
 
+const CONNECTOR_TYPES: &str = "webhook, file or mysql";
+
+/// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
+fn is_sql_name(name: &str, qualified: bool) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+    };
+    match name.split_once('.') {
+        Some((db, table)) if qualified => part(db) && part(table),
+        Some(_) => false,
+        None => part(name),
+    }
+}
+
+#[cfg(feature = "mysql")]
+fn check_mysql_url(url: &str) -> Result<(), String> {
+    mysql_async::Opts::from_url(url)
+        .map(drop)
+        .map_err(|e| format!("not a MySQL URL (mysql://user:password@host:3306/database): {e}"))
+}
+
+#[cfg(not(feature = "mysql"))]
+fn check_mysql_url(url: &str) -> Result<(), String> {
+    if url.starts_with("mysql://") {
+        Ok(())
+    } else {
+        Err("not a MySQL URL (mysql://user:password@host:3306/database)".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -909,38 +942,5 @@ type = "ftp"
         )
         .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
-    }
-}
-
-const CONNECTOR_TYPES: &str = "webhook, file or mysql";
-
-/// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
-fn is_sql_name(name: &str, qualified: bool) -> bool {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 64
-            && p.chars()
-                .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
-    };
-    match name.split_once('.') {
-        Some((db, table)) if qualified => part(db) && part(table),
-        Some(_) => false,
-        None => part(name),
-    }
-}
-
-#[cfg(feature = "mysql")]
-fn check_mysql_url(url: &str) -> Result<(), String> {
-    mysql_async::Opts::from_url(url)
-        .map(drop)
-        .map_err(|e| format!("not a MySQL URL (mysql://user:password@host:3306/database): {e}"))
-}
-
-#[cfg(not(feature = "mysql"))]
-fn check_mysql_url(url: &str) -> Result<(), String> {
-    if url.starts_with("mysql://") {
-        Ok(())
-    } else {
-        Err("not a MySQL URL (mysql://user:password@host:3306/database)".into())
     }
 }

@@ -450,6 +450,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pulled_batch_and_its_checkpoint_are_stored_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.redb"), Duration::from_secs(60)).unwrap();
+        assert_eq!(j.checkpoint("crm").unwrap(), None);
+        j.append_pulled("crm", vec![event(1), event(2)], b"{\"at\":2}".to_vec())
+            .await
+            .unwrap();
+        j.append(event(3), None).await.unwrap();
+        j.append_pulled("crm", Vec::new(), b"{\"at\":3}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            j.checkpoint("crm").unwrap().as_deref(),
+            Some(&b"{\"at\":3}"[..])
+        );
+        assert_eq!(j.checkpoint("other").unwrap(), None);
+        let read: Vec<u64> = j
+            .read_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.payload["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(read, [1, 2, 3]);
+        assert_eq!(j.backlog(), 3);
+    }
+
+    #[tokio::test]
     async fn concurrent_appends_are_grouped_and_all_durable() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(&dir.path().join("j.redb"), Duration::from_secs(60)).unwrap();

@@ -70,6 +70,10 @@ fn every_shipped_config_and_connector_validates() {
             "mysql://leadgate:secret@127.0.0.1:3306/leadgate",
         ),
         ("LEADGATE_API_TOKEN", "0123456789abcdef0123"),
+        (
+            "CRM_MYSQL_URL",
+            "mysql://leadgate:secret@127.0.0.1:3306/crm",
+        ),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("config")).unwrap() {
@@ -96,6 +100,33 @@ fn every_shipped_config_and_connector_validates() {
         }
     }
     assert!(checked >= 3, "the examples were found ({checked})");
+}
+
+#[test]
+fn a_mysql_connector_is_checked_before_anything_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[connectors]]\nname = \"crm\"\ntype = \"mysql\"\nurl = \"postgres://x\"\ntable = \"leads; DROP TABLE x\"\nbatch_size = 0\n\n\
+         [[connectors]]\nname = \"crm2\"\ntype = \"mysql\"\nurl = \"mysql://u@h/db\"\nmode = \"binlog\"\nquery = \"SELECT * FROM leads\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = validate(&bad, &[]);
+    assert_eq!(code, 2);
+    let file = bad.display().to_string();
+    for want in [
+        format!("{file}:1: connector `crm`: field `url`: not a MySQL URL"),
+        format!("{file}:1: connector `crm`: field `table`: a table name is"),
+        format!("{file}:1: connector `crm`: field `timestamp_column`: incremental mode needs"),
+        format!("{file}:1: connector `crm`: field `batch_size`: must be at least 1"),
+        format!("{file}:8: connector `crm2`: field `query`: binlog mode follows one table"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "missing {want:?} in:\n{err}"
+        );
+    }
 }
 
 #[test]

@@ -557,6 +557,28 @@ impl Mariadb {
         }
     }
 
+    /// Stops the server (SIGKILL, like a crash) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path(), self.port);
+        self.wait_ready();
+    }
+
+    /// Kills every client connection using database `db` (`KILL CONNECTION`); how many.
+    pub fn kill_connections(&self, db: &str) -> usize {
+        let ids = self
+            .sql(&format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{db}' AND ID <> CONNECTION_ID()"
+            ))
+            .unwrap();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        for id in &ids {
+            let _ = self.sql(&format!("KILL CONNECTION {id}"));
+        }
+        ids.len()
+    }
+
     /// A new, empty database and its URL.
     pub fn database(&self, name: &str) -> String {
         self.sql(&format!("CREATE DATABASE {name}")).unwrap();

@@ -233,6 +233,10 @@ async fn stream(ctx: &mut Ctx, columns: Vec<(String, Kind)>) -> Result<(), Sourc
     let mut last_commit = Instant::now();
     let mut columns = columns;
     let mut first = true;
+    // Until the stream's first format description, the reader does not know that events carry
+    // a checksum, so the name in the opening (fake) rotate event has 4 stray bytes: the file is
+    // the one asked for anyway.
+    let mut described = false;
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout(SILENCE, stream.next()) => next,
@@ -261,7 +265,8 @@ async fn stream(ctx: &mut Ctx, columns: Vec<(String, Kind)>) -> Result<(), Sourc
             SourceError::Other(format!("unreadable binlog event at {file}:{end}: {e}"))
         })?;
         match data {
-            Some(EventData::RotateEvent(r)) => file = r.name().into_owned(),
+            Some(EventData::FormatDescriptionEvent(_)) => described = true,
+            Some(EventData::RotateEvent(r)) if described => file = r.name().into_owned(),
             Some(EventData::RowsEvent(rows)) => {
                 let Some(tme) = stream.get_tme(rows.table_id()) else {
                     continue;

@@ -2,20 +2,23 @@
 //!
 //! Kafka Connect's JDBC source loses rows in two ways, and this mode avoids both:
 //! - **Rows sharing a timestamp across a restart.** Pages are cut by the `(timestamp, id)` pair,
-//!   and every poll starts at a timestamp, never strictly after one: the rows of the newest
-//!   timestamp are always read again, and the ones already delivered are known.
+//!   never by the timestamp alone, and the cursor stored with each page is that pair: a restart
+//!   inside a run of equal timestamps continues after the last id delivered.
 //! - **Rows committed late** by a transaction that started earlier, with a timestamp older than
-//!   rows already read. Each poll re-reads everything from `safety_lag` before the newest
-//!   timestamp delivered, so such a row is seen on the next poll.
+//!   rows already read. Every few seconds (a tenth of `safety_lag`, at most 5 s) a sweep re-reads
+//!   everything from `safety_lag` before the cursor, so such a row is seen.
 //!
-//! What was already delivered is skipped before it reaches the journal by [`Recent`] (the ids
-//! and revisions inside the safety window); after a restart that memory is empty, and identity's
-//! source idempotency (`external_id` + `revision` = the row's timestamp) drops the repeats.
+//! Between sweeps, each `poll_interval` reads only what comes after the cursor (cheap with an
+//! index on `(timestamp, id)`). What was already delivered is skipped before it reaches the
+//! journal by [`Recent`] (ids and revisions inside the safety window); after a restart that
+//! memory is empty, and identity's source idempotency (`external_id` + `revision` = the row's
+//! timestamp) drops the repeats.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use mysql_async::Row;
 use mysql_async::prelude::Queryable;
+use mysql_async::{Row, Value as SqlValue};
 
 use super::{Ctx, Cursor, RowObject, SnapshotCheckpoint, SourceError, cursor_text, quote};
 use crate::sources::status::State;
@@ -65,74 +68,57 @@ pub(super) async fn run(ctx: &mut Ctx, recent: &mut Recent) -> Result<(), Source
         });
         ctx.commit(Vec::new(), checkpoint).await?;
     }
-    let ts_for_revision = ts_name.clone();
-    super::snapshot(ctx, &mut conn, move |row| {
-        row.fields
-            .get(&ts_for_revision)
+    // Snapshot rows inside the first poll's window are remembered, so that poll does not
+    // journal them again.
+    let lag = jiff::SignedDuration::try_from(ctx.cfg.safety_lag).unwrap_or_default();
+    let window = ctx
+        .checkpoint
+        .cursor
+        .as_ref()
+        .map(|c| minus(&c.timestamp, lag))
+        .unwrap_or_default();
+    super::snapshot(ctx, &mut conn, |row| {
+        let stamp = row
+            .fields
+            .get(&ts_name)
             .and_then(|v| v.as_str())
-            .map(normalize_text)
+            .map(normalize_text)?;
+        if stamp >= window {
+            recent
+                .0
+                .insert(row.id.clone().unwrap_or_default(), stamp.clone());
+        }
+        Some(stamp)
     })
     .await?;
 
     let n = ctx.cfg.batch_size;
     let select = format!("SELECT * FROM {} WHERE ", ctx.source_sql);
     let order = format!(" ORDER BY {ts}, {id} LIMIT {n}");
-    let from_start = format!("{select}{ts} IS NOT NULL{order}");
-    let from_window = format!("{select}{ts} >= ?{order}");
-    let after = format!("{select}{ts} >= ? AND ({ts} > ? OR {id} > ?){order}");
-    let lag = jiff::SignedDuration::try_from(ctx.cfg.safety_lag).unwrap_or_default();
+    let queries = Queries {
+        from_start: format!("{select}{ts} IS NOT NULL{order}"),
+        from: format!("{select}{ts} >= ?{order}"),
+        after: format!("{select}{ts} >= ? AND ({ts} > ? OR {id} > ?){order}"),
+    };
+    // The sweep of the safety window is the expensive part; new rows are found by the cheap
+    // keyset poll in between.
+    let sweep_every = (ctx.cfg.safety_lag / 10).clamp(
+        ctx.cfg.poll_interval,
+        Duration::from_secs(5).max(ctx.cfg.poll_interval),
+    );
+    let mut last_sweep: Option<Instant> = None;
 
     while !ctx.stopping() {
-        let window = ctx
-            .checkpoint
-            .cursor
-            .as_ref()
-            .map(|c| minus(&c.timestamp, lag));
-        let mut position: Option<(String, mysql_async::Value)> = None;
-        loop {
-            let rows: Vec<Row> = match (&position, &window) {
-                (None, None) => conn.exec(from_start.as_str(), ()).await?,
-                (None, Some(w)) => conn.exec(from_window.as_str(), (w.as_str(),)).await?,
-                (Some((t, i)), _) => {
-                    conn.exec(after.as_str(), (t.as_str(), t.as_str(), i.clone()))
-                        .await?
-                }
-            };
-            ctx.read(rows.len());
-            let full = rows.len() == n;
-            let mut events = Vec::new();
-            let mut newest = ctx.checkpoint.cursor.clone();
-            let mut delivered = Vec::with_capacity(rows.len());
-            for row in rows {
-                let stamp = row
-                    .as_ref(column_index(&row, &ts_name))
-                    .and_then(cursor_text)
-                    .unwrap_or_default();
-                let id_value = row.as_ref(column_index(&row, &ctx.cfg.id_column)).cloned();
-                let object = RowObject::from_row(row, &ctx.cfg.id_column);
-                let key = object.id.clone().unwrap_or_default();
-                if !recent.delivered(&key, &stamp) {
-                    events.push(ctx.event(&object, Some(stamp.clone())));
-                }
-                if newest.as_ref().is_none_or(|c| stamp >= c.timestamp) {
-                    newest = Some(Cursor {
-                        timestamp: stamp.clone(),
-                        id: object.id_value.clone(),
-                    });
-                }
-                position = Some((stamp.clone(), id_value.unwrap_or(mysql_async::Value::NULL)));
-                delivered.push((key, stamp));
-            }
-            if !events.is_empty() || newest != ctx.checkpoint.cursor {
-                let mut checkpoint = ctx.checkpoint.clone();
-                checkpoint.cursor = newest;
-                ctx.commit(events, checkpoint).await?;
-            }
-            recent.0.extend(delivered);
-            if !full || ctx.stopping() {
-                break;
-            }
+        let sweep = last_sweep.is_none_or(|t| t.elapsed() >= sweep_every);
+        let start = match &ctx.checkpoint.cursor {
+            None => Start::Beginning,
+            Some(c) if sweep => Start::From(minus(&c.timestamp, lag)),
+            Some(c) => Start::After(c.timestamp.clone(), super::sql_value(&c.id)),
+        };
+        if sweep {
+            last_sweep = Some(Instant::now());
         }
+        read_from(ctx, &mut conn, recent, &queries, start, &ts_name).await?;
         if let Some(c) = &ctx.checkpoint.cursor {
             recent.prune(&minus(&c.timestamp, lag));
             let lag_seconds: Option<f64> = conn
@@ -152,6 +138,107 @@ pub(super) async fn run(ctx: &mut Ctx, recent: &mut Recent) -> Result<(), Source
         }
     }
     Ok(())
+}
+
+struct Queries {
+    from_start: String,
+    from: String,
+    after: String,
+}
+
+/// Where a read starts.
+enum Start {
+    /// No row was read yet.
+    Beginning,
+    /// At this timestamp, every id (a sweep of the safety window).
+    From(String),
+    /// Strictly after this `(timestamp, id)` (the keyset poll).
+    After(String, SqlValue),
+}
+
+/// Reads pages in `(timestamp, id)` order from `start` until a short page, journaling the rows
+/// not delivered yet with the cursor they move to.
+async fn read_from(
+    ctx: &mut Ctx,
+    conn: &mut mysql_async::Conn,
+    recent: &mut Recent,
+    q: &Queries,
+    mut start: Start,
+    ts_name: &str,
+) -> Result<(), SourceError> {
+    let n = ctx.cfg.batch_size;
+    loop {
+        let rows: Vec<Row> = match &start {
+            Start::Beginning => conn.exec(q.from_start.as_str(), ()).await?,
+            Start::From(t) => conn.exec(q.from.as_str(), (t.as_str(),)).await?,
+            Start::After(t, i) => {
+                conn.exec(q.after.as_str(), (t.as_str(), t.as_str(), i.clone()))
+                    .await?
+            }
+        };
+        ctx.read(rows.len());
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        let (ts_at, id_at) = (
+            column_index(last, ts_name),
+            column_index(last, &ctx.cfg.id_column),
+        );
+        let last_stamp = last.as_ref(ts_at).and_then(cursor_text).unwrap_or_default();
+        let last_id = last.as_ref(id_at).cloned().unwrap_or(SqlValue::NULL);
+        // The page's last row is its newest in (timestamp, id) order; it moves the cursor when
+        // it is newer than the cursor, which a keyset page always is.
+        let keyset = matches!(start, Start::After(..) | Start::Beginning);
+        let newer = ctx
+            .checkpoint
+            .cursor
+            .as_ref()
+            .is_none_or(|c| last_stamp > c.timestamp || (keyset && last_stamp == c.timestamp));
+        let full = rows.len() == n;
+        let mut events = Vec::new();
+        let mut delivered = Vec::new();
+        for row in rows {
+            let stamp = row.as_ref(ts_at).and_then(cursor_text).unwrap_or_default();
+            let key = row.as_ref(id_at).map(id_text).unwrap_or_default();
+            if recent.delivered(&key, &stamp) {
+                continue;
+            }
+            let object = RowObject::from_row(row, &ctx.cfg.id_column);
+            events.push(ctx.event(&object, Some(stamp.clone())));
+            delivered.push((key, stamp));
+        }
+        if !events.is_empty() || newer {
+            let mut checkpoint = ctx.checkpoint.clone();
+            if newer {
+                checkpoint.cursor = Some(Cursor {
+                    timestamp: last_stamp.clone(),
+                    id: id_json(&last_id),
+                });
+            }
+            ctx.commit(events, checkpoint).await?;
+        }
+        recent.0.extend(delivered);
+        if !full || ctx.stopping() {
+            return Ok(());
+        }
+        start = Start::After(last_stamp, last_id);
+    }
+}
+
+/// An id as [`RowObject`] writes it into `external_id`.
+fn id_text(v: &SqlValue) -> String {
+    match v {
+        SqlValue::Int(i) => i.to_string(),
+        SqlValue::UInt(u) => u.to_string(),
+        SqlValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        other => super::to_json(other.clone(), super::Kind::Other)
+            .map(|j| j.as_str().map_or_else(|| j.to_string(), str::to_owned))
+            .unwrap_or_default(),
+    }
+}
+
+fn id_json(v: &SqlValue) -> serde_json::Value {
+    super::to_json(v.clone(), super::Kind::Other).unwrap_or_default()
 }
 
 fn column_index(row: &Row, column: &str) -> usize {

@@ -245,7 +245,7 @@ async fn run(mut ctx: Ctx) {
 async fn snapshot<Q: Queryable>(
     ctx: &mut Ctx,
     q: &mut Q,
-    revision: impl Fn(&RowObject) -> Option<String>,
+    mut revision: impl FnMut(&RowObject) -> Option<String>,
 ) -> Result<(), SourceError> {
     let id = quote(&ctx.cfg.id_column);
     let n = ctx.cfg.batch_size;
@@ -450,7 +450,7 @@ pub(crate) fn cursor_text(value: &SqlValue) -> Option<String> {
 }
 
 /// A JSON id (as stored in a checkpoint) as a statement parameter.
-fn sql_value(v: &Value) -> SqlValue {
+pub(crate) fn sql_value(v: &Value) -> SqlValue {
     match v {
         Value::Number(n) => n
             .as_i64()
