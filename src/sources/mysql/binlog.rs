@@ -305,7 +305,7 @@ async fn stream(ctx: &mut Ctx, columns: Vec<(String, Kind)>) -> Result<(), Sourc
                                 (name.clone(), v, *kind)
                             });
                     let object = RowObject::from_values(values, &ctx.cfg.id_column);
-                    pending.push(ctx.event(&object, Some(format!("binlog:{file}:{end}:{i}"))));
+                    pending.push(ctx.event(object, Some(format!("binlog:{file}:{end}:{i}"))));
                 }
                 ctx.read(pending.len());
             }

@@ -204,7 +204,7 @@ async fn read_from(
                 continue;
             }
             let object = RowObject::from_row(row, &ctx.cfg.id_column);
-            events.push(ctx.event(&object, Some(stamp.clone())));
+            events.push(ctx.event(object, Some(stamp.clone())));
             delivered.push((key, stamp));
         }
         if !events.is_empty() || newer {

@@ -149,15 +149,15 @@ impl Ctx {
     }
 
     /// The event of one row.
-    fn event(&self, row: &RowObject, revision: Option<String>) -> IntakeEvent {
+    fn event(&self, row: RowObject, revision: Option<String>) -> IntakeEvent {
         let mut e = IntakeEvent::new(
             &self.cfg.name,
             SourceKind::Mysql,
-            row.id.clone(),
-            Value::Object(row.fields.clone()),
+            row.id,
+            Value::Object(row.fields),
         );
         e.revision = revision;
-        e.issues = row.issues.clone();
+        e.issues = row.issues;
         e
     }
 }
@@ -255,6 +255,9 @@ async fn snapshot<Q: Queryable>(
         ctx.source_sql
     );
     let mut logged = std::time::Instant::now();
+    // The next page is read while the current one is committed (the commit waits for an
+    // fsync): the database, the conversion and the journal work at the same time.
+    let mut prefetched: Option<Vec<Row>> = None;
     loop {
         let Some(progress) = ctx.checkpoint.snapshot.clone() else {
             return Ok(());
@@ -263,9 +266,10 @@ async fn snapshot<Q: Queryable>(
         if ctx.stopping() {
             return Ok(());
         }
-        let rows: Vec<Row> = match &progress.after_id {
-            None => q.exec(first.as_str(), ()).await?,
-            Some(after) => q.exec(next.as_str(), vec![sql_value(after)]).await?,
+        let rows: Vec<Row> = match (prefetched.take(), &progress.after_id) {
+            (Some(rows), _) => rows,
+            (None, None) => q.exec(first.as_str(), ()).await?,
+            (None, Some(after)) => q.exec(next.as_str(), vec![sql_value(after)]).await?,
         };
         ctx.read(rows.len());
         let done = rows.len() < n;
@@ -274,17 +278,31 @@ async fn snapshot<Q: Queryable>(
         for row in rows {
             let row = RowObject::from_row(row, &ctx.cfg.id_column);
             last_id = Some(row.id_value.clone());
-            events.push(ctx.event(&row, revision(&row)));
+            let revision = revision(&row);
+            events.push(ctx.event(row, revision));
         }
         let rows_done = progress.rows_done + events.len() as u64;
         let mut checkpoint = ctx.checkpoint.clone();
         checkpoint.snapshot = (!done).then(|| SnapshotCheckpoint {
-            after_id: last_id,
+            after_id: last_id.clone(),
             rows_done,
             rows_total: progress.rows_total.max(rows_done),
             revision: progress.revision.clone(),
         });
-        ctx.commit(events, checkpoint).await?;
+        let read_ahead = !done && !ctx.stopping();
+        let fetch = async {
+            match (&last_id, read_ahead) {
+                (Some(after), true) => q
+                    .exec(next.as_str(), vec![sql_value(after)])
+                    .await
+                    .map(Some),
+                _ => Ok(None),
+            }
+        };
+        let (committed, fetched) = tokio::join!(ctx.commit(events, checkpoint), fetch);
+        committed?;
+        // A failed read ahead is retried from the committed checkpoint.
+        prefetched = fetched?;
         if done || logged.elapsed() > Duration::from_secs(5) {
             logged = std::time::Instant::now();
             tracing::info!(
