@@ -186,7 +186,7 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(title = "leadgate lead record", extend("$id" = "https://leadgate.dev/schema/lead-record-1.json"))]
 pub struct LeadRecord {
-    /// `"1.2"` for this schema (`MAJOR.MINOR`; a minor version only adds).
+    /// `"1.3"` for this schema (`MAJOR.MINOR`; a minor version only adds).
     pub schema_version: String,
     /// Unique per ingested event; consumers drop repeats by it (delivery is at least once).
     pub event_id: String,
