@@ -11,6 +11,10 @@ use leadgate::config::{ConnectorConfig, load_str};
 use leadgate::intake::Journal;
 use leadgate::sources::status::Statuses;
 
+// The allocator `leadgate run` uses (src/main.rs), so the figure is the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let Ok(url) = std::env::var("MYSQL_URL") else {
         eprintln!("MYSQL_URL is not set: run scripts/bench-mysql, which starts a MariaDB for it");

@@ -290,6 +290,7 @@ async fn stream(ctx: &mut Ctx, columns: Vec<(String, Kind)>) -> Result<(), Sourc
                     let mut c = ctx.connect().await?;
                     columns = self::columns(&mut c, &ctx.schema, &ctx.table).await?;
                 }
+                let now = crate::lead::now_rfc3339();
                 for (i, row) in rows.rows(tme).enumerate() {
                     let (_, after) = row.map_err(|e| {
                         SourceError::Other(format!("unreadable row at {file}:{end}: {e}"))
@@ -305,7 +306,7 @@ async fn stream(ctx: &mut Ctx, columns: Vec<(String, Kind)>) -> Result<(), Sourc
                                 (name.clone(), v, *kind)
                             });
                     let object = RowObject::from_values(values, &ctx.cfg.id_column);
-                    pending.push(ctx.event(object, Some(format!("binlog:{file}:{end}:{i}"))));
+                    pending.push(ctx.event(object, Some(format!("binlog:{file}:{end}:{i}")), &now));
                 }
                 ctx.read(pending.len());
             }

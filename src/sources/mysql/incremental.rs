@@ -197,6 +197,7 @@ async fn read_from(
         let full = rows.len() == n;
         let mut events = Vec::new();
         let mut delivered = Vec::new();
+        let now = crate::lead::now_rfc3339();
         for row in rows {
             let stamp = row.as_ref(ts_at).and_then(cursor_text).unwrap_or_default();
             let key = row.as_ref(id_at).map(id_text).unwrap_or_default();
@@ -204,7 +205,7 @@ async fn read_from(
                 continue;
             }
             let object = RowObject::from_row(row, &ctx.cfg.id_column);
-            events.push(ctx.event(object, Some(stamp.clone())));
+            events.push(ctx.event(object, Some(stamp.clone()), &now));
             delivered.push((key, stamp));
         }
         if !events.is_empty() || newer {

@@ -13,6 +13,7 @@ pub mod binlog;
 pub mod incremental;
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::time::Duration;
 
 use mysql_async::consts::{ColumnFlags, ColumnType};
@@ -25,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::config::{MysqlConnector, MysqlMode};
 use crate::intake::{Journal, JournalError};
-use crate::lead::{IntakeEvent, Issue, SourceKind};
+use crate::lead::{IntakeEvent, Issue, SourceKind, now_rfc3339};
 use crate::pipeline::retry_policy;
 use crate::sources::status::{SnapshotProgress, State, Statuses};
 
@@ -115,13 +116,34 @@ impl Ctx {
         events: Vec<IntakeEvent>,
         checkpoint: Checkpoint,
     ) -> Result<(), SourceError> {
-        self.journal.wait_below(self.max_backlog).await;
-        let n = events.len() as u64;
-        let bytes =
-            serde_json::to_vec(&checkpoint).map_err(|e| SourceError::Other(e.to_string()))?;
-        self.journal
-            .append_pulled(&self.cfg.name, events, bytes)
-            .await?;
+        let n = self.send(events, &checkpoint).await?;
+        self.adopt(checkpoint, n);
+        Ok(())
+    }
+
+    /// Journals `events` with `checkpoint` in one transaction. The future borrows nothing from
+    /// the connector, so the next page can be read and converted while the journal commits;
+    /// [`Ctx::adopt`] the checkpoint once it resolved (never before).
+    fn send(
+        &self,
+        events: Vec<IntakeEvent>,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<u64, SourceError>> + use<> {
+        let journal = self.journal.clone();
+        let name = self.cfg.name.clone();
+        let max_backlog = self.max_backlog;
+        let bytes = serde_json::to_vec(checkpoint);
+        async move {
+            let bytes = bytes.map_err(|e| SourceError::Other(e.to_string()))?;
+            journal.wait_below(max_backlog).await;
+            let n = events.len() as u64;
+            journal.append_pulled(&name, events, bytes).await?;
+            Ok(n)
+        }
+    }
+
+    /// Takes `checkpoint`, whose `n` events are journaled, as the connector's position.
+    fn adopt(&mut self, checkpoint: Checkpoint, n: u64) {
         let shown = serde_json::to_value(&checkpoint).ok();
         self.statuses.update(&self.cfg.name, |s| {
             s.events_journaled += n;
@@ -132,7 +154,6 @@ impl Ctx {
             s.checkpoint = shown;
         });
         self.checkpoint = checkpoint;
-        Ok(())
     }
 
     fn read(&self, rows: usize) {
@@ -149,16 +170,18 @@ impl Ctx {
     }
 
     /// The event of one row.
-    fn event(&self, row: RowObject, revision: Option<String>) -> IntakeEvent {
-        let mut e = IntakeEvent::new(
-            &self.cfg.name,
-            SourceKind::Mysql,
-            row.id,
-            Value::Object(row.fields),
-        );
-        e.revision = revision;
-        e.issues = row.issues;
-        e
+    /// The event of one row read at `received_at` (one clock reading per page).
+    fn event(&self, row: RowObject, revision: Option<String>, received_at: &str) -> IntakeEvent {
+        IntakeEvent {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            connector: self.cfg.name.clone(),
+            kind: SourceKind::Mysql,
+            received_at: received_at.to_owned(),
+            external_id: row.id,
+            payload: Value::Object(row.fields),
+            revision,
+            issues: row.issues,
+        }
     }
 }
 
@@ -255,9 +278,10 @@ async fn snapshot<Q: Queryable>(
         ctx.source_sql
     );
     let mut logged = std::time::Instant::now();
-    // The next page is read while the current one is committed (the commit waits for an
-    // fsync): the database, the conversion and the journal work at the same time.
-    let mut prefetched: Option<Vec<Row>> = None;
+    // While the journal commits a page (and fsyncs), the next page is read and converted: the
+    // database, the conversion and the journal work at the same time. Commits stay in order: the
+    // next one is sent only after this one is confirmed.
+    let mut prefetched: Option<Page> = None;
     loop {
         let Some(progress) = ctx.checkpoint.snapshot.clone() else {
             return Ok(());
@@ -266,43 +290,38 @@ async fn snapshot<Q: Queryable>(
         if ctx.stopping() {
             return Ok(());
         }
-        let rows: Vec<Row> = match (prefetched.take(), &progress.after_id) {
-            (Some(rows), _) => rows,
-            (None, None) => q.exec(first.as_str(), ()).await?,
-            (None, Some(after)) => q.exec(next.as_str(), vec![sql_value(after)]).await?,
+        let page = match prefetched.take() {
+            Some(page) => page,
+            None => {
+                let rows: Vec<Row> = match &progress.after_id {
+                    None => q.exec(first.as_str(), ()).await?,
+                    Some(after) => q.exec(next.as_str(), vec![sql_value(after)]).await?,
+                };
+                Page::of(ctx, rows, &progress, &mut revision)
+            }
         };
-        ctx.read(rows.len());
-        let done = rows.len() < n;
-        let mut events = Vec::with_capacity(rows.len());
-        let mut last_id = progress.after_id.clone();
-        for row in rows {
-            let row = RowObject::from_row(row, &ctx.cfg.id_column);
-            last_id = Some(row.id_value.clone());
-            let revision = revision(&row);
-            events.push(ctx.event(row, revision));
-        }
-        let rows_done = progress.rows_done + events.len() as u64;
         let mut checkpoint = ctx.checkpoint.clone();
-        checkpoint.snapshot = (!done).then(|| SnapshotCheckpoint {
-            after_id: last_id.clone(),
-            rows_done,
-            rows_total: progress.rows_total.max(rows_done),
-            revision: progress.revision.clone(),
-        });
+        checkpoint.snapshot = (!page.done).then(|| page.progress.clone());
+        let rows_done = page.progress.rows_done;
+        let done = page.done;
+        let sent = ctx.send(page.events, &checkpoint);
         let read_ahead = !done && !ctx.stopping();
-        let fetch = async {
-            match (&last_id, read_ahead) {
-                (Some(after), true) => q
-                    .exec(next.as_str(), vec![sql_value(after)])
-                    .await
-                    .map(Some),
+        let cx: &Ctx = ctx;
+        let ahead = async {
+            match &page.progress.after_id {
+                Some(after) if read_ahead => {
+                    let rows: Vec<Row> = q.exec(next.as_str(), vec![sql_value(after)]).await?;
+                    Ok::<_, SourceError>(Some(Page::of(cx, rows, &page.progress, &mut revision)))
+                }
                 _ => Ok(None),
             }
         };
-        let (committed, fetched) = tokio::join!(ctx.commit(events, checkpoint), fetch);
-        committed?;
-        // A failed read ahead is retried from the committed checkpoint.
-        prefetched = fetched?;
+        // The read goes first: its query is on the wire before the commit is awaited.
+        let (ahead, sent) = tokio::join!(ahead, sent);
+        let n = sent?;
+        ctx.adopt(checkpoint, n);
+        // A failed read ahead is retried from the checkpoint just adopted.
+        prefetched = ahead?;
         if done || logged.elapsed() > Duration::from_secs(5) {
             logged = std::time::Instant::now();
             tracing::info!(
@@ -312,6 +331,46 @@ async fn snapshot<Q: Queryable>(
                 "snapshot {}",
                 if done { "complete" } else { "in progress" }
             );
+        }
+    }
+}
+
+/// A snapshot page converted to events, and the progress once it is journaled.
+struct Page {
+    events: Vec<IntakeEvent>,
+    progress: SnapshotCheckpoint,
+    /// The last page: the table has no more rows.
+    done: bool,
+}
+
+impl Page {
+    fn of(
+        ctx: &Ctx,
+        rows: Vec<Row>,
+        before: &SnapshotCheckpoint,
+        revision: &mut impl FnMut(&RowObject) -> Option<String>,
+    ) -> Self {
+        ctx.read(rows.len());
+        let done = rows.len() < ctx.cfg.batch_size;
+        let now = now_rfc3339();
+        let mut events = Vec::with_capacity(rows.len());
+        let mut last_id = before.after_id.clone();
+        for row in rows {
+            let row = RowObject::from_row(row, &ctx.cfg.id_column);
+            last_id = Some(row.id_value.clone());
+            let revision = revision(&row);
+            events.push(ctx.event(row, revision, &now));
+        }
+        let rows_done = before.rows_done + events.len() as u64;
+        Self {
+            events,
+            progress: SnapshotCheckpoint {
+                after_id: last_id,
+                rows_done,
+                rows_total: before.rows_total.max(rows_done),
+                revision: before.revision.clone(),
+            },
+            done,
         }
     }
 }
