@@ -24,6 +24,14 @@ const TABLE: &str = "CREATE TABLE crm.leads (
     updated_at DATETIME(3) NOT NULL,
     KEY by_change (updated_at, id))";
 
+/// A MariaDB server with an empty `crm.leads`, and the database's URL.
+fn crm_db() -> (Mariadb, String) {
+    let db = Mariadb::start();
+    let url = db.database("crm");
+    db.sql(TABLE).unwrap();
+    (db, url)
+}
+
 /// Inserts rows `from..=to`, each a reachable lead with its own phone, all stamped `at`.
 fn insert_rows(db: &Mariadb, from: u32, to: u32, at: &str) {
     db.sql(&format!(
@@ -117,12 +125,26 @@ async fn status(gw: &Gateway) -> Value {
     get_json(&reqwest::Client::new(), &gw.url("/v1/connectors/crm")).await
 }
 
+/// Polls the connector's status until `done` holds for it; fails after a minute.
+async fn status_until(gw: &Gateway, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = status(gw).await;
+        if done(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the connector did not get there: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_backfill_of_100k_rows_publishes_each_once_then_follows_changes() {
     const ROWS: u32 = 100_000;
-    let db = Mariadb::start();
-    db.database("crm");
-    db.sql(TABLE).unwrap();
+    let (db, _) = crm_db();
     insert_rows(&db, 1, ROWS, "2026-11-20 09:00:00");
     // Bad rows still flow: an unusable phone and no email is a rejected lead with its reasons;
     // a zero date (legal in a non-strict legacy schema) cannot be read and says so.
@@ -210,9 +232,7 @@ async fn a_backfill_of_100k_rows_publishes_each_once_then_follows_changes() {
 
 #[tokio::test]
 async fn rows_sharing_one_timestamp_are_each_published_once_across_a_restart() {
-    let db = Mariadb::start();
-    db.database("crm");
-    db.sql(TABLE).unwrap();
+    let (db, _) = crm_db();
     // Kafka Connect's JDBC source loses the rest of a timestamp's rows when it restarts inside
     // them: 3,000 rows share one timestamp, read 100 at a time, and the gateway is killed midway.
     insert_rows(&db, 1, 3000, "2026-11-20 09:00:00");
@@ -224,20 +244,15 @@ async fn rows_sharing_one_timestamp_are_each_published_once_across_a_restart() {
         "timestamp_column = \"updated_at\"\npoll_interval = \"200ms\"\nbatch_size = 100\nsnapshot = false\n",
     );
     let mut gw = Gateway::start(Some(&cfg), &dir.path().join("gw"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = status(&gw).await;
-        let n = st["events_journaled"].as_u64().unwrap_or(0);
-        if n >= 500 {
-            assert!(
-                n < 3000,
-                "the restart must come mid-way; {n} were read already"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "the pull did not start: {st}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let st = status_until(&gw, |st| {
+        st["events_journaled"].as_u64().unwrap_or(0) >= 500
+    })
+    .await;
+    let n = st["events_journaled"].as_u64().unwrap();
+    assert!(
+        n < 3000,
+        "the restart must come mid-way; {n} were read already"
+    );
     gw.kill();
     // Rows added while it was down, with the same timestamp and later ones.
     insert_rows(&db, 3001, 3100, "2026-11-20 09:00:00");
@@ -252,9 +267,7 @@ async fn rows_sharing_one_timestamp_are_each_published_once_across_a_restart() {
 
 #[tokio::test]
 async fn a_row_committed_late_inside_the_safety_window_is_published() {
-    let db = Mariadb::start();
-    let url = db.database("crm");
-    db.sql(TABLE).unwrap();
+    let (db, url) = crm_db();
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start(
@@ -297,9 +310,7 @@ async fn a_row_committed_late_inside_the_safety_window_is_published() {
 #[tokio::test]
 async fn a_killed_connection_and_a_restarted_server_lose_nothing() {
     const ROWS: u32 = 20_000;
-    let mut db = Mariadb::start();
-    db.database("crm");
-    db.sql(TABLE).unwrap();
+    let (mut db, _) = crm_db();
     insert_rows(&db, 1, ROWS, "2026-11-20 09:00:00");
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
@@ -312,19 +323,10 @@ async fn a_killed_connection_and_a_restarted_server_lose_nothing() {
     )
     .replace("[intake]\n", "[intake]\nmax_backlog = 1000\n");
     let gw = Gateway::start(Some(&cfg), &dir.path().join("gw"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = status(&gw).await;
-        let done = st["snapshot"]["rows_done"].as_u64().unwrap_or(0);
-        if done >= 2000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the backfill did not start: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    status_until(&gw, |st| {
+        st["snapshot"]["rows_done"].as_u64().unwrap_or(0) >= 2000
+    })
+    .await;
     assert!(
         db.kill_connections("crm") >= 1,
         "the gateway's connection was found and killed"
@@ -360,9 +362,7 @@ async fn a_killed_connection_and_a_restarted_server_lose_nothing() {
 /// (GTID, annotate, checkpoint), the row events of an insert and an update, and their values.
 #[tokio::test]
 async fn mysql_async_reads_mariadb_row_events() {
-    let db = Mariadb::start();
-    let url = db.database("crm");
-    db.sql(TABLE).unwrap();
+    let (db, url) = crm_db();
     let status = db.sql("SHOW MASTER STATUS").unwrap();
     let mut cols = status.split('\t');
     let (file, pos) = (
@@ -419,9 +419,7 @@ async fn mysql_async_reads_mariadb_row_events() {
 
 #[tokio::test]
 async fn binlog_mode_publishes_inserts_and_updates_and_resumes_where_it_stopped() {
-    let db = Mariadb::start();
-    db.database("crm");
-    db.sql(TABLE).unwrap();
+    let (db, _) = crm_db();
     insert_rows(&db, 1, 3, "2026-11-20 09:00:00");
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
@@ -505,9 +503,7 @@ async fn binlog_mode_publishes_inserts_and_updates_and_resumes_where_it_stopped(
 
 #[tokio::test]
 async fn a_purged_binlog_position_stops_the_connector_or_takes_a_new_snapshot() {
-    let db = Mariadb::start();
-    db.database("crm");
-    db.sql(TABLE).unwrap();
+    let (db, _) = crm_db();
     insert_rows(&db, 1, 2, "2026-11-20 09:00:00");
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
