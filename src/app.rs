@@ -174,6 +174,12 @@ pub async fn run_on(
                 m.table.as_deref().unwrap_or("query"),
                 m.name
             ),
+            ConnectorConfig::GoogleAds(g) => {
+                println!(
+                    "  google ads lead form: POST http://{addr}/v1/webhooks/{}",
+                    g.name
+                );
+            }
             ConnectorConfig::File(_) => {}
         }
     }

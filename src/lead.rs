@@ -24,6 +24,8 @@ pub enum SourceKind {
     File,
     /// Read from a MySQL/MariaDB table (incremental pull or binlog). Added in 1.3.
     Mysql,
+    /// Pushed by an ad platform to `POST /v1/webhooks/{connector}` (Google Ads, ...). Added in 1.3.
+    Platform,
 }
 
 /// One ingested event exactly as received, before any cleaning. This is what the durable
@@ -48,6 +50,9 @@ pub struct IntakeEvent {
     /// Problems the source itself found (a column it could not read); they join the lead's issues.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<Issue>,
+    /// The platform marked it a test lead (Google `is_test`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 impl IntakeEvent {
@@ -66,6 +71,7 @@ impl IntakeEvent {
             payload,
             revision: None,
             issues: Vec::new(),
+            test: false,
         }
     }
 }
@@ -115,6 +121,11 @@ pub struct SourceRef {
     /// the same `external_id` and another revision are updates of the same source row. Added in 1.3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The platform marked it a test lead (Google `is_test`); present (`true`) only then, on
+    /// connectors with `test_leads = "flag"` (the others publish test leads to `leads.test`).
+    /// Added in 1.3.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// The cleaned contact. Every field is optional; absent or unusable input is `null`.

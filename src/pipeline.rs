@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use crate::assign::Assigner;
-use crate::config::{ConnectorConfig, FieldMapping, Topics};
+use crate::config::{ConnectorConfig, FieldMapping, TestLeads, Topics};
 use crate::identity::{IdentityError, IdentityStore, Policy, RequestInput, Resolution};
 use crate::intake::{Journal, JournalError};
 use crate::lead::{
@@ -34,6 +34,8 @@ pub enum Disposition {
     /// A platform redelivered a lead already ingested (same connector and platform lead id):
     /// nothing is published.
     Duplicate,
+    /// A platform's test lead, published to the test topic only.
+    Test,
 }
 
 /// A connector's mapping and region, compiled once.
@@ -41,6 +43,9 @@ struct Profile {
     mapper: Mapper,
     region: country::Id,
     identity_fields: BTreeMap<String, String>,
+    /// A platform's payload -> the flat fields the mapping reads (the payload itself otherwise).
+    fields: Option<fn(&serde_json::Value) -> serde_json::Value>,
+    test_leads: TestLeads,
 }
 
 impl Profile {
@@ -49,7 +54,26 @@ impl Profile {
             mapper: Mapper::new(mapping),
             region: region.parse().unwrap_or(country::Id::CN),
             identity_fields: BTreeMap::new(),
+            fields: None,
+            test_leads: TestLeads::Topic,
         }
+    }
+
+    fn of(c: &ConnectorConfig) -> Self {
+        let mut p = match c {
+            ConnectorConfig::GoogleAds(g) => {
+                let mut p = Self::new(
+                    &crate::sources::google_ads::mapping_with_preset(&g.mapping),
+                    &g.default_region,
+                );
+                p.fields = Some(crate::sources::google_ads::fields);
+                p
+            }
+            _ => Self::new(c.mapping(), c.default_region()),
+        };
+        p.identity_fields = c.identity_fields().clone();
+        p.test_leads = c.test_leads();
+        p
     }
 }
 
@@ -83,11 +107,7 @@ impl Processor {
     ) -> Self {
         let profiles = connectors
             .iter()
-            .map(|c| {
-                let mut p = Profile::new(c.mapping(), c.default_region());
-                p.identity_fields = c.identity_fields().clone();
-                (c.name().to_owned(), p)
-            })
+            .map(|c| (c.name().to_owned(), Profile::of(c)))
             .collect();
         Self {
             profiles,
@@ -111,9 +131,21 @@ impl Processor {
         &self,
         e: &IntakeEvent,
     ) -> (NormalizedLead, serde_json::Map<String, serde_json::Value>) {
-        let profile = self.profiles.get(&e.connector).unwrap_or(&self.fallback);
-        let mapped = profile.mapper.map(&e.payload);
+        let profile = self.profile(e);
+        let mapped = match profile.fields {
+            Some(fields) => profile.mapper.map(&fields(&e.payload)),
+            None => profile.mapper.map(&e.payload),
+        };
         (normalize(&mapped, profile.region), mapped.custom)
+    }
+
+    fn profile(&self, e: &IntakeEvent) -> &Profile {
+        self.profiles.get(&e.connector).unwrap_or(&self.fallback)
+    }
+
+    /// A test lead its connector sends to the test topic: no identity, no assignment.
+    fn to_test_topic(&self, e: &IntakeEvent) -> bool {
+        e.test && self.profile(e).test_leads == TestLeads::Topic
     }
 
     /// Processes `events` in order. Records come out in event order; a merge record follows the
@@ -126,8 +158,9 @@ impl Processor {
         let requests: Vec<_> = events
             .iter()
             .zip(&cleaned)
+            .filter(|(e, _)| !self.to_test_topic(e))
             .map(|(e, (lead, custom))| {
-                let profile = self.profiles.get(&e.connector).unwrap_or(&self.fallback);
+                let profile = self.profile(e);
                 self.policy.request(RequestInput {
                     event_id: &e.event_id,
                     connector: &e.connector,
@@ -140,16 +173,22 @@ impl Processor {
                 })
             })
             .collect();
-        let resolutions = self.identity.resolve(&requests)?;
+        let mut resolutions = self.identity.resolve(&requests)?.into_iter();
 
         // Stage every event, then assign the clean ones in one batch, then serialize in order.
         enum Staged {
             Duplicate,
+            Test(Box<LeadRecord>),
             Rejected(Box<LeadRecord>),
             Clean(Box<LeadRecord>, Option<MergedRecord>),
         }
         let mut staged = Vec::with_capacity(events.len());
-        for ((event, (lead, custom)), resolution) in events.iter().zip(cleaned).zip(resolutions) {
+        for (event, (lead, custom)) in events.iter().zip(cleaned) {
+            if self.to_test_topic(event) {
+                staged.push(Staged::Test(Box::new(record_of(event, lead, custom))));
+                continue;
+            }
+            let resolution = resolutions.next().unwrap_or(Resolution::Unresolved);
             let outcome = match resolution {
                 Resolution::Duplicate { first_event_id } => {
                     tracing::debug!(event_id = %event.event_id, %first_event_id, "platform redelivery dropped");
@@ -202,6 +241,10 @@ impl Processor {
         for (event, s) in events.iter().zip(staged) {
             match s {
                 Staged::Duplicate => dispositions.push(Disposition::Duplicate),
+                Staged::Test(record) => {
+                    records.push(self.out(&self.topics.test, &record.event_id, &record, event)?);
+                    dispositions.push(Disposition::Test);
+                }
                 Staged::Rejected(record) => {
                     let codes = record
                         .reasons
@@ -268,6 +311,7 @@ fn record_of(
             kind: event.kind,
             external_id: event.external_id.clone(),
             revision: event.revision.clone(),
+            test: event.test,
         },
         contact: lead.contact,
         custom,
@@ -289,6 +333,8 @@ pub struct Summary {
     pub accepted: u64,
     pub merged: u64,
     pub duplicates: u64,
+    /// Test leads sent to the test topic.
+    pub tests: u64,
     pub rejected: BTreeMap<String, u64>,
 }
 
@@ -300,6 +346,7 @@ impl Summary {
                 self.merged += u64::from(*merged);
             }
             Disposition::Duplicate => self.duplicates += 1,
+            Disposition::Test => self.tests += 1,
             Disposition::Rejected { codes } => {
                 // The first reason is the verdict; the rest explain it.
                 let code = codes.get(1).or(codes.first()).cloned().unwrap_or_default();

@@ -63,9 +63,14 @@ impl AppState {
             .connectors
             .iter()
             .filter_map(|c| match c {
-                ConnectorConfig::Webhook(w) => {
-                    Some((w.name.clone(), webhooks::Endpoint::new(w.clone())))
-                }
+                ConnectorConfig::Webhook(w) => Some((
+                    w.name.clone(),
+                    webhooks::Endpoint::new(webhooks::Kind::Webhook(w.clone())),
+                )),
+                ConnectorConfig::GoogleAds(g) => Some((
+                    g.name.clone(),
+                    webhooks::Endpoint::new(webhooks::Kind::GoogleAds(g.clone())),
+                )),
                 ConnectorConfig::File(_) | ConnectorConfig::Mysql(_) => None,
             })
             .collect();

@@ -13,25 +13,37 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::config::WebhookConnector;
+use crate::config::{GoogleAdsConnector, WebhookConnector};
 use crate::lead::{IntakeEvent, SourceKind};
+use crate::sources::google_ads;
 use crate::sources::webhook::{field_text, parse_body, verify_signature};
+use secrecy::ExposeSecret;
+
+/// What receives on a webhook URL: the generic web-form webhook, or a platform's.
+pub(super) enum Kind {
+    Webhook(WebhookConnector),
+    GoogleAds(GoogleAdsConnector),
+}
 
 pub(super) struct Endpoint {
-    config: WebhookConnector,
+    kind: Kind,
     limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl Endpoint {
-    pub(super) fn new(config: WebhookConnector) -> Self {
-        let limiter = config.rate_limit.and_then(|rl| {
+    pub(super) fn new(kind: Kind) -> Self {
+        let rate_limit = match &kind {
+            Kind::Webhook(w) => w.rate_limit,
+            Kind::GoogleAds(_) => None,
+        };
+        let limiter = rate_limit.and_then(|rl| {
             let per_second = NonZeroU32::new(rl.per_second)?;
             let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
             Some(RateLimiter::direct(
                 Quota::per_second(per_second).allow_burst(burst),
             ))
         });
-        Self { config, limiter }
+        Self { kind, limiter }
     }
 }
 
@@ -78,7 +90,11 @@ pub(super) async fn receive(
             format!("the body is larger than {} bytes", st.max_body),
         )
     })?;
-    if let Some(sig) = &ep.config.signature {
+    if let Kind::Webhook(WebhookConnector {
+        signature: Some(sig),
+        ..
+    }) = &ep.kind
+    {
         let now = jiff::Timestamp::now().as_second();
         verify_signature(sig, &headers, &bytes, now).map_err(|e| {
             ApiError::new(
@@ -92,7 +108,7 @@ pub(super) async fn receive(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let payload = parse_body(content_type, &bytes).map_err(|e| {
+    let mut payload = parse_body(content_type, &bytes).map_err(|e| {
         let status = if e.code() == "body.unsupported_type" {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         } else {
@@ -100,7 +116,7 @@ pub(super) async fn receive(
         };
         ApiError::new(status, e.code(), Some(e.field()), e.to_string())
     })?;
-    let idempotency_key = match headers.get("idempotency-key") {
+    let header_key = match headers.get("idempotency-key") {
         Some(v) => match v.to_str().map(str::trim) {
             Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
             _ => {
@@ -112,18 +128,41 @@ pub(super) async fn receive(
                 ));
             }
         },
-        None => ep
-            .config
-            .idempotency_field
-            .as_deref()
-            .and_then(|f| field_text(&payload, f)),
+        None => None,
     };
-    let external_id = ep
-        .config
-        .external_id_field
-        .as_deref()
-        .and_then(|f| field_text(&payload, f));
-    let event = IntakeEvent::new(&connector, SourceKind::Webhook, external_id, payload);
+    let event = match &ep.kind {
+        Kind::Webhook(w) => {
+            let idempotency = header_key.or_else(|| {
+                w.idempotency_field
+                    .as_deref()
+                    .and_then(|f| field_text(&payload, f))
+            });
+            let external_id = w
+                .external_id_field
+                .as_deref()
+                .and_then(|f| field_text(&payload, f));
+            let event = IntakeEvent::new(&connector, SourceKind::Webhook, external_id, payload);
+            (event, idempotency)
+        }
+        Kind::GoogleAds(g) => {
+            google_ads::take_key(&mut payload, g.google_key.expose_secret()).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "google_key.invalid",
+                    Some("google_key"),
+                    e.to_string(),
+                )
+            })?;
+            // Google retries until it gets a 200: a retry of a lead_id gets the first answer.
+            let lead_id = google_ads::lead_id(&payload);
+            let test = google_ads::is_test(&payload);
+            let mut event =
+                IntakeEvent::new(&connector, SourceKind::Platform, lead_id.clone(), payload);
+            event.test = test;
+            (event, header_key.or(lead_id))
+        }
+    };
+    let (event, idempotency_key) = event;
     let receipt = st
         .journal
         .append(event, idempotency_key)

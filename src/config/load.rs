@@ -302,6 +302,7 @@ impl Loader {
             Some("webhook") => self.parse(&place, value).map(ConnectorConfig::Webhook),
             Some("file") => self.parse(&place, value).map(ConnectorConfig::File),
             Some("mysql") => self.parse(&place, value).map(ConnectorConfig::Mysql),
+            Some("google_ads") => self.parse(&place, value).map(ConnectorConfig::GoogleAds),
             Some(other) => {
                 self.push(
                     &place,
@@ -432,21 +433,25 @@ impl Loader {
             clean,
             rejected,
             merged,
+            test,
         } = &s.topics;
-        for (key, name) in [
+        let topics = [
             ("topics.clean", clean),
             ("topics.rejected", rejected),
             ("topics.merged", merged),
-        ] {
+            ("topics.test", test),
+        ];
+        for (key, name) in topics {
             if let Err(why) = check_topic_name(name) {
                 self.push(top, Some(key), &why);
             }
         }
-        if clean == rejected || clean == merged || rejected == merged {
+        let distinct: std::collections::HashSet<&String> = topics.iter().map(|(_, n)| *n).collect();
+        if distinct.len() < topics.len() {
             self.push(
                 top,
                 Some("topics"),
-                "the clean, rejected and merged topics must be three different topics",
+                "the clean, rejected, merged and test topics must be four different topics",
             );
         }
         let id = &s.identity;
@@ -571,6 +576,11 @@ impl Loader {
         }
         if let ConnectorConfig::Mysql(m) = c {
             self.check_mysql(place, m);
+        }
+        if let ConnectorConfig::GoogleAds(g) = c
+            && g.google_key.expose_secret().trim().is_empty()
+        {
+            self.push(place, Some("google_key"), "must not be empty");
         }
         let ConnectorConfig::Webhook(WebhookConnector {
             signature,
@@ -788,7 +798,7 @@ fn interpolate_with(
     Ok(out)
 }
 
-const CONNECTOR_TYPES: &str = "webhook, file or mysql";
+const CONNECTOR_TYPES: &str = "webhook, file, mysql or google_ads";
 
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
 fn is_sql_name(name: &str, qualified: bool) -> bool {

@@ -208,6 +208,8 @@ pub struct Topics {
     pub clean: String,
     pub rejected: String,
     pub merged: String,
+    /// Test leads of connectors with `test_leads = "topic"` (Google `is_test`, ...).
+    pub test: String,
 }
 
 impl Default for Topics {
@@ -216,13 +218,14 @@ impl Default for Topics {
             clean: "leads.clean".into(),
             rejected: "leads.rejected".into(),
             merged: "leads.merged".into(),
+            test: "leads.test".into(),
         }
     }
 }
 
 impl Topics {
-    pub fn all(&self) -> [&str; 3] {
-        [&self.clean, &self.rejected, &self.merged]
+    pub fn all(&self) -> [&str; 4] {
+        [&self.clean, &self.rejected, &self.merged, &self.test]
     }
 }
 
@@ -237,6 +240,8 @@ pub enum ConnectorConfig {
     File(FileConnector),
     /// Rows of a MySQL/MariaDB table, pulled incrementally or read from the binlog.
     Mysql(MysqlConnector),
+    /// Google Ads lead form webhooks: `POST /v1/webhooks/{name}`.
+    GoogleAds(GoogleAdsConnector),
 }
 
 impl ConnectorConfig {
@@ -245,6 +250,7 @@ impl ConnectorConfig {
             Self::Webhook(c) => &c.name,
             Self::File(c) => &c.name,
             Self::Mysql(c) => &c.name,
+            Self::GoogleAds(c) => &c.name,
         }
     }
 
@@ -253,6 +259,7 @@ impl ConnectorConfig {
             Self::Webhook(c) => &c.mapping,
             Self::File(c) => &c.mapping,
             Self::Mysql(c) => &c.mapping,
+            Self::GoogleAds(c) => &c.mapping,
         }
     }
 
@@ -261,6 +268,7 @@ impl ConnectorConfig {
             Self::Webhook(c) => &c.default_region,
             Self::File(c) => &c.default_region,
             Self::Mysql(c) => &c.default_region,
+            Self::GoogleAds(c) => &c.default_region,
         }
     }
 
@@ -270,6 +278,15 @@ impl ConnectorConfig {
             Self::Webhook(c) => &c.identity_fields,
             Self::File(c) => &c.identity_fields,
             Self::Mysql(c) => &c.identity_fields,
+            Self::GoogleAds(c) => &c.identity_fields,
+        }
+    }
+
+    /// What happens to the platform's test leads.
+    pub fn test_leads(&self) -> TestLeads {
+        match self {
+            Self::GoogleAds(c) => c.test_leads,
+            _ => TestLeads::Topic,
         }
     }
 
@@ -278,6 +295,7 @@ impl ConnectorConfig {
             Self::Webhook(c) => c.external_id_field.as_deref(),
             Self::File(c) => c.external_id_field.as_deref(),
             Self::Mysql(c) => Some(&c.id_column),
+            Self::GoogleAds(_) => Some("lead_id"),
         }
     }
 }
@@ -420,6 +438,39 @@ impl MysqlConnector {
     fn default_server_id() -> u32 {
         48_151
     }
+}
+
+/// `type = "google_ads"`: Google Ads lead form webhooks (see `docs/connectors.md`). Google posts
+/// `{lead_id, form_id, campaign_id, google_key, is_test, user_column_data: [...]}`; the answers
+/// are mapped by their `column_id` (`FULL_NAME`, `PHONE_NUMBER`, `EMAIL`, ...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleAdsConnector {
+    pub name: String,
+    /// The key entered in the lead form's webhook settings; Google sends it in the body. Write
+    /// `"${GOOGLE_ADS_KEY}"`.
+    pub google_key: SecretString,
+    /// Leads sent with `is_test: true` (the "send test data" button).
+    #[serde(default)]
+    pub test_leads: TestLeads,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// Extra names for contact fields (column ids or names), matched before the preset.
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    #[serde(default)]
+    pub identity_fields: BTreeMap<String, String>,
+}
+
+/// Where a platform's test leads go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestLeads {
+    /// To `[topics] test` (`leads.test`), never to the clean stream.
+    #[default]
+    Topic,
+    /// With the other leads, marked `source.test = true`.
+    Flag,
 }
 
 /// How a MySQL connector follows changes.

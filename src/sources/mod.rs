@@ -2,6 +2,7 @@
 //! [`IntakeEvent`](crate::lead::IntakeEvent)s for the journal or the pipeline.
 
 pub mod file;
+pub mod google_ads;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod status;

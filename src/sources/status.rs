@@ -75,6 +75,7 @@ impl ConnectorStatus {
         let (kind, mode, state) = match c {
             ConnectorConfig::Webhook(_) => ("webhook", None, State::Passive),
             ConnectorConfig::File(_) => ("file", None, State::Passive),
+            ConnectorConfig::GoogleAds(_) => ("google_ads", None, State::Passive),
             ConnectorConfig::Mysql(m) => (
                 "mysql",
                 Some(format!("{:?}", m.mode).to_lowercase()),

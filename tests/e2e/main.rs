@@ -9,6 +9,7 @@ mod kafka;
 #[cfg(feature = "mysql")]
 mod mysql_source;
 mod normalize;
+mod platforms;
 #[cfg(feature = "mysql")]
 mod shared_mysql;
 mod support;

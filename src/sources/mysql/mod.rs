@@ -181,6 +181,7 @@ impl Ctx {
             payload: Value::Object(row.fields),
             revision,
             issues: row.issues,
+            test: false,
         }
     }
 }

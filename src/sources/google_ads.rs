@@ -1,0 +1,176 @@
+//! Google Ads lead form webhooks. Google POSTs one lead per request:
+//!
+//! ```json
+//! {"lead_id": "...", "api_version": "1.0", "form_id": 1, "campaign_id": 2, "adgroup_id": 3,
+//!  "creative_id": 4, "gcl_id": "...", "google_key": "<the form's key>", "is_test": false,
+//!  "user_column_data": [{"column_id": "PHONE_NUMBER", "column_name": "Phone", "string_value": "..."}]}
+//! ```
+//!
+//! - **Auth** is `google_key`, a shared secret inside the body (not an HMAC), compared in
+//!   constant time. It is removed from the payload before anything is stored.
+//! - **Dedupe** on `lead_id`: Google retries, and a retry gets the first answer again.
+//! - **Test leads** (`is_test: true`, the form's "send test data") go to `leads.test` or are
+//!   flagged, by the connector's `test_leads`.
+//! - **Fields** are the answers by `column_id`. Unknown ids are kept under `custom`, like any
+//!   unmapped field, since Google adds ids over time.
+
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+
+use crate::config::FieldMapping;
+use crate::mapping::ContactField;
+
+/// Why a request is refused (401).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("the body has no `google_key`")]
+    Missing,
+    #[error("`google_key` does not match the connector's key")]
+    Mismatch,
+}
+
+/// Checks the body's `google_key` against `expected`, then removes it from `payload` (it is a
+/// secret and must not reach the records).
+pub fn take_key(payload: &mut Value, expected: &str) -> Result<(), KeyError> {
+    let key = payload
+        .as_object_mut()
+        .and_then(|o| o.remove("google_key"))
+        .ok_or(KeyError::Missing)?;
+    let key = key.as_str().ok_or(KeyError::Missing)?;
+    if bool::from(key.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(KeyError::Mismatch)
+    }
+}
+
+/// The platform's id of the lead.
+pub fn lead_id(payload: &Value) -> Option<String> {
+    match payload.get("lead_id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub fn is_test(payload: &Value) -> bool {
+    payload.get("is_test").and_then(Value::as_bool) == Some(true)
+}
+
+/// The fields a lead is mapped from: the top-level scalars (`lead_id`, `campaign_id`, `gcl_id`,
+/// ...), then each answer under its `column_id` (or its `column_name` when it has no id).
+pub fn fields(payload: &Value) -> Value {
+    let mut out = Map::new();
+    let Some(obj) = payload.as_object() else {
+        return payload.clone();
+    };
+    for (k, v) in obj {
+        if k != "user_column_data" && !v.is_array() && !v.is_object() {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for answer in obj
+        .get("user_column_data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = answer
+            .get("column_id")
+            .or_else(|| answer.get("column_name"))
+            .and_then(Value::as_str);
+        if let (Some(name), Some(value)) = (name, answer.get("string_value")) {
+            out.insert(name.to_owned(), value.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// The preset mapping of Google's column ids; the connector's own `mapping` comes first.
+pub fn preset() -> FieldMapping {
+    let pairs: [(ContactField, &[&str]); 7] = [
+        (ContactField::Name, &["FULL_NAME"]),
+        (ContactField::Phone, &["PHONE_NUMBER", "WORK_PHONE"]),
+        (ContactField::Email, &["EMAIL", "WORK_EMAIL"]),
+        (ContactField::Company, &["COMPANY_NAME"]),
+        (ContactField::Title, &["JOB_TITLE"]),
+        (ContactField::City, &["CITY"]),
+        (ContactField::Province, &["REGION"]),
+    ];
+    pairs
+        .into_iter()
+        .map(|(field, names)| (field, names.iter().map(|n| (*n).to_owned()).collect()))
+        .collect()
+}
+
+/// `mapping` first, then the preset's names for the same field.
+pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
+    let mut out = mapping.clone();
+    for (field, names) in preset() {
+        out.entry(field).or_default().extend(names);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lead() -> Value {
+        serde_json::from_str(include_str!(
+            "../../connectors/fixtures/google-ads/lead.json"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_key_is_checked_and_never_kept() {
+        let mut p = lead();
+        assert_eq!(take_key(&mut p, "form-key-0123456789"), Ok(()));
+        assert!(p.get("google_key").is_none());
+        let mut p = lead();
+        assert_eq!(take_key(&mut p, "another-key"), Err(KeyError::Mismatch));
+        assert!(p.get("google_key").is_none(), "removed even when wrong");
+        assert_eq!(
+            take_key(&mut json!({"lead_id": "x"}), "k"),
+            Err(KeyError::Missing)
+        );
+        assert_eq!(
+            take_key(&mut json!({"google_key": 5}), "5"),
+            Err(KeyError::Missing)
+        );
+    }
+
+    #[test]
+    fn answers_become_fields_by_column_id() {
+        let f = fields(&lead());
+        assert_eq!(f["FULL_NAME"], "李雷");
+        assert_eq!(f["PHONE_NUMBER"], "+86 139 1234 5678");
+        assert_eq!(f["campaign_id"], 123_456);
+        assert_eq!(
+            f["Preferred time"], "上午",
+            "an answer without an id keeps its name"
+        );
+        assert!(f.get("user_column_data").is_none());
+        assert_eq!(
+            lead_id(&lead()).as_deref(),
+            Some("TeSter-123-ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        );
+        assert!(!is_test(&lead()));
+        assert!(is_test(&json!({"is_test": true})));
+        assert_eq!(lead_id(&json!({"lead_id": 42})).as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn the_connectors_mapping_comes_before_the_preset() {
+        let mut own = FieldMapping::new();
+        own.insert(ContactField::Phone, vec!["MOBILE".into()]);
+        let m = mapping_with_preset(&own);
+        assert_eq!(
+            m[&ContactField::Phone],
+            ["MOBILE", "PHONE_NUMBER", "WORK_PHONE"]
+        );
+        assert_eq!(m[&ContactField::Name], ["FULL_NAME"]);
+    }
+}
