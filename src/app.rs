@@ -149,6 +149,14 @@ pub async fn run_on(
         &stop_rx,
     )
     .context("cannot start the MySQL connectors")?;
+    let _http_pulls = crate::sources::http_pull::spawn(
+        &settings.connectors,
+        &journal,
+        &statuses,
+        settings.intake.max_backlog,
+        &stop_rx,
+    )
+    .context("cannot start the HTTP pull connectors")?;
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor.clone(),
@@ -180,6 +188,10 @@ pub async fn run_on(
                     g.name
                 );
             }
+            ConnectorConfig::HttpPull(h) => println!(
+                "  http pull: {} every {:?}; health at http://{addr}/v1/connectors/{}",
+                h.url, h.poll_interval, h.name
+            ),
             ConnectorConfig::File(_) => {}
         }
     }

@@ -44,7 +44,7 @@ struct Profile {
     region: country::Id,
     identity_fields: BTreeMap<String, String>,
     /// A platform's payload -> the flat fields the mapping reads (the payload itself otherwise).
-    fields: Option<fn(&serde_json::Value) -> serde_json::Value>,
+    fields: Option<crate::sources::http_pull::FieldsFn>,
     test_leads: TestLeads,
 }
 
@@ -66,7 +66,14 @@ impl Profile {
                     &crate::sources::google_ads::mapping_with_preset(&g.mapping),
                     &g.default_region,
                 );
-                p.fields = Some(crate::sources::google_ads::fields);
+                p.fields = Some(std::sync::Arc::new(crate::sources::google_ads::fields));
+                p
+            }
+            ConnectorConfig::HttpPull(h) => {
+                let mut p = Self::new(&crate::sources::http_pull::mapping_of(h), &h.default_region);
+                p.fields = Some(std::sync::Arc::new(crate::sources::http_pull::fields_of(
+                    &h.fields,
+                )));
                 p
             }
             _ => Self::new(c.mapping(), c.default_region()),
@@ -132,7 +139,7 @@ impl Processor {
         e: &IntakeEvent,
     ) -> (NormalizedLead, serde_json::Map<String, serde_json::Value>) {
         let profile = self.profile(e);
-        let mapped = match profile.fields {
+        let mapped = match &profile.fields {
             Some(fields) => profile.mapper.map(&fields(&e.payload)),
             None => profile.mapper.map(&e.payload),
         };

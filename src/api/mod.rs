@@ -71,7 +71,9 @@ impl AppState {
                     g.name.clone(),
                     webhooks::Endpoint::new(webhooks::Kind::GoogleAds(g.clone())),
                 )),
-                ConnectorConfig::File(_) | ConnectorConfig::Mysql(_) => None,
+                ConnectorConfig::File(_)
+                | ConnectorConfig::Mysql(_)
+                | ConnectorConfig::HttpPull(_) => None,
             })
             .collect();
         Self {

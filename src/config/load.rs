@@ -303,6 +303,9 @@ impl Loader {
             Some("file") => self.parse(&place, value).map(ConnectorConfig::File),
             Some("mysql") => self.parse(&place, value).map(ConnectorConfig::Mysql),
             Some("google_ads") => self.parse(&place, value).map(ConnectorConfig::GoogleAds),
+            Some("http_pull") => self
+                .parse(&place, value)
+                .map(|c| ConnectorConfig::HttpPull(Box::new(c))),
             Some(other) => {
                 self.push(
                     &place,
@@ -577,6 +580,9 @@ impl Loader {
         if let ConnectorConfig::Mysql(m) = c {
             self.check_mysql(place, m);
         }
+        if let ConnectorConfig::HttpPull(h) = c {
+            self.check_http_pull(place, h);
+        }
         if let ConnectorConfig::GoogleAds(g) = c
             && g.google_key.expose_secret().trim().is_empty()
         {
@@ -612,6 +618,44 @@ impl Loader {
             if rl.burst == Some(0) {
                 self.push(place, Some("rate_limit.burst"), "must be at least 1");
             }
+        }
+    }
+
+    fn check_http_pull(&mut self, place: &Place, h: &super::HttpPullConnector) {
+        if !(h.url.starts_with("https://") || h.url.starts_with("http://")) {
+            self.push(place, Some("url"), "must be an http:// or https:// URL");
+        }
+        let mut pointers = vec![("records", Some(&h.records)), ("id", Some(&h.id))];
+        pointers.push(("test_pointer", h.test_pointer.as_ref()));
+        let next = match &h.paging {
+            super::Paging::Cursor { next, .. } | super::Paging::NextUrl { next } => Some(next),
+            _ => None,
+        };
+        pointers.push(("paging.next", next));
+        let codes = h.error_code.as_ref().map(|c| &c.pointer);
+        pointers.push(("error_code.pointer", codes));
+        let fields: Vec<(String, &String)> = h
+            .fields
+            .iter()
+            .map(|(f, p)| (format!("fields.{}", f.as_str()), p))
+            .collect();
+        for (key, pointer) in pointers
+            .into_iter()
+            .filter_map(|(k, p)| Some((k.to_owned(), p?)))
+            .chain(fields)
+        {
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                self.push(
+                    place,
+                    Some(&key),
+                    "a JSON pointer starts with `/`, e.g. \"/data/list\" (RFC 6901)",
+                );
+            }
+        }
+        if let Some(rl) = h.rate_limit
+            && rl.per_second == 0
+        {
+            self.push(place, Some("rate_limit.per_second"), "must be at least 1");
         }
     }
 
@@ -798,7 +842,7 @@ fn interpolate_with(
     Ok(out)
 }
 
-const CONNECTOR_TYPES: &str = "webhook, file, mysql or google_ads";
+const CONNECTOR_TYPES: &str = "webhook, file, mysql, google_ads or http_pull";
 
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
 fn is_sql_name(name: &str, qualified: bool) -> bool {

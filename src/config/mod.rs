@@ -242,6 +242,8 @@ pub enum ConnectorConfig {
     Mysql(MysqlConnector),
     /// Google Ads lead form webhooks: `POST /v1/webhooks/{name}`.
     GoogleAds(GoogleAdsConnector),
+    /// Any paged JSON API, all configuration: page numbers, offsets, cursors or next-page URLs.
+    HttpPull(Box<HttpPullConnector>),
 }
 
 impl ConnectorConfig {
@@ -251,6 +253,7 @@ impl ConnectorConfig {
             Self::File(c) => &c.name,
             Self::Mysql(c) => &c.name,
             Self::GoogleAds(c) => &c.name,
+            Self::HttpPull(c) => &c.name,
         }
     }
 
@@ -260,6 +263,7 @@ impl ConnectorConfig {
             Self::File(c) => &c.mapping,
             Self::Mysql(c) => &c.mapping,
             Self::GoogleAds(c) => &c.mapping,
+            Self::HttpPull(c) => &c.mapping,
         }
     }
 
@@ -269,6 +273,7 @@ impl ConnectorConfig {
             Self::File(c) => &c.default_region,
             Self::Mysql(c) => &c.default_region,
             Self::GoogleAds(c) => &c.default_region,
+            Self::HttpPull(c) => &c.default_region,
         }
     }
 
@@ -279,6 +284,7 @@ impl ConnectorConfig {
             Self::File(c) => &c.identity_fields,
             Self::Mysql(c) => &c.identity_fields,
             Self::GoogleAds(c) => &c.identity_fields,
+            Self::HttpPull(c) => &c.identity_fields,
         }
     }
 
@@ -286,6 +292,7 @@ impl ConnectorConfig {
     pub fn test_leads(&self) -> TestLeads {
         match self {
             Self::GoogleAds(c) => c.test_leads,
+            Self::HttpPull(c) => c.test_leads,
             _ => TestLeads::Topic,
         }
     }
@@ -296,6 +303,7 @@ impl ConnectorConfig {
             Self::File(c) => c.external_id_field.as_deref(),
             Self::Mysql(c) => Some(&c.id_column),
             Self::GoogleAds(_) => Some("lead_id"),
+            Self::HttpPull(_) => None,
         }
     }
 }
@@ -460,6 +468,111 @@ pub struct GoogleAdsConnector {
     pub mapping: FieldMapping,
     #[serde(default)]
     pub identity_fields: BTreeMap<String, String>,
+}
+
+/// `type = "http_pull"`: polls a JSON API page by page (see `docs/connectors.md`). Each page
+/// is journaled with the position of the next one, so a restart resumes mid-pull; a lead read
+/// twice (the next poll starts over, or the page was re-read) is dropped by its `id`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPullConnector {
+    pub name: String,
+    /// The first page's URL (`https://...`).
+    pub url: String,
+    /// Request headers; values may hold secrets: `{ Authorization = "Bearer ${ACME_TOKEN}" }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, SecretString>,
+    /// Fixed query parameters added to every request.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// JSON pointer to the array of leads in a response, e.g. `"/data/list"`.
+    pub records: String,
+    /// JSON pointer to a lead's own id inside a record, e.g. `"/clue_id"`.
+    pub id: String,
+    pub paging: Paging,
+    /// For APIs that answer HTTP 200 with an error code in the body.
+    #[serde(default)]
+    pub error_code: Option<ErrorCodes>,
+    /// Contact field -> JSON pointer inside a record: `{ phone = "/contact/mobile" }`.
+    #[serde(default)]
+    pub fields: BTreeMap<crate::mapping::ContactField, String>,
+    /// JSON pointer to a record's test marker; a record whose value there is `true` (or `1`, or
+    /// equals `test_value`) is a test lead.
+    #[serde(default)]
+    pub test_pointer: Option<String>,
+    #[serde(default)]
+    pub test_value: Option<serde_json::Value>,
+    #[serde(default)]
+    pub test_leads: TestLeads,
+    /// The pause between polls once the last page was read.
+    #[serde(with = "humantime_serde", default = "HttpPullConnector::default_poll")]
+    pub poll_interval: Duration,
+    /// Requests per second to this API (the platform's limit per token or account).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    #[serde(default)]
+    pub identity_fields: BTreeMap<String, String>,
+}
+
+impl HttpPullConnector {
+    fn default_poll() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+/// How an API pages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Paging {
+    /// `?page=1&page_size=100`, then 2, 3, ... until a page comes back empty or short.
+    Page {
+        param: String,
+        #[serde(default)]
+        size_param: Option<String>,
+        #[serde(default = "Paging::default_size")]
+        size: u32,
+        #[serde(default = "Paging::default_start")]
+        start: u64,
+    },
+    /// `?offset=0&limit=100`, then 100, 200, ...
+    Offset {
+        param: String,
+        size_param: String,
+        #[serde(default = "Paging::default_size")]
+        size: u32,
+    },
+    /// `?cursor=<the value at the pointer `next` of the last response>` until it is absent.
+    Cursor { param: String, next: String },
+    /// The next page's full URL is at the pointer `next` of the response (Meta's `paging.next`).
+    NextUrl { next: String },
+}
+
+impl Paging {
+    fn default_size() -> u32 {
+        100
+    }
+    fn default_start() -> u64 {
+        1
+    }
+}
+
+/// `error_code = { pointer = "/code", ok = [0], throttled = [40100], expired = [40102] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorCodes {
+    pub pointer: String,
+    #[serde(default)]
+    pub ok: Vec<i64>,
+    /// Codes that mean "slow down": retried with backoff.
+    #[serde(default)]
+    pub throttled: Vec<i64>,
+    /// Codes that mean the token expired or was revoked: the connector stops until fixed.
+    #[serde(default)]
+    pub expired: Vec<i64>,
 }
 
 /// Where a platform's test leads go.

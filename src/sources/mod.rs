@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod google_ads;
+pub mod http_pull;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod status;

@@ -76,6 +76,7 @@ impl ConnectorStatus {
             ConnectorConfig::Webhook(_) => ("webhook", None, State::Passive),
             ConnectorConfig::File(_) => ("file", None, State::Passive),
             ConnectorConfig::GoogleAds(_) => ("google_ads", None, State::Passive),
+            ConnectorConfig::HttpPull(_) => ("http_pull", None, State::Starting),
             ConnectorConfig::Mysql(m) => (
                 "mysql",
                 Some(format!("{:?}", m.mode).to_lowercase()),

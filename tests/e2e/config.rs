@@ -75,6 +75,7 @@ fn every_shipped_config_and_connector_validates() {
             "mysql://leadgate:secret@127.0.0.1:3306/crm",
         ),
         ("GOOGLE_ADS_KEY", "form-key-0123456789"),
+        ("LEAD_API_TOKEN", "token"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("config")).unwrap() {

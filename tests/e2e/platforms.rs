@@ -142,3 +142,210 @@ async fn google_ads_leads_are_checked_mapped_deduplicated_and_tests_kept_apart()
     crate::config::assert_valid_lead_record(t);
     crate::config::assert_valid_lead_record(r);
 }
+
+/// A local lead API in the shape of Ocean Engine's `clue/get`: 5 leads over 3 pages of 2, an
+/// `Access-Token` header, errors as HTTP 200 with a `code` (40100 throttled, 40102 expired).
+/// Page 1 is throttled once by code, page 2 once by HTTP 429 with `Retry-After`, and page 3 is
+/// held until `release` (so a gateway can be killed mid-pull). Every request is logged.
+struct ReplayApi {
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl ReplayApi {
+    async fn start() -> Self {
+        use axum::extract::{Query, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+
+        type Shared = (Arc<Mutex<Vec<String>>>, tokio::sync::watch::Receiver<bool>);
+        async fn clues(
+            State((log, release)): State<Shared>,
+            headers: HeaderMap,
+            Query(q): Query<HashMap<String, String>>,
+        ) -> axum::response::Response {
+            let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+            let token = headers
+                .get("Access-Token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let entry = format!("{token} page={page}");
+            let seen = {
+                let mut log = log.lock().unwrap();
+                log.push(entry.clone());
+                log.iter().filter(|e| **e == entry).count()
+            };
+            if token != "good-token" {
+                return axum::Json(
+                    serde_json::json!({"code": 40102, "message": "access token expired"}),
+                )
+                .into_response();
+            }
+            if page == 1 && seen == 1 {
+                return axum::Json(
+                    serde_json::json!({"code": 40100, "message": "too many requests"}),
+                )
+                .into_response();
+            }
+            if page == 2 && seen == 1 {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("Retry-After", "1")],
+                    "slow down",
+                )
+                    .into_response();
+            }
+            if page == 3 {
+                let mut r = release.clone();
+                let _ = r.wait_for(|go| *go).await;
+            }
+            let list: Vec<Value> = ((page - 1) * 2 + 1..=(page * 2).min(5))
+                .map(|n| serde_json::json!({
+                    "clue_id": format!("c{n}"), "name": format!("客户{n}"),
+                    "telephone": format!("1390000100{n}"), "clue_source": if n == 5 { 4 } else { 1 },
+                    "province_name": "广东", "city_name": "深圳"
+                }))
+                .collect();
+            axum::Json(
+                serde_json::json!({"code": 0, "message": "OK", "data": {"list": list,
+                "page_info": {"page": page, "page_size": 2, "total_number": 5, "total_page": 3}}}),
+            )
+            .into_response()
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let app = axum::Router::new()
+            .route("/open_api/2/tools/clue/get/", axum::routing::get(clues))
+            .with_state((log.clone(), gate));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { port, log, release }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn pull_connector(name: &str, port: u16, token: &str) -> String {
+    format!(
+        "[[connectors]]\nname = \"{name}\"\ntype = \"http_pull\"\n\
+         url = \"http://127.0.0.1:{port}/open_api/2/tools/clue/get/\"\n\
+         headers = {{ Access-Token = \"{token}\" }}\n\
+         records = \"/data/list\"\nid = \"/clue_id\"\n\
+         paging = {{ type = \"page\", param = \"page\", size_param = \"page_size\", size = 2 }}\n\
+         error_code = {{ pointer = \"/code\", ok = [0], throttled = [40100], expired = [40102] }}\n\
+         fields = {{ phone = \"/telephone\", name = \"/name\", province = \"/province_name\", city = \"/city_name\" }}\n\
+         test_pointer = \"/clue_source\"\ntest_value = 4\n\
+         poll_interval = \"1h\"\nrate_limit = {{ per_second = 20 }}\n"
+    )
+}
+
+// Multi-threaded: the replay API keeps serving while the test blocks in the Kafka consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_pull_pages_retries_throttling_resumes_mid_pull_and_reports_an_expired_token() {
+    let api = ReplayApi::start().await;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n{}\n{}",
+        kafka_config(&broker.brokers(), ""),
+        pull_connector("ocean", api.port, "good-token"),
+        pull_connector("revoked", api.port, "old-token"),
+    );
+    let mut gw = Gateway::start(Some(&config), &dir.path().join("gw"));
+    let client = reqwest::Client::new();
+    let status = |name: &'static str| {
+        let client = client.clone();
+        let url = gw.url(&format!("/v1/connectors/{name}"));
+        async move { crate::support::get_json(&client, &url).await }
+    };
+    // Pages 1 and 2 (each throttled once, then read) are journaled; page 3 is held.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let st = status("ocean").await;
+        if st["events_journaled"].as_u64() == Some(4)
+            && api.log().iter().any(|e| e == "good-token page=3")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{st} {:?}", api.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let revoked = status("revoked").await;
+    assert_eq!(revoked["state"], "stopped", "{revoked}");
+    assert!(
+        revoked["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("expired or was revoked"),
+        "{revoked}"
+    );
+
+    // Killed mid-pull; the restart asks for page 3 first, not page 1.
+    gw.kill();
+    let before = api.log().len();
+    api.release.send_replace(true);
+    let _gw = Gateway::start(Some(&config), &dir.path().join("gw"));
+    let clean = consume_until(
+        &broker.brokers(),
+        "leads.clean",
+        std::time::Duration::from_secs(30),
+        |got| {
+            got.iter()
+                .filter(|c| c.value["source"]["connector"] == "ocean")
+                .count()
+                >= 4
+        },
+    );
+    let tests = consume_until(
+        &broker.brokers(),
+        "leads.test",
+        std::time::Duration::from_secs(30),
+        |got| !got.is_empty(),
+    );
+    let log = api.log();
+    let after = &log[before..];
+    let first_ocean = log[before..]
+        .iter()
+        .find(|e| e.starts_with("good-token "))
+        .unwrap();
+    assert_eq!(
+        first_ocean, "good-token page=3",
+        "resumed mid-pull: {after:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|e| *e == "good-token page=2").count(),
+        2,
+        "page 2: a 429, then read once: {log:?}"
+    );
+
+    let mut ids: Vec<String> = clean
+        .iter()
+        .filter(|c| c.value["source"]["connector"] == "ocean")
+        .map(|c| {
+            c.value["source"]["external_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["c1", "c2", "c3", "c4"], "each lead once");
+    let c1 = clean
+        .iter()
+        .find(|c| c.value["source"]["external_id"] == "c1")
+        .unwrap();
+    assert_eq!(c1.value["contact"]["phone"], "+8613900001001");
+    assert_eq!(c1.value["contact"]["city"], "深圳市");
+    assert_eq!(c1.value["raw"]["clue_id"], "c1", "the record is kept raw");
+    assert_eq!(tests.len(), 1);
+    assert_eq!(
+        tests[0].value["source"]["external_id"], "c5",
+        "clue_source 4 is a test lead"
+    );
+}

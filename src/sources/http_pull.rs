@@ -1,0 +1,496 @@
+//! `type = "http_pull"`: any paged JSON API, by configuration alone.
+//!
+//! - **Paging.** Page numbers, offsets, cursors or next-page URLs ([`Paging`]).
+//! - **Leads.** The records are found at a JSON pointer, each lead's id at another, and contact
+//!   fields at pointers inside a record.
+//! - **Checkpoint.** Each page goes to the journal in one transaction with the position of the
+//!   next page, as the MySQL source does. A restart resumes mid-pull at the first page not yet
+//!   journaled.
+//! - **Polling.** When the last page is read, the next poll starts over: from the first page, or,
+//!   for cursor and next-URL APIs, from the last position. Leads read again are dropped by their
+//!   id (identity's source idempotency), so they are published once.
+//! - **Rate limits and retries.** Requests are rate limited with `governor`. Throttling (HTTP
+//!   429, or a `throttled` error code in the body) and server errors are retried with backoff
+//!   (`backon`) that honours `Retry-After`. HTTP 401/403, or an `expired` code, means the token
+//!   expired or was revoked: retrying cannot help, so the connector stops and says so in
+//!   `GET /v1/connectors/{name}`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Paging};
+use crate::intake::Journal;
+use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
+use crate::pipeline::retry_policy;
+use crate::sources::status::{State, Statuses};
+
+/// Where the next request starts; stored in the journal with the page before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// `None`: at the start of a poll.
+    pub next: Option<Position>,
+    /// Cursor and next-URL APIs: where the last poll ended, so the next one starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Position>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Position {
+    Page(u64),
+    Offset(u64),
+    Cursor(String),
+    Url(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("throttled by the API (HTTP {status}{code})")]
+    Throttled {
+        status: u16,
+        code: String,
+        retry_after: Option<Duration>,
+    },
+    #[error(
+        "the API refused the credentials (HTTP {0}): the token expired or was revoked; renew it and restart"
+    )]
+    Expired(String),
+    #[error("HTTP {0} from the API")]
+    Server(u16),
+    #[error("cannot reach the API: {0}")]
+    Network(String),
+    #[error("the API answered error code {0}")]
+    Api(String),
+    #[error("the response is not what the connector expects: {0}")]
+    Shape(String),
+    #[error(transparent)]
+    Journal(#[from] crate::intake::JournalError),
+}
+
+impl PullError {
+    fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Throttled { .. } | Self::Server(_) | Self::Network(_)
+        )
+    }
+}
+
+/// One page: its leads and the position after it (`None`: it was the last).
+struct Page {
+    records: Vec<Value>,
+    next: Option<Position>,
+}
+
+/// Starts every configured HTTP pull connector.
+pub fn spawn(
+    connectors: &[ConnectorConfig],
+    journal: &Journal,
+    statuses: &Statuses,
+    max_backlog: u64,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let mut tasks = Vec::new();
+    for c in connectors {
+        let ConnectorConfig::HttpPull(cfg) = c else {
+            continue;
+        };
+        let checkpoint = match journal.checkpoint(&cfg.name)? {
+            Some(bytes) => serde_json::from_slice(&bytes)?,
+            None => Checkpoint::default(),
+        };
+        let limiter = cfg.rate_limit.and_then(|rl| {
+            let per_second = NonZeroU32::new(rl.per_second)?;
+            let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
+            Some(RateLimiter::direct(
+                Quota::per_second(per_second).allow_burst(burst),
+            ))
+        });
+        let puller = Puller {
+            cfg: (**cfg).clone(),
+            client: client.clone(),
+            limiter,
+            journal: journal.clone(),
+            statuses: statuses.clone(),
+            max_backlog,
+            checkpoint,
+        };
+        tasks.push(tokio::spawn(puller.run(shutdown.clone())));
+    }
+    Ok(tasks)
+}
+
+struct Puller {
+    cfg: HttpPullConnector,
+    client: reqwest::Client,
+    limiter: Option<DefaultDirectRateLimiter>,
+    journal: Journal,
+    statuses: Statuses,
+    max_backlog: u64,
+    checkpoint: Checkpoint,
+}
+
+impl Puller {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = retry_policy();
+        while !*shutdown.borrow() {
+            let pause = match self.poll(&shutdown).await {
+                Ok(()) => {
+                    backoff = retry_policy();
+                    self.statuses.success(&self.cfg.name, State::Following);
+                    self.cfg.poll_interval
+                }
+                Err(e) => {
+                    let fatal = matches!(e, PullError::Expired(_));
+                    self.statuses.failure(&self.cfg.name, &e.to_string(), fatal);
+                    tracing::error!(connector = %self.cfg.name, error = %e, "pull failed");
+                    if fatal {
+                        Duration::from_secs(300)
+                    } else {
+                        backoff.next().unwrap_or(Duration::from_secs(30))
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Reads pages from the checkpoint to the last one, journaling each with the next position.
+    async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let at = self
+                .checkpoint
+                .next
+                .clone()
+                .or_else(|| self.checkpoint.resume.clone())
+                .unwrap_or_else(|| first_position(&self.cfg.paging));
+            let page = (|| self.fetch(&at))
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_delay(Duration::from_secs(30))
+                        .with_max_times(5)
+                        .with_jitter(),
+                )
+                .when(PullError::retryable)
+                .adjust(|e, delay| match e {
+                    // The API said when to come back: wait that long instead.
+                    PullError::Throttled {
+                        retry_after: Some(after),
+                        ..
+                    } => Some(*after),
+                    _ => delay,
+                })
+                .notify(|e, after| {
+                    tracing::warn!(connector = %self.cfg.name, error = %e, retry_in = ?after, "retrying");
+                })
+                .await?;
+            let now = now_rfc3339();
+            let events: Vec<IntakeEvent> =
+                page.records.iter().map(|r| self.event(r, &now)).collect();
+            self.statuses
+                .update(&self.cfg.name, |s| s.rows_read += events.len() as u64);
+            let last = page.next.is_none();
+            let checkpoint = Checkpoint {
+                next: page.next.clone(),
+                resume: if last {
+                    // Cursor and next-URL APIs resume where they ended; numbered pages start over.
+                    matches!(at, Position::Cursor(_) | Position::Url(_)).then_some(at)
+                } else {
+                    self.checkpoint.resume.clone()
+                },
+            };
+            let n = events.len() as u64;
+            self.journal.wait_below(self.max_backlog).await;
+            let bytes =
+                serde_json::to_vec(&checkpoint).map_err(|e| PullError::Shape(e.to_string()))?;
+            self.journal
+                .append_pulled(&self.cfg.name, events, bytes)
+                .await?;
+            let shown = serde_json::to_value(&checkpoint).ok();
+            self.statuses.update(&self.cfg.name, |s| {
+                s.events_journaled += n;
+                s.checkpoint = shown;
+            });
+            self.checkpoint = checkpoint;
+            self.statuses.success(&self.cfg.name, State::Following);
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    fn event(&self, record: &Value, now: &str) -> IntakeEvent {
+        let id = record.pointer(&self.cfg.id).and_then(|v| match v {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let test = self.cfg.test_pointer.as_deref().is_some_and(|p| {
+            record
+                .pointer(p)
+                .is_some_and(|v| match &self.cfg.test_value {
+                    Some(want) => v == want,
+                    None => v == &Value::Bool(true) || v == &Value::from(1),
+                })
+        });
+        let mut e = IntakeEvent::new(&self.cfg.name, SourceKind::Platform, id, record.clone());
+        e.received_at = now.to_owned();
+        e.test = test;
+        e
+    }
+
+    async fn fetch(&self, at: &Position) -> Result<Page, PullError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let mut req = match at {
+            Position::Url(url) => self.client.get(url),
+            _ => self.client.get(&self.cfg.url).query(&self.cfg.query),
+        };
+        for (name, value) in &self.cfg.headers {
+            req = req.header(name, value.expose_secret());
+        }
+        req = match (&self.cfg.paging, at) {
+            (
+                Paging::Page {
+                    param,
+                    size_param,
+                    size,
+                    ..
+                },
+                Position::Page(p),
+            ) => {
+                let mut q = vec![(param.clone(), p.to_string())];
+                if let Some(sp) = size_param {
+                    q.push((sp.clone(), size.to_string()));
+                }
+                req.query(&q)
+            }
+            (
+                Paging::Offset {
+                    param,
+                    size_param,
+                    size,
+                },
+                Position::Offset(o),
+            ) => req.query(&[(param, o.to_string()), (size_param, size.to_string())]),
+            (Paging::Cursor { param, .. }, Position::Cursor(c)) if !c.is_empty() => {
+                req.query(&[(param, c)])
+            }
+            _ => req,
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| PullError::Network(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match status {
+            429 => {
+                return Err(PullError::Throttled {
+                    status,
+                    code: String::new(),
+                    retry_after,
+                });
+            }
+            401 | 403 => return Err(PullError::Expired(status.to_string())),
+            500..=599 => return Err(PullError::Server(status)),
+            200..=299 => {}
+            other => return Err(PullError::Api(format!("HTTP {other}"))),
+        }
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| PullError::Shape(format!("not JSON: {e}")))?;
+        if let Some(codes) = &self.cfg.error_code
+            && let Some(code) = body.pointer(&codes.pointer).and_then(Value::as_i64)
+            && !codes.ok.contains(&code)
+        {
+            let text = format!(
+                "{code}: {}",
+                body.get("message").and_then(Value::as_str).unwrap_or("")
+            );
+            return Err(if codes.throttled.contains(&code) {
+                PullError::Throttled {
+                    status,
+                    code: format!(", code {code}"),
+                    retry_after,
+                }
+            } else if codes.expired.contains(&code) {
+                PullError::Expired(format!("200, code {text}"))
+            } else {
+                PullError::Api(text)
+            });
+        }
+        let records = match body.pointer(&self.cfg.records) {
+            Some(Value::Array(a)) => a.clone(),
+            Some(Value::Null) | None => Vec::new(),
+            Some(_) => {
+                return Err(PullError::Shape(format!(
+                    "`{}` is not an array",
+                    self.cfg.records
+                )));
+            }
+        };
+        let next = next_position(&self.cfg.paging, at, &body, records.len());
+        Ok(Page { records, next })
+    }
+}
+
+fn first_position(paging: &Paging) -> Position {
+    match paging {
+        Paging::Page { start, .. } => Position::Page(*start),
+        Paging::Offset { .. } => Position::Offset(0),
+        Paging::Cursor { .. } => Position::Cursor(String::new()),
+        // The configured URL is the first page.
+        Paging::NextUrl { .. } => Position::Page(0),
+    }
+}
+
+/// The position after a page of `n` records, or `None` when it was the last.
+fn next_position(paging: &Paging, at: &Position, body: &Value, n: usize) -> Option<Position> {
+    let text = |pointer: &str| {
+        body.pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    match (paging, at) {
+        (_, _) if n == 0 => None,
+        (Paging::Page { size, .. }, Position::Page(p)) => {
+            (n >= *size as usize).then_some(Position::Page(p + 1))
+        }
+        (Paging::Offset { size, .. }, Position::Offset(o)) => {
+            (n >= *size as usize).then_some(Position::Offset(o + n as u64))
+        }
+        (Paging::Cursor { next, .. }, _) => text(next).map(Position::Cursor),
+        (Paging::NextUrl { next }, _) => text(next).map(Position::Url),
+        _ => None,
+    }
+}
+
+/// A record's fields for the mapping: its top-level values, then each configured pointer's
+/// value under the contact field's name.
+pub fn fields_of(
+    pointers: &std::collections::BTreeMap<crate::mapping::ContactField, String>,
+) -> impl Fn(&Value) -> Value + Send + Sync + use<> {
+    let pointers: Vec<(String, String)> = pointers
+        .iter()
+        .map(|(f, p)| (f.as_str().to_owned(), p.clone()))
+        .collect();
+    move |record: &Value| {
+        let mut out: Map<String, Value> = record.as_object().cloned().unwrap_or_default();
+        for (field, pointer) in &pointers {
+            if let Some(v) = record.pointer(pointer) {
+                out.insert(field.clone(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+/// The connector's mapping, plus each pointer-mapped field under its own name.
+pub fn mapping_of(cfg: &HttpPullConnector) -> FieldMapping {
+    let mut m = cfg.mapping.clone();
+    for field in cfg.fields.keys() {
+        m.entry(*field)
+            .or_default()
+            .insert(0, field.as_str().to_owned());
+    }
+    m
+}
+
+/// The fields function as the pipeline holds it.
+pub type FieldsFn = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn page(size: u32) -> Paging {
+        Paging::Page {
+            param: "page".into(),
+            size_param: Some("page_size".into()),
+            size,
+            start: 1,
+        }
+    }
+
+    #[test]
+    fn positions_advance_by_the_paging_kind() {
+        let body = json!({"paging": {"next": "https://x/next", "cursor": "c2"}});
+        assert_eq!(
+            next_position(&page(2), &Position::Page(1), &body, 2),
+            Some(Position::Page(2))
+        );
+        assert_eq!(
+            next_position(&page(2), &Position::Page(3), &body, 1),
+            None,
+            "a short page is the last"
+        );
+        assert_eq!(next_position(&page(2), &Position::Page(3), &body, 0), None);
+        let offset = Paging::Offset {
+            param: "offset".into(),
+            size_param: "limit".into(),
+            size: 2,
+        };
+        assert_eq!(
+            next_position(&offset, &Position::Offset(4), &body, 2),
+            Some(Position::Offset(6))
+        );
+        let cursor = Paging::Cursor {
+            param: "cursor".into(),
+            next: "/paging/cursor".into(),
+        };
+        assert_eq!(
+            next_position(&cursor, &Position::Cursor(String::new()), &body, 5),
+            Some(Position::Cursor("c2".into()))
+        );
+        let url = Paging::NextUrl {
+            next: "/paging/next".into(),
+        };
+        assert_eq!(
+            next_position(&url, &Position::Page(0), &body, 5),
+            Some(Position::Url("https://x/next".into()))
+        );
+        assert_eq!(next_position(&url, &Position::Page(0), &json!({}), 5), None);
+    }
+
+    #[test]
+    fn pointers_fill_contact_fields_and_keep_the_rest() {
+        let mut p = std::collections::BTreeMap::new();
+        p.insert(
+            crate::mapping::ContactField::Phone,
+            "/contact/mobile".to_owned(),
+        );
+        let f = fields_of(&p);
+        let out = f(&json!({"id": 1, "contact": {"mobile": "13800138000"}}));
+        assert_eq!(out["phone"], "13800138000");
+        assert_eq!(out["id"], 1);
+    }
+}
