@@ -13,6 +13,10 @@
 
 use std::time::Instant;
 
+// The allocator `leadgate run` uses (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use leadgate::identity::eval::{evaluate, generate};
 use leadgate::identity::{
     EMAIL, EmbeddedIdentityStore, IdentityKey, IdentityRequest, IdentityStore, PHONE, Policy,

@@ -9,6 +9,10 @@
 
 use std::time::Instant;
 
+// The allocator `leadgate run` uses (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use leadgate::mapping::Mapper;
 use leadgate::normalize::normalize;
 
