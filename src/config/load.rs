@@ -657,6 +657,15 @@ impl Loader {
         {
             self.push(place, Some("rate_limit.per_second"), "must be at least 1");
         }
+        if let Some(w) = &h.window
+            && jiff::tz::TimeZone::get(&w.timezone).is_err()
+        {
+            self.push(
+                place,
+                Some("window.timezone"),
+                "not an IANA time zone, e.g. \"Asia/Shanghai\"",
+            );
+        }
     }
 
     fn check_mysql(&mut self, place: &Place, m: &MysqlConnector) {

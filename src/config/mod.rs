@@ -490,6 +490,10 @@ pub struct HttpPullConnector {
     /// JSON pointer to a lead's own id inside a record, e.g. `"/clue_id"`.
     pub id: String,
     pub paging: Paging,
+    /// For APIs filtered by creation time: each poll asks for `[start, end)`, from where the last
+    /// poll ended (minus `overlap`) to now.
+    #[serde(default)]
+    pub window: Option<TimeWindow>,
     /// For APIs that answer HTTP 200 with an error code in the body.
     #[serde(default)]
     pub error_code: Option<ErrorCodes>,
@@ -557,6 +561,43 @@ impl Paging {
     }
     fn default_start() -> u64 {
         1
+    }
+}
+
+/// `window = { start_param = "start_time", end_param = "end_time", format = "%Y-%m-%d %H:%M:%S",
+/// timezone = "Asia/Shanghai", overlap = "10m", initial = "7d" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindow {
+    pub start_param: String,
+    pub end_param: String,
+    /// strftime format of the parameters; `"%s"` for unix seconds.
+    #[serde(default = "TimeWindow::default_format")]
+    pub format: String,
+    /// IANA zone the API reads times in (Chinese platforms: GMT+8).
+    #[serde(default = "TimeWindow::default_timezone")]
+    pub timezone: String,
+    /// Each window starts this long before the last one ended: leads created just before a
+    /// window's end but indexed late are still read (the repeats are dropped by id).
+    #[serde(with = "humantime_serde", default = "TimeWindow::default_overlap")]
+    pub overlap: Duration,
+    /// How far back the very first poll reaches.
+    #[serde(with = "humantime_serde", default = "TimeWindow::default_initial")]
+    pub initial: Duration,
+}
+
+impl TimeWindow {
+    fn default_format() -> String {
+        "%Y-%m-%d %H:%M:%S".into()
+    }
+    fn default_timezone() -> String {
+        "Asia/Shanghai".into()
+    }
+    fn default_overlap() -> Duration {
+        Duration::from_secs(600)
+    }
+    fn default_initial() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
     }
 }
 

@@ -40,6 +40,12 @@ pub struct Checkpoint {
     /// Cursor and next-URL APIs: where the last poll ended, so the next one starts there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Position>,
+    /// With `window`: the poll under way asks for `[start, end)`, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<(i64, i64)>,
+    /// With `window`: where the last complete poll's window ended, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,7 +188,8 @@ impl Puller {
                 .clone()
                 .or_else(|| self.checkpoint.resume.clone())
                 .unwrap_or_else(|| first_position(&self.cfg.paging));
-            let page = (|| self.fetch(&at))
+            let window = self.window();
+            let page = (|| self.fetch(&at, window))
                 .retry(
                     ExponentialBuilder::default()
                         .with_min_delay(Duration::from_millis(200))
@@ -217,6 +224,13 @@ impl Puller {
                 } else {
                     self.checkpoint.resume.clone()
                 },
+                // The window is kept until its last page is journaled; then the next poll
+                // starts where it ended.
+                window: if last { None } else { window },
+                done_until: match (last, window) {
+                    (true, Some((_, end))) => Some(end),
+                    _ => self.checkpoint.done_until,
+                },
             };
             let n = events.len() as u64;
             self.journal.wait_below(self.max_backlog).await;
@@ -236,6 +250,22 @@ impl Puller {
                 return Ok(());
             }
         }
+    }
+
+    /// The time window of this poll: the one under way (after a restart), or a new one from
+    /// where the last ended, minus the overlap, to now.
+    fn window(&self) -> Option<(i64, i64)> {
+        let w = self.cfg.window.as_ref()?;
+        if let Some(under_way) = self.checkpoint.window {
+            return Some(under_way);
+        }
+        let now = jiff::Timestamp::now().as_second();
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+        let start = match self.checkpoint.done_until {
+            Some(end) => end - secs(w.overlap),
+            None => now - secs(w.initial),
+        };
+        Some((start, now))
     }
 
     fn event(&self, record: &Value, now: &str) -> IntakeEvent {
@@ -258,7 +288,7 @@ impl Puller {
         e
     }
 
-    async fn fetch(&self, at: &Position) -> Result<Page, PullError> {
+    async fn fetch(&self, at: &Position, window: Option<(i64, i64)>) -> Result<Page, PullError> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
@@ -266,6 +296,14 @@ impl Puller {
             Position::Url(url) => self.client.get(url),
             _ => self.client.get(&self.cfg.url).query(&self.cfg.query),
         };
+        if let (Some(w), Some((start, end)), false) =
+            (&self.cfg.window, window, matches!(at, Position::Url(_)))
+        {
+            req = req.query(&[
+                (&w.start_param, format_time(start, w)),
+                (&w.end_param, format_time(end, w)),
+            ]);
+        }
         for (name, value) in &self.cfg.headers {
             req = req.header(name, value.expose_secret());
         }
@@ -359,6 +397,17 @@ impl Puller {
         let next = next_position(&self.cfg.paging, at, &body, records.len());
         Ok(Page { records, next })
     }
+}
+
+/// Unix seconds as the API wants them: `%s`, or a strftime format in the window's zone.
+fn format_time(secs: i64, w: &crate::config::TimeWindow) -> String {
+    if w.format == "%s" {
+        return secs.to_string();
+    }
+    let tz = jiff::tz::TimeZone::get(&w.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_zoned_datetime(tz).strftime(&w.format).to_string())
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 fn first_position(paging: &Paging) -> Position {
@@ -479,6 +528,25 @@ mod tests {
             Some(Position::Url("https://x/next".into()))
         );
         assert_eq!(next_position(&url, &Position::Page(0), &json!({}), 5), None);
+    }
+
+    #[test]
+    fn window_times_are_written_in_the_apis_zone() {
+        let w = crate::config::TimeWindow {
+            start_param: "start_time".into(),
+            end_param: "end_time".into(),
+            format: "%Y-%m-%d %H:%M:%S".into(),
+            timezone: "Asia/Shanghai".into(),
+            overlap: Duration::from_secs(600),
+            initial: Duration::from_secs(3600),
+        };
+        // 2026-11-24T00:00:00Z is 08:00 in GMT+8.
+        assert_eq!(format_time(1_795_478_400, &w), "2026-11-24 08:00:00");
+        let unix = crate::config::TimeWindow {
+            format: "%s".into(),
+            ..w
+        };
+        assert_eq!(format_time(1_795_478_400, &unix), "1795478400");
     }
 
     #[test]

@@ -149,7 +149,10 @@ async fn google_ads_leads_are_checked_mapped_deduplicated_and_tests_kept_apart()
 /// held until `release` (so a gateway can be killed mid-pull). Every request is logged.
 struct ReplayApi {
     port: u16,
+    /// `"{token} page={n}"` per request.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// `(page, start_time, end_time)` of each request with the good token.
+    windows: std::sync::Arc<std::sync::Mutex<Vec<(usize, String, String)>>>,
     release: tokio::sync::watch::Sender<bool>,
 }
 
@@ -161,9 +164,14 @@ impl ReplayApi {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
 
-        type Shared = (Arc<Mutex<Vec<String>>>, tokio::sync::watch::Receiver<bool>);
+        type Windows = Arc<Mutex<Vec<(usize, String, String)>>>;
+        type Shared = (
+            Arc<Mutex<Vec<String>>>,
+            Windows,
+            tokio::sync::watch::Receiver<bool>,
+        );
         async fn clues(
-            State((log, release)): State<Shared>,
+            State((log, windows, release)): State<Shared>,
             headers: HeaderMap,
             Query(q): Query<HashMap<String, String>>,
         ) -> axum::response::Response {
@@ -178,6 +186,13 @@ impl ReplayApi {
                 log.push(entry.clone());
                 log.iter().filter(|e| **e == entry).count()
             };
+            if token == "good-token" {
+                let param = |k: &str| q.get(k).cloned().unwrap_or_default();
+                windows
+                    .lock()
+                    .unwrap()
+                    .push((page, param("start_time"), param("end_time")));
+            }
             if token != "good-token" {
                 return axum::Json(
                     serde_json::json!({"code": 40102, "message": "access token expired"}),
@@ -216,14 +231,20 @@ impl ReplayApi {
             .into_response()
         }
         let log = Arc::new(Mutex::new(Vec::new()));
+        let windows = Arc::new(Mutex::new(Vec::new()));
         let (release, gate) = tokio::sync::watch::channel(false);
         let app = axum::Router::new()
             .route("/open_api/2/tools/clue/get/", axum::routing::get(clues))
-            .with_state((log.clone(), gate));
+            .with_state((log.clone(), windows.clone(), gate));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { port, log, release }
+        Self {
+            port,
+            log,
+            windows,
+            release,
+        }
     }
 
     fn log(&self) -> Vec<String> {
@@ -241,7 +262,8 @@ fn pull_connector(name: &str, port: u16, token: &str) -> String {
          error_code = {{ pointer = \"/code\", ok = [0], throttled = [40100], expired = [40102] }}\n\
          fields = {{ phone = \"/telephone\", name = \"/name\", province = \"/province_name\", city = \"/city_name\" }}\n\
          test_pointer = \"/clue_source\"\ntest_value = 4\n\
-         poll_interval = \"1h\"\nrate_limit = {{ per_second = 20 }}\n"
+         window = {{ start_param = \"start_time\", end_param = \"end_time\", overlap = \"10m\", initial = \"1h\" }}\n\
+         poll_interval = \"1s\"\nrate_limit = {{ per_second = 20 }}\n"
     )
 }
 
@@ -319,9 +341,12 @@ async fn an_http_pull_pages_retries_throttling_resumes_mid_pull_and_reports_an_e
         "resumed mid-pull: {after:?}"
     );
     assert_eq!(
-        log.iter().filter(|e| *e == "good-token page=2").count(),
+        log[..before]
+            .iter()
+            .filter(|e| *e == "good-token page=2")
+            .count(),
         2,
-        "page 2: a 429, then read once: {log:?}"
+        "the first poll: page 2 got a 429, then was read: {log:?}"
     );
 
     let mut ids: Vec<String> = clean
@@ -347,5 +372,74 @@ async fn an_http_pull_pages_retries_throttling_resumes_mid_pull_and_reports_an_e
     assert_eq!(
         tests[0].value["source"]["external_id"], "c5",
         "clue_source 4 is a test lead"
+    );
+
+    // Time windows, written in GMT+8: the first poll reaches back `initial` (1h); every page of
+    // it, page 3 after the restart included, asks for the same window; the next poll starts
+    // `overlap` (10m) before it ended. Its leads are read again and dropped by id.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while api
+        .windows
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.0 == 1)
+        .count()
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second poll: {:?}",
+            api.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let windows = api.windows.lock().unwrap().clone();
+    let parse = |t: &str| {
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", t)
+            .unwrap_or_else(|e| panic!("{t:?}: {e}"))
+    };
+    let (_, start, end) = &windows[0];
+    let first = (parse(start), parse(end));
+    let now_gmt8 = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .datetime();
+    let behind = now_gmt8.duration_since(first.1).as_secs();
+    assert!(
+        (0..120).contains(&behind),
+        "the end is now, in GMT+8: {end} vs {now_gmt8}"
+    );
+    assert_eq!(
+        first.1.duration_since(first.0).as_secs(),
+        3600,
+        "{windows:?}"
+    );
+    let same = |w: &(usize, String, String)| {
+        (w.1.as_str(), w.2.as_str()) == (start.as_str(), end.as_str())
+    };
+    let first_poll: Vec<_> = windows.iter().take_while(|w| same(w)).collect();
+    assert!(
+        first_poll.iter().any(|w| w.0 == 3),
+        "page 3 after the restart kept the window: {windows:?}"
+    );
+    let next = windows.iter().find(|w| !same(w)).unwrap();
+    assert_eq!(
+        first.1.duration_since(parse(&next.1)).as_secs(),
+        600,
+        "the next poll starts 10m before the first ended: {windows:?}"
+    );
+    let clean = consume_until(
+        &broker.brokers(),
+        "leads.clean",
+        std::time::Duration::from_secs(3),
+        |_| false,
+    );
+    let ocean = clean
+        .iter()
+        .filter(|c| c.value["source"]["connector"] == "ocean")
+        .count();
+    assert_eq!(
+        ocean, 4,
+        "leads re-read by later polls are not published again"
     );
 }
