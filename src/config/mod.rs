@@ -392,9 +392,9 @@ pub struct MysqlConnector {
     /// forward (`updated_at`). Rows are read in `(timestamp, id)` order.
     #[serde(default)]
     pub timestamp_column: Option<String>,
-    /// Incremental mode: each poll reads again the rows up to this long before the newest one
-    /// read, so a row whose transaction committed late (with an older timestamp) is still seen.
-    /// Longer than your longest write transaction.
+    /// Incremental mode: a sweep every tenth of this (at most every 5 s) reads again the rows up
+    /// to this long before the newest one read, so a row whose transaction committed late (with
+    /// an older timestamp) is still seen. Longer than your longest write transaction.
     #[serde(
         with = "humantime_serde",
         default = "MysqlConnector::default_safety_lag"
