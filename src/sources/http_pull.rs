@@ -30,6 +30,7 @@ use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Paging};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::pipeline::retry_policy;
+use crate::sources::pull::PageSink;
 use crate::sources::status::{State, Statuses};
 
 /// Where the next request starts; stored in the journal with the page before it.
@@ -128,9 +129,13 @@ pub fn spawn(
             cfg: (**cfg).clone(),
             client: client.clone(),
             limiter,
-            journal: journal.clone(),
+            sink: PageSink {
+                name: cfg.name.clone(),
+                journal: journal.clone(),
+                statuses: statuses.clone(),
+                max_backlog,
+            },
             statuses: statuses.clone(),
-            max_backlog,
             checkpoint,
         };
         tasks.push(tokio::spawn(puller.run(shutdown.clone())));
@@ -142,9 +147,8 @@ struct Puller {
     cfg: HttpPullConnector,
     client: reqwest::Client,
     limiter: Option<DefaultDirectRateLimiter>,
-    journal: Journal,
+    sink: PageSink,
     statuses: Statuses,
-    max_backlog: u64,
     checkpoint: Checkpoint,
 }
 
@@ -232,18 +236,8 @@ impl Puller {
                     _ => self.checkpoint.done_until,
                 },
             };
-            let n = events.len() as u64;
-            self.journal.wait_below(self.max_backlog).await;
-            let bytes =
-                serde_json::to_vec(&checkpoint).map_err(|e| PullError::Shape(e.to_string()))?;
-            self.journal
-                .append_pulled(&self.cfg.name, events, bytes)
-                .await?;
-            let shown = serde_json::to_value(&checkpoint).ok();
-            self.statuses.update(&self.cfg.name, |s| {
-                s.events_journaled += n;
-                s.checkpoint = shown;
-            });
+            let n = self.sink.send(events, &checkpoint).await?;
+            self.sink.shown(&checkpoint, n, |_| {});
             self.checkpoint = checkpoint;
             self.statuses.success(&self.cfg.name, State::Following);
             if last {

@@ -6,5 +6,6 @@ pub mod google_ads;
 pub mod http_pull;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod pull;
 pub mod status;
 pub mod webhook;

@@ -28,6 +28,7 @@ use crate::config::{MysqlConnector, MysqlMode};
 use crate::intake::{Journal, JournalError};
 use crate::lead::{IntakeEvent, Issue, SourceKind, now_rfc3339};
 use crate::pipeline::retry_policy;
+use crate::sources::pull::PageSink;
 use crate::sources::status::{SnapshotProgress, State, Statuses};
 
 /// Where a MySQL connector is; stored in the journal with the rows it covers.
@@ -90,9 +91,8 @@ pub(crate) struct Ctx {
     /// The database and table followed in binlog mode.
     schema: String,
     table: String,
-    journal: Journal,
+    sink: PageSink,
     statuses: Statuses,
-    max_backlog: u64,
     shutdown: watch::Receiver<bool>,
     checkpoint: Checkpoint,
 }
@@ -128,30 +128,17 @@ impl Ctx {
         &self,
         events: Vec<IntakeEvent>,
         checkpoint: &Checkpoint,
-    ) -> impl Future<Output = Result<u64, SourceError>> + use<> {
-        let journal = self.journal.clone();
-        let name = self.cfg.name.clone();
-        let max_backlog = self.max_backlog;
-        let bytes = serde_json::to_vec(checkpoint);
-        async move {
-            let bytes = bytes.map_err(|e| SourceError::Other(e.to_string()))?;
-            journal.wait_below(max_backlog).await;
-            let n = events.len() as u64;
-            journal.append_pulled(&name, events, bytes).await?;
-            Ok(n)
-        }
+    ) -> impl Future<Output = Result<u64, JournalError>> + use<> {
+        self.sink.send(events, checkpoint)
     }
 
     /// Takes `checkpoint`, whose `n` events are journaled, as the connector's position.
     fn adopt(&mut self, checkpoint: Checkpoint, n: u64) {
-        let shown = serde_json::to_value(&checkpoint).ok();
-        self.statuses.update(&self.cfg.name, |s| {
-            s.events_journaled += n;
+        self.sink.shown(&checkpoint, n, |s| {
             s.snapshot = checkpoint.snapshot.as_ref().map(|p| SnapshotProgress {
                 rows_done: p.rows_done,
                 rows_total: p.rows_total,
             });
-            s.checkpoint = shown;
         });
         self.checkpoint = checkpoint;
     }
@@ -224,9 +211,13 @@ pub fn spawn(
             source_sql,
             schema,
             table,
-            journal: journal.clone(),
+            sink: PageSink {
+                name: cfg.name.clone(),
+                journal: journal.clone(),
+                statuses: statuses.clone(),
+                max_backlog,
+            },
             statuses: statuses.clone(),
-            max_backlog,
             shutdown: shutdown.clone(),
             checkpoint,
         };

@@ -1,0 +1,58 @@
+//! What every pull connector does with a page it read: wait while the journal's backlog is full
+//! (a reader never runs ahead of delivery), journal the page's events together with the
+//! checkpoint after them in one transaction, and count them in the connector's status. The
+//! connector adopts the checkpoint only once [`PageSink::send`] resolved.
+
+use std::future::Future;
+
+use serde::Serialize;
+
+use crate::intake::{Journal, JournalError};
+use crate::lead::IntakeEvent;
+use crate::sources::status::{ConnectorStatus, Statuses};
+
+#[derive(Clone)]
+pub struct PageSink {
+    pub name: String,
+    pub journal: Journal,
+    pub statuses: Statuses,
+    pub max_backlog: u64,
+}
+
+impl PageSink {
+    /// Journals `events` with `checkpoint`; resolves to how many events were journaled. The
+    /// future owns what it needs, so the connector can read its next page meanwhile.
+    pub fn send<C: Serialize>(
+        &self,
+        events: Vec<IntakeEvent>,
+        checkpoint: &C,
+    ) -> impl Future<Output = Result<u64, JournalError>> + use<C> {
+        let bytes = serde_json::to_vec(checkpoint);
+        let sink = self.clone();
+        async move {
+            let bytes = bytes?;
+            sink.journal.wait_below(sink.max_backlog).await;
+            let n = events.len() as u64;
+            sink.journal
+                .append_pulled(&sink.name, events, bytes)
+                .await?;
+            Ok(n)
+        }
+    }
+
+    /// Shows a journaled page in the status: `n` more events, the checkpoint now stored, and
+    /// whatever else the connector reports with it.
+    pub fn shown<C: Serialize>(
+        &self,
+        checkpoint: &C,
+        n: u64,
+        more: impl FnOnce(&mut ConnectorStatus),
+    ) {
+        let stored = serde_json::to_value(checkpoint).ok();
+        self.statuses.update(&self.name, |s| {
+            s.events_journaled += n;
+            s.checkpoint = stored;
+            more(s);
+        });
+    }
+}
