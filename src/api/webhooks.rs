@@ -1,15 +1,13 @@
 //! `POST /v1/webhooks/{connector}`: rate limit, backpressure, signature, body, idempotency, then
 //! the journal. The 202 is sent only after the event is fsynced.
 
-use std::num::NonZeroU32;
-
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
 use super::{ApiError, AppState};
@@ -36,13 +34,7 @@ impl Endpoint {
             Kind::Webhook(w) => w.rate_limit,
             Kind::GoogleAds(_) => None,
         };
-        let limiter = rate_limit.and_then(|rl| {
-            let per_second = NonZeroU32::new(rl.per_second)?;
-            let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
-            Some(RateLimiter::direct(
-                Quota::per_second(per_second).allow_burst(burst),
-            ))
-        });
+        let limiter = rate_limit.and_then(|rl| rl.limiter());
         Self { kind, limiter }
     }
 }

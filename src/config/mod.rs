@@ -680,5 +680,19 @@ pub struct RateLimit {
     pub burst: Option<u32>,
 }
 
+impl RateLimit {
+    /// The governor limiter for it (`None` when `per_second` is 0, which validation refuses).
+    pub fn limiter(&self) -> Option<governor::DefaultDirectRateLimiter> {
+        let per_second = std::num::NonZeroU32::new(self.per_second)?;
+        let burst = self
+            .burst
+            .and_then(std::num::NonZeroU32::new)
+            .unwrap_or(per_second);
+        Some(governor::RateLimiter::direct(
+            governor::Quota::per_second(per_second).allow_burst(burst),
+        ))
+    }
+}
+
 /// `[connectors.mapping]`: contact field -> input field names, e.g. `phone = ["mobile_no", "tel2"]`.
 pub type FieldMapping = BTreeMap<crate::mapping::ContactField, Vec<String>>;

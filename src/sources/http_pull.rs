@@ -15,12 +15,11 @@
 //!   expired or was revoked: retrying cannot help, so the connector stops and says so in
 //!   `GET /v1/connectors/{name}`.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -114,28 +113,14 @@ pub fn spawn(
         let ConnectorConfig::HttpPull(cfg) = c else {
             continue;
         };
-        let checkpoint = match journal.checkpoint(&cfg.name)? {
-            Some(bytes) => serde_json::from_slice(&bytes)?,
-            None => Checkpoint::default(),
-        };
-        let limiter = cfg.rate_limit.and_then(|rl| {
-            let per_second = NonZeroU32::new(rl.per_second)?;
-            let burst = rl.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
-            Some(RateLimiter::direct(
-                Quota::per_second(per_second).allow_burst(burst),
-            ))
-        });
+        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
+        let checkpoint = sink.checkpoint()?;
+        let limiter = cfg.rate_limit.and_then(|rl| rl.limiter());
         let puller = Puller {
             cfg: (**cfg).clone(),
             client: client.clone(),
             limiter,
-            sink: PageSink {
-                name: cfg.name.clone(),
-                journal: journal.clone(),
-                statuses: statuses.clone(),
-                max_backlog,
-            },
-            statuses: statuses.clone(),
+            sink,
             checkpoint,
         };
         tasks.push(tokio::spawn(puller.run(shutdown.clone())));
@@ -148,7 +133,6 @@ struct Puller {
     client: reqwest::Client,
     limiter: Option<DefaultDirectRateLimiter>,
     sink: PageSink,
-    statuses: Statuses,
     checkpoint: Checkpoint,
 }
 
@@ -159,12 +143,14 @@ impl Puller {
             let pause = match self.poll(&shutdown).await {
                 Ok(()) => {
                     backoff = retry_policy();
-                    self.statuses.success(&self.cfg.name, State::Following);
+                    self.sink.statuses.success(&self.cfg.name, State::Following);
                     self.cfg.poll_interval
                 }
                 Err(e) => {
                     let fatal = matches!(e, PullError::Expired(_));
-                    self.statuses.failure(&self.cfg.name, &e.to_string(), fatal);
+                    self.sink
+                        .statuses
+                        .failure(&self.cfg.name, &e.to_string(), fatal);
                     tracing::error!(connector = %self.cfg.name, error = %e, "pull failed");
                     if fatal {
                         Duration::from_secs(300)
@@ -217,7 +203,8 @@ impl Puller {
             let now = now_rfc3339();
             let events: Vec<IntakeEvent> =
                 page.records.iter().map(|r| self.event(r, &now)).collect();
-            self.statuses
+            self.sink
+                .statuses
                 .update(&self.cfg.name, |s| s.rows_read += events.len() as u64);
             let last = page.next.is_none();
             let checkpoint = Checkpoint {
@@ -239,7 +226,7 @@ impl Puller {
             let n = self.sink.send(events, &checkpoint).await?;
             self.sink.shown(&checkpoint, n, |_| {});
             self.checkpoint = checkpoint;
-            self.statuses.success(&self.cfg.name, State::Following);
+            self.sink.statuses.success(&self.cfg.name, State::Following);
             if last {
                 return Ok(());
             }

@@ -6,6 +6,7 @@
 use std::future::Future;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::intake::{Journal, JournalError};
 use crate::lead::IntakeEvent;
@@ -20,6 +21,23 @@ pub struct PageSink {
 }
 
 impl PageSink {
+    pub fn new(name: &str, journal: &Journal, statuses: &Statuses, max_backlog: u64) -> Self {
+        Self {
+            name: name.to_owned(),
+            journal: journal.clone(),
+            statuses: statuses.clone(),
+            max_backlog,
+        }
+    }
+
+    /// The checkpoint this connector stored last, or the default (a first start).
+    pub fn checkpoint<C: DeserializeOwned + Default>(&self) -> Result<C, JournalError> {
+        match self.journal.checkpoint(&self.name)? {
+            Some(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            None => Ok(C::default()),
+        }
+    }
+
     /// Journals `events` with `checkpoint`; resolves to how many events were journaled. The
     /// future owns what it needs, so the connector can read its next page meanwhile.
     pub fn send<C: Serialize>(

@@ -257,7 +257,7 @@ async fn stream(ctx: &mut Ctx, columns: Vec<(String, Kind)>) -> Result<(), Sourc
         };
         if first {
             first = false;
-            ctx.statuses.success(ctx.name(), State::Following);
+            ctx.sink.statuses.success(ctx.name(), State::Following);
         }
         let header = event.header();
         let end = u64::from(header.log_pos());
@@ -317,14 +317,16 @@ async fn stream(ctx: &mut Ctx, columns: Vec<(String, Kind)>) -> Result<(), Sourc
                 commit_at(ctx, &mut pending, &file, end, &mut last_commit).await?;
             }
             Some(EventData::HeartbeatEvent) => {
-                ctx.statuses
+                ctx.sink
+                    .statuses
                     .update(ctx.name(), |s| s.lag_seconds = Some(0.0));
             }
             _ => {}
         }
         if header.timestamp() > 0 && end > 0 {
             let lag = jiff::Timestamp::now().as_second() - i64::from(header.timestamp());
-            ctx.statuses
+            ctx.sink
+                .statuses
                 .update(ctx.name(), |s| s.lag_seconds = Some(lag.max(0) as f64));
         }
     }
@@ -348,7 +350,7 @@ async fn commit_at(
         position: end,
     });
     ctx.commit(std::mem::take(pending), checkpoint).await?;
-    ctx.statuses.success(ctx.name(), State::Following);
+    ctx.sink.statuses.success(ctx.name(), State::Following);
     *last_commit = Instant::now();
     Ok(())
 }

@@ -127,11 +127,11 @@ pub(super) async fn run(ctx: &mut Ctx, recent: &mut Recent) -> Result<(), Source
                     (c.timestamp.as_str(),),
                 )
                 .await?;
-            ctx.statuses.update(ctx.name(), |s| {
+            ctx.sink.statuses.update(ctx.name(), |s| {
                 s.lag_seconds = lag_seconds.map(|l| l.max(0.0))
             });
         }
-        ctx.statuses.success(ctx.name(), State::Following);
+        ctx.sink.statuses.success(ctx.name(), State::Following);
         let interval = ctx.cfg.poll_interval;
         if !ctx.pause(interval).await {
             break;

@@ -92,7 +92,6 @@ pub(crate) struct Ctx {
     schema: String,
     table: String,
     sink: PageSink,
-    statuses: Statuses,
     shutdown: watch::Receiver<bool>,
     checkpoint: Checkpoint,
 }
@@ -144,7 +143,8 @@ impl Ctx {
     }
 
     fn read(&self, rows: usize) {
-        self.statuses
+        self.sink
+            .statuses
             .update(&self.cfg.name, |s| s.rows_read += rows as u64);
     }
 
@@ -199,25 +199,17 @@ pub fn spawn(
             None if schema.is_empty() => quote(&table),
             None => format!("{}.{}", quote(&schema), quote(&table)),
         };
-        let checkpoint = match journal.checkpoint(&cfg.name)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                SourceError::Fatal(format!("connector {}: stored checkpoint: {e}", cfg.name))
-            })?,
-            None => Checkpoint::default(),
-        };
+        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
+        let checkpoint = sink.checkpoint().map_err(|e| {
+            SourceError::Fatal(format!("connector {}: stored checkpoint: {e}", cfg.name))
+        })?;
         let ctx = Ctx {
             cfg: cfg.clone(),
             opts,
             source_sql,
             schema,
             table,
-            sink: PageSink {
-                name: cfg.name.clone(),
-                journal: journal.clone(),
-                statuses: statuses.clone(),
-                max_backlog,
-            },
-            statuses: statuses.clone(),
+            sink,
             shutdown: shutdown.clone(),
             checkpoint,
         };
@@ -240,7 +232,7 @@ async fn run(mut ctx: Ctx) {
             Err(SourceError::Fatal(msg)) => (msg, true),
             Err(e) => (e.to_string(), false),
         };
-        ctx.statuses.failure(ctx.name(), &error, fatal);
+        ctx.sink.statuses.failure(ctx.name(), &error, fatal);
         let delay = if fatal {
             // Nothing changes until the operator acts; look again now and then.
             Duration::from_secs(60)
@@ -278,7 +270,7 @@ async fn snapshot<Q: Queryable>(
         let Some(progress) = ctx.checkpoint.snapshot.clone() else {
             return Ok(());
         };
-        ctx.statuses.success(ctx.name(), State::Snapshot);
+        ctx.sink.statuses.success(ctx.name(), State::Snapshot);
         if ctx.stopping() {
             return Ok(());
         }
