@@ -78,10 +78,13 @@ impl IntakeEvent {
 
 /// The current time as RFC 3339 in UTC with millisecond precision.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Millisecond)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .to_string()
+    rfc3339_millis(jiff::Timestamp::now())
+}
+
+/// `at` in UTC with exactly three fractional digits, so that these strings sort as the instants
+/// do (jiff's default display drops trailing zeros: `.1Z` would sort after `.12Z`).
+pub fn rfc3339_millis(at: jiff::Timestamp) -> String {
+    format!("{at:.3}")
 }
 
 /// A problem found in a lead: `field` is the contact field (or `body`, `contact`), `code` a stable,
@@ -245,4 +248,19 @@ pub fn json_schemas() -> [(&'static str, serde_json::Value); 2] {
             schemars::schema_for!(MergedRecord).to_value(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_millis;
+
+    #[test]
+    fn timestamps_have_a_fixed_width_so_they_sort_as_instants() {
+        let at = |s: &str| rfc3339_millis(s.parse().unwrap());
+        assert_eq!(at("2026-11-24T06:48:54Z"), "2026-11-24T06:48:54.000Z");
+        assert_eq!(at("2026-11-24T06:48:54.1Z"), "2026-11-24T06:48:54.100Z");
+        assert_eq!(at("2026-11-24T06:48:54.1239Z"), "2026-11-24T06:48:54.123Z");
+        let (a, b) = (at("2026-11-24T06:48:54.1Z"), at("2026-11-24T06:48:54.12Z"));
+        assert!(a < b, "{a} sorts before {b}");
+    }
 }
