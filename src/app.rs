@@ -157,6 +157,14 @@ pub async fn run_on(
         &stop_rx,
     )
     .context("cannot start the HTTP pull connectors")?;
+    let meta = crate::sources::meta::spawn(
+        &settings.connectors,
+        &journal,
+        &statuses,
+        settings.intake.max_backlog,
+        &stop_rx,
+    )
+    .context("cannot start the Meta connectors")?;
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor.clone(),
@@ -192,6 +200,12 @@ pub async fn run_on(
                 "  http pull: {} every {:?}; health at http://{addr}/v1/connectors/{}",
                 h.url, h.poll_interval, h.name
             ),
+            ConnectorConfig::Meta(m) => println!(
+                "  meta lead ads: webhook (GET handshake, POST) http://{addr}/v1/webhooks/{}; {} forms reconciled every {:?}",
+                m.name,
+                m.forms.len(),
+                m.poll_interval
+            ),
             ConnectorConfig::File(_) => {}
         }
     }
@@ -222,6 +236,7 @@ pub async fn run_on(
         assignment,
         processor.clone(),
         statuses,
+        &meta.receivers,
     );
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);

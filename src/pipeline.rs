@@ -60,24 +60,9 @@ impl Profile {
     }
 
     fn of(c: &ConnectorConfig) -> Self {
-        let mut p = match c {
-            ConnectorConfig::GoogleAds(g) => {
-                let mut p = Self::new(
-                    &crate::sources::google_ads::mapping_with_preset(&g.mapping),
-                    &g.default_region,
-                );
-                p.fields = Some(std::sync::Arc::new(crate::sources::google_ads::fields));
-                p
-            }
-            ConnectorConfig::HttpPull(h) => {
-                let mut p = Self::new(&crate::sources::http_pull::mapping_of(h), &h.default_region);
-                p.fields = Some(std::sync::Arc::new(crate::sources::http_pull::fields_of(
-                    &h.fields,
-                )));
-                p
-            }
-            _ => Self::new(c.mapping(), c.default_region()),
-        };
+        let (mapping, fields) = crate::sources::shape(c);
+        let mut p = Self::new(&mapping, c.default_region());
+        p.fields = fields;
         p.identity_fields = c.identity_fields().clone();
         p.test_leads = c.test_leads();
         p

@@ -58,8 +58,9 @@ impl AppState {
         assignment: Arc<dyn AssignmentStore>,
         processor: Arc<Processor>,
         statuses: Statuses,
+        meta: &HashMap<String, Arc<crate::sources::meta::Receiver>>,
     ) -> Self {
-        let webhooks = settings
+        let mut webhooks: HashMap<String, webhooks::Endpoint> = settings
             .connectors
             .iter()
             .filter_map(|c| match c {
@@ -73,9 +74,16 @@ impl AppState {
                 )),
                 ConnectorConfig::File(_)
                 | ConnectorConfig::Mysql(_)
-                | ConnectorConfig::HttpPull(_) => None,
+                | ConnectorConfig::HttpPull(_)
+                | ConnectorConfig::Meta(_) => None,
             })
             .collect();
+        for (name, r) in meta {
+            webhooks.insert(
+                name.clone(),
+                webhooks::Endpoint::new(webhooks::Kind::Meta(r.clone())),
+            );
+        }
         Self {
             webhooks: Arc::new(webhooks),
             journal,
@@ -93,7 +101,10 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/webhooks/{connector}", post(webhooks::receive))
+        .route(
+            "/v1/webhooks/{connector}",
+            post(webhooks::receive).get(webhooks::handshake),
+        )
         .route("/v1/leads/{lead_id}", get(leads::explain))
         .route("/v1/connectors", get(connectors::list))
         .route("/v1/connectors/{name}", get(connectors::read))

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::DefaultDirectRateLimiter;
@@ -13,14 +13,15 @@ use serde_json::json;
 use super::{ApiError, AppState};
 use crate::config::{GoogleAdsConnector, WebhookConnector};
 use crate::lead::{IntakeEvent, SourceKind};
-use crate::sources::google_ads;
 use crate::sources::webhook::{field_text, parse_body, verify_signature};
+use crate::sources::{google_ads, meta};
 use secrecy::ExposeSecret;
 
 /// What receives on a webhook URL: the generic web-form webhook, or a platform's.
 pub(super) enum Kind {
     Webhook(WebhookConnector),
     GoogleAds(GoogleAdsConnector),
+    Meta(std::sync::Arc<meta::Receiver>),
 }
 
 pub(super) struct Endpoint {
@@ -32,10 +33,51 @@ impl Endpoint {
     pub(super) fn new(kind: Kind) -> Self {
         let rate_limit = match &kind {
             Kind::Webhook(w) => w.rate_limit,
-            Kind::GoogleAds(_) => None,
+            Kind::GoogleAds(_) | Kind::Meta(_) => None,
         };
         let limiter = rate_limit.and_then(|rl| rl.limiter());
         Self { kind, limiter }
+    }
+}
+
+fn unknown(connector: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "connector.unknown",
+        Some("connector"),
+        format!("no webhook connector named `{connector}`"),
+    )
+}
+
+/// `GET /v1/webhooks/{connector}`: a platform's subscription handshake (Meta's `hub.challenge`).
+pub(super) async fn handshake(
+    State(st): State<AppState>,
+    Path(connector): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let ep = st
+        .webhooks
+        .get(&connector)
+        .ok_or_else(|| unknown(&connector))?;
+    match &ep.kind {
+        Kind::Meta(m) => {
+            let challenge = meta::handshake(&query, m.config.verify_token.expose_secret())
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "handshake.refused",
+                        Some(e.field()),
+                        e.to_string(),
+                    )
+                })?;
+            Ok(([(header::CONTENT_TYPE, "text/plain")], challenge).into_response())
+        }
+        Kind::Webhook(_) | Kind::GoogleAds(_) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method.not_allowed",
+            None,
+            format!("connector `{connector}` receives POST only"),
+        )),
     }
 }
 
@@ -45,14 +87,10 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Some(ep) = st.webhooks.get(&connector) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "connector.unknown",
-            Some("connector"),
-            format!("no webhook connector named `{connector}`"),
-        ));
-    };
+    let ep = st
+        .webhooks
+        .get(&connector)
+        .ok_or_else(|| unknown(&connector))?;
     if let Some(limiter) = &ep.limiter
         && let Err(not_until) = limiter.check()
     {
@@ -82,11 +120,12 @@ pub(super) async fn receive(
             format!("the body is larger than {} bytes", st.max_body),
         )
     })?;
-    if let Kind::Webhook(WebhookConnector {
-        signature: Some(sig),
-        ..
-    }) = &ep.kind
-    {
+    let signature = match &ep.kind {
+        Kind::Webhook(w) => w.signature.clone(),
+        Kind::Meta(m) => Some(meta::signature(&m.config.app_secret)),
+        Kind::GoogleAds(_) => None,
+    };
+    if let Some(sig) = &signature {
         let now = jiff::Timestamp::now().as_second();
         verify_signature(sig, &headers, &bytes, now).map_err(|e| {
             ApiError::new(
@@ -123,6 +162,7 @@ pub(super) async fn receive(
         None => None,
     };
     let event = match &ep.kind {
+        Kind::Meta(m) => return notified(m, &connector, &payload).await,
         Kind::Webhook(w) => {
             let idempotency = header_key.or_else(|| {
                 w.idempotency_field
@@ -180,4 +220,29 @@ pub(super) async fn receive(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(resp)
+}
+
+/// Meta's webhook: its `leadgen` ids go to the connector's inbox, stored before the 200.
+async fn notified(
+    m: &meta::Receiver,
+    connector: &str,
+    payload: &serde_json::Value,
+) -> Result<Response, ApiError> {
+    let leads = meta::notifications(payload);
+    let n = leads.len();
+    m.inbox.enqueue(leads).await.map_err(|e| {
+        tracing::error!(error = %e, connector = %connector, "cannot store notified leads");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "intake.unavailable",
+            None,
+            e.to_string(),
+        )
+        .retry_after(5)
+    })?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"status": "accepted", "leads": n})),
+    )
+        .into_response())
 }

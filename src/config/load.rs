@@ -306,6 +306,9 @@ impl Loader {
             Some("http_pull") => self
                 .parse(&place, value)
                 .map(|c| ConnectorConfig::HttpPull(Box::new(c))),
+            Some("meta") => self
+                .parse(&place, value)
+                .map(|c| ConnectorConfig::Meta(Box::new(c))),
             Some(other) => {
                 self.push(
                     &place,
@@ -583,6 +586,9 @@ impl Loader {
         if let ConnectorConfig::HttpPull(h) = c {
             self.check_http_pull(place, h);
         }
+        if let ConnectorConfig::Meta(m) = c {
+            self.check_meta(place, m);
+        }
         if let ConnectorConfig::GoogleAds(g) = c
             && g.google_key.expose_secret().trim().is_empty()
         {
@@ -618,6 +624,44 @@ impl Loader {
             if rl.burst == Some(0) {
                 self.push(place, Some("rate_limit.burst"), "must be at least 1");
             }
+        }
+    }
+
+    fn check_meta(&mut self, place: &Place, m: &super::MetaConnector) {
+        let secrets = [
+            ("app_secret", &m.app_secret),
+            ("verify_token", &m.verify_token),
+            ("access_token", &m.access_token),
+        ];
+        for (key, secret) in secrets {
+            if secret.expose_secret().trim().is_empty() {
+                self.push(place, Some(key), "must not be empty");
+            }
+        }
+        if !reqwest::Url::parse(&m.graph_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            self.push(
+                place,
+                Some("graph_url"),
+                "must be an http:// or https:// URL",
+            );
+        }
+        for form in &m.forms {
+            if form.is_empty() || !form.bytes().all(|b| b.is_ascii_digit()) {
+                self.push(
+                    place,
+                    Some("forms"),
+                    &format!("`{form}` is not a form id (digits)"),
+                );
+            }
+        }
+        if m.page_size == 0 {
+            self.push(place, Some("page_size"), "must be at least 1");
+        }
+        if let Some(rl) = m.rate_limit
+            && rl.per_second == 0
+        {
+            self.push(place, Some("rate_limit.per_second"), "must be at least 1");
         }
     }
 
@@ -851,7 +895,7 @@ fn interpolate_with(
     Ok(out)
 }
 
-const CONNECTOR_TYPES: &str = "webhook, file, mysql, google_ads or http_pull";
+const CONNECTOR_TYPES: &str = "webhook, file, mysql, google_ads, http_pull or meta";
 
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
 fn is_sql_name(name: &str, qualified: bool) -> bool {

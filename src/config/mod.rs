@@ -244,6 +244,9 @@ pub enum ConnectorConfig {
     GoogleAds(GoogleAdsConnector),
     /// Any paged JSON API, all configuration: page numbers, offsets, cursors or next-page URLs.
     HttpPull(Box<HttpPullConnector>),
+    /// Meta (Facebook/Instagram) Lead Ads: the `leadgen` webhook on `/v1/webhooks/{name}`, each
+    /// lead fetched from the Graph API, and a reconciliation poll of the forms' leads.
+    Meta(Box<MetaConnector>),
 }
 
 impl ConnectorConfig {
@@ -254,6 +257,7 @@ impl ConnectorConfig {
             Self::Mysql(c) => &c.name,
             Self::GoogleAds(c) => &c.name,
             Self::HttpPull(c) => &c.name,
+            Self::Meta(c) => &c.name,
         }
     }
 
@@ -264,6 +268,7 @@ impl ConnectorConfig {
             Self::Mysql(c) => &c.mapping,
             Self::GoogleAds(c) => &c.mapping,
             Self::HttpPull(c) => &c.mapping,
+            Self::Meta(c) => &c.mapping,
         }
     }
 
@@ -274,6 +279,7 @@ impl ConnectorConfig {
             Self::Mysql(c) => &c.default_region,
             Self::GoogleAds(c) => &c.default_region,
             Self::HttpPull(c) => &c.default_region,
+            Self::Meta(c) => &c.default_region,
         }
     }
 
@@ -285,6 +291,7 @@ impl ConnectorConfig {
             Self::Mysql(c) => &c.identity_fields,
             Self::GoogleAds(c) => &c.identity_fields,
             Self::HttpPull(c) => &c.identity_fields,
+            Self::Meta(c) => &c.identity_fields,
         }
     }
 
@@ -304,6 +311,7 @@ impl ConnectorConfig {
             Self::Mysql(c) => Some(&c.id_column),
             Self::GoogleAds(_) => Some("lead_id"),
             Self::HttpPull(_) => None,
+            Self::Meta(_) => Some("id"),
         }
     }
 }
@@ -525,6 +533,67 @@ pub struct HttpPullConnector {
 impl HttpPullConnector {
     fn default_poll() -> Duration {
         Duration::from_secs(60)
+    }
+}
+
+/// `type = "meta"`: Meta Lead Ads (see `docs/connectors.md`). Subscribe the app's page webhook
+/// (`leadgen` field) to `https://<gateway>/v1/webhooks/{name}`; list the forms to reconcile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaConnector {
+    pub name: String,
+    /// The app secret: webhooks are signed with it (`X-Hub-Signature-256`).
+    pub app_secret: SecretString,
+    /// The token entered in the app's webhook settings, echoed in the `hub.challenge` handshake.
+    pub verify_token: SecretString,
+    /// A page access token with `leads_retrieval`; sent as `Authorization: Bearer`.
+    pub access_token: SecretString,
+    /// The Graph API base, with its version.
+    #[serde(default = "MetaConnector::default_graph_url")]
+    pub graph_url: String,
+    /// Lead form ids polled for leads the webhook missed (`GET /{form}/leads`). Empty: webhook
+    /// only.
+    #[serde(default)]
+    pub forms: Vec<String>,
+    /// The pause between reconciliation polls.
+    #[serde(with = "humantime_serde", default = "MetaConnector::default_poll")]
+    pub poll_interval: Duration,
+    /// Each poll asks for leads created after the last poll began, minus this.
+    #[serde(with = "humantime_serde", default = "MetaConnector::default_overlap")]
+    pub overlap: Duration,
+    /// How far back the very first poll reaches (Meta keeps leads for 90 days).
+    #[serde(with = "humantime_serde", default = "MetaConnector::default_initial")]
+    pub initial: Duration,
+    /// Leads per page; halved while Meta throttles, grown back after.
+    #[serde(default = "MetaConnector::default_page_size")]
+    pub page_size: u32,
+    /// Graph requests per second (the app's and the page's quotas are shared).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// Extra names for contact fields (form question keys), matched before the preset.
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    #[serde(default)]
+    pub identity_fields: BTreeMap<String, String>,
+}
+
+impl MetaConnector {
+    fn default_graph_url() -> String {
+        "https://graph.facebook.com/v21.0".into()
+    }
+    fn default_poll() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    fn default_overlap() -> Duration {
+        Duration::from_secs(3600)
+    }
+    fn default_initial() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    fn default_page_size() -> u32 {
+        100
     }
 }
 

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use governor::DefaultDirectRateLimiter;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Paging};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::pipeline::retry_policy;
-use crate::sources::pull::PageSink;
+use crate::sources::pull::{PageSink, api_retry};
 use crate::sources::status::{State, Statuses};
 
 /// Where the next request starts; stored in the journal with the page before it.
@@ -75,6 +75,8 @@ pub enum PullError {
     Network(String),
     #[error("the API answered error code {0}")]
     Api(String),
+    #[error("the API has no such object ({0})")]
+    Missing(String),
     #[error("the response is not what the connector expects: {0}")]
     Shape(String),
     #[error(transparent)]
@@ -82,7 +84,7 @@ pub enum PullError {
 }
 
 impl PullError {
-    fn retryable(&self) -> bool {
+    pub fn retryable(&self) -> bool {
         matches!(
             self,
             Self::Throttled { .. } | Self::Server(_) | Self::Network(_)
@@ -180,13 +182,7 @@ impl Puller {
                 .unwrap_or_else(|| first_position(&self.cfg.paging));
             let window = self.window();
             let page = (|| self.fetch(&at, window))
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(200))
-                        .with_max_delay(Duration::from_secs(30))
-                        .with_max_times(5)
-                        .with_jitter(),
-                )
+                .retry(api_retry())
                 .when(PullError::retryable)
                 .adjust(|e, delay| match e {
                     // The API said when to come back: wait that long instead.

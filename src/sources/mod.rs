@@ -4,8 +4,34 @@
 pub mod file;
 pub mod google_ads;
 pub mod http_pull;
+pub mod meta;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod pull;
 pub mod status;
 pub mod webhook;
+
+use std::sync::Arc;
+
+use crate::config::{ConnectorConfig, FieldMapping};
+
+/// How a connector's payloads are read: the field mapping (the connector's own names first, then
+/// a platform's preset) and, for platforms whose answers are nested, the function that flattens a
+/// payload into fields. A new platform adds its arm here; the pipeline does not change.
+pub fn shape(c: &ConnectorConfig) -> (FieldMapping, Option<http_pull::FieldsFn>) {
+    match c {
+        ConnectorConfig::GoogleAds(g) => (
+            google_ads::mapping_with_preset(&g.mapping),
+            Some(Arc::new(google_ads::fields)),
+        ),
+        ConnectorConfig::HttpPull(h) => (
+            http_pull::mapping_of(h),
+            Some(Arc::new(http_pull::fields_of(&h.fields))),
+        ),
+        ConnectorConfig::Meta(m) => (
+            meta::mapping_with_preset(&m.mapping),
+            Some(Arc::new(meta::fields)),
+        ),
+        _ => (c.mapping().clone(), None),
+    }
+}

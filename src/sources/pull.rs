@@ -12,6 +12,16 @@ use crate::intake::{Journal, JournalError};
 use crate::lead::IntakeEvent;
 use crate::sources::status::{ConnectorStatus, Statuses};
 
+/// Retries of one API request: 5 times, from 200 ms up to 30 s apart, with jitter. Callers
+/// choose which errors are retried and honour the API's own `Retry-After`.
+pub fn api_retry() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(30))
+        .with_max_times(5)
+        .with_jitter()
+}
+
 #[derive(Clone)]
 pub struct PageSink {
     pub name: String,

@@ -43,7 +43,7 @@ pub struct SnapshotProgress {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ConnectorStatus {
     pub name: String,
-    /// `webhook`, `file` or `mysql`.
+    /// `webhook`, `file`, `mysql`, `google_ads`, `http_pull` or `meta`.
     #[serde(rename = "type")]
     pub kind: String,
     /// For MySQL: `incremental` or `binlog`.
@@ -68,6 +68,12 @@ pub struct ConnectorStatus {
     pub snapshot: Option<SnapshotProgress>,
     /// The stored checkpoint, as the connector writes it.
     pub checkpoint: Option<Value>,
+    /// Meta: leads notified by webhook and not fetched yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<u64>,
+    /// APIs that shrink pages while throttled: the page size now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
 }
 
 impl ConnectorStatus {
@@ -77,6 +83,7 @@ impl ConnectorStatus {
             ConnectorConfig::File(_) => ("file", None, State::Passive),
             ConnectorConfig::GoogleAds(_) => ("google_ads", None, State::Passive),
             ConnectorConfig::HttpPull(_) => ("http_pull", None, State::Starting),
+            ConnectorConfig::Meta(_) => ("meta", None, State::Starting),
             ConnectorConfig::Mysql(m) => (
                 "mysql",
                 Some(format!("{:?}", m.mode).to_lowercase()),
@@ -97,6 +104,8 @@ impl ConnectorStatus {
             lag_seconds: None,
             snapshot: None,
             checkpoint: None,
+            inbox: None,
+            page_size: None,
         }
     }
 }

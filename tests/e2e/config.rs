@@ -76,6 +76,9 @@ fn every_shipped_config_and_connector_validates() {
         ),
         ("GOOGLE_ADS_KEY", "form-key-0123456789"),
         ("LEAD_API_TOKEN", "token"),
+        ("META_APP_SECRET", "app-secret"),
+        ("META_VERIFY_TOKEN", "verify-me"),
+        ("META_PAGE_TOKEN", "EAAB-page-token"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("config")).unwrap() {

@@ -1,0 +1,929 @@
+//! Meta (Facebook/Instagram) Lead Ads: `type = "meta"`.
+//!
+//! Meta's webhook carries ids only, and webhooks get lost in practice, so a connector runs three
+//! parts:
+//!
+//! - **The webhook** on `/v1/webhooks/{name}`. `GET` answers the `hub.challenge` handshake when
+//!   `hub.verify_token` matches. `POST` is checked against `X-Hub-Signature-256` (HMAC-SHA256 of
+//!   the raw body with the app secret, in constant time); each `leadgen` change is put in the
+//!   connector's **inbox**, which is stored in the journal before the 200 is sent.
+//! - **The fetcher** takes leads from the inbox, reads each one from the Graph API
+//!   (`GET /{leadgen_id}`), and journals it in the same transaction that removes it from the
+//!   inbox. A restart fetches whatever the inbox still holds.
+//! - **The reconciliation poll** reads `GET /{form}/leads`, filtered to leads created after the
+//!   last poll began (minus `overlap`), following `paging.next`. Each page is journaled with the
+//!   position after it, as every pull connector does.
+//!
+//! A lead both notified and polled is journaled twice and published once: both carry the lead's
+//! id as `external_id`, and identity's source idempotency drops the second.
+//!
+//! Graph errors come in the body (`{"error": {"code", "error_subcode", "message"}}`):
+//! codes 4, 17, 32, 613 and 80000–80014 (and HTTP 429) are throttling, retried with backoff that
+//! honours `x-business-use-case-usage`'s `estimated_time_to_regain_access`; the poll's page size
+//! is halved each time and grows back after. Code 190 (and 102, and the permission codes 10 and
+//! 200–299) means the token expired or lost its permission: the connector stops and says so in
+//! `GET /v1/connectors/{name}`, and the inbox keeps its leads for the next start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::Retryable;
+use governor::DefaultDirectRateLimiter;
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use subtle::ConstantTimeEq;
+use tokio::sync::{Mutex, Notify, watch};
+
+use crate::config::{ConnectorConfig, FieldMapping, MetaConnector, SignatureConfig};
+use crate::intake::{Journal, JournalError};
+use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
+use crate::mapping::ContactField;
+use crate::pipeline::retry_policy;
+use crate::sources::http_pull::PullError;
+use crate::sources::pull::{PageSink, api_retry};
+use crate::sources::status::{State, Statuses};
+
+/// The lead fields asked of the Graph API, by a fetch and a poll alike, so both give the same
+/// payload.
+const LEAD_FIELDS: &str =
+    "id,created_time,field_data,ad_id,ad_name,adset_id,campaign_id,form_id,is_organic,platform";
+
+/// Leads fetched and journaled per transaction.
+const FETCH_BATCH: usize = 50;
+
+/// At most this many leads wait in an inbox; past it, webhooks get 503 (Meta retries them).
+const INBOX_MAX: usize = 100_000;
+
+/// Why a `hub.challenge` handshake is refused (403).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HandshakeError {
+    #[error("`hub.mode` must be `subscribe`")]
+    Mode,
+    #[error("`hub.verify_token` does not match the connector's verify_token")]
+    Token,
+    #[error("`hub.challenge` is missing")]
+    Challenge,
+}
+
+impl HandshakeError {
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Mode => "hub.mode",
+            Self::Token => "hub.verify_token",
+            Self::Challenge => "hub.challenge",
+        }
+    }
+}
+
+/// The subscription handshake: `GET ?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` is
+/// answered with `C` when `T` is the connector's token.
+pub fn handshake(
+    query: &HashMap<String, String>,
+    verify_token: &str,
+) -> Result<String, HandshakeError> {
+    if query.get("hub.mode").map(String::as_str) != Some("subscribe") {
+        return Err(HandshakeError::Mode);
+    }
+    let token = query.get("hub.verify_token").ok_or(HandshakeError::Token)?;
+    if !bool::from(token.as_bytes().ct_eq(verify_token.as_bytes())) {
+        return Err(HandshakeError::Token);
+    }
+    match query.get("hub.challenge") {
+        Some(c) if !c.is_empty() => Ok(c.clone()),
+        _ => Err(HandshakeError::Challenge),
+    }
+}
+
+/// How Meta signs a webhook: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, body)>`.
+pub fn signature(app_secret: &SecretString) -> SignatureConfig {
+    SignatureConfig {
+        secret: app_secret.clone(),
+        header: "X-Hub-Signature-256".into(),
+        timestamp_header: None,
+        tolerance: Duration::ZERO,
+    }
+}
+
+/// One `leadgen` change of a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notified {
+    pub leadgen_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<String>,
+}
+
+/// The `leadgen` changes of a webhook body; other fields and objects are ignored.
+pub fn notifications(payload: &Value) -> Vec<Notified> {
+    let entries = payload.get("entry").and_then(Value::as_array);
+    entries
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("changes").and_then(Value::as_array))
+        .flatten()
+        .filter(|c| c.get("field").and_then(Value::as_str) == Some("leadgen"))
+        .filter_map(|c| {
+            let v = c.get("value")?;
+            Some(Notified {
+                leadgen_id: id_text(v.get("leadgen_id")?)?,
+                form_id: v.get("form_id").and_then(id_text),
+                page_id: v.get("page_id").and_then(id_text),
+            })
+        })
+        .collect()
+}
+
+/// Graph ids come as strings or numbers.
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The fields a lead is mapped from: its top-level scalars (`id`, `created_time`, `ad_id`,
+/// `form_id`, ...), then each answer of `field_data` under its question key (several values are
+/// joined with `, `). `first_name` and `last_name` make a `full_name` when there is none.
+pub fn fields(lead: &Value) -> Value {
+    let Some(obj) = lead.as_object() else {
+        return lead.clone();
+    };
+    let mut out: Map<String, Value> = obj
+        .iter()
+        .filter(|(_, v)| !v.is_array() && !v.is_object())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for answer in obj
+        .get("field_data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = answer.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let values: Vec<&str> = answer
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !values.is_empty() {
+            out.insert(name.to_owned(), Value::String(values.join(", ")));
+        }
+    }
+    if !out.contains_key("full_name") {
+        let part = |k: &str| out.get(k).and_then(Value::as_str).unwrap_or("").trim();
+        let full = format!("{} {}", part("first_name"), part("last_name"));
+        if !full.trim().is_empty() {
+            out.insert("full_name".into(), Value::String(full.trim().to_owned()));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The preset mapping of Meta's standard question keys; the connector's own `mapping` first.
+pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
+    let preset: [(ContactField, &[&str]); 8] = [
+        (ContactField::Name, &["full_name"]),
+        (ContactField::Phone, &["phone_number", "work_phone_number"]),
+        (ContactField::Email, &["email", "work_email"]),
+        (ContactField::Company, &["company_name"]),
+        (ContactField::Title, &["job_title"]),
+        (ContactField::City, &["city"]),
+        (ContactField::Province, &["state", "province"]),
+        (ContactField::Address, &["street_address"]),
+    ];
+    let mut out = mapping.clone();
+    for (field, names) in preset {
+        out.entry(field)
+            .or_default()
+            .extend(names.iter().map(|n| (*n).to_owned()));
+    }
+    out
+}
+
+/// The event of a lead read from the Graph API.
+fn event(connector: &str, lead: Value, now: &str) -> IntakeEvent {
+    let id = lead.get("id").and_then(id_text);
+    let mut e = IntakeEvent::new(connector, SourceKind::Platform, id, lead);
+    e.received_at = now.to_owned();
+    e
+}
+
+/// What a Graph error means. `wait` is Meta's own estimate of when the quota comes back.
+fn classify(status: u16, wait: Option<Duration>, body: Value) -> Result<Value, PullError> {
+    let err = body.get("error");
+    if err.is_none() && (200..300).contains(&status) {
+        return Ok(body);
+    }
+    let int = |k: &str| err.and_then(|e| e.get(k)).and_then(Value::as_i64);
+    let (code, subcode) = (int("code"), int("error_subcode"));
+    let message = err
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let detail = match (code, subcode) {
+        (Some(c), Some(s)) => format!("{status}, code {c}/{s}: {message}"),
+        (Some(c), None) => format!("{status}, code {c}: {message}"),
+        _ => format!("{status}"),
+    };
+    let throttled = |code: String| PullError::Throttled {
+        status,
+        code,
+        retry_after: wait,
+    };
+    Err(match code {
+        Some(c @ (4 | 17 | 32 | 613 | 80000..=80014)) => throttled(format!(", code {c}")),
+        Some(190 | 102 | 10 | 200..=299) => PullError::Expired(detail),
+        Some(100) if subcode == Some(33) => PullError::Missing(detail),
+        Some(1 | 2) => PullError::Server(status),
+        _ if status == 429 => throttled(String::new()),
+        _ if status == 404 => PullError::Missing(detail),
+        _ if status == 401 => PullError::Expired(detail),
+        _ if status >= 500 => PullError::Server(status),
+        _ => PullError::Api(detail),
+    })
+}
+
+/// The longest `estimated_time_to_regain_access` (minutes) in `x-business-use-case-usage`:
+/// `{"<business>": [{"type": "ads_management", "estimated_time_to_regain_access": 5, ...}]}`.
+fn regain_access(header: Option<&str>) -> Option<Duration> {
+    let usage: Value = serde_json::from_str(header?).ok()?;
+    let minutes = usage
+        .as_object()?
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|u| u.get("estimated_time_to_regain_access")?.as_u64())
+        .max()?;
+    (minutes > 0).then(|| Duration::from_secs(minutes * 60))
+}
+
+/// `url` with `name` set to `value` (or removed, when `None`); the other parameters kept.
+fn with_param(url: &Url, name: &str, value: Option<&str>) -> Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut out = url.clone();
+    out.set_query(None);
+    if !pairs.is_empty() || value.is_some() {
+        let mut q = out.query_pairs_mut();
+        q.extend_pairs(pairs);
+        if let Some(v) = value {
+            q.append_pair(name, v);
+        }
+    }
+    out
+}
+
+/// The Graph API, as one connector's token sees it.
+#[derive(Clone)]
+struct Graph {
+    name: String,
+    client: reqwest::Client,
+    base: String,
+    token: SecretString,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+impl Graph {
+    fn url(&self, path: &str) -> Result<Url, PullError> {
+        let text = format!("{}/{path}", self.base.trim_end_matches('/'));
+        Url::parse(&text).map_err(|e| PullError::Shape(format!("bad URL {text}: {e}")))
+    }
+
+    async fn get_once(&self, url: &Url) -> Result<Value, PullError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let resp = self
+            .client
+            .get(url.clone())
+            .bearer_auth(self.token.expose_secret())
+            .send()
+            .await
+            .map_err(|e| PullError::Network(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let wait = regain_access(header("x-business-use-case-usage").as_deref()).or_else(|| {
+            header("retry-after")
+                .and_then(|v| v.trim().parse().ok())
+                .map(Duration::from_secs)
+        });
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| PullError::Network(e.to_string()))?;
+        let body = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) if !(200..300).contains(&status) => json!({}),
+            Err(e) => return Err(PullError::Shape(format!("not JSON: {e}"))),
+        };
+        classify(status, wait, body)
+    }
+
+    /// `GET url`, retried while throttled or failing; `throttled` is told of each throttling
+    /// and returns the URL to try next (a smaller page).
+    async fn get(&self, url: Url, throttled: impl Fn(&Url) -> Url) -> Result<Value, PullError> {
+        let current = std::sync::Mutex::new(url);
+        let attempt = || {
+            let url = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            async move { self.get_once(&url).await }
+        };
+        attempt
+            .retry(api_retry())
+            .when(PullError::retryable)
+            .adjust(|e, delay| match e {
+                PullError::Throttled {
+                    retry_after: Some(after),
+                    ..
+                } => Some(*after),
+                _ => delay,
+            })
+            .notify(|e, after| {
+                if matches!(e, PullError::Throttled { .. }) {
+                    let mut url = current.lock().unwrap_or_else(|p| p.into_inner());
+                    *url = throttled(&url);
+                }
+                tracing::warn!(connector = %self.name, error = %e, retry_in = ?after, "retrying");
+            })
+            .await
+    }
+}
+
+/// Leads notified by webhook and not fetched yet, stored under the journal key `{name}/inbox`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Pending {
+    leads: BTreeMap<String, Notified>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("{0} notified leads wait to be fetched; retry later")]
+    Full(usize),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// A Meta connector's inbox: the webhook puts leads in, the fetcher takes them out. Every change
+/// is committed to the journal before it is adopted.
+pub struct Inbox {
+    key: String,
+    journal: Journal,
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+impl Inbox {
+    fn open(name: &str, journal: &Journal) -> Result<Self, JournalError> {
+        let key = format!("{name}/inbox");
+        let pending = match journal.checkpoint(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes)?,
+            None => Pending::default(),
+        };
+        Ok(Self {
+            key,
+            journal: journal.clone(),
+            pending: Mutex::new(pending),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Stores `leads` (those not already waiting); resolves once they are durable.
+    pub async fn enqueue(&self, leads: Vec<Notified>) -> Result<usize, InboxError> {
+        let mut pending = self.pending.lock().await;
+        let mut next = pending.clone();
+        let before = next.leads.len();
+        for n in leads {
+            next.leads.entry(n.leadgen_id.clone()).or_insert(n);
+        }
+        let added = next.leads.len() - before;
+        if added == 0 {
+            return Ok(0);
+        }
+        if next.leads.len() > INBOX_MAX {
+            return Err(InboxError::Full(before));
+        }
+        let bytes = serde_json::to_vec(&next).map_err(JournalError::from)?;
+        self.journal
+            .append_pulled(&self.key, Vec::new(), bytes)
+            .await?;
+        *pending = next;
+        drop(pending);
+        self.wake.notify_one();
+        Ok(added)
+    }
+
+    async fn batch(&self, n: usize) -> Vec<Notified> {
+        let pending = self.pending.lock().await;
+        pending.leads.values().take(n).cloned().collect()
+    }
+
+    /// Journals `events` and removes `done` from the inbox, in one transaction.
+    async fn complete(
+        &self,
+        events: Vec<IntakeEvent>,
+        done: &[String],
+    ) -> Result<(), JournalError> {
+        let mut pending = self.pending.lock().await;
+        let mut next = pending.clone();
+        for id in done {
+            next.leads.remove(id);
+        }
+        let bytes = serde_json::to_vec(&next)?;
+        self.journal.append_pulled(&self.key, events, bytes).await?;
+        *pending = next;
+        Ok(())
+    }
+
+    pub async fn len(&self) -> usize {
+        self.pending.lock().await.leads.len()
+    }
+}
+
+/// Where each form's reconciliation poll stands; the connector's checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollCheckpoint {
+    pub forms: BTreeMap<String, FormCursor>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormCursor {
+    /// The poll under way reads leads created after `since` (unix seconds); it began at
+    /// `started`, and its next page is `next` (without the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// When the last complete poll began: every lead created before it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_until: Option<i64>,
+}
+
+/// What the webhook endpoint needs of a Meta connector.
+pub struct Receiver {
+    pub config: MetaConnector,
+    pub inbox: Arc<Inbox>,
+}
+
+/// The running Meta connectors: their tasks, and each one's receiver by name.
+#[derive(Default)]
+pub struct Started {
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub receivers: HashMap<String, Arc<Receiver>>,
+}
+
+/// Starts every Meta connector's fetcher and poll.
+pub fn spawn(
+    connectors: &[ConnectorConfig],
+    journal: &Journal,
+    statuses: &Statuses,
+    max_backlog: u64,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Started> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let mut started = Started::default();
+    for c in connectors {
+        let ConnectorConfig::Meta(cfg) = c else {
+            continue;
+        };
+        let graph = Graph {
+            name: cfg.name.clone(),
+            client: client.clone(),
+            base: cfg.graph_url.clone(),
+            token: cfg.access_token.clone(),
+            limiter: cfg.rate_limit.and_then(|rl| rl.limiter()).map(Arc::new),
+        };
+        let inbox = Arc::new(Inbox::open(&cfg.name, journal)?);
+        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
+        let fetcher = Fetcher {
+            graph: graph.clone(),
+            inbox: inbox.clone(),
+            sink: sink.clone(),
+        };
+        started
+            .tasks
+            .push(tokio::spawn(fetcher.run(shutdown.clone())));
+        if !cfg.forms.is_empty() {
+            let poller = Poller {
+                checkpoint: sink.checkpoint()?,
+                limit: AtomicU32::new(cfg.page_size),
+                cfg: (**cfg).clone(),
+                graph,
+                sink,
+            };
+            started
+                .tasks
+                .push(tokio::spawn(poller.run(shutdown.clone())));
+        }
+        started.receivers.insert(
+            cfg.name.clone(),
+            Arc::new(Receiver {
+                config: (**cfg).clone(),
+                inbox,
+            }),
+        );
+    }
+    Ok(started)
+}
+
+/// How long a connector waits after an error: a stopped one (the token) 5 minutes.
+fn pause_after(e: &PullError, backoff: &mut backon::ExponentialBackoff) -> Duration {
+    if matches!(e, PullError::Expired(_)) {
+        Duration::from_secs(300)
+    } else {
+        backoff.next().unwrap_or(Duration::from_secs(30))
+    }
+}
+
+async fn sleep_or_stop(pause: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+struct Fetcher {
+    graph: Graph,
+    inbox: Arc<Inbox>,
+    sink: PageSink,
+}
+
+impl Fetcher {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let name = self.sink.name.clone();
+        let mut backoff = retry_policy();
+        while !*shutdown.borrow() {
+            let batch = self.inbox.batch(FETCH_BATCH).await;
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = self.inbox.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let (events, done, failed) = self.fetch(batch).await;
+            if !done.is_empty() {
+                self.sink.journal.wait_below(self.sink.max_backlog).await;
+                let n = events.len() as u64;
+                if let Err(e) = self.inbox.complete(events, &done).await {
+                    tracing::error!(connector = %name, error = %e, "cannot journal fetched leads");
+                    self.sink.statuses.failure(&name, &e.to_string(), false);
+                    sleep_or_stop(Duration::from_secs(1), &mut shutdown).await;
+                    continue;
+                }
+                let left = self.inbox.len().await;
+                self.sink.statuses.update(&name, |s| {
+                    s.events_journaled += n;
+                    s.rows_read += n;
+                    s.inbox = Some(left as u64);
+                });
+            }
+            match failed {
+                None => {
+                    backoff = retry_policy();
+                    self.sink.statuses.success(&name, State::Following);
+                }
+                Some(e) => {
+                    let fatal = matches!(e, PullError::Expired(_));
+                    tracing::error!(connector = %name, error = %e, "cannot fetch notified leads");
+                    self.sink.statuses.failure(&name, &e.to_string(), fatal);
+                    sleep_or_stop(pause_after(&e, &mut backoff), &mut shutdown).await;
+                }
+            }
+        }
+    }
+
+    /// Fetches `batch` until an error retrying could not fix: the events, the ids done (fetched,
+    /// or gone from Meta), and the error that stopped the batch.
+    async fn fetch(
+        &self,
+        batch: Vec<Notified>,
+    ) -> (Vec<IntakeEvent>, Vec<String>, Option<PullError>) {
+        let (mut events, mut done) = (Vec::new(), Vec::new());
+        for n in batch {
+            let url = match self.graph.url(&n.leadgen_id) {
+                Ok(u) => with_param(&u, "fields", Some(LEAD_FIELDS)),
+                Err(e) => return (events, done, Some(e)),
+            };
+            match self.graph.get(url, Url::clone).await {
+                Ok(lead) => {
+                    events.push(event(&self.sink.name, lead, &now_rfc3339()));
+                    done.push(n.leadgen_id);
+                }
+                Err(PullError::Missing(detail)) => {
+                    // Deleted, or never visible to this token: retrying cannot bring it back.
+                    let e = format!("lead {} cannot be read ({detail}); dropped", n.leadgen_id);
+                    tracing::error!(connector = %self.sink.name, "{e}");
+                    self.sink.statuses.failure(&self.sink.name, &e, false);
+                    done.push(n.leadgen_id);
+                }
+                Err(e) => return (events, done, Some(e)),
+            }
+        }
+        (events, done, None)
+    }
+}
+
+struct Poller {
+    cfg: MetaConnector,
+    graph: Graph,
+    sink: PageSink,
+    checkpoint: PollCheckpoint,
+    /// The page size now: halved while throttled, grown back after.
+    limit: AtomicU32,
+}
+
+impl Poller {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = retry_policy();
+        while !*shutdown.borrow() {
+            let pause = match self.poll(&shutdown).await {
+                Ok(()) => {
+                    backoff = retry_policy();
+                    self.sink.statuses.success(&self.cfg.name, State::Following);
+                    self.cfg.poll_interval
+                }
+                Err(e) => {
+                    let fatal = matches!(e, PullError::Expired(_));
+                    tracing::error!(connector = %self.cfg.name, error = %e, "poll failed");
+                    self.sink
+                        .statuses
+                        .failure(&self.cfg.name, &e.to_string(), fatal);
+                    pause_after(&e, &mut backoff)
+                }
+            };
+            sleep_or_stop(pause, &mut shutdown).await;
+        }
+    }
+
+    async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        for form in self.cfg.forms.clone() {
+            self.poll_form(&form, shutdown).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one form's leads from its cursor to the last page.
+    async fn poll_form(
+        &mut self,
+        form: &str,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), PullError> {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let cur = self.checkpoint.forms.get(form).cloned().unwrap_or_default();
+            let (since, started) = match (cur.since, cur.started) {
+                (Some(since), Some(started)) => (since, started),
+                _ => {
+                    let now = jiff::Timestamp::now().as_second();
+                    let since = match cur.done_until {
+                        Some(done) => done - secs(self.cfg.overlap),
+                        None => now - secs(self.cfg.initial),
+                    };
+                    (since, now)
+                }
+            };
+            let url = match &cur.next {
+                Some(next) => Url::parse(next)
+                    .map_err(|e| PullError::Shape(format!("bad next page {next}: {e}")))?,
+                None => {
+                    let filter = json!([{"field": "time_created", "operator": "GREATER_THAN", "value": since}]);
+                    let url = self.graph.url(&format!("{form}/leads"))?;
+                    let url = with_param(&url, "fields", Some(LEAD_FIELDS));
+                    with_param(&url, "filtering", Some(&filter.to_string()))
+                }
+            };
+            let limit = self.limit.load(Ordering::Relaxed).to_string();
+            let url = with_param(&url, "limit", Some(&limit));
+            let body = self
+                .graph
+                .get(url, |url| {
+                    let smaller = (self.limit.load(Ordering::Relaxed) / 2).max(1);
+                    self.limit.store(smaller, Ordering::Relaxed);
+                    with_param(url, "limit", Some(&smaller.to_string()))
+                })
+                .await?;
+            let records = match body.get("data") {
+                Some(Value::Array(a)) => a.clone(),
+                None | Some(Value::Null) => Vec::new(),
+                Some(_) => return Err(PullError::Shape("`data` is not an array".into())),
+            };
+            let next = body
+                .pointer("/paging/next")
+                .and_then(Value::as_str)
+                .and_then(|n| Url::parse(n).ok())
+                // The token stays out of the checkpoint; it is sent as a header.
+                .map(|n| with_param(&n, "access_token", None).to_string());
+            let last = next.is_none() || records.is_empty();
+            let cursor = if last {
+                FormCursor {
+                    done_until: Some(started),
+                    ..FormCursor::default()
+                }
+            } else {
+                FormCursor {
+                    since: Some(since),
+                    started: Some(started),
+                    next,
+                    done_until: cur.done_until,
+                }
+            };
+            let mut checkpoint = self.checkpoint.clone();
+            checkpoint.forms.insert(form.to_owned(), cursor);
+            let now = now_rfc3339();
+            let read = records.len() as u64;
+            let events: Vec<IntakeEvent> = records
+                .into_iter()
+                .map(|r| event(&self.cfg.name, r, &now))
+                .collect();
+            let n = self.sink.send(events, &checkpoint).await?;
+            let limit = self.limit.load(Ordering::Relaxed);
+            self.sink.shown(&checkpoint, n, |s| {
+                s.rows_read += read;
+                s.page_size = Some(limit);
+            });
+            self.checkpoint = checkpoint;
+            // Throttling passed: grow the page back towards the configured size.
+            let grown = limit.saturating_mul(2).min(self.cfg.page_size);
+            self.limit.store(grown, Ordering::Relaxed);
+            if last {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/connectors/fixtures/meta/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_handshake_echoes_the_challenge_only_for_the_token() {
+        let q = |mode: &str, token: &str, challenge: &str| {
+            HashMap::from([
+                ("hub.mode".to_owned(), mode.to_owned()),
+                ("hub.verify_token".to_owned(), token.to_owned()),
+                ("hub.challenge".to_owned(), challenge.to_owned()),
+            ])
+        };
+        assert_eq!(
+            handshake(&q("subscribe", "tok", "1158201444"), "tok").as_deref(),
+            Ok("1158201444")
+        );
+        assert_eq!(
+            handshake(&q("subscribe", "other", "1"), "tok"),
+            Err(HandshakeError::Token)
+        );
+        assert_eq!(
+            handshake(&q("unsubscribe", "tok", "1"), "tok"),
+            Err(HandshakeError::Mode)
+        );
+        assert_eq!(
+            handshake(&q("subscribe", "tok", ""), "tok"),
+            Err(HandshakeError::Challenge)
+        );
+        assert_eq!(handshake(&HashMap::new(), "tok"), Err(HandshakeError::Mode));
+    }
+
+    #[test]
+    fn leadgen_changes_are_read_and_other_fields_ignored() {
+        let n = notifications(&fixture("webhook.json"));
+        assert_eq!(
+            n,
+            [
+                Notified {
+                    leadgen_id: "444444444444".into(),
+                    form_id: Some("44444444".into()),
+                    page_id: Some("44444444444".into()),
+                },
+                Notified {
+                    leadgen_id: "5545".into(),
+                    form_id: Some("5511".into()),
+                    page_id: Some("5165".into()),
+                },
+            ]
+        );
+        assert!(notifications(&json!({"object": "page"})).is_empty());
+    }
+
+    #[test]
+    fn answers_become_fields_and_names_are_joined() {
+        let f = fields(&fixture("lead.json"));
+        assert_eq!(f["email"], "wang.fang@example.cn");
+        assert_eq!(f["phone_number"], "+8613912345678");
+        assert_eq!(f["id"], "1234567890123456");
+        assert_eq!(f["full_name"], "Fang Wang", "first_name and last_name");
+        assert_eq!(f["which_products"], "CRM, ERP", "several answers");
+        assert!(f.get("field_data").is_none());
+    }
+
+    #[test]
+    fn graph_errors_are_classified() {
+        let err = |code: i64, sub: Option<i64>| {
+            let mut e = json!({"message": "m", "type": "OAuthException", "code": code});
+            if let Some(s) = sub {
+                e["error_subcode"] = s.into();
+            }
+            json!({ "error": e })
+        };
+        let c = |status, body| classify(status, None, body).unwrap_err();
+        assert!(matches!(c(400, err(4, None)), PullError::Throttled { .. }));
+        assert!(matches!(c(400, err(17, None)), PullError::Throttled { .. }));
+        assert!(matches!(
+            c(400, err(80004, None)),
+            PullError::Throttled { .. }
+        ));
+        let expired = c(400, err(190, Some(463)));
+        assert!(matches!(expired, PullError::Expired(_)));
+        assert!(expired.to_string().contains("190/463"), "{expired}");
+        assert!(matches!(c(403, err(200, None)), PullError::Expired(_)));
+        assert!(matches!(c(400, err(100, Some(33))), PullError::Missing(_)));
+        assert!(matches!(c(400, err(100, None)), PullError::Api(_)));
+        assert!(matches!(c(500, json!({})), PullError::Server(500)));
+        assert!(matches!(c(429, json!({})), PullError::Throttled { .. }));
+        assert_eq!(
+            classify(200, None, json!({"data": []})).unwrap(),
+            json!({"data": []})
+        );
+    }
+
+    #[test]
+    fn metas_usage_header_says_when_to_come_back() {
+        let h = r#"{"112233": [{"type": "ads_management", "call_count": 100, "estimated_time_to_regain_access": 3},
+                    {"type": "pages", "estimated_time_to_regain_access": 0}]}"#;
+        assert_eq!(regain_access(Some(h)), Some(Duration::from_secs(180)));
+        assert_eq!(
+            regain_access(Some(r#"{"1": [{"estimated_time_to_regain_access": 0}]}"#)),
+            None
+        );
+        assert_eq!(regain_access(Some("not json")), None);
+        assert_eq!(regain_access(None), None);
+    }
+
+    #[test]
+    fn next_pages_lose_the_token_and_take_the_page_size() {
+        let next = Url::parse(
+            "https://graph.facebook.com/v21.0/5511/leads?access_token=SECRET&limit=100&after=QVFI",
+        )
+        .unwrap();
+        let clean = with_param(&next, "access_token", None);
+        assert_eq!(
+            clean.as_str(),
+            "https://graph.facebook.com/v21.0/5511/leads?limit=100&after=QVFI"
+        );
+        assert_eq!(
+            with_param(&clean, "limit", Some("25")).as_str(),
+            "https://graph.facebook.com/v21.0/5511/leads?after=QVFI&limit=25"
+        );
+        let bare = Url::parse("https://x/leads?access_token=S").unwrap();
+        assert_eq!(
+            with_param(&bare, "access_token", None).as_str(),
+            "https://x/leads"
+        );
+    }
+
+    #[test]
+    fn the_connectors_mapping_comes_before_the_preset() {
+        let mut own = FieldMapping::new();
+        own.insert(ContactField::Phone, vec!["mobile".into()]);
+        let m = mapping_with_preset(&own);
+        assert_eq!(
+            m[&ContactField::Phone],
+            ["mobile", "phone_number", "work_phone_number"]
+        );
+        assert_eq!(m[&ContactField::Name], ["full_name"]);
+    }
+}
