@@ -384,24 +384,37 @@ pub enum InboxError {
 /// is committed to the journal before it is adopted.
 pub struct Inbox {
     key: String,
-    journal: Journal,
+    sink: PageSink,
     pending: Mutex<Pending>,
     wake: Notify,
 }
 
 impl Inbox {
-    fn open(name: &str, journal: &Journal) -> Result<Self, JournalError> {
-        let key = format!("{name}/inbox");
-        let pending = match journal.checkpoint(&key)? {
+    fn open(sink: &PageSink) -> Result<Self, JournalError> {
+        let key = format!("{}/inbox", sink.name);
+        let pending: Pending = match sink.journal.checkpoint(&key)? {
             Some(bytes) => serde_json::from_slice(&bytes)?,
             None => Pending::default(),
         };
-        Ok(Self {
+        let inbox = Self {
             key,
-            journal: journal.clone(),
-            pending: Mutex::new(pending),
+            sink: sink.clone(),
+            pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
+        };
+        inbox.show(&pending);
+        Ok(Self {
+            pending: Mutex::new(pending),
+            ..inbox
         })
+    }
+
+    /// Shows how many leads wait, in the connector's status.
+    fn show(&self, pending: &Pending) {
+        let n = pending.leads.len() as u64;
+        self.sink
+            .statuses
+            .update(&self.sink.name, |s| s.inbox = Some(n));
     }
 
     /// Stores `leads` (those not already waiting); resolves once they are durable.
@@ -420,9 +433,11 @@ impl Inbox {
             return Err(InboxError::Full(before));
         }
         let bytes = serde_json::to_vec(&next).map_err(JournalError::from)?;
-        self.journal
+        self.sink
+            .journal
             .append_pulled(&self.key, Vec::new(), bytes)
             .await?;
+        self.show(&next);
         *pending = next;
         drop(pending);
         self.wake.notify_one();
@@ -446,13 +461,13 @@ impl Inbox {
             next.leads.remove(id);
         }
         let bytes = serde_json::to_vec(&next)?;
-        self.journal.append_pulled(&self.key, events, bytes).await?;
+        self.sink
+            .journal
+            .append_pulled(&self.key, events, bytes)
+            .await?;
+        self.show(&next);
         *pending = next;
         Ok(())
-    }
-
-    pub async fn len(&self) -> usize {
-        self.pending.lock().await.leads.len()
     }
 }
 
@@ -514,8 +529,8 @@ pub fn spawn(
             token: cfg.access_token.clone(),
             limiter: cfg.rate_limit.and_then(|rl| rl.limiter()).map(Arc::new),
         };
-        let inbox = Arc::new(Inbox::open(&cfg.name, journal)?);
         let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
+        let inbox = Arc::new(Inbox::open(&sink)?);
         let fetcher = Fetcher {
             graph: graph.clone(),
             inbox: inbox.clone(),
@@ -593,11 +608,9 @@ impl Fetcher {
                     sleep_or_stop(Duration::from_secs(1), &mut shutdown).await;
                     continue;
                 }
-                let left = self.inbox.len().await;
                 self.sink.statuses.update(&name, |s| {
                     s.events_journaled += n;
                     s.rows_read += n;
-                    s.inbox = Some(left as u64);
                 });
             }
             match failed {
