@@ -235,8 +235,10 @@ pub async fn run_on(
         identity,
         assignment,
         processor.clone(),
-        statuses,
-        &meta.receivers,
+        crate::sources::Running {
+            statuses,
+            meta: meta.receivers,
+        },
     );
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);

@@ -57,8 +57,7 @@ impl AppState {
         identity: Arc<dyn IdentityStore>,
         assignment: Arc<dyn AssignmentStore>,
         processor: Arc<Processor>,
-        statuses: Statuses,
-        meta: &HashMap<String, Arc<crate::sources::meta::Receiver>>,
+        sources: crate::sources::Running,
     ) -> Self {
         let mut webhooks: HashMap<String, webhooks::Endpoint> = settings
             .connectors
@@ -78,7 +77,7 @@ impl AppState {
                 | ConnectorConfig::Meta(_) => None,
             })
             .collect();
-        for (name, r) in meta {
+        for (name, r) in &sources.meta {
             webhooks.insert(
                 name.clone(),
                 webhooks::Endpoint::new(webhooks::Kind::Meta(r.clone())),
@@ -93,7 +92,7 @@ impl AppState {
             identity,
             assignment,
             processor,
-            statuses,
+            statuses: sources.statuses,
             token: settings.api.token.clone(),
         }
     }

@@ -131,7 +131,7 @@ pub fn openapi() -> Value {
         },
         "paths": {
             "/v1/webhooks/{connector}": {"post": {
-                "summary": "Ingest a lead (JSON object or form body)",
+                "summary": "Ingest a lead (JSON object or form body); Meta connectors answer 200 once the notified lead ids are stored",
                 "parameters": [{"name": "connector", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "requestBody": body(json!({"type": "object"})),
                 "responses": {
@@ -140,6 +140,17 @@ pub fn openapi() -> Value {
                     "400": error("malformed body"), "401": error("bad signature"), "404": error("no such connector"),
                     "413": error("too large"), "415": error("unsupported content type"),
                     "429": error("rate limited"), "503": error("backlog full")
+                }
+            }, "get": {
+                "summary": "A platform's subscription handshake (Meta: hub.mode, hub.verify_token, hub.challenge)",
+                "parameters": [{"name": "connector", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "hub.challenge", "in": "query", "schema": {"type": "string"}},
+                    {"name": "hub.verify_token", "in": "query", "schema": {"type": "string"}},
+                    {"name": "hub.mode", "in": "query", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the challenge, as text/plain", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "403": error("the verify token does not match"), "404": error("no such connector"),
+                    "405": error("the connector has no handshake")
                 }
             }},
             "/v1/leads/{lead_id}": {"get": {

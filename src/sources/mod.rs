@@ -11,9 +11,18 @@ pub mod pull;
 pub mod status;
 pub mod webhook;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{ConnectorConfig, FieldMapping};
+
+/// What the API needs of the running sources: their statuses, and the receivers of platforms
+/// whose webhooks hand over to a running task (Meta's inbox).
+#[derive(Clone, Default)]
+pub struct Running {
+    pub statuses: status::Statuses,
+    pub meta: HashMap<String, Arc<meta::Receiver>>,
+}
 
 /// How a connector's payloads are read: the field mapping (the connector's own names first, then
 /// a platform's preset) and, for platforms whose answers are nested, the function that flattens a
