@@ -206,6 +206,20 @@ pub async fn run_on(
                 m.forms.len(),
                 m.poll_interval
             ),
+            ConnectorConfig::Oceanengine(o) => println!(
+                "  巨量引擎 ocean engine: {}{}; health at http://{addr}/v1/connectors/{}",
+                if o.pull {
+                    format!("clue/get every {:?}", o.poll_interval)
+                } else {
+                    "push only".to_owned()
+                },
+                if o.spi_secret.is_some() {
+                    format!(", SPI push at http://{addr}/v1/webhooks/{}", o.name)
+                } else {
+                    String::new()
+                },
+                o.name
+            ),
             ConnectorConfig::File(_) => {}
         }
     }

@@ -71,9 +71,14 @@ impl AppState {
                     g.name.clone(),
                     webhooks::Endpoint::new(webhooks::Kind::GoogleAds(g.clone())),
                 )),
+                ConnectorConfig::Oceanengine(o) if o.spi_secret.is_some() => Some((
+                    o.name.clone(),
+                    webhooks::Endpoint::new(webhooks::Kind::Oceanengine((**o).clone())),
+                )),
                 ConnectorConfig::File(_)
                 | ConnectorConfig::Mysql(_)
                 | ConnectorConfig::HttpPull(_)
+                | ConnectorConfig::Oceanengine(_)
                 | ConnectorConfig::Meta(_) => None,
             })
             .collect();

@@ -11,10 +11,10 @@ use governor::clock::{Clock, DefaultClock};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::config::{GoogleAdsConnector, WebhookConnector};
+use crate::config::{GoogleAdsConnector, OceanEngineConnector, WebhookConnector};
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::sources::webhook::{field_text, parse_body, verify_signature};
-use crate::sources::{google_ads, meta};
+use crate::sources::{google_ads, meta, oceanengine};
 use secrecy::ExposeSecret;
 
 /// What receives on a webhook URL: the generic web-form webhook, or a platform's.
@@ -22,6 +22,7 @@ pub(super) enum Kind {
     Webhook(WebhookConnector),
     GoogleAds(GoogleAdsConnector),
     Meta(std::sync::Arc<meta::Receiver>),
+    Oceanengine(OceanEngineConnector),
 }
 
 pub(super) struct Endpoint {
@@ -33,7 +34,7 @@ impl Endpoint {
     pub(super) fn new(kind: Kind) -> Self {
         let rate_limit = match &kind {
             Kind::Webhook(w) => w.rate_limit,
-            Kind::GoogleAds(_) | Kind::Meta(_) => None,
+            Kind::GoogleAds(_) | Kind::Meta(_) | Kind::Oceanengine(_) => None,
         };
         let limiter = rate_limit.and_then(|rl| rl.limiter());
         Self { kind, limiter }
@@ -72,7 +73,7 @@ pub(super) async fn handshake(
                 })?;
             Ok(([(header::CONTENT_TYPE, "text/plain")], challenge).into_response())
         }
-        Kind::Webhook(_) | Kind::GoogleAds(_) => Err(ApiError::new(
+        Kind::Webhook(_) | Kind::GoogleAds(_) | Kind::Oceanengine(_) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method.not_allowed",
             None,
@@ -120,9 +121,15 @@ pub(super) async fn receive(
             format!("the body is larger than {} bytes", st.max_body),
         )
     })?;
+    if let Kind::Oceanengine(_) = &ep.kind
+        && let Some(reply) = oceanengine::verification(&bytes)
+    {
+        return Ok(Json(reply).into_response());
+    }
     let signature = match &ep.kind {
         Kind::Webhook(w) => w.signature.clone(),
         Kind::Meta(m) => Some(meta::signature(&m.config.app_secret)),
+        Kind::Oceanengine(o) => oceanengine::spi_signature(o),
         Kind::GoogleAds(_) => None,
     };
     if let Some(sig) = &signature {
@@ -163,6 +170,7 @@ pub(super) async fn receive(
     };
     let event = match &ep.kind {
         Kind::Meta(m) => return notified(m, &connector, &payload).await,
+        Kind::Oceanengine(_) => return pushed(&st, &connector, &payload, header_key).await,
         Kind::Webhook(w) => {
             let idempotency = header_key.or_else(|| {
                 w.idempotency_field
@@ -195,20 +203,7 @@ pub(super) async fn receive(
         }
     };
     let (event, idempotency_key) = event;
-    let receipt = st
-        .journal
-        .append(event, idempotency_key)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, connector = %connector, "cannot journal an event");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "intake.unavailable",
-                None,
-                "the lead could not be stored; retry later",
-            )
-            .retry_after(1)
-        })?;
+    let receipt = journal(&st, &connector, event, idempotency_key).await?;
     let body = json!({
         "event_id": receipt.event_id,
         "received_at": receipt.received_at,
@@ -245,4 +240,65 @@ async fn notified(
         Json(json!({"status": "accepted", "leads": n})),
     )
         .into_response())
+}
+
+/// An Ocean Engine SPI message: each lead in its `data` is journaled, keyed by the message id
+/// (a redelivered message is a duplicate) and carrying its `clue_id` (a lead also pulled is
+/// published once).
+async fn pushed(
+    st: &AppState,
+    connector: &str,
+    message: &serde_json::Value,
+    header_key: Option<String>,
+) -> Result<Response, ApiError> {
+    let (leads, message_id) = oceanengine::pushed(message).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body.invalid",
+            Some("data"),
+            e.to_string(),
+        )
+    })?;
+    let key = header_key.or(message_id);
+    let many = leads.len() > 1;
+    let mut receipts = Vec::new();
+    for (i, lead) in leads.into_iter().enumerate() {
+        let clue_id = oceanengine::clue_id(&lead);
+        let idempotency = match (&key, many) {
+            (Some(k), true) => Some(format!("{k}#{i}")),
+            (Some(k), false) => Some(k.clone()),
+            (None, _) => clue_id.clone(),
+        };
+        let mut event = IntakeEvent::new(connector, SourceKind::Platform, clue_id, lead);
+        event.test = oceanengine::is_test(&event.payload);
+        receipts.push(journal(st, connector, event, idempotency).await?);
+    }
+    let events: Vec<_> = receipts
+        .iter()
+        .map(|r| json!({"event_id": r.event_id, "status": if r.replayed { "duplicate" } else { "accepted" }}))
+        .collect();
+    let body = json!({"BaseResp": {"StatusCode": 200, "StatusMessage": "OK"}, "events": events});
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Journals one event; resolves once it is fsynced.
+async fn journal(
+    st: &AppState,
+    connector: &str,
+    event: IntakeEvent,
+    idempotency_key: Option<String>,
+) -> Result<crate::intake::Receipt, ApiError> {
+    st.journal
+        .append(event, idempotency_key)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, connector = %connector, "cannot journal an event");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "intake.unavailable",
+                None,
+                "the lead could not be stored; retry later",
+            )
+            .retry_after(1)
+        })
 }

@@ -309,6 +309,9 @@ impl Loader {
             Some("meta") => self
                 .parse(&place, value)
                 .map(|c| ConnectorConfig::Meta(Box::new(c))),
+            Some("oceanengine") => self
+                .parse(&place, value)
+                .map(|c| ConnectorConfig::Oceanengine(Box::new(c))),
             Some(other) => {
                 self.push(
                     &place,
@@ -589,6 +592,9 @@ impl Loader {
         if let ConnectorConfig::Meta(m) = c {
             self.check_meta(place, m);
         }
+        if let ConnectorConfig::Oceanengine(o) = c {
+            self.check_oceanengine(place, o);
+        }
         if let ConnectorConfig::GoogleAds(g) = c
             && g.google_key.expose_secret().trim().is_empty()
         {
@@ -659,6 +665,49 @@ impl Loader {
             self.push(place, Some("page_size"), "must be at least 1");
         }
         if let Some(rl) = m.rate_limit
+            && rl.per_second == 0
+        {
+            self.push(place, Some("rate_limit.per_second"), "must be at least 1");
+        }
+    }
+
+    fn check_oceanengine(&mut self, place: &Place, o: &super::OceanEngineConnector) {
+        if o.pull {
+            if o.access_token.expose_secret().trim().is_empty() {
+                self.push(place, Some("access_token"), "must not be empty");
+            }
+            if o.advertiser_ids.is_empty() {
+                self.push(
+                    place,
+                    Some("advertiser_ids"),
+                    "list the advertisers to pull, or set `pull = false`",
+                );
+            }
+        }
+        if !o.pull && o.spi_secret.is_none() {
+            self.push(
+                place,
+                Some("spi_secret"),
+                "with `pull = false` the connector receives pushes only, which needs the SPI secret",
+            );
+        }
+        if o.spi_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().is_empty())
+        {
+            self.push(place, Some("spi_secret"), "must not be empty");
+        }
+        if axum::http::HeaderName::from_bytes(o.spi_signature_header.as_bytes()).is_err() {
+            self.push(
+                place,
+                Some("spi_signature_header"),
+                "not a valid HTTP header name",
+            );
+        }
+        if o.page_size == 0 {
+            self.push(place, Some("page_size"), "must be at least 1");
+        }
+        if let Some(rl) = o.rate_limit
             && rl.per_second == 0
         {
             self.push(place, Some("rate_limit.per_second"), "must be at least 1");
@@ -895,7 +944,7 @@ fn interpolate_with(
     Ok(out)
 }
 
-const CONNECTOR_TYPES: &str = "webhook, file, mysql, google_ads, http_pull or meta";
+const CONNECTOR_TYPES: &str = "webhook, file, mysql, google_ads, http_pull, meta or oceanengine";
 
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
 fn is_sql_name(name: &str, qualified: bool) -> bool {

@@ -247,6 +247,9 @@ pub enum ConnectorConfig {
     /// Meta (Facebook/Instagram) Lead Ads: the `leadgen` webhook on `/v1/webhooks/{name}`, each
     /// lead fetched from the Graph API, and a reconciliation poll of the forms' leads.
     Meta(Box<MetaConnector>),
+    /// 巨量引擎 Ocean Engine: the `clue/get` pull in GMT+8 windows, and the SPI push on
+    /// `/v1/webhooks/{name}` when `spi_secret` is set.
+    Oceanengine(Box<OceanEngineConnector>),
 }
 
 impl ConnectorConfig {
@@ -258,6 +261,7 @@ impl ConnectorConfig {
             Self::GoogleAds(c) => &c.name,
             Self::HttpPull(c) => &c.name,
             Self::Meta(c) => &c.name,
+            Self::Oceanengine(c) => &c.name,
         }
     }
 
@@ -269,6 +273,7 @@ impl ConnectorConfig {
             Self::GoogleAds(c) => &c.mapping,
             Self::HttpPull(c) => &c.mapping,
             Self::Meta(c) => &c.mapping,
+            Self::Oceanengine(c) => &c.mapping,
         }
     }
 
@@ -280,6 +285,7 @@ impl ConnectorConfig {
             Self::GoogleAds(c) => &c.default_region,
             Self::HttpPull(c) => &c.default_region,
             Self::Meta(c) => &c.default_region,
+            Self::Oceanengine(c) => &c.default_region,
         }
     }
 
@@ -292,6 +298,7 @@ impl ConnectorConfig {
             Self::GoogleAds(c) => &c.identity_fields,
             Self::HttpPull(c) => &c.identity_fields,
             Self::Meta(c) => &c.identity_fields,
+            Self::Oceanengine(c) => &c.identity_fields,
         }
     }
 
@@ -300,6 +307,7 @@ impl ConnectorConfig {
         match self {
             Self::GoogleAds(c) => c.test_leads,
             Self::HttpPull(c) => c.test_leads,
+            Self::Oceanengine(c) => c.test_leads,
             _ => TestLeads::Topic,
         }
     }
@@ -312,6 +320,7 @@ impl ConnectorConfig {
             Self::GoogleAds(_) => Some("lead_id"),
             Self::HttpPull(_) => None,
             Self::Meta(_) => Some("id"),
+            Self::Oceanengine(_) => Some("clue_id"),
         }
     }
 }
@@ -595,6 +604,93 @@ impl MetaConnector {
     fn default_page_size() -> u32 {
         100
     }
+}
+
+/// `type = "oceanengine"`: 巨量引擎 leads (see `docs/connectors.md`). A preset of the generic
+/// pull for `clue/get`, plus the SPI push.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OceanEngineConnector {
+    pub name: String,
+    /// The app's access token (`Access-Token` header); write `"${OCEANENGINE_TOKEN}"`.
+    pub access_token: SecretString,
+    /// The advertisers whose leads are pulled.
+    #[serde(default)]
+    pub advertiser_ids: Vec<u64>,
+    /// `false`: push only.
+    #[serde(default = "default_true")]
+    pub pull: bool,
+    #[serde(default = "OceanEngineConnector::default_api_url")]
+    pub api_url: String,
+    /// Leads per page (`page_size`).
+    #[serde(default = "OceanEngineConnector::default_page_size")]
+    pub page_size: u32,
+    #[serde(
+        with = "humantime_serde",
+        default = "OceanEngineConnector::default_poll"
+    )]
+    pub poll_interval: Duration,
+    /// Each poll re-reads leads created this long before the last window ended (fields are
+    /// filled about 10 minutes after a lead is created).
+    #[serde(
+        with = "humantime_serde",
+        default = "OceanEngineConnector::default_overlap"
+    )]
+    pub overlap: Duration,
+    #[serde(
+        with = "humantime_serde",
+        default = "OceanEngineConnector::default_initial"
+    )]
+    pub initial: Duration,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// The SPI subscription's secret: pushes are signed with it. Unset: no push.
+    #[serde(default)]
+    pub spi_secret: Option<SecretString>,
+    /// The header carrying the push's hex HMAC-SHA256 (not documented publicly: configurable).
+    #[serde(default = "OceanEngineConnector::default_spi_header")]
+    pub spi_signature_header: String,
+    /// Leads with `clue_source = 4` (ad previews).
+    #[serde(default)]
+    pub test_leads: TestLeads,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    /// Default: `{ wechat = "weixin", qq = "qq" }`.
+    #[serde(default = "OceanEngineConnector::default_identity_fields")]
+    pub identity_fields: BTreeMap<String, String>,
+}
+
+impl OceanEngineConnector {
+    fn default_api_url() -> String {
+        "https://ad.oceanengine.com/open_api/2/tools/clue/get/".into()
+    }
+    fn default_page_size() -> u32 {
+        100
+    }
+    fn default_poll() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
+    fn default_overlap() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    fn default_initial() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    fn default_spi_header() -> String {
+        "X-Open-Signature".into()
+    }
+    fn default_identity_fields() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("wechat".to_owned(), "weixin".to_owned()),
+            ("qq".to_owned(), "qq".to_owned()),
+        ])
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// How an API pages.

@@ -112,14 +112,14 @@ pub fn spawn(
         .build()?;
     let mut tasks = Vec::new();
     for c in connectors {
-        let ConnectorConfig::HttpPull(cfg) = c else {
+        let Some(cfg) = crate::sources::pull_of(c) else {
             continue;
         };
         let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
         let checkpoint = sink.checkpoint()?;
         let limiter = cfg.rate_limit.and_then(|rl| rl.limiter());
         let puller = Puller {
-            cfg: (**cfg).clone(),
+            cfg: cfg.into_owned(),
             client: client.clone(),
             limiter,
             sink,

@@ -7,6 +7,7 @@ pub mod http_pull;
 pub mod meta;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod oceanengine;
 pub mod pull;
 pub mod status;
 pub mod webhook;
@@ -41,6 +42,26 @@ pub fn shape(c: &ConnectorConfig) -> (FieldMapping, Option<http_pull::FieldsFn>)
             meta::mapping_with_preset(&m.mapping),
             Some(Arc::new(meta::fields)),
         ),
+        ConnectorConfig::Oceanengine(o) => {
+            let pull = oceanengine::pull_config(o);
+            (
+                http_pull::mapping_of(&pull),
+                Some(Arc::new(http_pull::fields_of(&pull.fields))),
+            )
+        }
         _ => (c.mapping().clone(), None),
+    }
+}
+
+/// The generic pull a connector runs, if any: its own (`http_pull`) or a platform preset's.
+pub fn pull_of(
+    c: &ConnectorConfig,
+) -> Option<std::borrow::Cow<'_, crate::config::HttpPullConnector>> {
+    match c {
+        ConnectorConfig::HttpPull(h) => Some(std::borrow::Cow::Borrowed(&**h)),
+        ConnectorConfig::Oceanengine(o) if o.pull => {
+            Some(std::borrow::Cow::Owned(oceanengine::pull_config(o)))
+        }
+        _ => None,
     }
 }

@@ -79,6 +79,8 @@ fn every_shipped_config_and_connector_validates() {
         ("META_APP_SECRET", "app-secret"),
         ("META_VERIFY_TOKEN", "verify-me"),
         ("META_PAGE_TOKEN", "EAAB-page-token"),
+        ("OCEANENGINE_TOKEN", "oe-token"),
+        ("OCEANENGINE_SPI_SECRET", "oe-spi-secret"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("config")).unwrap() {

@@ -199,6 +199,12 @@ impl ReplayApi {
                 )
                 .into_response();
             }
+            if q.get("advertiser_ids").map(String::as_str) != Some("[1760000000000000]") {
+                return axum::Json(
+                    serde_json::json!({"code": 40002, "message": "advertiser_ids: 必填"}),
+                )
+                .into_response();
+            }
             if page == 1 && seen == 1 {
                 return axum::Json(
                     serde_json::json!({"code": 40100, "message": "too many requests"}),
@@ -267,16 +273,29 @@ fn pull_connector(name: &str, port: u16, token: &str) -> String {
     )
 }
 
+/// The 巨量引擎 preset: the same API, the SPI push on.
+fn oceanengine_connector(port: u16) -> String {
+    format!(
+        "[[connectors]]\nname = \"ocean\"\ntype = \"oceanengine\"\naccess_token = \"good-token\"\n\
+         advertiser_ids = [1760000000000000]\n\
+         api_url = \"http://127.0.0.1:{port}/open_api/2/tools/clue/get/\"\n\
+         page_size = 2\npoll_interval = \"1s\"\noverlap = \"10m\"\ninitial = \"1h\"\n\
+         rate_limit = {{ per_second = 20 }}\nspi_secret = \"spi-secret\"\n"
+    )
+}
+
 // Multi-threaded: the replay API keeps serving while the test blocks in the Kafka consumer.
+// "ocean" is the 巨量引擎 preset (pull and push); "revoked" is a generic http_pull.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http_pull_pages_retries_throttling_resumes_mid_pull_and_reports_an_expired_token() {
+async fn oceanengine_pulls_pages_retries_throttling_resumes_mid_pull_takes_pushes_and_reports_an_expired_token()
+ {
     let api = ReplayApi::start().await;
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "{}\n{}\n{}",
         kafka_config(&broker.brokers(), ""),
-        pull_connector("ocean", api.port, "good-token"),
+        oceanengine_connector(api.port),
         pull_connector("revoked", api.port, "old-token"),
     );
     let mut gw = Gateway::start(Some(&config), &dir.path().join("gw"));
@@ -308,6 +327,53 @@ async fn an_http_pull_pages_retries_throttling_resumes_mid_pull_and_reports_an_e
         "{revoked}"
     );
 
+    // The SPI push: the verification is answered; a lead message must be signed. c4 is pushed
+    // (and pulled later: one lead), c9 only pushed.
+    let hook = gw.url("/v1/webhooks/ocean");
+    let r = client
+        .post(&hook)
+        .json(&serde_json::json!({"event": "verify_webhook", "challenge": 987654}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reply: Value = r.json().await.unwrap();
+    assert_eq!(reply["challenge"], 987654);
+    let push = |clue: Value, id: &str| {
+        serde_json::to_vec(
+            &serde_json::json!({"message_id": id, "service_label": "clue.push",
+            "timestamp": 1795480800, "nonce": "n1", "data": clue.to_string()}),
+        )
+        .unwrap()
+    };
+    let send = |body: Vec<u8>, secret: &str| {
+        client
+            .post(&hook)
+            .header("content-type", "application/json")
+            .header(
+                "X-Open-Signature",
+                leadgate::sources::webhook::sign(secret, None, &body),
+            )
+            .body(body)
+            .send()
+    };
+    let c4 = serde_json::json!({"clue_id": "c4", "name": "客户4", "telephone": "13900001004",
+        "clue_source": 1, "province_name": "广东", "city_name": "深圳"});
+    let c9 = serde_json::json!({"clue_id": "c9", "name": "推送客户", "telephone": "13900001009",
+        "weixin": "wx-c9", "clue_source": 1, "province_name": "广东", "city_name": "广州"});
+    let r = send(push(c4.clone(), "msg-4"), "wrong-secret")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["field"], "X-Open-Signature", "{err}");
+    for (clue, id) in [(c4, "msg-4"), (c9.clone(), "msg-9"), (c9, "msg-9")] {
+        let r = send(push(clue, id), "spi-secret").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let reply: Value = r.json().await.unwrap();
+        assert_eq!(reply["BaseResp"]["StatusCode"], 200, "{reply}");
+    }
+
     // Killed mid-pull; the restart asks for page 3 first, not page 1.
     gw.kill();
     let before = api.log().len();
@@ -321,7 +387,7 @@ async fn an_http_pull_pages_retries_throttling_resumes_mid_pull_and_reports_an_e
             got.iter()
                 .filter(|c| c.value["source"]["connector"] == "ocean")
                 .count()
-                >= 4
+                >= 5
         },
     );
     let tests = consume_until(
@@ -360,7 +426,20 @@ async fn an_http_pull_pages_retries_throttling_resumes_mid_pull_and_reports_an_e
         })
         .collect();
     ids.sort();
-    assert_eq!(ids, ["c1", "c2", "c3", "c4"], "each lead once");
+    assert_eq!(
+        ids,
+        ["c1", "c2", "c3", "c4", "c9"],
+        "each lead once: c4 pushed and pulled, c9 pushed twice"
+    );
+    let c9 = clean
+        .iter()
+        .find(|c| c.value["source"]["external_id"] == "c9")
+        .unwrap();
+    assert_eq!(c9.value["contact"]["city"], "广州市");
+    assert_eq!(
+        c9.value["raw"]["weixin"], "wx-c9",
+        "the pushed lead is kept raw"
+    );
     let c1 = clean
         .iter()
         .find(|c| c.value["source"]["external_id"] == "c1")
@@ -439,7 +518,7 @@ async fn an_http_pull_pages_retries_throttling_resumes_mid_pull_and_reports_an_e
         .filter(|c| c.value["source"]["connector"] == "ocean")
         .count();
     assert_eq!(
-        ocean, 4,
+        ocean, 5,
         "leads re-read by later polls are not published again"
     );
 }

@@ -1,0 +1,212 @@
+//! 巨量引擎 Ocean Engine (Douyin ads) leads: `type = "oceanengine"`.
+//!
+//! - **Pull.** `GET /open_api/2/tools/clue/get/` is a preset of the generic HTTP pull
+//!   ([`pull_config`]): the `Access-Token` header, `advertiser_ids` as a JSON array, numbered
+//!   pages, `start_time`/`end_time` windows written in GMT+8, and errors as HTTP 200 with a
+//!   `code` (40100 is throttling; 40102–40105 are token problems). Pages come newest-first and
+//!   some fields are filled about 10 minutes after a lead is created, so each window reaches
+//!   back `overlap` (30 minutes) into the last one.
+//! - **Push (SPI).** With `spi_secret` set, `POST /v1/webhooks/{name}` takes the subscription's
+//!   messages: `{"event": "verify_webhook", "challenge": 123}` is answered
+//!   `{"BaseResp": {"StatusCode": 200}, "challenge": 123}`; a lead message
+//!   `{message_id, service_label, data: "<the lead as a JSON string>", ...}` must carry the hex
+//!   HMAC-SHA256 of the raw body in `spi_signature_header`.
+//!
+//! Pushed and pulled leads are the same object (`clue_id`, `telephone`, `province_name`, ...)
+//! and share the connector's name, so a lead both pushed and pulled is published once.
+//! `clue_source = 4` (an ad preview) marks a test lead.
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::config::{
+    ErrorCodes, HttpPullConnector, OceanEngineConnector, Paging, SignatureConfig, TimeWindow,
+};
+use crate::mapping::ContactField;
+
+/// The generic pull that reads this connector's leads.
+pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
+    let ids: Vec<String> = c.advertiser_ids.iter().map(u64::to_string).collect();
+    let fields = [
+        (ContactField::Name, "/name"),
+        (ContactField::Phone, "/telephone"),
+        (ContactField::Email, "/email"),
+        (ContactField::Province, "/province_name"),
+        (ContactField::City, "/city_name"),
+        (ContactField::Address, "/address"),
+    ];
+    HttpPullConnector {
+        name: c.name.clone(),
+        url: c.api_url.clone(),
+        headers: BTreeMap::from([("Access-Token".to_owned(), c.access_token.clone())]),
+        query: BTreeMap::from([("advertiser_ids".to_owned(), format!("[{}]", ids.join(",")))]),
+        records: "/data/list".into(),
+        id: "/clue_id".into(),
+        paging: Paging::Page {
+            param: "page".into(),
+            size_param: Some("page_size".into()),
+            size: c.page_size,
+            start: 1,
+        },
+        window: Some(TimeWindow {
+            start_param: "start_time".into(),
+            end_param: "end_time".into(),
+            format: "%Y-%m-%d %H:%M:%S".into(),
+            timezone: "Asia/Shanghai".into(),
+            overlap: c.overlap,
+            initial: c.initial,
+        }),
+        error_code: Some(ErrorCodes {
+            pointer: "/code".into(),
+            ok: vec![0],
+            throttled: vec![40100],
+            expired: vec![40102, 40103, 40104, 40105],
+        }),
+        fields: fields.into_iter().map(|(f, p)| (f, p.to_owned())).collect(),
+        test_pointer: Some("/clue_source".into()),
+        test_value: Some(json!(4)),
+        test_leads: c.test_leads,
+        poll_interval: c.poll_interval,
+        rate_limit: c.rate_limit,
+        default_region: c.default_region.clone(),
+        mapping: c.mapping.clone(),
+        identity_fields: c.identity_fields.clone(),
+    }
+}
+
+/// How SPI pushes are signed, when the connector takes them.
+pub fn spi_signature(c: &OceanEngineConnector) -> Option<SignatureConfig> {
+    let secret: &SecretString = c.spi_secret.as_ref()?;
+    Some(SignatureConfig {
+        secret: secret.clone(),
+        header: c.spi_signature_header.clone(),
+        timestamp_header: None,
+        tolerance: std::time::Duration::ZERO,
+    })
+}
+
+/// The answer to a `verify_webhook` message, if `body` is one. It echoes the challenge only, so
+/// it is answered before the signature is checked (the platform may not sign it).
+pub fn verification(body: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if v.get("event").and_then(Value::as_str) != Some("verify_webhook") {
+        return None;
+    }
+    let challenge = v.get("challenge")?.clone();
+    Some(json!({"BaseResp": {"StatusCode": 200, "StatusMessage": "OK"}, "challenge": challenge}))
+}
+
+/// Why a push is refused (400).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PushError {
+    #[error("`data` is missing: a lead message carries the lead as a JSON string in `data`")]
+    NoData,
+    #[error("`data` is not a JSON object or an array of objects: {0}")]
+    BadData(String),
+}
+
+/// The leads of an SPI message (its `data`, a JSON string or an object) and the message id.
+pub fn pushed(message: &Value) -> Result<(Vec<Value>, Option<String>), PushError> {
+    let data = match message.get("data") {
+        Some(Value::String(text)) => {
+            serde_json::from_str(text).map_err(|e| PushError::BadData(e.to_string()))?
+        }
+        Some(v @ (Value::Object(_) | Value::Array(_))) => v.clone(),
+        _ => return Err(PushError::NoData),
+    };
+    let leads = match data {
+        Value::Object(_) => vec![data],
+        Value::Array(items) if items.iter().all(Value::is_object) => items,
+        _ => return Err(PushError::BadData("not an object".into())),
+    };
+    let id = match message.get("message_id") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    Ok((leads, id))
+}
+
+/// A lead's `clue_id` as text.
+pub fn clue_id(lead: &Value) -> Option<String> {
+    match lead.get("clue_id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `clue_source = 4`: a lead from an ad preview.
+pub fn is_test(lead: &Value) -> bool {
+    lead.get("clue_source")
+        .is_some_and(|v| v == &json!(4) || v == &json!("4"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/connectors/fixtures/oceanengine/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn verification_echoes_the_challenge() {
+        let reply = verification(br#"{"event": "verify_webhook", "challenge": 1234567}"#).unwrap();
+        assert_eq!(reply["challenge"], 1234567);
+        assert_eq!(reply["BaseResp"]["StatusCode"], 200);
+        assert_eq!(verification(br#"{"message_id": "m"}"#), None);
+        assert_eq!(verification(b"not json"), None);
+    }
+
+    #[test]
+    fn a_push_carries_its_lead_as_a_json_string() {
+        let (leads, id) = pushed(&fixture("spi-push.json")).unwrap();
+        assert_eq!(id.as_deref(), Some("7310000000000000001"));
+        assert_eq!(leads.len(), 1);
+        assert_eq!(clue_id(&leads[0]).as_deref(), Some("7310000000000000123"));
+        assert_eq!(leads[0]["telephone"], "13800138000");
+        assert!(!is_test(&leads[0]));
+        assert!(is_test(&json!({"clue_source": 4})));
+        assert_eq!(pushed(&json!({"message_id": "x"})), Err(PushError::NoData));
+        assert!(matches!(
+            pushed(&json!({"data": "{not json"})),
+            Err(PushError::BadData(_))
+        ));
+        assert!(matches!(
+            pushed(&json!({"data": "[1, 2]"})),
+            Err(PushError::BadData(_))
+        ));
+    }
+
+    #[test]
+    fn the_pull_is_the_generic_one_with_the_platforms_shape() {
+        let page = fixture("clue-get-page.json");
+        let c: OceanEngineConnector = toml::from_str(
+            "name = \"douyin\"\naccess_token = \"t\"\nadvertiser_ids = [1760000000000000, 1760000000000001]\n",
+        )
+        .unwrap();
+        let pull = pull_config(&c);
+        assert_eq!(
+            pull.query["advertiser_ids"],
+            "[1760000000000000,1760000000000001]"
+        );
+        let list = page.pointer(&pull.records).unwrap().as_array().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].pointer(&pull.id).unwrap(), "7310000000000000123");
+        let test = list[1].pointer(pull.test_pointer.as_deref().unwrap());
+        assert_eq!(test, pull.test_value.as_ref());
+        assert_eq!(c.identity_fields["wechat"], "weixin");
+        let w = pull.window.unwrap();
+        assert_eq!(
+            (w.timezone.as_str(), w.overlap.as_secs()),
+            ("Asia/Shanghai", 1800)
+        );
+    }
+}
