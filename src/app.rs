@@ -251,7 +251,7 @@ pub async fn run_on(
         processor.clone(),
         crate::sources::Running {
             statuses,
-            meta: meta.receivers,
+            inboxes: meta.inboxes,
         },
     );
     let served = serve(listener, state, shutdown).await;

@@ -82,11 +82,13 @@ impl AppState {
                 | ConnectorConfig::Meta(_) => None,
             })
             .collect();
-        for (name, r) in &sources.meta {
-            webhooks.insert(
-                name.clone(),
-                webhooks::Endpoint::new(webhooks::Kind::Meta(r.clone())),
-            );
+        for c in &settings.connectors {
+            if let ConnectorConfig::Meta(m) = c
+                && let Some(inbox) = sources.inboxes.get(&m.name)
+            {
+                let kind = webhooks::Kind::Meta((**m).clone(), inbox.clone());
+                webhooks.insert(m.name.clone(), webhooks::Endpoint::new(kind));
+            }
         }
         Self {
             webhooks: Arc::new(webhooks),

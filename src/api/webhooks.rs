@@ -11,8 +11,9 @@ use governor::clock::{Clock, DefaultClock};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::config::{GoogleAdsConnector, OceanEngineConnector, WebhookConnector};
+use crate::config::{GoogleAdsConnector, MetaConnector, OceanEngineConnector, WebhookConnector};
 use crate::lead::{IntakeEvent, SourceKind};
+use crate::sources::inbox::{Inbox, Notice};
 use crate::sources::webhook::{field_text, parse_body, verify_signature};
 use crate::sources::{google_ads, meta, oceanengine};
 use secrecy::ExposeSecret;
@@ -21,7 +22,7 @@ use secrecy::ExposeSecret;
 pub(super) enum Kind {
     Webhook(WebhookConnector),
     GoogleAds(GoogleAdsConnector),
-    Meta(std::sync::Arc<meta::Receiver>),
+    Meta(MetaConnector, std::sync::Arc<Inbox>),
     Oceanengine(OceanEngineConnector),
 }
 
@@ -34,7 +35,7 @@ impl Endpoint {
     pub(super) fn new(kind: Kind) -> Self {
         let rate_limit = match &kind {
             Kind::Webhook(w) => w.rate_limit,
-            Kind::GoogleAds(_) | Kind::Meta(_) | Kind::Oceanengine(_) => None,
+            Kind::GoogleAds(_) | Kind::Meta(..) | Kind::Oceanengine(_) => None,
         };
         let limiter = rate_limit.and_then(|rl| rl.limiter());
         Self { kind, limiter }
@@ -61,9 +62,9 @@ pub(super) async fn handshake(
         .get(&connector)
         .ok_or_else(|| unknown(&connector))?;
     match &ep.kind {
-        Kind::Meta(m) => {
-            let challenge = meta::handshake(&query, m.config.verify_token.expose_secret())
-                .map_err(|e| {
+        Kind::Meta(m, _) => {
+            let challenge =
+                meta::handshake(&query, m.verify_token.expose_secret()).map_err(|e| {
                     ApiError::new(
                         StatusCode::FORBIDDEN,
                         "handshake.refused",
@@ -128,7 +129,7 @@ pub(super) async fn receive(
     }
     let signature = match &ep.kind {
         Kind::Webhook(w) => w.signature.clone(),
-        Kind::Meta(m) => Some(meta::signature(&m.config.app_secret)),
+        Kind::Meta(m, _) => Some(meta::signature(&m.app_secret)),
         Kind::Oceanengine(o) => oceanengine::spi_signature(o),
         Kind::GoogleAds(_) => None,
     };
@@ -169,7 +170,9 @@ pub(super) async fn receive(
         None => None,
     };
     let event = match &ep.kind {
-        Kind::Meta(m) => return notified(m, &connector, &payload).await,
+        Kind::Meta(_, inbox) => {
+            return notified(inbox, &connector, meta::notifications(&payload)).await;
+        }
         Kind::Oceanengine(_) => return pushed(&st, &connector, &payload, header_key).await,
         Kind::Webhook(w) => {
             let idempotency = header_key.or_else(|| {
@@ -217,15 +220,15 @@ pub(super) async fn receive(
     Ok(resp)
 }
 
-/// Meta's webhook: its `leadgen` ids go to the connector's inbox, stored before the 200.
+/// A webhook of ids only (Meta, LinkedIn): the notices go to the connector's inbox, stored
+/// before the 200.
 async fn notified(
-    m: &meta::Receiver,
+    inbox: &Inbox,
     connector: &str,
-    payload: &serde_json::Value,
+    notices: Vec<Notice>,
 ) -> Result<Response, ApiError> {
-    let leads = meta::notifications(payload);
-    let n = leads.len();
-    m.inbox.enqueue(leads).await.map_err(|e| {
+    let n = notices.len();
+    inbox.enqueue(notices).await.map_err(|e| {
         tracing::error!(error = %e, connector = %connector, "cannot store notified leads");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -36,14 +36,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::watch;
 
 use crate::config::{ConnectorConfig, FieldMapping, MetaConnector, SignatureConfig};
-use crate::intake::{Journal, JournalError};
+use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::pipeline::retry_policy;
 use crate::sources::http_pull::PullError;
+use crate::sources::inbox::{Fetch, Inbox, Notice, pause_after, run_fetcher, sleep_or_stop};
 use crate::sources::pull::{PageSink, api_retry};
 use crate::sources::status::{State, Statuses};
 
@@ -51,12 +52,6 @@ use crate::sources::status::{State, Statuses};
 /// payload.
 const LEAD_FIELDS: &str =
     "id,created_time,field_data,ad_id,ad_name,adset_id,campaign_id,form_id,is_organic,platform";
-
-/// Leads fetched and journaled per transaction.
-const FETCH_BATCH: usize = 50;
-
-/// At most this many leads wait in an inbox; past it, webhooks get 503 (Meta retries them).
-const INBOX_MAX: usize = 100_000;
 
 /// Why a `hub.challenge` handshake is refused (403).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -108,18 +103,8 @@ pub fn signature(app_secret: &SecretString) -> SignatureConfig {
     }
 }
 
-/// One `leadgen` change of a webhook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notified {
-    pub leadgen_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub form_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub page_id: Option<String>,
-}
-
 /// The `leadgen` changes of a webhook body; other fields and objects are ignored.
-pub fn notifications(payload: &Value) -> Vec<Notified> {
+pub fn notifications(payload: &Value) -> Vec<Notice> {
     let entries = payload.get("entry").and_then(Value::as_array);
     entries
         .into_iter()
@@ -129,10 +114,12 @@ pub fn notifications(payload: &Value) -> Vec<Notified> {
         .filter(|c| c.get("field").and_then(Value::as_str) == Some("leadgen"))
         .filter_map(|c| {
             let v = c.get("value")?;
-            Some(Notified {
-                leadgen_id: id_text(v.get("leadgen_id")?)?,
-                form_id: v.get("form_id").and_then(id_text),
-                page_id: v.get("page_id").and_then(id_text),
+            Some(Notice {
+                id: id_text(v.get("leadgen_id")?)?,
+                context: json!({
+                    "form_id": v.get("form_id").and_then(id_text),
+                    "page_id": v.get("page_id").and_then(id_text),
+                }),
             })
         })
         .collect()
@@ -366,111 +353,6 @@ impl Graph {
     }
 }
 
-/// Leads notified by webhook and not fetched yet, stored under the journal key `{name}/inbox`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Pending {
-    leads: BTreeMap<String, Notified>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum InboxError {
-    #[error("{0} notified leads wait to be fetched; retry later")]
-    Full(usize),
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-}
-
-/// A Meta connector's inbox: the webhook puts leads in, the fetcher takes them out. Every change
-/// is committed to the journal before it is adopted.
-pub struct Inbox {
-    key: String,
-    sink: PageSink,
-    pending: Mutex<Pending>,
-    wake: Notify,
-}
-
-impl Inbox {
-    fn open(sink: &PageSink) -> Result<Self, JournalError> {
-        let key = format!("{}/inbox", sink.name);
-        let pending: Pending = match sink.journal.checkpoint(&key)? {
-            Some(bytes) => serde_json::from_slice(&bytes)?,
-            None => Pending::default(),
-        };
-        let inbox = Self {
-            key,
-            sink: sink.clone(),
-            pending: Mutex::new(Pending::default()),
-            wake: Notify::new(),
-        };
-        inbox.show(&pending);
-        Ok(Self {
-            pending: Mutex::new(pending),
-            ..inbox
-        })
-    }
-
-    /// Shows how many leads wait, in the connector's status.
-    fn show(&self, pending: &Pending) {
-        let n = pending.leads.len() as u64;
-        self.sink
-            .statuses
-            .update(&self.sink.name, |s| s.inbox = Some(n));
-    }
-
-    /// Stores `leads` (those not already waiting); resolves once they are durable.
-    pub async fn enqueue(&self, leads: Vec<Notified>) -> Result<usize, InboxError> {
-        let mut pending = self.pending.lock().await;
-        let mut next = pending.clone();
-        let before = next.leads.len();
-        for n in leads {
-            next.leads.entry(n.leadgen_id.clone()).or_insert(n);
-        }
-        let added = next.leads.len() - before;
-        if added == 0 {
-            return Ok(0);
-        }
-        if next.leads.len() > INBOX_MAX {
-            return Err(InboxError::Full(before));
-        }
-        let bytes = serde_json::to_vec(&next).map_err(JournalError::from)?;
-        self.sink
-            .journal
-            .append_pulled(&self.key, Vec::new(), bytes)
-            .await?;
-        self.show(&next);
-        *pending = next;
-        drop(pending);
-        self.wake.notify_one();
-        Ok(added)
-    }
-
-    async fn batch(&self, n: usize) -> Vec<Notified> {
-        let pending = self.pending.lock().await;
-        pending.leads.values().take(n).cloned().collect()
-    }
-
-    /// Journals `events` and removes `done` from the inbox, in one transaction.
-    async fn complete(
-        &self,
-        events: Vec<IntakeEvent>,
-        done: &[String],
-    ) -> Result<(), JournalError> {
-        let mut pending = self.pending.lock().await;
-        let mut next = pending.clone();
-        for id in done {
-            next.leads.remove(id);
-        }
-        let bytes = serde_json::to_vec(&next)?;
-        self.sink
-            .journal
-            .append_pulled(&self.key, events, bytes)
-            .await?;
-        self.show(&next);
-        *pending = next;
-        Ok(())
-    }
-}
-
 /// Where each form's reconciliation poll stands; the connector's checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollCheckpoint {
@@ -492,17 +374,11 @@ pub struct FormCursor {
     pub done_until: Option<i64>,
 }
 
-/// What the webhook endpoint needs of a Meta connector.
-pub struct Receiver {
-    pub config: MetaConnector,
-    pub inbox: Arc<Inbox>,
-}
-
-/// The running Meta connectors: their tasks, and each one's receiver by name.
+/// The running Meta connectors: their tasks, and each one's inbox by name.
 #[derive(Default)]
 pub struct Started {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub receivers: HashMap<String, Arc<Receiver>>,
+    pub inboxes: HashMap<String, Arc<Inbox>>,
 }
 
 /// Starts every Meta connector's fetcher and poll.
@@ -531,14 +407,11 @@ pub fn spawn(
         };
         let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
         let inbox = Arc::new(Inbox::open(&sink)?);
-        let fetcher = Fetcher {
-            graph: graph.clone(),
-            inbox: inbox.clone(),
-            sink: sink.clone(),
-        };
-        started
-            .tasks
-            .push(tokio::spawn(fetcher.run(shutdown.clone())));
+        started.tasks.push(tokio::spawn(run_fetcher(
+            GraphFetch(graph.clone()),
+            inbox.clone(),
+            shutdown.clone(),
+        )));
         if !cfg.forms.is_empty() {
             let poller = Poller {
                 checkpoint: sink.checkpoint()?,
@@ -551,111 +424,19 @@ pub fn spawn(
                 .tasks
                 .push(tokio::spawn(poller.run(shutdown.clone())));
         }
-        started.receivers.insert(
-            cfg.name.clone(),
-            Arc::new(Receiver {
-                config: (**cfg).clone(),
-                inbox,
-            }),
-        );
+        started.inboxes.insert(cfg.name.clone(), inbox);
     }
     Ok(started)
 }
 
-/// How long a connector waits after an error: a stopped one (the token) 5 minutes.
-fn pause_after(e: &PullError, backoff: &mut backon::ExponentialBackoff) -> Duration {
-    if matches!(e, PullError::Expired(_)) {
-        Duration::from_secs(300)
-    } else {
-        backoff.next().unwrap_or(Duration::from_secs(30))
-    }
-}
+/// Reads a notified lead from the Graph API.
+struct GraphFetch(Graph);
 
-async fn sleep_or_stop(pause: Duration, shutdown: &mut watch::Receiver<bool>) {
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => {}
-        _ = shutdown.changed() => {}
-    }
-}
-
-struct Fetcher {
-    graph: Graph,
-    inbox: Arc<Inbox>,
-    sink: PageSink,
-}
-
-impl Fetcher {
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let name = self.sink.name.clone();
-        let mut backoff = retry_policy();
-        while !*shutdown.borrow() {
-            let batch = self.inbox.batch(FETCH_BATCH).await;
-            if batch.is_empty() {
-                tokio::select! {
-                    _ = self.inbox.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
-            let (events, done, failed) = self.fetch(batch).await;
-            if !done.is_empty() {
-                self.sink.journal.wait_below(self.sink.max_backlog).await;
-                let n = events.len() as u64;
-                if let Err(e) = self.inbox.complete(events, &done).await {
-                    tracing::error!(connector = %name, error = %e, "cannot journal fetched leads");
-                    self.sink.statuses.failure(&name, &e.to_string(), false);
-                    sleep_or_stop(Duration::from_secs(1), &mut shutdown).await;
-                    continue;
-                }
-                self.sink.statuses.update(&name, |s| {
-                    s.events_journaled += n;
-                    s.rows_read += n;
-                });
-            }
-            match failed {
-                None => {
-                    backoff = retry_policy();
-                    self.sink.statuses.success(&name, State::Following);
-                }
-                Some(e) => {
-                    let fatal = matches!(e, PullError::Expired(_));
-                    tracing::error!(connector = %name, error = %e, "cannot fetch notified leads");
-                    self.sink.statuses.failure(&name, &e.to_string(), fatal);
-                    sleep_or_stop(pause_after(&e, &mut backoff), &mut shutdown).await;
-                }
-            }
-        }
-    }
-
-    /// Fetches `batch` until an error retrying could not fix: the events, the ids done (fetched,
-    /// or gone from Meta), and the error that stopped the batch.
-    async fn fetch(
-        &self,
-        batch: Vec<Notified>,
-    ) -> (Vec<IntakeEvent>, Vec<String>, Option<PullError>) {
-        let (mut events, mut done) = (Vec::new(), Vec::new());
-        for n in batch {
-            let url = match self.graph.url(&n.leadgen_id) {
-                Ok(u) => with_param(&u, "fields", Some(LEAD_FIELDS)),
-                Err(e) => return (events, done, Some(e)),
-            };
-            match self.graph.get(url, Url::clone).await {
-                Ok(lead) => {
-                    events.push(event(&self.sink.name, lead, &now_rfc3339()));
-                    done.push(n.leadgen_id);
-                }
-                Err(PullError::Missing(detail)) => {
-                    // Deleted, or never visible to this token: retrying cannot bring it back.
-                    let e = format!("lead {} cannot be read ({detail}); dropped", n.leadgen_id);
-                    tracing::error!(connector = %self.sink.name, "{e}");
-                    self.sink.statuses.failure(&self.sink.name, &e, false);
-                    done.push(n.leadgen_id);
-                }
-                Err(e) => return (events, done, Some(e)),
-            }
-        }
-        (events, done, None)
+impl Fetch for GraphFetch {
+    async fn fetch(&self, notice: &Notice) -> Result<IntakeEvent, PullError> {
+        let url = with_param(&self.0.url(&notice.id)?, "fields", Some(LEAD_FIELDS));
+        let lead = self.0.get(url, Url::clone).await?;
+        Ok(event(&self.0.name, lead, &now_rfc3339()))
     }
 }
 
@@ -834,21 +615,9 @@ mod tests {
     #[test]
     fn leadgen_changes_are_read_and_other_fields_ignored() {
         let n = notifications(&fixture("webhook.json"));
-        assert_eq!(
-            n,
-            [
-                Notified {
-                    leadgen_id: "444444444444".into(),
-                    form_id: Some("44444444".into()),
-                    page_id: Some("44444444444".into()),
-                },
-                Notified {
-                    leadgen_id: "5545".into(),
-                    form_id: Some("5511".into()),
-                    page_id: Some("5165".into()),
-                },
-            ]
-        );
+        let ids: Vec<&str> = n.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["444444444444", "5545"], "numbers become text");
+        assert_eq!(n[1].context, json!({"form_id": "5511", "page_id": "5165"}));
         assert!(notifications(&json!({"object": "page"})).is_empty());
     }
 

@@ -4,6 +4,7 @@
 pub mod file;
 pub mod google_ads;
 pub mod http_pull;
+pub mod inbox;
 pub mod meta;
 #[cfg(feature = "mysql")]
 pub mod mysql;
@@ -17,12 +18,12 @@ use std::sync::Arc;
 
 use crate::config::{ConnectorConfig, FieldMapping};
 
-/// What the API needs of the running sources: their statuses, and the receivers of platforms
-/// whose webhooks hand over to a running task (Meta's inbox).
+/// What the API needs of the running sources: their statuses, and the inboxes of platforms whose
+/// webhooks hand notified ids to a fetcher (Meta, LinkedIn), by connector name.
 #[derive(Clone, Default)]
 pub struct Running {
     pub statuses: status::Statuses,
-    pub meta: HashMap<String, Arc<meta::Receiver>>,
+    pub inboxes: HashMap<String, Arc<inbox::Inbox>>,
 }
 
 /// How a connector's payloads are read: the field mapping (the connector's own names first, then
