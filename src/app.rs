@@ -165,6 +165,17 @@ pub async fn run_on(
         &stop_rx,
     )
     .context("cannot start the Meta connectors")?;
+    let mut inboxes = meta.inboxes;
+    inboxes.extend(
+        crate::sources::linkedin::spawn(
+            &settings.connectors,
+            &journal,
+            &statuses,
+            settings.intake.max_backlog,
+            &stop_rx,
+        )
+        .context("cannot start the LinkedIn connectors")?,
+    );
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor.clone(),
@@ -205,6 +216,10 @@ pub async fn run_on(
                 m.name,
                 m.forms.len(),
                 m.poll_interval
+            ),
+            ConnectorConfig::Linkedin(l) => println!(
+                "  linkedin lead sync: webhook (GET challengeCode, POST) http://{addr}/v1/webhooks/{}",
+                l.name
             ),
             ConnectorConfig::Oceanengine(o) => println!(
                 "  巨量引擎 ocean engine: {}{}; health at http://{addr}/v1/connectors/{}",
@@ -249,10 +264,7 @@ pub async fn run_on(
         identity,
         assignment,
         processor.clone(),
-        crate::sources::Running {
-            statuses,
-            inboxes: meta.inboxes,
-        },
+        crate::sources::Running { statuses, inboxes },
     );
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);

@@ -79,6 +79,7 @@ impl AppState {
                 | ConnectorConfig::Mysql(_)
                 | ConnectorConfig::HttpPull(_)
                 | ConnectorConfig::Oceanengine(_)
+                | ConnectorConfig::Linkedin(_)
                 | ConnectorConfig::Meta(_) => None,
             })
             .collect();
@@ -88,6 +89,12 @@ impl AppState {
             {
                 let kind = webhooks::Kind::Meta((**m).clone(), inbox.clone());
                 webhooks.insert(m.name.clone(), webhooks::Endpoint::new(kind));
+            }
+            if let ConnectorConfig::Linkedin(l) = c
+                && let Some(inbox) = sources.inboxes.get(&l.name)
+            {
+                let kind = webhooks::Kind::Linkedin((**l).clone(), inbox.clone());
+                webhooks.insert(l.name.clone(), webhooks::Endpoint::new(kind));
             }
         }
         Self {

@@ -142,14 +142,15 @@ pub fn openapi() -> Value {
                     "429": error("rate limited"), "503": error("backlog full")
                 }
             }, "get": {
-                "summary": "A platform's subscription handshake (Meta: hub.mode, hub.verify_token, hub.challenge)",
+                "summary": "A platform's subscription handshake (Meta: hub.mode, hub.verify_token, hub.challenge; LinkedIn: challengeCode)",
                 "parameters": [{"name": "connector", "in": "path", "required": true, "schema": {"type": "string"}},
                     {"name": "hub.challenge", "in": "query", "schema": {"type": "string"}},
                     {"name": "hub.verify_token", "in": "query", "schema": {"type": "string"}},
-                    {"name": "hub.mode", "in": "query", "schema": {"type": "string"}}],
+                    {"name": "hub.mode", "in": "query", "schema": {"type": "string"}},
+                    {"name": "challengeCode", "in": "query", "schema": {"type": "string"}}],
                 "responses": {
-                    "200": {"description": "the challenge, as text/plain", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                    "403": error("the verify token does not match"), "404": error("no such connector"),
+                    "200": {"description": "Meta: the challenge, as text/plain; LinkedIn: {challengeCode, challengeResponse}", "content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}}},
+                    "400": error("no challengeCode"), "403": error("the verify token does not match"), "404": error("no such connector"),
                     "405": error("the connector has no handshake")
                 }
             }},

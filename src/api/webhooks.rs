@@ -11,11 +11,14 @@ use governor::clock::{Clock, DefaultClock};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::config::{GoogleAdsConnector, MetaConnector, OceanEngineConnector, WebhookConnector};
+use crate::config::{
+    GoogleAdsConnector, LinkedinConnector, MetaConnector, OceanEngineConnector, WebhookConnector,
+};
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::sources::inbox::{Inbox, Notice};
+use crate::sources::webhook::SignatureError;
 use crate::sources::webhook::{field_text, parse_body, verify_signature};
-use crate::sources::{google_ads, meta, oceanengine};
+use crate::sources::{google_ads, linkedin, meta, oceanengine};
 use secrecy::ExposeSecret;
 
 /// What receives on a webhook URL: the generic web-form webhook, or a platform's.
@@ -24,6 +27,7 @@ pub(super) enum Kind {
     GoogleAds(GoogleAdsConnector),
     Meta(MetaConnector, std::sync::Arc<Inbox>),
     Oceanengine(OceanEngineConnector),
+    Linkedin(LinkedinConnector, std::sync::Arc<Inbox>),
 }
 
 pub(super) struct Endpoint {
@@ -35,11 +39,20 @@ impl Endpoint {
     pub(super) fn new(kind: Kind) -> Self {
         let rate_limit = match &kind {
             Kind::Webhook(w) => w.rate_limit,
-            Kind::GoogleAds(_) | Kind::Meta(..) | Kind::Oceanengine(_) => None,
+            Kind::GoogleAds(_) | Kind::Meta(..) | Kind::Oceanengine(_) | Kind::Linkedin(..) => None,
         };
         let limiter = rate_limit.and_then(|rl| rl.limiter());
         Self { kind, limiter }
     }
+}
+
+fn unauthorized(e: SignatureError) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        e.code(),
+        Some(e.field()),
+        e.to_string(),
+    )
 }
 
 fn unknown(connector: &str) -> ApiError {
@@ -73,6 +86,18 @@ pub(super) async fn handshake(
                     )
                 })?;
             Ok(([(header::CONTENT_TYPE, "text/plain")], challenge).into_response())
+        }
+        Kind::Linkedin(l, _) => {
+            let reply =
+                linkedin::challenge(&query, l.client_secret.expose_secret()).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "handshake.refused",
+                        Some("challengeCode"),
+                        "the validation request has no `challengeCode`",
+                    )
+                })?;
+            Ok(Json(reply).into_response())
         }
         Kind::Webhook(_) | Kind::GoogleAds(_) | Kind::Oceanengine(_) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -127,22 +152,29 @@ pub(super) async fn receive(
     {
         return Ok(Json(reply).into_response());
     }
+    if let Kind::Linkedin(l, inbox) = &ep.kind {
+        linkedin::verify(l.client_secret.expose_secret(), &headers, &bytes)
+            .map_err(unauthorized)?;
+        // LinkedIn may send an array of notifications, which the generic body parser refuses.
+        let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body.invalid_json",
+                Some("body"),
+                format!("not JSON: {e}"),
+            )
+        })?;
+        return notified(inbox, &connector, linkedin::notices(&body)).await;
+    }
     let signature = match &ep.kind {
         Kind::Webhook(w) => w.signature.clone(),
         Kind::Meta(m, _) => Some(meta::signature(&m.app_secret)),
         Kind::Oceanengine(o) => oceanengine::spi_signature(o),
-        Kind::GoogleAds(_) => None,
+        Kind::GoogleAds(_) | Kind::Linkedin(..) => None,
     };
     if let Some(sig) = &signature {
         let now = jiff::Timestamp::now().as_second();
-        verify_signature(sig, &headers, &bytes, now).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                e.code(),
-                Some(e.field()),
-                e.to_string(),
-            )
-        })?;
+        verify_signature(sig, &headers, &bytes, now).map_err(unauthorized)?;
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -172,6 +204,10 @@ pub(super) async fn receive(
     let event = match &ep.kind {
         Kind::Meta(_, inbox) => {
             return notified(inbox, &connector, meta::notifications(&payload)).await;
+        }
+        // Answered above (its body may be an array); kept for completeness.
+        Kind::Linkedin(_, inbox) => {
+            return notified(inbox, &connector, linkedin::notices(&payload)).await;
         }
         Kind::Oceanengine(_) => return pushed(&st, &connector, &payload, header_key).await,
         Kind::Webhook(w) => {

@@ -312,6 +312,9 @@ impl Loader {
             Some("oceanengine") => self
                 .parse(&place, value)
                 .map(|c| ConnectorConfig::Oceanengine(Box::new(c))),
+            Some("linkedin") => self
+                .parse(&place, value)
+                .map(|c| ConnectorConfig::Linkedin(Box::new(c))),
             Some(other) => {
                 self.push(
                     &place,
@@ -594,6 +597,31 @@ impl Loader {
         }
         if let ConnectorConfig::Oceanengine(o) = c {
             self.check_oceanengine(place, o);
+        }
+        if let ConnectorConfig::Linkedin(l) = c {
+            for (key, secret) in [
+                ("client_secret", &l.client_secret),
+                ("access_token", &l.access_token),
+            ] {
+                if secret.expose_secret().trim().is_empty() {
+                    self.push(place, Some(key), "must not be empty");
+                }
+            }
+            if !reqwest::Url::parse(&l.api_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                self.push(place, Some("api_url"), "must be an http:// or https:// URL");
+            }
+            if l.api_version.len() != 6 || !l.api_version.bytes().all(|b| b.is_ascii_digit()) {
+                self.push(
+                    place,
+                    Some("api_version"),
+                    "a LinkedIn API version is YYYYMM, e.g. \"202411\"",
+                );
+            }
+            if l.rate_limit.is_some_and(|rl| rl.per_second == 0) {
+                self.push(place, Some("rate_limit.per_second"), "must be at least 1");
+            }
         }
         if let ConnectorConfig::GoogleAds(g) = c
             && g.google_key.expose_secret().trim().is_empty()
@@ -944,7 +972,8 @@ fn interpolate_with(
     Ok(out)
 }
 
-const CONNECTOR_TYPES: &str = "webhook, file, mysql, google_ads, http_pull, meta or oceanengine";
+const CONNECTOR_TYPES: &str =
+    "webhook, file, mysql, google_ads, http_pull, meta, oceanengine or linkedin";
 
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
 fn is_sql_name(name: &str, qualified: bool) -> bool {

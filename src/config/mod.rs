@@ -250,6 +250,9 @@ pub enum ConnectorConfig {
     /// 巨量引擎 Ocean Engine: the `clue/get` pull in GMT+8 windows, and the SPI push on
     /// `/v1/webhooks/{name}` when `spi_secret` is set.
     Oceanengine(Box<OceanEngineConnector>),
+    /// LinkedIn Lead Sync: signed notifications on `/v1/webhooks/{name}`, each lead fetched from
+    /// the Marketing API.
+    Linkedin(Box<LinkedinConnector>),
 }
 
 impl ConnectorConfig {
@@ -262,6 +265,7 @@ impl ConnectorConfig {
             Self::HttpPull(c) => &c.name,
             Self::Meta(c) => &c.name,
             Self::Oceanengine(c) => &c.name,
+            Self::Linkedin(c) => &c.name,
         }
     }
 
@@ -274,6 +278,7 @@ impl ConnectorConfig {
             Self::HttpPull(c) => &c.mapping,
             Self::Meta(c) => &c.mapping,
             Self::Oceanengine(c) => &c.mapping,
+            Self::Linkedin(c) => &c.mapping,
         }
     }
 
@@ -286,6 +291,7 @@ impl ConnectorConfig {
             Self::HttpPull(c) => &c.default_region,
             Self::Meta(c) => &c.default_region,
             Self::Oceanengine(c) => &c.default_region,
+            Self::Linkedin(c) => &c.default_region,
         }
     }
 
@@ -299,6 +305,7 @@ impl ConnectorConfig {
             Self::HttpPull(c) => &c.identity_fields,
             Self::Meta(c) => &c.identity_fields,
             Self::Oceanengine(c) => &c.identity_fields,
+            Self::Linkedin(c) => &c.identity_fields,
         }
     }
 
@@ -308,6 +315,7 @@ impl ConnectorConfig {
             Self::GoogleAds(c) => c.test_leads,
             Self::HttpPull(c) => c.test_leads,
             Self::Oceanengine(c) => c.test_leads,
+            Self::Linkedin(c) => c.test_leads,
             _ => TestLeads::Topic,
         }
     }
@@ -321,6 +329,7 @@ impl ConnectorConfig {
             Self::HttpPull(_) => None,
             Self::Meta(_) => Some("id"),
             Self::Oceanengine(_) => Some("clue_id"),
+            Self::Linkedin(_) => Some("id"),
         }
     }
 }
@@ -691,6 +700,45 @@ impl OceanEngineConnector {
 
 fn default_true() -> bool {
     true
+}
+
+/// `type = "linkedin"`: LinkedIn Lead Sync (see `docs/connectors.md`). Register
+/// `https://<gateway>/v1/webhooks/{name}` as the app's lead notification URL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkedinConnector {
+    pub name: String,
+    /// The app's client secret: it signs notifications (`X-LI-Signature`) and answers the
+    /// `challengeCode` validation.
+    pub client_secret: SecretString,
+    /// A token with `r_marketing_leadgen_automation`, sent as `Authorization: Bearer`.
+    pub access_token: SecretString,
+    #[serde(default = "LinkedinConnector::default_api_url")]
+    pub api_url: String,
+    /// The `LinkedIn-Version` header (`YYYYMM`).
+    #[serde(default = "LinkedinConnector::default_api_version")]
+    pub api_version: String,
+    /// Leads with `testLead: true`.
+    #[serde(default)]
+    pub test_leads: TestLeads,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// Extra names for contact fields (predefined fields or question names), before the preset.
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    #[serde(default)]
+    pub identity_fields: BTreeMap<String, String>,
+}
+
+impl LinkedinConnector {
+    fn default_api_url() -> String {
+        "https://api.linkedin.com/rest".into()
+    }
+    fn default_api_version() -> String {
+        "202411".into()
+    }
 }
 
 /// How an API pages.

@@ -5,6 +5,7 @@ pub mod file;
 pub mod google_ads;
 pub mod http_pull;
 pub mod inbox;
+pub mod linkedin;
 pub mod meta;
 #[cfg(feature = "mysql")]
 pub mod mysql;
@@ -42,6 +43,10 @@ pub fn shape(c: &ConnectorConfig) -> (FieldMapping, Option<http_pull::FieldsFn>)
         ConnectorConfig::Meta(m) => (
             meta::mapping_with_preset(&m.mapping),
             Some(Arc::new(meta::fields)),
+        ),
+        ConnectorConfig::Linkedin(l) => (
+            linkedin::mapping_with_preset(&l.mapping),
+            Some(Arc::new(linkedin::fields)),
         ),
         ConnectorConfig::Oceanengine(o) => {
             let pull = oceanengine::pull_config(o);

@@ -43,7 +43,7 @@ pub struct SnapshotProgress {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ConnectorStatus {
     pub name: String,
-    /// `webhook`, `file`, `mysql`, `google_ads`, `http_pull`, `meta` or `oceanengine`.
+    /// `webhook`, `file`, `mysql`, `google_ads`, `http_pull`, `meta`, `oceanengine` or `linkedin`.
     #[serde(rename = "type")]
     pub kind: String,
     /// For MySQL: `incremental` or `binlog`.
@@ -84,6 +84,7 @@ impl ConnectorStatus {
             ConnectorConfig::GoogleAds(_) => ("google_ads", None, State::Passive),
             ConnectorConfig::HttpPull(_) => ("http_pull", None, State::Starting),
             ConnectorConfig::Meta(_) => ("meta", None, State::Starting),
+            ConnectorConfig::Linkedin(_) => ("linkedin", None, State::Passive),
             ConnectorConfig::Oceanengine(o) => (
                 "oceanengine",
                 None,

@@ -81,6 +81,8 @@ fn every_shipped_config_and_connector_validates() {
         ("META_PAGE_TOKEN", "EAAB-page-token"),
         ("OCEANENGINE_TOKEN", "oe-token"),
         ("OCEANENGINE_SPI_SECRET", "oe-spi-secret"),
+        ("LINKEDIN_CLIENT_SECRET", "li-secret"),
+        ("LINKEDIN_TOKEN", "li-token"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("config")).unwrap() {

@@ -6,6 +6,7 @@ mod config;
 mod identity;
 mod import;
 mod kafka;
+mod linkedin;
 mod meta;
 #[cfg(feature = "mysql")]
 mod mysql_source;

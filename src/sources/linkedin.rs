@@ -1,0 +1,525 @@
+//! LinkedIn Lead Sync: `type = "linkedin"`.
+//!
+//! - **Validation.** `GET /v1/webhooks/{name}?challengeCode=C` is answered
+//!   `{"challengeCode": C, "challengeResponse": hex HMAC-SHA256(client secret, C)}`. LinkedIn
+//!   checks it when the URL is registered and every 2 hours after.
+//! - **Notifications.** `POST` must carry `X-LI-Signature`: the hex HMAC-SHA256, with the client
+//!   secret, of `"hmacsha256=" + raw body`. Each `LEAD_ACTION` notification with
+//!   `leadAction: CREATED` names a form response; it goes to the connector's inbox
+//!   ([`crate::sources::inbox`]). Notifications may arrive more than once: the inbox keeps one
+//!   notice per response, and identity drops a lead journaled twice.
+//! - **Fetch.** `GET {api_url}/leadFormResponses/{id}` gives the answers by `questionId`. The
+//!   form (`GET {api_url}/leadForms/{form id}`) names each question (`predefinedField` such as
+//!   `EMAIL`, or the question's `name`); forms are read once and kept. The fetched response is
+//!   journaled with a `questions` object (`{questionId: name}`) added next to LinkedIn's fields.
+//! - **Test leads** carry `testLead: true`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use backon::Retryable;
+use governor::DefaultDirectRateLimiter;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use sha2::Sha256;
+use tokio::sync::{Mutex, watch};
+
+use crate::config::{ConnectorConfig, FieldMapping};
+use crate::intake::Journal;
+use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
+use crate::mapping::ContactField;
+use crate::sources::http_pull::PullError;
+use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
+use crate::sources::pull::{PageSink, api_retry};
+use crate::sources::status::Statuses;
+use crate::sources::webhook::SignatureError;
+
+const SIGNATURE_HEADER: &str = "X-LI-Signature";
+
+fn mac(secret: &str) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length")
+}
+
+/// The answer to `GET ?challengeCode=C`, or `None` when there is no challenge.
+pub fn challenge(query: &HashMap<String, String>, client_secret: &str) -> Option<Value> {
+    let code = query.get("challengeCode").filter(|c| !c.is_empty())?;
+    let mut m = mac(client_secret);
+    m.update(code.as_bytes());
+    let response = hex::encode(m.finalize().into_bytes());
+    Some(json!({"challengeCode": code, "challengeResponse": response}))
+}
+
+/// Checks `X-LI-Signature` in constant time.
+pub fn verify(client_secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
+    let name = || SIGNATURE_HEADER.to_owned();
+    let given = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .ok_or_else(|| SignatureError::Missing(name()))?;
+    let digest = hex::decode(given).map_err(|_| SignatureError::Malformed(name()))?;
+    let mut m = mac(client_secret);
+    m.update(b"hmacsha256=");
+    m.update(body);
+    m.verify_slice(&digest)
+        .map_err(|_| SignatureError::Mismatch(name()))
+}
+
+/// The signature LinkedIn would send for `body` (for tests and client docs).
+pub fn sign(client_secret: &str, body: &[u8]) -> String {
+    let mut m = mac(client_secret);
+    m.update(b"hmacsha256=");
+    m.update(body);
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// The last part of a URN: `urn:li:leadGenFormResponse:abc` → `abc`.
+fn urn_id(urn: &str) -> &str {
+    urn.rsplit(':').next().unwrap_or(urn)
+}
+
+/// The created leads a notification body names (one notification, or an array of them).
+pub fn notices(body: &Value) -> Vec<Notice> {
+    let items: Vec<&Value> = match body {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .filter(|n| {
+            n.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("LEAD_ACTION")
+                == "LEAD_ACTION"
+                && n.get("leadAction")
+                    .and_then(Value::as_str)
+                    .unwrap_or("CREATED")
+                    == "CREATED"
+        })
+        .filter_map(|n| {
+            let urn = n.get("leadGenFormResponse")?.as_str()?;
+            let id = urn_id(urn);
+            (!id.is_empty()).then(|| Notice {
+                id: id.to_owned(),
+                context: json!({
+                    "leadGenFormResponse": urn,
+                    "leadGenForm": n.get("leadGenForm"),
+                    "owner": n.get("owner"),
+                }),
+            })
+        })
+        .collect()
+}
+
+/// The form id inside `urn:li:versionedLeadGenForm:(urn:li:leadGenForm:1234,3)` (or a plain
+/// `urn:li:leadGenForm:1234`).
+fn form_id(urn: &str) -> Option<&str> {
+    let inner = urn.split_once('(').map_or(urn, |(_, rest)| rest);
+    let form = inner.split(',').next()?.trim_end_matches(')');
+    let id = urn_id(form);
+    (!id.is_empty()).then_some(id)
+}
+
+/// `{questionId: name}` of a form: each question's `predefinedField`, or else its `name`.
+fn question_names(form: &Value) -> Map<String, Value> {
+    let questions = form
+        .pointer("/content/questions")
+        .or_else(|| form.get("questions"))
+        .and_then(Value::as_array);
+    questions
+        .into_iter()
+        .flatten()
+        .filter_map(|q| {
+            let id = match q.get("questionId")? {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => return None,
+            };
+            let name = q
+                .get("predefinedField")
+                .and_then(Value::as_str)
+                .filter(|f| !f.is_empty() && *f != "NONE")
+                .or_else(|| q.get("name").and_then(Value::as_str))?;
+            Some((id, Value::String(name.to_owned())))
+        })
+        .collect()
+}
+
+/// The text of one answer: a text answer, or the chosen options.
+fn answer_text(details: &Value) -> Option<String> {
+    if let Some(text) = details
+        .pointer("/textQuestionAnswer/answer")
+        .and_then(Value::as_str)
+    {
+        return Some(text.to_owned());
+    }
+    let options = details
+        .pointer("/multipleChoiceAnswer/options")?
+        .as_array()?;
+    let texts: Vec<String> = options
+        .iter()
+        .map(|o| match o {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    Some(texts.join(", "))
+}
+
+/// The fields a response is mapped from: its top-level scalars (`id`, `submittedAt`,
+/// `testLead`, ...), then each answer under its question's name (or its `questionId`).
+/// `FIRST_NAME` and `LAST_NAME` make a `FULL_NAME`.
+pub fn fields(response: &Value) -> Value {
+    let Some(obj) = response.as_object() else {
+        return response.clone();
+    };
+    let mut out: Map<String, Value> = obj
+        .iter()
+        .filter(|(_, v)| !v.is_array() && !v.is_object())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let names = obj.get("questions").and_then(Value::as_object);
+    let answers = response
+        .pointer("/formResponse/answers")
+        .and_then(Value::as_array);
+    for a in answers.into_iter().flatten() {
+        let id = match a.get("questionId") {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => s.clone(),
+            _ => continue,
+        };
+        let name = names
+            .and_then(|n| n.get(&id))
+            .and_then(Value::as_str)
+            .map_or(id.clone(), str::to_owned);
+        if let Some(text) = a.get("answerDetails").and_then(answer_text) {
+            out.insert(name, Value::String(text));
+        }
+    }
+    if !out.contains_key("FULL_NAME") {
+        let part = |k: &str| out.get(k).and_then(Value::as_str).unwrap_or("").trim();
+        let full = format!("{} {}", part("FIRST_NAME"), part("LAST_NAME"));
+        if !full.trim().is_empty() {
+            out.insert("FULL_NAME".into(), Value::String(full.trim().to_owned()));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The preset mapping of LinkedIn's predefined fields; the connector's own `mapping` first.
+pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
+    let preset: [(ContactField, &[&str]); 8] = [
+        (ContactField::Name, &["FULL_NAME"]),
+        (ContactField::Phone, &["PHONE_NUMBER", "WORK_PHONE"]),
+        (ContactField::Email, &["EMAIL", "WORK_EMAIL"]),
+        (ContactField::Company, &["COMPANY_NAME"]),
+        (ContactField::Title, &["JOB_TITLE"]),
+        (ContactField::Industry, &["INDUSTRY"]),
+        (ContactField::City, &["CITY"]),
+        (ContactField::Province, &["STATE"]),
+    ];
+    let mut out = mapping.clone();
+    for (field, names) in preset {
+        out.entry(field)
+            .or_default()
+            .extend(names.iter().map(|n| (*n).to_owned()));
+    }
+    out
+}
+
+/// What an HTTP answer of the Marketing API means.
+fn classify(status: u16, retry_after: Option<Duration>, body: &Value) -> Result<(), PullError> {
+    let message = || {
+        let text = body.get("message").and_then(Value::as_str).unwrap_or("");
+        match body.get("serviceErrorCode") {
+            Some(code) => format!("{status}, serviceErrorCode {code}: {text}"),
+            None => format!("{status}: {text}"),
+        }
+    };
+    match status {
+        200..=299 => Ok(()),
+        429 => Err(PullError::Throttled {
+            status,
+            code: String::new(),
+            retry_after,
+        }),
+        401 | 403 => Err(PullError::Expired(message())),
+        404 => Err(PullError::Missing(message())),
+        500..=599 => Err(PullError::Server(status)),
+        _ => Err(PullError::Api(message())),
+    }
+}
+
+/// The Marketing API, as one connector's token sees it.
+struct Api {
+    name: String,
+    client: reqwest::Client,
+    base: String,
+    version: String,
+    token: SecretString,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// Question names by form id, read once.
+    forms: Mutex<HashMap<String, Map<String, Value>>>,
+}
+
+impl Api {
+    async fn get_once(&self, path: &str) -> Result<Value, PullError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let url = format!("{}/{path}", self.base.trim_end_matches('/'));
+        let resp = self
+            .client
+            .get(&url)
+            .bearer_auth(self.token.expose_secret())
+            .header("LinkedIn-Version", &self.version)
+            .header("X-Restli-Protocol-Version", "2.0.0")
+            .send()
+            .await
+            .map_err(|e| PullError::Network(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| PullError::Network(e.to_string()))?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        classify(status, retry_after, &body)?;
+        if body.is_object() {
+            Ok(body)
+        } else {
+            Err(PullError::Shape(format!("{path}: not a JSON object")))
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, PullError> {
+        (|| self.get_once(path))
+            .retry(api_retry())
+            .when(PullError::retryable)
+            .adjust(|e, delay| match e {
+                PullError::Throttled {
+                    retry_after: Some(after),
+                    ..
+                } => Some(*after),
+                _ => delay,
+            })
+            .notify(|e, after| {
+                tracing::warn!(connector = %self.name, error = %e, retry_in = ?after, "retrying");
+            })
+            .await
+    }
+
+    /// The question names of the response's form; empty when the form cannot be read (the
+    /// answers then keep their question ids).
+    async fn questions(&self, response: &Value) -> Map<String, Value> {
+        let urn = response
+            .get("versionedLeadGenFormUrn")
+            .or_else(|| response.get("leadGenForm"))
+            .and_then(Value::as_str);
+        let Some(form) = urn.and_then(form_id) else {
+            return Map::new();
+        };
+        if let Some(known) = self.forms.lock().await.get(form) {
+            return known.clone();
+        }
+        match self.get(&format!("leadForms/{form}")).await {
+            Ok(f) => {
+                let names = question_names(&f);
+                self.forms
+                    .lock()
+                    .await
+                    .insert(form.to_owned(), names.clone());
+                names
+            }
+            Err(e) => {
+                tracing::warn!(connector = %self.name, form, error = %e, "cannot read the form; answers keep their question ids");
+                Map::new()
+            }
+        }
+    }
+}
+
+struct ApiFetch(Arc<Api>);
+
+impl Fetch for ApiFetch {
+    async fn fetch(&self, notice: &Notice) -> Result<IntakeEvent, PullError> {
+        let api = &self.0;
+        let mut response = api.get(&format!("leadFormResponses/{}", notice.id)).await?;
+        let questions = api.questions(&response).await;
+        let id = response
+            .get("id")
+            .and_then(Value::as_str)
+            .map_or_else(|| notice.id.clone(), str::to_owned);
+        let test = response.get("testLead").and_then(Value::as_bool) == Some(true);
+        if let Some(obj) = response.as_object_mut() {
+            obj.insert("questions".into(), Value::Object(questions));
+        }
+        let mut e = IntakeEvent::new(&api.name, SourceKind::Platform, Some(id), response);
+        e.received_at = now_rfc3339();
+        e.test = test;
+        Ok(e)
+    }
+}
+
+/// Starts every LinkedIn connector's fetcher; their inboxes by name.
+pub fn spawn(
+    connectors: &[ConnectorConfig],
+    journal: &Journal,
+    statuses: &Statuses,
+    max_backlog: u64,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<HashMap<String, Arc<Inbox>>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let mut inboxes = HashMap::new();
+    for c in connectors {
+        let ConnectorConfig::Linkedin(cfg) = c else {
+            continue;
+        };
+        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
+        let inbox = Arc::new(Inbox::open(&sink)?);
+        let api = Api {
+            name: cfg.name.clone(),
+            client: client.clone(),
+            base: cfg.api_url.clone(),
+            version: cfg.api_version.clone(),
+            token: cfg.access_token.clone(),
+            limiter: cfg.rate_limit.and_then(|rl| rl.limiter()),
+            forms: Mutex::new(HashMap::new()),
+        };
+        tokio::spawn(run_fetcher(
+            ApiFetch(Arc::new(api)),
+            inbox.clone(),
+            shutdown.clone(),
+        ));
+        inboxes.insert(cfg.name.clone(), inbox);
+    }
+    Ok(inboxes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/connectors/fixtures/linkedin/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_challenge_is_answered_with_its_hmac() {
+        let q = HashMap::from([(
+            "challengeCode".to_owned(),
+            "890e4665-4dfe-4ab1-b689-ed553bceeed0".to_owned(),
+        )]);
+        let reply = challenge(&q, "secret").unwrap();
+        assert_eq!(
+            reply["challengeCode"],
+            "890e4665-4dfe-4ab1-b689-ed553bceeed0"
+        );
+        let mut m = mac("secret");
+        m.update(b"890e4665-4dfe-4ab1-b689-ed553bceeed0");
+        assert_eq!(
+            reply["challengeResponse"],
+            hex::encode(m.finalize().into_bytes())
+        );
+        assert_eq!(challenge(&HashMap::new(), "secret"), None);
+    }
+
+    #[test]
+    fn the_signature_covers_the_prefixed_body() {
+        let body = br#"{"type":"LEAD_ACTION"}"#;
+        let mut headers = HeaderMap::new();
+        headers.insert(SIGNATURE_HEADER, sign("s3", body).parse().unwrap());
+        assert_eq!(verify("s3", &headers, body), Ok(()));
+        assert_eq!(
+            verify("other", &headers, body),
+            Err(SignatureError::Mismatch(SIGNATURE_HEADER.into()))
+        );
+        // The body alone, without the prefix, is not LinkedIn's scheme.
+        let plain = crate::sources::webhook::sign("s3", None, body);
+        headers.insert(SIGNATURE_HEADER, plain.parse().unwrap());
+        assert!(verify("s3", &headers, body).is_err());
+        assert_eq!(
+            verify("s3", &HeaderMap::new(), body),
+            Err(SignatureError::Missing(SIGNATURE_HEADER.into()))
+        );
+    }
+
+    #[test]
+    fn created_leads_are_noticed_and_deletions_ignored() {
+        let n = notices(&fixture("notification.json"));
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].id, "5c5d6c2e-0f3c-4f9b-b0a5-4f1c0e8f7a11");
+        let deleted = json!({"type": "LEAD_ACTION", "leadAction": "DELETED",
+            "leadGenFormResponse": "urn:li:leadGenFormResponse:x"});
+        assert!(notices(&deleted).is_empty());
+        let both = json!([fixture("notification.json"), deleted]);
+        assert_eq!(notices(&both).len(), 1, "an array of notifications");
+    }
+
+    #[test]
+    fn answers_take_their_questions_names() {
+        let mut response = fixture("lead-response.json");
+        let names = question_names(&fixture("lead-form.json"));
+        assert_eq!(names["1"], "FIRST_NAME");
+        assert_eq!(names["5"], "预算", "a custom question keeps its name");
+        response["questions"] = Value::Object(names);
+        let f = fields(&response);
+        assert_eq!(f["FULL_NAME"], "Lei Li");
+        assert_eq!(f["EMAIL"], "lei.li@example.com");
+        assert_eq!(f["PHONE_NUMBER"], "+86 139 1234 5678");
+        assert_eq!(f["预算"], "100万以上");
+        assert_eq!(f["testLead"], false);
+        let unnamed = fields(&fixture("lead-response.json"));
+        assert_eq!(
+            unnamed["3"], "lei.li@example.com",
+            "without the form: question ids"
+        );
+    }
+
+    #[test]
+    fn form_ids_come_out_of_versioned_urns() {
+        assert_eq!(
+            form_id("urn:li:versionedLeadGenForm:(urn:li:leadGenForm:1234,3)"),
+            Some("1234")
+        );
+        assert_eq!(form_id("urn:li:leadGenForm:77"), Some("77"));
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let body = json!({"serviceErrorCode": 65601, "message": "The token used in the request has been revoked by the user", "status": 401});
+        let e = classify(401, None, &body).unwrap_err();
+        assert!(matches!(e, PullError::Expired(_)));
+        assert!(e.to_string().contains("65601"), "{e}");
+        assert!(matches!(
+            classify(429, Some(Duration::from_secs(2)), &Value::Null),
+            Err(PullError::Throttled {
+                retry_after: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            classify(404, None, &Value::Null),
+            Err(PullError::Missing(_))
+        ));
+        assert!(matches!(
+            classify(503, None, &Value::Null),
+            Err(PullError::Server(503))
+        ));
+    }
+}
