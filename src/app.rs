@@ -176,6 +176,14 @@ pub async fn run_on(
         )
         .context("cannot start the LinkedIn connectors")?,
     );
+    crate::sources::tiktok::spawn(
+        &settings.connectors,
+        &journal,
+        &statuses,
+        settings.intake.max_backlog,
+        &stop_rx,
+    )
+    .context("cannot start the TikTok downloads")?;
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor.clone(),
@@ -216,6 +224,24 @@ pub async fn run_on(
                 m.name,
                 m.forms.len(),
                 m.poll_interval
+            ),
+            ConnectorConfig::Tiktok(t) => println!(
+                "  tiktok leads:{}{}; health at http://{addr}/v1/connectors/{}",
+                if t.secret.is_some() {
+                    format!(" callbacks at http://{addr}/v1/webhooks/{}", t.name)
+                } else {
+                    String::new()
+                },
+                if t.pulls() {
+                    format!(
+                        " downloads of {} forms every {:?}",
+                        t.page_ids.len(),
+                        t.poll_interval
+                    )
+                } else {
+                    String::new()
+                },
+                t.name
             ),
             ConnectorConfig::Linkedin(l) => println!(
                 "  linkedin lead sync: webhook (GET challengeCode, POST) http://{addr}/v1/webhooks/{}",

@@ -71,6 +71,10 @@ impl AppState {
                     g.name.clone(),
                     webhooks::Endpoint::new(webhooks::Kind::GoogleAds(g.clone())),
                 )),
+                ConnectorConfig::Tiktok(t) if t.secret.is_some() => Some((
+                    t.name.clone(),
+                    webhooks::Endpoint::new(webhooks::Kind::Tiktok((**t).clone())),
+                )),
                 ConnectorConfig::Oceanengine(o) if o.spi_secret.is_some() => Some((
                     o.name.clone(),
                     webhooks::Endpoint::new(webhooks::Kind::Oceanengine((**o).clone())),
@@ -80,6 +84,7 @@ impl AppState {
                 | ConnectorConfig::HttpPull(_)
                 | ConnectorConfig::Oceanengine(_)
                 | ConnectorConfig::Linkedin(_)
+                | ConnectorConfig::Tiktok(_)
                 | ConnectorConfig::Meta(_) => None,
             })
             .collect();

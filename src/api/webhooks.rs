@@ -12,13 +12,14 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::config::{
-    GoogleAdsConnector, LinkedinConnector, MetaConnector, OceanEngineConnector, WebhookConnector,
+    GoogleAdsConnector, LinkedinConnector, MetaConnector, OceanEngineConnector, TiktokConnector,
+    WebhookConnector,
 };
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::sources::inbox::{Inbox, Notice};
 use crate::sources::webhook::SignatureError;
 use crate::sources::webhook::{field_text, parse_body, verify_signature};
-use crate::sources::{google_ads, linkedin, meta, oceanengine};
+use crate::sources::{google_ads, linkedin, meta, oceanengine, tiktok};
 use secrecy::ExposeSecret;
 
 /// What receives on a webhook URL: the generic web-form webhook, or a platform's.
@@ -28,6 +29,7 @@ pub(super) enum Kind {
     Meta(MetaConnector, std::sync::Arc<Inbox>),
     Oceanengine(OceanEngineConnector),
     Linkedin(LinkedinConnector, std::sync::Arc<Inbox>),
+    Tiktok(TiktokConnector),
 }
 
 pub(super) struct Endpoint {
@@ -39,7 +41,11 @@ impl Endpoint {
     pub(super) fn new(kind: Kind) -> Self {
         let rate_limit = match &kind {
             Kind::Webhook(w) => w.rate_limit,
-            Kind::GoogleAds(_) | Kind::Meta(..) | Kind::Oceanengine(_) | Kind::Linkedin(..) => None,
+            Kind::GoogleAds(_)
+            | Kind::Meta(..)
+            | Kind::Oceanengine(_)
+            | Kind::Linkedin(..)
+            | Kind::Tiktok(_) => None,
         };
         let limiter = rate_limit.and_then(|rl| rl.limiter());
         Self { kind, limiter }
@@ -99,12 +105,14 @@ pub(super) async fn handshake(
                 })?;
             Ok(Json(reply).into_response())
         }
-        Kind::Webhook(_) | Kind::GoogleAds(_) | Kind::Oceanengine(_) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method.not_allowed",
-            None,
-            format!("connector `{connector}` receives POST only"),
-        )),
+        Kind::Webhook(_) | Kind::GoogleAds(_) | Kind::Oceanengine(_) | Kind::Tiktok(_) => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method.not_allowed",
+                None,
+                format!("connector `{connector}` receives POST only"),
+            ))
+        }
     }
 }
 
@@ -170,6 +178,7 @@ pub(super) async fn receive(
         Kind::Webhook(w) => w.signature.clone(),
         Kind::Meta(m, _) => Some(meta::signature(&m.app_secret)),
         Kind::Oceanengine(o) => oceanengine::spi_signature(o),
+        Kind::Tiktok(t) => tiktok::signature(t),
         Kind::GoogleAds(_) | Kind::Linkedin(..) => None,
     };
     if let Some(sig) = &signature {
@@ -210,6 +219,7 @@ pub(super) async fn receive(
             return notified(inbox, &connector, linkedin::notices(&payload)).await;
         }
         Kind::Oceanengine(_) => return pushed(&st, &connector, &payload, header_key).await,
+        Kind::Tiktok(t) => return called_back(&st, t, &payload).await,
         Kind::Webhook(w) => {
             let idempotency = header_key.or_else(|| {
                 w.idempotency_field
@@ -340,4 +350,34 @@ async fn journal(
             )
             .retry_after(1)
         })
+}
+
+/// A TikTok callback: each entry is a lead, journaled under its id (TikTok retries until it gets
+/// a 200; a retry is answered again and publishes nothing).
+async fn called_back(
+    st: &AppState,
+    t: &TiktokConnector,
+    callback: &serde_json::Value,
+) -> Result<Response, ApiError> {
+    let leads = tiktok::entries(callback);
+    if leads.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body.invalid",
+            Some("entry"),
+            "a callback lists its leads in `entry`",
+        ));
+    }
+    let mut events = Vec::new();
+    for lead in leads {
+        let id = tiktok::lead_id(&lead, &t.id_column);
+        let event = IntakeEvent::new(&t.name, SourceKind::Platform, id.clone(), lead);
+        let r = journal(st, &t.name, event, id).await?;
+        events.push(json!({"event_id": r.event_id, "status": if r.replayed { "duplicate" } else { "accepted" }}));
+    }
+    Ok((
+        StatusCode::OK,
+        Json(json!({"code": 0, "message": "OK", "events": events})),
+    )
+        .into_response())
 }

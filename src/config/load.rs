@@ -315,6 +315,9 @@ impl Loader {
             Some("linkedin") => self
                 .parse(&place, value)
                 .map(|c| ConnectorConfig::Linkedin(Box::new(c))),
+            Some("tiktok") => self
+                .parse(&place, value)
+                .map(|c| ConnectorConfig::Tiktok(Box::new(c))),
             Some(other) => {
                 self.push(
                     &place,
@@ -598,6 +601,9 @@ impl Loader {
         if let ConnectorConfig::Oceanengine(o) = c {
             self.check_oceanengine(place, o);
         }
+        if let ConnectorConfig::Tiktok(t) = c {
+            self.check_tiktok(place, t);
+        }
         if let ConnectorConfig::Linkedin(l) = c {
             for (key, secret) in [
                 ("client_secret", &l.client_secret),
@@ -738,6 +744,53 @@ impl Loader {
         if let Some(rl) = o.rate_limit
             && rl.per_second == 0
         {
+            self.push(place, Some("rate_limit.per_second"), "must be at least 1");
+        }
+    }
+
+    fn check_tiktok(&mut self, place: &Place, t: &super::TiktokConnector) {
+        if t.secret.is_none() && t.access_token.is_none() {
+            self.push(
+                place,
+                Some("secret"),
+                "set `secret` (callbacks) or `access_token` with `page_ids` (downloads), or both",
+            );
+        }
+        for (key, secret) in [("secret", &t.secret), ("access_token", &t.access_token)] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().trim().is_empty())
+            {
+                self.push(place, Some(key), "must not be empty");
+            }
+        }
+        if t.access_token.is_some() {
+            if t.advertiser_id.as_deref().is_none_or(str::is_empty) {
+                self.push(
+                    place,
+                    Some("advertiser_id"),
+                    "downloads need the advertiser id",
+                );
+            }
+            if t.page_ids.is_empty() {
+                self.push(
+                    place,
+                    Some("page_ids"),
+                    "list the lead forms (page ids) to download",
+                );
+            }
+        }
+        if axum::http::HeaderName::from_bytes(t.signature_header.as_bytes()).is_err() {
+            self.push(
+                place,
+                Some("signature_header"),
+                "not a valid HTTP header name",
+            );
+        }
+        if !reqwest::Url::parse(&t.api_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            self.push(place, Some("api_url"), "must be an http:// or https:// URL");
+        }
+        if t.rate_limit.is_some_and(|rl| rl.per_second == 0) {
             self.push(place, Some("rate_limit.per_second"), "must be at least 1");
         }
     }
@@ -973,7 +1026,7 @@ fn interpolate_with(
 }
 
 const CONNECTOR_TYPES: &str =
-    "webhook, file, mysql, google_ads, http_pull, meta, oceanengine or linkedin";
+    "webhook, file, mysql, google_ads, http_pull, meta, oceanengine, linkedin or tiktok";
 
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
 fn is_sql_name(name: &str, qualified: bool) -> bool {

@@ -253,6 +253,9 @@ pub enum ConnectorConfig {
     /// LinkedIn Lead Sync: signed notifications on `/v1/webhooks/{name}`, each lead fetched from
     /// the Marketing API.
     Linkedin(Box<LinkedinConnector>),
+    /// TikTok lead generation: signed callbacks on `/v1/webhooks/{name}`, and the lead download
+    /// tasks of the listed forms.
+    Tiktok(Box<TiktokConnector>),
 }
 
 impl ConnectorConfig {
@@ -266,6 +269,7 @@ impl ConnectorConfig {
             Self::Meta(c) => &c.name,
             Self::Oceanengine(c) => &c.name,
             Self::Linkedin(c) => &c.name,
+            Self::Tiktok(c) => &c.name,
         }
     }
 
@@ -279,6 +283,7 @@ impl ConnectorConfig {
             Self::Meta(c) => &c.mapping,
             Self::Oceanengine(c) => &c.mapping,
             Self::Linkedin(c) => &c.mapping,
+            Self::Tiktok(c) => &c.mapping,
         }
     }
 
@@ -292,6 +297,7 @@ impl ConnectorConfig {
             Self::Meta(c) => &c.default_region,
             Self::Oceanengine(c) => &c.default_region,
             Self::Linkedin(c) => &c.default_region,
+            Self::Tiktok(c) => &c.default_region,
         }
     }
 
@@ -306,6 +312,7 @@ impl ConnectorConfig {
             Self::Meta(c) => &c.identity_fields,
             Self::Oceanengine(c) => &c.identity_fields,
             Self::Linkedin(c) => &c.identity_fields,
+            Self::Tiktok(c) => &c.identity_fields,
         }
     }
 
@@ -330,6 +337,7 @@ impl ConnectorConfig {
             Self::Meta(_) => Some("id"),
             Self::Oceanengine(_) => Some("clue_id"),
             Self::Linkedin(_) => Some("id"),
+            Self::Tiktok(c) => Some(&c.id_column),
         }
     }
 }
@@ -738,6 +746,64 @@ impl LinkedinConnector {
     }
     fn default_api_version() -> String {
         "202411".into()
+    }
+}
+
+/// `type = "tiktok"`: TikTok lead generation (see `docs/connectors.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiktokConnector {
+    pub name: String,
+    /// The secret callbacks are signed with; set it to take callbacks on `/v1/webhooks/{name}`.
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    /// The header carrying a callback's hex HMAC-SHA256.
+    #[serde(default = "TiktokConnector::default_signature_header")]
+    pub signature_header: String,
+    /// The Business API token (`Access-Token` header); set it, `advertiser_id` and `page_ids`
+    /// to download leads.
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    #[serde(default)]
+    pub advertiser_id: Option<String>,
+    /// Lead forms (instant pages) whose leads are downloaded.
+    #[serde(default)]
+    pub page_ids: Vec<String>,
+    #[serde(default = "TiktokConnector::default_api_url")]
+    pub api_url: String,
+    /// The pause between downloads of every form's leads.
+    #[serde(with = "humantime_serde", default = "TiktokConnector::default_poll")]
+    pub poll_interval: Duration,
+    /// The column of a downloaded lead holding its id (a callback's lead id is its `id`).
+    #[serde(default = "TiktokConnector::default_id_column")]
+    pub id_column: String,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    #[serde(default)]
+    pub identity_fields: BTreeMap<String, String>,
+}
+
+impl TiktokConnector {
+    fn default_signature_header() -> String {
+        "X-Open-Signature".into()
+    }
+    fn default_api_url() -> String {
+        "https://business-api.tiktok.com/open_api/v1.3".into()
+    }
+    fn default_poll() -> Duration {
+        Duration::from_secs(3600)
+    }
+    fn default_id_column() -> String {
+        "lead_id".into()
+    }
+
+    /// Downloads are configured.
+    pub fn pulls(&self) -> bool {
+        self.access_token.is_some() && !self.page_ids.is_empty()
     }
 }
 

@@ -54,13 +54,18 @@ pub fn read_text(path: &Path) -> Result<String, FileError> {
         path: path.display().to_string(),
         source,
     })?;
+    Ok(decode(bytes))
+}
+
+/// Text from bytes: UTF-8 (a BOM is dropped), else GB18030.
+pub fn decode(bytes: Vec<u8>) -> String {
     let bytes = bytes
         .strip_prefix(b"\xEF\xBB\xBF")
         .map(<[u8]>::to_vec)
         .unwrap_or(bytes);
     match String::from_utf8(bytes) {
-        Ok(s) => Ok(s),
-        Err(e) => Ok(encoding_rs::GB18030.decode(e.as_bytes()).0.into_owned()),
+        Ok(s) => s,
+        Err(e) => encoding_rs::GB18030.decode(e.as_bytes()).0.into_owned(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod mysql;
 pub mod oceanengine;
 pub mod pull;
 pub mod status;
+pub mod tiktok;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -43,6 +44,10 @@ pub fn shape(c: &ConnectorConfig) -> (FieldMapping, Option<http_pull::FieldsFn>)
         ConnectorConfig::Meta(m) => (
             meta::mapping_with_preset(&m.mapping),
             Some(Arc::new(meta::fields)),
+        ),
+        ConnectorConfig::Tiktok(t) => (
+            tiktok::mapping_with_preset(&t.mapping),
+            Some(Arc::new(tiktok::fields)),
         ),
         ConnectorConfig::Linkedin(l) => (
             linkedin::mapping_with_preset(&l.mapping),

@@ -83,6 +83,8 @@ fn every_shipped_config_and_connector_validates() {
         ("OCEANENGINE_SPI_SECRET", "oe-spi-secret"),
         ("LINKEDIN_CLIENT_SECRET", "li-secret"),
         ("LINKEDIN_TOKEN", "li-token"),
+        ("TIKTOK_APP_SECRET", "tt-secret"),
+        ("TIKTOK_ACCESS_TOKEN", "tt-token"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("config")).unwrap() {

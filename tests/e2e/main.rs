@@ -15,4 +15,5 @@ mod platforms;
 #[cfg(feature = "mysql")]
 mod shared_mysql;
 mod support;
+mod tiktok;
 mod webhooks;
