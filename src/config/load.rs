@@ -808,6 +808,10 @@ impl Loader {
         pointers.push(("paging.next", next));
         let codes = h.error_code.as_ref().map(|c| &c.pointer);
         pointers.push(("error_code.pointer", codes));
+        pointers.push((
+            "error_code.message",
+            h.error_code.as_ref().map(|c| &c.message),
+        ));
         let fields: Vec<(String, &String)> = h
             .fields
             .iter()
@@ -830,6 +834,43 @@ impl Loader {
             && rl.per_second == 0
         {
             self.push(place, Some("rate_limit.per_second"), "must be at least 1");
+        }
+        let mut params = Vec::new();
+        if let Some(w) = &h.window {
+            params.push(("window.start_param", &w.start_param));
+            params.push(("window.end_param", &w.end_param));
+        }
+        match &h.paging {
+            super::Paging::Page {
+                param, size_param, ..
+            } => {
+                params.push(("paging.param", param));
+                params.extend(size_param.as_ref().map(|p| ("paging.size_param", p)));
+            }
+            super::Paging::Offset {
+                param, size_param, ..
+            } => {
+                params.push(("paging.param", param));
+                params.push(("paging.size_param", size_param));
+            }
+            super::Paging::Cursor { param, .. } => params.push(("paging.param", param)),
+            super::Paging::NextUrl { .. } | super::Paging::None => {}
+        }
+        for (key, name) in params {
+            if name.starts_with('/') && h.method != super::Method::Post {
+                self.push(
+                    place,
+                    Some(key),
+                    "a parameter named by a JSON pointer is set in the body, which needs `method = \"post\"`",
+                );
+            }
+        }
+        if h.body.is_some() && h.method != super::Method::Post {
+            self.push(
+                place,
+                Some("body"),
+                "a body is sent with `method = \"post\"` only",
+            );
         }
         if let Some(w) = &h.window
             && jiff::tz::TimeZone::get(&w.timezone).is_err()

@@ -513,6 +513,12 @@ pub struct HttpPullConnector {
     pub name: String,
     /// The first page's URL (`https://...`).
     pub url: String,
+    /// `get` (the default) or `post`.
+    #[serde(default)]
+    pub method: Method,
+    /// The JSON body of a `post` (secrets may be written `"${VAR}"`).
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
     /// Request headers; values may hold secrets: `{ Authorization = "Bearer ${ACME_TOKEN}" }`.
     #[serde(default)]
     pub headers: BTreeMap<String, SecretString>,
@@ -832,6 +838,8 @@ pub enum Paging {
     Cursor { param: String, next: String },
     /// The next page's full URL is at the pointer `next` of the response (Meta's `paging.next`).
     NextUrl { next: String },
+    /// One request per poll (APIs that answer a whole time window at once).
+    None,
 }
 
 impl Paging {
@@ -880,19 +888,41 @@ impl TimeWindow {
     }
 }
 
-/// `error_code = { pointer = "/code", ok = [0], throttled = [40100], expired = [40102] }`.
+/// `error_code = { pointer = "/code", ok = [0], throttled = [40100], expired = [40102] }`, or
+/// with text: `{ pointer = "/header/desc", ok = ["success"] }`. A body whose value at `pointer`
+/// is not in `ok` is an error; an absent value is not.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorCodes {
     pub pointer: String,
     #[serde(default)]
-    pub ok: Vec<i64>,
+    pub ok: Vec<serde_json::Value>,
     /// Codes that mean "slow down": retried with backoff.
     #[serde(default)]
-    pub throttled: Vec<i64>,
+    pub throttled: Vec<serde_json::Value>,
     /// Codes that mean the token expired or was revoked: the connector stops until fixed.
     #[serde(default)]
-    pub expired: Vec<i64>,
+    pub expired: Vec<serde_json::Value>,
+    /// Where the error's text is, for the connector's status.
+    #[serde(default = "ErrorCodes::default_message")]
+    pub message: String,
+}
+
+impl ErrorCodes {
+    fn default_message() -> String {
+        "/message".into()
+    }
+}
+
+/// The HTTP method of a pull request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    #[default]
+    Get,
+    /// With `body` as the JSON body; parameters named by a JSON pointer (`/body/startDate`) are
+    /// set in it.
+    Post,
 }
 
 /// Where a platform's test leads go.

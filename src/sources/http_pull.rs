@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Paging};
+use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Method, Paging};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::pipeline::retry_policy;
@@ -269,22 +269,15 @@ impl Puller {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
-        let mut req = match at {
-            Position::Url(url) => self.client.get(url),
-            _ => self.client.get(&self.cfg.url).query(&self.cfg.query),
-        };
+        // Parameters: in the query, or, for a name that is a JSON pointer, in the POST body.
+        let mut params: Vec<(String, String)> = Vec::new();
         if let (Some(w), Some((start, end)), false) =
             (&self.cfg.window, window, matches!(at, Position::Url(_)))
         {
-            req = req.query(&[
-                (&w.start_param, format_time(start, w)),
-                (&w.end_param, format_time(end, w)),
-            ]);
+            params.push((w.start_param.clone(), format_time(start, w)));
+            params.push((w.end_param.clone(), format_time(end, w)));
         }
-        for (name, value) in &self.cfg.headers {
-            req = req.header(name, value.expose_secret());
-        }
-        req = match (&self.cfg.paging, at) {
+        match (&self.cfg.paging, at) {
             (
                 Paging::Page {
                     param,
@@ -294,11 +287,10 @@ impl Puller {
                 },
                 Position::Page(p),
             ) => {
-                let mut q = vec![(param.clone(), p.to_string())];
+                params.push((param.clone(), p.to_string()));
                 if let Some(sp) = size_param {
-                    q.push((sp.clone(), size.to_string()));
+                    params.push((sp.clone(), size.to_string()));
                 }
-                req.query(&q)
             }
             (
                 Paging::Offset {
@@ -307,12 +299,35 @@ impl Puller {
                     size,
                 },
                 Position::Offset(o),
-            ) => req.query(&[(param, o.to_string()), (size_param, size.to_string())]),
-            (Paging::Cursor { param, .. }, Position::Cursor(c)) if !c.is_empty() => {
-                req.query(&[(param, c)])
+            ) => {
+                params.push((param.clone(), o.to_string()));
+                params.push((size_param.clone(), size.to_string()));
             }
-            _ => req,
+            (Paging::Cursor { param, .. }, Position::Cursor(c)) if !c.is_empty() => {
+                params.push((param.clone(), c.clone()));
+            }
+            _ => {}
+        }
+        let mut body = self.cfg.body.clone();
+        let mut query = Vec::new();
+        for (name, value) in params {
+            match &mut body {
+                Some(b) if name.starts_with('/') => set_pointer(b, &name, Value::String(value)),
+                _ => query.push((name, value)),
+            }
+        }
+        let mut req = match (at, self.cfg.method) {
+            (Position::Url(url), _) => self.client.get(url),
+            (_, Method::Get) => self.client.get(&self.cfg.url).query(&self.cfg.query),
+            (_, Method::Post) => {
+                let req = self.client.post(&self.cfg.url).query(&self.cfg.query);
+                req.json(body.as_ref().unwrap_or(&Value::Object(Map::new())))
+            }
         };
+        req = req.query(&query);
+        for (name, value) in &self.cfg.headers {
+            req = req.header(name, value.expose_secret());
+        }
         let resp = req
             .send()
             .await
@@ -342,20 +357,22 @@ impl Puller {
             .await
             .map_err(|e| PullError::Shape(format!("not JSON: {e}")))?;
         if let Some(codes) = &self.cfg.error_code
-            && let Some(code) = body.pointer(&codes.pointer).and_then(Value::as_i64)
-            && !codes.ok.contains(&code)
+            && let Some(code) = body.pointer(&codes.pointer).filter(|c| !c.is_null())
+            && !codes.ok.contains(code)
         {
             let text = format!(
                 "{code}: {}",
-                body.get("message").and_then(Value::as_str).unwrap_or("")
+                body.pointer(&codes.message)
+                    .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_owned))
+                    .unwrap_or_default()
             );
-            return Err(if codes.throttled.contains(&code) {
+            return Err(if codes.throttled.contains(code) {
                 PullError::Throttled {
                     status,
                     code: format!(", code {code}"),
                     retry_after,
                 }
-            } else if codes.expired.contains(&code) {
+            } else if codes.expired.contains(code) {
                 PullError::Expired(format!("200, code {text}"))
             } else {
                 PullError::Api(text)
@@ -376,6 +393,22 @@ impl Puller {
     }
 }
 
+/// Sets `value` at `pointer` in `target`, creating the objects on the way.
+fn set_pointer(target: &mut Value, pointer: &str, value: Value) {
+    let mut at = target;
+    for raw in pointer.split('/').skip(1) {
+        let key = raw.replace("~1", "/").replace("~0", "~");
+        if !at.is_object() {
+            *at = Value::Object(Map::new());
+        }
+        let Value::Object(obj) = at else {
+            return;
+        };
+        at = obj.entry(key).or_insert(Value::Null);
+    }
+    *at = value;
+}
+
 /// Unix seconds as the API wants them: `%s`, or a strftime format in the window's zone.
 fn format_time(secs: i64, w: &crate::config::TimeWindow) -> String {
     if w.format == "%s" {
@@ -393,7 +426,7 @@ fn first_position(paging: &Paging) -> Position {
         Paging::Offset { .. } => Position::Offset(0),
         Paging::Cursor { .. } => Position::Cursor(String::new()),
         // The configured URL is the first page.
-        Paging::NextUrl { .. } => Position::Page(0),
+        Paging::NextUrl { .. } | Paging::None => Position::Page(0),
     }
 }
 
@@ -505,6 +538,19 @@ mod tests {
             Some(Position::Url("https://x/next".into()))
         );
         assert_eq!(next_position(&url, &Position::Page(0), &json!({}), 5), None);
+    }
+
+    #[test]
+    fn parameters_named_by_pointers_go_into_the_body() {
+        let mut body = json!({"header": {"userName": "u"}, "body": {"solutionType": "form"}});
+        set_pointer(&mut body, "/body/startDate", json!("2026-11-24"));
+        set_pointer(&mut body, "/paging/page", json!("2"));
+        assert_eq!(
+            body,
+            json!({"header": {"userName": "u"},
+                "body": {"solutionType": "form", "startDate": "2026-11-24"},
+                "paging": {"page": "2"}})
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
     HttpPullConnector {
         name: c.name.clone(),
         url: c.api_url.clone(),
+        method: crate::config::Method::Get,
+        body: None,
         headers: BTreeMap::from([("Access-Token".to_owned(), c.access_token.clone())]),
         query: BTreeMap::from([("advertiser_ids".to_owned(), format!("[{}]", ids.join(",")))]),
         records: "/data/list".into(),
@@ -60,9 +62,10 @@ pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
         }),
         error_code: Some(ErrorCodes {
             pointer: "/code".into(),
-            ok: vec![0],
-            throttled: vec![40100],
-            expired: vec![40102, 40103, 40104, 40105],
+            ok: vec![json!(0)],
+            throttled: vec![json!(40100)],
+            expired: [40102, 40103, 40104, 40105].map(|c| json!(c)).to_vec(),
+            message: "/message".into(),
         }),
         fields: fields.into_iter().map(|(f, p)| (f, p.to_owned())).collect(),
         test_pointer: Some("/clue_source".into()),

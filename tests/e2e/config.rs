@@ -85,6 +85,8 @@ fn every_shipped_config_and_connector_validates() {
         ("LINKEDIN_TOKEN", "li-token"),
         ("TIKTOK_APP_SECRET", "tt-secret"),
         ("TIKTOK_ACCESS_TOKEN", "tt-token"),
+        ("BAIDU_USER", "baidu-user"),
+        ("BAIDU_TOKEN", "baidu-token"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("config")).unwrap() {

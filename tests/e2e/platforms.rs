@@ -522,3 +522,115 @@ async fn oceanengine_pulls_pages_retries_throttling_resumes_mid_pull_takes_pushe
         "leads re-read by later polls are not published again"
     );
 }
+
+/// 百度线索通 by the shipped definition (`connectors/baidu.toml`, the generic pull): a POST whose
+/// JSON body carries the credentials and the window's dates, success by `header.desc`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baidu_lead_notices_are_posted_for_and_published_by_the_shipped_definition() {
+    use axum::extract::State;
+    use std::sync::{Arc, Mutex};
+
+    type Bodies = Arc<Mutex<Vec<Value>>>;
+    async fn notices(
+        State(bodies): State<Bodies>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> axum::Json<Value> {
+        bodies.lock().unwrap().push(body.clone());
+        if body["header"]["accessToken"] != "good-token" {
+            return axum::Json(
+                serde_json::json!({"header": {"desc": "failure", "status": 2,
+                "failures": [{"code": 8206, "message": "accessToken invalid"}]}, "body": {}}),
+            );
+        }
+        axum::Json(fixture("baidu/notice-list.json"))
+    }
+    let bodies: Bodies = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/json/sms/service/LeadsNoticeService/getNoticeList",
+            axum::routing::post(notices),
+        )
+        .with_state(bodies.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/connectors/baidu.toml"
+    ))
+    .unwrap()
+    .replace("https://api.baidu.com", &format!("http://127.0.0.1:{port}"));
+    let connector = |name: &str, token: &str| {
+        format!(
+            "[[connectors]]\n{}",
+            shipped
+                .replace("name = \"baidu-leads\"", &format!("name = \"{name}\""))
+                .replace("${BAIDU_TOKEN}", token)
+                .replace("[mapping]", "[connectors.mapping]")
+        )
+    };
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n{}\n{}",
+        kafka_config(&broker.brokers(), ""),
+        connector("baidu", "good-token"),
+        connector("baidu-bad", "stale-token"),
+    );
+    let gw = Gateway::start_with_env(
+        Some(&config),
+        &dir.path().join("gw"),
+        &[("BAIDU_USER", "marketing@example.cn")],
+    );
+    let clean = consume_until(
+        &broker.brokers(),
+        "leads.clean",
+        std::time::Duration::from_secs(30),
+        |got| got.len() >= 2,
+    );
+    let mut ids: Vec<&str> = clean
+        .iter()
+        .map(|c| c.value["source"]["external_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["2911000000000001", "2911000000000002"]);
+    let zhou = clean
+        .iter()
+        .find(|c| c.value["source"]["external_id"] == "2911000000000001")
+        .unwrap();
+    assert_eq!(zhou.value["contact"]["phone"], "+8618612345678");
+    assert_eq!(zhou.value["custom"]["flowChannelName"], "百度搜索");
+
+    let sent = bodies.lock().unwrap().clone();
+    let first = sent
+        .iter()
+        .find(|b| b["header"]["accessToken"] == "good-token")
+        .unwrap();
+    assert_eq!(first["header"]["userName"], "marketing@example.cn");
+    assert_eq!(first["body"]["solutionType"], "form");
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap())
+        .strftime("%Y-%m-%d")
+        .to_string();
+    assert_eq!(first["body"]["endDate"], today, "dates in GMT+8: {first}");
+    assert!(first["body"]["startDate"].as_str().unwrap() < today.as_str());
+
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let bad = loop {
+        let bad = crate::support::get_json(&client, &gw.url("/v1/connectors/baidu-bad")).await;
+        if bad["state"] == "failing" {
+            break bad;
+        }
+        assert!(std::time::Instant::now() < deadline, "{bad}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        bad["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("accessToken invalid"),
+        "{bad}"
+    );
+}
