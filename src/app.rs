@@ -184,6 +184,14 @@ pub async fn run_on(
         &stop_rx,
     )
     .context("cannot start the TikTok downloads")?;
+    crate::sources::tencent::spawn(
+        &settings.connectors,
+        &journal,
+        &statuses,
+        settings.intake.max_backlog,
+        &stop_rx,
+    )
+    .context("cannot start the Tencent Ads connectors")?;
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor.clone(),
@@ -224,6 +232,10 @@ pub async fn run_on(
                 m.name,
                 m.forms.len(),
                 m.poll_interval
+            ),
+            ConnectorConfig::Tencent(t) => println!(
+                "  腾讯广告 tencent ads: leads_list/get of account {} every {:?}; health at http://{addr}/v1/connectors/{}",
+                t.account_id, t.poll_interval, t.name
             ),
             ConnectorConfig::Tiktok(t) => println!(
                 "  tiktok leads:{}{}; health at http://{addr}/v1/connectors/{}",

@@ -85,6 +85,7 @@ impl AppState {
                 | ConnectorConfig::Oceanengine(_)
                 | ConnectorConfig::Linkedin(_)
                 | ConnectorConfig::Tiktok(_)
+                | ConnectorConfig::Tencent(_)
                 | ConnectorConfig::Meta(_) => None,
             })
             .collect();

@@ -318,6 +318,9 @@ impl Loader {
             Some("tiktok") => self
                 .parse(&place, value)
                 .map(|c| ConnectorConfig::Tiktok(Box::new(c))),
+            Some("tencent") => self
+                .parse(&place, value)
+                .map(|c| ConnectorConfig::Tencent(Box::new(c))),
             Some(other) => {
                 self.push(
                     &place,
@@ -603,6 +606,39 @@ impl Loader {
         }
         if let ConnectorConfig::Tiktok(t) = c {
             self.check_tiktok(place, t);
+        }
+        if let ConnectorConfig::Tencent(t) = c {
+            if t.access_token.expose_secret().trim().is_empty() {
+                self.push(place, Some("access_token"), "must not be empty");
+            }
+            if !(1..=200).contains(&t.page_size) {
+                self.push(place, Some("page_size"), "must be 1 to 200");
+            }
+            if t.deep_paging_limit < t.page_size {
+                self.push(
+                    place,
+                    Some("deep_paging_limit"),
+                    "must be at least `page_size`",
+                );
+            }
+            if !matches!(
+                t.time_type.as_str(),
+                "TIME_TYPE_CREATED_TIME" | "TIME_TYPE_ACTION_TIME"
+            ) {
+                self.push(
+                    place,
+                    Some("time_type"),
+                    "must be TIME_TYPE_CREATED_TIME or TIME_TYPE_ACTION_TIME",
+                );
+            }
+            if !reqwest::Url::parse(&t.api_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                self.push(place, Some("api_url"), "must be an http:// or https:// URL");
+            }
+            if t.rate_limit.is_some_and(|rl| rl.per_second == 0) {
+                self.push(place, Some("rate_limit.per_second"), "must be at least 1");
+            }
         }
         if let ConnectorConfig::Linkedin(l) = c {
             for (key, secret) in [
@@ -1067,7 +1103,7 @@ fn interpolate_with(
 }
 
 const CONNECTOR_TYPES: &str =
-    "webhook, file, mysql, google_ads, http_pull, meta, oceanengine, linkedin or tiktok";
+    "webhook, file, mysql, google_ads, http_pull, meta, oceanengine, linkedin, tiktok or tencent";
 
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
 fn is_sql_name(name: &str, qualified: bool) -> bool {

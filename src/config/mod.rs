@@ -256,6 +256,8 @@ pub enum ConnectorConfig {
     /// TikTok lead generation: signed callbacks on `/v1/webhooks/{name}`, and the lead download
     /// tasks of the listed forms.
     Tiktok(Box<TiktokConnector>),
+    /// 腾讯广告 Tencent Ads: the `leads_list/get` pull.
+    Tencent(Box<TencentConnector>),
 }
 
 impl ConnectorConfig {
@@ -270,6 +272,7 @@ impl ConnectorConfig {
             Self::Oceanengine(c) => &c.name,
             Self::Linkedin(c) => &c.name,
             Self::Tiktok(c) => &c.name,
+            Self::Tencent(c) => &c.name,
         }
     }
 
@@ -284,6 +287,7 @@ impl ConnectorConfig {
             Self::Oceanengine(c) => &c.mapping,
             Self::Linkedin(c) => &c.mapping,
             Self::Tiktok(c) => &c.mapping,
+            Self::Tencent(c) => &c.mapping,
         }
     }
 
@@ -298,6 +302,7 @@ impl ConnectorConfig {
             Self::Oceanengine(c) => &c.default_region,
             Self::Linkedin(c) => &c.default_region,
             Self::Tiktok(c) => &c.default_region,
+            Self::Tencent(c) => &c.default_region,
         }
     }
 
@@ -313,6 +318,7 @@ impl ConnectorConfig {
             Self::Oceanengine(c) => &c.identity_fields,
             Self::Linkedin(c) => &c.identity_fields,
             Self::Tiktok(c) => &c.identity_fields,
+            Self::Tencent(c) => &c.identity_fields,
         }
     }
 
@@ -338,6 +344,7 @@ impl ConnectorConfig {
             Self::Oceanengine(_) => Some("clue_id"),
             Self::Linkedin(_) => Some("id"),
             Self::Tiktok(c) => Some(&c.id_column),
+            Self::Tencent(_) => Some("leads_id"),
         }
     }
 }
@@ -810,6 +817,84 @@ impl TiktokConnector {
     /// Downloads are configured.
     pub fn pulls(&self) -> bool {
         self.access_token.is_some() && !self.page_ids.is_empty()
+    }
+}
+
+/// `type = "tencent"`: 腾讯广告 leads (see `docs/connectors.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TencentConnector {
+    pub name: String,
+    /// Sent as the `access_token` parameter; write `"${TENCENT_ADS_TOKEN}"`.
+    pub access_token: SecretString,
+    pub account_id: u64,
+    #[serde(default = "TencentConnector::default_api_url")]
+    pub api_url: String,
+    /// Leads per page (at most 200).
+    #[serde(default = "TencentConnector::default_page_size")]
+    pub page_size: u32,
+    /// `TIME_TYPE_CREATED_TIME` or `TIME_TYPE_ACTION_TIME`.
+    #[serde(default = "TencentConnector::default_time_type")]
+    pub time_type: String,
+    /// Rows served by page number; past them, `last_search_after_values` carries the position.
+    #[serde(default = "TencentConnector::default_deep_paging_limit")]
+    pub deep_paging_limit: u32,
+    #[serde(with = "humantime_serde", default = "TencentConnector::default_poll")]
+    pub poll_interval: Duration,
+    #[serde(
+        with = "humantime_serde",
+        default = "TencentConnector::default_overlap"
+    )]
+    pub overlap: Duration,
+    #[serde(
+        with = "humantime_serde",
+        default = "TencentConnector::default_initial"
+    )]
+    pub initial: Duration,
+    /// Response codes that mean throttling (retried with backoff).
+    #[serde(default)]
+    pub throttled_codes: Vec<i64>,
+    /// Response codes that mean the token expired or was revoked (the connector stops).
+    #[serde(default)]
+    pub expired_codes: Vec<i64>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    /// Default: `{ wechat = "leads_wechat", qq = "leads_qq" }`.
+    #[serde(default = "TencentConnector::default_identity_fields")]
+    pub identity_fields: BTreeMap<String, String>,
+}
+
+impl TencentConnector {
+    fn default_api_url() -> String {
+        "https://api.e.qq.com/v3.0/leads_list/get".into()
+    }
+    fn default_page_size() -> u32 {
+        100
+    }
+    fn default_time_type() -> String {
+        "TIME_TYPE_CREATED_TIME".into()
+    }
+    fn default_deep_paging_limit() -> u32 {
+        5000
+    }
+    fn default_poll() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
+    fn default_overlap() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    fn default_initial() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    fn default_identity_fields() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("wechat".to_owned(), "leads_wechat".to_owned()),
+            ("qq".to_owned(), "leads_qq".to_owned()),
+        ])
     }
 }
 

@@ -12,6 +12,7 @@ pub mod mysql;
 pub mod oceanengine;
 pub mod pull;
 pub mod status;
+pub mod tencent;
 pub mod tiktok;
 pub mod webhook;
 
@@ -44,6 +45,10 @@ pub fn shape(c: &ConnectorConfig) -> (FieldMapping, Option<http_pull::FieldsFn>)
         ConnectorConfig::Meta(m) => (
             meta::mapping_with_preset(&m.mapping),
             Some(Arc::new(meta::fields)),
+        ),
+        ConnectorConfig::Tencent(t) => (
+            tencent::mapping_with_preset(&t.mapping),
+            Some(Arc::new(tencent::fields)),
         ),
         ConnectorConfig::Tiktok(t) => (
             tiktok::mapping_with_preset(&t.mapping),

@@ -43,7 +43,7 @@ pub struct SnapshotProgress {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ConnectorStatus {
     pub name: String,
-    /// `webhook`, `file`, `mysql`, `google_ads`, `http_pull`, `meta`, `oceanengine`, `linkedin` or `tiktok`.
+    /// `webhook`, `file`, `mysql`, `google_ads`, `http_pull`, `meta`, `oceanengine`, `linkedin`, `tiktok` or `tencent`.
     #[serde(rename = "type")]
     pub kind: String,
     /// For MySQL: `incremental` or `binlog`.
@@ -85,6 +85,7 @@ impl ConnectorStatus {
             ConnectorConfig::HttpPull(_) => ("http_pull", None, State::Starting),
             ConnectorConfig::Meta(_) => ("meta", None, State::Starting),
             ConnectorConfig::Linkedin(_) => ("linkedin", None, State::Passive),
+            ConnectorConfig::Tencent(_) => ("tencent", None, State::Starting),
             ConnectorConfig::Tiktok(t) => (
                 "tiktok",
                 None,

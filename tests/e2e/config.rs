@@ -87,6 +87,7 @@ fn every_shipped_config_and_connector_validates() {
         ("TIKTOK_ACCESS_TOKEN", "tt-token"),
         ("BAIDU_USER", "baidu-user"),
         ("BAIDU_TOKEN", "baidu-token"),
+        ("TENCENT_ADS_TOKEN", "tencent-token"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(repo("config")).unwrap() {

@@ -15,5 +15,6 @@ mod platforms;
 #[cfg(feature = "mysql")]
 mod shared_mysql;
 mod support;
+mod tencent;
 mod tiktok;
 mod webhooks;

@@ -1,0 +1,379 @@
+//! 腾讯广告 Tencent Ads leads: `type = "tencent"`.
+//!
+//! `GET {api_url}?access_token&timestamp&nonce&account_id&time_range&page&page_size` (every
+//! request carries a fresh `timestamp`, which Tencent accepts within 300 s, and a unique `nonce`).
+//!
+//! - **Windows.** `time_range = {"start_time", "end_time", "time_type"}` in unix seconds. Each
+//!   poll reads from where the last one ended minus `overlap` to now; the window is part of the
+//!   checkpoint, so an interrupted poll resumes with the same window.
+//! - **Paging.** Leads come newest first, sorted by time then `leads_id`. Pages are numbered up to
+//!   `deep_paging_limit` rows (5000); past it, `last_search_after_values = [ms time, leads_id]`
+//!   of the last lead read carries the position and the page number starts again at 1. Each page
+//!   is journaled with the position after it.
+//! - **Errors.** `code != 0` is an error; the codes that mean throttling or an expired token are
+//!   configured (`throttled_codes`, `expired_codes`), since they are not in the reference.
+//! - **Fields.** `leads_name`, `leads_telephone`, `leads_email` are mapped; `leads_wechat` and
+//!   `leads_qq` are identity keys; `bundle` (a JSON string of the form's other answers) is opened
+//!   into fields. Phones may come masked (`134****1234`): normalization reports `phone.masked`
+//!   and never uses them as an identity.
+
+use std::time::Duration;
+
+use backon::Retryable;
+use governor::DefaultDirectRateLimiter;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::config::{ConnectorConfig, FieldMapping, TencentConnector};
+use crate::intake::Journal;
+use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
+use crate::mapping::ContactField;
+use crate::pipeline::retry_policy;
+use crate::sources::http_pull::PullError;
+use crate::sources::inbox::{pause_after, sleep_or_stop};
+use crate::sources::pull::{PageSink, api_retry};
+use crate::sources::status::{State, Statuses};
+
+/// Where the next request starts; stored in the journal with the page before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The poll under way: `[start, end]`, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<(i64, i64)>,
+    /// Its next page number, and the search-after position it counts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<(i64, String)>,
+    /// Where the last complete poll's window ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_until: Option<i64>,
+}
+
+/// A lead's sort time in milliseconds: `leads_create_time` (or `leads_action_time`), written
+/// `yyyy-MM-dd HH:mm:ss` in GMT+8, or as unix seconds.
+fn sort_millis(lead: &Value, time_type: &str) -> Option<i64> {
+    let key = if time_type == "TIME_TYPE_ACTION_TIME" {
+        "leads_action_time"
+    } else {
+        "leads_create_time"
+    };
+    match lead.get(key)? {
+        Value::Number(n) => n.as_i64().map(|s| s * 1000),
+        Value::String(s) => {
+            let civil = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", s.trim()).ok()?;
+            let at = civil.in_tz("Asia/Shanghai").ok()?;
+            Some(at.timestamp().as_millisecond())
+        }
+        _ => None,
+    }
+}
+
+fn leads_id(lead: &Value) -> Option<String> {
+    match lead.get("leads_id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The fields a lead is mapped from: its top-level scalars, then the answers inside `bundle` (a
+/// JSON string), which never replace a top-level field.
+pub fn fields(lead: &Value) -> Value {
+    let Some(obj) = lead.as_object() else {
+        return lead.clone();
+    };
+    let mut out: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, v)| *k != "bundle" && !v.is_array() && !v.is_object())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let bundle = match obj.get("bundle") {
+        Some(Value::String(text)) => serde_json::from_str(text).ok(),
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        _ => None,
+    };
+    if let Some(Value::Object(answers)) = bundle {
+        for (k, v) in answers {
+            if !v.is_array() && !v.is_object() {
+                out.entry(k).or_insert(v);
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// The preset mapping of Tencent's lead fields; the connector's own `mapping` first.
+pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
+    let preset: [(ContactField, &[&str]); 4] = [
+        (ContactField::Name, &["leads_name"]),
+        (ContactField::Phone, &["leads_telephone"]),
+        (ContactField::Email, &["leads_email"]),
+        (ContactField::Address, &["leads_address"]),
+    ];
+    let mut out = mapping.clone();
+    for (field, names) in preset {
+        out.entry(field)
+            .or_default()
+            .extend(names.iter().map(|n| (*n).to_owned()));
+    }
+    out
+}
+
+/// Starts every Tencent connector's pull.
+pub fn spawn(
+    connectors: &[ConnectorConfig],
+    journal: &Journal,
+    statuses: &Statuses,
+    max_backlog: u64,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    for c in connectors {
+        let ConnectorConfig::Tencent(cfg) = c else {
+            continue;
+        };
+        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
+        let puller = Puller {
+            checkpoint: sink.checkpoint()?,
+            limiter: cfg.rate_limit.and_then(|rl| rl.limiter()),
+            cfg: (**cfg).clone(),
+            client: client.clone(),
+            sink,
+        };
+        tokio::spawn(puller.run(shutdown.clone()));
+    }
+    Ok(())
+}
+
+struct Puller {
+    cfg: TencentConnector,
+    client: reqwest::Client,
+    limiter: Option<DefaultDirectRateLimiter>,
+    sink: PageSink,
+    checkpoint: Checkpoint,
+}
+
+impl Puller {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = retry_policy();
+        while !*shutdown.borrow() {
+            let pause = match self.poll(&shutdown).await {
+                Ok(()) => {
+                    backoff = retry_policy();
+                    self.sink.statuses.success(&self.cfg.name, State::Following);
+                    self.cfg.poll_interval
+                }
+                Err(e) => {
+                    let fatal = matches!(e, PullError::Expired(_));
+                    tracing::error!(connector = %self.cfg.name, error = %e, "pull failed");
+                    self.sink
+                        .statuses
+                        .failure(&self.cfg.name, &e.to_string(), fatal);
+                    pause_after(&e, &mut backoff)
+                }
+            };
+            sleep_or_stop(pause, &mut shutdown).await;
+        }
+    }
+
+    async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let window = self.checkpoint.window.unwrap_or_else(|| {
+                let now = jiff::Timestamp::now().as_second();
+                let start = match self.checkpoint.done_until {
+                    Some(end) => end - secs(self.cfg.overlap),
+                    None => now - secs(self.cfg.initial),
+                };
+                (start, now)
+            });
+            let page = self.checkpoint.page.unwrap_or(1);
+            let after = self.checkpoint.after.clone();
+            let leads = (|| self.fetch(window, page, after.as_ref()))
+                .retry(api_retry())
+                .when(PullError::retryable)
+                .notify(|e, wait| {
+                    tracing::warn!(connector = %self.cfg.name, error = %e, retry_in = ?wait, "retrying");
+                })
+                .await?;
+            let full = leads.len() >= self.cfg.page_size as usize;
+            let checkpoint = if !full {
+                Checkpoint {
+                    done_until: Some(window.1),
+                    ..Checkpoint::default()
+                }
+            } else if u64::from(page + 1) * u64::from(self.cfg.page_size)
+                > u64::from(self.cfg.deep_paging_limit)
+            {
+                // Past the rows served by page number: carry on after the last lead read.
+                let last = leads.last();
+                let position =
+                    last.and_then(|l| Some((sort_millis(l, &self.cfg.time_type)?, leads_id(l)?)));
+                let Some(position) = position else {
+                    return Err(PullError::Shape(
+                        "the last lead of a page has no time or leads_id to continue after".into(),
+                    ));
+                };
+                Checkpoint {
+                    window: Some(window),
+                    page: Some(1),
+                    after: Some(position),
+                    done_until: self.checkpoint.done_until,
+                }
+            } else {
+                Checkpoint {
+                    window: Some(window),
+                    page: Some(page + 1),
+                    after,
+                    done_until: self.checkpoint.done_until,
+                }
+            };
+            let now = now_rfc3339();
+            let read = leads.len() as u64;
+            let events: Vec<IntakeEvent> = leads
+                .into_iter()
+                .map(|l| {
+                    let mut e =
+                        IntakeEvent::new(&self.cfg.name, SourceKind::Platform, leads_id(&l), l);
+                    e.received_at = now.clone();
+                    e
+                })
+                .collect();
+            let n = self.sink.send(events, &checkpoint).await?;
+            self.sink.shown(&checkpoint, n, |s| s.rows_read += read);
+            self.checkpoint = checkpoint;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        (start, end): (i64, i64),
+        page: u32,
+        after: Option<&(i64, String)>,
+    ) -> Result<Vec<Value>, PullError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let time_range =
+            json!({"start_time": start, "end_time": end, "time_type": self.cfg.time_type});
+        let mut query = vec![
+            (
+                "access_token",
+                self.cfg.access_token.expose_secret().to_owned(),
+            ),
+            ("timestamp", jiff::Timestamp::now().as_second().to_string()),
+            ("nonce", uuid::Uuid::now_v7().simple().to_string()),
+            ("account_id", self.cfg.account_id.to_string()),
+            ("time_range", time_range.to_string()),
+            ("page", page.to_string()),
+            ("page_size", self.cfg.page_size.to_string()),
+        ];
+        if let Some((millis, id)) = after {
+            query.push(("last_search_after_values", json!([millis, id]).to_string()));
+        }
+        let resp = self
+            .client
+            .get(&self.cfg.api_url)
+            .query(&query)
+            .send()
+            .await
+            .map_err(|e| PullError::Network(e.to_string()))?;
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => {}
+            429 => {
+                return Err(PullError::Throttled {
+                    status,
+                    code: String::new(),
+                    retry_after: None,
+                });
+            }
+            401 | 403 => return Err(PullError::Expired(status.to_string())),
+            500..=599 => return Err(PullError::Server(status)),
+            other => return Err(PullError::Api(format!("HTTP {other}"))),
+        }
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| PullError::Shape(format!("not JSON: {e}")))?;
+        let code = body.get("code").and_then(Value::as_i64).unwrap_or(0);
+        if code != 0 {
+            let message = body
+                .get("message_cn")
+                .or_else(|| body.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return Err(if self.cfg.throttled_codes.contains(&code) {
+                PullError::Throttled {
+                    status,
+                    code: format!(", code {code}"),
+                    retry_after: None,
+                }
+            } else if self.cfg.expired_codes.contains(&code) {
+                PullError::Expired(format!("200, code {code}: {message}"))
+            } else {
+                PullError::Api(format!("{code}: {message}"))
+            });
+        }
+        match body.pointer("/data/leads_info") {
+            Some(Value::Array(a)) => Ok(a.clone()),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(_) => Err(PullError::Shape("`data.leads_info` is not an array".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> Value {
+        let path = format!(
+            "{}/connectors/fixtures/tencent/leads-list.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_bundle_opens_into_fields_without_replacing_the_leads_own() {
+        let lead = page()["data"]["leads_info"][0].clone();
+        let f = fields(&lead);
+        assert_eq!(f["leads_name"], "刘洋");
+        assert_eq!(f["leads_telephone"], "134****1234", "kept as sent: masked");
+        assert_eq!(f["意向门店"], "广州天河店", "from the bundle");
+        assert!(f.get("bundle").is_none());
+        let clash = json!({"leads_name": "A", "bundle": "{\"leads_name\": \"B\", \"x\": 1}"});
+        assert_eq!(fields(&clash)["leads_name"], "A");
+        assert_eq!(fields(&clash)["x"], 1);
+    }
+
+    #[test]
+    fn sort_times_are_read_in_gmt8() {
+        let lead =
+            json!({"leads_create_time": "2026-11-24 08:00:00", "leads_action_time": 1795478400});
+        // 08:00 in GMT+8 is midnight UTC.
+        assert_eq!(
+            sort_millis(&lead, "TIME_TYPE_CREATED_TIME"),
+            Some(1_795_478_400_000)
+        );
+        assert_eq!(
+            sort_millis(&lead, "TIME_TYPE_ACTION_TIME"),
+            Some(1_795_478_400_000)
+        );
+        assert_eq!(sort_millis(&json!({}), "TIME_TYPE_CREATED_TIME"), None);
+        assert_eq!(leads_id(&json!({"leads_id": 42})).as_deref(), Some("42"));
+    }
+}
