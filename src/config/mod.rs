@@ -587,6 +587,10 @@ pub struct MetaConnector {
     pub verify_token: SecretString,
     /// A page access token with `leads_retrieval`; sent as `Authorization: Bearer`.
     pub access_token: SecretString,
+    /// The app's id: with it, the token's expiry is read from `debug_token` (with the app token
+    /// `{app_id}|{app_secret}`) and shown in the connector's health.
+    #[serde(default)]
+    pub app_id: Option<String>,
     /// The Graph API base, with its version.
     #[serde(default = "MetaConnector::default_graph_url")]
     pub graph_url: String,

@@ -29,7 +29,7 @@ use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Method, Pa
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::pipeline::retry_policy;
-use crate::sources::pull::{PageSink, api_retry};
+use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
 use crate::sources::status::{State, Statuses};
 
 /// Where the next request starts; stored in the journal with the page before it.
@@ -142,29 +142,15 @@ impl Puller {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = retry_policy();
         while !*shutdown.borrow() {
-            let pause = match self.poll(&shutdown).await {
-                Ok(()) => {
-                    backoff = retry_policy();
-                    self.sink.statuses.success(&self.cfg.name, State::Following);
-                    self.cfg.poll_interval
-                }
-                Err(e) => {
-                    let fatal = matches!(e, PullError::Expired(_));
-                    self.sink
-                        .statuses
-                        .failure(&self.cfg.name, &e.to_string(), fatal);
-                    tracing::error!(connector = %self.cfg.name, error = %e, "pull failed");
-                    if fatal {
-                        Duration::from_secs(300)
-                    } else {
-                        backoff.next().unwrap_or(Duration::from_secs(30))
-                    }
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => {}
-            }
+            let outcome = self.poll(&shutdown).await;
+            let pause = settle(
+                &self.sink.statuses,
+                &self.cfg.name,
+                outcome,
+                &mut backoff,
+                self.cfg.poll_interval,
+            );
+            sleep_or_stop(pause, &mut shutdown).await;
         }
     }
 
@@ -220,7 +206,8 @@ impl Puller {
                 },
             };
             let n = self.sink.send(events, &checkpoint).await?;
-            self.sink.shown(&checkpoint, n, |_| {});
+            let lag = lag_since(checkpoint.done_until);
+            self.sink.shown(&checkpoint, n, |s| s.lag_seconds = lag);
             self.checkpoint = checkpoint;
             self.sink.statuses.success(&self.cfg.name, State::Following);
             if last {

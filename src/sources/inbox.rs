@@ -23,8 +23,7 @@ use crate::intake::JournalError;
 use crate::lead::IntakeEvent;
 use crate::pipeline::retry_policy;
 use crate::sources::http_pull::PullError;
-use crate::sources::pull::PageSink;
-use crate::sources::status::State;
+use crate::sources::pull::{PageSink, settle, sleep_or_stop};
 
 /// Leads fetched and journaled per transaction.
 const FETCH_BATCH: usize = 50;
@@ -151,22 +150,6 @@ pub trait Fetch: Send + Sync + 'static {
     -> impl Future<Output = Result<IntakeEvent, PullError>> + Send;
 }
 
-/// How long a connector waits after an error: a stopped one (the token) 5 minutes.
-pub fn pause_after(e: &PullError, backoff: &mut backon::ExponentialBackoff) -> Duration {
-    if matches!(e, PullError::Expired(_)) {
-        Duration::from_secs(300)
-    } else {
-        backoff.next().unwrap_or(Duration::from_secs(30))
-    }
-}
-
-pub async fn sleep_or_stop(pause: Duration, shutdown: &mut watch::Receiver<bool>) {
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => {}
-        _ = shutdown.changed() => {}
-    }
-}
-
 /// Fetches the inbox's leads until shutdown.
 pub async fn run_fetcher(
     fetch: impl Fetch,
@@ -201,17 +184,10 @@ pub async fn run_fetcher(
                 s.rows_read += n;
             });
         }
-        match failed {
-            None => {
-                backoff = retry_policy();
-                sink.statuses.success(&name, State::Following);
-            }
-            Some(e) => {
-                let fatal = matches!(e, PullError::Expired(_));
-                tracing::error!(connector = %name, error = %e, "cannot fetch notified leads");
-                sink.statuses.failure(&name, &e.to_string(), fatal);
-                sleep_or_stop(pause_after(&e, &mut backoff), &mut shutdown).await;
-            }
+        let outcome = failed.map_or(Ok(()), Err);
+        let pause = settle(&sink.statuses, &name, outcome, &mut backoff, Duration::ZERO);
+        if !pause.is_zero() {
+            sleep_or_stop(pause, &mut shutdown).await;
         }
     }
 }

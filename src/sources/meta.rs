@@ -44,9 +44,9 @@ use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::pipeline::retry_policy;
 use crate::sources::http_pull::PullError;
-use crate::sources::inbox::{Fetch, Inbox, Notice, pause_after, run_fetcher, sleep_or_stop};
-use crate::sources::pull::{PageSink, api_retry};
-use crate::sources::status::{State, Statuses};
+use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
+use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
+use crate::sources::status::Statuses;
 
 /// The lead fields asked of the Graph API, by a fetch and a poll alike, so both give the same
 /// payload.
@@ -374,6 +374,78 @@ pub struct FormCursor {
     pub done_until: Option<i64>,
 }
 
+/// Reads the token's expiry from `debug_token` at start and every 6 hours, into the connector's
+/// health: `token.expires_at`, `token.expiring_soon` (within 7 days, or data access ending
+/// within 7 days), and `token.refused` when Meta says the token is no longer valid.
+struct TokenWatch {
+    graph: Graph,
+    app_token: SecretString,
+    statuses: Statuses,
+}
+
+impl TokenWatch {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            let pause = match self.check().await {
+                Ok(()) => Duration::from_secs(6 * 3600),
+                Err(e) => {
+                    tracing::warn!(connector = %self.graph.name, error = %e, "cannot read the token's expiry");
+                    Duration::from_secs(600)
+                }
+            };
+            sleep_or_stop(pause, &mut shutdown).await;
+        }
+    }
+
+    async fn check(&self) -> Result<(), PullError> {
+        let url = with_param(
+            &self.graph.url("debug_token")?,
+            "input_token",
+            Some(self.graph.token.expose_secret()),
+        );
+        let app = Graph {
+            token: self.app_token.clone(),
+            ..self.graph.clone()
+        };
+        let body = app.get(url, Url::clone).await?;
+        let data = body.get("data").cloned().unwrap_or_default();
+        let now = jiff::Timestamp::now().as_second();
+        let soon = |key: &str| {
+            data.get(key)
+                .and_then(Value::as_i64)
+                .filter(|at| *at > 0 && at - now < 7 * 24 * 3600)
+                .is_some()
+        };
+        let expires_at = data
+            .get("expires_at")
+            .and_then(Value::as_i64)
+            .filter(|at| *at > 0)
+            .and_then(|at| jiff::Timestamp::from_second(at).ok())
+            .map(crate::lead::rfc3339_millis);
+        let valid = data.get("is_valid").and_then(Value::as_bool) != Some(false);
+        let expiring_soon = soon("expires_at") || soon("data_access_expires_at");
+        if expiring_soon {
+            tracing::warn!(connector = %self.graph.name, expires_at = ?expires_at, "the Meta token expires within 7 days: renew it");
+        }
+        let refused = (!valid).then(|| {
+            let why = data
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("debug_token says the token is not valid");
+            format!("debug_token: {why}")
+        });
+        self.statuses.update(&self.graph.name, |s| {
+            let token = s.token.get_or_insert_with(Default::default);
+            token.expires_at = expires_at;
+            token.expiring_soon = expiring_soon;
+            if refused.is_some() {
+                token.refused = refused;
+            }
+        });
+        Ok(())
+    }
+}
+
 /// The running Meta connectors: their tasks, and each one's inbox by name.
 #[derive(Default)]
 pub struct Started {
@@ -412,6 +484,19 @@ pub fn spawn(
             inbox.clone(),
             shutdown.clone(),
         )));
+        if let Some(app_id) = &cfg.app_id {
+            let watch = TokenWatch {
+                graph: graph.clone(),
+                app_token: SecretString::from(format!(
+                    "{app_id}|{}",
+                    cfg.app_secret.expose_secret()
+                )),
+                statuses: statuses.clone(),
+            };
+            started
+                .tasks
+                .push(tokio::spawn(watch.run(shutdown.clone())));
+        }
         if !cfg.forms.is_empty() {
             let poller = Poller {
                 checkpoint: sink.checkpoint()?,
@@ -453,21 +538,14 @@ impl Poller {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = retry_policy();
         while !*shutdown.borrow() {
-            let pause = match self.poll(&shutdown).await {
-                Ok(()) => {
-                    backoff = retry_policy();
-                    self.sink.statuses.success(&self.cfg.name, State::Following);
-                    self.cfg.poll_interval
-                }
-                Err(e) => {
-                    let fatal = matches!(e, PullError::Expired(_));
-                    tracing::error!(connector = %self.cfg.name, error = %e, "poll failed");
-                    self.sink
-                        .statuses
-                        .failure(&self.cfg.name, &e.to_string(), fatal);
-                    pause_after(&e, &mut backoff)
-                }
-            };
+            let outcome = self.poll(&shutdown).await;
+            let pause = settle(
+                &self.sink.statuses,
+                &self.cfg.name,
+                outcome,
+                &mut backoff,
+                self.cfg.poll_interval,
+            );
             sleep_or_stop(pause, &mut shutdown).await;
         }
     }
@@ -557,7 +635,16 @@ impl Poller {
                 .collect();
             let n = self.sink.send(events, &checkpoint).await?;
             let limit = self.limit.load(Ordering::Relaxed);
+            // Every form is read up to its `done_until`: the oldest is the connector's lag.
+            let oldest = checkpoint
+                .forms
+                .values()
+                .map(|f| f.done_until)
+                .min()
+                .flatten();
+            let lag = lag_since(oldest);
             self.sink.shown(&checkpoint, n, |s| {
+                s.lag_seconds = lag;
                 s.rows_read += read;
                 s.page_size = Some(limit);
             });

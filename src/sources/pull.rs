@@ -4,13 +4,16 @@
 //! connector adopts the checkpoint only once [`PageSink::send`] resolved.
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::intake::{Journal, JournalError};
 use crate::lead::IntakeEvent;
-use crate::sources::status::{ConnectorStatus, Statuses};
+use crate::pipeline::retry_policy;
+use crate::sources::http_pull::PullError;
+use crate::sources::status::{ConnectorStatus, State, Statuses, TokenHealth};
 
 /// Retries of one API request: 5 times, from 200 ms up to 30 s apart, with jitter. Callers
 /// choose which errors are retried and honour the API's own `Retry-After`.
@@ -83,4 +86,63 @@ impl PageSink {
             more(s);
         });
     }
+}
+
+/// How long a connector waits after an error: 5 minutes when its token was refused (retrying
+/// cannot help until it is renewed), else the next backoff step.
+pub fn pause_after(e: &PullError, backoff: &mut backon::ExponentialBackoff) -> Duration {
+    if matches!(e, PullError::Expired(_)) {
+        Duration::from_secs(300)
+    } else {
+        backoff.next().unwrap_or(Duration::from_secs(30))
+    }
+}
+
+pub async fn sleep_or_stop(pause: Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Shows the outcome of one attempt of an API connector in its status, and says how long to wait
+/// before the next: a success clears the error streak (and shows the token accepted); an
+/// expired or revoked token stops the connector and marks the token refused; other errors are
+/// retried with backoff.
+pub fn settle(
+    statuses: &Statuses,
+    name: &str,
+    outcome: Result<(), PullError>,
+    backoff: &mut backon::ExponentialBackoff,
+    interval: Duration,
+) -> Duration {
+    match outcome {
+        Ok(()) => {
+            *backoff = retry_policy();
+            statuses.success(name, State::Following);
+            statuses.update(name, |s| {
+                let token = s.token.get_or_insert_with(TokenHealth::default);
+                token.refused = None;
+            });
+            interval
+        }
+        Err(e) => {
+            let fatal = matches!(e, PullError::Expired(_));
+            tracing::error!(connector = %name, error = %e, "the connector's request failed");
+            statuses.failure(name, &e.to_string(), fatal);
+            if fatal {
+                statuses.update(name, |s| {
+                    let token = s.token.get_or_insert_with(TokenHealth::default);
+                    token.refused = Some(e.to_string());
+                });
+            }
+            pause_after(&e, backoff)
+        }
+    }
+}
+
+/// Seconds from `until` (unix seconds: everything created before it was read) to now: the lag
+/// of a connector that polls by time.
+pub fn lag_since(until: Option<i64>) -> Option<f64> {
+    until.map(|u| (jiff::Timestamp::now().as_second() - u).max(0) as f64)
 }

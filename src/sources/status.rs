@@ -74,6 +74,23 @@ pub struct ConnectorStatus {
     /// APIs that shrink pages while throttled: the page size now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
+    /// API connectors: the platform token as last seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenHealth>,
+}
+
+/// A platform token's health.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct TokenHealth {
+    /// Set when the platform refused the token (expired or revoked), with its answer; cleared by
+    /// the next accepted request.
+    pub refused: Option<String>,
+    /// When the token expires (RFC 3339 UTC), where the platform tells (Meta's `debug_token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// The token expires within 7 days: renew it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expiring_soon: bool,
 }
 
 impl ConnectorStatus {
@@ -126,6 +143,7 @@ impl ConnectorStatus {
             checkpoint: None,
             inbox: None,
             page_size: None,
+            token: None,
         }
     }
 }

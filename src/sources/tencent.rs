@@ -32,9 +32,8 @@ use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::pipeline::retry_policy;
 use crate::sources::http_pull::PullError;
-use crate::sources::inbox::{pause_after, sleep_or_stop};
-use crate::sources::pull::{PageSink, api_retry};
-use crate::sources::status::{State, Statuses};
+use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
+use crate::sources::status::Statuses;
 
 /// Where the next request starts; stored in the journal with the page before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,21 +162,14 @@ impl Puller {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = retry_policy();
         while !*shutdown.borrow() {
-            let pause = match self.poll(&shutdown).await {
-                Ok(()) => {
-                    backoff = retry_policy();
-                    self.sink.statuses.success(&self.cfg.name, State::Following);
-                    self.cfg.poll_interval
-                }
-                Err(e) => {
-                    let fatal = matches!(e, PullError::Expired(_));
-                    tracing::error!(connector = %self.cfg.name, error = %e, "pull failed");
-                    self.sink
-                        .statuses
-                        .failure(&self.cfg.name, &e.to_string(), fatal);
-                    pause_after(&e, &mut backoff)
-                }
-            };
+            let outcome = self.poll(&shutdown).await;
+            let pause = settle(
+                &self.sink.statuses,
+                &self.cfg.name,
+                outcome,
+                &mut backoff,
+                self.cfg.poll_interval,
+            );
             sleep_or_stop(pause, &mut shutdown).await;
         }
     }
@@ -249,7 +241,11 @@ impl Puller {
                 })
                 .collect();
             let n = self.sink.send(events, &checkpoint).await?;
-            self.sink.shown(&checkpoint, n, |s| s.rows_read += read);
+            let lag = lag_since(checkpoint.done_until);
+            self.sink.shown(&checkpoint, n, |s| {
+                s.rows_read += read;
+                s.lag_seconds = lag;
+            });
             self.checkpoint = checkpoint;
             if !full {
                 return Ok(());

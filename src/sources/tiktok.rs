@@ -37,9 +37,8 @@ use crate::mapping::ContactField;
 use crate::pipeline::retry_policy;
 use crate::sources::file::{Format, decode, rows};
 use crate::sources::http_pull::PullError;
-use crate::sources::inbox::{pause_after, sleep_or_stop};
-use crate::sources::pull::{PageSink, api_retry};
-use crate::sources::status::{State, Statuses};
+use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
+use crate::sources::status::Statuses;
 
 /// Downloaded rows journaled per transaction.
 const CHUNK: usize = 500;
@@ -225,21 +224,14 @@ impl Puller {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = retry_policy();
         while !*shutdown.borrow() {
-            let pause = match self.poll(&shutdown).await {
-                Ok(()) => {
-                    backoff = retry_policy();
-                    self.sink.statuses.success(&self.cfg.name, State::Following);
-                    self.cfg.poll_interval
-                }
-                Err(e) => {
-                    let fatal = matches!(e, PullError::Expired(_));
-                    tracing::error!(connector = %self.cfg.name, error = %e, "download failed");
-                    self.sink
-                        .statuses
-                        .failure(&self.cfg.name, &e.to_string(), fatal);
-                    pause_after(&e, &mut backoff)
-                }
-            };
+            let outcome = self.poll(&shutdown).await;
+            let pause = settle(
+                &self.sink.statuses,
+                &self.cfg.name,
+                outcome,
+                &mut backoff,
+                self.cfg.poll_interval,
+            );
             sleep_or_stop(pause, &mut shutdown).await;
         }
     }
@@ -457,7 +449,23 @@ impl Puller {
         checkpoint.forms.insert(page_id.to_owned(), state);
         let read = events.len() as u64;
         let n = self.sink.send(events, &checkpoint).await?;
-        self.sink.shown(&checkpoint, n, |s| s.rows_read += read);
+        // Every form's leads were read when its last download ended: the oldest is the lag.
+        let oldest = checkpoint
+            .forms
+            .values()
+            .map(|f| {
+                f.done_at
+                    .as_deref()
+                    .and_then(|at| at.parse::<jiff::Timestamp>().ok())
+                    .map(|t| t.as_second())
+            })
+            .min()
+            .flatten();
+        let lag = lag_since(oldest);
+        self.sink.shown(&checkpoint, n, |s| {
+            s.rows_read += read;
+            s.lag_seconds = lag;
+        });
         self.checkpoint = checkpoint;
         Ok(())
     }

@@ -79,6 +79,7 @@ fn every_shipped_config_and_connector_validates() {
         ("META_APP_SECRET", "app-secret"),
         ("META_VERIFY_TOKEN", "verify-me"),
         ("META_PAGE_TOKEN", "EAAB-page-token"),
+        ("META_APP_ID", "1234567890"),
         ("OCEANENGINE_TOKEN", "oe-token"),
         ("OCEANENGINE_SPI_SECRET", "oe-spi-secret"),
         ("LINKEDIN_CLIENT_SECRET", "li-secret"),

@@ -81,6 +81,20 @@ impl GraphReplay {
                 log.push(entry);
                 log.iter().filter(|e| same(e)).count()
             };
+            if path == "debug_token" {
+                assert_eq!(token, format!("1234|{SECRET}"), "the app token");
+                let now = jiff::Timestamp::now().as_second();
+                let data = if q.get("input_token").map(String::as_str) == Some("good-token") {
+                    json!({"app_id": "1234", "type": "PAGE", "is_valid": true,
+                        "expires_at": now + 3 * 86_400, "data_access_expires_at": now + 80 * 86_400,
+                        "scopes": ["leads_retrieval", "pages_manage_metadata"]})
+                } else {
+                    json!({"app_id": "1234", "type": "PAGE", "is_valid": false, "expires_at": now - 60,
+                        "error": {"code": 190, "subcode": 463,
+                            "message": "Error validating access token: Session has expired"}})
+                };
+                return axum::Json(json!({ "data": data })).into_response();
+            }
             if token != "good-token" {
                 return graph_error(
                     StatusCode::BAD_REQUEST,
@@ -177,7 +191,7 @@ fn after_of(entry: &str) -> Option<String> {
 fn connector(name: &str, port: u16, token: &str) -> String {
     format!(
         "[[connectors]]\nname = \"{name}\"\ntype = \"meta\"\napp_secret = \"{SECRET}\"\n\
-         verify_token = \"verify-me\"\naccess_token = \"{token}\"\n\
+         verify_token = \"verify-me\"\naccess_token = \"{token}\"\napp_id = \"1234\"\n\
          graph_url = \"http://127.0.0.1:{port}/v21.0\"\nforms = [\"5511\"]\npage_size = 2\n\
          poll_interval = \"1h\"\ninitial = \"2d\"\n[connectors.mapping]\nnotes = [\"budget\"]\n"
     )
@@ -326,6 +340,20 @@ async fn meta_leads_arrive_once_by_webhook_and_poll_through_throttling_a_restart
         "{expired} {expired_now}"
     );
     assert_eq!(expired_now["inbox"], 4, "{expired_now}");
+    // The token's health: Meta's answer when refused, the expiry from debug_token.
+    assert!(
+        expired_now["token"]["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("190/463") || r.contains("debug_token")),
+        "{expired_now}"
+    );
+    wait_for("the token's expiry", async || {
+        status("meta").await["token"]["expiring_soon"] == true
+    })
+    .await;
+    let st = status("meta").await;
+    assert!(st["token"]["expires_at"].is_string(), "{st}");
+    assert_eq!(st["token"]["refused"], Value::Null, "{st}");
 
     gw.kill();
     let before = graph.log().len();

@@ -203,6 +203,13 @@ async fn tencent_leads_page_then_search_after_through_throttling_and_a_restart()
                 expired["last_error"].as_str().unwrap().contains("11002"),
                 "{expired}"
             );
+            assert!(
+                expired["token"]["refused"]
+                    .as_str()
+                    .unwrap()
+                    .contains("11002"),
+                "the token's health says why: {expired}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{st} {expired}");
@@ -211,7 +218,7 @@ async fn tencent_leads_page_then_search_after_through_throttling_and_a_restart()
     gw.kill();
     let before = api.log().len();
     api.release.send_replace(true);
-    let _gw = Gateway::start(Some(&config), &dir.path().join("gw"));
+    let gw2 = Gateway::start(Some(&config), &dir.path().join("gw"));
 
     let clean = consume_until(
         &broker.brokers(),
@@ -242,6 +249,15 @@ async fn tencent_leads_page_then_search_after_through_throttling_and_a_restart()
     );
     assert_eq!(masked["contact"]["notes"], "门店3", "from the bundle");
     crate::config::assert_valid_lead_record(masked);
+
+    let http = reqwest::Client::new();
+    let st = get_json(&http, &gw2.url("/v1/connectors/tencent")).await;
+    let lag = st["lag_seconds"].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        lag < 300.0,
+        "read up to the window's end, moments ago: {st}"
+    );
+    assert_eq!(st["token"]["refused"], Value::Null, "{st}");
 
     let log = api.log();
     let good: Vec<&HashMap<String, String>> = log
