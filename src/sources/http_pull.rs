@@ -46,6 +46,10 @@ pub struct Checkpoint {
     /// With `window`: where the last complete poll's window ended, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_until: Option<i64>,
+    /// The page size in force when it differs from the configured one (shrunk while
+    /// throttled); `next` counts in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +171,16 @@ impl Puller {
                 .or_else(|| self.checkpoint.resume.clone())
                 .unwrap_or_else(|| first_position(&self.cfg.paging));
             let window = self.window();
-            let page = (|| self.fetch(&at, window))
+            let configured = configured_size(&self.cfg.paging);
+            let size = self.checkpoint.size.or(configured).unwrap_or(0);
+            // Throttling halves the page; the position is renumbered with it.
+            let current = std::sync::Mutex::new((at, size));
+            let this = &*self;
+            let attempt = || {
+                let (at, size) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                async move { this.fetch(&at, window, size).await }
+            };
+            let page = attempt
                 .retry(api_retry())
                 .when(PullError::retryable)
                 .adjust(|e, delay| match e {
@@ -179,18 +192,25 @@ impl Puller {
                     _ => delay,
                 })
                 .notify(|e, after| {
+                    if matches!(e, PullError::Throttled { .. }) {
+                        let mut c = current.lock().unwrap_or_else(|p| p.into_inner());
+                        *c = shrink(&self.cfg.paging, &c.0, c.1);
+                    }
                     tracing::warn!(connector = %self.cfg.name, error = %e, retry_in = ?after, "retrying");
                 })
                 .await?;
+            let (at, size) = current.into_inner().unwrap_or_else(|p| p.into_inner());
+            // A page went through: grow back towards the configured size.
+            let (next, size) = grow(&self.cfg.paging, page.next.clone(), size, configured);
             let now = now_rfc3339();
             let events: Vec<IntakeEvent> =
                 page.records.iter().map(|r| self.event(r, &now)).collect();
             self.sink
                 .statuses
                 .update(&self.cfg.name, |s| s.rows_read += events.len() as u64);
-            let last = page.next.is_none();
+            let last = next.is_none();
             let checkpoint = Checkpoint {
-                next: page.next.clone(),
+                next,
                 resume: if last {
                     // Cursor and next-URL APIs resume where they ended; numbered pages start over.
                     matches!(at, Position::Cursor(_) | Position::Url(_)).then_some(at)
@@ -204,10 +224,14 @@ impl Puller {
                     (true, Some((_, end))) => Some(end),
                     _ => self.checkpoint.done_until,
                 },
+                size: (Some(size) != configured && configured.is_some()).then_some(size),
             };
             let n = self.sink.send(events, &checkpoint).await?;
             let lag = lag_since(checkpoint.done_until);
-            self.sink.shown(&checkpoint, n, |s| s.lag_seconds = lag);
+            self.sink.shown(&checkpoint, n, |s| {
+                s.lag_seconds = lag;
+                s.page_size = configured.map(|_| size);
+            });
             self.checkpoint = checkpoint;
             self.sink.statuses.success(&self.cfg.name, State::Following);
             if last {
@@ -252,7 +276,12 @@ impl Puller {
         e
     }
 
-    async fn fetch(&self, at: &Position, window: Option<(i64, i64)>) -> Result<Page, PullError> {
+    async fn fetch(
+        &self,
+        at: &Position,
+        window: Option<(i64, i64)>,
+        size: u32,
+    ) -> Result<Page, PullError> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
@@ -267,10 +296,7 @@ impl Puller {
         match (&self.cfg.paging, at) {
             (
                 Paging::Page {
-                    param,
-                    size_param,
-                    size,
-                    ..
+                    param, size_param, ..
                 },
                 Position::Page(p),
             ) => {
@@ -281,9 +307,7 @@ impl Puller {
             }
             (
                 Paging::Offset {
-                    param,
-                    size_param,
-                    size,
+                    param, size_param, ..
                 },
                 Position::Offset(o),
             ) => {
@@ -375,7 +399,7 @@ impl Puller {
                 )));
             }
         };
-        let next = next_position(&self.cfg.paging, at, &body, records.len());
+        let next = next_position(&self.cfg.paging, at, &body, records.len(), size);
         Ok(Page { records, next })
     }
 }
@@ -417,8 +441,15 @@ fn first_position(paging: &Paging) -> Position {
     }
 }
 
-/// The position after a page of `n` records, or `None` when it was the last.
-fn next_position(paging: &Paging, at: &Position, body: &Value, n: usize) -> Option<Position> {
+/// The position after a page of `n` records read at page size `size`, or `None` when it was the
+/// last.
+fn next_position(
+    paging: &Paging,
+    at: &Position,
+    body: &Value,
+    n: usize,
+    size: u32,
+) -> Option<Position> {
     let text = |pointer: &str| {
         body.pointer(pointer)
             .and_then(Value::as_str)
@@ -427,15 +458,66 @@ fn next_position(paging: &Paging, at: &Position, body: &Value, n: usize) -> Opti
     };
     match (paging, at) {
         (_, _) if n == 0 => None,
-        (Paging::Page { size, .. }, Position::Page(p)) => {
-            (n >= *size as usize).then_some(Position::Page(p + 1))
+        (Paging::Page { .. }, Position::Page(p)) => {
+            (n >= size as usize).then_some(Position::Page(p + 1))
         }
-        (Paging::Offset { size, .. }, Position::Offset(o)) => {
-            (n >= *size as usize).then_some(Position::Offset(o + n as u64))
+        (Paging::Offset { .. }, Position::Offset(o)) => {
+            (n >= size as usize).then_some(Position::Offset(o + n as u64))
         }
         (Paging::Cursor { next, .. }, _) => text(next).map(Position::Cursor),
         (Paging::NextUrl { next }, _) => text(next).map(Position::Url),
         _ => None,
+    }
+}
+
+/// The configured page size, for paging kinds that have one (a shorter page is the last).
+fn configured_size(paging: &Paging) -> Option<u32> {
+    match paging {
+        Paging::Page { size, .. } | Paging::Offset { size, .. } => Some(*size),
+        _ => None,
+    }
+}
+
+/// The page halved, and `at` renumbered to the same first row. A numbered page is halved only
+/// while its size is even, so that page numbers keep mapping to the same rows.
+fn shrink(paging: &Paging, at: &Position, size: u32) -> (Position, u32) {
+    match (paging, at) {
+        (
+            Paging::Page {
+                start,
+                size_param: Some(_),
+                ..
+            },
+            Position::Page(p),
+        ) if size % 2 == 0 && size > 1 => (Position::Page((p - start) * 2 + start), size / 2),
+        (Paging::Offset { .. }, Position::Offset(o)) if size > 1 => {
+            (Position::Offset(*o), size / 2)
+        }
+        _ => (at.clone(), size),
+    }
+}
+
+/// The page doubled back (never past `configured`), and `next` renumbered to the same first row.
+/// A numbered page grows only where the doubled page starts exactly at `next`.
+fn grow(
+    paging: &Paging,
+    next: Option<Position>,
+    size: u32,
+    configured: Option<u32>,
+) -> (Option<Position>, u32) {
+    let Some(max) = configured.filter(|max| size < *max) else {
+        return (next, size);
+    };
+    match (paging, next) {
+        (Paging::Page { start, .. }, Some(Position::Page(p)))
+            if (p - start) % 2 == 0 && size * 2 <= max =>
+        {
+            (Some(Position::Page((p - start) / 2 + start)), size * 2)
+        }
+        (Paging::Offset { .. }, Some(Position::Offset(o))) => {
+            (Some(Position::Offset(o)), (size * 2).min(max))
+        }
+        (_, next) => (next, size),
     }
 }
 
@@ -491,22 +573,25 @@ mod tests {
     fn positions_advance_by_the_paging_kind() {
         let body = json!({"paging": {"next": "https://x/next", "cursor": "c2"}});
         assert_eq!(
-            next_position(&page(2), &Position::Page(1), &body, 2),
+            next_position(&page(2), &Position::Page(1), &body, 2, 2),
             Some(Position::Page(2))
         );
         assert_eq!(
-            next_position(&page(2), &Position::Page(3), &body, 1),
+            next_position(&page(2), &Position::Page(3), &body, 1, 2),
             None,
             "a short page is the last"
         );
-        assert_eq!(next_position(&page(2), &Position::Page(3), &body, 0), None);
+        assert_eq!(
+            next_position(&page(2), &Position::Page(3), &body, 0, 2),
+            None
+        );
         let offset = Paging::Offset {
             param: "offset".into(),
             size_param: "limit".into(),
             size: 2,
         };
         assert_eq!(
-            next_position(&offset, &Position::Offset(4), &body, 2),
+            next_position(&offset, &Position::Offset(4), &body, 2, 2),
             Some(Position::Offset(6))
         );
         let cursor = Paging::Cursor {
@@ -514,17 +599,62 @@ mod tests {
             next: "/paging/cursor".into(),
         };
         assert_eq!(
-            next_position(&cursor, &Position::Cursor(String::new()), &body, 5),
+            next_position(&cursor, &Position::Cursor(String::new()), &body, 5, 0),
             Some(Position::Cursor("c2".into()))
         );
         let url = Paging::NextUrl {
             next: "/paging/next".into(),
         };
         assert_eq!(
-            next_position(&url, &Position::Page(0), &body, 5),
+            next_position(&url, &Position::Page(0), &body, 5, 0),
             Some(Position::Url("https://x/next".into()))
         );
-        assert_eq!(next_position(&url, &Position::Page(0), &json!({}), 5), None);
+        assert_eq!(
+            next_position(&url, &Position::Page(0), &json!({}), 5, 0),
+            None
+        );
+    }
+
+    #[test]
+    fn throttling_halves_pages_and_renumbers_them_to_the_same_rows() {
+        let paging = page(100);
+        // Page 3 of 100 starts at row 200; page 5 of 50 too.
+        assert_eq!(
+            shrink(&paging, &Position::Page(3), 100),
+            (Position::Page(5), 50)
+        );
+        assert_eq!(
+            shrink(&paging, &Position::Page(5), 25),
+            (Position::Page(5), 25),
+            "an odd size is not halved"
+        );
+        // Page 7 of 50 starts at row 300: page 4 of 100.
+        assert_eq!(
+            grow(&paging, Some(Position::Page(7)), 50, Some(100)),
+            (Some(Position::Page(4)), 100)
+        );
+        assert_eq!(
+            grow(&paging, Some(Position::Page(6)), 50, Some(100)),
+            (Some(Position::Page(6)), 50),
+            "row 250 is not where a page of 100 starts"
+        );
+        assert_eq!(
+            grow(&paging, Some(Position::Page(4)), 100, Some(100)),
+            (Some(Position::Page(4)), 100)
+        );
+        let offset = Paging::Offset {
+            param: "offset".into(),
+            size_param: "limit".into(),
+            size: 100,
+        };
+        assert_eq!(
+            shrink(&offset, &Position::Offset(300), 25),
+            (Position::Offset(300), 12)
+        );
+        assert_eq!(
+            grow(&offset, Some(Position::Offset(312)), 60, Some(100)),
+            (Some(Position::Offset(312)), 100)
+        );
     }
 
     #[test]

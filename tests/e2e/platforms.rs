@@ -176,15 +176,19 @@ impl ReplayApi {
             Query(q): Query<HashMap<String, String>>,
         ) -> axum::response::Response {
             let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+            let size: usize = q.get("page_size").and_then(|p| p.parse().ok()).unwrap_or(2);
             let token = headers
                 .get("Access-Token")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             let entry = format!("{token} page={page}");
+            // How often this page number was asked for, at any size.
             let seen = {
                 let mut log = log.lock().unwrap();
-                log.push(entry.clone());
-                log.iter().filter(|e| **e == entry).count()
+                log.push(format!("{entry} size={size}"));
+                log.iter()
+                    .filter(|e| e.starts_with(&format!("{entry} size=")))
+                    .count()
             };
             if token == "good-token" {
                 let param = |k: &str| q.get(k).cloned().unwrap_or_default();
@@ -223,7 +227,7 @@ impl ReplayApi {
                 let mut r = release.clone();
                 let _ = r.wait_for(|go| *go).await;
             }
-            let list: Vec<Value> = ((page - 1) * 2 + 1..=(page * 2).min(5))
+            let list: Vec<Value> = ((page - 1) * size + 1..=(page * size).min(5))
                 .map(|n| serde_json::json!({
                     "clue_id": format!("c{n}"), "name": format!("客户{n}"),
                     "telephone": format!("1390000100{n}"), "clue_source": if n == 5 { 4 } else { 1 },
@@ -232,7 +236,7 @@ impl ReplayApi {
                 .collect();
             axum::Json(
                 serde_json::json!({"code": 0, "message": "OK", "data": {"list": list,
-                "page_info": {"page": page, "page_size": 2, "total_number": 5, "total_page": 3}}}),
+                "page_info": {"page": page, "page_size": size, "total_number": 5, "total_page": 5usize.div_ceil(size)}}}),
             )
             .into_response()
         }
@@ -310,7 +314,10 @@ async fn oceanengine_pulls_pages_retries_throttling_resumes_mid_pull_takes_pushe
     loop {
         let st = status("ocean").await;
         if st["events_journaled"].as_u64() == Some(4)
-            && api.log().iter().any(|e| e == "good-token page=3")
+            && api
+                .log()
+                .iter()
+                .any(|e| e.starts_with("good-token page=3 "))
         {
             break;
         }
@@ -403,16 +410,35 @@ async fn oceanengine_pulls_pages_retries_throttling_resumes_mid_pull_takes_pushe
         .find(|e| e.starts_with("good-token "))
         .unwrap();
     assert_eq!(
-        first_ocean, "good-token page=3",
+        first_ocean, "good-token page=3 size=2",
         "resumed mid-pull: {after:?}"
     );
     assert_eq!(
         log[..before]
             .iter()
-            .filter(|e| *e == "good-token page=2")
+            .filter(|e| *e == "good-token page=2 size=1")
             .count(),
         2,
         "the first poll: page 2 got a 429, then was read: {log:?}"
+    );
+    // Throttled by code 40100, page 1 was asked for again at half the size; the page grew back
+    // once it could start at the same row (page 3 of 1 is page 2 of 2).
+    let first: Vec<&str> = log[..before]
+        .iter()
+        .filter(|e| e.starts_with("good-token"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        first,
+        [
+            "good-token page=1 size=2",
+            "good-token page=1 size=1",
+            "good-token page=2 size=1",
+            "good-token page=2 size=1",
+            "good-token page=2 size=2",
+            "good-token page=3 size=2",
+        ],
+        "{log:?}"
     );
 
     let mut ids: Vec<String> = clean
