@@ -489,7 +489,9 @@ fn shrink(paging: &Paging, at: &Position, size: u32) -> (Position, u32) {
                 ..
             },
             Position::Page(p),
-        ) if size % 2 == 0 && size > 1 => (Position::Page((p - start) * 2 + start), size / 2),
+        ) if size.is_multiple_of(2) && size > 1 => {
+            (Position::Page((p - start) * 2 + start), size / 2)
+        }
         (Paging::Offset { .. }, Position::Offset(o)) if size > 1 => {
             (Position::Offset(*o), size / 2)
         }
@@ -510,7 +512,7 @@ fn grow(
     };
     match (paging, next) {
         (Paging::Page { start, .. }, Some(Position::Page(p)))
-            if (p - start) % 2 == 0 && size * 2 <= max =>
+            if (p - start).is_multiple_of(2) && size * 2 <= max =>
         {
             (Some(Position::Page((p - start) / 2 + start)), size * 2)
         }
