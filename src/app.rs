@@ -17,7 +17,6 @@ use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::intake::Journal;
 use crate::pipeline::{Processor, deliver_forever};
 use crate::sinks::{HealthReport, KafkaSink, Sink, SpoolSink};
-use crate::sources::status::Statuses;
 
 /// Where things live under the data directory.
 pub struct DataDir(pub PathBuf);
@@ -139,59 +138,12 @@ pub async fn run_on(
         Policy::new(&settings.identity),
         Assigner::new(assignment.clone()),
     ));
-    let statuses = Statuses::new(&settings.connectors);
-    #[cfg(feature = "mysql")]
-    let _pulls = crate::sources::mysql::spawn(
+    let sources = crate::sources::spawn_all(
         &settings.connectors,
         &journal,
-        &statuses,
         settings.intake.max_backlog,
         &stop_rx,
-    )
-    .context("cannot start the MySQL connectors")?;
-    let _http_pulls = crate::sources::http_pull::spawn(
-        &settings.connectors,
-        &journal,
-        &statuses,
-        settings.intake.max_backlog,
-        &stop_rx,
-    )
-    .context("cannot start the HTTP pull connectors")?;
-    let meta = crate::sources::meta::spawn(
-        &settings.connectors,
-        &journal,
-        &statuses,
-        settings.intake.max_backlog,
-        &stop_rx,
-    )
-    .context("cannot start the Meta connectors")?;
-    let mut inboxes = meta.inboxes;
-    inboxes.extend(
-        crate::sources::linkedin::spawn(
-            &settings.connectors,
-            &journal,
-            &statuses,
-            settings.intake.max_backlog,
-            &stop_rx,
-        )
-        .context("cannot start the LinkedIn connectors")?,
-    );
-    crate::sources::tiktok::spawn(
-        &settings.connectors,
-        &journal,
-        &statuses,
-        settings.intake.max_backlog,
-        &stop_rx,
-    )
-    .context("cannot start the TikTok downloads")?;
-    crate::sources::tencent::spawn(
-        &settings.connectors,
-        &journal,
-        &statuses,
-        settings.intake.max_backlog,
-        &stop_rx,
-    )
-    .context("cannot start the Tencent Ads connectors")?;
+    )?;
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor.clone(),
@@ -302,7 +254,7 @@ pub async fn run_on(
         identity,
         assignment,
         processor.clone(),
-        crate::sources::Running { statuses, inboxes },
+        sources,
     );
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);

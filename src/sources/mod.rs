@@ -29,6 +29,32 @@ pub struct Running {
     pub inboxes: HashMap<String, Arc<inbox::Inbox>>,
 }
 
+/// Starts every source that runs on its own (pulls, binlog readers, fetchers of notified leads),
+/// and returns what the API needs of them. A connector that cannot start is an error here; one
+/// that fails later only shows it in its status.
+pub fn spawn_all(
+    connectors: &[ConnectorConfig],
+    journal: &crate::intake::Journal,
+    max_backlog: u64,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Running> {
+    use anyhow::Context;
+    let statuses = status::Statuses::new(connectors);
+    let (j, st, m, s) = (journal, &statuses, max_backlog, shutdown);
+    #[cfg(feature = "mysql")]
+    mysql::spawn(connectors, j, st, m, s).context("cannot start the MySQL connectors")?;
+    http_pull::spawn(connectors, j, st, m, s).context("cannot start the HTTP pulls")?;
+    tiktok::spawn(connectors, j, st, m, s).context("cannot start the TikTok downloads")?;
+    tencent::spawn(connectors, j, st, m, s).context("cannot start the Tencent Ads pulls")?;
+    let mut inboxes = meta::spawn(connectors, j, st, m, s)
+        .context("cannot start the Meta connectors")?
+        .inboxes;
+    inboxes.extend(
+        linkedin::spawn(connectors, j, st, m, s).context("cannot start the LinkedIn connectors")?,
+    );
+    Ok(Running { statuses, inboxes })
+}
+
 /// How a connector's payloads are read: the field mapping (the connector's own names first, then
 /// a platform's preset) and, for platforms whose answers are nested, the function that flattens a
 /// payload into fields. A new platform adds its arm here; the pipeline does not change.
