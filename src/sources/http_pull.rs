@@ -478,8 +478,20 @@ fn configured_size(paging: &Paging) -> Option<u32> {
     }
 }
 
-/// The page halved, and `at` renumbered to the same first row. A numbered page is halved only
-/// while its size is even, so that page numbers keep mapping to the same rows.
+/// Numbered page `p` (counted from `start`) at half of `size`, renumbered to start at the same
+/// row: page 3 of 100 is page 5 of 50. Only an even size is halved, so pages keep mapping to
+/// the same rows.
+pub fn halve_page(p: u64, start: u64, size: u32) -> Option<(u64, u32)> {
+    (size.is_multiple_of(2) && size > 1).then(|| ((p - start) * 2 + start, size / 2))
+}
+
+/// Numbered page `p` at twice `size` (never past `max`), where a page of twice the size starts
+/// exactly at the same row: page 7 of 50 is page 4 of 100.
+pub fn double_page(p: u64, start: u64, size: u32, max: u32) -> Option<(u64, u32)> {
+    ((p - start).is_multiple_of(2) && size * 2 <= max).then(|| ((p - start) / 2 + start, size * 2))
+}
+
+/// The page halved, and `at` renumbered to the same first row.
 fn shrink(paging: &Paging, at: &Position, size: u32) -> (Position, u32) {
     match (paging, at) {
         (
@@ -489,9 +501,8 @@ fn shrink(paging: &Paging, at: &Position, size: u32) -> (Position, u32) {
                 ..
             },
             Position::Page(p),
-        ) if size.is_multiple_of(2) && size > 1 => {
-            (Position::Page((p - start) * 2 + start), size / 2)
-        }
+        ) => halve_page(*p, *start, size)
+            .map_or((at.clone(), size), |(p, size)| (Position::Page(p), size)),
         (Paging::Offset { .. }, Position::Offset(o)) if size > 1 => {
             (Position::Offset(*o), size / 2)
         }
@@ -500,7 +511,6 @@ fn shrink(paging: &Paging, at: &Position, size: u32) -> (Position, u32) {
 }
 
 /// The page doubled back (never past `configured`), and `next` renumbered to the same first row.
-/// A numbered page grows only where the doubled page starts exactly at `next`.
 fn grow(
     paging: &Paging,
     next: Option<Position>,
@@ -511,10 +521,11 @@ fn grow(
         return (next, size);
     };
     match (paging, next) {
-        (Paging::Page { start, .. }, Some(Position::Page(p)))
-            if (p - start).is_multiple_of(2) && size * 2 <= max =>
-        {
-            (Some(Position::Page((p - start) / 2 + start)), size * 2)
+        (Paging::Page { start, .. }, Some(Position::Page(p))) => {
+            match double_page(p, *start, size, max) {
+                Some((p, size)) => (Some(Position::Page(p)), size),
+                None => (Some(Position::Page(p)), size),
+            }
         }
         (Paging::Offset { .. }, Some(Position::Offset(o))) => {
             (Some(Position::Offset(o)), (size * 2).min(max))

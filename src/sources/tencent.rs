@@ -31,7 +31,7 @@ use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::pipeline::retry_policy;
-use crate::sources::http_pull::PullError;
+use crate::sources::http_pull::{PullError, double_page, halve_page};
 use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
 use crate::sources::status::Statuses;
 
@@ -49,6 +49,9 @@ pub struct Checkpoint {
     /// Where the last complete poll's window ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_until: Option<i64>,
+    /// The page size in force when smaller than `page_size` (halved while throttled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
 }
 
 /// A lead's sort time in milliseconds: `leads_create_time` (or `leads_action_time`), written
@@ -188,24 +191,45 @@ impl Puller {
                 };
                 (start, now)
             });
-            let page = self.checkpoint.page.unwrap_or(1);
             let after = self.checkpoint.after.clone();
-            let leads = (|| self.fetch(window, page, after.as_ref()))
+            // Throttling halves the page; the page number is renumbered to the same row.
+            let max = self.cfg.page_size;
+            let current = std::sync::Mutex::new((
+                u64::from(self.checkpoint.page.unwrap_or(1)),
+                self.checkpoint.size.unwrap_or(max),
+            ));
+            let this = &*self;
+            let attempt = || {
+                let (page, size) = *current.lock().unwrap_or_else(|p| p.into_inner());
+                let after = after.clone();
+                async move { this.fetch(window, page, size, after.as_ref()).await }
+            };
+            let leads = attempt
                 .retry(api_retry())
                 .when(PullError::retryable)
                 .notify(|e, wait| {
+                    if matches!(e, PullError::Throttled { .. }) {
+                        let mut c = current.lock().unwrap_or_else(|p| p.into_inner());
+                        *c = halve_page(c.0, 1, c.1).unwrap_or(*c);
+                    }
                     tracing::warn!(connector = %self.cfg.name, error = %e, retry_in = ?wait, "retrying");
                 })
                 .await?;
-            let full = leads.len() >= self.cfg.page_size as usize;
+            let (page, size) = current.into_inner().unwrap_or_else(|p| p.into_inner());
+            let full = leads.len() >= size as usize;
+            let deep = (page + 1) * u64::from(size) > u64::from(self.cfg.deep_paging_limit);
+            // The next page, grown back towards `page_size` where it starts at the same row.
+            let (next_page, next_size) = if deep { (1, size) } else { (page + 1, size) };
+            let (next_page, next_size) =
+                double_page(next_page, 1, next_size, max).unwrap_or((next_page, next_size));
+            let size_kept = (next_size < max).then_some(next_size);
             let checkpoint = if !full {
                 Checkpoint {
                     done_until: Some(window.1),
+                    size: size_kept,
                     ..Checkpoint::default()
                 }
-            } else if u64::from(page + 1) * u64::from(self.cfg.page_size)
-                > u64::from(self.cfg.deep_paging_limit)
-            {
+            } else if deep {
                 // Past the rows served by page number: carry on after the last lead read.
                 let last = leads.last();
                 let position =
@@ -220,13 +244,15 @@ impl Puller {
                     page: Some(1),
                     after: Some(position),
                     done_until: self.checkpoint.done_until,
+                    size: size_kept,
                 }
             } else {
                 Checkpoint {
                     window: Some(window),
-                    page: Some(page + 1),
+                    page: u32::try_from(next_page).ok(),
                     after,
                     done_until: self.checkpoint.done_until,
+                    size: size_kept,
                 }
             };
             let now = now_rfc3339();
@@ -245,6 +271,7 @@ impl Puller {
             self.sink.shown(&checkpoint, n, |s| {
                 s.rows_read += read;
                 s.lag_seconds = lag;
+                s.page_size = Some(size);
             });
             self.checkpoint = checkpoint;
             if !full {
@@ -256,7 +283,8 @@ impl Puller {
     async fn fetch(
         &self,
         (start, end): (i64, i64),
-        page: u32,
+        page: u64,
+        size: u32,
         after: Option<&(i64, String)>,
     ) -> Result<Vec<Value>, PullError> {
         if let Some(limiter) = &self.limiter {
@@ -274,7 +302,7 @@ impl Puller {
             ("account_id", self.cfg.account_id.to_string()),
             ("time_range", time_range.to_string()),
             ("page", page.to_string()),
-            ("page_size", self.cfg.page_size.to_string()),
+            ("page_size", size.to_string()),
         ];
         if let Some((millis, id)) = after {
             query.push(("last_search_after_values", json!([millis, id]).to_string()));

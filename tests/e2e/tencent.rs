@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::support::{Broker, Gateway, consume_until, get_json, kafka_config};
 
-const PAGE: usize = 5;
-const DEPTH: usize = 10;
+const PAGE: usize = 4;
+const DEPTH: usize = 8;
 
-/// 12 leads, newest first by (time, id); 1005 and 1006 share a minute, and so do 1003 and 1002,
-/// the 10th and 11th: the search-after position must break the tie by id.
+/// 12 leads, newest first by (time, id); 1006 and 1005, the 7th and 8th, share a minute (and so
+/// do 1003 and 1002): the search-after position must break the tie by id.
 fn leads() -> Vec<Value> {
     let mut all: Vec<Value> = (1..=12)
         .map(|n: u32| {
@@ -84,6 +84,10 @@ impl LeadsApi {
             };
             let good = q.get("access_token").map(String::as_str) == Some("good-token");
             let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let size: usize = q
+                .get("page_size")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(PAGE);
             let after = q.get("last_search_after_values").cloned();
             let seen = {
                 let mut log = log.lock().unwrap();
@@ -113,7 +117,7 @@ impl LeadsApi {
             if range["time_type"] != "TIME_TYPE_CREATED_TIME" || !range["start_time"].is_i64() {
                 return err(11001, "time_range 参数错误");
             }
-            if page * PAGE > DEPTH && after.is_none() {
+            if page * size > DEPTH && after.is_none() {
                 return err(11030, "超过分页深度, 请使用 last_search_after_values");
             }
             if page == 2 && after.is_none() && seen == 1 {
@@ -136,12 +140,13 @@ impl LeadsApi {
             }
             let page_rows: Vec<Value> = rows
                 .into_iter()
-                .skip((page - 1) * PAGE)
-                .take(PAGE)
+                .skip((page - 1) * size)
+                .take(size)
                 .collect();
             axum::Json(
                 json!({"code": 0, "message": "", "data": {"leads_info": page_rows,
-                "page_info": {"page": page, "page_size": PAGE, "total_number": 12, "total_page": 3}}}),
+                "page_info": {"page": page, "page_size": size, "total_number": 12,
+                    "total_page": 12usize.div_ceil(size)}}}),
             )
         }
         let log: Log = Arc::new(Mutex::new(Vec::new()));
@@ -198,7 +203,7 @@ async fn tencent_leads_page_then_search_after_through_throttling_and_a_restart()
             .log()
             .iter()
             .any(|q| q.contains_key("last_search_after_values"));
-        if held && st["events_journaled"] == 10 && expired["state"] == "stopped" {
+        if held && st["events_journaled"] == 8 && expired["state"] == "stopped" {
             assert!(
                 expired["last_error"].as_str().unwrap().contains("11002"),
                 "{expired}"
@@ -286,19 +291,36 @@ async fn tencent_leads_page_then_search_after_through_throttling_and_a_restart()
     );
     let after: Value = serde_json::from_str(&resumed["last_search_after_values"]).unwrap();
     assert_eq!(
-        after[1], "1003",
-        "after the 10th lead, by (time, id): {after}"
+        after[1], "1005",
+        "after the 8th lead, by (time, id): {after}"
     );
     assert_eq!(
         after[0],
-        millis("2026-11-24 16:03:00"),
+        millis("2026-11-24 16:05:00"),
         "its time in ms, read in GMT+8"
     );
-    assert_eq!(
-        good.iter()
-            .filter(|q| q["page"] == "2" && !q.contains_key("last_search_after_values"))
-            .count(),
-        2,
-        "page 2 was throttled by code, then read"
-    );
+    // Page 2 was throttled by code: it was asked for again at half the size, as page 3 (the
+    // same first row); past the depth, the pages go on after the last lead, grown back.
+    let pages: Vec<(String, String, bool)> = log[..before]
+        .iter()
+        .filter(|q| q.get("access_token").map(String::as_str) == Some("good-token"))
+        .map(|q| {
+            (
+                q["page"].clone(),
+                q["page_size"].clone(),
+                q.contains_key("last_search_after_values"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, bool)> = [
+        ("1", "4", false),
+        ("2", "4", false),
+        ("3", "2", false),
+        ("4", "2", false),
+        ("1", "4", true),
+    ]
+    .iter()
+    .map(|(p, s, a)| ((*p).to_owned(), (*s).to_owned(), *a))
+    .collect();
+    assert_eq!(pages, want);
 }
