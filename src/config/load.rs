@@ -661,6 +661,19 @@ impl Loader {
                     "a LinkedIn API version is YYYYMM, e.g. \"202411\"",
                 );
             }
+            if l.owner
+                .as_deref()
+                .is_some_and(|o| !o.starts_with("urn:li:sponsoredAccount:"))
+            {
+                self.push(
+                    place,
+                    Some("owner"),
+                    "an ad account URN, e.g. \"urn:li:sponsoredAccount:507404993\"",
+                );
+            }
+            if l.page_size == 0 {
+                self.push(place, Some("page_size"), "must be at least 1");
+            }
             if l.rate_limit.is_some_and(|rl| rl.per_second == 0) {
                 self.push(place, Some("rate_limit.per_second"), "must be at least 1");
             }

@@ -743,6 +743,26 @@ pub struct LinkedinConnector {
     /// The `LinkedIn-Version` header (`YYYYMM`).
     #[serde(default = "LinkedinConnector::default_api_version")]
     pub api_version: String,
+    /// The ad account whose leads are polled (`urn:li:sponsoredAccount:123`): a reconciliation
+    /// poll beside the notifications. Unset: notifications only.
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(with = "humantime_serde", default = "LinkedinConnector::default_poll")]
+    pub poll_interval: Duration,
+    /// Each poll reads responses submitted after the last poll's end, minus this.
+    #[serde(
+        with = "humantime_serde",
+        default = "LinkedinConnector::default_overlap"
+    )]
+    pub overlap: Duration,
+    #[serde(
+        with = "humantime_serde",
+        default = "LinkedinConnector::default_initial"
+    )]
+    pub initial: Duration,
+    /// Responses per page (`count`).
+    #[serde(default = "LinkedinConnector::default_page_size")]
+    pub page_size: u32,
     /// Leads with `testLead: true`.
     #[serde(default)]
     pub test_leads: TestLeads,
@@ -763,6 +783,18 @@ impl LinkedinConnector {
     }
     fn default_api_version() -> String {
         "202411".into()
+    }
+    fn default_poll() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    fn default_overlap() -> Duration {
+        Duration::from_secs(3600)
+    }
+    fn default_initial() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    fn default_page_size() -> u32 {
+        100
     }
 }
 

@@ -23,6 +23,7 @@ use backon::Retryable;
 use governor::DefaultDirectRateLimiter;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use tokio::sync::{Mutex, watch};
@@ -31,9 +32,10 @@ use crate::config::{ConnectorConfig, FieldMapping};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
+use crate::pipeline::retry_policy;
 use crate::sources::http_pull::PullError;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
-use crate::sources::pull::{PageSink, api_retry};
+use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
 use crate::sources::status::Statuses;
 use crate::sources::webhook::SignatureError;
 
@@ -327,16 +329,15 @@ impl Api {
         let Some(form) = urn.and_then(form_id) else {
             return Map::new();
         };
-        if let Some(known) = self.forms.lock().await.get(form) {
+        // Held while the form is read, so the fetcher and the poll read it once between them.
+        let mut forms = self.forms.lock().await;
+        if let Some(known) = forms.get(form) {
             return known.clone();
         }
         match self.get(&format!("leadForms/{form}")).await {
             Ok(f) => {
                 let names = question_names(&f);
-                self.forms
-                    .lock()
-                    .await
-                    .insert(form.to_owned(), names.clone());
+                forms.insert(form.to_owned(), names.clone());
                 names
             }
             Err(e) => {
@@ -347,25 +348,139 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The event of a form response read from the API, its form's questions added.
+    async fn event(&self, mut response: Value, fallback_id: Option<&str>) -> IntakeEvent {
+        let questions = self.questions(&response).await;
+        let id = response
+            .get("id")
+            .and_then(Value::as_str)
+            .or(fallback_id)
+            .map(str::to_owned);
+        let test = response.get("testLead").and_then(Value::as_bool) == Some(true);
+        if let Some(obj) = response.as_object_mut() {
+            obj.insert("questions".into(), Value::Object(questions));
+        }
+        let mut e = IntakeEvent::new(&self.name, SourceKind::Platform, id, response);
+        e.received_at = now_rfc3339();
+        e.test = test;
+        e
+    }
+}
+
 struct ApiFetch(Arc<Api>);
 
 impl Fetch for ApiFetch {
     async fn fetch(&self, notice: &Notice) -> Result<IntakeEvent, PullError> {
         let api = &self.0;
-        let mut response = api.get(&format!("leadFormResponses/{}", notice.id)).await?;
-        let questions = api.questions(&response).await;
-        let id = response
-            .get("id")
-            .and_then(Value::as_str)
-            .map_or_else(|| notice.id.clone(), str::to_owned);
-        let test = response.get("testLead").and_then(Value::as_bool) == Some(true);
-        if let Some(obj) = response.as_object_mut() {
-            obj.insert("questions".into(), Value::Object(questions));
+        let response = api.get(&format!("leadFormResponses/{}", notice.id)).await?;
+        Ok(api.event(response, Some(&notice.id)).await)
+    }
+}
+
+/// Where the reconciliation poll stands; the connector's checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollCheckpoint {
+    /// The poll under way: responses submitted in `[start, end]` (unix ms), from `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<(i64, i64)>,
+    #[serde(default)]
+    pub offset: u64,
+    /// Where the last complete poll's window ended (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_until: Option<i64>,
+}
+
+/// The `owner` and `submittedAtTimeRange` of a poll request, in Rest.li 2.0 syntax (the URN's
+/// reserved characters percent-encoded inside the parentheses).
+fn poll_query(owner: &str, (start, end): (i64, i64), offset: u64, count: u32) -> String {
+    let urn: String = form_urlencoded::byte_serialize(owner.as_bytes()).collect();
+    let kind = owner
+        .strip_prefix("urn:li:")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or("sponsoredAccount");
+    format!(
+        "leadFormResponses?q=owner&owner=({kind}:{urn})&leadType=(leadType:SPONSORED)\
+         &limitedToTestLeads=false&submittedAtTimeRange=(start:{start},end:{end})\
+         &start={offset}&count={count}"
+    )
+}
+
+struct Poller {
+    api: Arc<Api>,
+    owner: String,
+    cfg: crate::config::LinkedinConnector,
+    sink: PageSink,
+    checkpoint: PollCheckpoint,
+}
+
+impl Poller {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = retry_policy();
+        while !*shutdown.borrow() {
+            let outcome = self.poll(&shutdown).await;
+            let pause = settle(
+                &self.sink.statuses,
+                &self.cfg.name,
+                outcome,
+                &mut backoff,
+                self.cfg.poll_interval,
+            );
+            sleep_or_stop(pause, &mut shutdown).await;
         }
-        let mut e = IntakeEvent::new(&api.name, SourceKind::Platform, Some(id), response);
-        e.received_at = now_rfc3339();
-        e.test = test;
-        Ok(e)
+    }
+
+    async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let window = self.checkpoint.window.unwrap_or_else(|| {
+                let now = jiff::Timestamp::now().as_millisecond();
+                let start = match self.checkpoint.done_until {
+                    Some(end) => end - millis(self.cfg.overlap),
+                    None => now - millis(self.cfg.initial),
+                };
+                (start, now)
+            });
+            let offset = self.checkpoint.offset;
+            let path = poll_query(&self.owner, window, offset, self.cfg.page_size);
+            let page = self.api.get(&path).await?;
+            let elements = match page.get("elements") {
+                Some(Value::Array(a)) => a.clone(),
+                None | Some(Value::Null) => Vec::new(),
+                Some(_) => return Err(PullError::Shape("`elements` is not an array".into())),
+            };
+            let last = elements.len() < self.cfg.page_size as usize;
+            let checkpoint = if last {
+                PollCheckpoint {
+                    done_until: Some(window.1),
+                    ..PollCheckpoint::default()
+                }
+            } else {
+                PollCheckpoint {
+                    window: Some(window),
+                    offset: offset + elements.len() as u64,
+                    done_until: self.checkpoint.done_until,
+                }
+            };
+            let read = elements.len() as u64;
+            let mut events = Vec::with_capacity(elements.len());
+            for response in elements {
+                events.push(self.api.event(response, None).await);
+            }
+            let n = self.sink.send(events, &checkpoint).await?;
+            let lag = lag_since(checkpoint.done_until.map(|ms| ms / 1000));
+            self.sink.shown(&checkpoint, n, |s| {
+                s.rows_read += read;
+                s.lag_seconds = lag;
+            });
+            self.checkpoint = checkpoint;
+            if last {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -397,11 +512,22 @@ pub fn spawn(
             limiter: cfg.rate_limit.and_then(|rl| rl.limiter()),
             forms: Mutex::new(HashMap::new()),
         };
+        let api = Arc::new(api);
         tokio::spawn(run_fetcher(
-            ApiFetch(Arc::new(api)),
+            ApiFetch(api.clone()),
             inbox.clone(),
             shutdown.clone(),
         ));
+        if let Some(owner) = &cfg.owner {
+            let poller = Poller {
+                checkpoint: sink.checkpoint()?,
+                api,
+                owner: owner.clone(),
+                cfg: (**cfg).clone(),
+                sink,
+            };
+            tokio::spawn(poller.run(shutdown.clone()));
+        }
         inboxes.insert(cfg.name.clone(), inbox);
     }
     Ok(inboxes)
@@ -488,6 +614,16 @@ mod tests {
         assert_eq!(
             unnamed["3"], "lei.li@example.com",
             "without the form: question ids"
+        );
+    }
+
+    #[test]
+    fn poll_requests_are_written_in_restli_syntax() {
+        assert_eq!(
+            poll_query("urn:li:sponsoredAccount:507404993", (1, 2), 200, 100),
+            "leadFormResponses?q=owner&owner=(sponsoredAccount:urn%3Ali%3AsponsoredAccount%3A507404993)\
+             &leadType=(leadType:SPONSORED)&limitedToTestLeads=false\
+             &submittedAtTimeRange=(start:1,end:2)&start=200&count=100"
         );
     }
 

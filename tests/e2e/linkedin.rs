@@ -55,6 +55,9 @@ impl MarketingApi {
             State((log, release)): State<Shared>,
             Path(path): Path<String>,
             headers: HeaderMap,
+            axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >,
         ) -> Response {
             let token = headers
                 .get("authorization")
@@ -62,7 +65,10 @@ impl MarketingApi {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("")
                 .to_owned();
-            let entry = format!("{token} {path}");
+            let entry = match q.get("start") {
+                Some(start) => format!("{token} {path} start={start}"),
+                None => format!("{token} {path}"),
+            };
             let seen = {
                 let mut log = log.lock().unwrap();
                 log.push(entry.clone());
@@ -76,6 +82,39 @@ impl MarketingApi {
             if headers.get("linkedin-version").is_none() {
                 let body = json!({"status": 426, "message": "A version must be present"});
                 return (StatusCode::UPGRADE_REQUIRED, axum::Json(body)).into_response();
+            }
+            if path == "leadFormResponses" {
+                // The reconciliation poll: r1, r2 (also notified), r5, r6, r7; pages of `count`.
+                let owner = "(sponsoredAccount:urn:li:sponsoredAccount:507404993)";
+                if q.get("q").map(String::as_str) != Some("owner")
+                    || q.get("owner").map(String::as_str) != Some(owner)
+                    || !q
+                        .get("submittedAtTimeRange")
+                        .is_some_and(|r| r.starts_with("(start:"))
+                {
+                    let body = json!({"status": 400, "message": format!("bad query {q:?}")});
+                    return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+                }
+                let start: usize = q["start"].parse().unwrap();
+                let count: usize = q["count"].parse().unwrap();
+                if start == 2 && seen == 1 {
+                    return (StatusCode::TOO_MANY_REQUESTS, [("Retry-After", "1")], "")
+                        .into_response();
+                }
+                if start == 4 {
+                    let mut r = release.clone();
+                    let _ = r.wait_for(|go| *go).await;
+                }
+                let all = [("r1", 1), ("r2", 2), ("r5", 5), ("r6", 6), ("r7", 7)];
+                let elements: Vec<Value> = all
+                    .iter()
+                    .skip(start)
+                    .take(count)
+                    .map(|(id, n)| response(id, *n, false))
+                    .collect();
+                return axum::Json(json!({"elements": elements,
+                    "paging": {"start": start, "count": count, "total": all.len(), "links": []}}))
+                .into_response();
             }
             let Some(id) = path.strip_prefix("leadFormResponses/") else {
                 return if path == "leadForms/1234" {
@@ -127,6 +166,7 @@ fn connector(name: &str, port: u16, token: &str) -> String {
     format!(
         "[[connectors]]\nname = \"{name}\"\ntype = \"linkedin\"\nclient_secret = \"{SECRET}\"\n\
          access_token = \"{token}\"\napi_url = \"http://127.0.0.1:{port}/rest\"\n\
+         owner = \"urn:li:sponsoredAccount:507404993\"\npage_size = 2\npoll_interval = \"1h\"\n\
          [connectors.mapping]\nnotes = [\"预算\"]\n"
     )
 }
@@ -224,10 +264,11 @@ async fn linkedin_leads_are_validated_fetched_with_their_questions_and_published
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let revoked = status("li-revoked").await;
-        if api
-            .log()
-            .iter()
-            .any(|e| e == "good-token leadFormResponses/r3")
+        let log = api.log();
+        if log.iter().any(|e| e == "good-token leadFormResponses/r3")
+            && log
+                .iter()
+                .any(|e| e == "good-token leadFormResponses start=4")
             && revoked["state"] == "stopped"
         {
             assert!(
@@ -253,14 +294,18 @@ async fn linkedin_leads_are_validated_fetched_with_their_questions_and_published
         &broker.brokers(),
         "leads.clean",
         Duration::from_secs(60),
-        |got| got.len() >= 3,
+        |got| got.len() >= 6,
     );
     let mut ids: Vec<&str> = clean
         .iter()
         .map(|c| c.value["source"]["external_id"].as_str().unwrap())
         .collect();
     ids.sort();
-    assert_eq!(ids, ["r1", "r2", "r3"]);
+    assert_eq!(
+        ids,
+        ["r1", "r2", "r3", "r5", "r6", "r7"],
+        "notified, polled, or both: each once"
+    );
     let r1 = &clean
         .iter()
         .find(|c| c.value["source"]["external_id"] == "r1")
@@ -296,6 +341,24 @@ async fn linkedin_leads_are_validated_fetched_with_their_questions_and_published
     assert!(
         after.contains(&"good-token leadFormResponses/r3".to_owned()),
         "{after:?}"
+    );
+    let polled: Vec<&String> = after
+        .iter()
+        .filter(|e| e.starts_with("good-token leadFormResponses start="))
+        .collect();
+    assert_eq!(
+        polled.first().map(|e| e.as_str()),
+        Some("good-token leadFormResponses start=4"),
+        "the poll resumed mid-pull: {after:?}"
+    );
+    let before_kill = &api.log()[..before];
+    assert_eq!(
+        before_kill
+            .iter()
+            .filter(|e| *e == "good-token leadFormResponses start=2")
+            .count(),
+        2,
+        "the 429 was retried"
     );
     let all = api.log();
     assert_eq!(
@@ -337,5 +400,5 @@ async fn linkedin_leads_are_validated_fetched_with_their_questions_and_published
         Duration::from_secs(3),
         |_| false,
     );
-    assert_eq!(clean.len(), 3, "each lead once");
+    assert_eq!(clean.len(), 6, "each lead once");
 }
