@@ -28,8 +28,7 @@ use tokio::sync::watch;
 use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Method, Paging};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
-use crate::pipeline::retry_policy;
-use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
+use crate::sources::pull::{PageSink, Poll, api_retry, lag_since, next_window, run_polls, secs};
 use crate::sources::status::{State, Statuses};
 
 /// Where the next request starts; stored in the journal with the page before it.
@@ -129,7 +128,7 @@ pub fn spawn(
             sink,
             checkpoint,
         };
-        tasks.push(tokio::spawn(puller.run(shutdown.clone())));
+        tasks.push(tokio::spawn(run_polls(puller, shutdown.clone())));
     }
     Ok(tasks)
 }
@@ -142,24 +141,23 @@ struct Puller {
     checkpoint: Checkpoint,
 }
 
-impl Puller {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = retry_policy();
-        while !*shutdown.borrow() {
-            let outcome = self.poll(&shutdown).await;
-            let pause = settle(
-                &self.sink.statuses,
-                &self.cfg.name,
-                outcome,
-                &mut backoff,
-                self.cfg.poll_interval,
-            );
-            sleep_or_stop(pause, &mut shutdown).await;
-        }
+impl Poll for Puller {
+    fn sink(&self) -> &PageSink {
+        &self.sink
     }
 
-    /// Reads pages from the checkpoint to the last one, journaling each with the next position.
+    fn interval(&self) -> Duration {
+        self.cfg.poll_interval
+    }
+
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        self.read_all(shutdown).await
+    }
+}
+
+impl Puller {
+    /// Reads pages from the checkpoint to the last one, journaling each with the next position.
+    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -248,12 +246,12 @@ impl Puller {
             return Some(under_way);
         }
         let now = jiff::Timestamp::now().as_second();
-        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
-        let start = match self.checkpoint.done_until {
-            Some(end) => end - secs(w.overlap),
-            None => now - secs(w.initial),
-        };
-        Some((start, now))
+        Some(next_window(
+            self.checkpoint.done_until,
+            now,
+            secs(w.overlap),
+            secs(w.initial),
+        ))
     }
 
     fn event(&self, record: &Value, now: &str) -> IntakeEvent {

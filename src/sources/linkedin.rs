@@ -32,10 +32,9 @@ use crate::config::{ConnectorConfig, FieldMapping};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
-use crate::pipeline::retry_policy;
 use crate::sources::http_pull::PullError;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
-use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
+use crate::sources::pull::{PageSink, Poll, api_retry, lag_since, next_window, run_polls};
 use crate::sources::status::Statuses;
 use crate::sources::webhook::SignatureError;
 
@@ -414,23 +413,22 @@ struct Poller {
     checkpoint: PollCheckpoint,
 }
 
-impl Poller {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = retry_policy();
-        while !*shutdown.borrow() {
-            let outcome = self.poll(&shutdown).await;
-            let pause = settle(
-                &self.sink.statuses,
-                &self.cfg.name,
-                outcome,
-                &mut backoff,
-                self.cfg.poll_interval,
-            );
-            sleep_or_stop(pause, &mut shutdown).await;
-        }
+impl Poll for Poller {
+    fn sink(&self) -> &PageSink {
+        &self.sink
+    }
+
+    fn interval(&self) -> Duration {
+        self.cfg.poll_interval
     }
 
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        self.read_all(shutdown).await
+    }
+}
+
+impl Poller {
+    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
         loop {
             if *shutdown.borrow() {
@@ -438,11 +436,13 @@ impl Poller {
             }
             let window = self.checkpoint.window.unwrap_or_else(|| {
                 let now = jiff::Timestamp::now().as_millisecond();
-                let start = match self.checkpoint.done_until {
-                    Some(end) => end - millis(self.cfg.overlap),
-                    None => now - millis(self.cfg.initial),
-                };
-                (start, now)
+                let (overlap, initial) = (self.cfg.overlap, self.cfg.initial);
+                next_window(
+                    self.checkpoint.done_until,
+                    now,
+                    millis(overlap),
+                    millis(initial),
+                )
             });
             let offset = self.checkpoint.offset;
             let path = poll_query(&self.owner, window, offset, self.cfg.page_size);
@@ -526,7 +526,7 @@ pub fn spawn(
                 cfg: (**cfg).clone(),
                 sink,
             };
-            tokio::spawn(poller.run(shutdown.clone()));
+            tokio::spawn(run_polls(poller, shutdown.clone()));
         }
         inboxes.insert(cfg.name.clone(), inbox);
     }

@@ -42,10 +42,11 @@ use crate::config::{ConnectorConfig, FieldMapping, MetaConnector, SignatureConfi
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
-use crate::pipeline::retry_policy;
 use crate::sources::http_pull::PullError;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
-use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
+use crate::sources::pull::{
+    PageSink, Poll, api_retry, lag_since, next_window, run_polls, secs, sleep_or_stop,
+};
 use crate::sources::status::Statuses;
 
 /// The lead fields asked of the Graph API, by a fetch and a poll alike, so both give the same
@@ -507,7 +508,7 @@ pub fn spawn(
             };
             started
                 .tasks
-                .push(tokio::spawn(poller.run(shutdown.clone())));
+                .push(tokio::spawn(run_polls(poller, shutdown.clone())));
         }
         started.inboxes.insert(cfg.name.clone(), inbox);
     }
@@ -534,23 +535,22 @@ struct Poller {
     limit: AtomicU32,
 }
 
-impl Poller {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = retry_policy();
-        while !*shutdown.borrow() {
-            let outcome = self.poll(&shutdown).await;
-            let pause = settle(
-                &self.sink.statuses,
-                &self.cfg.name,
-                outcome,
-                &mut backoff,
-                self.cfg.poll_interval,
-            );
-            sleep_or_stop(pause, &mut shutdown).await;
-        }
+impl Poll for Poller {
+    fn sink(&self) -> &PageSink {
+        &self.sink
+    }
+
+    fn interval(&self) -> Duration {
+        self.cfg.poll_interval
     }
 
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        self.read_all(shutdown).await
+    }
+}
+
+impl Poller {
+    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         for form in self.cfg.forms.clone() {
             self.poll_form(&form, shutdown).await?;
         }
@@ -563,7 +563,6 @@ impl Poller {
         form: &str,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(), PullError> {
-        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -573,11 +572,8 @@ impl Poller {
                 (Some(since), Some(started)) => (since, started),
                 _ => {
                     let now = jiff::Timestamp::now().as_second();
-                    let since = match cur.done_until {
-                        Some(done) => done - secs(self.cfg.overlap),
-                        None => now - secs(self.cfg.initial),
-                    };
-                    (since, now)
+                    let (overlap, initial) = (secs(self.cfg.overlap), secs(self.cfg.initial));
+                    next_window(cur.done_until, now, overlap, initial)
                 }
             };
             let url = match &cur.next {

@@ -146,3 +146,46 @@ pub fn settle(
 pub fn lag_since(until: Option<i64>) -> Option<f64> {
     until.map(|u| (jiff::Timestamp::now().as_second() - u).max(0) as f64)
 }
+
+/// A connector that polls an API: one `poll` reads from the checkpoint to the last page.
+pub trait Poll: Send + 'static {
+    fn sink(&self) -> &PageSink;
+    /// The pause after a poll that succeeded.
+    fn interval(&self) -> Duration;
+    fn poll(
+        &mut self,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<(), PullError>> + Send;
+}
+
+/// Polls until shutdown: each outcome is settled in the status, then the pause it calls for.
+pub async fn run_polls(mut p: impl Poll, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = retry_policy();
+    while !*shutdown.borrow() {
+        let outcome = p.poll(&shutdown).await;
+        let sink = p.sink();
+        let pause = settle(
+            &sink.statuses,
+            &sink.name,
+            outcome,
+            &mut backoff,
+            p.interval(),
+        );
+        sleep_or_stop(pause, &mut shutdown).await;
+    }
+}
+
+/// The time window of a new poll: from where the last one ended minus `overlap`, or `initial`
+/// back from `now` for the first, to `now` (all in the same unit).
+pub fn next_window(done_until: Option<i64>, now: i64, overlap: i64, initial: i64) -> (i64, i64) {
+    let start = match done_until {
+        Some(end) => end - overlap,
+        None => now - initial,
+    };
+    (start, now)
+}
+
+/// Whole seconds of `d`, for window arithmetic.
+pub fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
+}

@@ -30,9 +30,8 @@ use crate::config::{ConnectorConfig, FieldMapping, TencentConnector};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
-use crate::pipeline::retry_policy;
 use crate::sources::http_pull::{PullError, double_page, halve_page};
-use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
+use crate::sources::pull::{PageSink, Poll, api_retry, lag_since, next_window, run_polls, secs};
 use crate::sources::status::Statuses;
 
 /// Where the next request starts; stored in the journal with the page before it.
@@ -148,7 +147,7 @@ pub fn spawn(
             client: client.clone(),
             sink,
         };
-        tokio::spawn(puller.run(shutdown.clone()));
+        tokio::spawn(run_polls(puller, shutdown.clone()));
     }
     Ok(())
 }
@@ -161,35 +160,30 @@ struct Puller {
     checkpoint: Checkpoint,
 }
 
-impl Puller {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = retry_policy();
-        while !*shutdown.borrow() {
-            let outcome = self.poll(&shutdown).await;
-            let pause = settle(
-                &self.sink.statuses,
-                &self.cfg.name,
-                outcome,
-                &mut backoff,
-                self.cfg.poll_interval,
-            );
-            sleep_or_stop(pause, &mut shutdown).await;
-        }
+impl Poll for Puller {
+    fn sink(&self) -> &PageSink {
+        &self.sink
+    }
+
+    fn interval(&self) -> Duration {
+        self.cfg.poll_interval
     }
 
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
-        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2);
+        self.read_all(shutdown).await
+    }
+}
+
+impl Puller {
+    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
             let window = self.checkpoint.window.unwrap_or_else(|| {
                 let now = jiff::Timestamp::now().as_second();
-                let start = match self.checkpoint.done_until {
-                    Some(end) => end - secs(self.cfg.overlap),
-                    None => now - secs(self.cfg.initial),
-                };
-                (start, now)
+                let (overlap, initial) = (secs(self.cfg.overlap), secs(self.cfg.initial));
+                next_window(self.checkpoint.done_until, now, overlap, initial)
             });
             let after = self.checkpoint.after.clone();
             // Throttling halves the page; the page number is renumbered to the same row.

@@ -34,10 +34,9 @@ use crate::config::{ConnectorConfig, FieldMapping, SignatureConfig, TiktokConnec
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
-use crate::pipeline::retry_policy;
 use crate::sources::file::{Format, decode, rows};
 use crate::sources::http_pull::PullError;
-use crate::sources::pull::{PageSink, api_retry, lag_since, settle, sleep_or_stop};
+use crate::sources::pull::{PageSink, Poll, api_retry, lag_since, run_polls};
 use crate::sources::status::Statuses;
 
 /// Downloaded rows journaled per transaction.
@@ -215,28 +214,27 @@ pub fn spawn(
             client: client.clone(),
             sink,
         };
-        tokio::spawn(puller.run(shutdown.clone()));
+        tokio::spawn(run_polls(puller, shutdown.clone()));
     }
     Ok(())
 }
 
-impl Puller {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = retry_policy();
-        while !*shutdown.borrow() {
-            let outcome = self.poll(&shutdown).await;
-            let pause = settle(
-                &self.sink.statuses,
-                &self.cfg.name,
-                outcome,
-                &mut backoff,
-                self.cfg.poll_interval,
-            );
-            sleep_or_stop(pause, &mut shutdown).await;
-        }
+impl Poll for Puller {
+    fn sink(&self) -> &PageSink {
+        &self.sink
+    }
+
+    fn interval(&self) -> Duration {
+        self.cfg.poll_interval
     }
 
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        self.read_all(shutdown).await
+    }
+}
+
+impl Puller {
+    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         for page in self.cfg.page_ids.clone() {
             if *shutdown.borrow() {
                 return Ok(());
