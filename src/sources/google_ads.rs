@@ -46,11 +46,7 @@ pub fn take_key(payload: &mut Value, expected: &str) -> Result<(), KeyError> {
 
 /// The platform's id of the lead.
 pub fn lead_id(payload: &Value) -> Option<String> {
-    match payload.get("lead_id")? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    crate::sources::id_text(payload.get("lead_id")?)
 }
 
 pub fn is_test(payload: &Value) -> bool {
@@ -86,30 +82,20 @@ pub fn fields(payload: &Value) -> Value {
     Value::Object(out)
 }
 
-/// The preset mapping of Google's column ids; the connector's own `mapping` comes first.
-pub fn preset() -> FieldMapping {
-    let pairs: [(ContactField, &[&str]); 7] = [
-        (ContactField::Name, &["FULL_NAME"]),
-        (ContactField::Phone, &["PHONE_NUMBER", "WORK_PHONE"]),
-        (ContactField::Email, &["EMAIL", "WORK_EMAIL"]),
-        (ContactField::Company, &["COMPANY_NAME"]),
-        (ContactField::Title, &["JOB_TITLE"]),
-        (ContactField::City, &["CITY"]),
-        (ContactField::Province, &["REGION"]),
-    ];
-    pairs
-        .into_iter()
-        .map(|(field, names)| (field, names.iter().map(|n| (*n).to_owned()).collect()))
-        .collect()
-}
+/// Google's column ids, by contact field.
+const PRESET: &[(ContactField, &[&str])] = &[
+    (ContactField::Name, &["FULL_NAME"]),
+    (ContactField::Phone, &["PHONE_NUMBER", "WORK_PHONE"]),
+    (ContactField::Email, &["EMAIL", "WORK_EMAIL"]),
+    (ContactField::Company, &["COMPANY_NAME"]),
+    (ContactField::Title, &["JOB_TITLE"]),
+    (ContactField::City, &["CITY"]),
+    (ContactField::Province, &["REGION"]),
+];
 
 /// `mapping` first, then the preset's names for the same field.
 pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
-    let mut out = mapping.clone();
-    for (field, names) in preset() {
-        out.entry(field).or_default().extend(names);
-    }
-    out
+    crate::sources::with_preset(mapping, PRESET)
 }
 
 #[cfg(test)]

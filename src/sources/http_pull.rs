@@ -109,10 +109,7 @@ pub fn spawn(
     max_backlog: u64,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
     let mut tasks = Vec::new();
     for c in connectors {
         let Some(cfg) = crate::sources::pull_of(c) else {

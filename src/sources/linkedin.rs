@@ -177,11 +177,7 @@ pub fn fields(response: &Value) -> Value {
     let Some(obj) = response.as_object() else {
         return response.clone();
     };
-    let mut out: Map<String, Value> = obj
-        .iter()
-        .filter(|(_, v)| !v.is_array() && !v.is_object())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut out = crate::sources::scalars(obj);
     let names = obj.get("questions").and_then(Value::as_object);
     let answers = response
         .pointer("/formResponse/answers")
@@ -212,23 +208,19 @@ pub fn fields(response: &Value) -> Value {
 
 /// The preset mapping of LinkedIn's predefined fields; the connector's own `mapping` first.
 pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
-    let preset: [(ContactField, &[&str]); 8] = [
-        (ContactField::Name, &["FULL_NAME"]),
-        (ContactField::Phone, &["PHONE_NUMBER", "WORK_PHONE"]),
-        (ContactField::Email, &["EMAIL", "WORK_EMAIL"]),
-        (ContactField::Company, &["COMPANY_NAME"]),
-        (ContactField::Title, &["JOB_TITLE"]),
-        (ContactField::Industry, &["INDUSTRY"]),
-        (ContactField::City, &["CITY"]),
-        (ContactField::Province, &["STATE"]),
-    ];
-    let mut out = mapping.clone();
-    for (field, names) in preset {
-        out.entry(field)
-            .or_default()
-            .extend(names.iter().map(|n| (*n).to_owned()));
-    }
-    out
+    crate::sources::with_preset(
+        mapping,
+        &[
+            (ContactField::Name, &["FULL_NAME"]),
+            (ContactField::Phone, &["PHONE_NUMBER", "WORK_PHONE"]),
+            (ContactField::Email, &["EMAIL", "WORK_EMAIL"]),
+            (ContactField::Company, &["COMPANY_NAME"]),
+            (ContactField::Title, &["JOB_TITLE"]),
+            (ContactField::Industry, &["INDUSTRY"]),
+            (ContactField::City, &["CITY"]),
+            (ContactField::Province, &["STATE"]),
+        ],
+    )
 }
 
 /// What an HTTP answer of the Marketing API means.
@@ -492,10 +484,7 @@ pub fn spawn(
     max_backlog: u64,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<HashMap<String, Arc<Inbox>>> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
     let mut inboxes = HashMap::new();
     for c in connectors {
         let ConnectorConfig::Linkedin(cfg) = c else {

@@ -34,7 +34,7 @@ use governor::DefaultDirectRateLimiter;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
@@ -43,6 +43,7 @@ use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::http_pull::PullError;
+use crate::sources::id_text;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
 use crate::sources::pull::{
     PageSink, Poll, api_retry, lag_since, next_window, run_polls, secs, sleep_or_stop,
@@ -126,15 +127,6 @@ pub fn notifications(payload: &Value) -> Vec<Notice> {
         .collect()
 }
 
-/// Graph ids come as strings or numbers.
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// The fields a lead is mapped from: its top-level scalars (`id`, `created_time`, `ad_id`,
 /// `form_id`, ...), then each answer of `field_data` under its question key (several values are
 /// joined with `, `). `first_name` and `last_name` make a `full_name` when there is none.
@@ -142,11 +134,7 @@ pub fn fields(lead: &Value) -> Value {
     let Some(obj) = lead.as_object() else {
         return lead.clone();
     };
-    let mut out: Map<String, Value> = obj
-        .iter()
-        .filter(|(_, v)| !v.is_array() && !v.is_object())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut out = crate::sources::scalars(obj);
     for answer in obj
         .get("field_data")
         .and_then(Value::as_array)
@@ -179,23 +167,19 @@ pub fn fields(lead: &Value) -> Value {
 
 /// The preset mapping of Meta's standard question keys; the connector's own `mapping` first.
 pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
-    let preset: [(ContactField, &[&str]); 8] = [
-        (ContactField::Name, &["full_name"]),
-        (ContactField::Phone, &["phone_number", "work_phone_number"]),
-        (ContactField::Email, &["email", "work_email"]),
-        (ContactField::Company, &["company_name"]),
-        (ContactField::Title, &["job_title"]),
-        (ContactField::City, &["city"]),
-        (ContactField::Province, &["state", "province"]),
-        (ContactField::Address, &["street_address"]),
-    ];
-    let mut out = mapping.clone();
-    for (field, names) in preset {
-        out.entry(field)
-            .or_default()
-            .extend(names.iter().map(|n| (*n).to_owned()));
-    }
-    out
+    crate::sources::with_preset(
+        mapping,
+        &[
+            (ContactField::Name, &["full_name"]),
+            (ContactField::Phone, &["phone_number", "work_phone_number"]),
+            (ContactField::Email, &["email", "work_email"]),
+            (ContactField::Company, &["company_name"]),
+            (ContactField::Title, &["job_title"]),
+            (ContactField::City, &["city"]),
+            (ContactField::Province, &["state", "province"]),
+            (ContactField::Address, &["street_address"]),
+        ],
+    )
 }
 
 /// The event of a lead read from the Graph API.
@@ -462,10 +446,7 @@ pub fn spawn(
     max_backlog: u64,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Started> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
     let mut started = Started::default();
     for c in connectors {
         let ConnectorConfig::Meta(cfg) = c else {

@@ -107,3 +107,37 @@ pub fn pull_of(
         _ => None,
     }
 }
+
+/// A platform's id as text: ids come as strings or as numbers.
+pub fn id_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The top-level scalars of a payload (its ids, times, flat answers), the start of the fields a
+/// platform's mapping reads.
+pub fn scalars(
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    obj.iter()
+        .filter(|(_, v)| !v.is_array() && !v.is_object())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `mapping` first, then a platform's preset names for each contact field.
+pub fn with_preset(
+    mapping: &FieldMapping,
+    preset: &[(crate::mapping::ContactField, &[&str])],
+) -> FieldMapping {
+    let mut out = mapping.clone();
+    for (field, names) in preset {
+        out.entry(*field)
+            .or_default()
+            .extend(names.iter().map(|n| (*n).to_owned()));
+    }
+    out
+}

@@ -124,21 +124,13 @@ pub fn pushed(message: &Value) -> Result<(Vec<Value>, Option<String>), PushError
         Value::Array(items) if items.iter().all(Value::is_object) => items,
         _ => return Err(PushError::BadData("not an object".into())),
     };
-    let id = match message.get("message_id") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
+    let id = message.get("message_id").and_then(crate::sources::id_text);
     Ok((leads, id))
 }
 
 /// A lead's `clue_id` as text.
 pub fn clue_id(lead: &Value) -> Option<String> {
-    match lead.get("clue_id")? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    crate::sources::id_text(lead.get("clue_id")?)
 }
 
 /// `clue_source = 4`: a lead from an ad preview.

@@ -189,3 +189,11 @@ pub fn next_window(done_until: Option<i64>, now: i64, overlap: i64, initial: i64
 pub fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
 }
+
+/// The HTTP client of a platform connector: its user agent, and `timeout` per request.
+pub fn api_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

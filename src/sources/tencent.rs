@@ -73,11 +73,7 @@ fn sort_millis(lead: &Value, time_type: &str) -> Option<i64> {
 }
 
 fn leads_id(lead: &Value) -> Option<String> {
-    match lead.get("leads_id")? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    crate::sources::id_text(lead.get("leads_id")?)
 }
 
 /// The fields a lead is mapped from: its top-level scalars, then the answers inside `bundle` (a
@@ -108,19 +104,15 @@ pub fn fields(lead: &Value) -> Value {
 
 /// The preset mapping of Tencent's lead fields; the connector's own `mapping` first.
 pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
-    let preset: [(ContactField, &[&str]); 4] = [
-        (ContactField::Name, &["leads_name"]),
-        (ContactField::Phone, &["leads_telephone"]),
-        (ContactField::Email, &["leads_email"]),
-        (ContactField::Address, &["leads_address"]),
-    ];
-    let mut out = mapping.clone();
-    for (field, names) in preset {
-        out.entry(field)
-            .or_default()
-            .extend(names.iter().map(|n| (*n).to_owned()));
-    }
-    out
+    crate::sources::with_preset(
+        mapping,
+        &[
+            (ContactField::Name, &["leads_name"]),
+            (ContactField::Phone, &["leads_telephone"]),
+            (ContactField::Email, &["leads_email"]),
+            (ContactField::Address, &["leads_address"]),
+        ],
+    )
 }
 
 /// Starts every Tencent connector's pull.
@@ -131,10 +123,7 @@ pub fn spawn(
     max_backlog: u64,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
     for c in connectors {
         let ConnectorConfig::Tencent(cfg) = c else {
             continue;

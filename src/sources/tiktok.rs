@@ -27,7 +27,7 @@ use backon::Retryable;
 use governor::DefaultDirectRateLimiter;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::config::{ConnectorConfig, FieldMapping, SignatureConfig, TiktokConnector};
@@ -63,12 +63,7 @@ pub fn entries(callback: &Value) -> Vec<Value> {
 
 /// A lead's id: a callback entry's `id`, or a downloaded row's `id_column`.
 pub fn lead_id(lead: &Value, id_column: &str) -> Option<String> {
-    let v = lead.get("id").or_else(|| lead.get(id_column))?;
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    crate::sources::id_text(lead.get("id").or_else(|| lead.get(id_column))?)
 }
 
 /// The fields a lead is mapped from: its top-level scalars, then each answer of `changes` under
@@ -77,11 +72,7 @@ pub fn fields(lead: &Value) -> Value {
     let Some(obj) = lead.as_object() else {
         return lead.clone();
     };
-    let mut out: Map<String, Value> = obj
-        .iter()
-        .filter(|(_, v)| !v.is_array() && !v.is_object())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut out = crate::sources::scalars(obj);
     let changes = obj.get("changes").and_then(Value::as_array);
     for c in changes.into_iter().flatten() {
         if let (Some(field), Some(value)) = (c.get("field").and_then(Value::as_str), c.get("value"))
@@ -94,22 +85,18 @@ pub fn fields(lead: &Value) -> Value {
 
 /// The preset mapping of TikTok's standard questions; the connector's own `mapping` first.
 pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
-    let preset: [(ContactField, &[&str]); 7] = [
-        (ContactField::Name, &["name", "full_name"]),
-        (ContactField::Phone, &["phone_number", "phone"]),
-        (ContactField::Email, &["email"]),
-        (ContactField::Company, &["company_name"]),
-        (ContactField::Title, &["job_title"]),
-        (ContactField::City, &["city"]),
-        (ContactField::Province, &["province", "state"]),
-    ];
-    let mut out = mapping.clone();
-    for (field, names) in preset {
-        out.entry(field)
-            .or_default()
-            .extend(names.iter().map(|n| (*n).to_owned()));
-    }
-    out
+    crate::sources::with_preset(
+        mapping,
+        &[
+            (ContactField::Name, &["name", "full_name"]),
+            (ContactField::Phone, &["phone_number", "phone"]),
+            (ContactField::Email, &["email"]),
+            (ContactField::Company, &["company_name"]),
+            (ContactField::Title, &["job_title"]),
+            (ContactField::City, &["city"]),
+            (ContactField::Province, &["province", "state"]),
+        ],
+    )
 }
 
 /// What a JSON answer's `code` means.
@@ -191,10 +178,7 @@ pub fn spawn(
     max_backlog: u64,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = crate::sources::pull::api_client(Duration::from_secs(300))?;
     for c in connectors {
         let ConnectorConfig::Tiktok(cfg) = c else {
             continue;
