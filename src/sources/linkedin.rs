@@ -196,13 +196,7 @@ pub fn fields(response: &Value) -> Value {
             out.insert(name, Value::String(text));
         }
     }
-    if !out.contains_key("FULL_NAME") {
-        let part = |k: &str| out.get(k).and_then(Value::as_str).unwrap_or("").trim();
-        let full = format!("{} {}", part("FIRST_NAME"), part("LAST_NAME"));
-        if !full.trim().is_empty() {
-            out.insert("FULL_NAME".into(), Value::String(full.trim().to_owned()));
-        }
-    }
+    crate::sources::join_name(&mut out, "FULL_NAME", "FIRST_NAME", "LAST_NAME");
     Value::Object(out)
 }
 

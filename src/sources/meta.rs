@@ -155,13 +155,7 @@ pub fn fields(lead: &Value) -> Value {
             out.insert(name.to_owned(), Value::String(values.join(", ")));
         }
     }
-    if !out.contains_key("full_name") {
-        let part = |k: &str| out.get(k).and_then(Value::as_str).unwrap_or("").trim();
-        let full = format!("{} {}", part("first_name"), part("last_name"));
-        if !full.trim().is_empty() {
-            out.insert("full_name".into(), Value::String(full.trim().to_owned()));
-        }
-    }
+    crate::sources::join_name(&mut out, "full_name", "first_name", "last_name");
     Value::Object(out)
 }
 

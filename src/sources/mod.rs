@@ -141,3 +141,29 @@ pub fn with_preset(
     }
     out
 }
+
+/// Adds `full` as `first last` when a form asked for the two parts only.
+pub fn join_name(
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+    full: &str,
+    first: &str,
+    last: &str,
+) {
+    if fields.contains_key(full) {
+        return;
+    }
+    let part = |k: &str| {
+        fields
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .trim()
+    };
+    let joined = format!("{} {}", part(first), part(last));
+    if !joined.trim().is_empty() {
+        fields.insert(
+            full.to_owned(),
+            serde_json::Value::String(joined.trim().to_owned()),
+        );
+    }
+}

@@ -168,9 +168,7 @@ impl GraphReplay {
         let app = axum::Router::new()
             .route("/v21.0/{*path}", axum::routing::get(graph))
             .with_state((log.clone(), gate));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let port = crate::support::serve_local(app).await;
         Self { port, log, release }
     }
 

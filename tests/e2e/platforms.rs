@@ -246,9 +246,7 @@ impl ReplayApi {
         let app = axum::Router::new()
             .route("/open_api/2/tools/clue/get/", axum::routing::get(clues))
             .with_state((log.clone(), windows.clone(), gate));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let port = crate::support::serve_local(app).await;
         Self {
             port,
             log,
@@ -577,9 +575,7 @@ async fn baidu_lead_notices_are_posted_for_and_published_by_the_shipped_definiti
             axum::routing::post(notices),
         )
         .with_state(bodies.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = crate::support::serve_local(app).await;
 
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

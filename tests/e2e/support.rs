@@ -327,6 +327,14 @@ pub async fn accepted(resp: reqwest::Response) -> String {
     body["event_id"].as_str().expect("an event_id").to_owned()
 }
 
+/// Serves `app` on a free local port (a platform's API, replayed); returns the port.
+pub async fn serve_local(app: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
 /// GET `url` and its JSON answer.
 pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     client.get(url).send().await.unwrap().json().await.unwrap()

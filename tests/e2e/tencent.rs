@@ -154,9 +154,7 @@ impl LeadsApi {
         let app = axum::Router::new()
             .route("/v3.0/leads_list/get", axum::routing::get(list))
             .with_state((log.clone(), Arc::new(Mutex::new(HashSet::new())), gate));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let port = crate::support::serve_local(app).await;
         Self { port, log, release }
     }
 

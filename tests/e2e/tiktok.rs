@@ -178,9 +178,7 @@ impl BusinessApi {
                 axum::routing::get(download),
             )
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let port = crate::support::serve_local(app).await;
         Self { port, log, release }
     }
 
