@@ -676,6 +676,12 @@ pub struct OceanEngineConnector {
         default = "OceanEngineConnector::default_initial"
     )]
     pub initial: Duration,
+    /// Leads are pulled once they are this old, so the fields Ocean Engine fills late are there.
+    #[serde(
+        with = "humantime_serde",
+        default = "OceanEngineConnector::default_settle"
+    )]
+    pub settle: Duration,
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
     /// The SPI subscription's secret: pushes are signed with it. Unset: no push.
@@ -711,6 +717,9 @@ impl OceanEngineConnector {
     }
     fn default_initial() -> Duration {
         Duration::from_secs(7 * 24 * 3600)
+    }
+    fn default_settle() -> Duration {
+        Duration::from_secs(10 * 60)
     }
     fn default_spi_header() -> String {
         "X-Open-Signature".into()
@@ -992,6 +1001,10 @@ pub struct TimeWindow {
     /// How far back the very first poll reaches.
     #[serde(with = "humantime_serde", default = "TimeWindow::default_initial")]
     pub initial: Duration,
+    /// Windows end this long before now: leads are read once they have settled (Ocean Engine
+    /// fills some fields about 10 minutes after a lead is created).
+    #[serde(with = "humantime_serde", default)]
+    pub delay: Duration,
 }
 
 impl TimeWindow {

@@ -236,16 +236,16 @@ impl Puller {
     }
 
     /// The time window of this poll: the one under way (after a restart), or a new one from
-    /// where the last ended, minus the overlap, to now.
+    /// where the last ended, minus the overlap, to now (minus the window's `delay`).
     fn window(&self) -> Option<(i64, i64)> {
         let w = self.cfg.window.as_ref()?;
         if let Some(under_way) = self.checkpoint.window {
             return Some(under_way);
         }
-        let now = jiff::Timestamp::now().as_second();
+        let end = jiff::Timestamp::now().as_second() - secs(w.delay);
         Some(next_window(
             self.checkpoint.done_until,
-            now,
+            end,
             secs(w.overlap),
             secs(w.initial),
         ))
@@ -687,6 +687,7 @@ mod tests {
             timezone: "Asia/Shanghai".into(),
             overlap: Duration::from_secs(600),
             initial: Duration::from_secs(3600),
+            delay: Duration::ZERO,
         };
         // 2026-11-24T00:00:00Z is 08:00 in GMT+8.
         assert_eq!(format_time(1_795_478_400, &w), "2026-11-24 08:00:00");

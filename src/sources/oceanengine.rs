@@ -59,6 +59,7 @@ pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
             timezone: "Asia/Shanghai".into(),
             overlap: c.overlap,
             initial: c.initial,
+            delay: c.settle,
         }),
         error_code: Some(ErrorCodes {
             pointer: "/code".into(),
