@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::Retryable;
-use governor::DefaultDirectRateLimiter;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -28,7 +27,9 @@ use tokio::sync::watch;
 use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Method, Paging};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
-use crate::sources::pull::{PageSink, Poll, api_retry, lag_since, next_window, run_polls, secs};
+use crate::sources::pull::{
+    Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, next_window, run_polls, secs,
+};
 use crate::sources::status::{State, Statuses};
 
 /// Where the next request starts; stored in the journal with the page before it.
@@ -117,7 +118,15 @@ pub fn spawn(
         };
         let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
         let checkpoint = sink.checkpoint()?;
-        let limiter = cfg.rate_limit.and_then(|rl| rl.limiter());
+        // The API's host and the credentials sent to it identify whose quota this is.
+        let credential = cfg.headers.values().fold(
+            reqwest::Url::parse(&cfg.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+            |acc, v| acc + "\u{1f}" + v.expose_secret(),
+        );
+        let limiter = limiter_for(&credential, cfg.rate_limit);
         let puller = Puller {
             cfg: cfg.into_owned(),
             client: client.clone(),
@@ -133,7 +142,7 @@ pub fn spawn(
 struct Puller {
     cfg: HttpPullConnector,
     client: reqwest::Client,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Limiter>,
     sink: PageSink,
     checkpoint: Checkpoint,
 }

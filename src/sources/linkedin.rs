@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use backon::Retryable;
-use governor::DefaultDirectRateLimiter;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -34,7 +33,9 @@ use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::http_pull::PullError;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
-use crate::sources::pull::{PageSink, Poll, api_retry, lag_since, next_window, run_polls};
+use crate::sources::pull::{
+    Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, next_window, run_polls,
+};
 use crate::sources::status::Statuses;
 use crate::sources::webhook::SignatureError;
 
@@ -247,7 +248,7 @@ struct Api {
     base: String,
     version: String,
     token: SecretString,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Limiter>,
     /// Question names by form id, read once.
     forms: Mutex<HashMap<String, Map<String, Value>>>,
 }
@@ -492,7 +493,7 @@ pub fn spawn(
             base: cfg.api_url.clone(),
             version: cfg.api_version.clone(),
             token: cfg.access_token.clone(),
-            limiter: cfg.rate_limit.and_then(|rl| rl.limiter()),
+            limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
             forms: Mutex::new(HashMap::new()),
         };
         let api = Arc::new(api);

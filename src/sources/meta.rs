@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
-use governor::DefaultDirectRateLimiter;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -46,7 +45,8 @@ use crate::sources::http_pull::PullError;
 use crate::sources::id_text;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
 use crate::sources::pull::{
-    PageSink, Poll, api_retry, lag_since, next_window, run_polls, secs, sleep_or_stop,
+    Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, next_window, run_polls, secs,
+    sleep_or_stop,
 };
 use crate::sources::status::Statuses;
 
@@ -259,7 +259,7 @@ struct Graph {
     client: reqwest::Client,
     base: String,
     token: SecretString,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    limiter: Option<Limiter>,
 }
 
 impl Graph {
@@ -451,7 +451,7 @@ pub fn spawn(
             client: client.clone(),
             base: cfg.graph_url.clone(),
             token: cfg.access_token.clone(),
-            limiter: cfg.rate_limit.and_then(|rl| rl.limiter()).map(Arc::new),
+            limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
         };
         let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
         let inbox = Arc::new(Inbox::open(&sink)?);

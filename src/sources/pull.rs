@@ -197,3 +197,55 @@ pub fn api_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .user_agent(concat!("leadgate/", env!("CARGO_PKG_VERSION")))
         .build()
 }
+
+/// A shared rate limiter.
+pub type Limiter = std::sync::Arc<governor::DefaultDirectRateLimiter>;
+
+/// The rate limiter of the credential `secret` (a token, or a token and an account): platforms
+/// count requests per token and per account, so connectors that use the same credential share
+/// one limiter, whichever of them asks. The first connector to ask sets its rate. Only a hash of
+/// the credential is kept.
+pub fn limiter_for(secret: &str, rate: Option<crate::config::RateLimit>) -> Option<Limiter> {
+    use sha2::Digest;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static SHARED: OnceLock<Mutex<HashMap<[u8; 32], Limiter>>> = OnceLock::new();
+    let rate = rate?;
+    let key: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+    let mut shared = SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = shared.get(&key) {
+        return Some(l.clone());
+    }
+    let l = std::sync::Arc::new(rate.limiter()?);
+    shared.insert(key, l.clone());
+    Some(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RateLimit;
+
+    #[test]
+    fn connectors_with_one_credential_share_one_limiter() {
+        let rate = Some(RateLimit {
+            per_second: 5,
+            burst: None,
+        });
+        let a = limiter_for("token-a-for-the-test", rate).unwrap();
+        let again = limiter_for("token-a-for-the-test", rate).unwrap();
+        let b = limiter_for("token-b-for-the-test", rate).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a, &again));
+        assert!(!std::sync::Arc::ptr_eq(&a, &b));
+        assert!(limiter_for("token-a-for-the-test", None).is_none());
+    }
+
+    #[test]
+    fn windows_start_after_the_last_with_an_overlap() {
+        assert_eq!(next_window(None, 1000, 10, 100), (900, 1000));
+        assert_eq!(next_window(Some(950), 1000, 10, 100), (940, 1000));
+    }
+}

@@ -20,7 +20,6 @@
 use std::time::Duration;
 
 use backon::Retryable;
-use governor::DefaultDirectRateLimiter;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -31,7 +30,9 @@ use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::http_pull::{PullError, double_page, halve_page};
-use crate::sources::pull::{PageSink, Poll, api_retry, lag_since, next_window, run_polls, secs};
+use crate::sources::pull::{
+    Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, next_window, run_polls, secs,
+};
 use crate::sources::status::Statuses;
 
 /// Where the next request starts; stored in the journal with the page before it.
@@ -131,7 +132,14 @@ pub fn spawn(
         let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
         let puller = Puller {
             checkpoint: sink.checkpoint()?,
-            limiter: cfg.rate_limit.and_then(|rl| rl.limiter()),
+            limiter: limiter_for(
+                &format!(
+                    "{}\u{1f}{}",
+                    cfg.access_token.expose_secret(),
+                    cfg.account_id
+                ),
+                cfg.rate_limit,
+            ),
             cfg: (**cfg).clone(),
             client: client.clone(),
             sink,
@@ -144,7 +152,7 @@ pub fn spawn(
 struct Puller {
     cfg: TencentConnector,
     client: reqwest::Client,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Limiter>,
     sink: PageSink,
     checkpoint: Checkpoint,
 }

@@ -24,7 +24,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use backon::Retryable;
-use governor::DefaultDirectRateLimiter;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -36,7 +35,7 @@ use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::file::{Format, decode, rows};
 use crate::sources::http_pull::PullError;
-use crate::sources::pull::{PageSink, Poll, api_retry, lag_since, run_polls};
+use crate::sources::pull::{Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, run_polls};
 use crate::sources::status::Statuses;
 
 /// Downloaded rows journaled per transaction.
@@ -165,7 +164,7 @@ struct Puller {
     client: reqwest::Client,
     token: SecretString,
     advertiser_id: String,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<Limiter>,
     sink: PageSink,
     checkpoint: Checkpoint,
 }
@@ -193,7 +192,7 @@ pub fn spawn(
             checkpoint: sink.checkpoint()?,
             token: token.clone(),
             advertiser_id: advertiser_id.clone(),
-            limiter: cfg.rate_limit.and_then(|rl| rl.limiter()),
+            limiter: limiter_for(token.expose_secret(), cfg.rate_limit),
             cfg: (**cfg).clone(),
             client: client.clone(),
             sink,
