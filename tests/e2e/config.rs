@@ -145,6 +145,49 @@ fn a_mysql_connector_is_checked_before_anything_connects() {
 }
 
 #[test]
+fn platform_connectors_are_checked_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("platforms.toml");
+    std::fs::write(
+        &bad,
+        "[[connectors]]\nname = \"fb\"\ntype = \"meta\"\napp_secret = \"\"\nverify_token = \"v\"\n\
+         access_token = \"t\"\nforms = [\"form-1\"]\ngraph_url = \"ftp://graph\"\n\n\
+         [[connectors]]\nname = \"tt\"\ntype = \"tiktok\"\naccess_token = \"t\"\n\n\
+         [[connectors]]\nname = \"li\"\ntype = \"linkedin\"\nclient_secret = \"s\"\naccess_token = \"t\"\n\
+         api_version = \"2024\"\nowner = \"507404993\"\n\n\
+         [[connectors]]\nname = \"qq\"\ntype = \"tencent\"\naccess_token = \"t\"\naccount_id = 1\npage_size = 500\n\n\
+         [[connectors]]\nname = \"oe\"\ntype = \"oceanengine\"\naccess_token = \"t\"\n\n\
+         [[connectors]]\nname = \"api\"\ntype = \"http_pull\"\nurl = \"https://x\"\nrecords = \"/data\"\nid = \"/id\"\n\
+         paging = { type = \"page\", param = \"/body/page\" }\n",
+    )
+    .unwrap();
+    let (code, _, err) = validate(&bad, &[]);
+    assert_eq!(code, 2, "{err}");
+    let file = bad.display().to_string();
+    for want in [
+        format!("{file}:1: connector `fb`: field `app_secret`: must not be empty"),
+        format!("{file}:1: connector `fb`: field `graph_url`: must be an http:// or https:// URL"),
+        format!("{file}:1: connector `fb`: field `forms`: `form-1` is not a form id"),
+        format!(
+            "{file}:10: connector `tt`: field `advertiser_id`: downloads need the advertiser id"
+        ),
+        format!("{file}:10: connector `tt`: field `page_ids`: list the lead forms"),
+        format!("{file}:15: connector `li`: field `api_version`: a LinkedIn API version is YYYYMM"),
+        format!("{file}:15: connector `li`: field `owner`: an ad account URN"),
+        format!("{file}:23: connector `qq`: field `page_size`: must be 1 to 200"),
+        format!("{file}:30: connector `oe`: field `advertiser_ids`: list the advertisers to pull"),
+        format!(
+            "{file}:35: connector `api`: field `paging.param`: a parameter named by a JSON pointer is set in the body"
+        ),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "missing {want:?} in:\n{err}"
+        );
+    }
+}
+
+#[test]
 fn validate_lists_every_error_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
