@@ -134,7 +134,13 @@ pub fn spawn(
             sink,
             checkpoint,
         };
-        tasks.push(tokio::spawn(run_polls(puller, shutdown.clone())));
+        let (sink, every) = (puller.sink.clone(), puller.cfg.poll_interval);
+        tasks.push(tokio::spawn(run_polls(
+            puller,
+            sink,
+            every,
+            shutdown.clone(),
+        )));
     }
     Ok(tasks)
 }
@@ -148,22 +154,8 @@ struct Puller {
 }
 
 impl Poll for Puller {
-    fn sink(&self) -> &PageSink {
-        &self.sink
-    }
-
-    fn interval(&self) -> Duration {
-        self.cfg.poll_interval
-    }
-
-    async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
-        self.read_all(shutdown).await
-    }
-}
-
-impl Puller {
     /// Reads pages from the checkpoint to the last one, journaling each with the next position.
-    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+    async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -243,7 +235,9 @@ impl Puller {
             }
         }
     }
+}
 
+impl Puller {
     /// The time window of this poll: the one under way (after a restart), or a new one from
     /// where the last ended, minus the overlap, to now (minus the window's `delay`).
     fn window(&self) -> Option<(i64, i64)> {

@@ -401,21 +401,7 @@ struct Poller {
 }
 
 impl Poll for Poller {
-    fn sink(&self) -> &PageSink {
-        &self.sink
-    }
-
-    fn interval(&self) -> Duration {
-        self.cfg.poll_interval
-    }
-
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
-        self.read_all(shutdown).await
-    }
-}
-
-impl Poller {
-    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
         loop {
             if *shutdown.borrow() {
@@ -510,7 +496,8 @@ pub fn spawn(
                 cfg: (**cfg).clone(),
                 sink,
             };
-            tokio::spawn(run_polls(poller, shutdown.clone()));
+            let (sink, every) = (poller.sink.clone(), poller.cfg.poll_interval);
+            tokio::spawn(run_polls(poller, sink, every, shutdown.clone()));
         }
         inboxes.insert(cfg.name.clone(), inbox);
     }

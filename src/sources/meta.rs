@@ -481,9 +481,13 @@ pub fn spawn(
                 graph,
                 sink,
             };
-            started
-                .tasks
-                .push(tokio::spawn(run_polls(poller, shutdown.clone())));
+            let (sink, every) = (poller.sink.clone(), poller.cfg.poll_interval);
+            started.tasks.push(tokio::spawn(run_polls(
+                poller,
+                sink,
+                every,
+                shutdown.clone(),
+            )));
         }
         started.inboxes.insert(cfg.name.clone(), inbox);
     }
@@ -511,27 +515,15 @@ struct Poller {
 }
 
 impl Poll for Poller {
-    fn sink(&self) -> &PageSink {
-        &self.sink
-    }
-
-    fn interval(&self) -> Duration {
-        self.cfg.poll_interval
-    }
-
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
-        self.read_all(shutdown).await
-    }
-}
-
-impl Poller {
-    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         for form in self.cfg.forms.clone() {
             self.poll_form(&form, shutdown).await?;
         }
         Ok(())
     }
+}
 
+impl Poller {
     /// Reads one form's leads from its cursor to the last page.
     async fn poll_form(
         &mut self,

@@ -149,28 +149,24 @@ pub fn lag_since(until: Option<i64>) -> Option<f64> {
 
 /// A connector that polls an API: one `poll` reads from the checkpoint to the last page.
 pub trait Poll: Send + 'static {
-    fn sink(&self) -> &PageSink;
-    /// The pause after a poll that succeeded.
-    fn interval(&self) -> Duration;
     fn poll(
         &mut self,
         shutdown: &tokio::sync::watch::Receiver<bool>,
     ) -> impl Future<Output = Result<(), PullError>> + Send;
 }
 
-/// Polls until shutdown: each outcome is settled in the status, then the pause it calls for.
-pub async fn run_polls(mut p: impl Poll, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Polls until shutdown, a pause of `interval` after each poll that succeeded: each outcome is
+/// settled in `sink`'s status, and an error waits as [`settle`] says.
+pub async fn run_polls(
+    mut p: impl Poll,
+    sink: PageSink,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut backoff = retry_policy();
     while !*shutdown.borrow() {
         let outcome = p.poll(&shutdown).await;
-        let sink = p.sink();
-        let pause = settle(
-            &sink.statuses,
-            &sink.name,
-            outcome,
-            &mut backoff,
-            p.interval(),
-        );
+        let pause = settle(&sink.statuses, &sink.name, outcome, &mut backoff, interval);
         sleep_or_stop(pause, &mut shutdown).await;
     }
 }

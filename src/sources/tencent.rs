@@ -144,7 +144,8 @@ pub fn spawn(
             client: client.clone(),
             sink,
         };
-        tokio::spawn(run_polls(puller, shutdown.clone()));
+        let (sink, every) = (puller.sink.clone(), puller.cfg.poll_interval);
+        tokio::spawn(run_polls(puller, sink, every, shutdown.clone()));
     }
     Ok(())
 }
@@ -158,21 +159,7 @@ struct Puller {
 }
 
 impl Poll for Puller {
-    fn sink(&self) -> &PageSink {
-        &self.sink
-    }
-
-    fn interval(&self) -> Duration {
-        self.cfg.poll_interval
-    }
-
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
-        self.read_all(shutdown).await
-    }
-}
-
-impl Puller {
-    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -270,7 +257,9 @@ impl Puller {
             }
         }
     }
+}
 
+impl Puller {
     async fn fetch(
         &self,
         (start, end): (i64, i64),

@@ -169,6 +169,18 @@ struct Puller {
     checkpoint: Checkpoint,
 }
 
+impl Poll for Puller {
+    async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
+        for page in self.cfg.page_ids.clone() {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            self.download_form(&page).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Starts the download of every TikTok connector that has one.
 pub fn spawn(
     connectors: &[ConnectorConfig],
@@ -197,36 +209,13 @@ pub fn spawn(
             client: client.clone(),
             sink,
         };
-        tokio::spawn(run_polls(puller, shutdown.clone()));
+        let (sink, every) = (puller.sink.clone(), puller.cfg.poll_interval);
+        tokio::spawn(run_polls(puller, sink, every, shutdown.clone()));
     }
     Ok(())
 }
 
-impl Poll for Puller {
-    fn sink(&self) -> &PageSink {
-        &self.sink
-    }
-
-    fn interval(&self) -> Duration {
-        self.cfg.poll_interval
-    }
-
-    async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
-        self.read_all(shutdown).await
-    }
-}
-
 impl Puller {
-    async fn read_all(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
-        for page in self.cfg.page_ids.clone() {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            self.download_form(&page).await?;
-        }
-        Ok(())
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.cfg.api_url.trim_end_matches('/'))
     }
