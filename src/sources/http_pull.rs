@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::Retryable;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -28,7 +27,8 @@ use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Method, Pa
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::sources::pull::{
-    Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, next_window, run_polls, secs,
+    Limiter, PageSink, Poll, check_status, lag_since, limiter_for, next_window, retried,
+    retry_after, run_polls, secs,
 };
 use crate::sources::status::{State, Statuses};
 
@@ -170,32 +170,14 @@ impl Poll for Puller {
             let configured = configured_size(&self.cfg.paging);
             let size = self.checkpoint.size.or(configured).unwrap_or(0);
             // Throttling halves the page; the position is renumbered with it.
-            let current = std::sync::Mutex::new((at, size));
             let this = &*self;
-            let attempt = || {
-                let (at, size) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                async move { this.fetch(&at, window, size).await }
-            };
-            let page = attempt
-                .retry(api_retry())
-                .when(PullError::retryable)
-                .adjust(|e, delay| match e {
-                    // The API said when to come back: wait that long instead.
-                    PullError::Throttled {
-                        retry_after: Some(after),
-                        ..
-                    } => Some(*after),
-                    _ => delay,
-                })
-                .notify(|e, after| {
-                    if matches!(e, PullError::Throttled { .. }) {
-                        let mut c = current.lock().unwrap_or_else(|p| p.into_inner());
-                        *c = shrink(&self.cfg.paging, &c.0, c.1);
-                    }
-                    tracing::warn!(connector = %self.cfg.name, error = %e, retry_in = ?after, "retrying");
-                })
-                .await?;
-            let (at, size) = current.into_inner().unwrap_or_else(|p| p.into_inner());
+            let (page, (at, size)) = retried(
+                &self.cfg.name,
+                (at, size),
+                |(at, size)| async move { this.fetch(&at, window, size).await },
+                |(at, size)| shrink(&self.cfg.paging, at, *size),
+            )
+            .await?;
             // A page went through: grow back towards the configured size.
             let (next, size) = grow(&self.cfg.paging, page.next.clone(), size, configured);
             let now = now_rfc3339();
@@ -342,25 +324,8 @@ impl Puller {
             .await
             .map_err(|e| PullError::Network(e.to_string()))?;
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        match status {
-            429 => {
-                return Err(PullError::Throttled {
-                    status,
-                    code: String::new(),
-                    retry_after,
-                });
-            }
-            401 | 403 => return Err(PullError::Expired(status.to_string())),
-            500..=599 => return Err(PullError::Server(status)),
-            200..=299 => {}
-            other => return Err(PullError::Api(format!("HTTP {other}"))),
-        }
+        let retry_after = retry_after(resp.headers());
+        check_status(status, retry_after)?;
         let body: Value = resp
             .json()
             .await

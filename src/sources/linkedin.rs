@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use backon::Retryable;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -34,7 +33,7 @@ use crate::mapping::ContactField;
 use crate::sources::http_pull::PullError;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
 use crate::sources::pull::{
-    Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, next_window, run_polls,
+    Limiter, PageSink, Poll, lag_since, limiter_for, next_window, retried, retry_after, run_polls,
 };
 use crate::sources::status::Statuses;
 use crate::sources::webhook::SignatureError;
@@ -269,12 +268,7 @@ impl Api {
             .await
             .map_err(|e| PullError::Network(e.to_string()))?;
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(resp.headers());
         let text = resp
             .text()
             .await
@@ -289,20 +283,8 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Result<Value, PullError> {
-        (|| self.get_once(path))
-            .retry(api_retry())
-            .when(PullError::retryable)
-            .adjust(|e, delay| match e {
-                PullError::Throttled {
-                    retry_after: Some(after),
-                    ..
-                } => Some(*after),
-                _ => delay,
-            })
-            .notify(|e, after| {
-                tracing::warn!(connector = %self.name, error = %e, retry_in = ?after, "retrying");
-            })
-            .await
+        let (answer, ()) = retried(&self.name, (), |()| self.get_once(path), |()| ()).await?;
+        Ok(answer)
     }
 
     /// The question names of the response's form; empty when the form cannot be read (the

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use backon::Retryable;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -45,8 +44,8 @@ use crate::sources::http_pull::PullError;
 use crate::sources::id_text;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
 use crate::sources::pull::{
-    Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, next_window, run_polls, secs,
-    sleep_or_stop,
+    Limiter, PageSink, Poll, lag_since, limiter_for, next_window, retried, retry_after, run_polls,
+    secs, sleep_or_stop,
 };
 use crate::sources::status::Statuses;
 
@@ -286,11 +285,8 @@ impl Graph {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let wait = regain_access(header("x-business-use-case-usage").as_deref()).or_else(|| {
-            header("retry-after")
-                .and_then(|v| v.trim().parse().ok())
-                .map(Duration::from_secs)
-        });
+        let wait = regain_access(header("x-business-use-case-usage").as_deref())
+            .or_else(|| retry_after(resp.headers()));
         let text = resp
             .text()
             .await
@@ -306,29 +302,9 @@ impl Graph {
     /// `GET url`, retried while throttled or failing; `throttled` is told of each throttling
     /// and returns the URL to try next (a smaller page).
     async fn get(&self, url: Url, throttled: impl Fn(&Url) -> Url) -> Result<Value, PullError> {
-        let current = std::sync::Mutex::new(url);
-        let attempt = || {
-            let url = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            async move { self.get_once(&url).await }
-        };
-        attempt
-            .retry(api_retry())
-            .when(PullError::retryable)
-            .adjust(|e, delay| match e {
-                PullError::Throttled {
-                    retry_after: Some(after),
-                    ..
-                } => Some(*after),
-                _ => delay,
-            })
-            .notify(|e, after| {
-                if matches!(e, PullError::Throttled { .. }) {
-                    let mut url = current.lock().unwrap_or_else(|p| p.into_inner());
-                    *url = throttled(&url);
-                }
-                tracing::warn!(connector = %self.name, error = %e, retry_in = ?after, "retrying");
-            })
-            .await
+        let attempt = |url: Url| async move { self.get_once(&url).await };
+        let (answer, _) = retried(&self.name, url, attempt, throttled).await?;
+        Ok(answer)
     }
 }
 

@@ -15,14 +15,79 @@ use crate::pipeline::retry_policy;
 use crate::sources::http_pull::PullError;
 use crate::sources::status::{ConnectorStatus, State, Statuses, TokenHealth};
 
-/// Retries of one API request: 5 times, from 200 ms up to 30 s apart, with jitter. Callers
-/// choose which errors are retried and honour the API's own `Retry-After`.
-pub fn api_retry() -> backon::ExponentialBuilder {
+/// Retries of one API request: 5 times, from 200 ms up to 30 s apart, with jitter.
+fn api_retry() -> backon::ExponentialBuilder {
     backon::ExponentialBuilder::default()
         .with_min_delay(std::time::Duration::from_millis(200))
         .with_max_delay(std::time::Duration::from_secs(30))
         .with_max_times(5)
         .with_jitter()
+}
+
+/// One API request, retried ([`api_retry`]) while throttled, failing on the server or
+/// unreachable. A throttling answer's own wait (`Retry-After`, Meta's usage header) replaces the
+/// backoff step, and `on_throttle` may change the request's `state` before the next attempt (a
+/// smaller page). Gives the answer and the state it was read with.
+pub async fn retried<S, T, F>(
+    connector: &str,
+    state: S,
+    attempt: impl Fn(S) -> F,
+    on_throttle: impl Fn(&S) -> S,
+) -> Result<(T, S), PullError>
+where
+    S: Clone,
+    F: Future<Output = Result<T, PullError>>,
+{
+    use backon::Retryable;
+    let current = std::sync::Mutex::new(state);
+    let lock = || current.lock().unwrap_or_else(|p| p.into_inner());
+    let answer = (|| attempt(lock().clone()))
+        .retry(api_retry())
+        .when(PullError::retryable)
+        .adjust(|e, delay| match e {
+            PullError::Throttled {
+                retry_after: Some(after),
+                ..
+            } => Some(*after),
+            _ => delay,
+        })
+        .notify(|e, after| {
+            if matches!(e, PullError::Throttled { .. }) {
+                let mut s = lock();
+                *s = on_throttle(&s);
+            }
+            tracing::warn!(connector, error = %e, retry_in = ?after, "retrying");
+        })
+        .await?;
+    Ok((
+        answer,
+        current.into_inner().unwrap_or_else(|p| p.into_inner()),
+    ))
+}
+
+/// The `Retry-After` of an answer, in seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs)
+}
+
+/// What an HTTP status means to a pull: 2xx goes on; 429 is throttling; 401 and 403 are a
+/// refused token; 5xx is the server failing; anything else is an error of the request.
+pub fn check_status(status: u16, retry_after: Option<Duration>) -> Result<(), PullError> {
+    match status {
+        200..=299 => Ok(()),
+        429 => Err(PullError::Throttled {
+            status,
+            code: String::new(),
+            retry_after,
+        }),
+        401 | 403 => Err(PullError::Expired(status.to_string())),
+        500..=599 => Err(PullError::Server(status)),
+        other => Err(PullError::Api(format!("HTTP {other}"))),
+    }
 }
 
 #[derive(Clone)]

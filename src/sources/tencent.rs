@@ -19,7 +19,6 @@
 
 use std::time::Duration;
 
-use backon::Retryable;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -31,7 +30,8 @@ use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::http_pull::{PullError, double_page, halve_page};
 use crate::sources::pull::{
-    Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, next_window, run_polls, secs,
+    Limiter, PageSink, Poll, check_status, lag_since, limiter_for, next_window, retried,
+    retry_after, run_polls, secs,
 };
 use crate::sources::status::Statuses;
 
@@ -172,28 +172,18 @@ impl Poll for Puller {
             let after = self.checkpoint.after.clone();
             // Throttling halves the page; the page number is renumbered to the same row.
             let max = self.cfg.page_size;
-            let current = std::sync::Mutex::new((
+            let start = (
                 u64::from(self.checkpoint.page.unwrap_or(1)),
                 self.checkpoint.size.unwrap_or(max),
-            ));
-            let this = &*self;
-            let attempt = || {
-                let (page, size) = *current.lock().unwrap_or_else(|p| p.into_inner());
-                let after = after.clone();
-                async move { this.fetch(window, page, size, after.as_ref()).await }
-            };
-            let leads = attempt
-                .retry(api_retry())
-                .when(PullError::retryable)
-                .notify(|e, wait| {
-                    if matches!(e, PullError::Throttled { .. }) {
-                        let mut c = current.lock().unwrap_or_else(|p| p.into_inner());
-                        *c = halve_page(c.0, 1, c.1).unwrap_or(*c);
-                    }
-                    tracing::warn!(connector = %self.cfg.name, error = %e, retry_in = ?wait, "retrying");
-                })
-                .await?;
-            let (page, size) = current.into_inner().unwrap_or_else(|p| p.into_inner());
+            );
+            let (this, cursor) = (&*self, after.as_ref());
+            let (leads, (page, size)) = retried(
+                &self.cfg.name,
+                start,
+                |(page, size)| async move { this.fetch(window, page, size, cursor).await },
+                |&(page, size)| halve_page(page, 1, size).unwrap_or((page, size)),
+            )
+            .await?;
             let full = leads.len() >= size as usize;
             let deep = (page + 1) * u64::from(size) > u64::from(self.cfg.deep_paging_limit);
             // The next page, grown back towards `page_size` where it starts at the same row.
@@ -295,19 +285,7 @@ impl Puller {
             .await
             .map_err(|e| PullError::Network(e.to_string()))?;
         let status = resp.status().as_u16();
-        match status {
-            200..=299 => {}
-            429 => {
-                return Err(PullError::Throttled {
-                    status,
-                    code: String::new(),
-                    retry_after: None,
-                });
-            }
-            401 | 403 => return Err(PullError::Expired(status.to_string())),
-            500..=599 => return Err(PullError::Server(status)),
-            other => return Err(PullError::Api(format!("HTTP {other}"))),
-        }
+        check_status(status, retry_after(resp.headers()))?;
         let body: Value = resp
             .json()
             .await

@@ -23,7 +23,6 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -35,7 +34,9 @@ use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::file::{Format, decode, rows};
 use crate::sources::http_pull::PullError;
-use crate::sources::pull::{Limiter, PageSink, Poll, api_retry, lag_since, limiter_for, run_polls};
+use crate::sources::pull::{
+    Limiter, PageSink, Poll, check_status, lag_since, limiter_for, retried, retry_after, run_polls,
+};
 use crate::sources::status::Statuses;
 
 /// Downloaded rows journaled per transaction.
@@ -229,43 +230,16 @@ impl Puller {
             .send()
             .await
             .map_err(|e| PullError::Network(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .map(Duration::from_secs);
-        match status {
-            200..=299 => Ok(resp),
-            429 => Err(PullError::Throttled {
-                status,
-                code: String::new(),
-                retry_after,
-            }),
-            401 | 403 => Err(PullError::Expired(status.to_string())),
-            500..=599 => Err(PullError::Server(status)),
-            other => Err(PullError::Api(format!("HTTP {other}"))),
-        }
+        check_status(resp.status().as_u16(), retry_after(resp.headers()))?;
+        Ok(resp)
     }
 
     async fn retrying<T, F: Future<Output = Result<T, PullError>>>(
         &self,
-        f: impl FnMut() -> F,
+        f: impl Fn() -> F,
     ) -> Result<T, PullError> {
-        f.retry(api_retry())
-            .when(PullError::retryable)
-            .adjust(|e, delay| match e {
-                PullError::Throttled {
-                    retry_after: Some(after),
-                    ..
-                } => Some(*after),
-                _ => delay,
-            })
-            .notify(|e, after| {
-                tracing::warn!(connector = %self.cfg.name, error = %e, retry_in = ?after, "retrying");
-            })
-            .await
+        let (answer, ()) = retried(&self.cfg.name, (), |()| f(), |()| ()).await?;
+        Ok(answer)
     }
 
     async fn create_task(&self, page_id: &str) -> Result<String, PullError> {
