@@ -120,6 +120,8 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             })
             .collect();
         let (records, dispositions) = processor.process(&events)?;
+        // No journal holds these rows: their identities are made durable before they leave.
+        processor.sync()?;
         sink.deliver(&records).await?;
         dispositions.iter().for_each(|d| summary.add(d));
         progress.set_position(chunk.last().map_or(0, |r| r.offset));

@@ -111,6 +111,11 @@ impl Processor {
         }
     }
 
+    /// Makes the identity store's resolutions so far durable (see [`IdentityStore::sync`]).
+    pub fn sync(&self) -> Result<(), PipelineError> {
+        Ok(self.identity.sync()?)
+    }
+
     /// A lead as `connector` would clean it, without identity or assignment (for previews).
     pub fn clean_record(&self, connector: &str, payload: &serde_json::Value) -> LeadRecord {
         let event = IntakeEvent::new(connector, SourceKind::Webhook, None, payload.clone());
@@ -419,6 +424,9 @@ pub fn retry_policy() -> backon::ExponentialBackoff {
 }
 
 /// One batch: read after `cursor`, process, deliver, acknowledge. `None` when there was nothing.
+///
+/// The identity store may commit lazily; it is synced before the journal lets go of the events.
+/// A crash in between replays them, and they resolve to the lead ids already delivered.
 async fn step(
     journal: &Journal,
     processor: &Arc<Processor>,
@@ -438,7 +446,11 @@ async fn step(
     })
     .await??;
     sink.deliver(&records).await?;
-    let j = journal.clone();
-    tokio::task::spawn_blocking(move || j.ack_through(last)).await??;
+    let (j, p) = (journal.clone(), processor.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), StepError> {
+        p.sync()?;
+        Ok(j.ack_through(last)?)
+    })
+    .await??;
     Ok(Some(last))
 }

@@ -1,182 +1,610 @@
-//! The embedded identity store: one redb file under the data directory, or memory for dry runs.
-//! Each batch of events is one write transaction; the algorithm is [`super::resolve`].
+//! The embedded identity store, the default: the matching index in memory over an append-only log
+//! in one redb file under the data directory (or in memory, for dry runs).
+//!
+//! Resolving a lead reads and writes memory only: the keys, held as 128-bit digests, and each
+//! person's matching state (creation order, where it was merged, its keys, its recent names,
+//! companies and cities). What each event did is appended to the log, one entry per event: its
+//! outcome, its keys and contact fields, and the index writes it made. Opening the store replays
+//! those writes. An explanation walks a person's events back through the log and derives its
+//! profile, sources and merges from them.
+//!
+//! Durability: each batch is one redb commit without an fsync ([`Durability::None`]);
+//! [`IdentityStore::sync`] makes every batch so far durable, and the pipeline calls it before it
+//! acknowledges their events in the journal. A crash can lose only unsynced batches, whose events the
+//! journal still holds. Resolving them again gives the outcomes already published: the log is
+//! back at the state they were first resolved against, and a new person's lead id derives from
+//! its founding event ([`resolve::new_lead_id`]).
+//!
+//! The algorithm is [`resolve::resolve`]; this file keeps the index and the log.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
-use serde::de::DeserializeOwned;
+use hashbrown::HashTable;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::resolve::{
-    self, Cluster, Graph, GraphRead, KeyLinks, Member, Person, Resolution, decode, encode,
+    self, Cluster, ClusterKey, EVENTS_KEPT, Graph, GraphRead, KeyLinks, Member, MergeRef, Person,
+    ProfileValue, Resolution,
 };
-use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
-use crate::lead::IdentityOutcome;
+use super::{IdentityError, IdentityKey, IdentityRequest, IdentityStore, Policy};
+use crate::lead::{IdentityOutcome, IdentityStatus};
 
-/// `"phone:+86..."` -> the people it links (JSON [`KeyLinks`]).
-const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
-/// lead_id -> the person (JSON [`Person`]); an absorbed lead_id says where it went.
-const PEOPLE: TableDefinition<&str, &[u8]> = TableDefinition::new("people");
-/// event_id -> the member record of its person (JSON [`Member`]). Keyed by the time-ordered
-/// event id, so writes append; a person lists its recent event ids ([`Person::events`]).
-const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("member_events");
-/// event_id -> its outcome, so that a replayed event resolves the same way.
-const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
-/// connector + platform lead id -> the first event that carried it.
-const SOURCES: TableDefinition<&str, &str> = TableDefinition::new("sources");
+/// Position (from 1) -> one event's [`Entry`] (postcard).
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("identity_log");
+/// event_id -> the position of its entry, so that a replayed event resolves as the first time.
+/// Event ids are time-ordered, so inserts append.
+const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("identity_events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The layout of this file. Format 1 (leadgate before 0.5) kept people and keys in B-trees.
+const FORMAT: u64 = 2;
 
-pub struct EmbeddedIdentityStore {
-    db: Database,
-    policy: Policy,
+/// A key (`phone:+86…`) or a source key, as the index holds it: its XXH3-128 digest. Two of
+/// 20 million keys share a digest with a probability near 10⁻²⁴.
+type Digest = u128;
+
+fn digest(text: &str) -> Digest {
+    twox_hash::XxHash3_128::oneshot(text.as_bytes())
+}
+
+/// The digest of `kind:value`, without building the text when it is short.
+fn key_digest(key: &IdentityKey) -> Digest {
+    let (kind, value) = (key.kind.as_bytes(), key.value.as_bytes());
+    let len = kind.len() + 1 + value.len();
+    let mut buf = [0u8; 128];
+    if len > buf.len() {
+        return digest(&key.to_string());
+    }
+    buf[..kind.len()].copy_from_slice(kind);
+    buf[kind.len()] = b':';
+    buf[kind.len() + 1..len].copy_from_slice(value);
+    twox_hash::XxHash3_128::oneshot(&buf[..len])
+}
+
+/// What one event did: appended to the log when it changed anything.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Entry {
+    event_id: String,
+    /// The source key (connector + platform lead id) this event was the first to carry.
+    source: Option<String>,
+    /// The person it resolved to; `None` for an unresolved (rejected) lead.
+    member: Option<MemberEntry>,
+    /// The index writes it made, people before keys.
+    people: Vec<PersonWrite>,
+    keys: Vec<KeyWrite>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MemberEntry {
+    lead_id: Uuid,
+    status: IdentityStatus,
+    matched_on: Vec<String>,
+    supported_by: Vec<String>,
+    merged: Vec<Uuid>,
+    connector: String,
+    at: String,
+    /// The event's keys and contact fields, for explanations.
+    keys: Vec<(String, String)>,
+    profile: Vec<(String, String)>,
+    /// The previous event resolved to `lead_id` (its position), 0 for its first.
+    prev: u64,
+}
+
+impl MemberEntry {
+    fn outcome(&self) -> IdentityOutcome {
+        IdentityOutcome {
+            lead_id: self.lead_id.to_string(),
+            status: self.status,
+            matched_on: self.matched_on.clone(),
+            supported_by: self.supported_by.clone(),
+            merged_lead_ids: self.merged.iter().map(Uuid::to_string).collect(),
+        }
+    }
+}
+
+/// A person's matching state, as [`resolve`] wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PersonWrite {
+    lead_id: Uuid,
+    order: u64,
+    merged_into: Option<Uuid>,
+    /// (kind, digest) of each key value.
+    keys: Vec<(String, Digest)>,
+    names: Vec<String>,
+    companies: Vec<String>,
+    cities: Vec<String>,
+}
+
+/// The people a key links, as [`resolve`] wrote them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyWrite {
+    kind: String,
+    key: Digest,
+    people: Vec<Uuid>,
+    shared: bool,
+}
+
+/// How a key's value stands in [`Person::keys`] here: its digest, in hex.
+fn token(d: Digest) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..32)
+        .rev()
+        .map(|i| char::from(HEX[((d >> (i * 4)) & 0xf) as usize]))
+        .collect()
+}
+
+fn corrupt(what: impl std::fmt::Display) -> IdentityError {
+    IdentityError::Storage(format!("corrupt identity log: {what}"))
 }
 
 fn storage(e: impl Into<redb::Error>) -> IdentityError {
     IdentityError::Storage(e.into().to_string())
 }
 
-impl EmbeddedIdentityStore {
-    pub fn open(path: &Path, policy: Policy) -> Result<Self, IdentityError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                IdentityError::Locked(path.display().to_string())
+/// A person in memory: about 64 bytes, plus its key ids and packed traits.
+#[derive(Debug)]
+struct Core {
+    /// The newest event resolved to this lead id (its log position), 0 for none.
+    last_event: u64,
+    lead_id: [u8; 16],
+    /// The person this one was merged into (its index + 1), 0 for none.
+    merged_into: u32,
+    keys: Box<[u32]>,
+    /// Recent names, companies and cities: see [`pack`].
+    traits: Box<str>,
+}
+
+/// A key in memory: 28 bytes.
+#[derive(Debug)]
+struct KeyRec {
+    digest: [u32; 4],
+    /// The one person it links (index + 1), or 0.
+    one: u32,
+    /// Its list in `Index::lists` (index + 1) when it links several, or 0.
+    many: u32,
+    kind: u8,
+    shared: bool,
+}
+
+/// The matching index: everything resolving needs, rebuilt from the log on open.
+#[derive(Default)]
+struct Index {
+    /// By creation order - 1.
+    people: Vec<Core>,
+    by_lead: HashTable<u32>,
+    keys: Vec<KeyRec>,
+    by_key: HashTable<u32>,
+    lists: Vec<Box<[u32]>>,
+    kinds: Vec<String>,
+    /// A source key's digest -> the position of the entry of the event that first carried it.
+    sources: HashMap<Digest, u64>,
+    /// The position of the newest entry.
+    last: u64,
+}
+
+fn split(d: Digest) -> [u32; 4] {
+    [
+        (d >> 96) as u32,
+        (d >> 64) as u32,
+        (d >> 32) as u32,
+        d as u32,
+    ]
+}
+
+fn join([a, b, c, d]: [u32; 4]) -> Digest {
+    (u128::from(a) << 96) | (u128::from(b) << 64) | (u128::from(c) << 32) | u128::from(d)
+}
+
+fn lead_hash(lead: &[u8; 16]) -> u64 {
+    u64::from_le_bytes(lead[8..].try_into().expect("8 bytes"))
+}
+
+/// Names, companies and cities in one string: lists apart by U+001E, values by U+001F.
+fn pack(lists: [&[String]; 3]) -> Box<str> {
+    if lists.iter().all(|l| l.is_empty()) {
+        return Box::default();
+    }
+    lists
+        .iter()
+        .map(|l| l.join("\u{1f}"))
+        .collect::<Vec<_>>()
+        .join("\u{1e}")
+        .into_boxed_str()
+}
+
+fn unpack(packed: &str) -> [Vec<String>; 3] {
+    let mut out: [Vec<String>; 3] = Default::default();
+    for (slot, list) in out.iter_mut().zip(packed.split('\u{1e}')) {
+        *slot = list
+            .split('\u{1f}')
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    out
+}
+
+impl Index {
+    fn person_at(&self, lead: &Uuid) -> Option<u32> {
+        let bytes = lead.as_bytes();
+        self.by_lead
+            .find(lead_hash(bytes), |&i| {
+                self.people[i as usize].lead_id == *bytes
+            })
+            .copied()
+    }
+
+    fn key_at(&self, d: Digest) -> Option<u32> {
+        let parts = split(d);
+        self.by_key
+            .find(d as u64, |&k| self.keys[k as usize].digest == parts)
+            .copied()
+    }
+
+    fn lead_of(&self, i: u32) -> Uuid {
+        Uuid::from_bytes(self.people[i as usize].lead_id)
+    }
+
+    /// Follows merges from person `i` to the one that absorbed it.
+    fn root_of(&self, mut i: u32) -> u32 {
+        for _ in 0..self.people.len() {
+            match self.people[i as usize].merged_into {
+                0 => break,
+                m => i = m - 1,
             }
-            other => storage(other),
-        })?;
-        Ok(Self { db, policy })
+        }
+        i
     }
 
-    /// A store that lives in memory only (for `import --dry-run`).
-    pub fn in_memory(policy: Policy) -> Result<Self, IdentityError> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(storage)?;
-        Ok(Self { db, policy })
+    fn person(&self, i: u32) -> Person {
+        let core = &self.people[i as usize];
+        let mut p = Person {
+            order: u64::from(i) + 1,
+            merged_into: (core.merged_into != 0)
+                .then(|| self.lead_of(core.merged_into - 1).to_string()),
+            ..Person::default()
+        };
+        for &k in &core.keys {
+            let rec = &self.keys[k as usize];
+            p.keys
+                .entry(self.kinds[usize::from(rec.kind)].clone())
+                .or_default()
+                .push(token(join(rec.digest)));
+        }
+        [p.names, p.companies, p.cities] = unpack(&core.traits);
+        p
+    }
+
+    fn linked(&self, k: u32) -> Vec<u32> {
+        let rec = &self.keys[k as usize];
+        match (rec.one, rec.many) {
+            (0, 0) => Vec::new(),
+            (0, m) => self.lists[m as usize - 1].to_vec(),
+            (one, _) => vec![one - 1],
+        }
+    }
+
+    fn links(&self, k: u32) -> KeyLinks {
+        KeyLinks {
+            people: self
+                .linked(k)
+                .into_iter()
+                .map(|i| self.lead_of(i).to_string())
+                .collect(),
+            shared: self.keys[k as usize].shared,
+        }
+    }
+
+    /// The key with digest `d`, created (linking no one) when new.
+    fn key_or_new(&mut self, kind: &str, d: Digest) -> Result<u32, IdentityError> {
+        if let Some(k) = self.key_at(d) {
+            return Ok(k);
+        }
+        let kind = match self.kinds.iter().position(|k| k == kind) {
+            Some(i) => i,
+            None => {
+                self.kinds.push(kind.to_owned());
+                self.kinds.len() - 1
+            }
+        };
+        let kind = u8::try_from(kind).map_err(|_| corrupt("more than 256 kinds of keys"))?;
+        let k = u32::try_from(self.keys.len()).map_err(|_| corrupt("too many keys"))?;
+        self.keys.push(KeyRec {
+            digest: split(d),
+            one: 0,
+            many: 0,
+            kind,
+            shared: false,
+        });
+        let keys = &self.keys;
+        self.by_key
+            .insert_unique(d as u64, k, |&k| join(keys[k as usize].digest) as u64);
+        Ok(k)
+    }
+
+    fn lead_index(&self, lead: &Uuid) -> Result<u32, IdentityError> {
+        self.person_at(lead)
+            .ok_or_else(|| corrupt(format!("unknown lead id {lead}")))
+    }
+
+    /// Applies one entry, at log position `pos`: the same code for a new batch and on open.
+    fn apply(&mut self, e: &Entry, pos: u64) -> Result<(), IdentityError> {
+        for w in &e.people {
+            let i = usize::try_from(w.order.saturating_sub(1)).unwrap_or(usize::MAX);
+            if i == self.people.len() {
+                let n = u32::try_from(i).map_err(|_| corrupt("too many people"))?;
+                self.people.push(Core {
+                    last_event: 0,
+                    lead_id: *w.lead_id.as_bytes(),
+                    merged_into: 0,
+                    keys: Box::default(),
+                    traits: Box::default(),
+                });
+                let people = &self.people;
+                self.by_lead
+                    .insert_unique(lead_hash(w.lead_id.as_bytes()), n, |&i| {
+                        lead_hash(&people[i as usize].lead_id)
+                    });
+            } else if self
+                .people
+                .get(i)
+                .is_none_or(|c| c.lead_id != *w.lead_id.as_bytes())
+            {
+                return Err(corrupt(format!("person {} out of order", w.lead_id)));
+            }
+            let merged_into = match &w.merged_into {
+                Some(to) => self.lead_index(to)? + 1,
+                None => 0,
+            };
+            let keys = w
+                .keys
+                .iter()
+                .map(|(kind, d)| self.key_or_new(kind, *d))
+                .collect::<Result<Box<[u32]>, _>>()?;
+            let core = &mut self.people[i];
+            core.merged_into = merged_into;
+            core.keys = keys;
+            core.traits = pack([&w.names, &w.companies, &w.cities]);
+        }
+        for w in &e.keys {
+            let k = self.key_or_new(&w.kind, w.key)?;
+            let people = w
+                .people
+                .iter()
+                .map(|l| self.lead_index(l))
+                .collect::<Result<Vec<u32>, _>>()?;
+            let rec = &mut self.keys[k as usize];
+            rec.shared = w.shared;
+            match people.as_slice() {
+                [] => rec.one = 0,
+                [one] => rec.one = one + 1,
+                _ => {
+                    rec.one = 0;
+                    if rec.many == 0 {
+                        self.lists.push(Box::default());
+                        rec.many = u32::try_from(self.lists.len())
+                            .map_err(|_| corrupt("too many lists"))?;
+                    }
+                    self.lists[rec.many as usize - 1] = people.into_boxed_slice();
+                }
+            }
+        }
+        if let Some(source) = &e.source {
+            self.sources.insert(digest(source), pos);
+        }
+        if let Some(m) = &e.member {
+            let i = self.lead_index(&m.lead_id)?;
+            self.people[i as usize].last_event = pos;
+        }
+        self.last = pos;
+        Ok(())
     }
 }
 
-/// A JSON entry of a table, if present.
-fn get_json<T: DeserializeOwned>(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &str,
-) -> Result<Option<T>, IdentityError> {
-    match table.get(key).map_err(storage)? {
-        Some(v) => decode(v.value()).map(Some),
-        None => Ok(None),
-    }
+fn read_entry(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    pos: u64,
+) -> Result<Entry, IdentityError> {
+    let bytes = log
+        .get(pos)
+        .map_err(storage)?
+        .ok_or_else(|| corrupt(format!("entry {pos} is missing")))?;
+    postcard::from_bytes(bytes.value()).map_err(|e| corrupt(format!("entry {pos}: {e}")))
 }
 
-fn members_of(
-    people: &impl ReadableTable<&'static str, &'static [u8]>,
-    members: &impl ReadableTable<&'static str, &'static [u8]>,
-    lead_id: &str,
-) -> Result<Vec<Member>, IdentityError> {
-    let Some(person) = get_json::<Person>(people, lead_id)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(person.events.len());
-    for event in &person.events {
-        out.extend(get_json(members, event)?);
-    }
-    Ok(out)
-}
-
-/// The tables an explanation (and the resolver) reads.
-struct View<K, P, M> {
-    keys: K,
-    people: P,
-    members: M,
-}
-
-impl<K, P, M> GraphRead for View<K, P, M>
-where
-    K: ReadableTable<&'static str, &'static [u8]>,
-    P: ReadableTable<&'static str, &'static [u8]>,
-    M: ReadableTable<&'static str, &'static [u8]>,
-{
-    fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
-        get_json(&self.people, lead_id)
-    }
-
-    fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError> {
-        Ok(get_json(&self.keys, key)?.unwrap_or_default())
-    }
-
-    fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError> {
-        members_of(&self.people, &self.members, lead_id)
-    }
-}
-
-type Bytes = &'static [u8];
-/// The writer's view: tables of a write transaction.
-type WriteView<'t> = View<
-    Table<'t, &'static str, Bytes>,
-    Table<'t, &'static str, Bytes>,
-    Table<'t, &'static str, Bytes>,
->;
-
-/// The tables of one write transaction.
-struct Txn<'t> {
-    view: WriteView<'t>,
-    outcomes: Table<'t, &'static str, &'static [u8]>,
-    sources: Table<'t, &'static str, &'static str>,
+/// One batch being resolved: reads see the index plus this batch's writes; the writes become
+/// entries, applied to the index once the batch is committed.
+struct Batch<'a, 't> {
+    index: &'a Index,
+    log: &'a Table<'t, u64, &'static [u8]>,
+    events: &'a Table<'t, &'static str, u64>,
+    people: HashMap<Uuid, PersonWrite>,
+    keys: HashMap<Digest, KeyWrite>,
+    sources: HashMap<Digest, String>,
+    outcomes: HashMap<String, IdentityOutcome>,
+    last_event: HashMap<Uuid, u64>,
     order: u64,
+    entries: Vec<Entry>,
+    current: Entry,
 }
 
-impl GraphRead for Txn<'_> {
+impl Batch<'_, '_> {
+    /// The log position the current event's entry will have.
+    fn position(&self) -> u64 {
+        self.index.last + self.entries.len() as u64 + 1
+    }
+
+    fn finish(&mut self) {
+        let e = std::mem::take(&mut self.current);
+        if e.source.is_some() || e.member.is_some() {
+            self.entries.push(e);
+        }
+    }
+}
+
+fn lead(id: &str) -> Result<Uuid, IdentityError> {
+    Uuid::parse_str(id).map_err(|_| IdentityError::Storage(format!("lead id {id} is not a UUID")))
+}
+
+impl GraphRead for Batch<'_, '_> {
     fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
-        self.view.person(lead_id)
+        let Ok(id) = Uuid::parse_str(lead_id) else {
+            return Ok(None);
+        };
+        if let Some(w) = self.people.get(&id) {
+            let mut p = Person {
+                order: w.order,
+                merged_into: w.merged_into.map(|m| m.to_string()),
+                names: w.names.clone(),
+                companies: w.companies.clone(),
+                cities: w.cities.clone(),
+                ..Person::default()
+            };
+            for (kind, d) in &w.keys {
+                p.keys.entry(kind.clone()).or_default().push(token(*d));
+            }
+            return Ok(Some(p));
+        }
+        Ok(self.index.person_at(&id).map(|i| self.index.person(i)))
     }
 
     fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError> {
-        self.view.key(key)
+        let d = digest(key);
+        if let Some(w) = self.keys.get(&d) {
+            return Ok(KeyLinks {
+                people: w.people.iter().map(Uuid::to_string).collect(),
+                shared: w.shared,
+            });
+        }
+        Ok(self
+            .index
+            .key_at(d)
+            .map(|k| self.index.links(k))
+            .unwrap_or_default())
     }
 
-    fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError> {
-        self.view.members(lead_id)
+    fn token(&self, key: &IdentityKey) -> String {
+        token(key_digest(key))
     }
 }
 
-impl Graph for Txn<'_> {
+impl Graph for Batch<'_, '_> {
     fn outcome(&mut self, event_id: &str) -> Result<Option<IdentityOutcome>, IdentityError> {
-        get_json(&self.outcomes, event_id)
+        if let Some(o) = self.outcomes.get(event_id) {
+            return Ok(Some(o.clone()));
+        }
+        let Some(pos) = self.events.get(event_id).map_err(storage)? else {
+            return Ok(None);
+        };
+        let e = read_entry(self.log, pos.value())?;
+        Ok(e.member.map(|m| m.outcome()))
     }
 
     fn put_outcome(&mut self, event_id: &str, o: &IdentityOutcome) -> Result<(), IdentityError> {
-        self.outcomes
-            .insert(event_id, encode(o).as_slice())
-            .map_err(storage)?;
+        let m = self
+            .current
+            .member
+            .as_mut()
+            .ok_or_else(|| IdentityError::Storage("an outcome without a member".into()))?;
+        m.supported_by = o.supported_by.clone();
+        m.merged = o
+            .merged_lead_ids
+            .iter()
+            .map(|l| lead(l))
+            .collect::<Result<_, _>>()?;
+        self.outcomes.insert(event_id.to_owned(), o.clone());
         Ok(())
     }
 
     fn claim_source(&mut self, key: &str, event_id: &str) -> Result<String, IdentityError> {
-        if let Some(first) = self.sources.get(key).map_err(storage)? {
-            return Ok(first.value().to_owned());
+        let d = digest(key);
+        if let Some(first) = self.sources.get(&d) {
+            return Ok(first.clone());
         }
-        self.sources.insert(key, event_id).map_err(storage)?;
+        if let Some(&pos) = self.index.sources.get(&d) {
+            return Ok(read_entry(self.log, pos)?.event_id);
+        }
+        self.sources.insert(d, event_id.to_owned());
+        self.current.source = Some(key.to_owned());
         Ok(event_id.to_owned())
     }
 
     fn put_key(&mut self, key: &str, links: &KeyLinks) -> Result<(), IdentityError> {
-        self.view
-            .keys
-            .insert(key, encode(links).as_slice())
-            .map_err(storage)?;
+        let (kind, _) = key
+            .split_once(':')
+            .ok_or_else(|| IdentityError::Storage(format!("key {key} has no kind")))?;
+        let w = KeyWrite {
+            kind: kind.to_owned(),
+            key: digest(key),
+            people: links
+                .people
+                .iter()
+                .map(|l| lead(l))
+                .collect::<Result<_, _>>()?,
+            shared: links.shared,
+        };
+        self.keys.insert(w.key, w.clone());
+        self.current.keys.push(w);
         Ok(())
     }
 
     fn put_person(&mut self, lead_id: &str, p: &Person) -> Result<(), IdentityError> {
-        self.view
-            .people
-            .insert(lead_id, encode(p).as_slice())
-            .map_err(storage)?;
+        let mut keys = Vec::with_capacity(2);
+        for (kind, tokens) in &p.keys {
+            for t in tokens {
+                let d = Digest::from_str_radix(t, 16).map_err(|_| {
+                    IdentityError::Storage(format!("key token {t} is not a digest"))
+                })?;
+                keys.push((kind.clone(), d));
+            }
+        }
+        let w = PersonWrite {
+            lead_id: lead(lead_id)?,
+            order: p.order,
+            merged_into: p.merged_into.as_deref().map(lead).transpose()?,
+            keys,
+            names: p.names.clone(),
+            companies: p.companies.clone(),
+            cities: p.cities.clone(),
+        };
+        self.people.insert(w.lead_id, w.clone());
+        self.current.people.push(w);
         Ok(())
     }
 
-    fn add_member(&mut self, _lead_id: &str, m: &Member) -> Result<(), IdentityError> {
-        self.view
-            .members
-            .insert(m.event_id.as_str(), encode(m).as_slice())
-            .map_err(storage)?;
+    fn add_member(&mut self, m: &Member, req: &IdentityRequest) -> Result<(), IdentityError> {
+        let lead_id = lead(&m.lead_id)?;
+        let prev = match self.last_event.get(&lead_id) {
+            Some(&pos) => pos,
+            None => self
+                .index
+                .person_at(&lead_id)
+                .map_or(0, |i| self.index.people[i as usize].last_event),
+        };
+        let pos = self.position();
+        self.last_event.insert(lead_id, pos);
+        self.current.member = Some(MemberEntry {
+            lead_id,
+            status: m.status,
+            matched_on: m.matched_on.clone(),
+            supported_by: Vec::new(),
+            merged: Vec::new(),
+            connector: m.connector.clone(),
+            at: m.at.clone(),
+            keys: req
+                .keys
+                .iter()
+                .map(|k| (k.kind.clone(), k.value.clone()))
+                .collect(),
+            profile: req.profile.clone(),
+            prev,
+        });
         Ok(())
     }
 
@@ -184,58 +612,300 @@ impl Graph for Txn<'_> {
         self.order += 1;
         Ok(self.order)
     }
+
+    /// Explanations derive the history from the log's member entries.
+    fn keeps_history(&self) -> bool {
+        false
+    }
+}
+
+pub struct EmbeddedIdentityStore {
+    db: Database,
+    policy: Policy,
+    index: Mutex<Index>,
+}
+
+impl EmbeddedIdentityStore {
+    /// Opens (or creates) the store at `path` and rebuilds its index from the log.
+    pub fn open(path: &Path, policy: Policy) -> Result<Self, IdentityError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                IdentityError::Locked(path.display().to_string())
+            }
+            other => storage(other),
+        })?;
+        Self::load(db, policy)
+    }
+
+    /// A store that lives in memory only (for `import --dry-run`).
+    pub fn in_memory(policy: Policy) -> Result<Self, IdentityError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(storage)?;
+        Self::load(db, policy)
+    }
+
+    fn load(db: Database, policy: Policy) -> Result<Self, IdentityError> {
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let format = meta.get("format").map_err(storage)?.map(|v| v.value());
+            let older = meta.get("people").map_err(storage)?.is_some();
+            match format {
+                Some(FORMAT) => {}
+                None if !older => {
+                    meta.insert("format", FORMAT).map_err(storage)?;
+                }
+                found => {
+                    return Err(IdentityError::Storage(format!(
+                        "the identity store is in format {}, this leadgate reads format {FORMAT}; \
+                         move it aside (the data directory's identity.redb) to start a new one",
+                        found.unwrap_or(1)
+                    )));
+                }
+            }
+            txn.open_table(LOG).map_err(storage)?;
+            txn.open_table(EVENTS).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+
+        let mut index = Index::default();
+        {
+            let read = db.begin_read().map_err(storage)?;
+            let log = read.open_table(LOG).map_err(storage)?;
+            let n = log.len().map_err(storage)?;
+            index.people.reserve(usize::try_from(n).unwrap_or(0) / 2);
+            for item in log.iter().map_err(storage)? {
+                let (pos, bytes) = item.map_err(storage)?;
+                let e: Entry = postcard::from_bytes(bytes.value())
+                    .map_err(|e| corrupt(format!("entry {}: {e}", pos.value())))?;
+                index.apply(&e, pos.value())?;
+            }
+        }
+        Ok(Self {
+            db,
+            policy,
+            index: Mutex::new(index),
+        })
+    }
+
+    fn index(&self) -> Result<MutexGuard<'_, Index>, IdentityError> {
+        self.index
+            .lock()
+            .map_err(|_| IdentityError::Storage("the identity index is poisoned".into()))
+    }
 }
 
 impl IdentityStore for EmbeddedIdentityStore {
     fn resolve(&self, requests: &[IdentityRequest]) -> Result<Vec<Resolution>, IdentityError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        let out = {
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let order = meta
-                .get("people")
-                .map_err(storage)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            let mut g = Txn {
-                view: View {
-                    keys: txn.open_table(KEYS).map_err(storage)?,
-                    people: txn.open_table(PEOPLE).map_err(storage)?,
-                    members: txn.open_table(MEMBERS).map_err(storage)?,
-                },
-                outcomes: txn.open_table(OUTCOMES).map_err(storage)?,
-                sources: txn.open_table(SOURCES).map_err(storage)?,
-                order,
+        let mut index = self.index()?;
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| IdentityError::Storage(e.to_string()))?;
+        let (out, entries) = {
+            let mut log = txn.open_table(LOG).map_err(storage)?;
+            let mut events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut b = Batch {
+                order: index.people.len() as u64,
+                index: &index,
+                log: &log,
+                events: &events,
+                people: HashMap::new(),
+                keys: HashMap::new(),
+                sources: HashMap::new(),
+                outcomes: HashMap::new(),
+                last_event: HashMap::new(),
+                entries: Vec::with_capacity(requests.len()),
+                current: Entry::default(),
             };
-            let out = requests
-                .iter()
-                .map(|r| resolve::resolve(&mut g, r, &self.policy))
-                .collect::<Result<Vec<_>, _>>()?;
-            meta.insert("people", g.order).map_err(storage)?;
-            out
+            let mut out = Vec::with_capacity(requests.len());
+            for r in requests {
+                b.current.event_id.clone_from(&r.event_id);
+                out.push(resolve::resolve(&mut b, r, &self.policy)?);
+                b.finish();
+            }
+            let entries = b.entries;
+            let mut buf = Vec::with_capacity(512);
+            for (pos, e) in (index.last + 1..).zip(&entries) {
+                buf.clear();
+                let bytes = postcard::to_io(e, &mut buf)
+                    .map_err(|e| IdentityError::Storage(format!("encoding an entry: {e}")))?;
+                log.insert(pos, bytes.as_slice()).map_err(storage)?;
+                if e.member.is_some() {
+                    events.insert(e.event_id.as_str(), pos).map_err(storage)?;
+                }
+            }
+            (out, entries)
         };
         txn.commit().map_err(storage)?;
+        let first = index.last + 1;
+        for (pos, e) in (first..).zip(&entries) {
+            index.apply(e, pos)?;
+        }
         Ok(out)
     }
 
     fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
+        let Ok(asked) = Uuid::parse_str(lead_id) else {
+            return Ok(None);
+        };
+        let index = self.index()?;
+        let Some(found) = index.person_at(&asked) else {
+            return Ok(None);
+        };
+        let root = index.root_of(found);
         let txn = self.db.begin_read().map_err(storage)?;
-        let people = match txn.open_table(PEOPLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(storage(e)),
-        };
-        let mut g = View {
-            people,
-            keys: txn.open_table(KEYS).map_err(storage)?,
-            members: txn.open_table(MEMBERS).map_err(storage)?,
-        };
-        resolve::explain(&mut g, lead_id)
+        let log = txn.open_table(LOG).map_err(storage)?;
+        explain(&index, &log, root, lead_id)
     }
+
+    fn sync(&self) -> Result<(), IdentityError> {
+        let _index = self.index()?;
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| IdentityError::Storage(e.to_string()))?;
+        txn.commit().map_err(storage)
+    }
+}
+
+impl Drop for EmbeddedIdentityStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, "identity store: the last batches were not synced on close");
+        }
+    }
+}
+
+/// The person at `root`: its own events and those of everyone merged into it, newest first per
+/// lead id; the profile (the newest value of each field), the sources and the merges are derived
+/// from all of them, the members listed are each lead id's latest [`EVENTS_KEPT`].
+fn explain(
+    index: &Index,
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    root: u32,
+    asked: &str,
+) -> Result<Option<Cluster>, IdentityError> {
+    let lead_id = index.lead_of(root).to_string();
+    let mut cluster = Cluster {
+        requested_lead_id: (lead_id != asked).then(|| asked.to_owned()),
+        lead_id,
+        created_at: String::new(),
+        keys: Vec::new(),
+        profile: Default::default(),
+        sources: Default::default(),
+        merges: Vec::new(),
+        members: Vec::new(),
+        names: unpack(&index.people[root as usize].traits)[0].clone(),
+    };
+    let mut newest: HashMap<String, (String, u64)> = HashMap::new();
+    let mut keys = BTreeSet::new();
+    let mut seen = HashSet::from([root]);
+    let mut queue = vec![root];
+    while let Some(p) = queue.pop() {
+        let mut pos = index.people[p as usize].last_event;
+        let mut listed = 0;
+        while pos != 0 {
+            let e = read_entry(log, pos)?;
+            let m = e
+                .member
+                .ok_or_else(|| corrupt(format!("entry {pos} has no member")))?;
+            if listed < EVENTS_KEPT {
+                listed += 1;
+                cluster.members.push(Member {
+                    event_id: e.event_id.clone(),
+                    lead_id: m.lead_id.to_string(),
+                    connector: m.connector.clone(),
+                    at: m.at.clone(),
+                    status: m.status,
+                    matched_on: m.matched_on.clone(),
+                });
+            }
+            for (field, value) in m.profile {
+                let newer = newest
+                    .get(&field)
+                    .is_none_or(|(at, at_pos)| (&m.at, pos) > (at, *at_pos));
+                if newer {
+                    newest.insert(field.clone(), (m.at.clone(), pos));
+                    cluster.profile.insert(
+                        field,
+                        ProfileValue {
+                            value,
+                            connector: m.connector.clone(),
+                            event_id: e.event_id.clone(),
+                            at: m.at.clone(),
+                        },
+                    );
+                }
+            }
+            *cluster.sources.entry(m.connector.clone()).or_default() += 1;
+            if !m.merged.is_empty() {
+                for absorbed in &m.merged {
+                    if let Some(j) = index.person_at(absorbed)
+                        && seen.insert(j)
+                    {
+                        queue.push(j);
+                    }
+                }
+                cluster.merges.push(MergeRef {
+                    merged_lead_ids: m.merged.iter().map(Uuid::to_string).collect(),
+                    event_id: e.event_id.clone(),
+                    at: m.at.clone(),
+                });
+            }
+            keys.extend(m.keys);
+            if p == root && m.prev == 0 {
+                cluster.created_at = m.at;
+            }
+            pos = m.prev;
+        }
+    }
+    cluster.keys = keys
+        .into_iter()
+        .map(|(kind, value)| {
+            let shared = index
+                .key_at(digest(&format!("{kind}:{value}")))
+                .is_some_and(|k| index.keys[k as usize].shared);
+            ClusterKey {
+                kind,
+                value,
+                shared,
+            }
+        })
+        .collect();
+    cluster
+        .members
+        .sort_by(|a, b| (&a.at, &a.event_id).cmp(&(&b.at, &b.event_id)));
+    cluster
+        .merges
+        .sort_by(|a, b| (&a.at, &a.event_id).cmp(&(&b.at, &b.event_id)));
+    Ok(Some(cluster))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_and_digests_round_trip() {
+        let key = IdentityKey::new(PHONE, "+8613800138000");
+        assert_eq!(key_digest(&key), digest("phone:+8613800138000"));
+        let long = IdentityKey::new("crm_id", "x".repeat(300));
+        assert_eq!(key_digest(&long), digest(&long.to_string()));
+        let d = key_digest(&key);
+        assert_eq!(token(d), format!("{d:032x}"));
+        assert_eq!(Digest::from_str_radix(&token(d), 16).unwrap(), d);
+        assert_eq!(join(split(d)), d);
+        let lists = [
+            vec!["张三".to_owned(), "zhang".into()],
+            vec![],
+            vec!["北京市".into()],
+        ];
+        assert_eq!(unpack(&pack([&lists[0], &lists[1], &lists[2]])), lists);
+        assert_eq!(
+            unpack(&pack([&[], &[], &[]])),
+            <[Vec<String>; 3]>::default()
+        );
+    }
     use crate::config::IdentitySettings;
     use crate::identity::{EMAIL, IdentityKey, PHONE, Traits};
     use crate::lead::IdentityStatus;
@@ -408,6 +1078,96 @@ mod tests {
         assert_eq!(c.profile["company"].connector, "trade-show");
         assert_eq!(c.profile["city"].value, "北京市");
         assert_eq!(c.sources.len(), 2);
+    }
+
+    /// Three batches: a phone, an email, then one lead with both (a merge) and three colleagues
+    /// on one mobile (a shared key).
+    fn history() -> Vec<Vec<IdentityRequest>> {
+        vec![
+            vec![
+                req("e1", &[(PHONE, "+8613800138000")]),
+                req("e2", &[(EMAIL, "a@b.cn")]),
+            ],
+            vec![
+                req("e3", &[(PHONE, "+8613800138000"), (EMAIL, "a@b.cn")]),
+                req("e4", &[(PHONE, "+8613911112222"), (EMAIL, "x@x.cn")]),
+                req("e5", &[(PHONE, "+8613911112222"), (EMAIL, "y@x.cn")]),
+            ],
+            vec![
+                req("e6", &[(PHONE, "+8613911112222"), (EMAIL, "z@x.cn")]),
+                req("e7", &[(EMAIL, "a@b.cn")]),
+            ],
+        ]
+    }
+
+    #[test]
+    fn the_index_is_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.redb");
+        let [first, second, third]: [Vec<IdentityRequest>; 3] = history().try_into().unwrap();
+        let reference = store();
+        let mut expected = Vec::new();
+        for batch in [&first, &second, &third] {
+            expected.extend(reference.resolve(batch).unwrap());
+        }
+
+        let mut got = Vec::new();
+        for batch in [&first, &second] {
+            let s = EmbeddedIdentityStore::open(&path, Policy::default()).unwrap();
+            got.extend(s.resolve(batch).unwrap());
+        }
+        let s = EmbeddedIdentityStore::open(&path, Policy::default()).unwrap();
+        got.extend(s.resolve(&third).unwrap());
+        assert_eq!(
+            got, expected,
+            "a reopened store resolves as one that stayed open"
+        );
+        assert_eq!(person(&got[2]).status, IdentityStatus::Merged);
+        assert_eq!(
+            person(&got[5]).status,
+            IdentityStatus::New,
+            "the phone is shared"
+        );
+
+        let lead = &person(&got[0]).lead_id;
+        let (c, r) = (s.explain(lead).unwrap(), reference.explain(lead).unwrap());
+        assert_eq!(c, r);
+        let c = c.unwrap();
+        assert_eq!(c.members.len(), 4);
+        assert_eq!(c.created_at, "2026-11-24T00:00:02Z");
+        let shared = s.explain(&person(&got[3]).lead_id).unwrap().unwrap();
+        assert!(shared.keys.iter().any(|k| k.kind == PHONE && k.shared));
+    }
+
+    #[test]
+    fn a_crash_loses_only_unsynced_batches_and_their_replay_gives_the_same_lead_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.redb");
+        let crashed = dir.path().join("crashed.redb");
+        let [first, second, _]: [Vec<IdentityRequest>; 3] = history().try_into().unwrap();
+        let s = EmbeddedIdentityStore::open(&path, Policy::default()).unwrap();
+        let a = s.resolve(&first).unwrap();
+        s.sync().unwrap();
+        let b = s.resolve(&second).unwrap();
+        // The file as a power cut would leave it: the second batch was committed, not synced.
+        std::fs::copy(&path, &crashed).unwrap();
+        drop(s);
+
+        let s = EmbeddedIdentityStore::open(&crashed, Policy::default()).unwrap();
+        assert!(
+            s.explain(&person(&b[1]).lead_id).unwrap().is_none(),
+            "the unsynced batch is gone"
+        );
+        assert_eq!(
+            s.resolve(&first).unwrap(),
+            a,
+            "synced events replay as resolved"
+        );
+        assert_eq!(
+            s.resolve(&second).unwrap(),
+            b,
+            "lost events resolve again to the lead ids already published"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!    guards would refuse; it never makes one alone.
 //!
 //! The algorithm ([`resolve`]) is written once against a transactional [`resolve::Graph`]; the
-//! stores (embedded redb, MySQL) only provide the reads and writes.
+//! stores (embedded: an in-memory index over a log; MySQL) only provide the reads and writes.
 
 mod embedded;
 pub mod eval;
@@ -119,6 +119,12 @@ pub trait IdentityStore: Send + Sync {
 
     /// Everything known about a person, found by any of its lead ids (merged ones included).
     fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError>;
+
+    /// Makes every resolution so far durable. A store may commit batches lazily; the pipeline
+    /// calls this before it acknowledges their events in the journal.
+    fn sync(&self) -> Result<(), IdentityError> {
+        Ok(())
+    }
 }
 
 /// The guards and thresholds, compiled from `[identity]`.

@@ -8,7 +8,8 @@
 //! The connection, the runtime and the retries are [`crate::sql`]'s.
 
 use super::resolve::{
-    self, Cluster, Graph, GraphRead, KeyLinks, Member, Person, Resolution, decode, encode,
+    self, Cluster, Graph, GraphRead, KeyLinks, Member, MemberRead, Person, Resolution, decode,
+    encode,
 };
 use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
 use crate::lead::IdentityOutcome;
@@ -104,7 +105,9 @@ impl GraphRead for MyTxn<'_, '_> {
             .transpose()?
             .unwrap_or_default())
     }
+}
 
+impl MemberRead for MyTxn<'_, '_> {
     fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError> {
         let rows: Vec<Vec<u8>> = self.tx.rows(
             "SELECT v FROM leadgate_members WHERE lead_id = ? ORDER BY event_id",
@@ -160,10 +163,10 @@ impl Graph for MyTxn<'_, '_> {
         )
     }
 
-    fn add_member(&mut self, lead_id: &str, m: &Member) -> Result<(), IdentityError> {
+    fn add_member(&mut self, m: &Member, _req: &IdentityRequest) -> Result<(), IdentityError> {
         self.run(
             "INSERT IGNORE INTO leadgate_members (lead_id, event_id, v) VALUES (?, ?, ?)",
-            (lead_id, m.event_id.as_str(), encode(m)),
+            (m.lead_id.as_str(), m.event_id.as_str(), encode(m)),
         )
     }
 

@@ -128,10 +128,19 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("identity entries serialize")
 }
 
-/// The reads an explanation needs.
+/// The reads the resolver needs.
 pub trait GraphRead {
     fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError>;
     fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError>;
+    /// How [`Person::keys`] holds a key's value in this store. The value itself unless the store
+    /// keeps only a digest of it; the resolver compares and counts values through this only.
+    fn token(&self, key: &IdentityKey) -> String {
+        key.value.clone()
+    }
+}
+
+/// The reads an explanation of a stored [`Person`] needs ([`explain`]).
+pub trait MemberRead: GraphRead {
     /// The member events resolved to `lead_id` itself (not to people merged into it).
     fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError>;
 }
@@ -144,8 +153,15 @@ pub trait Graph: GraphRead {
     fn claim_source(&mut self, key: &str, event_id: &str) -> Result<String, IdentityError>;
     fn put_key(&mut self, key: &str, links: &KeyLinks) -> Result<(), IdentityError>;
     fn put_person(&mut self, lead_id: &str, p: &Person) -> Result<(), IdentityError>;
-    fn add_member(&mut self, lead_id: &str, m: &Member) -> Result<(), IdentityError>;
+    /// Records that `req`'s event is a member of `m.lead_id`.
+    fn add_member(&mut self, m: &Member, req: &IdentityRequest) -> Result<(), IdentityError>;
     fn next_order(&mut self) -> Result<u64, IdentityError>;
+    /// Whether [`Person`] carries its history (profile, sources, merges, recent events) for
+    /// explanations. A store that derives the history from its member events says no, and the
+    /// resolver does not build it.
+    fn keeps_history(&self) -> bool {
+        true
+    }
 }
 
 /// Follows merges to the person that absorbed `lead_id`.
@@ -170,7 +186,7 @@ pub fn root<G: GraphRead>(
 
 /// `GET /v1/leads/{lead_id}`: the person `lead_id` is (or was merged into), its keys, members
 /// (its own and those of every person merged into it), merges, profile and sources.
-pub fn explain<G: GraphRead>(g: &mut G, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
+pub fn explain<G: MemberRead>(g: &mut G, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
     let Some((id, person)) = root(g, lead_id)? else {
         return Ok(None);
     };
@@ -209,6 +225,8 @@ pub fn explain<G: GraphRead>(g: &mut G, lead_id: &str) -> Result<Option<Cluster>
 struct Link<'r> {
     key: &'r IdentityKey,
     name: String,
+    /// The value as the person holds it ([`GraphRead::token`]).
+    token: String,
     stored: KeyLinks,
     links: KeyLinks,
     roots: Vec<String>,
@@ -277,6 +295,7 @@ pub fn resolve<G: Graph>(
         links.push(Link {
             key,
             name,
+            token: g.token(key),
             stored,
             links: l,
             roots: root_ids,
@@ -288,11 +307,11 @@ pub fn resolve<G: Graph>(
     // limits; layer 4: a candidate over the limit may still join when its name agrees and its
     // company or city does too.
     let mut joined_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for k in &req.keys {
+    for l in &links {
         joined_keys
-            .entry(k.kind.clone())
+            .entry(l.key.kind.clone())
             .or_default()
-            .insert(k.value.clone());
+            .insert(l.token.clone());
     }
     let mut accepted: Vec<Candidate> = Vec::new();
     let mut matched_on: BTreeSet<String> = BTreeSet::new();
@@ -317,16 +336,17 @@ pub fn resolve<G: Graph>(
             let theirs = c.person.keys.get(kind).map_or(0, Vec::len);
             mine > 0 && theirs > 0 && v.len() > mine.max(theirs)
         });
-        let support = support(&req.traits, &c.person, policy.name_similarity);
         let ok = if conflicting && names_disagree(&req.traits, &c.person) {
             false
         } else if within(1) {
             true
-        } else if !support.is_empty() && within(2) {
-            supported_by.extend(support.iter().map(|s| (*s).to_owned()));
-            true
         } else {
-            false
+            let support = support(&req.traits, &c.person, policy.name_similarity);
+            let ok = !support.is_empty() && within(2);
+            if ok {
+                supported_by.extend(support.iter().map(|s| (*s).to_owned()));
+            }
+            ok
         };
         if ok {
             joined_keys = union;
@@ -336,7 +356,7 @@ pub fn resolve<G: Graph>(
     }
 
     let (lead_id, mut person, status, absorbed) = if accepted.is_empty() {
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = new_lead_id(&req.event_id).to_string();
         let person = Person {
             order: g.next_order()?,
             created_at: req.received_at.clone(),
@@ -370,7 +390,8 @@ pub fn resolve<G: Graph>(
         )?;
         merged_lead_ids.push(c.lead_id);
     }
-    if !merged_lead_ids.is_empty() {
+    let history = g.keeps_history();
+    if history && !merged_lead_ids.is_empty() {
         person.merges.push(MergeRef {
             merged_lead_ids: merged_lead_ids.clone(),
             event_id: req.event_id.clone(),
@@ -382,6 +403,7 @@ pub fn resolve<G: Graph>(
     for Link {
         key,
         name,
+        token,
         stored,
         links: mut l,
         roots,
@@ -412,12 +434,12 @@ pub fn resolve<G: Graph>(
             g.put_key(&name, &l)?;
         }
         let values = person.keys.entry(key.kind.clone()).or_default();
-        if !values.contains(&key.value) {
-            values.push(key.value.clone());
+        if !values.contains(&token) {
+            values.push(token);
         }
     }
     remember(&mut person, &req.traits);
-    for (field, value) in &req.profile {
+    for (field, value) in req.profile.iter().filter(|_| history) {
         let newer = person
             .profile
             .get(field)
@@ -434,16 +456,17 @@ pub fn resolve<G: Graph>(
             );
         }
     }
-    *person.sources.entry(req.connector.clone()).or_default() += 1;
-    person.events.push(req.event_id.clone());
-    if person.events.len() > EVENTS_KEPT {
-        person.events.remove(0);
+    if history {
+        *person.sources.entry(req.connector.clone()).or_default() += 1;
+        person.events.push(req.event_id.clone());
+        if person.events.len() > EVENTS_KEPT {
+            person.events.remove(0);
+        }
     }
     g.put_person(&lead_id, &person)?;
 
     let matched_on: Vec<String> = matched_on.into_iter().collect();
     g.add_member(
-        &lead_id,
         &Member {
             event_id: req.event_id.clone(),
             lead_id: lead_id.clone(),
@@ -452,6 +475,7 @@ pub fn resolve<G: Graph>(
             status,
             matched_on: matched_on.clone(),
         },
+        req,
     )?;
     let outcome = IdentityOutcome {
         lead_id,
@@ -463,6 +487,27 @@ pub fn resolve<G: Graph>(
     g.put_outcome(&req.event_id, &outcome)?;
     Ok(Resolution::Person(outcome))
 }
+
+/// The lead id of a person founded by `event_id`: the same on every replay of the event, so a store
+/// that loses its last unsynced batches in a crash gives the replayed events the ids already
+/// published. A version 7 UUID: the founding event's timestamp when its id is one (leadgate's event
+/// ids are), then the event id's SHA-1 (as in a version 5 UUID) for the other bits.
+pub fn new_lead_id(event_id: &str) -> uuid::Uuid {
+    let digest = uuid::Uuid::new_v5(&LEAD_ID_NAMESPACE, event_id.as_bytes());
+    let mut bytes = *digest.as_bytes();
+    if let Ok(event) = uuid::Uuid::parse_str(event_id)
+        && event.get_version_num() == 7
+    {
+        bytes[..6].copy_from_slice(&event.as_bytes()[..6]);
+    }
+    uuid::Builder::from_bytes(bytes)
+        .with_version(uuid::Version::SortRand)
+        .into_uuid()
+}
+
+/// The namespace of [`new_lead_id`]'s digests.
+const LEAD_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6c65_6164_6761_7465_8000_6c65_6164_5f69);
 
 /// Folds an absorbed person into the survivor: keys, traits, sources, merges, and each profile
 /// field where the absorbed value is newer.
@@ -603,6 +648,21 @@ fn romanize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lead_ids_derive_from_the_founding_event() {
+        let event = uuid::Uuid::now_v7().to_string();
+        let id = new_lead_id(&event);
+        assert_eq!(id, new_lead_id(&event), "the same on every replay");
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(
+            id.as_bytes()[..6],
+            uuid::Uuid::parse_str(&event).unwrap().as_bytes()[..6]
+        );
+        assert_ne!(id.to_string(), event);
+        assert_ne!(new_lead_id("e1"), new_lead_id("e2"));
+        assert_eq!(new_lead_id("e1").get_version_num(), 7);
+    }
 
     #[test]
     fn names_compare_across_scripts() {
