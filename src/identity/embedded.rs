@@ -17,15 +17,12 @@
 //!
 //! The algorithm is [`resolve::resolve`]; this file keeps the index and the log.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use hashbrown::HashTable;
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition,
-};
+use hashbrown::{HashMap, HashTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -36,11 +33,19 @@ use super::resolve::{
 use super::{IdentityError, IdentityKey, IdentityRequest, IdentityStore, Policy};
 use crate::lead::{IdentityOutcome, IdentityStatus};
 
-/// Position (from 1) -> one event's [`Entry`] (postcard).
+/// Batch number (from 1) -> the [`Entry`] of each of its events that changed anything: see
+/// [`encode_batch`].
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("identity_log");
-/// event_id -> the position of its entry, so that a replayed event resolves as the first time.
-/// Event ids are time-ordered, so inserts append.
-const EVENTS: TableDefinition<&str, u64> = TableDefinition::new("identity_events");
+/// An entry's position is its batch's number, shifted by this, plus its place in the batch
+/// (from 1). 0 is no position.
+const PLACE_BITS: u32 = 24;
+/// redb's page cache. The log is appended and read back only for explanations and replays; the
+/// index lives in memory.
+const CACHE_BYTES: usize = 64 << 20;
+/// How many of the latest events a replay is answered for (as first resolved) from the index.
+/// Events come again only while their journal acknowledgement is pending: the pipeline has one
+/// batch (at most 10,000 events) resolved and unacknowledged at a time.
+const RECENT: usize = 100_000;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout of this file. Format 1 (leadgate before 0.5) kept people and keys in B-trees.
 const FORMAT: u64 = 2;
@@ -155,10 +160,15 @@ struct Core {
     lead_id: [u8; 16],
     /// The person this one was merged into (its index + 1), 0 for none.
     merged_into: u32,
-    keys: Box<[u32]>,
+    /// Its keys: up to two ids inline ([`NO_KEY`] for none), or [`MANY_KEYS`] and the place of
+    /// its list in `Index::lists`.
+    keys: [u32; 2],
     /// Recent names, companies and cities: see [`pack`].
     traits: Box<str>,
 }
+
+const NO_KEY: u32 = u32::MAX;
+const MANY_KEYS: u32 = u32::MAX - 1;
 
 /// A key in memory: 28 bytes.
 #[derive(Debug)]
@@ -184,8 +194,11 @@ struct Index {
     kinds: Vec<String>,
     /// A source key's digest -> the position of the entry of the event that first carried it.
     sources: HashMap<Digest, u64>,
-    /// The position of the newest entry.
-    last: u64,
+    /// The latest [`RECENT`] resolved events: the event id's digest -> the position of its entry.
+    recent: HashMap<Digest, u64>,
+    recent_order: VecDeque<Digest>,
+    /// The number of the newest batch.
+    batches: u64,
 }
 
 fn split(d: Digest) -> [u32; 4] {
@@ -270,7 +283,7 @@ impl Index {
                 .then(|| self.lead_of(core.merged_into - 1).to_string()),
             ..Person::default()
         };
-        for &k in &core.keys {
+        for &k in self.keys_of(core) {
             let rec = &self.keys[k as usize];
             p.keys
                 .entry(self.kinds[usize::from(rec.kind)].clone())
@@ -279,6 +292,26 @@ impl Index {
         }
         [p.names, p.companies, p.cities] = unpack(&core.traits);
         p
+    }
+
+    fn keys_of<'c>(&'c self, core: &'c Core) -> &'c [u32] {
+        match core.keys {
+            [MANY_KEYS, list] => &self.lists[list as usize],
+            [NO_KEY, _] => &[],
+            [_, NO_KEY] => &core.keys[..1],
+            _ => &core.keys,
+        }
+    }
+
+    /// Puts `ids` in a list of `lists`, the one at `slot` (place + 1) when there is one, and
+    /// returns its slot.
+    fn store_list(&mut self, slot: u32, ids: Vec<u32>) -> Result<u32, IdentityError> {
+        if slot != 0 {
+            self.lists[slot as usize - 1] = ids.into_boxed_slice();
+            return Ok(slot);
+        }
+        self.lists.push(ids.into_boxed_slice());
+        u32::try_from(self.lists.len()).map_err(|_| corrupt("too many lists"))
     }
 
     fn linked(&self, k: u32) -> Vec<u32> {
@@ -343,7 +376,7 @@ impl Index {
                     last_event: 0,
                     lead_id: *w.lead_id.as_bytes(),
                     merged_into: 0,
-                    keys: Box::default(),
+                    keys: [NO_KEY; 2],
                     traits: Box::default(),
                 });
                 let people = &self.people;
@@ -362,11 +395,18 @@ impl Index {
                 Some(to) => self.lead_index(to)? + 1,
                 None => 0,
             };
-            let keys = w
+            let ids = w
                 .keys
                 .iter()
                 .map(|(kind, d)| self.key_or_new(kind, *d))
-                .collect::<Result<Box<[u32]>, _>>()?;
+                .collect::<Result<Vec<u32>, _>>()?;
+            let keys = match (ids.as_slice(), self.people[i].keys) {
+                ([], _) => [NO_KEY; 2],
+                ([a], _) => [*a, NO_KEY],
+                ([a, b], _) => [*a, *b],
+                (_, [MANY_KEYS, slot]) => [MANY_KEYS, self.store_list(slot + 1, ids)? - 1],
+                _ => [MANY_KEYS, self.store_list(0, ids)? - 1],
+            };
             let core = &mut self.people[i];
             core.merged_into = merged_into;
             core.keys = keys;
@@ -386,12 +426,9 @@ impl Index {
                 [one] => rec.one = one + 1,
                 _ => {
                     rec.one = 0;
-                    if rec.many == 0 {
-                        self.lists.push(Box::default());
-                        rec.many = u32::try_from(self.lists.len())
-                            .map_err(|_| corrupt("too many lists"))?;
-                    }
-                    self.lists[rec.many as usize - 1] = people.into_boxed_slice();
+                    let slot = rec.many;
+                    let slot = self.store_list(slot, people)?;
+                    self.keys[k as usize].many = slot;
                 }
             }
         }
@@ -401,21 +438,75 @@ impl Index {
         if let Some(m) = &e.member {
             let i = self.lead_index(&m.lead_id)?;
             self.people[i as usize].last_event = pos;
+            let d = digest(&e.event_id);
+            self.recent.insert(d, pos);
+            self.recent_order.push_back(d);
+            if self.recent_order.len() > RECENT
+                && let Some(old) = self.recent_order.pop_front()
+            {
+                self.recent.remove(&old);
+            }
         }
-        self.last = pos;
         Ok(())
     }
+}
+
+fn position(batch: u64, place: usize) -> u64 {
+    (batch << PLACE_BITS) | (place as u64 + 1)
+}
+
+/// A batch's entries in one value, so that a batch is one append: their count (u32, little
+/// endian), where each ends (u32 each), then each entry in postcard.
+fn encode_batch(entries: &[Entry]) -> Result<Vec<u8>, IdentityError> {
+    let count = u32::try_from(entries.len())
+        .ok()
+        .filter(|n| *n < 1 << PLACE_BITS)
+        .ok_or_else(|| IdentityError::Storage("a batch of more than 16M events".into()))?;
+    let header = 4 + 4 * entries.len();
+    let mut buf = Vec::with_capacity(header + 256 * entries.len());
+    buf.extend_from_slice(&count.to_le_bytes());
+    buf.resize(header, 0);
+    for (i, e) in entries.iter().enumerate() {
+        postcard::to_io(e, &mut buf)
+            .map_err(|e| IdentityError::Storage(format!("encoding an entry: {e}")))?;
+        let end = u32::try_from(buf.len())
+            .map_err(|_| IdentityError::Storage("a batch of more than 4 GiB".into()))?;
+        buf[4 + 4 * i..8 + 4 * i].copy_from_slice(&end.to_le_bytes());
+    }
+    Ok(buf)
+}
+
+/// How many entries a batch value holds.
+fn batch_len(blob: &[u8]) -> Option<usize> {
+    Some(u32::from_le_bytes(blob.get(..4)?.try_into().ok()?) as usize)
+}
+
+/// The entry at `place` (from 0) of a batch value.
+fn decode_entry(blob: &[u8], place: usize) -> Option<Entry> {
+    let n = batch_len(blob)?;
+    let end = |i: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(blob.get(4 + 4 * i..8 + 4 * i)?.try_into().ok()?) as usize)
+    };
+    let start = match place {
+        0 => 4 + 4 * n,
+        _ => end(place - 1)?,
+    };
+    postcard::from_bytes(blob.get(start..end(place)?)?).ok()
 }
 
 fn read_entry(
     log: &impl ReadableTable<u64, &'static [u8]>,
     pos: u64,
 ) -> Result<Entry, IdentityError> {
-    let bytes = log
-        .get(pos)
+    let (batch, place) = (pos >> PLACE_BITS, (pos & ((1 << PLACE_BITS) - 1)) as usize);
+    let blob = log
+        .get(batch)
         .map_err(storage)?
-        .ok_or_else(|| corrupt(format!("entry {pos} is missing")))?;
-    postcard::from_bytes(bytes.value()).map_err(|e| corrupt(format!("entry {pos}: {e}")))
+        .ok_or_else(|| corrupt(format!("batch {batch} is missing")))?;
+    place
+        .checked_sub(1)
+        .and_then(|place| decode_entry(blob.value(), place))
+        .ok_or_else(|| corrupt(format!("entry {place} of batch {batch}")))
 }
 
 /// One batch being resolved: reads see the index plus this batch's writes; the writes become
@@ -423,11 +514,13 @@ fn read_entry(
 struct Batch<'a, 't> {
     index: &'a Index,
     log: &'a Table<'t, u64, &'static [u8]>,
-    events: &'a Table<'t, &'static str, u64>,
-    people: HashMap<Uuid, PersonWrite>,
-    keys: HashMap<Digest, KeyWrite>,
+    /// The batch's writes, as (entry, write) places: an entry is `entries[i]`, or `current`
+    /// at `entries.len()`.
+    people: HashMap<Uuid, (usize, usize)>,
+    keys: HashMap<Digest, (usize, usize)>,
     sources: HashMap<Digest, String>,
-    outcomes: HashMap<String, IdentityOutcome>,
+    /// The entries of the events resolved in this batch, by event id.
+    outcomes: HashMap<Digest, usize>,
     last_event: HashMap<Uuid, u64>,
     order: u64,
     entries: Vec<Entry>,
@@ -437,12 +530,16 @@ struct Batch<'a, 't> {
 impl Batch<'_, '_> {
     /// The log position the current event's entry will have.
     fn position(&self) -> u64 {
-        self.index.last + self.entries.len() as u64 + 1
+        position(self.index.batches + 1, self.entries.len())
+    }
+
+    fn entry(&self, i: usize) -> &Entry {
+        self.entries.get(i).unwrap_or(&self.current)
     }
 
     fn finish(&mut self) {
         let e = std::mem::take(&mut self.current);
-        if e.source.is_some() || e.member.is_some() {
+        if e.source.is_some() || e.member.is_some() || !e.people.is_empty() || !e.keys.is_empty() {
             self.entries.push(e);
         }
     }
@@ -457,7 +554,8 @@ impl GraphRead for Batch<'_, '_> {
         let Ok(id) = Uuid::parse_str(lead_id) else {
             return Ok(None);
         };
-        if let Some(w) = self.people.get(&id) {
+        if let Some(&(e, i)) = self.people.get(&id) {
+            let w = &self.entry(e).people[i];
             let mut p = Person {
                 order: w.order,
                 merged_into: w.merged_into.map(|m| m.to_string()),
@@ -476,7 +574,8 @@ impl GraphRead for Batch<'_, '_> {
 
     fn key(&mut self, key: &str) -> Result<KeyLinks, IdentityError> {
         let d = digest(key);
-        if let Some(w) = self.keys.get(&d) {
+        if let Some(&(e, i)) = self.keys.get(&d) {
+            let w = &self.entry(e).keys[i];
             return Ok(KeyLinks {
                 people: w.people.iter().map(Uuid::to_string).collect(),
                 shared: w.shared,
@@ -496,14 +595,16 @@ impl GraphRead for Batch<'_, '_> {
 
 impl Graph for Batch<'_, '_> {
     fn outcome(&mut self, event_id: &str) -> Result<Option<IdentityOutcome>, IdentityError> {
-        if let Some(o) = self.outcomes.get(event_id) {
-            return Ok(Some(o.clone()));
+        if let Some(&e) = self.outcomes.get(&digest(event_id)) {
+            return Ok(self.entry(e).member.as_ref().map(MemberEntry::outcome));
         }
-        let Some(pos) = self.events.get(event_id).map_err(storage)? else {
+        let Some(&pos) = self.index.recent.get(&digest(event_id)) else {
             return Ok(None);
         };
-        let e = read_entry(self.log, pos.value())?;
-        Ok(e.member.map(|m| m.outcome()))
+        let e = read_entry(self.log, pos)?;
+        Ok(e.member
+            .filter(|_| e.event_id == event_id)
+            .map(|m| m.outcome()))
     }
 
     fn put_outcome(&mut self, event_id: &str, o: &IdentityOutcome) -> Result<(), IdentityError> {
@@ -518,7 +619,7 @@ impl Graph for Batch<'_, '_> {
             .iter()
             .map(|l| lead(l))
             .collect::<Result<_, _>>()?;
-        self.outcomes.insert(event_id.to_owned(), o.clone());
+        self.outcomes.insert(digest(event_id), self.entries.len());
         Ok(())
     }
 
@@ -549,7 +650,8 @@ impl Graph for Batch<'_, '_> {
                 .collect::<Result<_, _>>()?,
             shared: links.shared,
         };
-        self.keys.insert(w.key, w.clone());
+        self.keys
+            .insert(w.key, (self.entries.len(), self.current.keys.len()));
         self.current.keys.push(w);
         Ok(())
     }
@@ -573,7 +675,8 @@ impl Graph for Batch<'_, '_> {
             companies: p.companies.clone(),
             cities: p.cities.clone(),
         };
-        self.people.insert(w.lead_id, w.clone());
+        self.people
+            .insert(w.lead_id, (self.entries.len(), self.current.people.len()));
         self.current.people.push(w);
         Ok(())
     }
@@ -628,12 +731,15 @@ pub struct EmbeddedIdentityStore {
 impl EmbeddedIdentityStore {
     /// Opens (or creates) the store at `path` and rebuilds its index from the log.
     pub fn open(path: &Path, policy: Policy) -> Result<Self, IdentityError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                IdentityError::Locked(path.display().to_string())
-            }
-            other => storage(other),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    IdentityError::Locked(path.display().to_string())
+                }
+                other => storage(other),
+            })?;
         Self::load(db, policy)
     }
 
@@ -665,7 +771,6 @@ impl EmbeddedIdentityStore {
                 }
             }
             txn.open_table(LOG).map_err(storage)?;
-            txn.open_table(EVENTS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
 
@@ -673,13 +778,16 @@ impl EmbeddedIdentityStore {
         {
             let read = db.begin_read().map_err(storage)?;
             let log = read.open_table(LOG).map_err(storage)?;
-            let n = log.len().map_err(storage)?;
-            index.people.reserve(usize::try_from(n).unwrap_or(0) / 2);
             for item in log.iter().map_err(storage)? {
-                let (pos, bytes) = item.map_err(storage)?;
-                let e: Entry = postcard::from_bytes(bytes.value())
-                    .map_err(|e| corrupt(format!("entry {}: {e}", pos.value())))?;
-                index.apply(&e, pos.value())?;
+                let (batch, blob) = item.map_err(storage)?;
+                let (batch, blob) = (batch.value(), blob.value());
+                let n = batch_len(blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
+                for place in 0..n {
+                    let e = decode_entry(blob, place)
+                        .ok_or_else(|| corrupt(format!("entry {place} of batch {batch}")))?;
+                    index.apply(&e, position(batch, place))?;
+                }
+                index.batches = batch;
             }
         }
         Ok(Self {
@@ -704,12 +812,10 @@ impl IdentityStore for EmbeddedIdentityStore {
             .map_err(|e| IdentityError::Storage(e.to_string()))?;
         let (out, entries) = {
             let mut log = txn.open_table(LOG).map_err(storage)?;
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
             let mut b = Batch {
                 order: index.people.len() as u64,
                 index: &index,
                 log: &log,
-                events: &events,
                 people: HashMap::new(),
                 keys: HashMap::new(),
                 sources: HashMap::new(),
@@ -725,23 +831,22 @@ impl IdentityStore for EmbeddedIdentityStore {
                 b.finish();
             }
             let entries = b.entries;
-            let mut buf = Vec::with_capacity(512);
-            for (pos, e) in (index.last + 1..).zip(&entries) {
-                buf.clear();
-                let bytes = postcard::to_io(e, &mut buf)
-                    .map_err(|e| IdentityError::Storage(format!("encoding an entry: {e}")))?;
-                log.insert(pos, bytes.as_slice()).map_err(storage)?;
-                if e.member.is_some() {
-                    events.insert(e.event_id.as_str(), pos).map_err(storage)?;
-                }
+            if !entries.is_empty() {
+                let blob = encode_batch(&entries)?;
+                log.insert(index.batches + 1, blob.as_slice())
+                    .map_err(storage)?;
             }
             (out, entries)
         };
-        txn.commit().map_err(storage)?;
-        let first = index.last + 1;
-        for (pos, e) in (first..).zip(&entries) {
-            index.apply(e, pos)?;
+        if entries.is_empty() {
+            return Ok(out);
         }
+        txn.commit().map_err(storage)?;
+        let batch = index.batches + 1;
+        for (place, e) in entries.iter().enumerate() {
+            index.apply(e, position(batch, place))?;
+        }
+        index.batches = batch;
         Ok(out)
     }
 
