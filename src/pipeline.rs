@@ -381,23 +381,33 @@ pub async fn deliver_forever(
     let mut committed = journal.committed();
     let mut cursor = 0u64;
     let mut backoff = retry_policy();
+    let mut unacked = Unacked::default();
     loop {
         if *shutdown.borrow() {
+            unacked.acknowledge(&journal, &processor, &health).await;
             return;
         }
         match step(&journal, &processor, &mut sink, cursor, batch_size).await {
-            Ok(Some(last)) => {
+            Ok(Some((last, n))) => {
                 cursor = last;
                 backoff = retry_policy();
                 health.ok();
+                unacked.delivered(last, n);
+                if unacked.due() {
+                    unacked.acknowledge(&journal, &processor, &health).await;
+                }
             }
             Ok(None) => {
+                unacked.acknowledge(&journal, &processor, &health).await;
                 tokio::select! {
                     _ = committed.changed() => {}
                     _ = shutdown.changed() => {}
                 }
             }
-            Err(StepError::Sink(SinkError::Shutdown)) => return,
+            Err(StepError::Sink(SinkError::Shutdown)) => {
+                unacked.acknowledge(&journal, &processor, &health).await;
+                return;
+            }
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(30));
                 tracing::error!(error = %e, retry_in = ?delay, "delivery failed; nothing is acknowledged, retrying");
@@ -406,6 +416,62 @@ pub async fn deliver_forever(
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => {}
                 }
+            }
+        }
+    }
+}
+
+/// Delivered batches whose events the journal still holds. Under load they are acknowledged
+/// together, at most [`ACK_EVENTS`] events or [`ACK_INTERVAL`] after the last acknowledgement,
+/// so that one identity sync and one journal commit (two fsyncs) cover several batches. When the
+/// journal runs dry they are acknowledged at once. A crash before then delivers them again: the
+/// same records, with the same `event_id` and `lead_id`.
+#[derive(Default)]
+struct Unacked {
+    /// The journal sequence of the last delivered event.
+    last: Option<u64>,
+    events: usize,
+    since: Option<std::time::Instant>,
+}
+
+const ACK_EVENTS: usize = 5_000;
+const ACK_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Unacked {
+    fn delivered(&mut self, last: u64, events: usize) {
+        self.last = Some(last);
+        self.events += events;
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn due(&self) -> bool {
+        self.events >= ACK_EVENTS || self.since.is_some_and(|t| t.elapsed() >= ACK_INTERVAL)
+    }
+
+    /// Syncs the identity store, then acknowledges the journal through the last delivered
+    /// event. On failure everything stays pending, and is tried again next time.
+    async fn acknowledge(
+        &mut self,
+        journal: &Journal,
+        processor: &Arc<Processor>,
+        health: &HealthReport,
+    ) {
+        let Some(last) = self.last else {
+            return;
+        };
+        let (j, p) = (journal.clone(), processor.clone());
+        let done = tokio::task::spawn_blocking(move || -> Result<(), StepError> {
+            p.sync()?;
+            Ok(j.ack_through(last)?)
+        })
+        .await
+        .map_err(StepError::from)
+        .and_then(|r| r);
+        match done {
+            Ok(()) => *self = Self::default(),
+            Err(e) => {
+                tracing::error!(error = %e, "acknowledging delivered leads failed; they stay journaled");
+                health.failing(e.to_string());
             }
         }
     }
@@ -423,7 +489,8 @@ pub fn retry_policy() -> backon::ExponentialBackoff {
         .build()
 }
 
-/// One batch: read after `cursor`, process, deliver, acknowledge. `None` when there was nothing.
+/// One batch: read after `cursor`, process, deliver. Returns the last event's sequence and the
+/// number of events, or `None` when there was nothing. [`Unacked`] acknowledges them later.
 ///
 /// The identity store may commit lazily; it is synced before the journal lets go of the events.
 /// A crash in between replays them, and they resolve to the lead ids already delivered.
@@ -433,12 +500,13 @@ async fn step(
     sink: &mut Sink,
     cursor: u64,
     batch: usize,
-) -> Result<Option<u64>, StepError> {
+) -> Result<Option<(u64, usize)>, StepError> {
     let j = journal.clone();
     let events = tokio::task::spawn_blocking(move || j.read_after(cursor, batch)).await??;
     let Some(&(last, _)) = events.last() else {
         return Ok(None);
     };
+    let n = events.len();
     let p = processor.clone();
     let (records, _) = tokio::task::spawn_blocking(move || {
         let events: Vec<IntakeEvent> = events.into_iter().map(|(_, e)| e).collect();
@@ -446,11 +514,5 @@ async fn step(
     })
     .await??;
     sink.deliver(&records).await?;
-    let (j, p) = (journal.clone(), processor.clone());
-    tokio::task::spawn_blocking(move || -> Result<(), StepError> {
-        p.sync()?;
-        Ok(j.ack_through(last)?)
-    })
-    .await??;
-    Ok(Some(last))
+    Ok(Some((last, n)))
 }

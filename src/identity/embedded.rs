@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::resolve::{
     self, Cluster, ClusterKey, EVENTS_KEPT, Graph, GraphRead, KeyLinks, Member, MergeRef, Person,
-    ProfileValue, Resolution,
+    ProfileValue, Resolution, lead_text,
 };
 use super::{IdentityError, IdentityKey, IdentityRequest, IdentityStore, Policy};
 use crate::lead::{IdentityOutcome, IdentityStatus};
@@ -64,7 +64,7 @@ fn key_digest(key: &IdentityKey) -> Digest {
     let len = kind.len() + 1 + value.len();
     let mut buf = [0u8; 128];
     if len > buf.len() {
-        return digest(&key.to_string());
+        return digest(&key.name());
     }
     buf[..kind.len()].copy_from_slice(kind);
     buf[kind.len()] = b':';
@@ -104,11 +104,11 @@ struct MemberEntry {
 impl MemberEntry {
     fn outcome(&self) -> IdentityOutcome {
         IdentityOutcome {
-            lead_id: self.lead_id.to_string(),
+            lead_id: lead_text(self.lead_id),
             status: self.status,
             matched_on: self.matched_on.clone(),
             supported_by: self.supported_by.clone(),
-            merged_lead_ids: self.merged.iter().map(Uuid::to_string).collect(),
+            merged_lead_ids: self.merged.iter().map(|u| lead_text(*u)).collect(),
         }
     }
 }
@@ -138,10 +138,11 @@ struct KeyWrite {
 /// How a key's value stands in [`Person::keys`] here: its digest, in hex.
 fn token(d: Digest) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((d >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((d >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 fn corrupt(what: impl std::fmt::Display) -> IdentityError {
@@ -182,13 +183,68 @@ struct KeyRec {
     shared: bool,
 }
 
+/// A vector in chunks of 64Ki elements: growing never copies it, nor holds its old and new
+/// buffers at once (a vector of 10 million people would, for a moment, need 1.5 times its size).
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+const CHUNK_BITS: u32 = 16;
+
+impl<T> Chunked<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, value: T) {
+        if self.len % (1 << CHUNK_BITS) == 0 {
+            self.chunks.push(Vec::with_capacity(1 << CHUNK_BITS));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room")
+            .push(value);
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        self.chunks
+            .get(i >> CHUNK_BITS)?
+            .get(i & ((1 << CHUNK_BITS) - 1))
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i >> CHUNK_BITS][i & ((1 << CHUNK_BITS) - 1)]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Chunked<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i >> CHUNK_BITS][i & ((1 << CHUNK_BITS) - 1)]
+    }
+}
+
 /// The matching index: everything resolving needs, rebuilt from the log on open.
 #[derive(Default)]
 struct Index {
     /// By creation order - 1.
-    people: Vec<Core>,
+    people: Chunked<Core>,
     by_lead: HashTable<u32>,
-    keys: Vec<KeyRec>,
+    keys: Chunked<KeyRec>,
     by_key: HashTable<u32>,
     lists: Vec<Box<[u32]>>,
     kinds: Vec<String>,
@@ -223,12 +279,24 @@ fn pack(lists: [&[String]; 3]) -> Box<str> {
     if lists.iter().all(|l| l.is_empty()) {
         return Box::default();
     }
-    lists
+    let len = lists
         .iter()
-        .map(|l| l.join("\u{1f}"))
-        .collect::<Vec<_>>()
-        .join("\u{1e}")
-        .into_boxed_str()
+        .flat_map(|l| l.iter())
+        .map(|v| v.len() + 1)
+        .sum();
+    let mut out = String::with_capacity(len);
+    for (n, list) in lists.iter().enumerate() {
+        if n > 0 {
+            out.push('\u{1e}');
+        }
+        for (i, v) in list.iter().enumerate() {
+            if i > 0 {
+                out.push('\u{1f}');
+            }
+            out.push_str(v);
+        }
+    }
+    out.into_boxed_str()
 }
 
 fn unpack(packed: &str) -> [Vec<String>; 3] {
@@ -280,7 +348,7 @@ impl Index {
         let mut p = Person {
             order: u64::from(i) + 1,
             merged_into: (core.merged_into != 0)
-                .then(|| self.lead_of(core.merged_into - 1).to_string()),
+                .then(|| lead_text(self.lead_of(core.merged_into - 1))),
             ..Person::default()
         };
         for &k in self.keys_of(core) {
@@ -328,7 +396,7 @@ impl Index {
             people: self
                 .linked(k)
                 .into_iter()
-                .map(|i| self.lead_of(i).to_string())
+                .map(|i| lead_text(self.lead_of(i)))
                 .collect(),
             shared: self.keys[k as usize].shared,
         }
@@ -558,7 +626,7 @@ impl GraphRead for Batch<'_, '_> {
             let w = &self.entry(e).people[i];
             let mut p = Person {
                 order: w.order,
-                merged_into: w.merged_into.map(|m| m.to_string()),
+                merged_into: w.merged_into.map(lead_text),
                 names: w.names.clone(),
                 companies: w.companies.clone(),
                 cities: w.cities.clone(),
@@ -577,7 +645,7 @@ impl GraphRead for Batch<'_, '_> {
         if let Some(&(e, i)) = self.keys.get(&d) {
             let w = &self.entry(e).keys[i];
             return Ok(KeyLinks {
-                people: w.people.iter().map(Uuid::to_string).collect(),
+                people: w.people.iter().map(|u| lead_text(*u)).collect(),
                 shared: w.shared,
             });
         }
@@ -774,6 +842,7 @@ impl EmbeddedIdentityStore {
         }
         txn.commit().map_err(storage)?;
 
+        let started = std::time::Instant::now();
         let mut index = Index::default();
         {
             let read = db.begin_read().map_err(storage)?;
@@ -789,6 +858,14 @@ impl EmbeddedIdentityStore {
                 }
                 index.batches = batch;
             }
+        }
+        if index.batches > 0 {
+            tracing::info!(
+                people = index.people.len(),
+                keys = index.keys.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "identity index rebuilt from the log"
+            );
         }
         Ok(Self {
             db,
@@ -952,7 +1029,7 @@ fn explain(
                     }
                 }
                 cluster.merges.push(MergeRef {
-                    merged_lead_ids: m.merged.iter().map(Uuid::to_string).collect(),
+                    merged_lead_ids: m.merged.iter().map(|u| lead_text(*u)).collect(),
                     event_id: e.event_id.clone(),
                     at: m.at.clone(),
                 });

@@ -55,6 +55,18 @@ impl IdentityKey {
     }
 }
 
+impl IdentityKey {
+    /// `kind:value`, as [`fmt::Display`] writes it, without the formatting machinery (this is
+    /// on the resolver's hot path).
+    pub fn name(&self) -> String {
+        let mut s = String::with_capacity(self.kind.len() + 1 + self.value.len());
+        s.push_str(&self.kind);
+        s.push(':');
+        s.push_str(&self.value);
+        s
+    }
+}
+
 impl fmt::Display for IdentityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.kind, self.value)

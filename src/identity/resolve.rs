@@ -263,7 +263,7 @@ pub fn resolve<G: Graph>(
     let mut links: Vec<Link<'_>> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     for key in &req.keys {
-        let name = key.to_string();
+        let name = key.name();
         let stored = g.key(&name)?;
         let mut l = stored.clone();
         let mut roots = Vec::new();
@@ -356,7 +356,7 @@ pub fn resolve<G: Graph>(
     }
 
     let (lead_id, mut person, status, absorbed) = if accepted.is_empty() {
-        let id = new_lead_id(&req.event_id).to_string();
+        let id = lead_text(new_lead_id(&req.event_id));
         let person = Person {
             order: g.next_order()?,
             created_at: req.received_at.clone(),
@@ -503,6 +503,12 @@ pub fn new_lead_id(event_id: &str) -> uuid::Uuid {
     uuid::Builder::from_bytes(bytes)
         .with_version(uuid::Version::SortRand)
         .into_uuid()
+}
+
+/// A lead id as text (hyphenated, lowercase), without the formatting machinery.
+pub fn lead_text(id: uuid::Uuid) -> String {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_owned()
 }
 
 /// The namespace of [`new_lead_id`]'s digests.
