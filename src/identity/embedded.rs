@@ -138,11 +138,11 @@ struct KeyWrite {
 /// How a key's value stands in [`Person::keys`] here: its digest, in hex.
 fn token(d: Digest) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((d >> (124 - 4 * i)) & 0xf) as usize];
+    let mut s = String::with_capacity(32);
+    for i in 0..32 {
+        s.push(char::from(HEX[((d >> (124 - 4 * i)) & 0xf) as usize]));
     }
-    String::from_utf8_lossy(&buf).into_owned()
+    s
 }
 
 fn corrupt(what: impl std::fmt::Display) -> IdentityError {
@@ -255,6 +255,9 @@ struct Index {
     recent_order: VecDeque<Digest>,
     /// The number of the newest batch.
     batches: u64,
+    /// The last batch's encoding buffer, reused: a batch is over 100 KiB, and a fresh one each
+    /// time would fault its pages in again.
+    scratch: Vec<u8>,
 }
 
 fn split(d: Digest) -> [u32; 4] {
@@ -525,13 +528,14 @@ fn position(batch: u64, place: usize) -> u64 {
 
 /// A batch's entries in one value, so that a batch is one append: their count (u32, little
 /// endian), where each ends (u32 each), then each entry in postcard.
-fn encode_batch(entries: &[Entry]) -> Result<Vec<u8>, IdentityError> {
+fn encode_batch(entries: &[Entry], mut buf: Vec<u8>) -> Result<Vec<u8>, IdentityError> {
     let count = u32::try_from(entries.len())
         .ok()
         .filter(|n| *n < 1 << PLACE_BITS)
         .ok_or_else(|| IdentityError::Storage("a batch of more than 16M events".into()))?;
     let header = 4 + 4 * entries.len();
-    let mut buf = Vec::with_capacity(header + 256 * entries.len());
+    buf.clear();
+    buf.reserve(header + 256 * entries.len());
     buf.extend_from_slice(&count.to_le_bytes());
     buf.resize(header, 0);
     for (i, e) in entries.iter().enumerate() {
@@ -749,7 +753,7 @@ impl Graph for Batch<'_, '_> {
         Ok(())
     }
 
-    fn add_member(&mut self, m: &Member, req: &IdentityRequest) -> Result<(), IdentityError> {
+    fn add_member(&mut self, m: Member, req: &IdentityRequest) -> Result<(), IdentityError> {
         let lead_id = lead(&m.lead_id)?;
         let prev = match self.last_event.get(&lead_id) {
             Some(&pos) => pos,
@@ -763,11 +767,11 @@ impl Graph for Batch<'_, '_> {
         self.current.member = Some(MemberEntry {
             lead_id,
             status: m.status,
-            matched_on: m.matched_on.clone(),
+            matched_on: m.matched_on,
             supported_by: Vec::new(),
             merged: Vec::new(),
-            connector: m.connector.clone(),
-            at: m.at.clone(),
+            connector: m.connector,
+            at: m.at,
             keys: req
                 .keys
                 .iter()
@@ -887,18 +891,20 @@ impl IdentityStore for EmbeddedIdentityStore {
         let mut txn = self.db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::None)
             .map_err(|e| IdentityError::Storage(e.to_string()))?;
+        let n = requests.len();
+        let mut blob = std::mem::take(&mut index.scratch);
         let (out, entries) = {
             let mut log = txn.open_table(LOG).map_err(storage)?;
             let mut b = Batch {
                 order: index.people.len() as u64,
                 index: &index,
                 log: &log,
-                people: HashMap::new(),
-                keys: HashMap::new(),
+                people: HashMap::with_capacity(n),
+                keys: HashMap::with_capacity(2 * n),
                 sources: HashMap::new(),
-                outcomes: HashMap::new(),
-                last_event: HashMap::new(),
-                entries: Vec::with_capacity(requests.len()),
+                outcomes: HashMap::with_capacity(n),
+                last_event: HashMap::with_capacity(n),
+                entries: Vec::with_capacity(n),
                 current: Entry::default(),
             };
             let mut out = Vec::with_capacity(requests.len());
@@ -909,7 +915,7 @@ impl IdentityStore for EmbeddedIdentityStore {
             }
             let entries = b.entries;
             if !entries.is_empty() {
-                let blob = encode_batch(&entries)?;
+                blob = encode_batch(&entries, blob)?;
                 log.insert(index.batches + 1, blob.as_slice())
                     .map_err(storage)?;
             }
@@ -924,6 +930,7 @@ impl IdentityStore for EmbeddedIdentityStore {
             index.apply(e, position(batch, place))?;
         }
         index.batches = batch;
+        index.scratch = blob;
         Ok(out)
     }
 

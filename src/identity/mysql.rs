@@ -163,10 +163,10 @@ impl Graph for MyTxn<'_, '_> {
         )
     }
 
-    fn add_member(&mut self, m: &Member, _req: &IdentityRequest) -> Result<(), IdentityError> {
+    fn add_member(&mut self, m: Member, _req: &IdentityRequest) -> Result<(), IdentityError> {
         self.run(
             "INSERT IGNORE INTO leadgate_members (lead_id, event_id, v) VALUES (?, ?, ?)",
-            (m.lead_id.as_str(), m.event_id.as_str(), encode(m)),
+            (m.lead_id.as_str(), m.event_id.as_str(), encode(&m)),
         )
     }
 

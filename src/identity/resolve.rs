@@ -154,7 +154,7 @@ pub trait Graph: GraphRead {
     fn put_key(&mut self, key: &str, links: &KeyLinks) -> Result<(), IdentityError>;
     fn put_person(&mut self, lead_id: &str, p: &Person) -> Result<(), IdentityError>;
     /// Records that `req`'s event is a member of `m.lead_id`.
-    fn add_member(&mut self, m: &Member, req: &IdentityRequest) -> Result<(), IdentityError>;
+    fn add_member(&mut self, m: Member, req: &IdentityRequest) -> Result<(), IdentityError>;
     fn next_order(&mut self) -> Result<u64, IdentityError>;
     /// Whether [`Person`] carries its history (profile, sources, merges, recent events) for
     /// explanations. A store that derives the history from its member events says no, and the
@@ -467,7 +467,7 @@ pub fn resolve<G: Graph>(
 
     let matched_on: Vec<String> = matched_on.into_iter().collect();
     g.add_member(
-        &Member {
+        Member {
             event_id: req.event_id.clone(),
             lead_id: lead_id.clone(),
             connector: req.connector.clone(),
