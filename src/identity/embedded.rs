@@ -207,7 +207,7 @@ impl<T> Chunked<T> {
     }
 
     fn push(&mut self, value: T) {
-        if self.len % (1 << CHUNK_BITS) == 0 {
+        if self.len.is_multiple_of(1 << CHUNK_BITS) {
             self.chunks.push(Vec::with_capacity(1 << CHUNK_BITS));
         }
         self.chunks

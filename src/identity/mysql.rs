@@ -7,9 +7,10 @@
 //! timeout); that batch is retried from the start and finds the person the first one created.
 //! The connection, the runtime and the retries are [`crate::sql`]'s.
 
+use serde::Serialize;
+
 use super::resolve::{
-    self, Cluster, Graph, GraphRead, KeyLinks, Member, MemberRead, Person, Resolution, decode,
-    encode,
+    self, Cluster, ClusterKey, Graph, GraphRead, KeyLinks, Member, Person, Resolution,
 };
 use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
 use crate::lead::IdentityOutcome;
@@ -30,6 +31,57 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS leadgate_sources (
         k VARBINARY(768) NOT NULL PRIMARY KEY, event_id VARBINARY(128) NOT NULL) ENGINE=InnoDB",
 ];
+
+/// Decodes a stored entry (JSON).
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, IdentityError> {
+    serde_json::from_slice(bytes).map_err(|e| IdentityError::Storage(format!("corrupt entry: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("identity entries serialize")
+}
+
+/// The reads an explanation of a stored [`Person`] needs ([`explain`]).
+trait MemberRead: GraphRead {
+    /// The member events resolved to `lead_id` itself (not to people merged into it).
+    fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError>;
+}
+
+/// `GET /v1/leads/{lead_id}`: the person `lead_id` is (or was merged into), its keys, members
+/// (its own and those of every person merged into it), merges, profile and sources.
+fn explain<G: MemberRead>(g: &mut G, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
+    let Some((id, person)) = resolve::root(g, lead_id)? else {
+        return Ok(None);
+    };
+    let mut keys = Vec::new();
+    for (kind, values) in &person.keys {
+        for value in values {
+            keys.push(ClusterKey {
+                kind: kind.clone(),
+                value: value.clone(),
+                shared: g.key(&format!("{kind}:{value}"))?.shared,
+            });
+        }
+    }
+    let mut members = g.members(&id)?;
+    for m in &person.merges {
+        for absorbed in &m.merged_lead_ids {
+            members.extend(g.members(absorbed)?);
+        }
+    }
+    members.sort_by(|a, b| (&a.at, &a.event_id).cmp(&(&b.at, &b.event_id)));
+    Ok(Some(Cluster {
+        requested_lead_id: (id != lead_id).then(|| lead_id.to_owned()),
+        lead_id: id,
+        created_at: person.created_at,
+        keys,
+        profile: person.profile,
+        sources: person.sources,
+        merges: person.merges,
+        members,
+        names: person.names,
+    }))
+}
 
 pub struct MysqlIdentityStore {
     db: Mysql,
@@ -193,7 +245,7 @@ impl IdentityStore for MysqlIdentityStore {
 
     fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
         self.db.transaction(false, |tx| {
-            resolve::explain(&mut MyTxn { tx, last_order: 0 }, lead_id)
+            explain(&mut MyTxn { tx, last_order: 0 }, lead_id)
         })
     }
 }

@@ -119,15 +119,6 @@ pub struct Cluster {
     pub names: Vec<String>,
 }
 
-/// Decodes a stored entry (JSON, in both stores).
-pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, IdentityError> {
-    serde_json::from_slice(bytes).map_err(|e| IdentityError::Storage(format!("corrupt entry: {e}")))
-}
-
-pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("identity entries serialize")
-}
-
 /// The reads the resolver needs.
 pub trait GraphRead {
     fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError>;
@@ -137,12 +128,6 @@ pub trait GraphRead {
     fn token(&self, key: &IdentityKey) -> String {
         key.value.clone()
     }
-}
-
-/// The reads an explanation of a stored [`Person`] needs ([`explain`]).
-pub trait MemberRead: GraphRead {
-    /// The member events resolved to `lead_id` itself (not to people merged into it).
-    fn members(&mut self, lead_id: &str) -> Result<Vec<Member>, IdentityError>;
 }
 
 /// The reads and writes of one store transaction.
@@ -182,42 +167,6 @@ pub fn root<G: GraphRead>(
     Err(IdentityError::Storage(format!(
         "merge chain of {lead_id} is longer than 64"
     )))
-}
-
-/// `GET /v1/leads/{lead_id}`: the person `lead_id` is (or was merged into), its keys, members
-/// (its own and those of every person merged into it), merges, profile and sources.
-pub fn explain<G: MemberRead>(g: &mut G, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
-    let Some((id, person)) = root(g, lead_id)? else {
-        return Ok(None);
-    };
-    let mut keys = Vec::new();
-    for (kind, values) in &person.keys {
-        for value in values {
-            keys.push(ClusterKey {
-                kind: kind.clone(),
-                value: value.clone(),
-                shared: g.key(&format!("{kind}:{value}"))?.shared,
-            });
-        }
-    }
-    let mut members = g.members(&id)?;
-    for m in &person.merges {
-        for absorbed in &m.merged_lead_ids {
-            members.extend(g.members(absorbed)?);
-        }
-    }
-    members.sort_by(|a, b| (&a.at, &a.event_id).cmp(&(&b.at, &b.event_id)));
-    Ok(Some(Cluster {
-        requested_lead_id: (id != lead_id).then(|| lead_id.to_owned()),
-        lead_id: id,
-        created_at: person.created_at,
-        keys,
-        profile: person.profile,
-        sources: person.sources,
-        merges: person.merges,
-        members,
-        names: person.names,
-    }))
 }
 
 /// A key of the event: its links as stored and as they will be (written only when they differ),
