@@ -157,6 +157,7 @@ fn main() {
     drop(store);
     let reopened = Instant::now();
     let store = EmbeddedIdentityStore::open(&path, Policy::default()).expect("reopen");
+    store.ready().expect("the index rebuilt");
     println!(
         "reopen: the index of {new} people rebuilt from the log in {:.1}s",
         reopened.elapsed().as_secs_f64()

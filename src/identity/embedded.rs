@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use hashbrown::{HashMap, HashTable};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -795,13 +795,16 @@ impl Graph for Batch<'_, '_> {
 }
 
 pub struct EmbeddedIdentityStore {
-    db: Database,
+    db: Arc<Database>,
     policy: Policy,
-    index: Mutex<Index>,
+    /// Set once the index is rebuilt from the log (or the rebuild failed).
+    index: Arc<OnceLock<Result<Mutex<Index>, String>>>,
 }
 
 impl EmbeddedIdentityStore {
-    /// Opens (or creates) the store at `path` and rebuilds its index from the log.
+    /// Opens (or creates) the store at `path`. Its index is rebuilt from the log on a thread of
+    /// its own (about 5 s per million leads), so that the gateway takes webhooks meanwhile;
+    /// resolving waits for it, explanations are refused until it is ready.
     pub fn open(path: &Path, policy: Policy) -> Result<Self, IdentityError> {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
@@ -812,7 +815,7 @@ impl EmbeddedIdentityStore {
                 }
                 other => storage(other),
             })?;
-        Self::load(db, policy)
+        Self::load(db, policy, true)
     }
 
     /// A store that lives in memory only (for `import --dry-run`).
@@ -820,69 +823,105 @@ impl EmbeddedIdentityStore {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(storage)?;
-        Self::load(db, policy)
+        Self::load(db, policy, false)
     }
 
-    fn load(db: Database, policy: Policy) -> Result<Self, IdentityError> {
-        let txn = db.begin_write().map_err(storage)?;
-        {
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let format = meta.get("format").map_err(storage)?.map(|v| v.value());
-            let older = meta.get("people").map_err(storage)?.is_some();
-            match format {
-                Some(FORMAT) => {}
-                None if !older => {
-                    meta.insert("format", FORMAT).map_err(storage)?;
+    fn load(db: Database, policy: Policy, background: bool) -> Result<Self, IdentityError> {
+        check_format(&db)?;
+        let db = Arc::new(db);
+        let index = Arc::new(OnceLock::new());
+        let rebuild = {
+            let (db, index) = (db.clone(), index.clone());
+            move || {
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rebuild(&db)))
+                    .unwrap_or_else(|_| Err(corrupt("the rebuild panicked")));
+                if let Err(e) = &built {
+                    tracing::error!(error = %e, "the identity index cannot be rebuilt");
                 }
-                found => {
-                    return Err(IdentityError::Storage(format!(
-                        "the identity store is in format {}, this leadgate reads format {FORMAT}; \
-                         move it aside (the data directory's identity.redb) to start a new one",
-                        found.unwrap_or(1)
-                    )));
-                }
+                let _ = index.set(built.map(Mutex::new).map_err(|e| e.to_string()));
             }
-            txn.open_table(LOG).map_err(storage)?;
+        };
+        if background {
+            std::thread::Builder::new()
+                .name("identity-index".into())
+                .spawn(rebuild)
+                .map_err(|e| {
+                    IdentityError::Storage(format!("cannot start the index rebuild: {e}"))
+                })?;
+        } else {
+            rebuild();
         }
-        txn.commit().map_err(storage)?;
+        Ok(Self { db, policy, index })
+    }
 
-        let started = std::time::Instant::now();
-        let mut index = Index::default();
-        {
-            let read = db.begin_read().map_err(storage)?;
-            let log = read.open_table(LOG).map_err(storage)?;
-            for item in log.iter().map_err(storage)? {
-                let (batch, blob) = item.map_err(storage)?;
-                let (batch, blob) = (batch.value(), blob.value());
-                let n = batch_len(blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
-                for place in 0..n {
-                    let e = decode_entry(blob, place)
-                        .ok_or_else(|| corrupt(format!("entry {place} of batch {batch}")))?;
-                    index.apply(&e, position(batch, place))?;
-                }
-                index.batches = batch;
-            }
-        }
-        if index.batches > 0 {
-            tracing::info!(
-                people = index.people.len(),
-                keys = index.keys.len(),
-                seconds = started.elapsed().as_secs_f64(),
-                "identity index rebuilt from the log"
-            );
-        }
-        Ok(Self {
-            db,
-            policy,
-            index: Mutex::new(index),
-        })
+    /// Waits until the index is rebuilt from the log.
+    pub fn ready(&self) -> Result<(), IdentityError> {
+        self.index().map(drop)
     }
 
     fn index(&self) -> Result<MutexGuard<'_, Index>, IdentityError> {
-        self.index
-            .lock()
-            .map_err(|_| IdentityError::Storage("the identity index is poisoned".into()))
+        match self.index.wait() {
+            Ok(index) => index
+                .lock()
+                .map_err(|_| IdentityError::Storage("the identity index is poisoned".into())),
+            Err(e) => Err(IdentityError::Storage(e.clone())),
+        }
     }
+}
+
+/// Creates the tables of a new store; refuses a store of another format.
+fn check_format(db: &Database) -> Result<(), IdentityError> {
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let format = meta.get("format").map_err(storage)?.map(|v| v.value());
+        let older = meta.get("people").map_err(storage)?.is_some();
+        match format {
+            Some(FORMAT) => {}
+            None if !older => {
+                meta.insert("format", FORMAT).map_err(storage)?;
+            }
+            found => {
+                return Err(IdentityError::Storage(format!(
+                    "the identity store is in format {}, this leadgate reads format {FORMAT}; \
+                         move it aside (the data directory's identity.redb) to start a new one",
+                    found.unwrap_or(1)
+                )));
+            }
+        }
+        txn.open_table(LOG).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}
+
+/// The index, from the log.
+fn rebuild(db: &Database) -> Result<Index, IdentityError> {
+    let started = std::time::Instant::now();
+    let mut index = Index::default();
+    {
+        let read = db.begin_read().map_err(storage)?;
+        let log = read.open_table(LOG).map_err(storage)?;
+        for item in log.iter().map_err(storage)? {
+            let (batch, blob) = item.map_err(storage)?;
+            let (batch, blob) = (batch.value(), blob.value());
+            let n = batch_len(blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
+            for place in 0..n {
+                let e = decode_entry(blob, place)
+                    .ok_or_else(|| corrupt(format!("entry {place} of batch {batch}")))?;
+                index.apply(&e, position(batch, place))?;
+            }
+            index.batches = batch;
+        }
+    }
+    if index.batches > 0 {
+        tracing::info!(
+            people = index.people.len(),
+            keys = index.keys.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "identity index rebuilt from the log"
+        );
+    }
+    Ok(index)
 }
 
 impl IdentityStore for EmbeddedIdentityStore {
@@ -938,6 +977,11 @@ impl IdentityStore for EmbeddedIdentityStore {
         let Ok(asked) = Uuid::parse_str(lead_id) else {
             return Ok(None);
         };
+        if self.index.get().is_none() {
+            return Err(IdentityError::Storage(
+                "the identity index is still being rebuilt from the log".into(),
+            ));
+        }
         let index = self.index()?;
         let Some(found) = index.person_at(&asked) else {
             return Ok(None);
@@ -1343,6 +1387,7 @@ mod tests {
         drop(s);
 
         let s = EmbeddedIdentityStore::open(&crashed, Policy::default()).unwrap();
+        s.ready().unwrap();
         assert!(
             s.explain(&person(&b[1]).lead_id).unwrap().is_none(),
             "the unsynced batch is gone"
