@@ -141,3 +141,81 @@ async fn redeliveries_drop_platform_ids_join_and_clusters_explain() {
     assert_eq!(body["error"]["code"], "lead.not_found");
     assert_eq!(body["error"]["field"], "lead_id");
 }
+
+/// The embedded store keeps only a log on disk and rebuilds its index on start: after a SIGKILL,
+/// people, their keys, platform ids already seen and explanations are all still there.
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_survive_a_kill_9_and_are_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("LEADGATE_API_TOKEN", TOKEN)];
+    let http = reqwest::Client::new();
+    let mut gw = Gateway::start_with_env(Some(CONFIG), &data, &env);
+    let url = gw.url("/v1/webhooks/tiktok");
+    let a = json!({"lead_id": "k-1", "name": "陈静", "phone": "139 2222 3333"});
+    let b = json!({"lead_id": "k-2", "name": "陈静", "email": "chenjing@corp.cn"});
+    let first = accepted(post_json(&http, &url, &a).await).await;
+    let second = accepted(post_json(&http, &url, &b).await).await;
+    let before = gw.wait_spooled("leads.clean", 2, Duration::from_secs(10));
+    gw.kill();
+
+    let gw = Gateway::start_with_env(Some(CONFIG), &data, &env);
+    let url = gw.url("/v1/webhooks/tiktok");
+    // A redelivery of k-2 from before the kill is still known; a lead with both keys merges.
+    let _dropped = accepted(post_json(&http, &url, &b).await).await;
+    let c = json!({"lead_id": "k-3", "name": "陈静", "phone": "13922223333", "email": "chenjing@corp.cn"});
+    let third = accepted(post_json(&http, &url, &c).await).await;
+    // The kill may have come between delivering a record and acknowledging it: delivery is at
+    // least once, and a record delivered again is the same record, with the same lead_id.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let clean = loop {
+        let mut clean: Vec<Value> = Vec::new();
+        for r in gw.spooled("leads.clean") {
+            match clean.iter().find(|c| c["event_id"] == r["event_id"]) {
+                Some(c) => assert_eq!(
+                    c["lead_id"], r["lead_id"],
+                    "delivered again as another person"
+                ),
+                None => clean.push(r),
+            }
+        }
+        if clean.len() >= 3 || std::time::Instant::now() > deadline {
+            break clean;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let events: Vec<&str> = clean
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [&first, &second, &third],
+        "the redelivery is dropped"
+    );
+    assert_eq!(clean[2]["identity"]["status"], "merged");
+    assert_eq!(clean[2]["lead_id"], before[0]["lead_id"]);
+    assert_eq!(
+        clean[2]["identity"]["merged_lead_ids"],
+        json!([before[1]["lead_id"]])
+    );
+
+    let id = before[0]["lead_id"].as_str().unwrap();
+    let r = http
+        .get(gw.url(&format!("/v1/leads/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cluster: Value = r.json().await.unwrap();
+    let members: Vec<&str> = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, [&first, &second, &third]);
+    assert_eq!(cluster["sources"]["tiktok"], 3);
+    assert_eq!(cluster["profile"]["phone"]["value"], "+8613922223333");
+}
