@@ -43,8 +43,8 @@ const PLACE_BITS: u32 = 24;
 /// index lives in memory.
 const CACHE_BYTES: usize = 64 << 20;
 /// How many of the latest events a replay is answered for (as first resolved) from the index.
-/// Events come again only while their journal acknowledgement is pending: the pipeline has one
-/// batch (at most 10,000 events) resolved and unacknowledged at a time.
+/// Events come again only while their journal acknowledgement is pending: the delivery loop holds
+/// at most 5,000 delivered events plus one batch (at most 10,000) unacknowledged at a time.
 const RECENT: usize = 100_000;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout of this file. Format 1 (leadgate before 0.5) kept people and keys in B-trees.
