@@ -1003,6 +1003,10 @@ impl IdentityStore for EmbeddedIdentityStore {
 
 impl Drop for EmbeddedIdentityStore {
     fn drop(&mut self) {
+        // Still rebuilding: nothing was resolved, so nothing waits for a sync.
+        if self.index.get().is_none() {
+            return;
+        }
         if let Err(e) = self.sync() {
             tracing::warn!(error = %e, "identity store: the last batches were not synced on close");
         }
