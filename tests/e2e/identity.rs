@@ -23,6 +23,14 @@ external_id_field = "lead_id"
 identity_fields = { wechat = "openid" }
 "#;
 
+/// The `event_id` of each record (or cluster member), in order.
+fn event_ids(records: &[Value]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redeliveries_drop_platform_ids_join_and_clusters_explain() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,10 +58,7 @@ async fn redeliveries_drop_platform_ids_join_and_clusters_explain() {
     let fourth = accepted(post_json(&http, &url, &d).await).await;
 
     let clean = gw.wait_spooled("leads.clean", 4, Duration::from_secs(10));
-    let events: Vec<&str> = clean
-        .iter()
-        .map(|r| r["event_id"].as_str().unwrap())
-        .collect();
+    let events = event_ids(&clean);
     assert_eq!(
         events,
         [&first, &second, &third, &fourth],
@@ -99,12 +104,7 @@ async fn redeliveries_drop_platform_ids_join_and_clusters_explain() {
     let cluster: Value = r.json().await.unwrap();
     assert_eq!(cluster["lead_id"], survivor);
     assert_eq!(cluster["requested_lead_id"], absorbed);
-    let members: Vec<&str> = cluster["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["event_id"].as_str().unwrap())
-        .collect();
+    let members = event_ids(cluster["members"].as_array().unwrap());
     assert_eq!(members, [&first, &second, &third]);
     let keys: Vec<String> = cluster["keys"]
         .as_array()
@@ -184,10 +184,7 @@ async fn identities_survive_a_kill_9_and_are_rebuilt_from_the_log() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let events: Vec<&str> = clean
-        .iter()
-        .map(|r| r["event_id"].as_str().unwrap())
-        .collect();
+    let events = event_ids(&clean);
     assert_eq!(
         events,
         [&first, &second, &third],
@@ -209,12 +206,7 @@ async fn identities_survive_a_kill_9_and_are_rebuilt_from_the_log() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let cluster: Value = r.json().await.unwrap();
-    let members: Vec<&str> = cluster["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["event_id"].as_str().unwrap())
-        .collect();
+    let members = event_ids(cluster["members"].as_array().unwrap());
     assert_eq!(members, [&first, &second, &third]);
     assert_eq!(cluster["sources"]["tiktok"], 3);
     assert_eq!(cluster["profile"]["phone"]["value"], "+8613922223333");
