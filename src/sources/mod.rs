@@ -167,3 +167,19 @@ pub fn join_name(
         );
     }
 }
+
+/// A recorded payload of `platform` from `connectors/fixtures/` (for unit tests).
+#[cfg(test)]
+pub(crate) fn fixture_bytes(platform: &str, name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/connectors/fixtures/{platform}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// [`fixture_bytes`] as JSON.
+#[cfg(test)]
+pub(crate) fn fixture_json(platform: &str, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture_bytes(platform, name)).expect("a JSON fixture")
+}

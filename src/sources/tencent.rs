@@ -322,11 +322,7 @@ mod tests {
     use super::*;
 
     fn page() -> Value {
-        let path = format!(
-            "{}/connectors/fixtures/tencent/leads-list.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        crate::sources::fixture_json("tencent", "leads-list.json")
     }
 
     #[test]

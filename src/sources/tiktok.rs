@@ -420,11 +420,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/connectors/fixtures/tiktok/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(path).unwrap()
+        crate::sources::fixture_bytes("tiktok", name)
     }
 
     #[test]
