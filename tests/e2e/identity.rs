@@ -23,6 +23,18 @@ external_id_field = "lead_id"
 identity_fields = { wechat = "openid" }
 "#;
 
+/// `GET /v1/leads/{id}` with the token: the cluster (asserting a 200).
+async fn explained(http: &reqwest::Client, gw: &Gateway, id: &str) -> Value {
+    let r = http
+        .get(gw.url(&format!("/v1/leads/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 /// The `event_id` of each record (or cluster member), in order.
 fn event_ids(records: &[Value]) -> Vec<&str> {
     records
@@ -94,14 +106,7 @@ async fn redeliveries_drop_platform_ids_join_and_clusters_explain() {
 
     // Asked by the absorbed id, it answers with the survivor's whole story.
     let absorbed = rb["lead_id"].as_str().unwrap();
-    let r = http
-        .get(explain(absorbed))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cluster: Value = r.json().await.unwrap();
+    let cluster = explained(&http, &gw, absorbed).await;
     assert_eq!(cluster["lead_id"], survivor);
     assert_eq!(cluster["requested_lead_id"], absorbed);
     let members = event_ids(cluster["members"].as_array().unwrap());
@@ -198,14 +203,7 @@ async fn identities_survive_a_kill_9_and_are_rebuilt_from_the_log() {
     );
 
     let id = before[0]["lead_id"].as_str().unwrap();
-    let r = http
-        .get(gw.url(&format!("/v1/leads/{id}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cluster: Value = r.json().await.unwrap();
+    let cluster = explained(&http, &gw, id).await;
     let members = event_ids(cluster["members"].as_array().unwrap());
     assert_eq!(members, [&first, &second, &third]);
     assert_eq!(cluster["sources"]["tiktok"], 3);
