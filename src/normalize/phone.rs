@@ -88,7 +88,7 @@ impl PhoneError {
 impl Phone {
     /// Parses `input`, reading numbers without a country code as numbers of `region`.
     pub fn parse(input: &str, region: country::Id) -> Result<Self, PhoneError> {
-        if let Some(fast) = fast_cn(input, region) {
+        if let Some(fast) = fast(input, region) {
             return fast;
         }
         let folded = super::text::nfkc(input);
@@ -100,7 +100,7 @@ impl Phone {
             .ok_or(PhoneError::NoNumber)?;
         let (main, extension) = split_extension(&folded[start..]);
         // Folded, without its label and extension, it is often the common shape after all.
-        if let Some(fast) = fast_cn(&main, region) {
+        if let Some(fast) = fast(&main, region) {
             return fast.map(|p| Phone { extension, ..p });
         }
         let candidate = canonical_prefix(&main);
@@ -148,18 +148,19 @@ impl fmt::Display for Phone {
     }
 }
 
-/// The common case without the general parser: ASCII input in region CN made of digits and
-/// separators (spaces, dashes, dots, brackets), optionally after `+86`, `(+86)`, `0086` or a bare
-/// `86` before 11 digits. The national number is then known (a trunk `0` dropped) and its validity
-/// and type come straight from libphonenumber's patterns. `None` means "not this shape" and the
-/// general path decides: foreign country codes, extensions, letters, and numbers that may start
-/// with a carrier code (`11xx`, `12xx`, `179x`), which libphonenumber may strip.
-fn fast_cn(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>> {
+/// The common cases without the general parser: ASCII digits and separators (spaces, dashes,
+/// dots, brackets), either after a `+` (or the `00` [`canonical_prefix`] reads as one) or, in
+/// region CN, a national number, optionally after `+86`, `(+86)`, `0086` or a bare `86` before 11
+/// digits. The national number is then known (a trunk `0` dropped) and its validity and type come
+/// straight from libphonenumber's patterns. `None` means "not this shape" and the general path
+/// decides: extensions, letters, numbers from which libphonenumber may strip a national or carrier
+/// prefix (`11xx`, `12xx`, `179x` in China, a trunk `0` after `+44`).
+fn fast(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>> {
     let input = input.trim();
-    if region != country::Id::CN || input.len() > 24 || !input.is_ascii() {
+    if input.len() > 32 || !input.is_ascii() {
         return None;
     }
-    let mut digits = [0u8; 16];
+    let mut digits = [0u8; 24];
     let mut n = 0;
     let mut plus = false;
     for (i, b) in input.bytes().enumerate() {
@@ -174,10 +175,15 @@ fn fast_cn(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>
         }
     }
     let digits = &digits[..n];
+    let cn = region == country::Id::CN;
     let national = match digits {
         [b'8', b'6', rest @ ..] if plus => rest.strip_prefix(b"0").unwrap_or(rest),
-        _ if plus => return None,
-        [b'0', b'0', b'8', b'6', rest @ ..] => rest.strip_prefix(b"0").unwrap_or(rest),
+        _ if plus => return international(digits),
+        [b'0', b'0', b'8', b'6', rest @ ..] if cn => rest.strip_prefix(b"0").unwrap_or(rest),
+        [b'0', b'0', rest @ ..] if rest.len() >= 8 && rest[0] != b'0' => {
+            return international(rest);
+        }
+        _ if !cn => return None,
         [b'0', b'0', ..] => return None,
         [b'0', rest @ ..] => rest,
         [b'8', b'6', rest @ ..] if rest.len() == 11 && rest[0] == b'1' => rest,
@@ -197,6 +203,25 @@ fn fast_cn(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>
     Some(match super::phone_meta::classify_cn(nsn) {
         Some(kind) => Ok(Phone {
             e164: format!("+86{nsn}"),
+            extension: None,
+            kind,
+        }),
+        None => Err(PhoneError::Invalid),
+    })
+}
+
+/// The digits after a `+` (other than +86): the calling code, then the national number as it is
+/// when the country's national prefix cannot begin it.
+fn international(digits: &[u8]) -> Option<Result<Phone, PhoneError>> {
+    let digits = std::str::from_utf8(digits).ok()?;
+    let (code, nsn) = super::phone_meta::split_country_code(digits)?;
+    // libphonenumber's bounds on a national number (2-17 digits) are the general path's errors.
+    if !(2..=17).contains(&nsn.len()) || !super::phone_meta::keeps_national_number(code, nsn) {
+        return None;
+    }
+    Some(match super::phone_meta::classify(code, nsn) {
+        Some((kind, _)) => Ok(Phone {
+            e164: format!("+{digits}"),
             extension: None,
             kind,
         }),
@@ -314,6 +339,19 @@ mod tests {
     fn international_numbers() {
         assert_eq!(cn("+1 650-253-0000").as_deref(), Ok("+16502530000"));
         assert_eq!(cn("0044 20 7946 0958").as_deref(), Ok("+442079460958"));
+        // A national prefix after the country code is libphonenumber's to strip (reference:
+        // Python phonenumbers 9.0.43), an Italian leading zero is not.
+        for (typed, e164) in [
+            ("+44 (0)20 7946 0958", "+442079460958"),
+            ("+44 020 7946 0958", "+442079460958"),
+            ("0044 020 7946 0958", "+442079460958"),
+            ("+7 8 495 123 4567", "+74951234567"),
+            ("+1 1 650 253 0000", "+16502530000"),
+            ("+39 06 6982 1234", "+390669821234"),
+            ("+852 5123 4567", "+85251234567"),
+        ] {
+            assert_eq!(cn(typed).as_deref(), Ok(e164), "{typed}");
+        }
         assert_eq!(
             Phone::parse("(650) 253-0000", country::Id::US)
                 .unwrap()

@@ -70,6 +70,10 @@ struct Region {
     mobile: Option<usize>,
     /// Fixed line and mobile share one pattern (the US): the plan cannot tell them apart.
     same: bool,
+    /// What the parser may strip from the front of a national number (`nationalPrefixForParsing`,
+    /// anchored), or failing that the national prefix itself.
+    prefix_for_parsing: Option<Regex>,
+    national_prefix: Option<String>,
     /// Every descriptor's pattern in one anchored DFA: which of them match a number is one pass
     /// over its digits, instead of up to ten regex searches.
     dfa: Option<dense::DFA<Vec<u32>>>,
@@ -119,6 +123,10 @@ impl Region {
             leading_digits: meta
                 .leading_digits()
                 .and_then(|r| compile(&format!("^(?:{})", compact(r.as_str())))),
+            prefix_for_parsing: meta
+                .national_prefix_for_parsing()
+                .and_then(|r| compile(&format!("^(?:{})", compact(r.as_str())))),
+            national_prefix: meta.national_prefix().map(str::to_owned),
             descs,
             kinds,
             fixed_line,
@@ -245,14 +253,47 @@ pub fn classify(country_code: u16, nsn: &str) -> Option<(PhoneKind, &'static str
     None
 }
 
-/// The main region of a country calling code (US for +1, GB for +44).
-pub fn main_region(country_code: u16) -> Option<phonenumber::country::Id> {
+/// The country calling code a number written after `+` starts with, and the rest: the shortest
+/// 1-3 digit prefix that is a calling code (libphonenumber's `extractCountryCode`).
+pub fn split_country_code(digits: &str) -> Option<(u16, &str)> {
+    if digits.starts_with('0') {
+        return None;
+    }
+    (1..=digits.len().min(3)).find_map(|n| {
+        let code = digits[..n].parse().ok()?;
+        DATABASE.by_code(&code).map(|_| (code, &digits[n..]))
+    })
+}
+
+/// Whether the parser leaves the national number after `+code` as it is: neither the country's
+/// national prefix for parsing nor its national prefix begins it. When one does, libphonenumber
+/// strips it only if what is left is still a possible number; that is the general parser's call.
+pub fn keeps_national_number(code: u16, nsn: &str) -> bool {
+    let Some(meta) = main_meta(code) else {
+        return false;
+    };
+    let Some(r) = region(meta) else {
+        return false;
+    };
+    match (&r.prefix_for_parsing, &r.national_prefix) {
+        (Some(parsing), _) => !parsing.is_match(nsn),
+        (None, Some(prefix)) => !nsn.starts_with(prefix.as_str()),
+        (None, None) => true,
+    }
+}
+
+fn main_meta(country_code: u16) -> Option<&'static Metadata> {
     let candidates = DATABASE.by_code(&country_code)?;
-    let main = candidates
+    candidates
         .iter()
         .find(|m| m.is_main_country_for_code())
-        .or(candidates.first())?;
-    main.id().parse().ok()
+        .or(candidates.first())
+        .copied()
+}
+
+/// The main region of a country calling code (US for +1, GB for +44).
+pub fn main_region(country_code: u16) -> Option<phonenumber::country::Id> {
+    main_meta(country_code)?.id().parse().ok()
 }
 
 #[cfg(test)]
