@@ -5,11 +5,10 @@
 //! provider (never rewritten), a disposable domain (mailchecker's maintained list), a role mailbox.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{LazyLock, RwLock};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// A syntactically valid address, domain lowercased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,17 +127,21 @@ impl Email {
         let folded = super::text::nfkc(input);
         let folded = folded.trim();
         // What email-validator refuses before any grammar: spaces inside, invisible characters.
-        if let Some(c) = folded.chars().find(|c| c.is_whitespace()) {
-            return Err(EmailError::Syntax(format!(
-                "contains a space ({})",
-                c.escape_unicode()
-            )));
-        }
-        if let Some(c) = folded.chars().find(|c| c.is_control() || is_invisible(*c)) {
-            return Err(EmailError::Syntax(format!(
-                "contains an invisible character ({})",
-                c.escape_unicode()
-            )));
+        // (An ASCII address without a space or control byte has neither: one quick pass.)
+        let plain = folded.is_ascii() && !folded.bytes().any(|b| b <= b' ' || b == 0x7f);
+        if !plain {
+            if let Some(c) = folded.chars().find(|c| c.is_whitespace()) {
+                return Err(EmailError::Syntax(format!(
+                    "contains a space ({})",
+                    c.escape_unicode()
+                )));
+            }
+            if let Some(c) = folded.chars().find(|c| c.is_control() || is_invisible(*c)) {
+                return Err(EmailError::Syntax(format!(
+                    "contains an invisible character ({})",
+                    c.escape_unicode()
+                )));
+            }
         }
         let (local, domain) = folded.rsplit_once('@').ok_or(EmailError::MissingAt)?;
         if local.is_empty() {
@@ -160,23 +163,28 @@ impl Email {
         if domain.ends_with('.') {
             return Err(EmailError::Syntax("the address ends with a period".into()));
         }
-        let domain = domain.to_lowercase();
         // Punycode would hide a hyphen at a label's edge inside the encoding: check it first.
-        if domain
-            .split('.')
-            .any(|l| l.starts_with('-') || l.ends_with('-'))
+        if domain.contains('-')
+            && domain
+                .split('.')
+                .any(|l| l.starts_with('-') || l.ends_with('-'))
         {
             return Err(EmailError::Syntax(
                 "a domain label starts or ends with a hyphen".into(),
             ));
         }
-        let domain = if domain.is_ascii() && !domain.contains("xn--") {
-            domain
+        let mut address = String::with_capacity(local.len() + 1 + domain.len());
+        address.push_str(local);
+        address.push('@');
+        if domain.is_ascii() && !domain.contains("xn--") {
+            address.extend(domain.bytes().map(|b| char::from(b.to_ascii_lowercase())));
         } else {
-            idna::domain_to_ascii(&domain).map_err(|_| EmailError::BadIdn)?
-        };
-        check_domain(&domain)?;
-        let address = format!("{local}@{domain}");
+            let ascii =
+                idna::domain_to_ascii(&domain.to_lowercase()).map_err(|_| EmailError::BadIdn)?;
+            address.push_str(&ascii);
+        }
+        let domain = &address[local.len() + 1..];
+        check_domain(domain)?;
         if !email_address::EmailAddress::is_valid(&address) {
             // Ask for the parser's reason so the issue says what is wrong, not just that it is.
             let why = address
@@ -190,7 +198,7 @@ impl Email {
         if !domain.contains('.') {
             return Err(EmailError::Syntax("the domain has no dot".into()));
         }
-        let findings = findings(local, &domain);
+        let findings = findings(local, domain);
         // A near miss of a common provider (`qq.con`, `gmial.com`) cannot receive mail; the person
         // meant the provider, so that is who they are matched as. The address stays as typed.
         let key_domain = findings
@@ -199,7 +207,7 @@ impl Email {
                 Finding::TypoSuggested(s) => s.rsplit_once('@').map(|(_, d)| d),
                 _ => None,
             })
-            .unwrap_or(&domain);
+            .unwrap_or(domain);
         let identity_key = identity_key(local, key_domain);
         Ok(Self {
             address,
@@ -285,7 +293,7 @@ fn check_domain(domain: &str) -> Result<(), EmailError> {
 /// The common provider `domain` is one edit away from, if any. Domains repeat a lot (a company's
 /// leads share one), so answers are remembered, up to a bound.
 fn typo_of(domain: &str) -> Option<&'static str> {
-    static SEEN: LazyLock<RwLock<HashMap<String, Option<&'static str>>>> =
+    static SEEN: LazyLock<RwLock<FxHashMap<Box<str>, Option<&'static str>>>> =
         LazyLock::new(Default::default);
     if COMMON_DOMAINS.contains(&domain) {
         return None;
@@ -302,7 +310,7 @@ fn typo_of(domain: &str) -> Option<&'static str> {
     if seen.len() >= 100_000 {
         seen.clear();
     }
-    seen.insert(domain.to_owned(), best);
+    seen.insert(domain.into(), best);
     best
 }
 
@@ -323,26 +331,38 @@ fn findings(local: &str, domain: &str) -> Vec<Finding> {
             _ => break,
         }
     }
-    let mailbox = local
-        .split('+')
-        .next()
-        .unwrap_or(local)
-        .to_ascii_lowercase();
-    if ROLE_MAILBOXES.contains(&mailbox.as_str()) {
+    let mailbox = local.split('+').next().unwrap_or(local);
+    if ROLE_MAILBOXES
+        .iter()
+        .any(|role| role.eq_ignore_ascii_case(mailbox))
+    {
         out.push(Finding::Role);
     }
     out
 }
 
 fn identity_key(local: &str, domain: &str) -> String {
-    let local = local.to_lowercase();
-    let untagged = local.split('+').next().unwrap_or(&local);
-    match domain {
-        "gmail.com" | "googlemail.com" => format!("{}@gmail.com", untagged.replace('.', "")),
-        "qq.com" | "foxmail.com" | "163.com" | "126.com" => format!("{local}@{domain}"),
-        _ if untagged.is_empty() => format!("{local}@{domain}"),
-        _ => format!("{untagged}@{domain}"),
-    }
+    let lower: Cow<'_, str> = if local.is_ascii() {
+        if local.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(local.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(local)
+        }
+    } else {
+        Cow::Owned(local.to_lowercase())
+    };
+    let untagged = lower.split('+').next().unwrap_or(&lower);
+    let (local, domain) = match domain {
+        "gmail.com" | "googlemail.com" => (Cow::Owned(untagged.replace('.', "")), "gmail.com"),
+        "qq.com" | "foxmail.com" | "163.com" | "126.com" => (lower.clone(), domain),
+        _ if untagged.is_empty() => (lower.clone(), domain),
+        _ => (Cow::Borrowed(untagged), domain),
+    };
+    let mut key = String::with_capacity(local.len() + 1 + domain.len());
+    key.push_str(&local);
+    key.push('@');
+    key.push_str(domain);
+    key
 }
 
 #[cfg(test)]

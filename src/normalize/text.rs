@@ -11,7 +11,7 @@ pub fn nfkc(input: &str) -> Cow<'_, str> {
     // ASCII and the unified CJK ideographs have no compatibility decompositions: the common
     // Chinese name or company is settled without the normalization tables.
     let stable = |c: char| c.is_ascii() || ('\u{4E00}'..='\u{9FFF}').contains(&c);
-    if input.chars().all(stable) || is_nfkc_quick(input.chars()) == IsNormalized::Yes {
+    if input.is_ascii() || input.chars().all(stable) || is_nfkc_quick(input.chars()) == IsNormalized::Yes {
         Cow::Borrowed(input)
     } else {
         Cow::Owned(input.nfkc().collect())
