@@ -67,7 +67,7 @@ fn main() {
         });
         time("name", &|| {
             field(ContactField::Name)
-                .for_each(|n| drop(black_box(clean_name(n).map(|n| tidy_latin_case(&n)))))
+                .for_each(|n| drop(black_box(clean_name(n).map(tidy_latin_case))))
         });
         time("company", &|| {
             field(ContactField::Company).for_each(|c| drop(black_box(clean_text(c))))

@@ -97,20 +97,27 @@ static DISPOSABLE: LazyLock<FxHashSet<&'static str>> =
 
 /// Why an input is not a usable email address. Each maps to a stable issue code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
 pub enum EmailError {
-    #[error("no `@` in the address")]
     MissingAt,
-    #[error("nothing before the `@`")]
     EmptyLocal,
-    #[error("nothing after the `@`")]
     EmptyDomain,
-    #[error("not a valid address: {0}")]
+    /// What is wrong with the syntax.
     Syntax(String),
-    #[error("the domain is not a valid internationalized domain name")]
     BadIdn,
 }
 
 impl EmailError {
+    pub fn message(&self) -> Cow<'static, str> {
+        match self {
+            Self::MissingAt => "no `@` in the address".into(),
+            Self::EmptyLocal => "nothing before the `@`".into(),
+            Self::EmptyDomain => "nothing after the `@`".into(),
+            Self::Syntax(why) => format!("not a valid address: {why}").into(),
+            Self::BadIdn => "the domain is not a valid internationalized domain name".into(),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingAt => "email.missing_at",

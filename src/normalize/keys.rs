@@ -92,13 +92,13 @@ fn strip_trailing_parenthesis(s: &str) -> String {
 
 /// Tidies the case of a Latin name typed all in capitals or all in lower case (`JOHN SMITH`,
 /// `john smith` → `John Smith`); mixed case (`McDonald`) and CJK names are left alone.
-pub fn tidy_latin_case(name: &str) -> String {
+pub fn tidy_latin_case(name: String) -> String {
     let letters = name.chars().filter(|c| c.is_alphabetic());
     let latin = letters.clone().all(|c| c.is_ascii_alphabetic());
-    let uniform =
-        letters.clone().all(char::is_uppercase) || letters.clone().all(char::is_lowercase);
-    if !latin || !uniform || name.chars().all(|c| !c.is_alphabetic()) {
-        return name.to_owned();
+    let uniform = latin
+        && (letters.clone().all(char::is_uppercase) || letters.clone().all(char::is_lowercase));
+    if !uniform || name.chars().all(|c| !c.is_alphabetic()) {
+        return name;
     }
     name.split(' ')
         .map(|word| {
@@ -147,9 +147,9 @@ mod tests {
 
     #[test]
     fn latin_case_is_tidied_only_when_uniform() {
-        assert_eq!(tidy_latin_case("JOHN SMITH"), "John Smith");
-        assert_eq!(tidy_latin_case("mary ann lee"), "Mary Ann Lee");
-        assert_eq!(tidy_latin_case("Ronald McDonald"), "Ronald McDonald");
-        assert_eq!(tidy_latin_case("张三"), "张三");
+        assert_eq!(tidy_latin_case("JOHN SMITH".into()), "John Smith");
+        assert_eq!(tidy_latin_case("mary ann lee".into()), "Mary Ann Lee");
+        assert_eq!(tidy_latin_case("Ronald McDonald".into()), "Ronald McDonald");
+        assert_eq!(tidy_latin_case("张三".into()), "张三");
     }
 }

@@ -47,7 +47,7 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
     let phone = get(ContactField::Phone).and_then(|raw| match Phone::parse(raw, region) {
         Ok(p) => Some(p),
         Err(e) => {
-            issues.push(Issue::new("phone", e.code(), e.to_string()));
+            issues.push(Issue::new("phone", e.code(), e.message()));
             None
         }
     });
@@ -59,7 +59,7 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
             Some(e)
         }
         Err(e) => {
-            issues.push(Issue::new("email", e.code(), e.to_string()));
+            issues.push(Issue::new("email", e.code(), e.message()));
             None
         }
     });
@@ -74,7 +74,7 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
     let contact = Contact {
         name: get(ContactField::Name)
             .and_then(clean_name)
-            .map(|n| tidy_latin_case(&n)),
+            .map(tidy_latin_case),
         phone: phone.as_ref().map(|p| p.e164().to_owned()),
         phone_type: phone.as_ref().map(|p| p.kind().as_str().to_owned()),
         phone_ext: phone

@@ -66,16 +66,23 @@ pub struct Phone {
 
 /// Why an input is not a usable phone number. Each maps to a stable issue code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
 pub enum PhoneError {
-    #[error("the number is masked (digits hidden by the platform)")]
     Masked,
-    #[error("no phone number in the text")]
     NoNumber,
-    #[error("not a valid number for its region")]
     Invalid,
 }
 
 impl PhoneError {
+    /// The error's text, without formatting it into a new string.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::Masked => "the number is masked (digits hidden by the platform)",
+            Self::NoNumber => "no phone number in the text",
+            Self::Invalid => "not a valid number for its region",
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Masked => "phone.masked",

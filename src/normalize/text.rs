@@ -6,15 +6,46 @@ use std::borrow::Cow;
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// NFKC without the cost when there is nothing to fold: ASCII and text that is already NFKC (most
-/// Chinese text) come back borrowed.
+/// Chinese text) come back borrowed, and text whose only foldable characters are full-width forms
+/// (`１３８`, `（集团）`) is folded without the normalization tables.
 pub fn nfkc(input: &str) -> Cow<'_, str> {
-    // ASCII and the unified CJK ideographs have no compatibility decompositions: the common
-    // Chinese name or company is settled without the normalization tables.
-    let stable = |c: char| c.is_ascii() || ('\u{4E00}'..='\u{9FFF}').contains(&c);
-    if input.is_ascii() || input.chars().all(stable) || is_nfkc_quick(input.chars()) == IsNormalized::Yes {
-        Cow::Borrowed(input)
+    if input.is_ascii() {
+        return Cow::Borrowed(input);
+    }
+    let mut widths = false;
+    for c in input.chars() {
+        if is_stable(c) {
+            continue;
+        }
+        if fold_width(c).is_none() {
+            return if is_nfkc_quick(input.chars()) == IsNormalized::Yes {
+                Cow::Borrowed(input)
+            } else {
+                Cow::Owned(input.nfkc().collect())
+            };
+        }
+        widths = true;
+    }
+    if widths {
+        Cow::Owned(input.chars().map(|c| fold_width(c).unwrap_or(c)).collect())
     } else {
-        Cow::Owned(input.nfkc().collect())
+        Cow::Borrowed(input)
+    }
+}
+
+/// ASCII and the unified CJK ideographs: no compatibility decompositions, and nothing composes
+/// with them, so NFKC leaves them as they are whatever surrounds them.
+fn is_stable(c: char) -> bool {
+    c.is_ascii() || ('\u{4E00}'..='\u{9FFF}').contains(&c)
+}
+
+/// The full-width forms of ASCII (U+FF01-U+FF5E) and the ideographic space, which NFKC folds to
+/// one ASCII character each. Next to [`is_stable`] characters that is all NFKC does to them.
+fn fold_width(c: char) -> Option<char> {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0),
+        '\u{3000}' => Some(' '),
+        _ => None,
     }
 }
 
@@ -72,6 +103,31 @@ mod tests {
         );
         assert_eq!(clean_text(" \u{3000} "), None);
         assert_eq!(clean_text("a\u{0007}b").as_deref(), Some("ab"));
+    }
+
+    #[test]
+    fn the_full_width_shortcut_agrees_with_the_normalization_tables() {
+        let library = |s: &str| s.nfkc().collect::<String>();
+        let widths = ('\u{FF01}'..='\u{FF5E}').chain(['\u{3000}']);
+        for c in widths {
+            assert_eq!(
+                fold_width(c).map(String::from),
+                Some(library(&c.to_string()))
+            );
+        }
+        for c in ('\0'..='\u{7F}').chain('\u{4E00}'..='\u{9FFF}') {
+            assert_eq!(library(&c.to_string()), c.to_string(), "{c:?}");
+        }
+        for s in [
+            "华夏实业（集团）股份有限公司",
+            "１３８ ００１３ ８０００",
+            "ｌｉ＠ｑｑ．ｃｏｍ",
+            "欧阳　娜娜",
+            "Ａ\u{301}",
+            "ｶﾀｶﾅ（株）",
+        ] {
+            assert_eq!(nfkc(s), library(s), "{s}");
+        }
     }
 
     #[test]
