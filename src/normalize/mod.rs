@@ -126,7 +126,10 @@ fn regions(
                 "region.from_phone",
                 "province and city were not given; filled in from where the phone number is registered",
             ));
-            (Some(place.province), place.city)
+            (
+                Some(place.province.to_owned()),
+                place.city.map(str::to_owned),
+            )
         }
         None => (None, None),
     }

@@ -25,17 +25,23 @@ const AUTONOMOUS: &[(&str, &str)] = &[
 ];
 
 /// A province and, where known, a city.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
-    pub province: String,
-    pub city: Option<String>,
+    pub province: &'static str,
+    pub city: Option<&'static str>,
+}
+
+/// The longest number prefix the data has; longer ones need not be looked up.
+const LONGEST: usize = 7;
+
+/// A number prefix as a table key: its digits' value and its length (`010` is not `10`).
+fn prefix_key(digits: u64, len: usize) -> u64 {
+    digits << 4 | len as u64
 }
 
 struct Geo {
-    /// National-number prefix (without 86) -> place text.
-    prefixes: FxHashMap<&'static str, &'static str>,
-    /// The longest prefix in the data (7): longer ones need not be looked up.
-    longest: usize,
+    /// National-number prefix (without 86) -> its place.
+    prefixes: FxHashMap<u64, Place>,
     provinces: HashSet<String>,
     /// City -> its province; `None` when two provinces have a city of that name.
     cities: HashMap<String, Option<String>>,
@@ -45,8 +51,14 @@ static GEO: LazyLock<Geo> = LazyLock::new(|| {
     let mut prefixes = FxHashMap::with_capacity_and_hasher(131_072, Default::default());
     let mut places = HashSet::new();
     for line in DATA.lines().filter(|l| !l.starts_with('#')) {
-        if let Some((prefix, place)) = line.split_once('|') {
-            prefixes.insert(prefix, place);
+        if let Some((prefix, place)) = line.split_once('|')
+            && let Ok(digits) = prefix.parse::<u64>()
+        {
+            assert!(
+                prefix.len() <= LONGEST,
+                "{prefix}: a longer prefix than expected"
+            );
+            prefixes.insert(prefix_key(digits, prefix.len()), split_place(place));
             places.insert(place);
         }
     }
@@ -54,20 +66,19 @@ static GEO: LazyLock<Geo> = LazyLock::new(|| {
     let mut cities: HashMap<String, Option<String>> = HashMap::new();
     for place in places {
         let p = split_place(place);
-        if let Some(city) = &p.city {
+        if let Some(city) = p.city {
             cities
-                .entry(city.clone())
+                .entry(city.to_owned())
                 .and_modify(|prov| {
-                    if prov.as_deref() != Some(p.province.as_str()) {
+                    if prov.as_deref() != Some(p.province) {
                         *prov = None;
                     }
                 })
-                .or_insert_with(|| Some(p.province.clone()));
+                .or_insert_with(|| Some(p.province.to_owned()));
         }
-        provinces.insert(p.province);
+        provinces.insert(p.province.to_owned());
     }
     Geo {
-        longest: prefixes.keys().map(|p| p.len()).max().unwrap_or(0),
         prefixes,
         provinces,
         cities,
@@ -75,38 +86,43 @@ static GEO: LazyLock<Geo> = LazyLock::new(|| {
 });
 
 /// `广东省深圳市` → 广东省 + 深圳市; `北京市` → 北京市 + 北京市; `内蒙古乌海市` → 内蒙古自治区 + 乌海市.
-fn split_place(place: &str) -> Place {
+fn split_place(place: &'static str) -> Place {
     if let Some(m) = MUNICIPALITIES.iter().find(|m| place.starts_with(*m)) {
         return Place {
-            province: (*m).to_owned(),
-            city: Some((*m).to_owned()),
+            province: m,
+            city: Some(m),
         };
     }
     let (province, rest) =
         if let Some((short, full)) = AUTONOMOUS.iter().find(|(s, _)| place.starts_with(*s)) {
-            ((*full).to_owned(), &place[short.len()..])
+            (*full, &place[short.len()..])
         } else if let Some(i) = place.find('省') {
-            (
-                place[..i + '省'.len_utf8()].to_owned(),
-                &place[i + '省'.len_utf8()..],
-            )
+            place.split_at(i + '省'.len_utf8())
         } else {
-            (place.to_owned(), "")
+            (place, "")
         };
     Place {
         province,
-        city: (!rest.is_empty()).then(|| rest.to_owned()),
+        city: (!rest.is_empty()).then_some(rest),
     }
 }
 
 /// Where a Chinese number (E.164) is registered, if the data knows: the longest matching prefix.
 pub fn place_of_phone(e164: &str) -> Option<Place> {
-    let nsn = e164.strip_prefix("+86")?;
+    let nsn = e164.strip_prefix("+86")?.as_bytes();
+    let mut keys = [0u64; LONGEST + 1];
+    let mut digits = 0u64;
+    for (i, b) in nsn.iter().take(LONGEST).enumerate() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        digits = digits * 10 + u64::from(b - b'0');
+        keys[i + 1] = prefix_key(digits, i + 1);
+    }
     let geo = &*GEO;
-    (2..=nsn.len().min(geo.longest))
+    (2..=nsn.len().min(LONGEST))
         .rev()
-        .find_map(|len| geo.prefixes.get(nsn.get(..len)?))
-        .map(|p| split_place(p))
+        .find_map(|len| geo.prefixes.get(&keys[len]).copied())
 }
 
 /// The canonical name of a typed province (`广东` → `广东省`, `北京` → `北京市`, `广西` →
@@ -148,10 +164,10 @@ pub fn canonical_city(typed: &str) -> Option<(String, Option<String>)> {
 mod tests {
     use super::*;
 
-    fn place(p: &str, c: &str) -> Option<Place> {
+    fn place(province: &'static str, city: &'static str) -> Option<Place> {
         Some(Place {
-            province: p.into(),
-            city: Some(c.into()),
+            province,
+            city: Some(city),
         })
     }
 
