@@ -192,12 +192,12 @@ impl Email {
         }
         let domain = &address[local.len() + 1..];
         check_domain(domain)?;
-        if !email_address::EmailAddress::is_valid(&address) {
+        // The parts one by one: the whole address would also be read for a display name
+        // (`Name <a@b.c>`), which is refused anyway, and copied.
+        use email_address::EmailAddress;
+        if !(EmailAddress::is_valid_local_part(local) && EmailAddress::is_valid_domain(domain)) {
             // Ask for the parser's reason so the issue says what is wrong, not just that it is.
-            let why = address
-                .parse::<email_address::EmailAddress>()
-                .err()
-                .map(|e| e.to_string());
+            let why = address.parse::<EmailAddress>().err().map(|e| e.to_string());
             return Err(EmailError::Syntax(
                 why.unwrap_or_else(|| "invalid syntax".into()),
             ));
