@@ -93,6 +93,11 @@ fn strip_trailing_parenthesis(s: &str) -> String {
 /// Tidies the case of a Latin name typed all in capitals or all in lower case (`JOHN SMITH`,
 /// `john smith` → `John Smith`); mixed case (`McDonald`) and CJK names are left alone.
 pub fn tidy_latin_case(name: String) -> String {
+    // An ideograph is a letter outside ASCII: the name is not Latin (the common case, settled
+    // without the Unicode tables).
+    if name.chars().any(|c| ('\u{4E00}'..='\u{9FFF}').contains(&c)) {
+        return name;
+    }
     let letters = name.chars().filter(|c| c.is_alphabetic());
     let latin = letters.clone().all(|c| c.is_ascii_alphabetic());
     let uniform = latin

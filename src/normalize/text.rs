@@ -51,9 +51,13 @@ fn fold_width(c: char) -> Option<char> {
 
 /// NFKC, trimmed, inner white space collapsed, control characters dropped. `None` when nothing is left.
 pub fn clean_text(input: &str) -> Option<String> {
+    let folded = nfkc(input);
+    if is_tidy(&folded) {
+        return Some(folded.into_owned());
+    }
     let mut out = String::with_capacity(input.len());
     let mut pending_space = false;
-    for c in nfkc(input).chars() {
+    for c in folded.chars() {
         if c.is_whitespace() {
             pending_space = !out.is_empty();
         } else if !c.is_control() {
@@ -65,6 +69,29 @@ pub fn clean_text(input: &str) -> Option<String> {
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// Text [`clean_text`] would leave as it is: not empty, no control characters, and no white
+/// space but single spaces between words.
+fn is_tidy(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes[0] == b' ' || bytes[bytes.len() - 1] == b' ' {
+        return false;
+    }
+    let mut space = false;
+    if text.is_ascii() {
+        bytes.iter().all(|&b| {
+            let ok = b > b' ' && b != 0x7f || b == b' ' && !space;
+            space = b == b' ';
+            ok
+        })
+    } else {
+        text.chars().all(|c| {
+            let ok = !(c.is_whitespace() || c.is_control()) || c == ' ' && !space;
+            space = c == ' ';
+            ok
+        })
+    }
 }
 
 /// A person's name: [`clean_text`], then the spaces people type between CJK characters
@@ -127,6 +154,26 @@ mod tests {
             "ｶﾀｶﾅ（株）",
         ] {
             assert_eq!(nfkc(s), library(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn tidy_text_is_kept_and_untidy_text_cleaned() {
+        for s in ["Acme Ltd", "某某科技有限公司", "a b c", "张三", "x"] {
+            assert!(is_tidy(s), "{s:?}");
+            assert_eq!(clean_text(s).as_deref(), Some(s));
+        }
+        for s in [
+            " a",
+            "a ",
+            "a  b",
+            "a\tb",
+            "a\u{7}b",
+            "",
+            "a\u{2028}b",
+            "a\u{85}b",
+        ] {
+            assert!(!is_tidy(s), "{s:?}");
         }
     }
 
