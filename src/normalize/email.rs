@@ -5,8 +5,9 @@
 //! provider (never rewritten), a disposable domain (mailchecker's maintained list), a role mailbox.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::{LazyLock, RwLock};
+use std::sync::LazyLock;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -297,46 +298,71 @@ fn check_domain(domain: &str) -> Result<(), EmailError> {
     Ok(())
 }
 
-/// The common provider `domain` is one edit away from, if any. Domains repeat a lot (a company's
-/// leads share one), so answers are remembered, up to a bound.
-fn typo_of(domain: &str) -> Option<&'static str> {
-    static SEEN: LazyLock<RwLock<FxHashMap<Box<str>, Option<&'static str>>>> =
-        LazyLock::new(Default::default);
-    if COMMON_DOMAINS.contains(&domain) {
-        return None;
+/// What a domain says about any address at it.
+#[derive(Debug, Clone, Copy)]
+struct DomainFacts {
+    /// The common provider the domain is one edit away from.
+    typo_of: Option<&'static str>,
+    /// A throwaway-inbox domain, or a subdomain of one.
+    disposable: bool,
+}
+
+impl DomainFacts {
+    /// Domains repeat a lot (most people use a handful of providers; a company's leads share
+    /// one), so each thread remembers its answers, up to a bound.
+    fn of(domain: &str) -> Self {
+        thread_local! {
+            static SEEN: RefCell<FxHashMap<Box<str>, DomainFacts>> = RefCell::default();
+        }
+        SEEN.with_borrow_mut(|seen| {
+            if let Some(facts) = seen.get(domain) {
+                return *facts;
+            }
+            let facts = Self::learn(domain);
+            if seen.len() >= 16_384 {
+                seen.clear();
+            }
+            seen.insert(domain.into(), facts);
+            facts
+        })
     }
-    if let Some(hit) = SEEN.read().unwrap_or_else(|e| e.into_inner()).get(domain) {
-        return *hit;
+
+    fn learn(domain: &str) -> Self {
+        let typo_of = if COMMON_DOMAINS.contains(&domain) {
+            None
+        } else {
+            COMMON_DOMAINS
+                .iter()
+                .copied()
+                .filter(|d| d.len().abs_diff(domain.len()) <= 1)
+                .find(|d| strsim::osa_distance(domain, d) == 1)
+        };
+        // The domain or any parent of it (x.throwaway.com is as disposable as throwaway.com).
+        let mut d = domain;
+        let disposable = loop {
+            if DISPOSABLE.contains(d) {
+                break true;
+            }
+            match d.split_once('.') {
+                Some((_, parent)) if parent.contains('.') => d = parent,
+                _ => break false,
+            }
+        };
+        Self {
+            typo_of,
+            disposable,
+        }
     }
-    let best = COMMON_DOMAINS
-        .iter()
-        .copied()
-        .filter(|d| d.len().abs_diff(domain.len()) <= 1)
-        .find(|d| strsim::osa_distance(domain, d) == 1);
-    let mut seen = SEEN.write().unwrap_or_else(|e| e.into_inner());
-    if seen.len() >= 100_000 {
-        seen.clear();
-    }
-    seen.insert(domain.into(), best);
-    best
 }
 
 fn findings(local: &str, domain: &str) -> Vec<Finding> {
     let mut out = Vec::new();
-    if let Some(best) = typo_of(domain) {
+    let facts = DomainFacts::of(domain);
+    if let Some(best) = facts.typo_of {
         out.push(Finding::TypoSuggested(format!("{local}@{best}")));
     }
-    // The domain or any parent of it (x.throwaway.com is as disposable as throwaway.com).
-    let mut d = domain;
-    loop {
-        if DISPOSABLE.contains(d) {
-            out.push(Finding::Disposable);
-            break;
-        }
-        match d.split_once('.') {
-            Some((_, parent)) if parent.contains('.') => d = parent,
-            _ => break,
-        }
+    if facts.disposable {
+        out.push(Finding::Disposable);
     }
     let mailbox = local.split('+').next().unwrap_or(local);
     if ROLE_MAILBOXES
