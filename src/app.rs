@@ -124,6 +124,8 @@ pub async fn run_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data = create_data_dir(&settings.data_dir)?;
+    // Meanwhile, load what the first lead's normalization would otherwise wait for.
+    tokio::task::spawn_blocking(crate::normalize::warm_up);
     let journal = Journal::open(&data.journal(), settings.intake.idempotency_retention)?;
     let identity = open_identity(&settings, &data)?;
     let (stop_tx, stop_rx) = watch::channel(false);
