@@ -161,7 +161,7 @@ impl fmt::Display for Phone {
 /// digits. The national number is then known (a trunk `0` dropped) and its validity and type come
 /// straight from libphonenumber's patterns. `None` means "not this shape" and the general path
 /// decides: extensions, letters, numbers from which libphonenumber may strip a national or carrier
-/// prefix (`11xx`, `12xx`, `179x` in China, a trunk `0` after `+44`).
+/// prefix and the rest is valid (`17951 13800138000` in China, a trunk `0` after `+44`).
 fn fast(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>> {
     let input = input.trim();
     if input.len() > 32 || !input.is_ascii() {
@@ -199,14 +199,19 @@ fn fast(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>> {
         [b'8', b'6', ..] => return None,
         rest => rest,
     };
-    if national.len() < 3
-        || national.starts_with(b"11")
-        || national.starts_with(b"12")
-        || national.starts_with(b"179")
-    {
+    if national.len() < 3 {
         return None;
     }
     let nsn = std::str::from_utf8(national).ok()?;
+    // China's national prefix for parsing, `(1(?:[12]\d|79)\d\d)|0`, reads `11xxx`, `12xxx` and
+    // `179xx` as five-digit carrier codes: libphonenumber drops them when what is left is a possible number.
+    // The number is then one of two; when neither is valid (a 179 "mobile"), nor is the number.
+    // Otherwise (`17951 13800138000`) the general path decides.
+    if let [b'1', b'1' | b'2', ..] | [b'1', b'7', b'9', ..] = national {
+        let stripped = nsn.get(5..).unwrap_or_default();
+        let cn = super::phone_meta::classify_cn;
+        return (cn(nsn).is_none() && cn(stripped).is_none()).then_some(Err(PhoneError::Invalid));
+    }
     Some(match super::phone_meta::classify_cn(nsn) {
         Some(kind) => Ok(Phone {
             e164: format!("+86{nsn}"),
@@ -373,6 +378,22 @@ mod tests {
         assert_eq!(cn("134xxxx1234"), Err(PhoneError::Masked));
         assert_eq!(cn("n/a"), Err(PhoneError::NoNumber));
         assert_eq!(cn("12345"), Err(PhoneError::Invalid));
+    }
+
+    #[test]
+    fn carrier_codes_before_chinese_numbers() {
+        // Reference: Python phonenumbers 9.0.43. A carrier code before a valid number is dropped;
+        // a 179 "mobile" is invalid, not a short number after a carrier code.
+        for (typed, want) in [
+            ("17951 13800138000", Ok("+8613800138000")),
+            ("11808 1065529988", Ok("+861065529988")),
+            ("1180813800138000", Ok("+8613800138000")),
+            ("17966163735", Err(PhoneError::Invalid)),
+            ("+86 17904278274", Err(PhoneError::Invalid)),
+            ("11011", Err(PhoneError::Invalid)),
+        ] {
+            assert_eq!(cn(typed), want.map(str::to_owned), "{typed}");
+        }
     }
 
     #[test]
