@@ -118,7 +118,18 @@ impl Phone {
             phonenumber::parse(Some(region), &candidate).map_err(|_| PhoneError::Invalid)?;
         // The crate strips national and carrier prefixes by the *default* region's rules even when
         // the number names another country (+44 1212... lost "1212" as if it were a Chinese
-        // carrier code). libphonenumber uses the number's own country: parse again under it.
+        // carrier code). libphonenumber uses the number's own country: parse again under it, from
+        // after the region's international prefix (in China also a carrier code and 00:
+        // `17972 00 55…`). Parsed whole, the digits would be read as that country's national
+        // number (`179 7200 5555` came back as +55 17972005555, a Brazilian mobile).
+        let mut candidate = candidate;
+        if super::phone_meta::country_code(region) != Some(number.code().value())
+            && !candidate.starts_with('+')
+        {
+            let abroad = super::phone_meta::after_international_prefix(region, &candidate)
+                .ok_or(PhoneError::Invalid)?;
+            candidate = format!("+{abroad}");
+        }
         if let Some(home) = super::phone_meta::main_region(number.code().value())
             && home != region
         {
@@ -393,6 +404,19 @@ mod tests {
             ("11011", Err(PhoneError::Invalid)),
         ] {
             assert_eq!(cn(typed), want.map(str::to_owned), "{typed}");
+        }
+    }
+
+    #[test]
+    fn a_number_without_a_country_code_stays_in_its_region() {
+        // Reference: Python phonenumbers 9.0.43 calls both invalid Chinese numbers.
+        for typed in [
+            "179 7200 5555",
+            "17928004376",
+            "179/7200/5555",
+            "179 7200 5555 转 12",
+        ] {
+            assert_eq!(cn(typed), Err(PhoneError::Invalid), "{typed}");
         }
     }
 

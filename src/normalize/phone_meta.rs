@@ -74,6 +74,8 @@ struct Region {
     /// anchored), or failing that the national prefix itself.
     prefix_for_parsing: Option<Regex>,
     national_prefix: Option<String>,
+    /// How the region dials abroad (`00` in China, `011` in the US), anchored.
+    international_prefix: Option<Regex>,
     /// Every descriptor's pattern in one anchored DFA: which of them match a number is one pass
     /// over its digits, instead of up to ten regex searches.
     dfa: Option<dense::DFA<Vec<u32>>>,
@@ -127,6 +129,9 @@ impl Region {
                 .national_prefix_for_parsing()
                 .and_then(|r| compile(&format!("^(?:{})", compact(r.as_str())))),
             national_prefix: meta.national_prefix().map(str::to_owned),
+            international_prefix: meta
+                .international_prefix()
+                .and_then(|r| compile(&format!("^(?:{})", compact(r.as_str())))),
             descs,
             kinds,
             fixed_line,
@@ -289,6 +294,19 @@ fn main_meta(country_code: u16) -> Option<&'static Metadata> {
         .find(|m| m.is_main_country_for_code())
         .or(candidates.first())
         .copied()
+}
+
+/// The country calling code of a region (86 for CN).
+pub fn country_code(region: phonenumber::country::Id) -> Option<u16> {
+    DATABASE.by_id(region.as_ref()).map(Metadata::country_code)
+}
+
+/// What follows the region's international prefix when `digits`, dialled in `region`, begin
+/// with it (`00`, or a carrier code and `00`, in China): the number abroad.
+pub fn after_international_prefix(region: phonenumber::country::Id, digits: &str) -> Option<&str> {
+    let r = self::region(DATABASE.by_id(region.as_ref())?)?;
+    let found = r.international_prefix.as_ref()?.find(digits)?;
+    Some(&digits[found.end()..])
 }
 
 /// The main region of a country calling code (US for +1, GB for +44).
