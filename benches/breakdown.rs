@@ -16,14 +16,10 @@ use leadgate::normalize::{
     Email, Phone, clean_name, clean_text, normalize, place_of_phone, tidy_latin_case,
 };
 
+mod leads_file;
+
 fn main() {
-    let path = std::env::var("LEADS_FILE").unwrap_or_else(|_| "/tmp/leads-1m.jsonl".into());
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}; generate it with scripts/bench/gen_leads.py"));
-    let leads: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let leads = leads_file::read();
     let mapper = Mapper::new(&Default::default());
     let region = phonenumber::country::Id::CN;
     let mapped: Vec<MappedFields> = leads.iter().map(|l| mapper.map(l)).collect();

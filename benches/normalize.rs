@@ -16,14 +16,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use leadgate::mapping::Mapper;
 use leadgate::normalize::normalize;
 
+mod leads_file;
+
 fn main() {
-    let path = std::env::var("LEADS_FILE").unwrap_or_else(|_| "/tmp/leads-1m.jsonl".into());
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}; generate it with scripts/bench/gen_leads.py"));
-    let leads: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let leads = leads_file::read();
     let mapper = Mapper::new(&Default::default());
     let region = phonenumber::country::Id::CN;
     // What the first lead would wait for: libphonenumber's metadata, China's number types, the
