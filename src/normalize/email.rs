@@ -184,8 +184,16 @@ impl Email {
         let mut address = String::with_capacity(local.len() + 1 + domain.len());
         address.push_str(local);
         address.push('@');
-        if domain.is_ascii() && !domain.contains("xn--") {
-            address.extend(domain.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        // (An ASCII label of punycode, `xn--`, goes through IDNA to be checked.)
+        let punycode = || {
+            domain
+                .as_bytes()
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"xn--"))
+        };
+        if domain.is_ascii() && !punycode() {
+            address.push_str(domain);
+            address[local.len() + 1..].make_ascii_lowercase();
         } else {
             let ascii =
                 idna::domain_to_ascii(&domain.to_lowercase()).map_err(|_| EmailError::BadIdn)?;

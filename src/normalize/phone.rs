@@ -225,7 +225,7 @@ fn fast(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>> {
     }
     Some(match super::phone_meta::classify_cn(nsn) {
         Some(kind) => Ok(Phone {
-            e164: format!("+86{nsn}"),
+            e164: ["+86", nsn].concat(),
             extension: None,
             kind,
         }),
@@ -244,7 +244,7 @@ fn international(digits: &[u8]) -> Option<Result<Phone, PhoneError>> {
     }
     Some(match super::phone_meta::classify(code, nsn) {
         Some((kind, _)) => Ok(Phone {
-            e164: format!("+{digits}"),
+            e164: ["+", digits].concat(),
             extension: None,
             kind,
         }),

@@ -31,41 +31,109 @@ pub struct Place {
     pub city: Option<&'static str>,
 }
 
-/// The longest number prefix the data has; longer ones need not be looked up.
-const LONGEST: usize = 7;
-
 /// A number prefix as a table key: its digits' value and its length (`010` is not `10`).
 fn prefix_key(digits: u64, len: usize) -> u64 {
     digits << 4 | len as u64
 }
 
+/// The prefixes of numbers that start with 1 (mobiles, and Beijing's `10`) are up to 7 digits
+/// long; those of the other area codes, up to 4 (the data has 3).
+const MOBILE_WIDTH: usize = 7;
+const AREA_WIDTH: usize = 4;
+
 struct Geo {
-    /// National-number prefix (without 86) -> its place.
-    prefixes: FxHashMap<u64, Place>,
+    /// Place id - 1 -> place.
+    places: Vec<Place>,
+    /// The first 7 digits of a number that starts with 1, less 1,000,000 -> the place id of the
+    /// longest prefix of them in the data (0: none). One read instead of a probe per length.
+    by_mobile: Box<[u16]>,
+    /// The same for the first 4 digits of any other number.
+    by_area: Box<[u16]>,
+    /// Prefixes shorter than their table's width, for the rare number shorter than it.
+    short: FxHashMap<u64, u16>,
     provinces: HashSet<String>,
     /// City -> its province; `None` when two provinces have a city of that name.
     cities: HashMap<String, Option<String>>,
 }
 
+impl Geo {
+    /// The place of a national number's longest prefix in the data.
+    fn place(&self, nsn: &[u8]) -> Option<Place> {
+        let width = if nsn.first() == Some(&b'1') {
+            MOBILE_WIDTH
+        } else {
+            AREA_WIDTH
+        };
+        let mut digits = 0u64;
+        let mut keys = [0u64; MOBILE_WIDTH + 1];
+        for (i, b) in nsn.iter().take(width).enumerate() {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            digits = digits * 10 + u64::from(b - b'0');
+            keys[i + 1] = prefix_key(digits, i + 1);
+        }
+        let id = if nsn.len() >= width {
+            let (table, base) = if width == MOBILE_WIDTH {
+                (&self.by_mobile, 1_000_000)
+            } else {
+                (&self.by_area, 0)
+            };
+            usize::try_from(digits - base)
+                .ok()
+                .and_then(|i| table.get(i))
+                .copied()
+                .unwrap_or(0)
+        } else {
+            (2..=nsn.len())
+                .rev()
+                .find_map(|len| self.short.get(&keys[len]).copied())
+                .unwrap_or(0)
+        };
+        self.places.get(usize::from(id).checked_sub(1)?).copied()
+    }
+}
+
 static GEO: LazyLock<Geo> = LazyLock::new(|| {
-    let mut prefixes = FxHashMap::with_capacity_and_hasher(131_072, Default::default());
-    let mut places = HashSet::new();
-    for line in DATA.lines().filter(|l| !l.starts_with('#')) {
-        if let Some((prefix, place)) = line.split_once('|')
-            && let Ok(digits) = prefix.parse::<u64>()
-        {
-            assert!(
-                prefix.len() <= LONGEST,
-                "{prefix}: a longer prefix than expected"
-            );
-            prefixes.insert(prefix_key(digits, prefix.len()), split_place(place));
-            places.insert(place);
+    let mut entries: Vec<(&str, u64, &'static str)> = DATA
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (prefix, place) = line.split_once('|')?;
+            Some((prefix, prefix.parse::<u64>().ok()?, place))
+        })
+        .collect();
+    // Shorter prefixes first, so a longer one overwrites the range it refines.
+    entries.sort_by_key(|(prefix, ..)| prefix.len());
+    let mut ids: HashMap<&'static str, u16> = HashMap::new();
+    let mut places = Vec::new();
+    let mut by_mobile = vec![0u16; 1_000_000].into_boxed_slice();
+    let mut by_area = vec![0u16; 10_000].into_boxed_slice();
+    let mut short = FxHashMap::default();
+    for (prefix, digits, place) in entries {
+        let id = *ids.entry(place).or_insert_with(|| {
+            places.push(split_place(place));
+            u16::try_from(places.len()).expect("fewer than 65,535 places")
+        });
+        let (table, width, base) = if prefix.starts_with('1') {
+            (&mut by_mobile, MOBILE_WIDTH, 1_000_000)
+        } else {
+            (&mut by_area, AREA_WIDTH, 0)
+        };
+        assert!(
+            prefix.len() <= width && !prefix.starts_with('0'),
+            "{prefix}: a prefix longer than {width} digits, or with a trunk 0"
+        );
+        let span = 10u64.pow((width - prefix.len()) as u32);
+        let start = (digits * span - base) as usize;
+        table[start..start + span as usize].fill(id);
+        if prefix.len() < width {
+            short.insert(prefix_key(digits, prefix.len()), id);
         }
     }
     let mut provinces = HashSet::new();
     let mut cities: HashMap<String, Option<String>> = HashMap::new();
-    for place in places {
-        let p = split_place(place);
+    for p in &places {
         if let Some(city) = p.city {
             cities
                 .entry(city.to_owned())
@@ -79,7 +147,10 @@ static GEO: LazyLock<Geo> = LazyLock::new(|| {
         provinces.insert(p.province.to_owned());
     }
     Geo {
-        prefixes,
+        places,
+        by_mobile,
+        by_area,
+        short,
         provinces,
         cities,
     }
@@ -109,20 +180,7 @@ fn split_place(place: &'static str) -> Place {
 
 /// Where a Chinese number (E.164) is registered, if the data knows: the longest matching prefix.
 pub fn place_of_phone(e164: &str) -> Option<Place> {
-    let nsn = e164.strip_prefix("+86")?.as_bytes();
-    let mut keys = [0u64; LONGEST + 1];
-    let mut digits = 0u64;
-    for (i, b) in nsn.iter().take(LONGEST).enumerate() {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        digits = digits * 10 + u64::from(b - b'0');
-        keys[i + 1] = prefix_key(digits, i + 1);
-    }
-    let geo = &*GEO;
-    (2..=nsn.len().min(LONGEST))
-        .rev()
-        .find_map(|len| geo.prefixes.get(&keys[len]).copied())
+    GEO.place(e164.strip_prefix("+86")?.as_bytes())
 }
 
 /// The canonical name of a typed province (`广东` → `广东省`, `北京` → `北京市`, `广西` →
@@ -177,6 +235,42 @@ mod tests {
         assert_eq!(place_of_phone("+8675586001234"), place("广东省", "深圳市"));
         assert_eq!(place_of_phone("+8610655299881"), place("北京市", "北京市"));
         assert_eq!(place_of_phone("+16502530000"), None);
+    }
+
+    /// The tables give what a plain longest-prefix search of the data gives: for each prefix, the
+    /// numbers it begins (of every length, and cut short) and its neighbours.
+    #[test]
+    fn the_tables_agree_with_a_longest_prefix_search() {
+        let data: HashMap<&str, Place> = DATA
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('|'))
+            .map(|(prefix, place)| (prefix, split_place(place)))
+            .collect();
+        let search = |nsn: &str| {
+            (2..=nsn.len().min(7))
+                .rev()
+                .find_map(|len| data.get(&nsn[..len]).copied())
+        };
+        let mut checked = 0;
+        for prefix in data.keys() {
+            for tail in ["", "0", "9", "00000000", "99999999", "12345678"] {
+                for cut in [0, 1, 2] {
+                    let number = format!("{prefix}{tail}");
+                    let number = &number[..number.len().saturating_sub(cut).max(1)];
+                    assert_eq!(GEO.place(number.as_bytes()), search(number), "+86{number}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 2_000_000, "{checked}");
+        for n in ["1", "", "2", "1x3800138000", "0755"] {
+            assert_eq!(
+                GEO.place(n.as_bytes()),
+                search(n).filter(|_| !n.contains('x')),
+                "{n}"
+            );
+        }
     }
 
     #[test]
