@@ -15,7 +15,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
     address: String,
-    identity_key: String,
+    /// `None` when the key is the address itself (most addresses: nothing to fold).
+    identity_key: Option<String>,
     findings: Vec<Finding>,
 }
 
@@ -203,8 +204,11 @@ impl Email {
         check_domain(domain)?;
         // The parts one by one: the whole address would also be read for a display name
         // (`Name <a@b.c>`), which is refused anyway, and copied.
+        // `check_domain` is stricter than the library's domain grammar (letters, digits and inner
+        // hyphens only), so a domain that passed it is one the library accepts.
         use email_address::EmailAddress;
-        if !(EmailAddress::is_valid_local_part(local) && EmailAddress::is_valid_domain(domain)) {
+        debug_assert!(EmailAddress::is_valid_domain(domain), "{domain}");
+        if !EmailAddress::is_valid_local_part(local) {
             // Ask for the parser's reason so the issue says what is wrong, not just that it is.
             let why = address.parse::<EmailAddress>().err().map(|e| e.to_string());
             return Err(EmailError::Syntax(
@@ -224,7 +228,7 @@ impl Email {
                 _ => None,
             })
             .unwrap_or(domain);
-        let identity_key = identity_key(local, key_domain);
+        let identity_key = identity_key(local, domain, key_domain);
         Ok(Self {
             address,
             identity_key,
@@ -250,7 +254,7 @@ impl Email {
     /// folded the way the provider delivers (Gmail ignores dots and `+tags`; Outlook and most
     /// others ignore `+tags`). A typo of a common provider's domain keys as the provider.
     pub fn identity_key(&self) -> &str {
-        &self.identity_key
+        self.identity_key.as_deref().unwrap_or(&self.address)
     }
 }
 
@@ -382,7 +386,10 @@ fn findings(local: &str, domain: &str) -> Vec<Finding> {
     out
 }
 
-fn identity_key(local: &str, domain: &str) -> String {
+/// The identity key of `local@address_domain`, folded as `key_domain` delivers (the provider a
+/// typo meant), or `None` when the key is the address itself.
+fn identity_key(local: &str, address_domain: &str, key_domain: &str) -> Option<String> {
+    let typed = local;
     let lower: Cow<'_, str> = if local.is_ascii() {
         if local.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(local.to_ascii_lowercase())
@@ -393,17 +400,21 @@ fn identity_key(local: &str, domain: &str) -> String {
         Cow::Owned(local.to_lowercase())
     };
     let untagged = lower.split('+').next().unwrap_or(&lower);
-    let (local, domain) = match domain {
+    let (local, domain) = match key_domain {
         "gmail.com" | "googlemail.com" => (Cow::Owned(untagged.replace('.', "")), "gmail.com"),
-        "qq.com" | "foxmail.com" | "163.com" | "126.com" => (lower.clone(), domain),
-        _ if untagged.is_empty() => (lower.clone(), domain),
-        _ => (Cow::Borrowed(untagged), domain),
+        "qq.com" | "foxmail.com" | "163.com" | "126.com" => (lower.clone(), key_domain),
+        _ if untagged.is_empty() => (lower.clone(), key_domain),
+        _ => (Cow::Borrowed(untagged), key_domain),
     };
+    // The key is the address itself: nothing to store.
+    if *local == *typed && domain == address_domain {
+        return None;
+    }
     let mut key = String::with_capacity(local.len() + 1 + domain.len());
     key.push_str(&local);
     key.push('@');
     key.push_str(domain);
-    key
+    Some(key)
 }
 
 #[cfg(test)]
