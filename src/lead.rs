@@ -144,14 +144,15 @@ pub struct Contact {
     /// `uan`, `voicemail`. Toll-free, shared-cost, UAN, premium and voicemail numbers are company
     /// lines, never used to match people. Added in 1.1.
     #[serde(default)]
-    pub phone_type: Option<String>,
+    pub phone_type: Option<Cow<'static, str>>,
     /// Domain lowercased; the local part as typed.
     pub email: Option<String>,
     pub company: Option<String>,
     pub title: Option<String>,
     pub industry: Option<String>,
-    pub province: Option<String>,
-    pub city: Option<String>,
+    // (A name from the geocoding data is borrowed, not copied for each lead.)
+    pub province: Option<Cow<'static, str>>,
+    pub city: Option<Cow<'static, str>>,
     pub address: Option<String>,
     /// Free-text remarks (备注).
     pub notes: Option<String>,

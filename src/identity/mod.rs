@@ -87,7 +87,7 @@ impl Traits {
         Self {
             name: contact.name.as_deref().and_then(name_key),
             company: contact.company.as_deref().and_then(company_key),
-            city: contact.city.clone(),
+            city: contact.city.as_deref().map(str::to_owned),
         }
     }
 }
@@ -282,19 +282,19 @@ impl Policy {
         let reachable = input.lead.is_reachable();
         let c = &input.lead.contact;
         let profile: Vec<(String, String)> = [
-            ("name", &c.name),
-            ("phone", &c.phone),
-            ("phone_ext", &c.phone_ext),
-            ("email", &c.email),
-            ("company", &c.company),
-            ("title", &c.title),
-            ("industry", &c.industry),
-            ("province", &c.province),
-            ("city", &c.city),
-            ("address", &c.address),
+            ("name", c.name.as_deref()),
+            ("phone", c.phone.as_deref()),
+            ("phone_ext", c.phone_ext.as_deref()),
+            ("email", c.email.as_deref()),
+            ("company", c.company.as_deref()),
+            ("title", c.title.as_deref()),
+            ("industry", c.industry.as_deref()),
+            ("province", c.province.as_deref()),
+            ("city", c.city.as_deref()),
+            ("address", c.address.as_deref()),
         ]
         .into_iter()
-        .filter_map(|(f, v)| Some((f.to_owned(), v.clone()?)))
+        .filter_map(|(f, v)| Some((f.to_owned(), v?.to_owned())))
         .collect();
         IdentityRequest {
             event_id: input.event_id.to_owned(),

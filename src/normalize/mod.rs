@@ -17,6 +17,8 @@ pub use phone::{Phone, PhoneError, PhoneKind};
 pub use region::{Place, canonical_city, canonical_province, place_of_phone};
 pub use text::{clean_name, clean_text, is_cjk};
 
+use std::borrow::Cow;
+
 use phonenumber::country;
 
 use crate::lead::{Contact, Issue};
@@ -85,7 +87,7 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
             .and_then(clean_name)
             .map(tidy_latin_case),
         phone: phone.as_ref().map(|p| p.e164().to_owned()),
-        phone_type: phone.as_ref().map(|p| p.kind().as_str().to_owned()),
+        phone_type: phone.as_ref().map(|p| Cow::Borrowed(p.kind().as_str())),
         phone_ext: phone
             .as_ref()
             .and_then(|p| p.extension().map(str::to_owned))
@@ -114,7 +116,7 @@ fn regions(
     city: Option<String>,
     phone: Option<&Phone>,
     issues: &mut Vec<Issue>,
-) -> (Option<String>, Option<String>) {
+) -> (Option<Cow<'static, str>>, Option<Cow<'static, str>>) {
     let mut province = province.map(|p| canonical_province(&p).unwrap_or(p));
     let city = city.map(|c| match canonical_city(&c) {
         Some((name, of)) => {
@@ -126,7 +128,7 @@ fn regions(
         None => c,
     });
     if province.is_some() || city.is_some() {
-        return (province, city);
+        return (province.map(Cow::Owned), city.map(Cow::Owned));
     }
     match phone.and_then(|p| place_of_phone(p.e164())) {
         Some(place) => {
@@ -135,10 +137,7 @@ fn regions(
                 "region.from_phone",
                 "province and city were not given; filled in from where the phone number is registered",
             ));
-            (
-                Some(place.province.to_owned()),
-                place.city.map(str::to_owned),
-            )
+            (Some(place.province.into()), place.city.map(Cow::Borrowed))
         }
         None => (None, None),
     }
