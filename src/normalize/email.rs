@@ -152,7 +152,10 @@ impl Email {
                 )));
             }
         }
-        let (local, domain) = folded.rsplit_once('@').ok_or(EmailError::MissingAt)?;
+        // (Byte loops, here and below: the strings are short, and `@`, `.`, `+`, `-` are ASCII,
+        // never part of another character's UTF-8.)
+        let at = last_of(folded, b'@').ok_or(EmailError::MissingAt)?;
+        let (local, domain) = (&folded[..at], &folded[at + 1..]);
         if local.is_empty() {
             return Err(EmailError::EmptyLocal);
         }
@@ -173,11 +176,19 @@ impl Email {
             return Err(EmailError::Syntax("the address ends with a period".into()));
         }
         // Punycode would hide a hyphen at a label's edge inside the encoding: check it first.
-        if domain.contains('-')
-            && domain
-                .split('.')
-                .any(|l| l.starts_with('-') || l.ends_with('-'))
-        {
+        // One pass over the domain: a hyphen at a label's edge, and a label of punycode (`xn--`,
+        // which goes through IDNA to be checked).
+        let (mut edge_hyphen, mut punycode, mut prev) = (false, false, b'.');
+        let d = domain.as_bytes();
+        for (i, &b) in d.iter().enumerate() {
+            if prev == b'.' {
+                edge_hyphen |= b == b'-';
+                punycode |= d[i..].len() >= 4 && d[i..i + 4].eq_ignore_ascii_case(b"xn--");
+            }
+            edge_hyphen |= b == b'.' && prev == b'-';
+            prev = b;
+        }
+        if edge_hyphen || prev == b'-' {
             return Err(EmailError::Syntax(
                 "a domain label starts or ends with a hyphen".into(),
             ));
@@ -185,14 +196,7 @@ impl Email {
         let mut address = String::with_capacity(local.len() + 1 + domain.len());
         address.push_str(local);
         address.push('@');
-        // (An ASCII label of punycode, `xn--`, goes through IDNA to be checked.)
-        let punycode = || {
-            domain
-                .as_bytes()
-                .windows(4)
-                .any(|w| w.eq_ignore_ascii_case(b"xn--"))
-        };
-        if domain.is_ascii() && !punycode() {
+        if domain.is_ascii() && !punycode {
             address.push_str(domain);
             address[local.len() + 1..].make_ascii_lowercase();
         } else {
@@ -201,7 +205,7 @@ impl Email {
             address.push_str(&ascii);
         }
         let domain = &address[local.len() + 1..];
-        check_domain(domain)?;
+        let labels = check_domain(domain)?;
         // The parts one by one: the whole address would also be read for a display name
         // (`Name <a@b.c>`), which is refused anyway, and copied.
         // `check_domain` is stricter than the library's domain grammar (letters, digits and inner
@@ -215,7 +219,7 @@ impl Email {
                 why.unwrap_or_else(|| "invalid syntax".into()),
             ));
         }
-        if !domain.contains('.') {
+        if labels < 2 {
             return Err(EmailError::Syntax("the domain has no dot".into()));
         }
         let findings = findings(local, domain);
@@ -272,14 +276,31 @@ fn is_invisible(c: char) -> bool {
 /// Domains that can never receive mail (RFC 6761 and friends), as email-validator refuses them.
 const SPECIAL_USE: &[&str] = &["arpa", "invalid", "local", "localhost", "onion", "test"];
 
+/// Where `byte` (ASCII) last occurs in `s`.
+fn last_of(s: &str, byte: u8) -> Option<usize> {
+    s.bytes().rposition(|b| b == byte)
+}
+
+/// What comes before the first `byte` (ASCII) of `s`, or all of it.
+fn before(s: &str, byte: u8) -> &str {
+    s.bytes().position(|b| b == byte).map_or(s, |i| &s[..i])
+}
+
 /// The ASCII (punycode) domain: letters, digits and inner hyphens in 1-63 character labels, a
-/// top-level domain that ends in a letter, and no special-use name.
-fn check_domain(domain: &str) -> Result<(), EmailError> {
+/// top-level domain that ends in a letter, and no special-use name. Returns how many labels.
+fn check_domain(domain: &str) -> Result<usize, EmailError> {
     let bad = |why: &str| Err(EmailError::Syntax(why.to_owned()));
     if domain.len() > 253 {
         return bad("the domain is longer than 253 characters");
     }
-    for label in domain.split('.') {
+    let mut labels = 0;
+    let mut start = 0;
+    let mut tld = domain;
+    for label in domain.as_bytes().split(|&b| b == b'.') {
+        let text = &domain[start..start + label.len()];
+        start += label.len() + 1;
+        labels += 1;
+        tld = text;
         if label.is_empty() {
             return bad(
                 "the domain has an empty label (two periods in a row, or one at the start)",
@@ -288,26 +309,25 @@ fn check_domain(domain: &str) -> Result<(), EmailError> {
         if label.len() > 63 {
             return bad("a domain label is longer than 63 characters");
         }
-        if let Some(c) = label
+        if let Some(c) = text
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
         {
             return bad(&format!("the domain contains an invalid character: {c:?}"));
         }
-        if label.starts_with('-') || label.ends_with('-') {
+        if label.first() == Some(&b'-') || label.last() == Some(&b'-') {
             return bad("a domain label starts or ends with a hyphen");
         }
     }
-    if !domain.ends_with(|c: char| c.is_ascii_alphabetic()) {
+    if !tld.ends_with(|c: char| c.is_ascii_alphabetic()) {
         return bad("the domain is not within a valid top-level domain");
     }
-    let tld = domain.rsplit('.').next().unwrap_or(domain);
     if SPECIAL_USE.contains(&tld) {
         return bad(&format!(
             "`.{tld}` is a special-use domain that cannot receive email"
         ));
     }
-    Ok(())
+    Ok(labels)
 }
 
 /// What a domain says about any address at it.
@@ -376,7 +396,7 @@ fn findings(local: &str, domain: &str) -> Vec<Finding> {
     if facts.disposable {
         out.push(Finding::Disposable);
     }
-    let mailbox = local.split('+').next().unwrap_or(local);
+    let mailbox = before(local, b'+');
     if ROLE_MAILBOXES
         .iter()
         .any(|role| role.eq_ignore_ascii_case(mailbox))
@@ -399,7 +419,7 @@ fn identity_key(local: &str, address_domain: &str, key_domain: &str) -> Option<S
     } else {
         Cow::Owned(local.to_lowercase())
     };
-    let untagged = lower.split('+').next().unwrap_or(&lower);
+    let untagged = before(&lower, b'+');
     let (local, domain) = match key_domain {
         "gmail.com" | "googlemail.com" => (Cow::Owned(untagged.replace('.', "")), "gmail.com"),
         "qq.com" | "foxmail.com" | "163.com" | "126.com" => (lower.clone(), key_domain),

@@ -288,6 +288,10 @@ fn split_extension(s: &str) -> (String, Option<String>) {
         ",",
         ";",
     ];
+    // Every marker has one of these: most numbers have none, and need no search.
+    if !s.contains(['x', 'X', '#', ',', ';', '转', '分']) {
+        return (s.to_owned(), None);
+    }
     let lower = s.to_lowercase();
     for marker in MARKERS {
         let Some(pos) = lower.find(marker) else {
