@@ -41,7 +41,7 @@ fn main() {
         let mut phones = 0usize;
         for lead in &leads {
             let n = normalize(&mapper.map(lead), region);
-            phones += usize::from(n.phone.is_some());
+            phones += usize::from(n.contact.phone.is_some());
             std::hint::black_box(&n);
         }
         let secs = started.elapsed().as_secs_f64();

@@ -197,11 +197,11 @@ impl Policy {
         identity_fields: &BTreeMap<String, String>,
     ) -> Vec<IdentityKey> {
         let mut keys = Vec::with_capacity(2 + identity_fields.len());
-        if let Some(p) = lead.phone.as_ref().filter(|p| p.kind().identifies_person()) {
-            keys.push(IdentityKey::new(PHONE, p.e164()));
+        if let Some(phone) = lead.person_phone() {
+            keys.push(IdentityKey::new(PHONE, phone));
         }
-        if let Some(e) = lead.email.as_ref().filter(|e| !e.is_role()) {
-            keys.push(IdentityKey::new(EMAIL, e.identity_key()));
+        if let Some(key) = lead.person_email_key() {
+            keys.push(IdentityKey::new(EMAIL, key));
         }
         for (kind, field) in identity_fields {
             let text = match custom.get(field) {

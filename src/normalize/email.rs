@@ -20,6 +20,22 @@ pub struct Email {
     findings: Vec<Finding>,
 }
 
+/// How identity matching sees an address, apart from the address itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailIdentity {
+    /// The identity key when it is not the address itself (see [`Email::identity_key`]).
+    key: Option<String>,
+    /// A role mailbox: shared, so it must not join people.
+    pub role: bool,
+}
+
+impl EmailIdentity {
+    /// The identity key of `address`, the address these facts came from.
+    pub fn key<'a>(&'a self, address: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(address)
+    }
+}
+
 /// Something worth knowing about a valid address. Each maps to a stable issue code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
@@ -252,6 +268,13 @@ impl Email {
 
     pub fn as_str(&self) -> &str {
         &self.address
+    }
+
+    /// The address and how identity matching sees it, without copies.
+    pub fn into_parts(self) -> (String, EmailIdentity) {
+        let role = self.is_role();
+        let key = self.identity_key;
+        (self.address, EmailIdentity { key, role })
     }
 
     /// The key identity matching uses, separate from the displayed address: case-folded, and

@@ -11,7 +11,7 @@ mod text;
 #[cfg(test)]
 mod properties;
 
-pub use email::{Email, EmailError, Finding as EmailFinding};
+pub use email::{Email, EmailError, EmailIdentity, Finding as EmailFinding};
 pub use keys::{company_key, name_key, tidy_latin_case};
 pub use phone::{Phone, PhoneError, PhoneKind};
 pub use region::{Place, canonical_city, canonical_province, place_of_phone};
@@ -24,19 +24,34 @@ use phonenumber::country;
 use crate::lead::{Contact, Issue};
 use crate::mapping::{ContactField, MappedFields};
 
-/// A contact after cleaning, with the typed phone and email that identity matching uses.
+/// A contact after cleaning, with what identity matching needs to know of its phone and email.
+/// `contact.phone` and `contact.email` are set only when valid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormalizedLead {
     pub contact: Contact,
-    pub phone: Option<Phone>,
-    pub email: Option<Email>,
+    /// The type of `contact.phone`.
+    pub phone_kind: Option<PhoneKind>,
+    /// How identity matching sees `contact.email`.
+    pub email_identity: Option<EmailIdentity>,
     pub issues: Vec<Issue>,
 }
 
 impl NormalizedLead {
     /// A lead is usable when someone can reach the person: a valid phone or a valid email.
     pub fn is_reachable(&self) -> bool {
-        self.phone.is_some() || self.email.is_some()
+        self.contact.phone.is_some() || self.contact.email.is_some()
+    }
+
+    /// The phone number that identifies the person: valid, and not a company line (400, 800...).
+    pub fn person_phone(&self) -> Option<&str> {
+        self.phone_kind.filter(|k| k.identifies_person())?;
+        self.contact.phone.as_deref()
+    }
+
+    /// The identity key of the email, unless it is a role mailbox (info@, sales@...).
+    pub fn person_email_key(&self) -> Option<&str> {
+        let identity = self.email_identity.as_ref().filter(|i| !i.role)?;
+        Some(identity.key(self.contact.email.as_deref()?))
     }
 }
 
@@ -82,17 +97,19 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
         phone.as_ref(),
         &mut issues,
     );
+    let (phone, phone_ext, phone_kind) = match phone.map(Phone::into_parts) {
+        Some((e164, ext, kind)) => (Some(e164), ext, Some(kind)),
+        None => (None, None, None),
+    };
+    let (email, email_identity) = email.map(Email::into_parts).unzip();
     let contact = Contact {
         name: get(ContactField::Name)
             .and_then(clean_name)
             .map(tidy_latin_case),
-        phone: phone.as_ref().map(|p| p.e164().to_owned()),
-        phone_type: phone.as_ref().map(|p| Cow::Borrowed(p.kind().as_str())),
-        phone_ext: phone
-            .as_ref()
-            .and_then(|p| p.extension().map(str::to_owned))
-            .or(typed_ext.filter(|e| !e.is_empty())),
-        email: email.as_ref().map(|e| e.as_str().to_owned()),
+        phone,
+        phone_type: phone_kind.map(|k| Cow::Borrowed(k.as_str())),
+        phone_ext: phone_ext.or(typed_ext.filter(|e| !e.is_empty())),
+        email,
         company: text(ContactField::Company),
         title: text(ContactField::Title),
         industry: text(ContactField::Industry),
@@ -103,8 +120,8 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
     };
     NormalizedLead {
         contact,
-        phone,
-        email,
+        phone_kind,
+        email_identity,
         issues,
     }
 }

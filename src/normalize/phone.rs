@@ -158,6 +158,11 @@ impl Phone {
     pub fn kind(&self) -> PhoneKind {
         self.kind
     }
+
+    /// The E.164 number, the extension and the type, without copies.
+    pub fn into_parts(self) -> (String, Option<String>, PhoneKind) {
+        (self.e164, self.extension, self.kind)
+    }
 }
 
 impl fmt::Display for Phone {
