@@ -432,6 +432,16 @@ fn findings(local: &str, domain: &str) -> Vec<Finding> {
 /// The identity key of `local@address_domain`, folded as `key_domain` delivers (the provider a
 /// typo meant), or `None` when the key is the address itself.
 fn identity_key(local: &str, address_domain: &str, key_domain: &str) -> Option<String> {
+    // Most addresses: ASCII, lower case, no `+tag`, at a domain that folds nothing else.
+    let folds_more = matches!(key_domain, "gmail.com" | "googlemail.com");
+    if key_domain == address_domain
+        && !folds_more
+        && local
+            .bytes()
+            .all(|b| b.is_ascii() && !b.is_ascii_uppercase() && b != b'+')
+    {
+        return None;
+    }
     let typed = local;
     let lower: Cow<'_, str> = if local.is_ascii() {
         if local.bytes().any(|b| b.is_ascii_uppercase()) {
