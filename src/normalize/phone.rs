@@ -230,7 +230,7 @@ fn fast(input: &str, region: country::Id) -> Option<Result<Phone, PhoneError>> {
     }
     Some(match super::phone_meta::classify_cn(nsn) {
         Some(kind) => Ok(Phone {
-            e164: ["+86", nsn].concat(),
+            e164: joined("+86", nsn),
             extension: None,
             kind,
         }),
@@ -249,12 +249,20 @@ fn international(digits: &[u8]) -> Option<Result<Phone, PhoneError>> {
     }
     Some(match super::phone_meta::classify(code, nsn) {
         Some((kind, _)) => Ok(Phone {
-            e164: ["+", digits].concat(),
+            e164: joined("+", digits),
             extension: None,
             kind,
         }),
         None => Err(PhoneError::Invalid),
     })
+}
+
+/// `a` then `b`, in one allocation.
+fn joined(a: &str, b: &str) -> String {
+    let mut s = String::with_capacity(a.len() + b.len());
+    s.push_str(a);
+    s.push_str(b);
+    s
 }
 
 /// `138****1234`, `134xxxx1234`, `138●●●●1234`: digits hidden by the platform.
