@@ -23,11 +23,7 @@ fn main() {
     let mapper = Mapper::new(&Default::default());
     let region = phonenumber::country::Id::CN;
     let mapped: Vec<MappedFields> = leads.iter().map(|l| mapper.map(l)).collect();
-    let field = |f: ContactField| {
-        mapped
-            .iter()
-            .filter_map(move |m| m.values.get(&f).map(String::as_str))
-    };
+    let field = |f: ContactField| mapped.iter().filter_map(move |m| m.values.get(&f));
     let phones: Vec<Phone> = field(ContactField::Phone)
         .filter_map(|p| Phone::parse(p, region).ok())
         .collect();

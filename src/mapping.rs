@@ -2,6 +2,8 @@
 //! folding (NFKC, case, spaces, `_`, `-`, `.`), first against the connector's own `mapping`, then
 //! against built-in English and Chinese names. Whatever is not mapped is kept, untouched, as `custom`.
 
+use std::borrow::Cow;
+
 use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
@@ -151,20 +153,21 @@ pub fn fold_name(name: &str) -> String {
         .collect()
 }
 
-/// The text of each mapped contact field: one slot per field, no map to build per lead.
+/// The text of each mapped contact field: one slot per field, no map to build per lead. Text is
+/// borrowed from the payload (a number or a boolean is written out).
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct FieldValues([Option<String>; ContactField::COUNT]);
+pub struct FieldValues<'a>([Option<Cow<'a, str>>; ContactField::COUNT]);
 
-impl FieldValues {
-    pub fn get(&self, field: &ContactField) -> Option<&String> {
-        self.0[*field as usize].as_ref()
+impl<'a> FieldValues<'a> {
+    pub fn get(&self, field: &ContactField) -> Option<&str> {
+        self.0[*field as usize].as_deref()
     }
 
     pub fn contains_key(&self, field: &ContactField) -> bool {
         self.get(field).is_some()
     }
 
-    pub fn insert(&mut self, field: ContactField, text: String) -> Option<String> {
+    pub fn insert(&mut self, field: ContactField, text: Cow<'a, str>) -> Option<Cow<'a, str>> {
         self.0[field as usize].replace(text)
     }
 
@@ -177,18 +180,18 @@ impl FieldValues {
     }
 }
 
-impl std::ops::Index<&ContactField> for FieldValues {
-    type Output = String;
+impl std::ops::Index<&ContactField> for FieldValues<'_> {
+    type Output = str;
 
-    fn index(&self, field: &ContactField) -> &String {
+    fn index(&self, field: &ContactField) -> &str {
         self.get(field).expect("no value for the field")
     }
 }
 
 /// Text values of mapped fields, plus everything else as custom fields.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct MappedFields {
-    pub values: FieldValues,
+pub struct MappedFields<'a> {
+    pub values: FieldValues<'a>,
     pub custom: Map<String, Value>,
     pub issues: Vec<Issue>,
 }
@@ -220,7 +223,7 @@ impl Mapper {
     }
 
     /// Maps a payload object. A non-object payload maps nothing and is reported.
-    pub fn map(&self, payload: &Value) -> MappedFields {
+    pub fn map<'a>(&self, payload: &'a Value) -> MappedFields<'a> {
         let mut out = MappedFields::default();
         let Some(obj) = payload.as_object() else {
             out.issues.push(Issue::new(
@@ -242,10 +245,10 @@ impl Mapper {
                 out.custom.insert(key.clone(), value.clone());
                 continue;
             };
-            let text = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
+            let text: Cow<'a, str> = match value {
+                Value::String(s) => Cow::Borrowed(s),
+                Value::Number(n) => Cow::Owned(n.to_string()),
+                Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
                 Value::Null => continue,
                 Value::Array(_) | Value::Object(_) => {
                     out.issues.push(Issue::new(
@@ -284,10 +287,11 @@ mod tests {
     #[test]
     fn chinese_and_english_headers_map() {
         let m = Mapper::new(&FieldMapping::new());
-        let got = m.map(&json!({"姓名": "张三", "手机": "138", "邮箱": "a@b.cn", "公司": "某某", "职位": "经理",
-            "省份": "广东", "城市": "深圳", "地址": "南山", "行业": "制造", "备注": "hi", "来源页": "x"}));
+        let payload = json!({"姓名": "张三", "手机": "138", "邮箱": "a@b.cn", "公司": "某某", "职位": "经理",
+            "省份": "广东", "城市": "深圳", "地址": "南山", "行业": "制造", "备注": "hi", "来源页": "x"});
+        let got = m.map(&payload);
         assert_eq!(got.values.len(), 10);
-        assert_eq!(got.values[&ContactField::Notes], "hi");
+        assert_eq!(&got.values[&ContactField::Notes], "hi");
         assert_eq!(
             got.custom,
             json!({"来源页": "x"}).as_object().unwrap().clone()
@@ -298,8 +302,9 @@ mod tests {
     fn configured_names_win_and_losers_stay_custom() {
         let extra = FieldMapping::from([(ContactField::Phone, vec!["Mobile No".to_string()])]);
         let m = Mapper::new(&extra);
-        let got = m.map(&json!({"phone": "1", "mobile_no": "2", "电话": "3"}));
-        assert_eq!(got.values[&ContactField::Phone], "2");
+        let payload = json!({"phone": "1", "mobile_no": "2", "电话": "3"});
+        let got = m.map(&payload);
+        assert_eq!(&got.values[&ContactField::Phone], "2");
         assert_eq!(got.custom.len(), 2);
         assert_eq!(got.custom["phone"], json!("1"));
     }
@@ -307,16 +312,18 @@ mod tests {
     #[test]
     fn mobile_beats_desk_phone_whatever_the_order() {
         let m = Mapper::new(&FieldMapping::new());
-        let got = m.map(&json!({"电话": "010-1", "手机": "138"}));
-        assert_eq!(got.values[&ContactField::Phone], "138");
+        let payload = json!({"电话": "010-1", "手机": "138"});
+        let got = m.map(&payload);
+        assert_eq!(&got.values[&ContactField::Phone], "138");
         assert_eq!(got.custom["电话"], json!("010-1"));
     }
 
     #[test]
     fn numbers_are_text_and_objects_are_reported() {
         let m = Mapper::new(&FieldMapping::new());
-        let got = m.map(&json!({"phone": 13800138000u64, "email": {"a": 1}, "name": null}));
-        assert_eq!(got.values[&ContactField::Phone], "13800138000");
+        let payload = json!({"phone": 13800138000u64, "email": {"a": 1}, "name": null});
+        let got = m.map(&payload);
+        assert_eq!(&got.values[&ContactField::Phone], "13800138000");
         assert_eq!(got.issues[0].code, "field.not_text");
         assert!(got.custom.contains_key("email"));
         assert!(!got.values.contains_key(&ContactField::Name));

@@ -129,10 +129,15 @@ impl Processor {
         e: &IntakeEvent,
     ) -> (NormalizedLead, serde_json::Map<String, serde_json::Value>) {
         let profile = self.profile(e);
-        let mapped = match &profile.fields {
-            Some(fields) => profile.mapper.map(&fields(&e.payload)),
-            None => profile.mapper.map(&e.payload),
+        let read;
+        let payload = match &profile.fields {
+            Some(fields) => {
+                read = fields(&e.payload);
+                &read
+            }
+            None => &e.payload,
         };
+        let mapped = profile.mapper.map(payload);
         (normalize(&mapped, profile.region), mapped.custom)
     }
 

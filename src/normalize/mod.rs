@@ -67,7 +67,7 @@ pub fn warm_up() {
 /// Cleans mapped fields. `region` reads numbers written without a country code.
 pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
     let mut issues = fields.issues.clone();
-    let get = |f: ContactField| fields.values.get(&f).map(String::as_str);
+    let get = |f: ContactField| fields.values.get(&f);
     let text = |f: ContactField| get(f).and_then(clean_text);
 
     let phone = get(ContactField::Phone).and_then(|raw| match Phone::parse(raw, region) {
@@ -168,8 +168,9 @@ mod tests {
 
     #[test]
     fn the_readme_lead_is_cleaned() {
-        let fields = Mapper::new(&Default::default())
-            .map(&json!({"name":"张三","phone":"138 0013 8000","email":"Zhang.San@Example.COM"}));
+        let payload =
+            json!({"name":"张三","phone":"138 0013 8000","email":"Zhang.San@Example.COM"});
+        let fields = Mapper::new(&Default::default()).map(&payload);
         let lead = normalize(&fields, country::Id::CN);
         assert_eq!(lead.contact.phone.as_deref(), Some("+8613800138000"));
         assert_eq!(lead.contact.email.as_deref(), Some("Zhang.San@example.com"));
@@ -230,8 +231,8 @@ mod tests {
 
     #[test]
     fn unusable_contact_channels_are_issues() {
-        let fields =
-            Mapper::new(&Default::default()).map(&json!({"phone":"138****0000","email":"nope"}));
+        let payload = json!({"phone":"138****0000","email":"nope"});
+        let fields = Mapper::new(&Default::default()).map(&payload);
         let lead = normalize(&fields, country::Id::CN);
         assert!(!lead.is_reachable());
         let codes: Vec<_> = lead.issues.iter().map(|i| &*i.code).collect();
