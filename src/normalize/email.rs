@@ -199,7 +199,9 @@ impl Email {
         for (i, &b) in d.iter().enumerate() {
             if prev == b'.' {
                 edge_hyphen |= b == b'-';
-                punycode |= d[i..].len() >= 4 && d[i..i + 4].eq_ignore_ascii_case(b"xn--");
+                punycode |= d[i..]
+                    .get(..4)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"xn--"));
             }
             edge_hyphen |= b == b'.' && prev == b'-';
             prev = b;

@@ -95,7 +95,7 @@ fn strip_trailing_parenthesis(s: &str) -> String {
 pub fn tidy_latin_case(name: String) -> String {
     // An ideograph is a letter outside ASCII: the name is not Latin (the common case, settled
     // without the Unicode tables).
-    if name.chars().any(|c| ('\u{4E00}'..='\u{9FFF}').contains(&c)) {
+    if name.chars().any(super::text::is_unified_ideograph) {
         return name;
     }
     let letters = name.chars().filter(|c| c.is_alphabetic());

@@ -56,38 +56,47 @@ struct Geo {
     cities: HashMap<String, Option<String>>,
 }
 
+/// The table width and first key of numbers that begin with `first`: the first 7 digits, less
+/// 1,000,000, of those that start with 1; the first 4 of the others.
+fn width_and_base(first: Option<&u8>) -> (usize, u64) {
+    if first == Some(&b'1') {
+        (MOBILE_WIDTH, 1_000_000)
+    } else {
+        (AREA_WIDTH, 0)
+    }
+}
+
+/// The value of ASCII digits.
+fn value(digits: &[u8]) -> u64 {
+    digits
+        .iter()
+        .fold(0, |v, b| v * 10 + u64::from(b.wrapping_sub(b'0')))
+}
+
 impl Geo {
     /// The place of a national number's longest prefix in the data.
     fn place(&self, nsn: &[u8]) -> Option<Place> {
-        let width = if nsn.first() == Some(&b'1') {
-            MOBILE_WIDTH
-        } else {
-            AREA_WIDTH
-        };
-        let mut digits = 0u64;
-        let mut keys = [0u64; MOBILE_WIDTH + 1];
-        for (i, b) in nsn.iter().take(width).enumerate() {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            digits = digits * 10 + u64::from(b - b'0');
-            keys[i + 1] = prefix_key(digits, i + 1);
+        let (width, base) = width_and_base(nsn.first());
+        let head = &nsn[..nsn.len().min(width)];
+        if !head.iter().all(u8::is_ascii_digit) {
+            return None;
         }
-        let id = if nsn.len() >= width {
-            let (table, base) = if width == MOBILE_WIDTH {
-                (&self.by_mobile, 1_000_000)
+        let id = if head.len() == width {
+            let table = if width == MOBILE_WIDTH {
+                &self.by_mobile
             } else {
-                (&self.by_area, 0)
+                &self.by_area
             };
-            usize::try_from(digits - base)
+            usize::try_from(value(head) - base)
                 .ok()
                 .and_then(|i| table.get(i))
                 .copied()
                 .unwrap_or(0)
         } else {
-            (2..=nsn.len())
+            (2..=head.len())
                 .rev()
-                .find_map(|len| self.short.get(&keys[len]).copied())
+                .find_map(|len| self.short.get(&prefix_key(value(&head[..len]), len)))
+                .copied()
                 .unwrap_or(0)
         };
         self.places.get(usize::from(id).checked_sub(1)?).copied()
@@ -115,10 +124,11 @@ static GEO: LazyLock<Geo> = LazyLock::new(|| {
             places.push(split_place(place));
             u16::try_from(places.len()).expect("fewer than 65,535 places")
         });
-        let (table, width, base) = if prefix.starts_with('1') {
-            (&mut by_mobile, MOBILE_WIDTH, 1_000_000)
+        let (width, base) = width_and_base(prefix.as_bytes().first());
+        let table = if width == MOBILE_WIDTH {
+            &mut by_mobile
         } else {
-            (&mut by_area, AREA_WIDTH, 0)
+            &mut by_area
         };
         assert!(
             prefix.len() <= width && !prefix.starts_with('0'),

@@ -36,7 +36,12 @@ pub fn nfkc(input: &str) -> Cow<'_, str> {
 /// ASCII and the unified CJK ideographs: no compatibility decompositions, and nothing composes
 /// with them, so NFKC leaves them as they are whatever surrounds them.
 fn is_stable(c: char) -> bool {
-    c.is_ascii() || ('\u{4E00}'..='\u{9FFF}').contains(&c)
+    c.is_ascii() || is_unified_ideograph(c)
+}
+
+/// The CJK Unified Ideographs block (U+4E00-U+9FFF), where nearly all Chinese text lives.
+pub(super) fn is_unified_ideograph(c: char) -> bool {
+    ('\u{4E00}'..='\u{9FFF}').contains(&c)
 }
 
 /// The full-width forms of ASCII (U+FF01-U+FF5E) and the ideographic space, which NFKC folds to
