@@ -76,6 +76,28 @@ impl IntakeEvent {
     }
 }
 
+/// How deeply a payload may nest (the payload object itself is level 1). Every source is held to
+/// it where the payload enters, so nothing accepted can fail to decode later: the journal record,
+/// the published record and a consumer's parser all nest a few levels more, and serde_json (like
+/// most JSON parsers) refuses input past 128 levels. Form-tool payloads nest five or six levels.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// How deeply `value` nests: 1 for a scalar or an empty container, 1 + its deepest member's depth
+/// otherwise. Iterative, so no input can exhaust the stack.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Value::Object(fields) => stack.extend(fields.values().map(|i| (i, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// The current time as RFC 3339 in UTC with millisecond precision.
 pub fn now_rfc3339() -> String {
     rfc3339_millis(jiff::Timestamp::now())
@@ -253,7 +275,32 @@ pub fn json_schemas() -> [(&'static str, serde_json::Value); 2] {
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339_millis;
+    use super::{MAX_PAYLOAD_DEPTH, depth, rfc3339_millis};
+    use serde_json::{Value, json};
+
+    #[test]
+    fn depth_counts_levels_of_nesting_without_recursion() {
+        assert_eq!(depth(&json!("a")), 1);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!({"a": 1})), 2);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}], "c": 2})), 4);
+        // Deeper than serde_json would parse, built by hand: counted, not overflowed.
+        let mut v = Value::Null;
+        for _ in 0..100_000 {
+            v = Value::Array(vec![v]);
+        }
+        assert_eq!(depth(&v), 100_001);
+        // serde_json drops nested values recursively; take it apart level by level instead.
+        while let Value::Array(mut items) = v {
+            v = items.pop().unwrap_or(Value::Null);
+        }
+        const {
+            assert!(
+                MAX_PAYLOAD_DEPTH + 8 < 128,
+                "room for the record around the payload"
+            )
+        };
+    }
 
     #[test]
     fn timestamps_have_a_fixed_width_so_they_sort_as_instants() {

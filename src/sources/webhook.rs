@@ -2,12 +2,14 @@
 //! signature checks. The axum handler in `api::webhooks` drives these.
 
 use axum::http::HeaderMap;
+use encoding_rs::Encoding;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::config::SignatureConfig;
+use crate::lead::{MAX_PAYLOAD_DEPTH, depth};
 
 /// Why a body could not be read. Each names the field and a stable code for the 4xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,12 +18,20 @@ pub enum BodyError {
         "content type `{0}` is not supported; send application/json or application/x-www-form-urlencoded"
     )]
     UnsupportedType(String),
+    #[error(
+        "charset `{0}` is not a known text encoding; send UTF-8, or name the encoding (e.g. gb18030)"
+    )]
+    UnsupportedCharset(String),
+    #[error("the body is not valid {0} text")]
+    Malformed(&'static str),
     #[error("the body is empty")]
     Empty,
     #[error("the body is not valid JSON: {0}")]
     Json(String),
     #[error("the JSON body must be an object of fields, not {0}")]
     NotObject(&'static str),
+    #[error("the body nests {0} levels deep; at most {max} are accepted", max = MAX_PAYLOAD_DEPTH)]
+    TooDeep(usize),
     #[error("the form body is not valid: {0}")]
     Form(String),
 }
@@ -30,65 +40,131 @@ impl BodyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::UnsupportedType(_) => "body.unsupported_type",
+            Self::UnsupportedCharset(_) => "body.unsupported_charset",
+            Self::Malformed(_) => "body.malformed_text",
             Self::Empty => "body.empty",
             Self::Json(_) => "body.malformed_json",
             Self::NotObject(_) => "body.not_object",
+            Self::TooDeep(_) => "body.too_deep",
             Self::Form(_) => "body.malformed_form",
         }
     }
 
     pub fn field(&self) -> &'static str {
         match self {
-            Self::UnsupportedType(_) => "content-type",
+            Self::UnsupportedType(_) | Self::UnsupportedCharset(_) => "content-type",
             _ => "body",
         }
     }
+
+    /// 415 for a type or charset leadgate cannot read, 400 for a body it cannot parse.
+    pub fn unsupported(&self) -> bool {
+        matches!(self, Self::UnsupportedType(_) | Self::UnsupportedCharset(_))
+    }
+}
+
+/// The media type (lowercased) and the `charset` parameter of a `Content-Type` value.
+fn media_type(content_type: Option<&str>) -> (String, Option<String>) {
+    let mut parts = content_type.unwrap_or("application/json").split(';');
+    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let charset = parts.find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    });
+    (mime, charset)
+}
+
+/// The encoding its `charset` names, if it names one.
+fn encoding_of(charset: Option<&str>) -> Result<Option<&'static Encoding>, BodyError> {
+    charset
+        .map(|label| {
+            Encoding::for_label(label.as_bytes())
+                .ok_or_else(|| BodyError::UnsupportedCharset(label.to_owned()))
+        })
+        .transpose()
+}
+
+/// `bytes` as text in `enc`; without one, UTF-8, or GB18030 when the bytes are not UTF-8 (what
+/// Chinese systems send without saying so). Malformed text is refused, never replaced: the
+/// lead's original characters would be gone.
+fn decode_text(bytes: &[u8], enc: Option<&'static Encoding>) -> Result<String, BodyError> {
+    let enc = match enc {
+        Some(enc) => enc,
+        None => match std::str::from_utf8(bytes) {
+            Ok(text) => return Ok(text.to_owned()),
+            Err(_) => encoding_rs::GB18030,
+        },
+    };
+    enc.decode_without_bom_handling_and_without_replacement(bytes)
+        .map(|text| text.into_owned())
+        .ok_or(BodyError::Malformed(enc.name()))
 }
 
 /// Parses a webhook body into an object of fields. JSON keeps its key order; a form's repeated
-/// keys become an array.
+/// keys become an array. A body in another `charset` (GB18030, GBK, Big5, ...) is read in it.
 pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, BodyError> {
-    let mime = content_type
-        .unwrap_or("application/json")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let (mime, charset) = media_type(content_type);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Empty);
     }
     match mime.as_str() {
         "application/json" | "text/json" | "" => {
-            let value: Value =
-                serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
-            match value {
-                Value::Object(_) => Ok(value),
-                Value::Array(_) => Err(BodyError::NotObject("an array")),
-                Value::String(_) => Err(BodyError::NotObject("a string")),
-                _ => Err(BodyError::NotObject("a scalar")),
-            }
-        }
-        "application/x-www-form-urlencoded" => {
-            let pairs: Vec<(String, String)> =
-                serde_urlencoded::from_bytes(body).map_err(|e| BodyError::Form(e.to_string()))?;
-            let mut obj = Map::new();
-            for (k, v) in pairs {
-                match obj.get_mut(&k) {
-                    None => {
-                        obj.insert(k, Value::String(v));
-                    }
-                    Some(Value::Array(items)) => items.push(Value::String(v)),
-                    Some(first) => {
-                        let prev = first.take();
-                        *first = Value::Array(vec![prev, Value::String(v)]);
-                    }
+            // JSON is UTF-8 (RFC 8259) unless the sender names another charset.
+            let value: Value = match encoding_of(charset.as_deref())? {
+                Some(enc) if enc != encoding_rs::UTF_8 => {
+                    serde_json::from_str(&decode_text(body, Some(enc))?)
                 }
+                _ => serde_json::from_slice(body),
             }
-            Ok(Value::Object(obj))
+            .map_err(|e| BodyError::Json(e.to_string()))?;
+            match value {
+                Value::Object(_) => {}
+                Value::Array(_) => return Err(BodyError::NotObject("an array")),
+                Value::String(_) => return Err(BodyError::NotObject("a string")),
+                _ => return Err(BodyError::NotObject("a scalar")),
+            }
+            match depth(&value) {
+                d if d > MAX_PAYLOAD_DEPTH => Err(BodyError::TooDeep(d)),
+                _ => Ok(value),
+            }
         }
+        "application/x-www-form-urlencoded" => parse_form(body, encoding_of(charset.as_deref())?),
         other => Err(BodyError::UnsupportedType(other.to_owned())),
     }
+}
+
+/// A form body: `+` is a space and `%XX` a byte; the bytes of each name and value are text in
+/// `enc` (see [`decode_text`]).
+fn parse_form(body: &[u8], enc: Option<&'static Encoding>) -> Result<Value, BodyError> {
+    let text = |raw: &[u8]| -> Result<String, BodyError> {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        decode_text(&bytes, enc)
+    };
+    let mut obj = Map::new();
+    for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let (k, v) = (text(k)?, Value::String(text(v)?));
+        match obj.get_mut(&k) {
+            None => {
+                obj.insert(k, v);
+            }
+            Some(Value::Array(items)) => items.push(v),
+            Some(first) => {
+                let prev = first.take();
+                *first = Value::Array(vec![prev, v]);
+            }
+        }
+    }
+    Ok(Value::Object(obj))
 }
 
 /// Why a signature was refused (always 401).
@@ -301,9 +377,65 @@ mod tests {
             "body.malformed_json"
         );
         assert_eq!(parse_body(None, b"  ").unwrap_err().code(), "body.empty");
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(126), "]".repeat(126));
+        let e = parse_body(None, deep.as_bytes()).unwrap_err();
+        assert_eq!((e.code(), e.field()), ("body.too_deep", "body"));
+        let edge = format!("{{\"x\":{}{}}}", "[".repeat(63), "]".repeat(63));
+        assert!(
+            parse_body(None, edge.as_bytes()).is_ok(),
+            "64 levels are accepted"
+        );
+        let over = format!("{{\"x\":{}{}}}", "[".repeat(64), "]".repeat(64));
+        assert_eq!(
+            parse_body(None, over.as_bytes()).unwrap_err().code(),
+            "body.too_deep"
+        );
         assert_eq!(
             parse_body(Some("text/plain"), b"x").unwrap_err().field(),
             "content-type"
+        );
+    }
+
+    #[test]
+    fn form_bodies_are_read_in_their_charset() {
+        let (gb, _, _) = encoding_rs::GB18030.encode("姓名=张三&手机=138 0013 8000&备注=a+b");
+        let pct: String = gb
+            .iter()
+            .map(|&b| match b {
+                b'=' | b'&' | b'+' => (b as char).to_string(),
+                b if b.is_ascii_alphanumeric() => (b as char).to_string(),
+                b => format!("%{b:02X}"),
+            })
+            .collect();
+        let want = serde_json::json!({"姓名": "张三", "手机": "138 0013 8000", "备注": "a b"});
+        for ct in [
+            "application/x-www-form-urlencoded; charset=gb18030",
+            "application/x-www-form-urlencoded; Charset=\"GBK\"",
+            // No charset: not UTF-8, so GB18030, as Chinese systems send it.
+            "application/x-www-form-urlencoded",
+        ] {
+            assert_eq!(parse_body(Some(ct), pct.as_bytes()).unwrap(), want, "{ct}");
+        }
+        let e = parse_body(
+            Some("application/x-www-form-urlencoded; charset=klingon"),
+            b"a=1",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code(), e.field()),
+            ("body.unsupported_charset", "content-type")
+        );
+        // Bytes that are not text in the charset named are refused, not replaced.
+        let e = parse_body(
+            Some("application/x-www-form-urlencoded; charset=utf-8"),
+            b"a=%FF",
+        )
+        .unwrap_err();
+        assert_eq!((e.code(), e.field()), ("body.malformed_text", "body"));
+        let (json, _, _) = encoding_rs::GB18030.encode(r#"{"姓名":"李四"}"#);
+        assert_eq!(
+            parse_body(Some("application/json; charset=gb18030"), &json).unwrap()["姓名"],
+            "李四"
         );
     }
 }
