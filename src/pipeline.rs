@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::assign::Assigner;
 use crate::config::{ConnectorConfig, FieldMapping, TestLeads, Topics};
 use crate::identity::{IdentityError, IdentityStore, Policy, RequestInput, Resolution};
-use crate::intake::{Journal, JournalError};
+use crate::intake::{Journal, JournalError, Journaled, Stage};
 use crate::lead::{
     IntakeEvent, Issue, LeadRecord, MergedRecord, SCHEMA_VERSION, SourceKind, SourceRef,
     now_rfc3339,
@@ -372,9 +372,18 @@ enum StepError {
     Sink(#[from] SinkError),
     #[error("a pipeline task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The first pending event fails alone, and nothing after it shows whether it is the fault.
+    #[error("the next event fails on its own: {0}")]
+    Suspect(String),
 }
 
 /// Moves journaled events through the processor to the sink until `shutdown` turns true.
+///
+/// One bad event never stops it. A record that does not decode is quarantined at once; so is an
+/// event whose processing panics or cannot be serialized, found by processing its batch event by
+/// event. Any other failure (a store or the sink unreachable) is retried with backoff, as an
+/// outage would be; after [`ISOLATE_AFTER`] failures in a row the first event is tried alone and,
+/// when it fails while the one after it passes, it is the fault and is quarantined.
 pub async fn deliver_forever(
     journal: Journal,
     processor: Arc<Processor>,
@@ -386,16 +395,20 @@ pub async fn deliver_forever(
     let mut committed = journal.committed();
     let mut cursor = 0u64;
     let mut backoff = retry_policy();
+    let mut failures = 0u32;
     let mut unacked = Unacked::default();
     loop {
         if *shutdown.borrow() {
             unacked.acknowledge(&journal, &processor, &health).await;
             return;
         }
-        match step(&journal, &processor, &mut sink, cursor, batch_size).await {
+        let isolate = failures >= ISOLATE_AFTER;
+        let batch = if isolate { 2 } else { batch_size };
+        match step(&journal, &processor, &mut sink, cursor, batch, isolate).await {
             Ok(Some((last, n))) => {
                 cursor = last;
                 backoff = retry_policy();
+                failures = 0;
                 health.ok();
                 unacked.delivered(last, n);
                 if unacked.due() {
@@ -414,8 +427,9 @@ pub async fn deliver_forever(
                 return;
             }
             Err(e) => {
+                failures = failures.saturating_add(1);
                 let delay = backoff.next().unwrap_or(Duration::from_secs(30));
-                tracing::error!(error = %e, retry_in = ?delay, "delivery failed; nothing is acknowledged, retrying");
+                tracing::error!(error = %e, retry_in = ?delay, failures, "delivery failed; nothing is acknowledged, retrying");
                 health.failing(e.to_string());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -425,6 +439,9 @@ pub async fn deliver_forever(
         }
     }
 }
+
+/// Failures in a row after which the delivery loop suspects the first pending event.
+pub const ISOLATE_AFTER: u32 = 3;
 
 /// Delivered batches whose events the journal still holds. Under load they are acknowledged
 /// together, at most [`ACK_EVENTS`] events or [`ACK_INTERVAL`] after the last acknowledgement,
@@ -499,25 +516,271 @@ pub fn retry_policy() -> backon::ExponentialBackoff {
 ///
 /// The identity store may commit lazily; it is synced before the journal lets go of the events.
 /// A crash in between replays them, and they resolve to the lead ids already delivered.
+///
+/// With `isolate`, the batch (of two) is processed event by event and the first event is
+/// quarantined when it fails while the second passes.
 async fn step(
     journal: &Journal,
     processor: &Arc<Processor>,
     sink: &mut Sink,
     cursor: u64,
     batch: usize,
+    isolate: bool,
 ) -> Result<Option<(u64, usize)>, StepError> {
     let j = journal.clone();
-    let events = tokio::task::spawn_blocking(move || j.read_after(cursor, batch)).await??;
-    let Some(&(last, _)) = events.last() else {
+    let read = tokio::task::spawn_blocking(move || j.read_after(cursor, batch)).await??;
+    let Some(&(last, _)) = read.last() else {
         return Ok(None);
     };
-    let n = events.len();
-    let p = processor.clone();
-    let (records, _) = tokio::task::spawn_blocking(move || {
-        let events: Vec<IntakeEvent> = events.into_iter().map(|(_, e)| e).collect();
-        p.process(&events)
-    })
-    .await??;
+    let n = read.len();
+    let mut events = Vec::with_capacity(n);
+    for (seq, record) in read {
+        match record {
+            Journaled::Event(e) => events.push((seq, e)),
+            Journaled::Undecodable { record, error } => {
+                let j = journal.clone();
+                let reason = format!("the journal record does not decode: {error}");
+                tokio::task::spawn_blocking(move || {
+                    j.quarantine(seq, Stage::Decode, &reason, &record)
+                })
+                .await??;
+            }
+        }
+    }
+    let (records, last) =
+        if isolate {
+            match isolated(journal, processor, events).await? {
+                Some(done) => done,
+                // Only undecodable records were read, now quarantined.
+                None => (Vec::new(), last),
+            }
+        } else {
+            let records =
+                match process_blocking(processor, events.iter().map(|(_, e)| e.clone()).collect())
+                    .await
+                {
+                    Ok(records) => records,
+                    Err(Fault::Poison(_)) => one_by_one(journal, processor, events).await?,
+                    Err(Fault::Failed(e)) => return Err(e),
+                };
+            (records, last)
+        };
     sink.deliver(&records).await?;
     Ok(Some((last, n)))
+}
+
+/// Why processing failed: a fault of the events themselves (a panic, a record that cannot be
+/// serialized), which happens again every time, or anything else, which may pass.
+enum Fault {
+    Poison(String),
+    Failed(StepError),
+}
+
+async fn process_blocking(
+    processor: &Arc<Processor>,
+    events: Vec<IntakeEvent>,
+) -> Result<Vec<OutRecord>, Fault> {
+    let p = processor.clone();
+    match tokio::task::spawn_blocking(move || p.process(&events)).await {
+        Ok(Ok((records, _))) => Ok(records),
+        Ok(Err(PipelineError::Serialize(e))) => {
+            Err(Fault::Poison(format!("cannot serialize its record: {e}")))
+        }
+        Ok(Err(e)) => Err(Fault::Failed(e.into())),
+        Err(e) if e.is_panic() => Err(Fault::Poison(format!(
+            "processing it panicked: {}",
+            panic_message(e.into_panic())
+        ))),
+        Err(e) => Err(Fault::Failed(e.into())),
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Processes `events` one at a time, quarantining each that is poison itself; the records of
+/// the rest, in order. Any other failure stops it (the batch is retried).
+async fn one_by_one(
+    journal: &Journal,
+    processor: &Arc<Processor>,
+    events: Vec<(u64, IntakeEvent)>,
+) -> Result<Vec<OutRecord>, StepError> {
+    let mut records = Vec::new();
+    for (seq, event) in events {
+        match process_blocking(processor, vec![event.clone()]).await {
+            Ok(r) => records.extend(r),
+            Err(Fault::Poison(reason)) => set_aside(journal, seq, &event, reason).await?,
+            Err(Fault::Failed(e)) => return Err(e),
+        }
+    }
+    Ok(records)
+}
+
+/// After failures in a row: the first event alone, then (if it failed) the second alone. When
+/// the second passes, the first is the fault: it is quarantined with its error. The records, and
+/// the sequence of the last event they cover.
+async fn isolated(
+    journal: &Journal,
+    processor: &Arc<Processor>,
+    events: Vec<(u64, IntakeEvent)>,
+) -> Result<Option<(Vec<OutRecord>, u64)>, StepError> {
+    let mut events = events.into_iter();
+    let Some((seq, first)) = events.next() else {
+        return Ok(None);
+    };
+    let error = match process_blocking(processor, vec![first.clone()]).await {
+        Ok(records) => return Ok(Some((records, seq))),
+        Err(Fault::Poison(reason)) => reason,
+        Err(Fault::Failed(e)) => e.to_string(),
+    };
+    let Some((next, second)) = events.next() else {
+        return Err(StepError::Suspect(error));
+    };
+    match process_blocking(processor, vec![second]).await {
+        Ok(records) => {
+            set_aside(journal, seq, &first, error).await?;
+            Ok(Some((records, next)))
+        }
+        Err(Fault::Poison(reason)) => Err(StepError::Suspect(reason)),
+        Err(Fault::Failed(e)) => Err(e),
+    }
+}
+
+/// Quarantines `event` (journal sequence `seq`) as it is journaled.
+async fn set_aside(
+    journal: &Journal,
+    seq: u64,
+    event: &IntakeEvent,
+    reason: String,
+) -> Result<(), StepError> {
+    let record = serde_json::to_vec(event).map_err(PipelineError::from)?;
+    let j = journal.clone();
+    tokio::task::spawn_blocking(move || j.quarantine(seq, Stage::Process, &reason, &record))
+        .await??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assign::EmbeddedAssignmentStore;
+    use crate::identity::{Cluster, IdentityRequest};
+    use crate::sinks::SpoolSink;
+    use serde_json::json;
+
+    /// Resolves nothing (every lead is published as rejected), but panics on a lead named
+    /// `poison` and fails, as an unreachable store would, on a lead named `failing`.
+    struct Faulty;
+
+    impl IdentityStore for Faulty {
+        fn resolve(&self, requests: &[IdentityRequest]) -> Result<Vec<Resolution>, IdentityError> {
+            let named = |n: &str| {
+                requests
+                    .iter()
+                    .any(|r| r.profile.iter().any(|(_, v)| v.eq_ignore_ascii_case(n)))
+            };
+            assert!(!named("poison"), "a bug met a poison lead");
+            if named("failing") {
+                return Err(IdentityError::Storage("the disk said no".into()));
+            }
+            Ok(requests.iter().map(|_| Resolution::Unresolved).collect())
+        }
+        fn explain(&self, _: &str) -> Result<Option<Cluster>, IdentityError> {
+            Ok(None)
+        }
+    }
+
+    fn lead(name: &str) -> IntakeEvent {
+        let payload = json!({ "name": name, "phone": "13800138000" });
+        IntakeEvent::new("webform", SourceKind::Webhook, None, payload)
+    }
+
+    /// Runs the delivery loop over `names` and waits until `want` records are out, or `within`
+    /// passed; the names published, in order, and the journal.
+    async fn deliver(names: &[&str], want: usize, within: Duration) -> (Vec<String>, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.redb"), Duration::from_secs(60)).unwrap();
+        let store = Arc::new(EmbeddedAssignmentStore::open(&dir.path().join("a.redb")).unwrap());
+        let processor = Arc::new(Processor::new(
+            &[],
+            Topics::default(),
+            Arc::new(Faulty),
+            Policy::default(),
+            Assigner::new(store),
+        ));
+        for n in names {
+            journal.append(lead(n), None).await.unwrap();
+        }
+        let out = dir.path().join("out");
+        let sink = Sink::Spool(SpoolSink::open(&out).unwrap());
+        let (health, _) = HealthReport::new();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(deliver_forever(
+            journal.clone(),
+            processor,
+            sink,
+            500,
+            health,
+            stop_rx,
+        ));
+        let file = out.join("leads.rejected.jsonl");
+        let deadline = std::time::Instant::now() + within;
+        let published = loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let names: Vec<String> = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .map(|r| r["raw"]["name"].as_str().unwrap().to_owned())
+                .collect();
+            if names.len() >= want || std::time::Instant::now() > deadline {
+                break names;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        stop.send_replace(true);
+        task.await.unwrap();
+        (published, journal)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_lead_that_panics_is_quarantined_and_the_rest_flow_on() {
+        let (published, journal) = deliver(&["a", "poison", "b"], 2, Duration::from_secs(20)).await;
+        assert_eq!(published, ["a", "b"]);
+        let q = journal.quarantined(0, 10).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].stage, Stage::Process);
+        assert!(
+            q[0].reason.contains("panicked: a bug met a poison lead"),
+            "{}",
+            q[0].reason
+        );
+        let kept: IntakeEvent = serde_json::from_str(&q[0].record).unwrap();
+        assert_eq!(kept.payload["name"], "poison");
+        assert_eq!(journal.backlog(), 0, "everything was acknowledged");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_lead_that_fails_alone_while_the_next_passes_is_quarantined() {
+        let (published, journal) =
+            deliver(&["failing", "c", "d"], 2, Duration::from_secs(20)).await;
+        assert_eq!(published, ["c", "d"]);
+        let q = journal.quarantined(0, 10).unwrap();
+        assert_eq!(q.len(), 1);
+        assert!(q[0].reason.contains("the disk said no"), "{}", q[0].reason);
+        assert_eq!(journal.backlog(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_outage_quarantines_nothing() {
+        // The only pending lead fails: nothing shows that it is the fault, so it waits.
+        // Long enough for the loop to have suspected it (three failures, 1.4 s of backoff).
+        let (published, journal) = deliver(&["failing"], 1, Duration::from_secs(4)).await;
+        assert!(published.is_empty());
+        assert_eq!((journal.quarantined_count(), journal.backlog()), (0, 1));
+    }
 }

@@ -56,6 +56,11 @@ pub fn openapi() -> Value {
             }}
         }),
     );
+    let quarantined = json!({"type": "object", "properties": {
+        "seq": {"type": "integer"}, "stage": {"enum": ["intake", "decode", "process"]},
+        "reason": {"type": "string"}, "quarantined_at": {"type": "string"},
+        "event_id": {"type": ["string", "null"]}, "connector": {"type": ["string", "null"]},
+        "received_at": {"type": ["string", "null"]}, "record": {"type": "string"}}});
     let security = json!([{"bearer": []}]);
     let auth_errors = |mut responses: Value| {
         responses["401"] = error("no or wrong bearer token (when `[api] token` is set)");
@@ -209,6 +214,21 @@ pub fn openapi() -> Value {
                 "responses": auth_errors(json!({
                     "200": ok("a page of entries", json!({"type": "object", "properties": {
                         "entries": {"type": "array", "items": audit},
+                        "next_after": {"type": ["integer", "null"]}}})),
+                    "400": error("a malformed query")
+                }))
+            }},
+            "/v1/quarantine": {"get": {
+                "summary": "Events set aside for good (undecodable, nested too deep, failing alone), oldest first, with stage, reason and the journal record",
+                "security": security,
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+                ],
+                "responses": auth_errors(json!({
+                    "200": ok("a page of entries", json!({"type": "object", "properties": {
+                        "total": {"type": "integer"},
+                        "entries": {"type": "array", "items": quarantined},
                         "next_after": {"type": ["integer", "null"]}}})),
                     "400": error("a malformed query")
                 }))

@@ -6,6 +6,12 @@
 //! Writes go through one writer thread that commits whatever has queued up in one redb transaction
 //! (group commit): one fsync covers many webhooks, so durability does not cost throughput.
 //!
+//! An event that cannot go on, for good, is quarantined: a payload nested deeper than
+//! [`MAX_PAYLOAD_DEPTH`] when it arrives, a record that no longer decodes (written by an older
+//! version), or an event that fails every stage while its neighbours pass. The quarantine keeps the
+//! record verbatim with its stage and reason, in the same file, so nothing acknowledged is lost, and
+//! delivery moves on. `GET /v1/quarantine` lists it; `/readyz` counts it.
+//!
 //! Pull sources (MySQL) append a batch of events together with their checkpoint, in the same
 //! transaction: the checkpoint moves exactly when the rows it covers are durably acknowledged, and
 //! a crash can neither skip rows (checkpoint ahead of the data) nor re-read them (data ahead of
@@ -20,7 +26,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::lead::IntakeEvent;
+use crate::lead::{IntakeEvent, MAX_PAYLOAD_DEPTH, depth};
 
 /// Events by sequence number, oldest first.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -28,6 +34,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// A pull connector's name -> its checkpoint (the connector's own JSON).
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
+/// Events set aside for good, by their sequence number -> a [`Quarantined`] entry (JSON).
+const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
 /// Counters that must survive restarts.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_SEQ: &str = "last_seq";
@@ -71,6 +79,77 @@ pub struct Receipt {
     pub replayed: bool,
 }
 
+/// A journal record as read back: the event, or the stored bytes that no longer decode.
+#[derive(Debug)]
+pub enum Journaled {
+    Event(IntakeEvent),
+    Undecodable { record: Vec<u8>, error: String },
+}
+
+/// Where in the pipeline an event was set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// When it arrived (a pulled payload nested too deep).
+    Intake,
+    /// Reading it back from the journal.
+    Decode,
+    /// Mapping, normalization, identity or assignment failed for it alone.
+    Process,
+}
+
+/// One quarantined event: the journal record verbatim, and why it was set aside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub seq: u64,
+    pub stage: Stage,
+    pub reason: String,
+    pub quarantined_at: String,
+    /// Read from the record when it can be; `None` when even that fails.
+    pub event_id: Option<String>,
+    pub connector: Option<String>,
+    pub received_at: Option<String>,
+    /// The journal record (an [`IntakeEvent`] as JSON text), exactly as stored.
+    pub record: String,
+}
+
+impl Quarantined {
+    fn new(seq: u64, stage: Stage, reason: String, record: &[u8]) -> Self {
+        // The record's first fields are scalars (see `IntakeEvent`), written before `payload`;
+        // a quote inside a string is escaped, so the first `,"payload":` is the key itself. The
+        // fields before it parse even when the payload does not.
+        #[derive(Deserialize, Default)]
+        struct Head {
+            event_id: Option<String>,
+            connector: Option<String>,
+            received_at: Option<String>,
+        }
+        let text = String::from_utf8_lossy(record).into_owned();
+        let head = text
+            .find(",\"payload\":")
+            .and_then(|at| serde_json::from_str::<Head>(&format!("{}}}", &text[..at])).ok())
+            .unwrap_or_default();
+        Self {
+            seq,
+            stage,
+            reason,
+            quarantined_at: crate::lead::now_rfc3339(),
+            event_id: head.event_id,
+            connector: head.connector,
+            received_at: head.received_at,
+            record: text,
+        }
+    }
+}
+
+/// Why an arriving event cannot be journaled as it is, if it cannot.
+fn refusal(event: &IntakeEvent) -> Option<String> {
+    let d = depth(&event.payload);
+    (d > MAX_PAYLOAD_DEPTH).then(|| {
+        format!("the payload nests {d} levels deep; at most {MAX_PAYLOAD_DEPTH} are accepted")
+    })
+}
+
 #[derive(Serialize, Deserialize)]
 struct IdempotencyEntry {
     receipt: Receipt,
@@ -103,6 +182,7 @@ pub struct Journal {
     tx: mpsc::Sender<Job>,
     committed: watch::Receiver<u64>,
     backlog: Arc<AtomicU64>,
+    quarantined: Arc<AtomicU64>,
 }
 
 impl Journal {
@@ -114,20 +194,22 @@ impl Journal {
             }
             other => JournalError::Storage(other.into()),
         })?;
-        let (last_seq, pending) = {
+        let (last_seq, pending, quarantined) = {
             let txn = db.begin_write()?;
             let last = {
                 let meta = txn.open_table(META)?;
                 meta.get(LAST_SEQ)?.map(|v| v.value()).unwrap_or(0)
             };
             let pending = txn.open_table(EVENTS)?.len()?;
+            let quarantined = txn.open_table(QUARANTINE)?.len()?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(CHECKPOINTS)?;
             txn.commit()?;
-            (last, pending)
+            (last, pending, quarantined)
         };
         let db = Arc::new(db);
         let backlog = Arc::new(AtomicU64::new(pending));
+        let quarantined = Arc::new(AtomicU64::new(quarantined));
         let (tx, rx) = mpsc::channel(65_536);
         let (committed_tx, committed) = watch::channel(last_seq);
         let writer = Writer {
@@ -135,6 +217,7 @@ impl Journal {
             rx,
             committed: committed_tx,
             backlog: backlog.clone(),
+            quarantined: quarantined.clone(),
             last_seq,
             retention_ms: i64::try_from(idempotency_retention.as_millis()).unwrap_or(i64::MAX),
             last_purge: None,
@@ -148,6 +231,7 @@ impl Journal {
             tx,
             committed,
             backlog,
+            quarantined,
         })
     }
 
@@ -198,20 +282,68 @@ impl Journal {
         Ok(table.get(connector)?.map(|v| v.value().to_vec()))
     }
 
-    /// Up to `limit` events with a sequence number above `after`, oldest first. Blocking.
+    /// Up to `limit` records with a sequence number above `after`, oldest first. A record that
+    /// does not decode is returned as it is stored, for the caller to quarantine. Blocking.
     pub fn read_after(
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, IntakeEvent)>, JournalError> {
+    ) -> Result<Vec<(u64, Journaled)>, JournalError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for row in table.range(after.saturating_add(1)..)?.take(limit) {
             let (k, v) = row?;
-            out.push((k.value(), serde_json::from_slice(v.value())?));
+            let record = match serde_json::from_slice(v.value()) {
+                Ok(event) => Journaled::Event(event),
+                Err(e) => Journaled::Undecodable {
+                    record: v.value().to_vec(),
+                    error: e.to_string(),
+                },
+            };
+            out.push((k.value(), record));
         }
         Ok(out)
+    }
+
+    /// Sets the record `seq` aside with its `stage` and `reason`, durably. Quarantining the same
+    /// sequence again (after a crash before its acknowledgement) replaces the entry. The record
+    /// leaves the event table when the delivery loop acknowledges past it. Blocking.
+    pub fn quarantine(
+        &self,
+        seq: u64,
+        stage: Stage,
+        reason: &str,
+        record: &[u8],
+    ) -> Result<(), JournalError> {
+        let entry = Quarantined::new(seq, stage, reason.to_owned(), record);
+        tracing::error!(seq, stage = ?stage, event_id = ?entry.event_id, connector = ?entry.connector,
+            reason, "event quarantined; delivery goes on without it");
+        let txn = self.db.begin_write()?;
+        let added = txn
+            .open_table(QUARANTINE)?
+            .insert(seq, serde_json::to_vec(&entry)?.as_slice())?
+            .is_none();
+        txn.commit()?;
+        self.quarantined
+            .fetch_add(u64::from(added), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Quarantined events with a sequence number above `after`, oldest first. Blocking.
+    pub fn quarantined(&self, after: u64, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUARANTINE)?;
+        let mut out = Vec::new();
+        for row in table.range(after.saturating_add(1)..)?.take(limit) {
+            out.push(serde_json::from_slice(row?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// How many events are quarantined.
+    pub fn quarantined_count(&self) -> u64 {
+        self.quarantined.load(Ordering::Relaxed)
     }
 
     /// Forgets every event up to and including `seq`: their delivery is confirmed. Blocking.
@@ -266,6 +398,7 @@ struct Writer {
     rx: mpsc::Receiver<Job>,
     committed: watch::Sender<u64>,
     backlog: Arc<AtomicU64>,
+    quarantined: Arc<AtomicU64>,
     last_seq: u64,
     retention_ms: i64,
     last_purge: Option<Instant>,
@@ -318,8 +451,24 @@ impl Writer {
         let txn = self.db.begin_write()?;
         let mut receipts = Vec::with_capacity(batch.len());
         let mut seq = self.last_seq;
+        let mut set_aside = 0u64;
         {
             let mut events = txn.open_table(EVENTS)?;
+            let mut quarantine = txn.open_table(QUARANTINE)?;
+            // Stores an arriving event, or quarantines it when it cannot go on as it is.
+            let mut store = |seq: u64, event: &IntakeEvent| -> Result<(), JournalError> {
+                let record = serde_json::to_vec(event)?;
+                match refusal(event) {
+                    None => events.insert(seq, record.as_slice()).map(drop)?,
+                    Some(reason) => {
+                        let entry = Quarantined::new(seq, Stage::Intake, reason, &record);
+                        tracing::error!(seq, connector = %event.connector, reason = %entry.reason, "arriving event quarantined");
+                        quarantine.insert(seq, serde_json::to_vec(&entry)?.as_slice())?;
+                        set_aside += 1;
+                    }
+                }
+                Ok(())
+            };
             let mut keys = txn.open_table(IDEMPOTENCY)?;
             let mut checkpoints = txn.open_table(CHECKPOINTS)?;
             for job in batch {
@@ -328,7 +477,7 @@ impl Writer {
                     Job::Pulled(p) => {
                         for event in &p.events {
                             seq += 1;
-                            events.insert(seq, serde_json::to_vec(event)?.as_slice())?;
+                            store(seq, event)?;
                         }
                         checkpoints.insert(p.connector.as_str(), p.checkpoint.as_slice())?;
                         continue;
@@ -351,7 +500,7 @@ impl Writer {
                     }
                 }
                 seq += 1;
-                events.insert(seq, serde_json::to_vec(&append.event)?.as_slice())?;
+                store(seq, &append.event)?;
                 let receipt = Receipt {
                     event_id: append.event.event_id.clone(),
                     received_at: append.event.received_at.clone(),
@@ -377,9 +526,10 @@ impl Writer {
             txn.open_table(META)?.insert(LAST_SEQ, seq)?;
         }
         txn.commit()?;
-        let added = seq - self.last_seq;
+        let added = seq - self.last_seq - set_aside;
         self.last_seq = seq;
         self.backlog.fetch_add(added, Ordering::Relaxed);
+        self.quarantined.fetch_add(set_aside, Ordering::Relaxed);
         self.committed.send_replace(seq);
         Ok(receipts)
     }
@@ -393,6 +543,121 @@ mod tests {
 
     fn event(n: u32) -> IntakeEvent {
         IntakeEvent::new("webform", SourceKind::Webhook, None, json!({ "n": n }))
+    }
+
+    fn n_of(read: &(u64, Journaled)) -> u64 {
+        match &read.1 {
+            Journaled::Event(e) => e.payload["n"].as_u64().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A payload nested `levels` deep (the payload object is level 1).
+    fn nested(levels: usize) -> serde_json::Value {
+        let mut v = json!([]);
+        for _ in 2..levels {
+            v = json!([v]);
+        }
+        json!({ "phone": "1", "x": v })
+    }
+
+    impl Journal {
+        /// Stores `record` as the next event, bypassing every check: what an older version (or a
+        /// bug) may have left in the file. The journal must be opened again before the next
+        /// append (its writer does not know of it).
+        fn insert_raw(&self, record: &[u8]) -> u64 {
+            let txn = self.db.begin_write().unwrap();
+            let seq = {
+                let mut meta = txn.open_table(META).unwrap();
+                let seq = meta.get(LAST_SEQ).unwrap().map(|v| v.value()).unwrap_or(0) + 1;
+                meta.insert(LAST_SEQ, seq).unwrap();
+                txn.open_table(EVENTS).unwrap().insert(seq, record).unwrap();
+                seq
+            };
+            txn.commit().unwrap();
+            seq
+        }
+    }
+
+    #[tokio::test]
+    async fn an_arriving_payload_nested_too_deep_is_quarantined_not_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.redb"), Duration::from_secs(60)).unwrap();
+        let mut deep = event(2);
+        deep.payload = nested(MAX_PAYLOAD_DEPTH + 1);
+        let mut edge = event(3);
+        edge.payload = nested(MAX_PAYLOAD_DEPTH);
+        edge.payload["n"] = json!(3);
+        j.append_pulled("crm", vec![event(1), deep.clone(), edge], b"{}".to_vec())
+            .await
+            .unwrap();
+        let read = j.read_after(0, 10).unwrap();
+        assert_eq!(read.iter().map(n_of).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!((j.backlog(), j.quarantined_count()), (2, 1));
+        let q = j.quarantined(0, 10).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].stage, Stage::Intake);
+        assert_eq!(q[0].event_id.as_deref(), Some(deep.event_id.as_str()));
+        assert_eq!(q[0].connector.as_deref(), Some("webform"));
+        assert!(q[0].reason.contains("65 levels"), "{}", q[0].reason);
+        let kept: IntakeEvent = serde_json::from_str(&q[0].record).unwrap();
+        assert_eq!(kept, deep, "the record is kept verbatim");
+    }
+
+    #[tokio::test]
+    async fn a_record_that_no_longer_decodes_is_read_back_as_it_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let reopen = || async {
+            loop {
+                match Journal::open(&path, Duration::from_secs(60)) {
+                    Ok(j) => break j,
+                    Err(JournalError::Locked(_)) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        let j = reopen().await;
+        j.append(event(1), None).await.unwrap();
+        // What an older version journaled: 127 levels, past serde_json's recursion limit.
+        let mut poison = event(2);
+        poison.payload = nested(127);
+        let record = serde_json::to_vec(&poison).unwrap();
+        let seq = j.insert_raw(&record);
+        drop(j);
+        let j = reopen().await;
+        j.append(event(3), None).await.unwrap();
+        let read = j.read_after(0, 10).unwrap();
+        assert_eq!(read.len(), 3);
+        let Journaled::Undecodable {
+            record: stored,
+            error,
+        } = &read[1].1
+        else {
+            panic!("{:?}", read[1]);
+        };
+        assert_eq!(stored, &record);
+        assert!(error.contains("recursion limit"), "{error}");
+        j.quarantine(seq, Stage::Decode, error, stored).unwrap();
+        // Again, as after a crash before the acknowledgement: one entry.
+        j.quarantine(seq, Stage::Decode, error, stored).unwrap();
+        assert_eq!(j.quarantined_count(), 1);
+        let q = &j.quarantined(0, 10).unwrap()[0];
+        assert_eq!(
+            (q.seq, q.event_id.as_deref(), q.stage),
+            (seq, Some(poison.event_id.as_str()), Stage::Decode)
+        );
+        assert_eq!(q.record.as_bytes(), record.as_slice());
+        j.ack_through(read[2].0).unwrap();
+        assert_eq!(j.backlog(), 0);
+        drop(j);
+        assert_eq!(
+            reopen().await.quarantined_count(),
+            1,
+            "the count survives a restart"
+        );
     }
 
     #[tokio::test]
@@ -417,17 +682,14 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         };
-        let left: Vec<u64> = j
-            .read_after(0, 10)
-            .unwrap()
-            .iter()
-            .map(|(_, e)| e.payload["n"].as_u64().unwrap())
-            .collect();
+        let left: Vec<u64> = j.read_after(0, 10).unwrap().iter().map(n_of).collect();
         assert_eq!(left, [2, 3, 4]);
         assert_eq!(j.backlog(), 3);
         let receipt = j.append(event(9), None).await.unwrap();
         let all = j.read_after(0, 10).unwrap();
-        assert_eq!(all.last().unwrap().1.event_id, receipt.event_id);
+        assert!(
+            matches!(&all.last().unwrap().1, Journaled::Event(e) if e.event_id == receipt.event_id)
+        );
         assert!(
             all.windows(2).all(|w| w[0].0 < w[1].0),
             "sequence numbers keep rising across restarts"
@@ -466,12 +728,7 @@ mod tests {
             Some(&b"{\"at\":3}"[..])
         );
         assert_eq!(j.checkpoint("other").unwrap(), None);
-        let read: Vec<u64> = j
-            .read_after(0, 10)
-            .unwrap()
-            .iter()
-            .map(|(_, e)| e.payload["n"].as_u64().unwrap())
-            .collect();
+        let read: Vec<u64> = j.read_after(0, 10).unwrap().iter().map(n_of).collect();
         assert_eq!(read, [1, 2, 3]);
         assert_eq!(j.backlog(), 3);
     }
