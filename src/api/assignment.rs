@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, auth};
+use super::{ApiError, AppState, Page, auth};
 use crate::assign::model::Kind;
 use crate::assign::{AssignError, Expect, Versioned};
+use axum::extract::rejection::QueryRejection;
 
 fn kind(name: &str) -> Result<Kind, ApiError> {
     Kind::parse(name).ok_or_else(|| {
@@ -225,33 +226,14 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct AuditQuery {
-    #[serde(default)]
-    after: u64,
-    #[serde(default = "hundred")]
-    limit: usize,
-}
-
-fn hundred() -> usize {
-    100
-}
-
 pub async fn audit(
     State(st): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth::require(&st, &headers)?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "query.invalid",
-            Some("after"),
-            format!("`after` and `limit` are whole numbers: {e}"),
-        )
-    })?;
-    let limit = q.limit.clamp(1, 1000);
+    let q = Page::of(query)?;
+    let limit = q.limit;
     let store = st.assignment.clone();
     let entries = blocking(move || store.audit(q.after, limit)).await?;
     let next = entries.last().map(|e| e.seq);

@@ -7,6 +7,8 @@ mod connectors;
 mod error;
 mod leads;
 mod openapi;
+mod quarantine;
+mod server;
 mod webhooks;
 
 pub use error::ApiError;
@@ -47,6 +49,7 @@ pub struct AppState {
     processor: Arc<Processor>,
     statuses: Statuses,
     token: Option<SecretString>,
+    http: crate::config::HttpSettings,
 }
 
 impl AppState {
@@ -114,11 +117,13 @@ impl AppState {
             processor,
             statuses: sources.statuses,
             token: settings.api.token.clone(),
+            http: settings.http.clone(),
         }
     }
 }
 
 pub fn router(state: AppState) -> Router {
+    let body_timeout = state.http.body_timeout;
     Router::new()
         .route(
             "/v1/webhooks/{connector}",
@@ -139,29 +144,65 @@ pub fn router(state: AppState) -> Router {
                 .put(assignment::replace)
                 .delete(assignment::remove),
         )
+        .route("/v1/quarantine", get(quarantine::list))
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            server::guard,
+        ))
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight.
+/// Serves until `shutdown` resolves, then finishes the requests in flight (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.http.clone();
+    server::serve(listener, router(state), &limits, shutdown).await
+}
+
+/// `?after=&limit=` of a paged listing: entries after a sequence number, 1 to 1,000 (100 unless
+/// given).
+#[derive(Debug, serde::Deserialize)]
+struct Page {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "Page::default_limit")]
+    limit: usize,
+}
+
+impl Page {
+    fn default_limit() -> usize {
+        100
+    }
+
+    fn of(
+        query: Result<axum::extract::Query<Self>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<Self, ApiError> {
+        let axum::extract::Query(mut page) = query.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "query.invalid",
+                Some("after"),
+                format!("`after` and `limit` are whole numbers: {e}"),
+            )
+        })?;
+        page.limit = page.limit.clamp(1, 1000);
+        Ok(page)
+    }
 }
 
 async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the journal has room and the last delivery attempt succeeded.
+/// Ready when the journal has room and the last delivery attempt succeeded. Quarantined events
+/// are counted, but do not make it unready: delivery goes on without them.
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     let backlog = st.journal.backlog();
     let last_error = st.delivery.borrow().last_error.clone();
@@ -176,6 +217,7 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         "backlog": backlog,
         "max_backlog": st.max_backlog,
         "delivery_error": last_error,
+        "quarantined": st.journal.quarantined_count(),
     });
     (status, Json(body))
 }

@@ -1,5 +1,5 @@
-//! `POST /v1/webhooks/{connector}`: rate limit, backpressure, signature, body, idempotency, then
-//! the journal. The 202 is sent only after the event is fsynced.
+//! `POST /v1/webhooks/{connector}`: backpressure, body, signature, rate limit, parsing,
+//! idempotency, then the journal. The 202 is sent only after the event is fsynced.
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
@@ -126,18 +126,6 @@ pub(super) async fn receive(
         .webhooks
         .get(&connector)
         .ok_or_else(|| unknown(&connector))?;
-    if let Some(limiter) = &ep.limiter
-        && let Err(not_until) = limiter.check()
-    {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            None,
-            format!("connector `{connector}` is over its rate limit"),
-        )
-        .retry_after(wait.as_secs_f64().ceil() as u64));
-    }
     if st.journal.backlog() >= st.max_backlog {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -185,11 +173,26 @@ pub(super) async fn receive(
         let now = jiff::Timestamp::now().as_second();
         verify_signature(sig, &headers, &bytes, now).map_err(unauthorized)?;
     }
+    // Only requests that proved who sent them count against the limit: unsigned floods at a
+    // signed connector are refused above and leave its senders' budget alone. The body has
+    // been read, so the connection stays usable after a 429.
+    if let Some(limiter) = &ep.limiter
+        && let Err(not_until) = limiter.check()
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            Some("connector"),
+            format!("connector `{connector}` is over its rate limit"),
+        )
+        .retry_after(wait.as_secs_f64().ceil() as u64));
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let mut payload = parse_body(content_type, &bytes).map_err(|e| {
-        let status = if e.code() == "body.unsupported_type" {
+        let status = if e.unsupported() {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         } else {
             StatusCode::BAD_REQUEST
