@@ -96,6 +96,15 @@ fn main() -> ExitCode {
         Command::Validate { config } => {
             return match load(config.as_ref()) {
                 Ok(s) => {
+                    if let config::OutputSettings::Kafka(k) = &s.output
+                        && let Err(e) = leadgate::sinks::check_kafka(k)
+                    {
+                        let source =
+                            config.map_or("built-in default".into(), |p| p.display().to_string());
+                        eprintln!("{source}: field `output.options`: {e}");
+                        eprintln!("1 error(s) in the configuration");
+                        return ExitCode::from(2);
+                    }
                     let source =
                         config.map_or("built-in default".into(), |p| p.display().to_string());
                     println!("{source}: ok ({} connector(s))", s.connectors.len());
@@ -115,6 +124,10 @@ fn main() -> ExitCode {
             };
             settings.listen = listen.unwrap_or(settings.listen);
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            if let Some(why) = settings.open_management_api() {
+                eprintln!("error: {why}");
+                return ExitCode::from(2);
+            }
             runtime.block_on(leadgate::app::run(
                 settings,
                 leadgate::app::shutdown_signal(),

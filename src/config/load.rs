@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::{
-    ConnectorConfig, IntakeSettings, KafkaSettings, MysqlConnector, MysqlMode, OutputSettings,
-    Settings, Topics, WebhookConnector,
+    ConnectorConfig, HttpSettings, IntakeSettings, KafkaSettings, MysqlConnector, MysqlMode,
+    OutputSettings, Settings, Topics, WebhookConnector,
 };
 
 /// One configuration problem and where it is.
@@ -119,6 +119,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "intake",
+    "http",
     "output",
     "topics",
     "identity",
@@ -188,6 +189,7 @@ impl Loader {
             }
         }
         settings.intake = self.section(&top, "intake", table.remove("intake"));
+        settings.http = self.section(&top, "http", table.remove("http"));
         settings.topics = self.section(&top, "topics", table.remove("topics"));
         settings.identity = self.section(&top, "identity", table.remove("identity"));
         settings.assignment = self.section(&top, "assignment", table.remove("assignment"));
@@ -512,6 +514,25 @@ impl Loader {
                 Some("api.token"),
                 "must be at least 16 characters; generate one with `openssl rand -hex 32`",
             );
+        }
+        if let Some(why) = s.open_management_api() {
+            self.push(top, Some("api.token"), &why);
+        }
+        let HttpSettings {
+            header_timeout,
+            body_timeout,
+            max_connections,
+        } = &s.http;
+        for (key, d) in [
+            ("http.header_timeout", header_timeout),
+            ("http.body_timeout", body_timeout),
+        ] {
+            if d.is_zero() {
+                self.push(top, Some(key), "must be longer than 0s");
+            }
+        }
+        if *max_connections == 0 {
+            self.push(top, Some("http.max_connections"), "must be at least 1");
         }
         if let OutputSettings::Kafka(k) = &s.output {
             if k.brokers.trim().is_empty() {

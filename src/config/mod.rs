@@ -21,6 +21,7 @@ pub struct Settings {
     /// Where the intake journal, identity store and embedded output live.
     pub data_dir: PathBuf,
     pub intake: IntakeSettings,
+    pub http: HttpSettings,
     pub output: OutputSettings,
     pub topics: Topics,
     pub identity: IdentitySettings,
@@ -37,6 +38,7 @@ impl Default for Settings {
             listen: default_listen(),
             data_dir: default_data_dir(),
             intake: IntakeSettings::default(),
+            http: HttpSettings::default(),
             output: OutputSettings::Embedded,
             topics: Topics::default(),
             identity: IdentitySettings::default(),
@@ -50,6 +52,21 @@ impl Default for Settings {
 impl Settings {
     pub fn connector(&self, name: &str) -> Option<&ConnectorConfig> {
         self.connectors.iter().find(|c| c.name() == name)
+    }
+
+    /// Why these settings would serve the management API to the network without a token, if
+    /// they would: `listen` is not a loopback address and `[api] token` is not set (unless
+    /// `[api] allow_unauthenticated` says that is meant).
+    pub fn open_management_api(&self) -> Option<String> {
+        let exposed = !self.listen.ip().is_loopback();
+        (exposed && self.api.token.is_none() && !self.api.allow_unauthenticated).then(|| {
+            format!(
+                "`listen` ({}) is reachable from the network, so the management API (leads, \
+                 assignment rules, quarantine) needs a token: set [api] token = \"${{LEADGATE_API_TOKEN}}\" \
+                 (or allow_unauthenticated = true when something in front of leadgate checks callers)",
+                self.listen
+            )
+        })
     }
 }
 
@@ -120,6 +137,35 @@ pub struct ApiSettings {
     /// A bearer token the management endpoints require (`Authorization: Bearer ...`); write
     /// `"${LEADGATE_API_TOKEN}"`. Without one they are open, for local use only.
     pub token: Option<SecretString>,
+    /// Serve the management API without a token on a non-loopback `listen`. Refused unless set:
+    /// only for a gateway behind something else that authenticates callers.
+    pub allow_unauthenticated: bool,
+}
+
+/// `[http]`: how long and how many clients the HTTP server waits for. A client that does not
+/// send its request in time is cut off, so slow or idle connections cannot use up the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Time to receive a request's headers, from the connection's start or the end of the
+    /// previous request on it (so also how long an idle keep-alive connection stays open).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time to receive a request's body, from the end of its headers.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Connections served at once; more are closed as they arrive (and counted in the log).
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// `[intake]`: the durable journal in front of the pipeline.

@@ -53,8 +53,9 @@ fn classify(e: &KafkaError) -> Failure {
 }
 
 impl KafkaSink {
-    /// Builds the producer and, if configured, creates missing topics. A broker that is down at
-    /// start is not an error: records wait in the journal until it is back.
+    /// Builds the producer and, if configured, creates missing topics in the background. A broker
+    /// that is down at start is not an error and does not delay the start: records wait in the
+    /// journal until it is back.
     pub async fn connect(
         settings: &KafkaSettings,
         topics: &Topics,
@@ -64,7 +65,7 @@ impl KafkaSink {
     ) -> Result<Self, SinkError> {
         let producer = producer(settings)?;
         if settings.create_topics {
-            create_topics(settings, topics).await;
+            tokio::spawn(create_topics(settings.clone(), topics.clone()));
         }
         Ok(Self {
             settings: settings.clone(),
@@ -215,8 +216,14 @@ fn producer(settings: &KafkaSettings) -> Result<FutureProducer, SinkError> {
         .map_err(|e| SinkError::Kafka(format!("cannot create the producer: {e}")))
 }
 
-async fn create_topics(settings: &KafkaSettings, topics: &Topics) {
-    let admin: AdminClient<DefaultClientContext> = match client_config(settings).create() {
+/// Whether librdkafka takes `settings` (every option known, every value valid in this build):
+/// `leadgate validate` asks this, so it fails where `run` would. Connects to nothing.
+pub fn check(settings: &KafkaSettings) -> Result<(), SinkError> {
+    producer(settings).map(drop)
+}
+
+async fn create_topics(settings: KafkaSettings, topics: Topics) {
+    let admin: AdminClient<DefaultClientContext> = match client_config(&settings).create() {
         Ok(a) => a,
         Err(e) => {
             return tracing::warn!(error = %e, "cannot create a kafka admin client; topics not created");

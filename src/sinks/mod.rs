@@ -7,7 +7,7 @@ mod kafka;
 mod spool;
 
 pub use dry_run::DryRunSink;
-pub use kafka::KafkaSink;
+pub use kafka::{KafkaSink, check as check_kafka};
 pub use spool::SpoolSink;
 
 use std::sync::Arc;
