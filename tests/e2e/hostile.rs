@@ -1,0 +1,379 @@
+//! Hostile input and bad clients, seen from outside (issue 14): nothing accepted can stop
+//! delivery, slow clients are cut off, floods do not spend a signed sender's budget, and every
+//! error answer is JSON that names the field.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{BIN, Gateway, post_json};
+
+const CONFIG: &str = r#"
+[intake]
+max_body_bytes = 4096
+
+[http]
+header_timeout = "1s"
+body_timeout = "1s"
+
+[api]
+token = "0123456789abcdef0123"
+
+[[connectors]]
+name = "webform"
+type = "webhook"
+
+[[connectors]]
+name = "signed"
+type = "webhook"
+signature = { secret = "topsecret", header = "X-Signature" }
+rate_limit = { per_second = 1, burst = 2 }
+"#;
+
+const TOKEN: &str = "0123456789abcdef0123";
+
+/// A JSON body whose `x` nests so that the whole body is `levels` deep.
+fn nested(levels: usize, name: &str) -> String {
+    let inner = levels - 1;
+    format!(
+        r#"{{"name":"{name}","phone":"13800138000","x":{}{}}}"#,
+        "[".repeat(inner - 1) + "[",
+        "]".repeat(inner)
+    )
+}
+
+fn start() -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(Some(CONFIG), &dir.path().join("data"));
+    (dir, gw)
+}
+
+async fn error_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("errors are JSON");
+    (status, body["error"].clone())
+}
+
+/// Sends `raw` on a new connection and reads until the server closes it or `within` passes;
+/// what came back, and whether the server closed the connection.
+fn exchange(gw: &Gateway, raw: &[u8], within: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_nested_too_deep_is_refused_and_delivery_goes_on() {
+    let (_dir, gw) = start();
+    let http = reqwest::Client::new();
+    let url = gw.url("/v1/webhooks/webform");
+    let post = |body: String| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // The reproducer of the issue: 127 levels.
+    let (status, err) = error_of(post(nested(127, "deep")).await.unwrap()).await;
+    assert_eq!(
+        (status, err["code"].as_str(), err["field"].as_str()),
+        (400, Some("body.too_deep"), Some("body")),
+        "{err}"
+    );
+    let (status, _) = error_of(post(nested(65, "deeper")).await.unwrap()).await;
+    assert_eq!(status, 400);
+    // 64 levels are accepted, delivered, and do not stop the lead after them.
+    let r = post(nested(64, "edge")).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = post_json(
+        &http,
+        &url,
+        &json!({"name": "after", "phone": "13900139000"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let clean = gw.wait_spooled("leads.clean", 2, Duration::from_secs(10));
+    let names: Vec<&str> = clean
+        .iter()
+        .map(|r| r["raw"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["edge", "after"]);
+    let ready: Value = http
+        .get(gw.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["quarantined"].as_u64()),
+        (Some("ready"), Some(0))
+    );
+    let q: Value = http
+        .get(gw.url("/v1/quarantine"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["total"], 0, "{q}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn form_bodies_in_gb18030_keep_their_characters() {
+    let (_dir, gw) = start();
+    let (bytes, _, _) = encoding_rs::GB18030.encode("姓名=张三&手机=13800138000&公司=华为");
+    let body: String = bytes
+        .iter()
+        .map(|&b| match b {
+            b'=' | b'&' | b'0'..=b'9' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    for ct in [
+        "application/x-www-form-urlencoded; charset=gb18030",
+        "application/x-www-form-urlencoded; charset=GBK",
+    ] {
+        let r = http
+            .post(gw.url("/v1/webhooks/webform"))
+            .header("content-type", ct)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{ct}");
+    }
+    let r = http
+        .post(gw.url("/v1/webhooks/webform"))
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=x-nonsense",
+        )
+        .body("a=1")
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = error_of(r).await;
+    assert_eq!(
+        (status, err["code"].as_str(), err["field"].as_str()),
+        (415, Some("body.unsupported_charset"), Some("content-type"))
+    );
+    let clean = gw.wait_spooled("leads.clean", 2, Duration::from_secs(10));
+    assert_eq!(clean.len(), 2);
+    for r in &clean {
+        assert_eq!(r["contact"]["name"], "张三");
+        assert_eq!(r["contact"]["company"], "华为");
+        assert_eq!(
+            r["raw"]["姓名"], "张三",
+            "the raw fields are the characters sent"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsigned_floods_do_not_spend_a_signed_connectors_limit() {
+    let (_dir, gw) = start();
+    let http = reqwest::Client::new();
+    let url = gw.url("/v1/webhooks/signed");
+    for _ in 0..50 {
+        let r = http
+            .post(&url)
+            .header("X-Signature", "00")
+            .body(r#"{"phone":"13800138000"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let body = r#"{"phone":"13600136000"}"#;
+    let sig = leadgate::sources::webhook::sign("topsecret", None, body.as_bytes());
+    let signed = || {
+        http.post(&url)
+            .header("X-Signature", &sig)
+            .body(body)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            signed().await.unwrap().status(),
+            202,
+            "the signed sender's burst is whole"
+        );
+    }
+    let (status, err) = error_of(signed().await.unwrap()).await;
+    assert_eq!((status, err["code"].as_str()), (429, Some("rate_limited")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
+    let (_dir, gw) = start();
+    let started = Instant::now();
+    // Idle: nothing sent. Slow headers: a request line, never finished.
+    let idle = std::thread::spawn({
+        let addr = gw.addr;
+        move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            matches!(s.read(&mut [0u8; 64]), Ok(0) | Err(_))
+        }
+    });
+    let (_, closed) = exchange(
+        &gw,
+        b"POST /v1/webhooks/webform HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(closed, "a request whose headers never end is cut off");
+    assert!(idle.join().unwrap(), "an idle connection is closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Slow body: headers promise 100 bytes, 10 come.
+    let (answer, closed) = exchange(
+        &gw,
+        b"POST /v1/webhooks/webform HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"phone\":",
+        Duration::from_secs(10),
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body.timeout"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(closed);
+
+    // Meanwhile (and after) an ordinary request is served at once.
+    let r = post_json(
+        &reqwest::Client::new(),
+        &gw.url("/v1/webhooks/webform"),
+        &json!({"phone": "13800138000"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_before_the_body_is_read_closes_the_connection_and_says_so() {
+    let (_dir, gw) = start();
+    // A body larger than the limit, of which the first part has come: refused without reading
+    // the rest, so the connection cannot carry another request.
+    let req = format!(
+        "POST /v1/webhooks/webform HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{}",
+        "x".repeat(8000)
+    );
+    let (answer, closed) = exchange(&gw, req.as_bytes(), Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(closed);
+    // A refusal after the body was read whole keeps its connection.
+    let req = "POST /v1/webhooks/webform HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n{\"a\":";
+    let (answer, closed) = exchange(&gw, req.as_bytes(), Duration::from_millis(500));
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(!closed, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_layer_errors_are_json_and_the_bearer_scheme_is_case_insensitive() {
+    let (_dir, gw) = start();
+    let http = reqwest::Client::new();
+    let (status, err) = error_of(
+        http.delete(gw.url("/v1/webhooks/webform"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (405, Some("method.not_allowed"))
+    );
+    let (status, err) = error_of(http.get(gw.url("/v1/leads/%ff")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, err["code"].as_str(), err["field"].as_str()),
+        (400, Some("path.invalid"), Some("path")),
+        "{err}"
+    );
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = http
+            .get(gw.url("/v1/quarantine"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
+    let (status, err) = error_of(http.get(gw.url("/v1/quarantine")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (401, Some("auth.missing_token"))
+    );
+}
+
+#[test]
+fn a_network_listen_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(&path, "listen = \"0.0.0.0:18080\"\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("field `api.token`") && err.contains("0.0.0.0:18080"),
+        "{err}"
+    );
+    // The same through `run --listen`: refused before anything opens.
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("[api] token"), "{err}");
+    // Said on purpose, it starts.
+    std::fs::write(
+        &path,
+        "listen = \"0.0.0.0:18080\"\n[api]\nallow_unauthenticated = true\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
