@@ -1,6 +1,18 @@
 //! `leadgate import FILE`: runs a CSV or JSON-lines file through the same pipeline as webhooks,
 //! with a progress bar on a terminal and a summary at the end. `--dry-run` publishes nothing and
 //! writes each record that would be published as `{"topic", "key", "value"}`.
+//!
+//! An import stopped at any point (Ctrl-C, `kill -9`, a full disk) is finished by running it
+//! again, without losing or repeating a row:
+//! - each row's `event_id` derives from the source, the file's SHA-256 and the row's line, so a
+//!   row processed again is a replay of the same event: the identity store answers it as the
+//!   first time (never "already ingested"), with the same `lead_id`;
+//! - after each batch is delivered, a checkpoint under `<data_dir>/imports/` records the last
+//!   line delivered (written to a temporary file, fsynced, renamed), and a rerun starts after it.
+//!   A stop between a batch's delivery and its checkpoint delivers that batch again, with the
+//!   same event ids (consumers drop repeats by `event_id`, as the record contract says);
+//! - a file imported to its end is not published again unless `--again` says so (then its rows
+//!   go out again under the same event ids).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,6 +35,8 @@ use crate::sources::webhook::field_text;
 
 pub struct ImportOptions {
     pub file: PathBuf,
+    /// Publish a file imported to its end once more.
+    pub again: bool,
     pub format: Option<Format>,
     /// The connector name the leads are attributed to; its mapping applies if it is configured.
     pub source: String,
@@ -45,8 +59,32 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         ),
     };
     let started = Instant::now();
-    let text = read_text(&opts.file)?;
+    let (text, digest) = read_text(&opts.file)?;
     let rows = rows(&text, format, &opts.file)?;
+    let path = opts.file.display().to_string();
+    let checkpoint =
+        (!opts.dry_run).then(|| Checkpoint::at(&settings.data_dir, &opts.source, &digest));
+    let done = match &checkpoint {
+        Some(c) => c.read()?,
+        None => None,
+    };
+    let resume_after = match done {
+        Some(d) if d.complete && !opts.again => {
+            eprintln!(
+                "{path}: already imported to its end as `{}` ({} rows); nothing to do (--again publishes it once more)",
+                opts.source, d.rows
+            );
+            return Ok(Summary::default());
+        }
+        Some(d) if !d.complete => {
+            eprintln!(
+                "{path}: an earlier import stopped after line {}; going on from there",
+                d.through_line
+            );
+            d.through_line
+        }
+        _ => 0,
+    };
 
     let (_stop_tx, stop_rx) = watch::channel(false);
     let (identity, assignment, mut sink): (Arc<dyn IdentityStore>, Arc<dyn AssignmentStore>, Sink) =
@@ -98,8 +136,8 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         .unwrap_or(ProgressStyle::default_bar()),
     );
     let mut summary = Summary::default();
-    let path = opts.file.display().to_string();
-    for chunk in rows.chunks(settings.intake.batch_size) {
+    let pending: Vec<_> = rows.iter().filter(|r| r.line > resume_after).collect();
+    for chunk in pending.chunks(settings.intake.batch_size) {
         let events: Vec<IntakeEvent> = chunk
             .iter()
             .map(|row| {
@@ -111,20 +149,29 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
                 let external_id = external_id_field
                     .as_deref()
                     .and_then(|f| field_text(&row.payload, f));
-                IntakeEvent::new(
+                let mut event = IntakeEvent::new(
                     &opts.source,
                     SourceKind::File,
                     external_id,
                     row.payload.clone(),
-                )
+                );
+                event.event_id = row_event_id(&opts.source, &digest, row.line);
+                event
             })
             .collect();
         let (records, dispositions) = processor.process(&events)?;
         // No journal holds these rows: their identities are made durable before they leave.
         processor.sync()?;
         sink.deliver(&records).await?;
+        if let (Some(c), Some(last)) = (&checkpoint, chunk.last()) {
+            c.write(&path, last.line, rows.len(), false)?;
+        }
         dispositions.iter().for_each(|d| summary.add(d));
         progress.set_position(chunk.last().map_or(0, |r| r.offset));
+    }
+    if let Some(c) = &checkpoint {
+        let last = rows.last().map_or(0, |r| r.line);
+        c.write(&path, last, rows.len(), true)?;
     }
     progress.finish_and_clear();
 
@@ -153,4 +200,110 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         eprintln!("{}", sink.describe());
     }
     Ok(summary)
+}
+
+/// The `event_id` of the row at `line` of the file whose SHA-256 is `digest`, imported as
+/// `source`: the same on every run over the same file, another for any other file or source.
+fn row_event_id(source: &str, digest: &str, line: u64) -> String {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c65_6164_6761_7465_2d69_6d70_6f72_7431);
+    let name = format!("{source}\u{0}{digest}\u{0}{line}");
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// How far an import of one file as one source got.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    file: String,
+    sha256: String,
+    source: String,
+    /// The last line whose row was delivered.
+    through_line: u64,
+    rows: usize,
+    complete: bool,
+}
+
+/// Where an import's [`Progress`] is kept: `<data_dir>/imports/<source>-<sha256>.json`.
+struct Checkpoint {
+    path: PathBuf,
+    source: String,
+    digest: String,
+}
+
+impl Checkpoint {
+    fn at(data_dir: &std::path::Path, source: &str, digest: &str) -> Self {
+        let safe: String = source
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Self {
+            path: data_dir
+                .join("imports")
+                .join(format!("{safe}-{digest}.json")),
+            source: source.to_owned(),
+            digest: digest.to_owned(),
+        }
+    }
+
+    fn read(&self) -> anyhow::Result<Option<Progress>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+                format!(
+                    "{}: not an import checkpoint; delete it to start the import over",
+                    self.path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.path.display())),
+        }
+    }
+
+    /// Replaces the checkpoint durably: a crash leaves the old one or the new one, whole.
+    fn write(
+        &self,
+        file: &str,
+        through_line: u64,
+        rows: usize,
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        let progress = Progress {
+            file: file.to_owned(),
+            sha256: self.digest.clone(),
+            source: self.source.clone(),
+            through_line,
+            rows,
+            complete,
+        };
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let tmp = self.path.with_extension("json.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&progress)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write()
+            .with_context(|| format!("cannot write the import checkpoint {}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_event_id;
+
+    #[test]
+    fn a_rows_event_id_is_the_same_on_every_run_and_another_elsewhere() {
+        let id = row_event_id("expo", "ab", 2);
+        assert_eq!(id, row_event_id("expo", "ab", 2));
+        assert_ne!(id, row_event_id("expo", "ab", 3));
+        assert_ne!(id, row_event_id("expo", "ac", 2));
+        assert_ne!(id, row_event_id("other", "ab", 2));
+    }
 }

@@ -57,6 +57,11 @@ enum Command {
         /// With --dry-run: the file for the records, `-` for stdout (the default).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Publish a file that was imported to its end once more (under the same event ids).
+        /// An import that stopped part-way needs no flag: running it again goes on after the
+        /// last row delivered.
+        #[arg(long)]
+        again: bool,
     },
     /// Check a settings file and list every error with its place.
     Validate {
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
             data_dir,
             dry_run,
             output,
+            again,
         } => {
             let mut settings = match load(config.as_ref()) {
                 Ok(s) => s,
@@ -149,6 +155,7 @@ fn main() -> ExitCode {
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
             let opts = ImportOptions {
                 file,
+                again,
                 format,
                 source,
                 dry_run,

@@ -1,10 +1,16 @@
 //! The embedded output: each topic is a JSON-lines file under `<data_dir>/output/`, appended and
 //! fsynced before delivery is confirmed. It needs nothing installed, so a newcomer can see clean
 //! records a second after posting a lead.
+//!
+//! A file never keeps a torn record. A write that fails part-way (a full disk) is cut back to
+//! where it started, and the file is opened afresh for the next attempt; a file found ending
+//! inside a record when it is opened (a write cut short by a crash or by a cut that failed too)
+//! is cut back to its last whole line. Neither record was confirmed, so the journal delivers it
+//! again.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{OutRecord, SinkError};
@@ -53,18 +59,88 @@ impl SpoolSink {
                 let file = match self.files.get_mut(topic) {
                     Some(f) => f,
                     None => {
-                        let f = OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&path)
-                            .map_err(io)?;
+                        let f = open_whole(&path).map_err(io)?;
                         self.files.entry(topic.to_owned()).or_insert(f)
                     }
                 };
-                file.write_all(&buf).map_err(io)?;
-                file.sync_data().map_err(io)?;
+                let start = file.metadata().map_err(io)?.len();
+                if let Err(e) = file.write_all(&buf).and_then(|()| file.sync_data()) {
+                    // Cut the part that was written; if even that fails, the next open does it.
+                    let _ = file.set_len(start);
+                    self.files.remove(topic);
+                    return Err(io(e));
+                }
             }
             Ok(())
         })
+    }
+}
+
+/// Opens `path` for appending, first cutting a torn last record (one without its newline).
+fn open_whole(path: &Path) -> std::io::Result<File> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(f);
+    }
+    // Find the last newline, reading backwards in blocks.
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    let whole = loop {
+        let from = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - from) as usize];
+        f.seek(SeekFrom::Start(from))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break from + i as u64 + 1;
+        }
+        if from == 0 {
+            break 0;
+        }
+        end = from;
+    };
+    if whole < len {
+        tracing::warn!(file = %path.display(), bytes = len - whole,
+            "the output file ended inside a record (an interrupted write); cut back to its last whole record, which the journal delivers again");
+        f.set_len(whole)?;
+        f.sync_data()?;
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn record(n: u32) -> OutRecord {
+        OutRecord {
+            topic: "leads.clean".into(),
+            key: n.to_string(),
+            value: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_torn_last_record_is_cut_before_more_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leads.clean.jsonl");
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":2").unwrap();
+        let mut sink = SpoolSink::open(dir.path()).unwrap();
+        sink.deliver(&[record(2), record(3)]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
+        );
+        // A file that is one torn record, longer than a read block.
+        std::fs::write(&path, "x".repeat(100_000)).unwrap();
+        let mut sink = SpoolSink::open(dir.path()).unwrap();
+        sink.deliver(&[record(4)]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":4}\n");
     }
 }

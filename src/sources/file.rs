@@ -48,13 +48,16 @@ pub enum FileError {
     Header { path: String, message: String },
 }
 
-/// The decoded text of a file: UTF-8 (a BOM is dropped), else GB18030.
-pub fn read_text(path: &Path) -> Result<String, FileError> {
+/// The decoded text of a file: UTF-8 (a BOM is dropped), else GB18030; and the hex SHA-256 of
+/// its bytes, which names this version of the file (see `import`).
+pub fn read_text(path: &Path) -> Result<(String, String), FileError> {
+    use sha2::Digest;
     let bytes = std::fs::read(path).map_err(|source| FileError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    Ok(decode(bytes))
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    Ok((decode(bytes), digest))
 }
 
 /// Text from bytes: UTF-8 (a BOM is dropped), else GB18030.
@@ -186,8 +189,9 @@ mod tests {
         let p = dir.path().join("gbk.csv");
         let (bytes, _, _) = encoding_rs::GB18030.encode("姓名,手机\n张三,13800138000\n");
         std::fs::write(&p, &bytes).unwrap();
-        let text = read_text(&p).unwrap();
+        let (text, digest) = read_text(&p).unwrap();
         assert!(text.starts_with("姓名"));
+        assert_eq!(digest.len(), 64);
     }
 
     #[test]
