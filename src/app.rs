@@ -61,7 +61,15 @@ pub fn open_identity(
 ) -> anyhow::Result<Arc<dyn IdentityStore>> {
     let policy = Policy::new(&settings.identity);
     Ok(match &settings.identity.store {
-        StoreSettings::Embedded => Arc::new(EmbeddedIdentityStore::open(&data.identity(), policy)?),
+        StoreSettings::Embedded => {
+            let path = data.identity();
+            check_store_file(&path, "identity store")?;
+            Arc::new(
+                EmbeddedIdentityStore::open(&path, policy).with_context(|| {
+                    format!("cannot open the identity store {}", path.display())
+                })?,
+            )
+        }
         #[cfg(feature = "mysql")]
         StoreSettings::Mysql { url } => {
             use secrecy::ExposeSecret;
@@ -83,7 +91,15 @@ pub fn open_assignment(
     data: &DataDir,
 ) -> anyhow::Result<Arc<dyn AssignmentStore>> {
     Ok(match &settings.assignment.store {
-        StoreSettings::Embedded => Arc::new(EmbeddedAssignmentStore::open(&data.assignment())?),
+        StoreSettings::Embedded => {
+            let path = data.assignment();
+            check_store_file(&path, "assignment store")?;
+            Arc::new(
+                EmbeddedAssignmentStore::open(&path).with_context(|| {
+                    format!("cannot open the assignment store {}", path.display())
+                })?,
+            )
+        }
         #[cfg(feature = "mysql")]
         StoreSettings::Mysql { url } => {
             use secrecy::ExposeSecret;
@@ -97,6 +113,25 @@ pub fn open_assignment(
             "[assignment.store] type = \"mysql\" needs a leadgate built with the `mysql` feature"
         ),
     })
+}
+
+/// Refuses a store file that exists but cannot hold a store: redb opens an empty (0-byte) file,
+/// or one cut shorter than its header, as a new, empty database, and every lead and person it
+/// held would be gone without a word. A missing file is a first start and fine.
+pub fn check_store_file(path: &Path, what: &str) -> anyhow::Result<()> {
+    /// redb's super-header (its magic number and both commit slots) takes the first 4 KiB... at
+    /// least a few hundred bytes; anything shorter was cut.
+    const SMALLEST: u64 = 512;
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() < SMALLEST => anyhow::bail!(
+            "the {what} {} is {} bytes long: it was cut short (a full disk, a bad copy), so what it held \
+             cannot be read. Restore it from a backup; or, to start with an empty {what} and accept the loss, \
+             move it aside (mv {0} {0}.broken) and start again",
+            path.display(),
+            m.len()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Creates the data directory if needed.
@@ -126,7 +161,15 @@ pub async fn run_on(
     let data = create_data_dir(&settings.data_dir)?;
     // Meanwhile, load what the first lead's normalization would otherwise wait for.
     tokio::task::spawn_blocking(crate::normalize::warm_up);
-    let journal = Journal::open(&data.journal(), settings.intake.idempotency_retention)?;
+    check_store_file(&data.journal(), "journal")?;
+    let journal = Journal::open(&data.journal(), settings.intake.idempotency_retention)
+        .with_context(|| {
+            format!(
+                "cannot open the journal {} (if it is damaged: restore it from a backup, or move it \
+                 aside to start with an empty journal and accept the loss)",
+                data.journal().display()
+            )
+        })?;
     let identity = open_identity(&settings, &data)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health, health_rx) = HealthReport::new();

@@ -194,12 +194,16 @@ impl Tables for Txn<'_> {
 
 impl EmbeddedAssignmentStore {
     pub fn open(path: &Path) -> Result<Self, AssignError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                AssignError::Locked(path.display().to_string())
-            }
-            other => storage(other),
-        })?;
+        // Small (rules, owners, teams, counters): every page's checksum is verified at open.
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    AssignError::Locked(path.display().to_string())
+                }
+                other => storage(other),
+            })?;
         Ok(Self { db })
     }
 

@@ -188,12 +188,17 @@ pub struct Journal {
 impl Journal {
     /// Opens (or creates) the journal at `path` and starts its writer thread.
     pub fn open(path: &Path, idempotency_retention: Duration) -> Result<Self, JournalError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                JournalError::Locked(path.display().to_string())
-            }
-            other => JournalError::Storage(other.into()),
-        })?;
+        // Every page's checksum is verified at open (the journal is small: what is not yet
+        // delivered): a file changed outside redb is refused instead of trusted, or panicking.
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    JournalError::Locked(path.display().to_string())
+                }
+                other => JournalError::Storage(other.into()),
+            })?;
         let (last_seq, pending, quarantined) = {
             let txn = db.begin_write()?;
             let last = {

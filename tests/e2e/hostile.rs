@@ -377,3 +377,103 @@ fn a_network_listen_without_a_token_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs the gateway on `data` until it listens (then stops it) or exits; its exit code (`None`
+/// when it started) and what it wrote to stderr.
+fn start_on(data: &std::path::Path) -> (Option<i32>, String) {
+    let log = data.with_extension("stderr");
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    );
+    let code = if first.contains("listening") {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    } else {
+        child.wait().unwrap().code()
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_cannot_be_trusted_stops_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut gw = Gateway::start(None, &data);
+    let r = post_json(
+        &reqwest::Client::new(),
+        &gw.url("/v1/webhooks/webform"),
+        &json!({"phone": "13800138000"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    gw.wait_spooled("leads.clean", 1, Duration::from_secs(10));
+    assert!(gw.terminate().success());
+    let good = dir.path().join("good");
+    std::fs::rename(&data, &good).unwrap();
+    let fresh = || {
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        for f in ["journal.redb", "identity.redb", "assignment.redb"] {
+            std::fs::copy(good.join(f), data.join(f)).unwrap();
+        }
+    };
+    for (file, len) in [("journal.redb", 0), ("identity.redb", 0), ("assignment.redb", 100)] {
+        fresh();
+        std::fs::File::options()
+            .write(true)
+            .open(data.join(file))
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        let (code, err) = start_on(&data);
+        assert_eq!(code, Some(1), "{file} cut to {len} bytes: {err}");
+        assert!(err.contains(file) && err.contains("cut short"), "{err}");
+    }
+    // Cut to half its length: refused, naming the file.
+    fresh();
+    let identity = data.join("identity.redb");
+    let len = std::fs::metadata(&identity).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&identity)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (code, err) = start_on(&data);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("identity.redb"), "{err}");
+    // Random bytes over each page of the journal in turn: never a panic; a damaged page that is
+    // in use is refused with the file's name.
+    let len = std::fs::metadata(good.join("journal.redb")).unwrap().len();
+    let mut refused = 0;
+    for page in (0..len).step_by(8192) {
+        fresh();
+        let mut f = std::fs::File::options()
+            .write(true)
+            .open(data.join("journal.redb"))
+            .unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(page)).unwrap();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        f.write_all(&noise).unwrap();
+        drop(f);
+        let (code, err) = start_on(&data);
+        assert!(!err.contains("panicked"), "page at {page}: {err}");
+        if code.is_some() {
+            assert!(err.contains("journal.redb"), "page at {page}: {err}");
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "some damage was found");
+}

@@ -183,7 +183,10 @@ fn import_publishes_to_kafka_and_remembers_identities() {
     // The same file again: imported already, nothing is published.
     let out = import(dir.path(), &args);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && err.contains("already imported"), "{err}");
+    assert!(
+        out.status.success() && err.contains("already imported"),
+        "{err}"
+    );
 
     // Another list of the same people (the next day's booths) matches the stored identities.
     std::fs::write(
@@ -211,7 +214,11 @@ fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
     let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("id,姓名,手机,邮箱\n");
     for i in 0..ROWS {
-        let id = if i % 2 == 0 { format!("T{i}") } else { String::new() };
+        let id = if i % 2 == 0 {
+            format!("T{i}")
+        } else {
+            String::new()
+        };
         csv += &format!("{id},客户{i},139{:08},\n", 10_000_000 + i);
     }
     std::fs::write(dir.path().join("big.csv"), &csv).unwrap();
@@ -280,19 +287,35 @@ fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
             .or_default()
             .insert(r["event_id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(lines.len(), ROWS, "every row came out ({} records)", records.len());
+    assert_eq!(
+        lines.len(),
+        ROWS,
+        "every row came out ({} records)",
+        records.len()
+    );
     let split: Vec<_> = lines.iter().filter(|(_, ids)| ids.len() > 1).collect();
-    assert!(split.is_empty(), "a row came out as two events: {:?}", &split[..split.len().min(3)]);
+    assert!(
+        split.is_empty(),
+        "a row came out as two events: {:?}",
+        &split[..split.len().min(3)]
+    );
     // What a kill between a batch's delivery and its checkpoint repeats: at most a batch a kill,
     // with the same event id (and the same lead id).
     let repeats = records.len() - ROWS;
     eprintln!("{kills} kills, {repeats} records delivered twice (same event id)");
-    assert!(repeats <= kills * 200, "{repeats} repeats after {kills} kills");
+    assert!(
+        repeats <= kills * 200,
+        "{repeats} repeats after {kills} kills"
+    );
     let again = Command::new(BIN)
         .current_dir(dir.path())
         .args(args)
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("already imported"));
-    assert_eq!(published().len(), records.len(), "a finished import publishes nothing again");
+    assert_eq!(
+        published().len(),
+        records.len(),
+        "a finished import publishes nothing again"
+    );
 }
