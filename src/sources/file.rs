@@ -46,6 +46,15 @@ pub enum FileError {
     },
     #[error("{path}:1: cannot read the CSV header: {message}")]
     Header { path: String, message: String },
+    /// A quote that is never closed: the csv reader would read the rest of the file as one field.
+    #[error(
+        "{path}:{line}: field {field}: a quote opens here and is never closed, so the rest of the file would be one field; nothing was imported (close the quote, or double a quote inside a field: \"\")"
+    )]
+    UnclosedQuote {
+        path: String,
+        line: u64,
+        field: usize,
+    },
 }
 
 /// The decoded text of a file: UTF-8 (a BOM is dropped), else GB18030; and the hex SHA-256 of
@@ -80,7 +89,47 @@ pub fn rows(text: &str, format: Format, path: &Path) -> Result<Vec<Row>, FileErr
     }
 }
 
+/// Where a quote opens that is never closed: the 1-based line and field, if there is one. The
+/// csv reader takes such a quote to run to the end of the file, silently.
+fn unclosed_quote(text: &str) -> Option<(u64, usize)> {
+    let (mut line, mut field) = (1u64, 1usize);
+    let mut quoted: Option<(u64, usize)> = None;
+    let mut at_field_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted.is_some(), c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+            }
+            (true, '"') => quoted = None,
+            (false, '"') if at_field_start => quoted = Some((line, field)),
+            (false, ',') => {
+                field += 1;
+                at_field_start = true;
+                continue;
+            }
+            (false, '\n') => {
+                field = 1;
+                at_field_start = true;
+                line += 1;
+                continue;
+            }
+            (true, '\n') => line += 1,
+            _ => {}
+        }
+        at_field_start = false;
+    }
+    quoted
+}
+
 fn csv_rows(text: &str, path: &Path) -> Result<Vec<Row>, FileError> {
+    if let Some((line, field)) = unclosed_quote(text) {
+        return Err(FileError::UnclosedQuote {
+            path: path.display().to_string(),
+            line,
+            field,
+        });
+    }
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(text.as_bytes());
@@ -91,7 +140,7 @@ fn csv_rows(text: &str, path: &Path) -> Result<Vec<Row>, FileError> {
             message: e.to_string(),
         })?
         .clone();
-    let headers: Vec<String> = headers.iter().map(|h| h.trim().to_owned()).collect();
+    let headers = column_names(headers.iter(), path);
     let mut out = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
@@ -131,6 +180,27 @@ fn csv_rows(text: &str, path: &Path) -> Result<Vec<Row>, FileError> {
         }
     }
     Ok(out)
+}
+
+/// The header's names, trimmed; a repeated name gets its column's number (`phone`, `phone_2`),
+/// so no column's values are lost, and a warning says so.
+fn column_names<'a>(header: impl Iterator<Item = &'a str>, path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (i, h) in header.enumerate() {
+        let name = h.trim().to_owned();
+        if !name.is_empty() && names.contains(&name) {
+            let renamed = format!("{name}_{}", i + 1);
+            eprintln!(
+                "{}:1: column {} repeats the name `{name}`; its values are read as `{renamed}`",
+                path.display(),
+                i + 1
+            );
+            names.push(renamed);
+        } else {
+            names.push(name);
+        }
+    }
+    names
 }
 
 fn jsonl_rows(text: &str) -> Vec<Row> {
@@ -180,6 +250,58 @@ mod tests {
         assert_eq!(
             rows[1].payload,
             serde_json::json!({"姓名": "李,四", "手机": "139"})
+        );
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_an_error_at_its_line_not_a_swallowed_file() {
+        let p = Path::new("expo.csv");
+        let err = rows(
+            "姓名,手机\n张三,138\n\"李四,139\n王五,137\n",
+            Format::Csv,
+            p,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FileError::UnclosedQuote {
+                    line: 3,
+                    field: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("expo.csv:3: field 1:"), "{err}");
+        let err = rows("\"姓名,手机\n张三,138\n", Format::Csv, p).unwrap_err();
+        assert!(
+            matches!(err, FileError::UnclosedQuote { line: 1, .. }),
+            "{err}"
+        );
+        // Quotes that close, doubled quotes, and a quote inside an unquoted field are fine.
+        let ok = rows(
+            "a,b\n\"x \"\"y\"\" z\",\"two\nlines\"\n5\" screen,c\n",
+            Format::Csv,
+            p,
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].payload["b"], "two\nlines");
+        assert_eq!(ok[1].payload["a"], "5\" screen");
+    }
+
+    #[test]
+    fn a_repeated_column_name_keeps_both_columns() {
+        let r = rows(
+            "phone,phone,email\n1,2,a@b.cn\n",
+            Format::Csv,
+            Path::new("x.csv"),
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].payload,
+            serde_json::json!({"phone": "1", "phone_2": "2", "email": "a@b.cn"})
         );
     }
 

@@ -427,7 +427,11 @@ async fn a_store_that_cannot_be_trusted_stops_the_start_naming_the_file() {
             std::fs::copy(good.join(f), data.join(f)).unwrap();
         }
     };
-    for (file, len) in [("journal.redb", 0), ("identity.redb", 0), ("assignment.redb", 100)] {
+    for (file, len) in [
+        ("journal.redb", 0),
+        ("identity.redb", 0),
+        ("assignment.redb", 100),
+    ] {
         fresh();
         std::fs::File::options()
             .write(true)

@@ -142,6 +142,17 @@ fn usage_errors_are_clear() {
     let out = import(dir.path(), &["missing.csv", "--dry-run"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.csv"));
+    // An unclosed quote would swallow every row after it: the file is refused at its line.
+    std::fs::write(
+        dir.path().join("quote.csv"),
+        "姓名,手机\n张三,13800138000\n\"李四,13900139000\n王五,13700137000\n",
+    )
+    .unwrap();
+    let out = import(dir.path(), &["quote.csv", "--dry-run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("quote.csv:3: field 1: a quote opens here and is never closed"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing was published");
 }
 
 #[test]
