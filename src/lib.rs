@@ -7,6 +7,8 @@ pub mod api;
 pub mod app;
 pub mod assign;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod import;
 pub mod intake;

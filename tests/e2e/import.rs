@@ -151,7 +151,10 @@ fn usage_errors_are_clear() {
     let out = import(dir.path(), &["quote.csv", "--dry-run"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("quote.csv:3: field 1: a quote opens here and is never closed"), "{err}");
+    assert!(
+        err.contains("quote.csv:3: field 1: a quote opens here and is never closed"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty(), "nothing was published");
 }
 

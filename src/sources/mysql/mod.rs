@@ -500,12 +500,18 @@ fn float(f: f64) -> Result<Value, String> {
 }
 
 /// A timestamp column's value as a cursor: `YYYY-MM-DD HH:MM:SS.ffffff`, always with six
-/// fraction digits so that text order is time order.
+/// fraction digits so that text order is time order. A value may come as a date (the binary
+/// protocol) or as its text (the text protocol, e.g. an aggregate like `MAX(updated_at)`).
 pub(crate) fn cursor_text(value: &SqlValue) -> Option<String> {
     match value {
         SqlValue::Date(y, m, d, h, mi, s, us) if *y > 0 && *m > 0 && *d > 0 => Some(format!(
             "{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"
         )),
+        SqlValue::Bytes(text) => {
+            let at: jiff::civil::DateTime = std::str::from_utf8(text).ok()?.trim().parse().ok()?;
+            let us = at.subsec_nanosecond() / 1000;
+            Some(format!("{}.{us:06}", at.strftime("%Y-%m-%d %H:%M:%S")))
+        }
         _ => None,
     }
 }
@@ -606,6 +612,13 @@ mod tests {
         assert!(a < b && b < c, "{a} {b} {c}");
         assert_eq!(cursor_text(&SqlValue::Date(0, 0, 0, 0, 0, 0, 0)), None);
         assert_eq!(cursor_text(&SqlValue::NULL), None);
+        // The text protocol's form of the same values (what `MAX(updated_at)` comes back as).
+        let text = |t: &str| cursor_text(&SqlValue::Bytes(t.as_bytes().to_vec()));
+        assert_eq!(text("2026-11-24 10:00:00").as_ref(), Some(&a));
+        assert_eq!(text("2026-11-24 10:00:00.000500").as_ref(), Some(&b));
+        assert_eq!(text("2026-11-24 10:00:01.000").as_ref(), Some(&c));
+        assert_eq!(text("0000-00-00 00:00:00"), None);
+        assert_eq!(text("not a time"), None);
     }
 
     #[test]
