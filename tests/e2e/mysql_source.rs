@@ -254,16 +254,13 @@ async fn after_the_backfill_polling_starts_at_the_newest_row_minus_the_safety_la
         got.len() >= 2000 && distinct_events(got) >= 2000
     });
     assert_exactly(&clean, 1..=2000, 1);
-    let st = status_until(&gw, |st| {
+    status_until(&gw, |st| {
         st["state"] == "following" && st["snapshot"].is_null()
     })
     .await;
     // Let a few polls pass: they read nothing new.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let st = {
-        let _ = st;
-        status(&gw).await
-    };
+    let st = status(&gw).await;
     let read = st["rows_read"].as_u64().unwrap();
     assert!((2000..=2031).contains(&read), "rows_read {read}: {st}");
     assert_eq!(
