@@ -85,6 +85,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk) is dropped: the subscriber
+        // would otherwise report it with `eprintln!`, which panics, in whichever task logged.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -18,8 +18,8 @@
 //! The algorithm is [`resolve::resolve`]; this file keeps the index and the log.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use hashbrown::{HashMap, HashTable};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -150,7 +150,7 @@ fn corrupt(what: impl std::fmt::Display) -> IdentityError {
 }
 
 fn storage(e: impl Into<redb::Error>) -> IdentityError {
-    IdentityError::Storage(e.into().to_string())
+    IdentityError::Disk(e.into().to_string())
 }
 
 /// A person in memory: about 64 bytes, plus its key ids and packed traits.
@@ -795,38 +795,31 @@ impl Graph for Batch<'_, '_> {
 }
 
 pub struct EmbeddedIdentityStore {
-    db: Arc<Database>,
+    /// The file, to open again after a storage error; `None` in memory.
+    path: Option<PathBuf>,
     policy: Policy,
+    /// The open file and its index; `None` after a storage error until the next use opens the
+    /// file again and rebuilds the index from its log (the index may hold batches the file lost).
+    opened: RwLock<Option<Arc<Opened>>>,
+}
+
+struct Opened {
+    db: Arc<Database>,
     /// Set once the index is rebuilt from the log (or the rebuild failed).
     index: Arc<OnceLock<Result<Mutex<Index>, String>>>,
 }
 
-impl EmbeddedIdentityStore {
-    /// Opens (or creates) the store at `path`. Its index is rebuilt from the log on a thread of
-    /// its own (about 5 s per million leads), so that the gateway takes webhooks meanwhile;
-    /// resolving waits for it, explanations are refused until it is ready.
-    pub fn open(path: &Path, policy: Policy) -> Result<Self, IdentityError> {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    IdentityError::Locked(path.display().to_string())
-                }
-                other => storage(other),
-            })?;
-        Self::load(db, policy, true)
+impl Opened {
+    fn index(&self) -> Result<MutexGuard<'_, Index>, IdentityError> {
+        match self.index.wait() {
+            Ok(index) => index
+                .lock()
+                .map_err(|_| IdentityError::Storage("the identity index is poisoned".into())),
+            Err(e) => Err(IdentityError::Storage(e.clone())),
+        }
     }
 
-    /// A store that lives in memory only (for `import --dry-run`).
-    pub fn in_memory(policy: Policy) -> Result<Self, IdentityError> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(storage)?;
-        Self::load(db, policy, false)
-    }
-
-    fn load(db: Database, policy: Policy, background: bool) -> Result<Self, IdentityError> {
+    fn load(db: Database, background: bool) -> Result<Self, IdentityError> {
         check_format(&db)?;
         let db = Arc::new(db);
         let index = Arc::new(OnceLock::new());
@@ -851,21 +844,97 @@ impl EmbeddedIdentityStore {
         } else {
             rebuild();
         }
-        Ok(Self { db, policy, index })
+        Ok(Self { db, index })
+    }
+}
+
+fn open_file(path: &Path) -> Result<Database, IdentityError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                IdentityError::Locked(path.display().to_string())
+            }
+            other => storage(other),
+        })
+}
+
+impl EmbeddedIdentityStore {
+    /// Opens (or creates) the store at `path`. Its index is rebuilt from the log on a thread of
+    /// its own (about 5 s per million leads), so that the gateway takes webhooks meanwhile;
+    /// resolving waits for it, explanations are refused until it is ready.
+    pub fn open(path: &Path, policy: Policy) -> Result<Self, IdentityError> {
+        let opened = Opened::load(open_file(path)?, true)?;
+        Ok(Self {
+            path: Some(path.to_owned()),
+            policy,
+            opened: RwLock::new(Some(Arc::new(opened))),
+        })
+    }
+
+    /// A store that lives in memory only (for `import --dry-run`).
+    pub fn in_memory(policy: Policy) -> Result<Self, IdentityError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(storage)?;
+        Ok(Self {
+            path: None,
+            policy,
+            opened: RwLock::new(Some(Arc::new(Opened::load(db, false)?))),
+        })
     }
 
     /// Waits until the index is rebuilt from the log.
     pub fn ready(&self) -> Result<(), IdentityError> {
-        self.index().map(drop)
+        self.with(|st| st.index().map(drop))
     }
 
-    fn index(&self) -> Result<MutexGuard<'_, Index>, IdentityError> {
-        match self.index.wait() {
-            Ok(index) => index
-                .lock()
-                .map_err(|_| IdentityError::Storage("the identity index is poisoned".into())),
-            Err(e) => Err(IdentityError::Storage(e.clone())),
+    /// The open store, opened again (and its index rebuilt, here) after a storage error.
+    fn opened(&self) -> Result<Arc<Opened>, IdentityError> {
+        if let Some(st) = &*self.opened.read().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(st.clone());
         }
+        let mut slot = self.opened.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(st) = &*slot {
+            return Ok(st.clone());
+        }
+        let path = self
+            .path
+            .as_deref()
+            .ok_or_else(|| IdentityError::Storage("the in-memory identity store failed".into()))?;
+        // Until every user of the failed handle has let go of it, the file is still locked.
+        let db = open_file(path).map_err(|e| match e {
+            IdentityError::Locked(_) => {
+                IdentityError::Disk("the identity store is being opened again".into())
+            }
+            other => other,
+        })?;
+        let st = Arc::new(Opened::load(db, false)?);
+        tracing::info!(file = %path.display(), "identity store opened again after a storage error; its index is rebuilt");
+        *slot = Some(st.clone());
+        Ok(st)
+    }
+
+    /// Runs `f` on the open store; a storage error lets go of it, so the next use opens the
+    /// file afresh.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Opened) -> Result<T, IdentityError>,
+    ) -> Result<T, IdentityError> {
+        let st = self.opened()?;
+        let result = f(&st);
+        if let Err(e @ IdentityError::Disk(_)) = &result
+            && self
+                .opened
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take_if(|open| Arc::ptr_eq(open, &st))
+                .is_some()
+        {
+            tracing::warn!(error = %e, "identity store storage failed; the file is opened again on next use");
+        }
+        result
     }
 }
 
@@ -926,8 +995,32 @@ fn rebuild(db: &Database) -> Result<Index, IdentityError> {
 
 impl IdentityStore for EmbeddedIdentityStore {
     fn resolve(&self, requests: &[IdentityRequest]) -> Result<Vec<Resolution>, IdentityError> {
-        let mut index = self.index()?;
-        let mut txn = self.db.begin_write().map_err(storage)?;
+        self.with(|st| self.resolve_in(st, requests))
+    }
+
+    fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
+        self.with(|st| explain_in(st, lead_id))
+    }
+
+    fn sync(&self) -> Result<(), IdentityError> {
+        self.with(|st| {
+            let _index = st.index()?;
+            let mut txn = st.db.begin_write().map_err(storage)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| IdentityError::Storage(e.to_string()))?;
+            txn.commit().map_err(storage)
+        })
+    }
+}
+
+impl EmbeddedIdentityStore {
+    fn resolve_in(
+        &self,
+        st: &Opened,
+        requests: &[IdentityRequest],
+    ) -> Result<Vec<Resolution>, IdentityError> {
+        let mut index = st.index()?;
+        let mut txn = st.db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::None)
             .map_err(|e| IdentityError::Storage(e.to_string()))?;
         let n = requests.len();
@@ -972,39 +1065,37 @@ impl IdentityStore for EmbeddedIdentityStore {
         index.scratch = blob;
         Ok(out)
     }
+}
 
-    fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
+fn explain_in(st: &Opened, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
+    {
         let Ok(asked) = Uuid::parse_str(lead_id) else {
             return Ok(None);
         };
-        if self.index.get().is_none() {
+        if st.index.get().is_none() {
             return Err(IdentityError::Storage(
                 "the identity index is still being rebuilt from the log".into(),
             ));
         }
-        let index = self.index()?;
+        let index = st.index()?;
         let Some(found) = index.person_at(&asked) else {
             return Ok(None);
         };
         let root = index.root_of(found);
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = st.db.begin_read().map_err(storage)?;
         let log = txn.open_table(LOG).map_err(storage)?;
         explain(&index, &log, root, lead_id)
-    }
-
-    fn sync(&self) -> Result<(), IdentityError> {
-        let _index = self.index()?;
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| IdentityError::Storage(e.to_string()))?;
-        txn.commit().map_err(storage)
     }
 }
 
 impl Drop for EmbeddedIdentityStore {
     fn drop(&mut self) {
-        // Still rebuilding: nothing was resolved, so nothing waits for a sync.
-        if self.index.get().is_none() {
+        // Still rebuilding (or failed): nothing was resolved since, so nothing waits for a sync.
+        let open = self
+            .opened
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if open.as_ref().is_none_or(|st| st.index.get().is_none()) {
             return;
         }
         if let Err(e) = self.sync() {

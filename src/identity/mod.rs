@@ -117,6 +117,10 @@ pub enum IdentityError {
     Locked(String),
     #[error("identity store: {0}")]
     Storage(String),
+    /// The store's file failed (a full disk, EIO): the embedded store lets go of it and opens it
+    /// again on next use.
+    #[error("identity store: {0}")]
+    Disk(String),
     /// Another writer holds what this batch needs (a deadlock or lock wait timeout); retrying the
     /// batch resolves it.
     #[error("identity store: lost a lock conflict with another writer: {0}")]

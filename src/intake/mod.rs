@@ -12,14 +12,18 @@
 //! record verbatim with its stage and reason, in the same file, so nothing acknowledged is lost, and
 //! delivery moves on. `GET /v1/quarantine` lists it; `/readyz` counts it.
 //!
+//! A storage error (a full disk, EIO) makes redb refuse every later transaction until the file is
+//! opened again; the journal lets go of it and opens it afresh (its checksums verified) on next use,
+//! so once space is freed, intake and delivery go on without a restart.
+//!
 //! Pull sources (MySQL) append a batch of events together with their checkpoint, in the same
 //! transaction: the checkpoint moves exactly when the rows it covers are durably acknowledged, and
 //! a crash can neither skip rows (checkpoint ahead of the data) nor re-read them (data ahead of
 //! the checkpoint).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -178,7 +182,7 @@ enum Job {
 /// Handle to the journal; cheap to clone.
 #[derive(Clone)]
 pub struct Journal {
-    db: Arc<Database>,
+    store: Arc<Store>,
     tx: mpsc::Sender<Job>,
     committed: watch::Receiver<u64>,
     backlog: Arc<AtomicU64>,
@@ -188,17 +192,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (or creates) the journal at `path` and starts its writer thread.
     pub fn open(path: &Path, idempotency_retention: Duration) -> Result<Self, JournalError> {
-        // Every page's checksum is verified at open (the journal is small: what is not yet
-        // delivered): a file changed outside redb is refused instead of trusted, or panicking.
-        let db = Database::builder()
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    JournalError::Locked(path.display().to_string())
-                }
-                other => JournalError::Storage(other.into()),
-            })?;
+        let db = Store::open_db(path)?;
         let (last_seq, pending, quarantined) = {
             let txn = db.begin_write()?;
             let last = {
@@ -212,13 +206,16 @@ impl Journal {
             txn.commit()?;
             (last, pending, quarantined)
         };
-        let db = Arc::new(db);
+        let store = Arc::new(Store {
+            path: path.to_owned(),
+            db: RwLock::new(Some(Arc::new(db))),
+        });
         let backlog = Arc::new(AtomicU64::new(pending));
         let quarantined = Arc::new(AtomicU64::new(quarantined));
         let (tx, rx) = mpsc::channel(65_536);
         let (committed_tx, committed) = watch::channel(last_seq);
         let writer = Writer {
-            db: db.clone(),
+            store: store.clone(),
             rx,
             committed: committed_tx,
             backlog: backlog.clone(),
@@ -232,7 +229,7 @@ impl Journal {
             .spawn(move || writer.run())
             .map_err(|e| JournalError::Storage(redb::StorageError::Io(e).into()))?;
         Ok(Self {
-            db,
+            store,
             tx,
             committed,
             backlog,
@@ -282,9 +279,11 @@ impl Journal {
 
     /// The checkpoint `connector` stored last, if any. Blocking.
     pub fn checkpoint(&self, connector: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CHECKPOINTS)?;
-        Ok(table.get(connector)?.map(|v| v.value().to_vec()))
+        self.store.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(CHECKPOINTS)?;
+            Ok(table.get(connector)?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Up to `limit` records with a sequence number above `after`, oldest first. A record that
@@ -294,21 +293,23 @@ impl Journal {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Journaled)>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for row in table.range(after.saturating_add(1)..)?.take(limit) {
-            let (k, v) = row?;
-            let record = match serde_json::from_slice(v.value()) {
-                Ok(event) => Journaled::Event(event),
-                Err(e) => Journaled::Undecodable {
-                    record: v.value().to_vec(),
-                    error: e.to_string(),
-                },
-            };
-            out.push((k.value(), record));
-        }
-        Ok(out)
+        self.store.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(EVENTS)?;
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for row in table.range(after.saturating_add(1)..)?.take(limit) {
+                let (k, v) = row?;
+                let record = match serde_json::from_slice(v.value()) {
+                    Ok(event) => Journaled::Event(event),
+                    Err(e) => Journaled::Undecodable {
+                        record: v.value().to_vec(),
+                        error: e.to_string(),
+                    },
+                };
+                out.push((k.value(), record));
+            }
+            Ok(out)
+        })
     }
 
     /// Sets the record `seq` aside with its `stage` and `reason`, durably. Quarantining the same
@@ -324,12 +325,15 @@ impl Journal {
         let entry = Quarantined::new(seq, stage, reason.to_owned(), record);
         tracing::error!(seq, stage = ?stage, event_id = ?entry.event_id, connector = ?entry.connector,
             reason, "event quarantined; delivery goes on without it");
-        let txn = self.db.begin_write()?;
-        let added = txn
-            .open_table(QUARANTINE)?
-            .insert(seq, serde_json::to_vec(&entry)?.as_slice())?
-            .is_none();
-        txn.commit()?;
+        let added = self.store.with(|db| {
+            let txn = db.begin_write()?;
+            let added = txn
+                .open_table(QUARANTINE)?
+                .insert(seq, serde_json::to_vec(&entry)?.as_slice())?
+                .is_none();
+            txn.commit()?;
+            Ok(added)
+        })?;
         self.quarantined
             .fetch_add(u64::from(added), Ordering::Relaxed);
         Ok(())
@@ -337,13 +341,15 @@ impl Journal {
 
     /// Quarantined events with a sequence number above `after`, oldest first. Blocking.
     pub fn quarantined(&self, after: u64, limit: usize) -> Result<Vec<Quarantined>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(QUARANTINE)?;
-        let mut out = Vec::new();
-        for row in table.range(after.saturating_add(1)..)?.take(limit) {
-            out.push(serde_json::from_slice(row?.1.value())?);
-        }
-        Ok(out)
+        self.store.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(QUARANTINE)?;
+            let mut out = Vec::new();
+            for row in table.range(after.saturating_add(1)..)?.take(limit) {
+                out.push(serde_json::from_slice(row?.1.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// How many events are quarantined.
@@ -353,16 +359,19 @@ impl Journal {
 
     /// Forgets every event up to and including `seq`: their delivery is confirmed. Blocking.
     pub fn ack_through(&self, seq: u64) -> Result<(), JournalError> {
-        let txn = self.db.begin_write()?;
-        let mut removed = 0u64;
-        {
-            let mut table = txn.open_table(EVENTS)?;
-            table.retain_in(..=seq, |_, _| {
-                removed += 1;
-                false
-            })?;
-        }
-        txn.commit()?;
+        let removed = self.store.with(|db| {
+            let txn = db.begin_write()?;
+            let mut removed = 0u64;
+            {
+                let mut table = txn.open_table(EVENTS)?;
+                table.retain_in(..=seq, |_, _| {
+                    removed += 1;
+                    false
+                })?;
+            }
+            txn.commit()?;
+            Ok(removed)
+        })?;
         self.backlog.fetch_sub(removed, Ordering::Relaxed);
         Ok(())
     }
@@ -386,6 +395,77 @@ impl Journal {
     }
 }
 
+/// The journal's database, opened again after a storage error: redb refuses every transaction
+/// after a failed write ("Previous I/O error occurred. Please close and re-open the database").
+struct Store {
+    path: PathBuf,
+    /// `None` after a storage error, until the next use opens the file again.
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Store {
+    /// Opens the file, verifying every page's checksum (the journal is small: what is not yet
+    /// delivered): a file changed outside redb is refused instead of trusted, or panicking.
+    fn open_db(path: &Path) -> Result<Database, JournalError> {
+        Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    JournalError::Locked(path.display().to_string())
+                }
+                other => JournalError::Storage(other.into()),
+            })
+    }
+
+    /// Runs `f` on the database (opened again first if an error closed it). A storage error
+    /// lets go of it, so the next use opens the file afresh.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let db = self.get()?;
+        let result = f(&db);
+        if let Err(e @ JournalError::Storage(_)) = &result
+            && self
+                .db
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take_if(|open| Arc::ptr_eq(open, &db))
+                .is_some()
+        {
+            tracing::warn!(error = %e, file = %self.path.display(), "journal storage failed; the file is opened again on next use");
+        }
+        result
+    }
+
+    fn get(&self) -> Result<Arc<Database>, JournalError> {
+        if let Some(db) = &*self.db.read().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(db.clone());
+        }
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = &*slot {
+            return Ok(db.clone());
+        }
+        // Until every user of the failed handle has let go of it, the file is still locked:
+        // that is an error now, and a success a moment later.
+        let db = Arc::new(Self::open_db(&self.path).map_err(|e| {
+            match e {
+                JournalError::Locked(_) => JournalError::Storage(
+                    redb::StorageError::Io(std::io::Error::other(
+                        "the journal is being opened again after a storage error",
+                    ))
+                    .into(),
+                ),
+                other => other,
+            }
+        })?);
+        tracing::info!(file = %self.path.display(), "journal opened again after a storage error");
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+}
+
 fn reply_of<T>(
     answer: Result<Result<T, String>, oneshot::error::RecvError>,
 ) -> Result<T, JournalError> {
@@ -399,7 +479,7 @@ fn reply_of<T>(
 }
 
 struct Writer {
-    db: Arc<Database>,
+    store: Arc<Store>,
     rx: mpsc::Receiver<Job>,
     committed: watch::Sender<u64>,
     backlog: Arc<AtomicU64>,
@@ -452,8 +532,13 @@ impl Writer {
 
     /// Commits `batch` in one transaction; the receipts of its `Append` jobs, in order.
     fn commit(&mut self, batch: &[Job]) -> Result<Vec<Receipt>, JournalError> {
+        let store = self.store.clone();
+        store.with(|db| self.commit_to(db, batch))
+    }
+
+    fn commit_to(&mut self, db: &Database, batch: &[Job]) -> Result<Vec<Receipt>, JournalError> {
         let now_ms = jiff::Timestamp::now().as_millisecond();
-        let txn = self.db.begin_write()?;
+        let txn = db.begin_write()?;
         let mut receipts = Vec::with_capacity(batch.len());
         let mut seq = self.last_seq;
         let mut set_aside = 0u64;
@@ -571,7 +656,8 @@ mod tests {
         /// bug) may have left in the file. The journal must be opened again before the next
         /// append (its writer does not know of it).
         fn insert_raw(&self, record: &[u8]) -> u64 {
-            let txn = self.db.begin_write().unwrap();
+            let db = self.store.get().unwrap();
+            let txn = db.begin_write().unwrap();
             let seq = {
                 let mut meta = txn.open_table(META).unwrap();
                 let seq = meta.get(LAST_SEQ).unwrap().map(|v| v.value()).unwrap_or(0) + 1;

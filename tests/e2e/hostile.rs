@@ -481,3 +481,144 @@ async fn a_store_that_cannot_be_trusted_stops_the_start_naming_the_file() {
     }
     assert!(refused > 0, "some damage was found");
 }
+
+/// A tmpfs of `mib` MiB at `dir`, unmounted on drop (the tests run as root, as CI does).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, mib: u32) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mounting a small tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_leads_and_recovers_without_a_restart_once_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let _mount = SmallDisk::mount(&disk, 24);
+    let data = disk.join("data");
+    let mut gw = Gateway::start(None, &data);
+    let http = reqwest::Client::new();
+    let url = gw.url("/v1/webhooks/webform");
+    let lead = |i: usize| json!({"name": format!("客户{i}"), "phone": format!("139{:08}", i), "notes": "x".repeat(2000)});
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut i = 0;
+    let mut post = async |i: usize| -> u16 {
+        let r = post_json(&http, &url, &lead(i)).await;
+        let status = r.status().as_u16();
+        if status == 202 {
+            let body: Value = r.json().await.unwrap();
+            accepted.insert(body["event_id"].as_str().unwrap().to_owned());
+        }
+        status
+    };
+    for _ in 0..20 {
+        assert_eq!(post(i).await, 202);
+        i += 1;
+    }
+    // Fill the disk a block at a time, posting between blocks, so that the last leads taken
+    // meet a full disk on their way out (identity store, output) as well as on their way in.
+    let filler = disk.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 256 << 10];
+    let mut refused = 0;
+    let mut degraded = Vec::new();
+    for _ in 0..2000 {
+        let full = f.write_all(&block).is_err();
+        for _ in 0..3 {
+            match post(i).await {
+                202 => {}
+                503 => refused += 1,
+                other => panic!("a full disk answered {other}"),
+            }
+            i += 1;
+        }
+        let ready: Value = http
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(e) = ready["delivery_error"].as_str() {
+            degraded.push(e.to_owned());
+        }
+        if full && refused >= 5 && !degraded.is_empty() {
+            break;
+        }
+        if full {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop(f);
+    eprintln!(
+        "refused {refused}; delivery errors seen: {:?}",
+        degraded.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(!degraded.is_empty(), "delivery met the full disk");
+    assert!(refused >= 5, "the full disk was noticed");
+    // Free the space: leads are taken again, and everything accepted is delivered, whole.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = post(i).await;
+        i += 1;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} after the disk was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let ready: Value = http
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["status"] == "ready" && ready["backlog"] == 0 {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "not ready again: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready["delivery_error"], Value::Null);
+    let text = std::fs::read_to_string(data.join("output/leads.clean.jsonl")).unwrap();
+    let delivered: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).expect("no torn record in the output");
+            r["event_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let lost: Vec<_> = accepted.difference(&delivered).collect();
+    assert!(lost.is_empty(), "{} acknowledged leads lost", lost.len());
+    assert!(gw.terminate().success());
+}
