@@ -16,6 +16,7 @@ pub mod lead;
 pub mod mapping;
 pub mod normalize;
 pub mod pipeline;
+pub mod reopen;
 pub mod sinks;
 pub mod sources;
 #[cfg(feature = "mysql")]

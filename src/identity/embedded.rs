@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+
+use crate::reopen::Reopening;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use hashbrown::{HashMap, HashTable};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -798,9 +800,9 @@ pub struct EmbeddedIdentityStore {
     /// The file, to open again after a storage error; `None` in memory.
     path: Option<PathBuf>,
     policy: Policy,
-    /// The open file and its index; `None` after a storage error until the next use opens the
-    /// file again and rebuilds the index from its log (the index may hold batches the file lost).
-    opened: RwLock<Option<Arc<Opened>>>,
+    /// The open file and its index; after a storage error the next use opens the file again and
+    /// rebuilds the index from its log (the index may hold batches the file lost).
+    opened: Reopening<Opened>,
 }
 
 struct Opened {
@@ -869,7 +871,7 @@ impl EmbeddedIdentityStore {
         Ok(Self {
             path: Some(path.to_owned()),
             policy,
-            opened: RwLock::new(Some(Arc::new(opened))),
+            opened: Reopening::new(format!("identity store {}", path.display()), opened),
         })
     }
 
@@ -881,7 +883,7 @@ impl EmbeddedIdentityStore {
         Ok(Self {
             path: None,
             policy,
-            opened: RwLock::new(Some(Arc::new(Opened::load(db, false)?))),
+            opened: Reopening::new("identity store (memory)".into(), Opened::load(db, false)?),
         })
     }
 
@@ -890,51 +892,26 @@ impl EmbeddedIdentityStore {
         self.with(|st| st.index().map(drop))
     }
 
-    /// The open store, opened again (and its index rebuilt, here) after a storage error.
-    fn opened(&self) -> Result<Arc<Opened>, IdentityError> {
-        if let Some(st) = &*self.opened.read().unwrap_or_else(PoisonError::into_inner) {
-            return Ok(st.clone());
-        }
-        let mut slot = self.opened.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(st) = &*slot {
-            return Ok(st.clone());
-        }
-        let path = self
-            .path
-            .as_deref()
-            .ok_or_else(|| IdentityError::Storage("the in-memory identity store failed".into()))?;
-        // Until every user of the failed handle has let go of it, the file is still locked.
-        let db = open_file(path).map_err(|e| match e {
-            IdentityError::Locked(_) => {
-                IdentityError::Disk("the identity store is being opened again".into())
-            }
-            other => other,
-        })?;
-        let st = Arc::new(Opened::load(db, false)?);
-        tracing::info!(file = %path.display(), "identity store opened again after a storage error; its index is rebuilt");
-        *slot = Some(st.clone());
-        Ok(st)
-    }
-
-    /// Runs `f` on the open store; a storage error lets go of it, so the next use opens the
-    /// file afresh.
+    /// Runs `f` on the open store, opened again (its index rebuilt, here) after a storage
+    /// error; a storage error lets go of it.
     fn with<T>(
         &self,
         f: impl FnOnce(&Opened) -> Result<T, IdentityError>,
     ) -> Result<T, IdentityError> {
-        let st = self.opened()?;
-        let result = f(&st);
-        if let Err(e @ IdentityError::Disk(_)) = &result
-            && self
-                .opened
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take_if(|open| Arc::ptr_eq(open, &st))
-                .is_some()
-        {
-            tracing::warn!(error = %e, "identity store storage failed; the file is opened again on next use");
-        }
-        result
+        let st = self.opened.get(|| {
+            let path = self.path.as_deref().ok_or_else(|| {
+                IdentityError::Storage("the in-memory identity store failed".into())
+            })?;
+            let db = open_file(path).map_err(|e| match e {
+                IdentityError::Locked(_) => {
+                    IdentityError::Disk("the identity store is being opened again".into())
+                }
+                other => other,
+            })?;
+            Opened::load(db, false)
+        })?;
+        self.opened
+            .with(st, |e| matches!(e, IdentityError::Disk(_)), f)
     }
 }
 
@@ -1091,11 +1068,11 @@ fn explain_in(st: &Opened, lead_id: &str) -> Result<Option<Cluster>, IdentityErr
 impl Drop for EmbeddedIdentityStore {
     fn drop(&mut self) {
         // Still rebuilding (or failed): nothing was resolved since, so nothing waits for a sync.
-        let open = self
+        if self
             .opened
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if open.as_ref().is_none_or(|st| st.index.get().is_none()) {
+            .current()
+            .is_none_or(|st| st.index.get().is_none())
+        {
             return;
         }
         if let Err(e) = self.sync() {

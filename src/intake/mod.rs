@@ -22,8 +22,8 @@
 //! the checkpoint).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::lead::{IntakeEvent, MAX_PAYLOAD_DEPTH, depth};
+use crate::reopen::Reopening;
 
 /// Events by sequence number, oldest first.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -208,7 +209,7 @@ impl Journal {
         };
         let store = Arc::new(Store {
             path: path.to_owned(),
-            db: RwLock::new(Some(Arc::new(db))),
+            db: Reopening::new(format!("journal {}", path.display()), db),
         });
         let backlog = Arc::new(AtomicU64::new(pending));
         let quarantined = Arc::new(AtomicU64::new(quarantined));
@@ -395,12 +396,10 @@ impl Journal {
     }
 }
 
-/// The journal's database, opened again after a storage error: redb refuses every transaction
-/// after a failed write ("Previous I/O error occurred. Please close and re-open the database").
+/// The journal's database, opened again after a storage error (see [`crate::reopen`]).
 struct Store {
     path: PathBuf,
-    /// `None` after a storage error, until the next use opens the file again.
-    db: RwLock<Option<Arc<Database>>>,
+    db: Reopening<Database>,
 }
 
 impl Store {
@@ -418,39 +417,9 @@ impl Store {
             })
     }
 
-    /// Runs `f` on the database (opened again first if an error closed it). A storage error
-    /// lets go of it, so the next use opens the file afresh.
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T, JournalError>,
-    ) -> Result<T, JournalError> {
-        let db = self.get()?;
-        let result = f(&db);
-        if let Err(e @ JournalError::Storage(_)) = &result
-            && self
-                .db
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take_if(|open| Arc::ptr_eq(open, &db))
-                .is_some()
-        {
-            tracing::warn!(error = %e, file = %self.path.display(), "journal storage failed; the file is opened again on next use");
-        }
-        result
-    }
-
     fn get(&self) -> Result<Arc<Database>, JournalError> {
-        if let Some(db) = &*self.db.read().unwrap_or_else(PoisonError::into_inner) {
-            return Ok(db.clone());
-        }
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(db) = &*slot {
-            return Ok(db.clone());
-        }
-        // Until every user of the failed handle has let go of it, the file is still locked:
-        // that is an error now, and a success a moment later.
-        let db = Arc::new(Self::open_db(&self.path).map_err(|e| {
-            match e {
+        self.db.get(|| {
+            Self::open_db(&self.path).map_err(|e| match e {
                 JournalError::Locked(_) => JournalError::Storage(
                     redb::StorageError::Io(std::io::Error::other(
                         "the journal is being opened again after a storage error",
@@ -458,11 +427,18 @@ impl Store {
                     .into(),
                 ),
                 other => other,
-            }
-        })?);
-        tracing::info!(file = %self.path.display(), "journal opened again after a storage error");
-        *slot = Some(db.clone());
-        Ok(db)
+            })
+        })
+    }
+
+    /// Runs `f` on the database; a storage error lets go of it.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let db = self.get()?;
+        self.db
+            .with(db, |e| matches!(e, JournalError::Storage(_)), f)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Gateway, post_json};
+use crate::support::{BIN, Gateway, get_json, post_json};
 
 const CONFIG: &str = r#"
 [intake]
@@ -111,14 +111,7 @@ async fn a_body_nested_too_deep_is_refused_and_delivery_goes_on() {
         .map(|r| r["raw"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["edge", "after"]);
-    let ready: Value = http
-        .get(gw.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(&http, &gw.url("/readyz")).await;
     assert_eq!(
         (ready["status"].as_str(), ready["quarantined"].as_u64()),
         (Some("ready"), Some(0))
@@ -553,14 +546,7 @@ async fn a_full_disk_refuses_leads_and_recovers_without_a_restart_once_freed() {
             }
             i += 1;
         }
-        let ready: Value = http
-            .get(gw.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: Value = get_json(&http, &gw.url("/readyz")).await;
         if let Some(e) = ready["delivery_error"].as_str() {
             degraded.push(e.to_owned());
         }
@@ -595,14 +581,7 @@ async fn a_full_disk_refuses_leads_and_recovers_without_a_restart_once_freed() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let ready = loop {
-        let ready: Value = http
-            .get(gw.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: Value = get_json(&http, &gw.url("/readyz")).await;
         if ready["status"] == "ready" && ready["backlog"] == 0 {
             break ready;
         }
