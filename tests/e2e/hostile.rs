@@ -601,3 +601,23 @@ async fn a_full_disk_refuses_leads_and_recovers_without_a_restart_once_freed() {
     assert!(lost.is_empty(), "{} acknowledged leads lost", lost.len());
     assert!(gw.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_kafka_does_not_delay_the_listener_and_leads_are_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = crate::support::free_port();
+    let started = Instant::now();
+    let gw = Gateway::start(
+        Some(&crate::support::kafka_config(&format!("127.0.0.1:{dead}"), "")),
+        &dir.path().join("data"),
+    );
+    let r = post_json(
+        &reqwest::Client::new(),
+        &gw.url("/v1/webhooks/webform"),
+        &json!({"phone": "13800138000"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202, "the lead waits in the journal");
+    // It used to wait about 31 s for the topics to be created first.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
