@@ -232,8 +232,8 @@ async fn a_backfill_of_100k_rows_publishes_each_once_then_follows_changes() {
 
 #[tokio::test]
 async fn after_the_backfill_polling_starts_at_the_newest_row_minus_the_safety_lag() {
-    // 2,000 rows a second apart: only the 31 inside the 30 s safety lag are read again by the
-    // first poll (it used to start from the oldest row, reading the table twice).
+    // 2,000 rows a second apart: each poll reads again only the 31 inside the 30 s safety lag
+    // (the first poll used to start from the oldest row, reading the whole table twice).
     let (db, _) = crm_db();
     db.sql(
         "INSERT INTO crm.leads SELECT seq, CONCAT('客户', seq), CONCAT('139', LPAD(seq, 8, '0')), \
@@ -262,7 +262,7 @@ async fn after_the_backfill_polling_starts_at_the_newest_row_minus_the_safety_la
     tokio::time::sleep(Duration::from_millis(600)).await;
     let st = status(&gw).await;
     let read = st["rows_read"].as_u64().unwrap();
-    assert!((2000..=2031).contains(&read), "rows_read {read}: {st}");
+    assert!((2000..2500).contains(&read), "rows_read {read}: {st}");
     assert_eq!(
         st["checkpoint"]["cursor"]["timestamp"], "2026-11-20 09:33:20.000000",
         "{st}"
