@@ -78,11 +78,11 @@ pub fn file_rows(data: &[u8]) {
     use crate::sources::file::{Format, decode, rows};
     let text = decode(data.to_vec());
     for format in [Format::Csv, Format::Jsonl] {
-        let Ok(rows) = rows(&text, format, Path::new("fuzz.csv")) else {
+        let Ok(read) = rows(&text, format, Path::new("fuzz.csv")) else {
             continue;
         };
         let mut last = 0;
-        for row in rows {
+        for row in read.rows {
             assert!(row.line >= 1 && row.line >= last, "lines go forward");
             last = row.line;
             match (&row.payload, &row.error) {

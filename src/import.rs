@@ -60,7 +60,9 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     };
     let started = Instant::now();
     let (text, digest) = read_text(&opts.file)?;
-    let rows = rows(&text, format, &opts.file)?;
+    let read = rows(&text, format, &opts.file)?;
+    read.notes.iter().for_each(|n| eprintln!("{n}"));
+    let rows = read.rows;
     let path = opts.file.display().to_string();
     let checkpoint =
         (!opts.dry_run).then(|| Checkpoint::at(&settings.data_dir, &opts.source, &digest));

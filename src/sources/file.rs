@@ -81,11 +81,21 @@ pub fn decode(bytes: Vec<u8>) -> String {
     }
 }
 
+/// A file's rows, and what the reader noticed on the way (each with its `file:line`).
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+}
+
 /// Reads every row of `text` in `format`.
-pub fn rows(text: &str, format: Format, path: &Path) -> Result<Vec<Row>, FileError> {
+pub fn rows(text: &str, format: Format, path: &Path) -> Result<Rows, FileError> {
     match format {
         Format::Csv => csv_rows(text, path),
-        Format::Jsonl => Ok(jsonl_rows(text)),
+        Format::Jsonl => Ok(Rows {
+            rows: jsonl_rows(text),
+            notes: Vec::new(),
+        }),
     }
 }
 
@@ -122,7 +132,7 @@ fn unclosed_quote(text: &str) -> Option<(u64, usize)> {
     quoted
 }
 
-fn csv_rows(text: &str, path: &Path) -> Result<Vec<Row>, FileError> {
+fn csv_rows(text: &str, path: &Path) -> Result<Rows, FileError> {
     if let Some((line, field)) = unclosed_quote(text) {
         return Err(FileError::UnclosedQuote {
             path: path.display().to_string(),
@@ -140,7 +150,8 @@ fn csv_rows(text: &str, path: &Path) -> Result<Vec<Row>, FileError> {
             message: e.to_string(),
         })?
         .clone();
-    let headers = column_names(headers.iter(), path);
+    let mut notes = Vec::new();
+    let headers = column_names(headers.iter(), path, &mut notes);
     let mut out = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
@@ -179,22 +190,26 @@ fn csv_rows(text: &str, path: &Path) -> Result<Vec<Row>, FileError> {
             }
         }
     }
-    Ok(out)
+    Ok(Rows { rows: out, notes })
 }
 
 /// The header's names, trimmed; a repeated name gets its column's number (`phone`, `phone_2`),
-/// so no column's values are lost, and a warning says so.
-fn column_names<'a>(header: impl Iterator<Item = &'a str>, path: &Path) -> Vec<String> {
+/// so no column's values are lost, and a note says so.
+fn column_names<'a>(
+    header: impl Iterator<Item = &'a str>,
+    path: &Path,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (i, h) in header.enumerate() {
         let name = h.trim().to_owned();
         if !name.is_empty() && names.contains(&name) {
             let renamed = format!("{name}_{}", i + 1);
-            eprintln!(
+            notes.push(format!(
                 "{}:1: column {} repeats the name `{name}`; its values are read as `{renamed}`",
                 path.display(),
                 i + 1
-            );
+            ));
             names.push(renamed);
         } else {
             names.push(name);
@@ -244,7 +259,8 @@ mod tests {
             Format::Csv,
             Path::new("x.csv"),
         )
-        .unwrap();
+        .unwrap()
+        .rows;
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].line, 2);
         assert_eq!(
@@ -285,7 +301,8 @@ mod tests {
             Format::Csv,
             p,
         )
-        .unwrap();
+        .unwrap()
+        .rows;
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[0].payload["b"], "two\nlines");
         assert_eq!(ok[1].payload["a"], "5\" screen");
@@ -300,7 +317,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r[0].payload,
+            r.notes,
+            ["x.csv:1: column 2 repeats the name `phone`; its values are read as `phone_2`"]
+        );
+        assert_eq!(
+            r.rows[0].payload,
             serde_json::json!({"phone": "1", "phone_2": "2", "email": "a@b.cn"})
         );
     }

@@ -334,8 +334,12 @@ impl Puller {
             }
         };
         let text = file_text(bytes)?;
-        let all = rows(&text, Format::Csv, Path::new("tiktok-leads.csv"))
+        let read = rows(&text, Format::Csv, Path::new("tiktok-leads.csv"))
             .map_err(|e| PullError::Shape(e.to_string()))?;
+        for note in &read.notes {
+            tracing::warn!(connector = %self.cfg.name, task_id, "{note}");
+        }
+        let all = read.rows;
         let total = all.len();
         let mut done = usize::try_from(cur.rows_done)
             .unwrap_or(usize::MAX)
@@ -453,7 +457,7 @@ mod tests {
             buf.into_inner()
         };
         assert_eq!(file_text(zipped).unwrap(), plain);
-        let rows = rows(&plain, Format::Csv, Path::new("x.csv")).unwrap();
+        let rows = rows(&plain, Format::Csv, Path::new("x.csv")).unwrap().rows;
         assert_eq!(rows.len(), 3);
         assert_eq!(
             lead_id(&rows[0].payload, "lead_id").as_deref(),
