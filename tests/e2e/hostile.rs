@@ -608,7 +608,10 @@ async fn an_unreachable_kafka_does_not_delay_the_listener_and_leads_are_taken() 
     let dead = crate::support::free_port();
     let started = Instant::now();
     let gw = Gateway::start(
-        Some(&crate::support::kafka_config(&format!("127.0.0.1:{dead}"), "")),
+        Some(&crate::support::kafka_config(
+            &format!("127.0.0.1:{dead}"),
+            "",
+        )),
         &dir.path().join("data"),
     );
     let r = post_json(
@@ -619,5 +622,9 @@ async fn an_unreachable_kafka_does_not_delay_the_listener_and_leads_are_taken() 
     .await;
     assert_eq!(r.status(), 202, "the lead waits in the journal");
     // It used to wait about 31 s for the topics to be created first.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
