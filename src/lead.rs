@@ -76,6 +76,13 @@ impl IntakeEvent {
     }
 }
 
+/// The kind of a phone identity key (E.164 numbers of people, never switchboards or masked
+/// numbers). Key kinds are part of the model: settings name them (`identity_fields`) and the
+/// identity stage matches on them.
+pub const PHONE: &str = "phone";
+/// The kind of an email identity key (the provider-folded identity key, never role mailboxes).
+pub const EMAIL: &str = "email";
+
 /// How deeply a payload may nest (the payload object itself is level 1). Every source is held to
 /// it where the payload enters, so nothing accepted can fail to decode later: the journal record,
 /// the published record and a consumer's parser all nest a few levels more, and serde_json (like

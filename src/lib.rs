@@ -17,6 +17,7 @@ pub mod mapping;
 pub mod normalize;
 pub mod pipeline;
 pub mod reopen;
+pub mod retry;
 pub mod sinks;
 pub mod sources;
 #[cfg(feature = "mysql")]

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::config::FieldMapping;
 use crate::lead::Issue;
 
 /// A contact field that input can be mapped to.
@@ -278,6 +277,12 @@ impl Mapper {
         out
     }
 }
+
+/// `[connectors.mapping]`: contact field -> input field names, e.g. `phone = ["mobile_no", "tel2"]`.
+pub type FieldMapping = std::collections::BTreeMap<ContactField, Vec<String>>;
+
+/// A platform's payload -> the flat fields the mapping reads (the payload itself otherwise).
+pub type FieldsFn = std::sync::Arc<dyn Fn(&serde_json::Value) -> serde_json::Value + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

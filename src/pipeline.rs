@@ -44,7 +44,7 @@ struct Profile {
     region: country::Id,
     identity_fields: BTreeMap<String, String>,
     /// A platform's payload -> the flat fields the mapping reads (the payload itself otherwise).
-    fields: Option<crate::sources::http_pull::FieldsFn>,
+    fields: Option<crate::mapping::FieldsFn>,
     test_leads: TestLeads,
 }
 
@@ -394,7 +394,7 @@ pub async fn deliver_forever(
 ) {
     let mut committed = journal.committed();
     let mut cursor = 0u64;
-    let mut backoff = retry_policy();
+    let mut backoff = crate::retry::forever();
     let mut failures = 0u32;
     let mut unacked = Unacked::default();
     loop {
@@ -407,7 +407,7 @@ pub async fn deliver_forever(
         match step(&journal, &processor, &mut sink, cursor, batch, isolate).await {
             Ok(Some((last, n))) => {
                 cursor = last;
-                backoff = retry_policy();
+                backoff = crate::retry::forever();
                 failures = 0;
                 health.ok();
                 unacked.delivered(last, n);
@@ -497,18 +497,6 @@ impl Unacked {
             }
         }
     }
-}
-
-/// How the delivery loop (and the Kafka sink) space their retries: exponential with jitter, from
-/// 200 ms up to 10 s (20 s with jitter), forever: giving up would drop acknowledged leads.
-pub fn retry_policy() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// One batch: read after `cursor`, process, deliver. Returns the last event's sequence and the

@@ -1061,8 +1061,8 @@ fn is_key_kind(kind: &str) -> bool {
         && kind
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && kind != crate::identity::PHONE
-        && kind != crate::identity::EMAIL
+        && kind != crate::lead::PHONE
+        && kind != crate::lead::EMAIL
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

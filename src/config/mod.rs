@@ -1183,5 +1183,4 @@ impl RateLimit {
     }
 }
 
-/// `[connectors.mapping]`: contact field -> input field names, e.g. `phone = ["mobile_no", "tel2"]`.
-pub type FieldMapping = BTreeMap<crate::mapping::ContactField, Vec<String>>;
+pub use crate::mapping::FieldMapping;

@@ -33,10 +33,7 @@ use crate::config::IdentitySettings;
 use crate::lead::{Contact, IdentityOutcome};
 use crate::normalize::{NormalizedLead, company_key, name_key};
 
-/// The kind of a phone key (E.164 numbers of people, never switchboards or masked numbers).
-pub const PHONE: &str = "phone";
-/// The kind of an email key (the provider-folded identity key, never role mailboxes).
-pub const EMAIL: &str = "email";
+pub use crate::lead::{EMAIL, PHONE};
 
 /// A normalized value that identifies one person, e.g. `phone:+8613800138000`, `wechat:o6_bmj...`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -82,7 +82,7 @@ impl KafkaSink {
 
     pub async fn deliver(&mut self, records: &[OutRecord]) -> Result<(), SinkError> {
         let mut pending: Vec<usize> = (0..records.len()).collect();
-        let mut backoff = crate::pipeline::retry_policy();
+        let mut backoff = crate::retry::forever();
         let mut attempts = 0u32;
         loop {
             let failed = self.send_all(records, &pending).await;

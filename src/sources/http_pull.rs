@@ -15,7 +15,6 @@
 //!   expired or was revoked: retrying cannot help, so the connector stops and says so in
 //!   `GET /v1/connectors/{name}`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -27,8 +26,8 @@ use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Method, Pa
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::sources::pull::{
-    Limiter, PageSink, Poll, check_status, lag_since, limiter_for, next_window, retried,
-    retry_after, run_polls, secs,
+    Limiter, PageSink, Poll, PullError, check_status, double_page, halve_page, lag_since,
+    limiter_for, next_window, retried, retry_after, run_polls, secs,
 };
 use crate::sources::status::{State, Statuses};
 
@@ -59,41 +58,6 @@ pub enum Position {
     Offset(u64),
     Cursor(String),
     Url(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PullError {
-    #[error("throttled by the API (HTTP {status}{code})")]
-    Throttled {
-        status: u16,
-        code: String,
-        retry_after: Option<Duration>,
-    },
-    #[error(
-        "the API refused the credentials (HTTP {0}): the token expired or was revoked; renew it and restart"
-    )]
-    Expired(String),
-    #[error("HTTP {0} from the API")]
-    Server(u16),
-    #[error("cannot reach the API: {0}")]
-    Network(String),
-    #[error("the API answered error code {0}")]
-    Api(String),
-    #[error("the API has no such object ({0})")]
-    Missing(String),
-    #[error("the response is not what the connector expects: {0}")]
-    Shape(String),
-    #[error(transparent)]
-    Journal(#[from] crate::intake::JournalError),
-}
-
-impl PullError {
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::Throttled { .. } | Self::Server(_) | Self::Network(_)
-        )
-    }
 }
 
 /// One page: its leads and the position after it (`None`: it was the last).
@@ -441,19 +405,6 @@ fn configured_size(paging: &Paging) -> Option<u32> {
     }
 }
 
-/// Numbered page `p` (counted from `start`) at half of `size`, renumbered to start at the same
-/// row: page 3 of 100 is page 5 of 50. Only an even size is halved, so pages keep mapping to
-/// the same rows.
-pub fn halve_page(p: u64, start: u64, size: u32) -> Option<(u64, u32)> {
-    (size.is_multiple_of(2) && size > 1).then(|| ((p - start) * 2 + start, size / 2))
-}
-
-/// Numbered page `p` at twice `size` (never past `max`), where a page of twice the size starts
-/// exactly at the same row: page 7 of 50 is page 4 of 100.
-pub fn double_page(p: u64, start: u64, size: u32, max: u32) -> Option<(u64, u32)> {
-    ((p - start).is_multiple_of(2) && size * 2 <= max).then(|| ((p - start) / 2 + start, size * 2))
-}
-
 /// The page halved, and `at` renumbered to the same first row.
 fn shrink(paging: &Paging, at: &Position, size: u32) -> (Position, u32) {
     match (paging, at) {
@@ -527,9 +478,6 @@ pub fn mapping_of(cfg: &HttpPullConnector) -> FieldMapping {
     }
     m
 }
-
-/// The fields function as the pipeline holds it.
-pub type FieldsFn = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

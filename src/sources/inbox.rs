@@ -21,8 +21,7 @@ use tokio::sync::{Mutex, Notify, watch};
 
 use crate::intake::JournalError;
 use crate::lead::IntakeEvent;
-use crate::pipeline::retry_policy;
-use crate::sources::http_pull::PullError;
+use crate::sources::pull::PullError;
 use crate::sources::pull::{PageSink, settle, sleep_or_stop};
 
 /// Leads fetched and journaled per transaction.
@@ -158,7 +157,7 @@ pub async fn run_fetcher(
 ) {
     let sink = inbox.sink.clone();
     let name = sink.name.clone();
-    let mut backoff = retry_policy();
+    let mut backoff = crate::retry::forever();
     while !*shutdown.borrow() {
         let batch = inbox.batch(FETCH_BATCH).await;
         if batch.is_empty() {

@@ -40,9 +40,9 @@ use crate::config::{ConnectorConfig, FieldMapping, MetaConnector, SignatureConfi
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
-use crate::sources::http_pull::PullError;
 use crate::sources::id_text;
 use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
+use crate::sources::pull::PullError;
 use crate::sources::pull::{
     Limiter, PageSink, Poll, lag_since, limiter_for, next_window, retried, retry_after, run_polls,
     secs, sleep_or_stop,

@@ -58,7 +58,7 @@ pub fn spawn_all(
 /// How a connector's payloads are read: the field mapping (the connector's own names first, then
 /// a platform's preset) and, for platforms whose answers are nested, the function that flattens a
 /// payload into fields. A new platform adds its arm here; the pipeline does not change.
-pub fn shape(c: &ConnectorConfig) -> (FieldMapping, Option<http_pull::FieldsFn>) {
+pub fn shape(c: &ConnectorConfig) -> (FieldMapping, Option<crate::mapping::FieldsFn>) {
     match c {
         ConnectorConfig::GoogleAds(g) => (
             google_ads::mapping_with_preset(&g.mapping),

@@ -11,9 +11,55 @@ use serde::de::DeserializeOwned;
 
 use crate::intake::{Journal, JournalError};
 use crate::lead::IntakeEvent;
-use crate::pipeline::retry_policy;
-use crate::sources::http_pull::PullError;
 use crate::sources::status::{ConnectorStatus, State, Statuses, TokenHealth};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("throttled by the API (HTTP {status}{code})")]
+    Throttled {
+        status: u16,
+        code: String,
+        retry_after: Option<Duration>,
+    },
+    #[error(
+        "the API refused the credentials (HTTP {0}): the token expired or was revoked; renew it and restart"
+    )]
+    Expired(String),
+    #[error("HTTP {0} from the API")]
+    Server(u16),
+    #[error("cannot reach the API: {0}")]
+    Network(String),
+    #[error("the API answered error code {0}")]
+    Api(String),
+    #[error("the API has no such object ({0})")]
+    Missing(String),
+    #[error("the response is not what the connector expects: {0}")]
+    Shape(String),
+    #[error(transparent)]
+    Journal(#[from] crate::intake::JournalError),
+}
+
+impl PullError {
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Throttled { .. } | Self::Server(_) | Self::Network(_)
+        )
+    }
+}
+
+/// Numbered page `p` (counted from `start`) at half of `size`, renumbered to start at the same
+/// row: page 3 of 100 is page 5 of 50. Only an even size is halved, so pages keep mapping to
+/// the same rows.
+pub fn halve_page(p: u64, start: u64, size: u32) -> Option<(u64, u32)> {
+    (size.is_multiple_of(2) && size > 1).then(|| ((p - start) * 2 + start, size / 2))
+}
+
+/// Numbered page `p` at twice `size` (never past `max`), where a page of twice the size starts
+/// exactly at the same row: page 7 of 50 is page 4 of 100.
+pub fn double_page(p: u64, start: u64, size: u32, max: u32) -> Option<(u64, u32)> {
+    ((p - start).is_multiple_of(2) && size * 2 <= max).then(|| ((p - start) / 2 + start, size * 2))
+}
 
 /// Retries of one API request: 5 times, from 200 ms up to 30 s apart, with jitter.
 fn api_retry() -> backon::ExponentialBuilder {
@@ -183,7 +229,7 @@ pub fn settle(
 ) -> Duration {
     match outcome {
         Ok(()) => {
-            *backoff = retry_policy();
+            *backoff = crate::retry::forever();
             statuses.success(name, State::Following);
             statuses.update(name, |s| {
                 let token = s.token.get_or_insert_with(TokenHealth::default);
@@ -228,7 +274,7 @@ pub async fn run_polls(
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut backoff = retry_policy();
+    let mut backoff = crate::retry::forever();
     while !*shutdown.borrow() {
         let outcome = p.poll(&shutdown).await;
         let pause = settle(&sink.statuses, &sink.name, outcome, &mut backoff, interval);

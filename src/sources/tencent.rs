@@ -28,11 +28,11 @@ use crate::config::{ConnectorConfig, FieldMapping, TencentConnector};
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
-use crate::sources::http_pull::{PullError, double_page, halve_page};
 use crate::sources::pull::{
     Limiter, PageSink, Poll, check_status, lag_since, limiter_for, next_window, retried,
     retry_after, run_polls, secs,
 };
+use crate::sources::pull::{PullError, double_page, halve_page};
 use crate::sources::status::Statuses;
 
 /// Where the next request starts; stored in the journal with the page before it.

@@ -33,7 +33,7 @@ use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::file::{Format, decode, rows};
-use crate::sources::http_pull::PullError;
+use crate::sources::pull::PullError;
 use crate::sources::pull::{
     Limiter, PageSink, Poll, check_status, lag_since, limiter_for, retried, retry_after, run_polls,
 };

@@ -27,7 +27,6 @@ use tokio::sync::watch;
 use crate::config::{MysqlConnector, MysqlMode};
 use crate::intake::{Journal, JournalError};
 use crate::lead::{IntakeEvent, Issue, SourceKind, now_rfc3339};
-use crate::pipeline::retry_policy;
 use crate::sources::pull::PageSink;
 use crate::sources::status::{SnapshotProgress, State, Statuses};
 
@@ -220,7 +219,7 @@ pub fn spawn(
 
 /// Runs one connector until shutdown, retrying every failure with backoff from the last commit.
 async fn run(mut ctx: Ctx) {
-    let mut backoff = retry_policy();
+    let mut backoff = crate::retry::forever();
     let mut recent = incremental::Recent::default();
     while !ctx.stopping() {
         let result = match ctx.cfg.mode {
