@@ -61,6 +61,11 @@ pub fn openapi() -> Value {
         "reason": {"type": "string"}, "quarantined_at": {"type": "string"},
         "event_id": {"type": ["string", "null"]}, "connector": {"type": ["string", "null"]},
         "received_at": {"type": ["string", "null"]}, "record": {"type": "string"}}});
+    // `?after=&limit=` of a paged listing (`api::Page`).
+    let paged = json!([
+        {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+    ]);
     let security = json!([{"bearer": []}]);
     let auth_errors = |mut responses: Value| {
         responses["401"] = error("no or wrong bearer token (when `[api] token` is set)");
@@ -207,10 +212,7 @@ pub fn openapi() -> Value {
             "/v1/assignment/audit": {"get": {
                 "summary": "Changes to rules, owners and teams, oldest first",
                 "security": security,
-                "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
-                ],
+                "parameters": paged,
                 "responses": auth_errors(json!({
                     "200": ok("a page of entries", json!({"type": "object", "properties": {
                         "entries": {"type": "array", "items": audit},
@@ -221,10 +223,7 @@ pub fn openapi() -> Value {
             "/v1/quarantine": {"get": {
                 "summary": "Events set aside for good (undecodable, nested too deep, failing alone), oldest first, with stage, reason and the journal record",
                 "security": security,
-                "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
-                ],
+                "parameters": paged,
                 "responses": auth_errors(json!({
                     "200": ok("a page of entries", json!({"type": "object", "properties": {
                         "total": {"type": "integer"},
