@@ -13,6 +13,9 @@
 //! stores (embedded: an in-memory index over a log; MySQL) only provide the reads and writes.
 
 mod embedded;
+/// The synthetic-data evaluation harness (quality and speed): test and benchmark support, not
+/// part of the gateway. `cargo bench --bench identity --features eval` runs it.
+#[cfg(any(test, feature = "eval"))]
 pub mod eval;
 #[cfg(feature = "mysql")]
 mod mysql;
