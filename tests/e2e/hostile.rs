@@ -628,3 +628,64 @@ async fn an_unreachable_kafka_does_not_delay_the_listener_and_leads_are_taken() 
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identity_store_on_a_full_disk_recovers_without_a_restart_once_freed() {
+    // Only the identity store sits on the small disk (a symlink): leads are still taken, and
+    // delivery stops at identity until space is freed, then goes on by itself.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let _mount = SmallDisk::mount(&disk, 4);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(disk.join("identity.redb"), data.join("identity.redb")).unwrap();
+    let gw = Gateway::start(None, &data);
+    let http = reqwest::Client::new();
+    let url = gw.url("/v1/webhooks/webform");
+    let lead = |i: usize| json!({"name": format!("客户{i}"), "phone": format!("139{:08}", i), "notes": "x".repeat(1500)});
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut i = 0;
+    for _ in 0..5 {
+        let r = post_json(&http, &url, &lead(i)).await;
+        i += 1;
+        accepted.insert(crate::support::accepted(r).await);
+    }
+    gw.wait_spooled("leads.clean", 5, Duration::from_secs(10));
+    let filler = disk.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 1 << 16]).is_ok() {}
+    drop(f);
+    // Leads are taken (the journal has room) while delivery meets the full disk.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let r = post_json(&http, &url, &lead(i)).await;
+        i += 1;
+        accepted.insert(crate::support::accepted(r).await);
+        let ready: Value = get_json(&http, &gw.url("/readyz")).await;
+        if let Some(e) = ready["delivery_error"].as_str() {
+            break e.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery never met the full disk: {ready}"
+        );
+    };
+    assert!(error.contains("identity store"), "{error}");
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready: Value = get_json(&http, &gw.url("/readyz")).await;
+        if ready["status"] == "ready" && ready["backlog"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready again: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let delivered: std::collections::BTreeSet<String> = gw
+        .spooled("leads.clean")
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let lost: Vec<_> = accepted.difference(&delivered).collect();
+    assert!(lost.is_empty(), "{} acknowledged leads lost", lost.len());
+}
