@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::support::{Broker, Gateway, consume_until, get_json, kafka_config};
+use crate::support::{Broker, Gateway, consume_events, get_json, kafka_config};
 
 const SECRET: &str = "app-secret-0123";
 
@@ -357,28 +357,12 @@ async fn meta_leads_arrive_once_by_webhook_and_poll_through_throttling_a_restart
     let before = graph.log().len();
     graph.release.send_replace(true);
     let gw = Gateway::start(Some(&config), &dir.path().join("gw"));
-    // Delivery is at least once: records delivered but not yet acknowledged when the gateway
-    // was killed come again, with the same event_id. Each lead must be one event.
-    let events = |got: &[crate::support::Consumed]| {
-        got.iter()
-            .map(|c| {
-                (
-                    c.value["event_id"].as_str().unwrap().to_owned(),
-                    c.value["source"]["external_id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned(),
-                )
-            })
-            .collect::<std::collections::BTreeMap<_, _>>()
-    };
-    let clean = consume_until(
-        &broker.brokers(),
-        "leads.clean",
-        Duration::from_secs(60),
-        |got| events(got).len() >= 8,
-    );
-    let mut ids: Vec<String> = events(&clean).into_values().collect();
+    // Each lead is one event (a record delivered before the kill may come again, same event_id).
+    let clean = consume_events(&broker.brokers(), "leads.clean", 8, Duration::from_secs(60));
+    let mut ids: Vec<&str> = clean
+        .iter()
+        .map(|c| c.value["source"]["external_id"].as_str().unwrap())
+        .collect();
     ids.sort();
     assert_eq!(
         ids,

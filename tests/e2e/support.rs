@@ -147,6 +147,28 @@ pub fn consume(brokers: &str, topic: &str, want: usize, within: Duration) -> Vec
     consume_until(brokers, topic, within, |got| got.len() >= want)
 }
 
+/// `records` in the order consumed, each event once. Delivery is at least once: a record delivered
+/// but not yet acknowledged when a gateway was killed comes again, with its `event_id`.
+pub fn once_per_event(records: Vec<Consumed>) -> Vec<Consumed> {
+    let mut seen = std::collections::HashSet::new();
+    records
+        .into_iter()
+        .filter(|c| seen.insert(c.value["event_id"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// Reads `topic` until `want` distinct events arrived or `within` passed; each event once.
+pub fn consume_events(brokers: &str, topic: &str, want: usize, within: Duration) -> Vec<Consumed> {
+    let got = consume_until(brokers, topic, within, |got| {
+        got.iter()
+            .map(|c| c.value["event_id"].as_str().unwrap_or_default())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            >= want
+    });
+    once_per_event(got)
+}
+
 /// Reads `topic` from the beginning until `done` says so or `within` passed.
 pub fn consume_until(
     brokers: &str,

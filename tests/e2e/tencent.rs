@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use serde_json::{Value, json};
 
-use crate::support::{Broker, Gateway, consume_until, get_json, kafka_config};
+use crate::support::{Broker, Gateway, consume_events, get_json, kafka_config};
 
 const PAGE: usize = 4;
 const DEPTH: usize = 8;
@@ -223,11 +223,12 @@ async fn tencent_leads_page_then_search_after_through_throttling_and_a_restart()
     api.release.send_replace(true);
     let gw2 = Gateway::start(Some(&config), &dir.path().join("gw"));
 
-    let clean = consume_until(
+    // Each lead is one event (a record delivered before the kill may come again, same event_id).
+    let clean = consume_events(
         &broker.brokers(),
         "leads.clean",
+        12,
         Duration::from_secs(60),
-        |got| got.len() >= 12,
     );
     let mut ids: Vec<&str> = clean
         .iter()

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::support::{Broker, Gateway, consume_until, get_json, kafka_config};
+use crate::support::{Broker, Gateway, consume_events, get_json, kafka_config};
 
 const SECRET: &str = "tiktok-app-secret";
 const P1_ROWS: usize = 1100;
@@ -264,11 +264,12 @@ async fn tiktok_callbacks_and_downloads_publish_each_lead_once_across_a_restart(
 
     // 1,100 from p1, the 2 called back, and 2 more from p2 (its first row was called back).
     let want = P1_ROWS + 4;
-    let clean = consume_until(
+    // Each lead is one event (a record delivered before the kill may come again, same event_id).
+    let clean = consume_events(
         &broker.brokers(),
         "leads.clean",
+        want,
         Duration::from_secs(120),
-        |got| got.len() >= want,
     );
     let mut ids: Vec<String> = clean
         .iter()
