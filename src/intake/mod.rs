@@ -161,8 +161,23 @@ struct IdempotencyEntry {
     stored_at_ms: i64,
 }
 
-struct Append {
+/// An event on its way to the writer, with why it cannot be journaled as it is, if it cannot.
+/// The check runs on the caller's task: the writer thread, which every append waits on, only
+/// stores.
+struct Arriving {
     event: IntakeEvent,
+    refused: Option<String>,
+}
+
+impl Arriving {
+    fn new(event: IntakeEvent) -> Self {
+        let refused = refusal(&event);
+        Self { event, refused }
+    }
+}
+
+struct Append {
+    arriving: Arriving,
     idempotency_key: Option<String>,
     reply: oneshot::Sender<Result<Receipt, String>>,
 }
@@ -170,7 +185,7 @@ struct Append {
 /// A pull connector's batch: its events and the checkpoint that covers them.
 struct Pulled {
     connector: String,
-    events: Vec<IntakeEvent>,
+    events: Vec<Arriving>,
     checkpoint: Vec<u8>,
     reply: oneshot::Sender<Result<(), String>>,
 }
@@ -248,7 +263,7 @@ impl Journal {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Append(Append {
-                event,
+                arriving: Arriving::new(event),
                 idempotency_key,
                 reply,
             }))
@@ -269,7 +284,7 @@ impl Journal {
         self.tx
             .send(Job::Pulled(Pulled {
                 connector: connector.to_owned(),
-                events,
+                events: events.into_iter().map(Arriving::new).collect(),
                 checkpoint,
                 reply,
             }))
@@ -522,12 +537,13 @@ impl Writer {
             let mut events = txn.open_table(EVENTS)?;
             let mut quarantine = txn.open_table(QUARANTINE)?;
             // Stores an arriving event, or quarantines it when it cannot go on as it is.
-            let mut store = |seq: u64, event: &IntakeEvent| -> Result<(), JournalError> {
+            let mut store = |seq: u64, arriving: &Arriving| -> Result<(), JournalError> {
+                let event = &arriving.event;
                 let record = serde_json::to_vec(event)?;
-                match refusal(event) {
+                match &arriving.refused {
                     None => events.insert(seq, record.as_slice()).map(drop)?,
                     Some(reason) => {
-                        let entry = Quarantined::new(seq, Stage::Intake, reason, &record);
+                        let entry = Quarantined::new(seq, Stage::Intake, reason.clone(), &record);
                         tracing::error!(seq, connector = %event.connector, reason = %entry.reason, "arriving event quarantined");
                         quarantine.insert(seq, serde_json::to_vec(&entry)?.as_slice())?;
                         set_aside += 1;
@@ -541,18 +557,19 @@ impl Writer {
                 let append = match job {
                     Job::Append(a) => a,
                     Job::Pulled(p) => {
-                        for event in &p.events {
+                        for arriving in &p.events {
                             seq += 1;
-                            store(seq, event)?;
+                            store(seq, arriving)?;
                         }
                         checkpoints.insert(p.connector.as_str(), p.checkpoint.as_slice())?;
                         continue;
                     }
                 };
+                let event = &append.arriving.event;
                 let key = append
                     .idempotency_key
                     .as_ref()
-                    .map(|k| format!("{}\u{0}{k}", append.event.connector));
+                    .map(|k| format!("{}\u{0}{k}", event.connector));
                 if let Some(key) = &key
                     && let Some(found) = keys.get(key.as_str())?
                 {
@@ -566,10 +583,10 @@ impl Writer {
                     }
                 }
                 seq += 1;
-                store(seq, &append.event)?;
+                store(seq, &append.arriving)?;
                 let receipt = Receipt {
-                    event_id: append.event.event_id.clone(),
-                    received_at: append.event.received_at.clone(),
+                    event_id: event.event_id.clone(),
+                    received_at: event.received_at.clone(),
                     replayed: false,
                 };
                 if let Some(key) = &key {
