@@ -119,8 +119,8 @@ pub fn open_assignment(
 /// or one cut shorter than its header, as a new, empty database, and every lead and person it
 /// held would be gone without a word. A missing file is a first start and fine.
 pub fn check_store_file(path: &Path, what: &str) -> anyhow::Result<()> {
-    /// redb's super-header (its magic number and both commit slots) takes the first 4 KiB... at
-    /// least a few hundred bytes; anything shorter was cut.
+    /// redb's header (its magic number and both commit slots) alone is longer; a new store is
+    /// tens of KiB. Anything shorter was cut.
     const SMALLEST: u64 = 512;
     match std::fs::metadata(path) {
         Ok(m) if m.len() < SMALLEST => anyhow::bail!(

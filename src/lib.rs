@@ -7,7 +7,8 @@ pub mod api;
 pub mod app;
 pub mod assign;
 pub mod config;
-#[doc(hidden)]
+/// What the fuzz targets check: test and fuzzing support, not part of the gateway.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod identity;
 pub mod import;
