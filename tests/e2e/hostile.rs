@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Gateway, get_json, post_json};
+use crate::support::{BIN, Gateway, error_of, get_json, post_json, post_lead};
 
 const CONFIG: &str = r#"
 [intake]
@@ -48,12 +48,6 @@ fn start() -> (tempfile::TempDir, Gateway) {
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start(Some(CONFIG), &dir.path().join("data"));
     (dir, gw)
-}
-
-async fn error_of(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.expect("errors are JSON");
-    (status, body["error"].clone())
 }
 
 /// Sends `raw` on a new connection and reads until the server closes it or `within` passes;
@@ -255,13 +249,7 @@ async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
     assert!(closed);
 
     // Meanwhile (and after) an ordinary request is served at once.
-    let r = post_json(
-        &reqwest::Client::new(),
-        &gw.url("/v1/webhooks/webform"),
-        &json!({"phone": "13800138000"}),
-    )
-    .await;
-    assert_eq!(r.status(), 202);
+    post_lead(&gw).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -402,13 +390,7 @@ async fn a_store_that_cannot_be_trusted_stops_the_start_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut gw = Gateway::start(None, &data);
-    let r = post_json(
-        &reqwest::Client::new(),
-        &gw.url("/v1/webhooks/webform"),
-        &json!({"phone": "13800138000"}),
-    )
-    .await;
-    assert_eq!(r.status(), 202);
+    post_lead(&gw).await;
     gw.wait_spooled("leads.clean", 1, Duration::from_secs(10));
     assert!(gw.terminate().success());
     let good = dir.path().join("good");
@@ -614,13 +596,8 @@ async fn an_unreachable_kafka_does_not_delay_the_listener_and_leads_are_taken() 
         )),
         &dir.path().join("data"),
     );
-    let r = post_json(
-        &reqwest::Client::new(),
-        &gw.url("/v1/webhooks/webform"),
-        &json!({"phone": "13800138000"}),
-    )
-    .await;
-    assert_eq!(r.status(), 202, "the lead waits in the journal");
+    // Answered 202: the lead waits in the journal.
+    post_lead(&gw).await;
     // It used to wait about 31 s for the topics to be created first.
     assert!(
         started.elapsed() < Duration::from_secs(10),

@@ -366,6 +366,21 @@ pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> req
     client.post(url).json(body).send().await.expect("request")
 }
 
+/// An error answer's status and its `error` object (`code`, `field`, `message`).
+pub async fn error_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("errors are JSON");
+    (status, body["error"].clone())
+}
+
+/// Posts one lead with a usable phone to the gateway's `webform` webhook; its `event_id` once it
+/// is acknowledged (a `202`).
+pub async fn post_lead(gw: &Gateway) -> String {
+    let lead = serde_json::json!({"phone": "13800138000"});
+    let url = gw.url("/v1/webhooks/webform");
+    accepted(post_json(&reqwest::Client::new(), &url, &lead).await).await
+}
+
 /// Concurrent clients posting distinct leads until stopped or until the server goes away.
 pub struct Load {
     tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,

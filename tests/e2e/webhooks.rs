@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, post_json};
+use crate::support::{Gateway, error_of, post_json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_lead_reaches_the_embedded_output() {
@@ -72,14 +72,6 @@ name = "limited"
 type = "webhook"
 rate_limit = { per_second = 1, burst = 2 }
 "#;
-
-async fn error_of(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    (
-        status,
-        resp.json::<Value>().await.expect("errors are JSON")["error"].clone(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_inputs_and_errors() {
