@@ -416,10 +416,19 @@ pub async fn deliver_forever(
                 }
             }
             Ok(None) => {
-                unacked.acknowledge(&journal, &processor, &health).await;
+                // Idle: acknowledge what was delivered. A failed acknowledgement (the identity
+                // store on a full disk) is tried again after a backoff, not only when the next
+                // lead arrives: until then the journal holds the leads and health says why.
+                let retry = if unacked.acknowledge(&journal, &processor, &health).await {
+                    backoff = crate::retry::forever();
+                    None
+                } else {
+                    Some(backoff.next().unwrap_or(Duration::from_secs(30)))
+                };
                 tokio::select! {
                     _ = committed.changed() => {}
                     _ = shutdown.changed() => {}
+                    _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
                 }
             }
             Err(StepError::Sink(SinkError::Shutdown)) => {
@@ -471,15 +480,16 @@ impl Unacked {
     }
 
     /// Syncs the identity store, then acknowledges the journal through the last delivered
-    /// event. On failure everything stays pending, and is tried again next time.
+    /// event. On failure everything stays pending, and is tried again next time. Returns
+    /// whether nothing is left pending.
     async fn acknowledge(
         &mut self,
         journal: &Journal,
         processor: &Arc<Processor>,
         health: &HealthReport,
-    ) {
+    ) -> bool {
         let Some(last) = self.last else {
-            return;
+            return true;
         };
         let (j, p) = (journal.clone(), processor.clone());
         let done = tokio::task::spawn_blocking(move || -> Result<(), StepError> {
@@ -490,10 +500,15 @@ impl Unacked {
         .map_err(StepError::from)
         .and_then(|r| r);
         match done {
-            Ok(()) => *self = Self::default(),
+            Ok(()) => {
+                *self = Self::default();
+                health.ok();
+                true
+            }
             Err(e) => {
                 tracing::error!(error = %e, "acknowledging delivered leads failed; they stay journaled");
                 health.failing(e.to_string());
+                false
             }
         }
     }
@@ -662,8 +677,12 @@ mod tests {
     use serde_json::json;
 
     /// Resolves nothing (every lead is published as rejected), but panics on a lead named
-    /// `poison` and fails, as an unreachable store would, on a lead named `failing`.
-    struct Faulty;
+    /// `poison` and fails, as an unreachable store would, on a lead named `failing`. Its first
+    /// `sync_failures` syncs fail, as on a full disk.
+    #[derive(Default)]
+    struct Faulty {
+        sync_failures: std::sync::atomic::AtomicU32,
+    }
 
     impl IdentityStore for Faulty {
         fn resolve(&self, requests: &[IdentityRequest]) -> Result<Vec<Resolution>, IdentityError> {
@@ -681,6 +700,16 @@ mod tests {
         fn explain(&self, _: &str) -> Result<Option<Cluster>, IdentityError> {
             Ok(None)
         }
+        fn sync(&self) -> Result<(), IdentityError> {
+            use std::sync::atomic::Ordering;
+            let failing =
+                self.sync_failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            match failing {
+                Ok(_) => Err(IdentityError::Disk("No space left on device".into())),
+                Err(_) => Ok(()),
+            }
+        }
     }
 
     fn lead(name: &str) -> IntakeEvent {
@@ -691,13 +720,26 @@ mod tests {
     /// Runs the delivery loop over `names` and waits until `want` records are out, or `within`
     /// passed; the names published, in order, and the journal.
     async fn deliver(names: &[&str], want: usize, within: Duration) -> (Vec<String>, Journal) {
+        let (published, journal, _) = deliver_to(Faulty::default(), names, want, within).await;
+        (published, journal)
+    }
+
+    /// [`deliver`] through `identity`; also waits (within the same time) until the journal is
+    /// acknowledged, and says whether it was before the loop was stopped (whose shutdown
+    /// acknowledges once more).
+    async fn deliver_to(
+        identity: Faulty,
+        names: &[&str],
+        want: usize,
+        within: Duration,
+    ) -> (Vec<String>, Journal, bool) {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(&dir.path().join("j.redb"), Duration::from_secs(60)).unwrap();
         let store = Arc::new(EmbeddedAssignmentStore::open(&dir.path().join("a.redb")).unwrap());
         let processor = Arc::new(Processor::new(
             &[],
             Topics::default(),
-            Arc::new(Faulty),
+            Arc::new(identity),
             Policy::default(),
             Assigner::new(store),
         ));
@@ -718,21 +760,22 @@ mod tests {
         ));
         let file = out.join("leads.rejected.jsonl");
         let deadline = std::time::Instant::now() + within;
-        let published = loop {
+        let (published, settled) = loop {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             let names: Vec<String> = text
                 .lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
                 .map(|r| r["raw"]["name"].as_str().unwrap().to_owned())
                 .collect();
-            if names.len() >= want || std::time::Instant::now() > deadline {
-                break names;
+            let settled = names.len() >= want && journal.backlog() == 0;
+            if settled || std::time::Instant::now() > deadline {
+                break (names, settled);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         stop.send_replace(true);
         task.await.unwrap();
-        (published, journal)
+        (published, journal, settled)
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -770,5 +813,17 @@ mod tests {
         let (published, journal) = deliver(&["failing"], 1, Duration::from_secs(4)).await;
         assert!(published.is_empty());
         assert_eq!((journal.quarantined_count(), journal.backlog()), (0, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_acknowledgement_is_retried_without_a_new_lead() {
+        // The identity store's sync fails twice (a full disk, freed again): the journal lets go
+        // of the delivered lead after a backoff, not when the next lead happens to arrive.
+        let store = Faulty {
+            sync_failures: 2.into(),
+        };
+        let (published, _, settled) = deliver_to(store, &["a"], 1, Duration::from_secs(10)).await;
+        assert_eq!(published, ["a"]);
+        assert!(settled, "the delivered lead is still journaled");
     }
 }
