@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::model::{Action, Condition, Owner, OwnerStatus, Rule, Strategy, Team};
+use super::model::{Action, Condition, Owner, OwnerStatus, Rule, Strategy, Team, minutes, weekday};
 
 /// A team's rotation state: the round-robin cursor and the smooth-weighted counters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -44,28 +44,6 @@ pub struct RuleTrace {
     /// For a rule that did not decide: each failed condition, or why its action found no owner.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub why_not: Vec<String>,
-}
-
-/// `"09:30"` → 570.
-pub fn minutes(t: &str) -> Option<u32> {
-    let (h, m) = t.split_once(':')?;
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60 && t.len() == 5).then_some(h * 60 + m)
-}
-
-/// `"mon"` → Monday.
-pub fn weekday(d: &str) -> Option<jiff::civil::Weekday> {
-    use jiff::civil::Weekday::*;
-    Some(match d {
-        "mon" => Monday,
-        "tue" => Tuesday,
-        "wed" => Wednesday,
-        "thu" => Thursday,
-        "fri" => Friday,
-        "sat" => Saturday,
-        "sun" => Sunday,
-        _ => return None,
-    })
 }
 
 /// The value at a dotted path of the record (`contact.province`, `custom.预算`).

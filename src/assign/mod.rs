@@ -13,10 +13,11 @@ pub mod store;
 #[cfg(feature = "mysql")]
 pub use mysql::MysqlAssignmentStore;
 
+pub use embedded::EmbeddedAssignmentStore;
 pub use engine::{Decision, RuleTrace};
 pub use store::{
-    AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, EmbeddedAssignmentStore,
-    Expect, Versioned, Written,
+    AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, Expect, Versioned,
+    Written,
 };
 
 use std::sync::Arc;

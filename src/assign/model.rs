@@ -303,7 +303,7 @@ impl Rule {
                     timezone,
                 } => {
                     for (j, d) in weekdays.iter().enumerate() {
-                        if super::engine::weekday(d).is_none() {
+                        if weekday(d).is_none() {
                             errors.push(FieldError::new(
                                 format!("conditions[{i}].weekdays[{j}]"),
                                 "one of mon, tue, wed, thu, fri, sat, sun",
@@ -311,7 +311,7 @@ impl Rule {
                         }
                     }
                     for (name, t) in [("start", start), ("end", end)] {
-                        if super::engine::minutes(t).is_none() {
+                        if minutes(t).is_none() {
                             errors.push(FieldError::new(at(name), "a time like \"09:00\""));
                         }
                     }
@@ -387,4 +387,25 @@ impl Team {
         }
         errors
     }
+}
+/// `"09:30"` → 570.
+pub fn minutes(t: &str) -> Option<u32> {
+    let (h, m) = t.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && t.len() == 5).then_some(h * 60 + m)
+}
+
+/// `"mon"` → Monday.
+pub fn weekday(d: &str) -> Option<jiff::civil::Weekday> {
+    use jiff::civil::Weekday::*;
+    Some(match d {
+        "mon" => Monday,
+        "tue" => Tuesday,
+        "wed" => Wednesday,
+        "thu" => Thursday,
+        "fri" => Friday,
+        "sat" => Saturday,
+        "sun" => Sunday,
+        _ => return None,
+    })
 }

@@ -13,8 +13,6 @@ use serde_json::Value;
 use super::engine::{Decision, RuleTrace, TeamState, World};
 use super::model::{self, FieldError, Kind, Known, Owner, Rule, Team};
 
-pub use super::embedded::EmbeddedAssignmentStore;
-
 /// A resource with the version its ETag carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Versioned {
@@ -479,7 +477,7 @@ pub fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assign::AssignmentStore;
+    use crate::assign::{AssignmentStore, EmbeddedAssignmentStore};
     use serde_json::json;
 
     fn store() -> EmbeddedAssignmentStore {

@@ -8,53 +8,7 @@ use std::fmt;
 
 use phonenumber::country;
 
-/// What kind of line a number is, as libphonenumber classifies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PhoneKind {
-    Mobile,
-    FixedLine,
-    /// Where the plan cannot tell (e.g. the US).
-    FixedLineOrMobile,
-    /// 800 in China.
-    TollFree,
-    /// 400 in China.
-    SharedCost,
-    PremiumRate,
-    Voip,
-    PersonalNumber,
-    Pager,
-    /// "Universal access" company numbers.
-    Uan,
-    Voicemail,
-}
-
-impl PhoneKind {
-    /// The name used in records and fixtures (libphonenumber's type, snake_case).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mobile => "mobile",
-            Self::FixedLine => "fixed_line",
-            Self::FixedLineOrMobile => "fixed_line_or_mobile",
-            Self::TollFree => "toll_free",
-            Self::SharedCost => "shared_cost",
-            Self::Voip => "voip",
-            Self::PremiumRate => "premium_rate",
-            Self::PersonalNumber => "personal_number",
-            Self::Pager => "pager",
-            Self::Uan => "uan",
-            Self::Voicemail => "voicemail",
-        }
-    }
-
-    /// Toll-free and shared-cost numbers (400/800 in China) are company switchboards: they do not
-    /// identify a person, so identity matching must not join leads on them.
-    pub fn identifies_person(self) -> bool {
-        !matches!(
-            self,
-            Self::TollFree | Self::SharedCost | Self::Uan | Self::PremiumRate | Self::Voicemail
-        )
-    }
-}
+pub use super::phone_meta::PhoneKind;
 
 /// A valid phone number.
 #[derive(Debug, Clone, PartialEq, Eq)]
