@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::api::{AppState, serve};
 use crate::assign::{Assigner, AssignmentStore, EmbeddedAssignmentStore};
-use crate::config::{ConnectorConfig, OutputSettings, Settings, StoreSettings};
+use crate::config::{OutputSettings, Settings, StoreSettings};
 use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::intake::Journal;
 use crate::pipeline::{Processor, deliver_forever};
@@ -203,75 +203,13 @@ pub async fn run_on(
         "leadgate {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
-    for c in &settings.connectors {
-        match c {
-            ConnectorConfig::Webhook(w) => {
-                println!("  webhook: POST http://{addr}/v1/webhooks/{}", w.name);
-            }
-            ConnectorConfig::Mysql(m) => println!(
-                "  mysql ({:?}): {}; health at http://{addr}/v1/connectors/{}",
-                m.mode,
-                m.table.as_deref().unwrap_or("query"),
-                m.name
-            ),
-            ConnectorConfig::GoogleAds(g) => {
-                println!(
-                    "  google ads lead form: POST http://{addr}/v1/webhooks/{}",
-                    g.name
-                );
-            }
-            ConnectorConfig::HttpPull(h) => println!(
-                "  http pull: {} every {:?}; health at http://{addr}/v1/connectors/{}",
-                h.url, h.poll_interval, h.name
-            ),
-            ConnectorConfig::Meta(m) => println!(
-                "  meta lead ads: webhook (GET handshake, POST) http://{addr}/v1/webhooks/{}; {} forms reconciled every {:?}",
-                m.name,
-                m.forms.len(),
-                m.poll_interval
-            ),
-            ConnectorConfig::Tencent(t) => println!(
-                "  腾讯广告 tencent ads: leads_list/get of account {} every {:?}; health at http://{addr}/v1/connectors/{}",
-                t.account_id, t.poll_interval, t.name
-            ),
-            ConnectorConfig::Tiktok(t) => println!(
-                "  tiktok leads:{}{}; health at http://{addr}/v1/connectors/{}",
-                if t.secret.is_some() {
-                    format!(" callbacks at http://{addr}/v1/webhooks/{}", t.name)
-                } else {
-                    String::new()
-                },
-                if t.pulls() {
-                    format!(
-                        " downloads of {} forms every {:?}",
-                        t.page_ids.len(),
-                        t.poll_interval
-                    )
-                } else {
-                    String::new()
-                },
-                t.name
-            ),
-            ConnectorConfig::Linkedin(l) => println!(
-                "  linkedin lead sync: webhook (GET challengeCode, POST) http://{addr}/v1/webhooks/{}",
-                l.name
-            ),
-            ConnectorConfig::Oceanengine(o) => println!(
-                "  巨量引擎 ocean engine: {}{}; health at http://{addr}/v1/connectors/{}",
-                if o.pull {
-                    format!("clue/get every {:?}", o.poll_interval)
-                } else {
-                    "push only".to_owned()
-                },
-                if o.spi_secret.is_some() {
-                    format!(", SPI push at http://{addr}/v1/webhooks/{}", o.name)
-                } else {
-                    String::new()
-                },
-                o.name
-            ),
-            ConnectorConfig::File(_) => {}
-        }
+    let base = format!("http://{addr}");
+    for line in settings
+        .connectors
+        .iter()
+        .filter_map(|c| c.get().banner(&base))
+    {
+        println!("  {line}");
     }
     println!("  management API: http://{addr}/openapi.json (leads, assignment rules)");
     println!(

@@ -68,11 +68,11 @@ impl AppState {
             .filter_map(|c| match c {
                 ConnectorConfig::Webhook(w) => Some((
                     w.name.clone(),
-                    webhooks::Endpoint::new(webhooks::Kind::Webhook(w.clone())),
+                    webhooks::Endpoint::new(webhooks::Kind::Webhook((**w).clone())),
                 )),
                 ConnectorConfig::GoogleAds(g) => Some((
                     g.name.clone(),
-                    webhooks::Endpoint::new(webhooks::Kind::GoogleAds(g.clone())),
+                    webhooks::Endpoint::new(webhooks::Kind::GoogleAds((**g).clone())),
                 )),
                 ConnectorConfig::Tiktok(t) if t.secret.is_some() => Some((
                     t.name.clone(),

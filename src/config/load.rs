@@ -12,8 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::{
-    ConnectorConfig, HttpSettings, IntakeSettings, KafkaSettings, MysqlConnector, MysqlMode,
-    OutputSettings, Settings, Topics, WebhookConnector,
+    ConnectorConfig, HttpSettings, IntakeSettings, KafkaSettings, OutputSettings, Settings, Topics,
 };
 
 /// One configuration problem and where it is.
@@ -301,33 +300,19 @@ impl Loader {
         let kind = table.remove("type");
         self.interpolate(&place, &mut value, "");
         let config = match kind.as_ref().and_then(Value::as_str) {
-            Some("webhook") => self.parse(&place, value).map(ConnectorConfig::Webhook),
-            Some("file") => self.parse(&place, value).map(ConnectorConfig::File),
-            Some("mysql") => self.parse(&place, value).map(ConnectorConfig::Mysql),
-            Some("google_ads") => self.parse(&place, value).map(ConnectorConfig::GoogleAds),
-            Some("http_pull") => self
-                .parse(&place, value)
-                .map(|c| ConnectorConfig::HttpPull(Box::new(c))),
-            Some("meta") => self
-                .parse(&place, value)
-                .map(|c| ConnectorConfig::Meta(Box::new(c))),
-            Some("oceanengine") => self
-                .parse(&place, value)
-                .map(|c| ConnectorConfig::Oceanengine(Box::new(c))),
-            Some("linkedin") => self
-                .parse(&place, value)
-                .map(|c| ConnectorConfig::Linkedin(Box::new(c))),
-            Some("tiktok") => self
-                .parse(&place, value)
-                .map(|c| ConnectorConfig::Tiktok(Box::new(c))),
-            Some("tencent") => self
-                .parse(&place, value)
-                .map(|c| ConnectorConfig::Tencent(Box::new(c))),
+            Some(kind) if ConnectorConfig::TYPES.contains(&kind) => {
+                self.parse_with(&place, value, "", |d| {
+                    ConnectorConfig::deserialize_as(kind, d).expect("a listed type")
+                })
+            }
             Some(other) => {
                 self.push(
                     &place,
                     Some("type"),
-                    &format!("unknown connector type `{other}`; expected {CONNECTOR_TYPES}"),
+                    &format!(
+                        "unknown connector type `{other}`; expected {}",
+                        connector_types()
+                    ),
                 );
                 None
             }
@@ -335,7 +320,7 @@ impl Loader {
                 self.push(
                     &place,
                     Some("type"),
-                    &format!("missing; expected {CONNECTOR_TYPES}"),
+                    &format!("missing; expected {}", connector_types()),
                 );
                 None
             }
@@ -383,17 +368,29 @@ impl Loader {
             .unwrap_or_default()
     }
 
-    fn parse<T: DeserializeOwned>(&mut self, place: &Place, value: Value) -> Option<T> {
-        self.parse_at(place, value, "")
-    }
-
     fn parse_at<T: DeserializeOwned>(
         &mut self,
         place: &Place,
         value: Value,
         prefix: &str,
     ) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
+        self.parse_with(place, value, prefix, |d| T::deserialize(d))
+    }
+
+    /// Reads `value` with `read`; a problem is reported at its field's dotted path.
+    fn parse_with<T>(
+        &mut self,
+        place: &Place,
+        value: Value,
+        prefix: &str,
+        read: impl FnOnce(
+            serde_path_to_error::Deserializer<'_, '_, Value>,
+        ) -> Result<T, toml::de::Error>,
+    ) -> Option<T> {
+        let mut track = serde_path_to_error::Track::new();
+        let read = read(serde_path_to_error::Deserializer::new(value, &mut track))
+            .map_err(|e| serde_path_to_error::Error::new(track.path(), e));
+        match read {
             Ok(t) => Some(t),
             Err(e) => {
                 let path = e.path().to_string();
@@ -613,408 +610,10 @@ impl Loader {
                 self.push(place, Some(&key), "the input field name must not be empty");
             }
         }
-        if let ConnectorConfig::Mysql(m) = c {
-            self.check_mysql(place, m);
-        }
-        if let ConnectorConfig::HttpPull(h) = c {
-            self.check_http_pull(place, h);
-        }
-        if let ConnectorConfig::Meta(m) = c {
-            self.check_meta(place, m);
-        }
-        if let ConnectorConfig::Oceanengine(o) = c {
-            self.check_oceanengine(place, o);
-        }
-        if let ConnectorConfig::Tiktok(t) = c {
-            self.check_tiktok(place, t);
-        }
-        if let ConnectorConfig::Tencent(t) = c {
-            if t.access_token.expose_secret().trim().is_empty() {
-                self.push(place, Some("access_token"), "must not be empty");
-            }
-            if !(1..=200).contains(&t.page_size) {
-                self.push(place, Some("page_size"), "must be 1 to 200");
-            }
-            if t.deep_paging_limit < t.page_size {
-                self.push(
-                    place,
-                    Some("deep_paging_limit"),
-                    "must be at least `page_size`",
-                );
-            }
-            if !matches!(
-                t.time_type.as_str(),
-                "TIME_TYPE_CREATED_TIME" | "TIME_TYPE_ACTION_TIME"
-            ) {
-                self.push(
-                    place,
-                    Some("time_type"),
-                    "must be TIME_TYPE_CREATED_TIME or TIME_TYPE_ACTION_TIME",
-                );
-            }
-            if !reqwest::Url::parse(&t.api_url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-            {
-                self.push(place, Some("api_url"), "must be an http:// or https:// URL");
-            }
-            if t.rate_limit.is_some_and(|rl| rl.per_second == 0) {
-                self.push(place, Some("rate_limit.per_second"), "must be at least 1");
-            }
-        }
-        if let ConnectorConfig::Linkedin(l) = c {
-            for (key, secret) in [
-                ("client_secret", &l.client_secret),
-                ("access_token", &l.access_token),
-            ] {
-                if secret.expose_secret().trim().is_empty() {
-                    self.push(place, Some(key), "must not be empty");
-                }
-            }
-            if !reqwest::Url::parse(&l.api_url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-            {
-                self.push(place, Some("api_url"), "must be an http:// or https:// URL");
-            }
-            if l.api_version.len() != 6 || !l.api_version.bytes().all(|b| b.is_ascii_digit()) {
-                self.push(
-                    place,
-                    Some("api_version"),
-                    "a LinkedIn API version is YYYYMM, e.g. \"202411\"",
-                );
-            }
-            if l.owner
-                .as_deref()
-                .is_some_and(|o| !o.starts_with("urn:li:sponsoredAccount:"))
-            {
-                self.push(
-                    place,
-                    Some("owner"),
-                    "an ad account URN, e.g. \"urn:li:sponsoredAccount:507404993\"",
-                );
-            }
-            if l.page_size == 0 {
-                self.push(place, Some("page_size"), "must be at least 1");
-            }
-            if l.rate_limit.is_some_and(|rl| rl.per_second == 0) {
-                self.push(place, Some("rate_limit.per_second"), "must be at least 1");
-            }
-        }
-        if let ConnectorConfig::GoogleAds(g) = c
-            && g.google_key.expose_secret().trim().is_empty()
-        {
-            self.push(place, Some("google_key"), "must not be empty");
-        }
-        let ConnectorConfig::Webhook(WebhookConnector {
-            signature,
-            rate_limit,
-            ..
-        }) = c
-        else {
-            return;
-        };
-        if let Some(sig) = signature {
-            if sig.secret.expose_secret().is_empty() {
-                self.push(place, Some("signature.secret"), "must not be empty");
-            }
-            let headers = [
-                ("signature.header", Some(&sig.header)),
-                ("signature.timestamp_header", sig.timestamp_header.as_ref()),
-            ];
-            for (key, header) in headers {
-                if header.is_some_and(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).is_err())
-                {
-                    self.push(place, Some(key), "not a valid HTTP header name");
-                }
-            }
-        }
-        if let Some(rl) = rate_limit {
-            if rl.per_second == 0 {
-                self.push(place, Some("rate_limit.per_second"), "must be at least 1");
-            }
-            if rl.burst == Some(0) {
-                self.push(place, Some("rate_limit.burst"), "must be at least 1");
-            }
-        }
-    }
-
-    fn check_meta(&mut self, place: &Place, m: &super::MetaConnector) {
-        let secrets = [
-            ("app_secret", &m.app_secret),
-            ("verify_token", &m.verify_token),
-            ("access_token", &m.access_token),
-        ];
-        for (key, secret) in secrets {
-            if secret.expose_secret().trim().is_empty() {
-                self.push(place, Some(key), "must not be empty");
-            }
-        }
-        if !reqwest::Url::parse(&m.graph_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        {
-            self.push(
-                place,
-                Some("graph_url"),
-                "must be an http:// or https:// URL",
-            );
-        }
-        for form in &m.forms {
-            if form.is_empty() || !form.bytes().all(|b| b.is_ascii_digit()) {
-                self.push(
-                    place,
-                    Some("forms"),
-                    &format!("`{form}` is not a form id (digits)"),
-                );
-            }
-        }
-        if m.page_size == 0 {
-            self.push(place, Some("page_size"), "must be at least 1");
-        }
-        if let Some(rl) = m.rate_limit
-            && rl.per_second == 0
-        {
-            self.push(place, Some("rate_limit.per_second"), "must be at least 1");
-        }
-    }
-
-    fn check_oceanengine(&mut self, place: &Place, o: &super::OceanEngineConnector) {
-        if o.pull {
-            if o.access_token.expose_secret().trim().is_empty() {
-                self.push(place, Some("access_token"), "must not be empty");
-            }
-            if o.advertiser_ids.is_empty() {
-                self.push(
-                    place,
-                    Some("advertiser_ids"),
-                    "list the advertisers to pull, or set `pull = false`",
-                );
-            }
-        }
-        if !o.pull && o.spi_secret.is_none() {
-            self.push(
-                place,
-                Some("spi_secret"),
-                "with `pull = false` the connector receives pushes only, which needs the SPI secret",
-            );
-        }
-        if o.spi_secret
-            .as_ref()
-            .is_some_and(|s| s.expose_secret().is_empty())
-        {
-            self.push(place, Some("spi_secret"), "must not be empty");
-        }
-        if axum::http::HeaderName::from_bytes(o.spi_signature_header.as_bytes()).is_err() {
-            self.push(
-                place,
-                Some("spi_signature_header"),
-                "not a valid HTTP header name",
-            );
-        }
-        if o.page_size == 0 {
-            self.push(place, Some("page_size"), "must be at least 1");
-        }
-        if let Some(rl) = o.rate_limit
-            && rl.per_second == 0
-        {
-            self.push(place, Some("rate_limit.per_second"), "must be at least 1");
-        }
-    }
-
-    fn check_tiktok(&mut self, place: &Place, t: &super::TiktokConnector) {
-        if t.secret.is_none() && t.access_token.is_none() {
-            self.push(
-                place,
-                Some("secret"),
-                "set `secret` (callbacks) or `access_token` with `page_ids` (downloads), or both",
-            );
-        }
-        for (key, secret) in [("secret", &t.secret), ("access_token", &t.access_token)] {
-            if secret
-                .as_ref()
-                .is_some_and(|s| s.expose_secret().trim().is_empty())
-            {
-                self.push(place, Some(key), "must not be empty");
-            }
-        }
-        if t.access_token.is_some() {
-            if t.advertiser_id.as_deref().is_none_or(str::is_empty) {
-                self.push(
-                    place,
-                    Some("advertiser_id"),
-                    "downloads need the advertiser id",
-                );
-            }
-            if t.page_ids.is_empty() {
-                self.push(
-                    place,
-                    Some("page_ids"),
-                    "list the lead forms (page ids) to download",
-                );
-            }
-        }
-        if axum::http::HeaderName::from_bytes(t.signature_header.as_bytes()).is_err() {
-            self.push(
-                place,
-                Some("signature_header"),
-                "not a valid HTTP header name",
-            );
-        }
-        if !reqwest::Url::parse(&t.api_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-            self.push(place, Some("api_url"), "must be an http:// or https:// URL");
-        }
-        if t.rate_limit.is_some_and(|rl| rl.per_second == 0) {
-            self.push(place, Some("rate_limit.per_second"), "must be at least 1");
-        }
-    }
-
-    fn check_http_pull(&mut self, place: &Place, h: &super::HttpPullConnector) {
-        if !(h.url.starts_with("https://") || h.url.starts_with("http://")) {
-            self.push(place, Some("url"), "must be an http:// or https:// URL");
-        }
-        let mut pointers = vec![("records", Some(&h.records)), ("id", Some(&h.id))];
-        pointers.push(("test_pointer", h.test_pointer.as_ref()));
-        let next = match &h.paging {
-            super::Paging::Cursor { next, .. } | super::Paging::NextUrl { next } => Some(next),
-            _ => None,
-        };
-        pointers.push(("paging.next", next));
-        let codes = h.error_code.as_ref().map(|c| &c.pointer);
-        pointers.push(("error_code.pointer", codes));
-        pointers.push((
-            "error_code.message",
-            h.error_code.as_ref().map(|c| &c.message),
-        ));
-        let fields: Vec<(String, &String)> = h
-            .fields
-            .iter()
-            .map(|(f, p)| (format!("fields.{}", f.as_str()), p))
-            .collect();
-        for (key, pointer) in pointers
-            .into_iter()
-            .filter_map(|(k, p)| Some((k.to_owned(), p?)))
-            .chain(fields)
-        {
-            if !pointer.is_empty() && !pointer.starts_with('/') {
-                self.push(
-                    place,
-                    Some(&key),
-                    "a JSON pointer starts with `/`, e.g. \"/data/list\" (RFC 6901)",
-                );
-            }
-        }
-        if let Some(rl) = h.rate_limit
-            && rl.per_second == 0
-        {
-            self.push(place, Some("rate_limit.per_second"), "must be at least 1");
-        }
-        let mut params = Vec::new();
-        if let Some(w) = &h.window {
-            params.push(("window.start_param", &w.start_param));
-            params.push(("window.end_param", &w.end_param));
-        }
-        match &h.paging {
-            super::Paging::Page {
-                param, size_param, ..
-            } => {
-                params.push(("paging.param", param));
-                params.extend(size_param.as_ref().map(|p| ("paging.size_param", p)));
-            }
-            super::Paging::Offset {
-                param, size_param, ..
-            } => {
-                params.push(("paging.param", param));
-                params.push(("paging.size_param", size_param));
-            }
-            super::Paging::Cursor { param, .. } => params.push(("paging.param", param)),
-            super::Paging::NextUrl { .. } | super::Paging::None => {}
-        }
-        for (key, name) in params {
-            if name.starts_with('/') && h.method != super::Method::Post {
-                self.push(
-                    place,
-                    Some(key),
-                    "a parameter named by a JSON pointer is set in the body, which needs `method = \"post\"`",
-                );
-            }
-        }
-        if h.body.is_some() && h.method != super::Method::Post {
-            self.push(
-                place,
-                Some("body"),
-                "a body is sent with `method = \"post\"` only",
-            );
-        }
-        if let Some(w) = &h.window
-            && jiff::tz::TimeZone::get(&w.timezone).is_err()
-        {
-            self.push(
-                place,
-                Some("window.timezone"),
-                "not an IANA time zone, e.g. \"Asia/Shanghai\"",
-            );
-        }
-    }
-
-    fn check_mysql(&mut self, place: &Place, m: &MysqlConnector) {
-        if !cfg!(feature = "mysql") {
-            self.push(
-                place,
-                Some("type"),
-                "the mysql connector needs a leadgate built with the `mysql` feature",
-            );
-        }
-        if let Err(e) = check_mysql_url(m.url.expose_secret()) {
-            self.push(place, Some("url"), &e);
-        }
-        match (&m.table, &m.query) {
-            (None, None) => self.push(place, Some("table"), "missing; set `table` or `query`"),
-            (Some(_), Some(_)) => {
-                self.push(place, Some("query"), "set `table` or `query`, not both")
-            }
-            (Some(t), None) if !is_sql_name(t, true) => self.push(
-                place,
-                Some("table"),
-                "a table name is `table` or `database.table`: letters, digits, `_` and `$`",
-            ),
-            (None, Some(q))
-                if !q
-                    .trim_start()
-                    .get(..6)
-                    .is_some_and(|w| w.eq_ignore_ascii_case("select")) =>
-            {
-                self.push(place, Some("query"), "must be a SELECT statement")
-            }
-            _ => {}
-        }
-        let columns = [
-            ("id_column", Some(&m.id_column)),
-            ("timestamp_column", m.timestamp_column.as_ref()),
-        ];
-        for (key, column) in columns {
-            if column.is_some_and(|c| !is_sql_name(c, false)) {
-                self.push(
-                    place,
-                    Some(key),
-                    "a column name is letters, digits, `_` and `$`",
-                );
-            }
-        }
-        match m.mode {
-            MysqlMode::Incremental if m.timestamp_column.is_none() => self.push(
-                place,
-                Some("timestamp_column"),
-                "incremental mode needs the column every change moves forward, e.g. \"updated_at\"",
-            ),
-            MysqlMode::Binlog if m.query.is_some() => self.push(
-                place,
-                Some("query"),
-                "binlog mode follows one table: set `table` instead",
-            ),
-            _ => {}
-        }
-        if m.batch_size == 0 {
-            self.push(place, Some("batch_size"), "must be at least 1");
-        }
-        if m.server_id == 0 {
-            self.push(place, Some("server_id"), "must be at least 1");
+        let mut checks = crate::sources::Checks::default();
+        c.get().check(&mut checks);
+        for (field, message) in checks.0 {
+            self.push(place, Some(&field), &message);
         }
     }
 
@@ -1136,37 +735,11 @@ fn interpolate_with(
     Ok(out)
 }
 
-const CONNECTOR_TYPES: &str =
-    "webhook, file, mysql, google_ads, http_pull, meta, oceanengine, linkedin, tiktok or tencent";
-
-/// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
-fn is_sql_name(name: &str, qualified: bool) -> bool {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 64
-            && p.chars()
-                .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
-    };
-    match name.split_once('.') {
-        Some((db, table)) if qualified => part(db) && part(table),
-        Some(_) => false,
-        None => part(name),
-    }
-}
-
-#[cfg(feature = "mysql")]
-fn check_mysql_url(url: &str) -> Result<(), String> {
-    mysql_async::Opts::from_url(url)
-        .map(drop)
-        .map_err(|e| format!("not a MySQL URL (mysql://user:password@host:3306/database): {e}"))
-}
-
-#[cfg(not(feature = "mysql"))]
-fn check_mysql_url(url: &str) -> Result<(), String> {
-    if url.starts_with("mysql://") {
-        Ok(())
-    } else {
-        Err("not a MySQL URL (mysql://user:password@host:3306/database)".into())
+/// `webhook, file, ... or tencent`, for errors.
+fn connector_types() -> String {
+    match ConnectorConfig::TYPES.split_last() {
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

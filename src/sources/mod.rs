@@ -1,25 +1,120 @@
-//! Sources: how leads enter. One module per connector kind; each turns its input into
-//! [`IntakeEvent`](crate::lead::IntakeEvent)s for the journal or the pipeline.
+//! Sources: how leads enter. Each platform lives in its own folder (`src/sources/<platform>/`)
+//! with its definition, checks, payload shape, webhook handling and tasks; [`ConnectorConfig`]
+//! holds one definition of any of them and delegates to its [`Connector`] implementation. The
+//! shared machinery: [`pull`] (paged pulls, checkpoints), [`inbox`] (leads notified by id),
+//! [`status`] (health), [`connector`] (the trait and the shared settings).
 
-pub mod file;
-pub mod google_ads;
-pub mod http_pull;
+pub mod connector;
 pub mod inbox;
-pub mod linkedin;
-pub mod meta;
-#[cfg(feature = "mysql")]
-pub mod mysql;
-pub mod oceanengine;
 pub mod pull;
 pub mod status;
-pub mod tencent;
-pub mod tiktok;
-pub mod webhook;
+
+pub use connector::{Checks, Common, Connector, RateLimit, Shape, TestLeads};
+
+/// The connector types: one line per platform, `Variant(folder::Definition) = "type"`. This is
+/// the only place outside a platform's folder that names it; the enum, its parsing by `type`
+/// and its delegation to [`Connector`] are generated from this list.
+macro_rules! connectors {
+    ($( $(#[$doc:meta])* $variant:ident($module:ident::$ty:ident) = $tag:literal, )*) => {
+        $( pub mod $module; )*
+
+        /// One connector definition, `[[connectors]]` in the settings or a file listed in
+        /// `include`, tagged by its `type`.
+        #[derive(Debug, Clone)]
+        pub enum ConnectorConfig {
+            $( $(#[$doc])* $variant(Box<$module::$ty>), )*
+        }
+
+        impl ConnectorConfig {
+            /// Every `type`, in the order of the list.
+            pub const TYPES: &'static [&'static str] = &[$($tag),*];
+
+            /// The platform's own implementation.
+            pub fn get(&self) -> &dyn Connector {
+                match self {
+                    $( Self::$variant(c) => &**c, )*
+                }
+            }
+
+            /// Its `type`.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( Self::$variant(_) => $tag, )*
+                }
+            }
+
+            /// Reads a definition of type `kind` (without its `type` key); `None` for a type
+            /// that does not exist.
+            pub fn deserialize_as<'de, D: serde::Deserializer<'de>>(
+                kind: &str,
+                definition: D,
+            ) -> Option<Result<Self, D::Error>> {
+                Some(match kind {
+                    $( $tag => <$module::$ty as serde::Deserialize>::deserialize(definition)
+                        .map(|c| Self::$variant(Box::new(c))), )*
+                    _ => return None,
+                })
+            }
+        }
+    };
+}
+
+connectors! {
+    /// Receives `POST /v1/webhooks/{name}` (web forms and anything that posts JSON or a form).
+    Webhook(webhook::WebhookConnector) = "webhook",
+    /// A named mapping for `leadgate import --source NAME`.
+    File(file::FileConnector) = "file",
+    /// Rows of a MySQL/MariaDB table, pulled incrementally or read from the binlog.
+    Mysql(mysql::MysqlConnector) = "mysql",
+    /// Google Ads lead form webhooks: `POST /v1/webhooks/{name}`.
+    GoogleAds(google_ads::GoogleAdsConnector) = "google_ads",
+    /// Any paged JSON API, all configuration: page numbers, offsets, cursors or next-page URLs.
+    HttpPull(http_pull::HttpPullConnector) = "http_pull",
+    /// Meta (Facebook/Instagram) Lead Ads: the `leadgen` webhook, each lead fetched from the
+    /// Graph API, and a reconciliation poll of the forms' leads.
+    Meta(meta::MetaConnector) = "meta",
+    /// 巨量引擎 Ocean Engine: the `clue/get` pull in GMT+8 windows, and the SPI push.
+    Oceanengine(oceanengine::OceanEngineConnector) = "oceanengine",
+    /// LinkedIn Lead Sync: signed notifications, each lead fetched from the Marketing API.
+    Linkedin(linkedin::LinkedinConnector) = "linkedin",
+    /// TikTok lead generation: signed callbacks, and the lead download tasks of the listed forms.
+    Tiktok(tiktok::TiktokConnector) = "tiktok",
+    /// 腾讯广告 Tencent Ads: the `leads_list/get` pull.
+    Tencent(tencent::TencentConnector) = "tencent",
+}
+
+impl ConnectorConfig {
+    pub fn name(&self) -> &str {
+        self.get().name()
+    }
+
+    pub fn mapping(&self) -> &crate::mapping::FieldMapping {
+        self.get().mapping()
+    }
+
+    pub fn default_region(&self) -> &str {
+        self.get().default_region()
+    }
+
+    /// Platform ids this connector's leads carry, by key kind: `{ wechat = "openid" }`.
+    pub fn identity_fields(&self) -> &std::collections::BTreeMap<String, String> {
+        self.get().identity_fields()
+    }
+
+    /// What happens to the platform's test leads.
+    pub fn test_leads(&self) -> TestLeads {
+        self.get().test_leads()
+    }
+
+    pub fn external_id_field(&self) -> Option<&str> {
+        self.get().external_id_field()
+    }
+}
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{ConnectorConfig, FieldMapping};
+use crate::mapping::FieldMapping;
 
 /// What the API needs of the running sources: their statuses, and the inboxes of platforms whose
 /// webhooks hand notified ids to a fetcher (Meta, LinkedIn), by connector name.
@@ -55,50 +150,13 @@ pub fn spawn_all(
     Ok(Running { statuses, inboxes })
 }
 
-/// How a connector's payloads are read: the field mapping (the connector's own names first, then
-/// a platform's preset) and, for platforms whose answers are nested, the function that flattens a
-/// payload into fields. A new platform adds its arm here; the pipeline does not change.
-pub fn shape(c: &ConnectorConfig) -> (FieldMapping, Option<crate::mapping::FieldsFn>) {
-    match c {
-        ConnectorConfig::GoogleAds(g) => (
-            google_ads::mapping_with_preset(&g.mapping),
-            Some(Arc::new(google_ads::fields)),
-        ),
-        ConnectorConfig::HttpPull(h) => (
-            http_pull::mapping_of(h),
-            Some(Arc::new(http_pull::fields_of(&h.fields))),
-        ),
-        ConnectorConfig::Meta(m) => (
-            meta::mapping_with_preset(&m.mapping),
-            Some(Arc::new(meta::fields)),
-        ),
-        ConnectorConfig::Tencent(t) => (
-            tencent::mapping_with_preset(&t.mapping),
-            Some(Arc::new(tencent::fields)),
-        ),
-        ConnectorConfig::Tiktok(t) => (
-            tiktok::mapping_with_preset(&t.mapping),
-            Some(Arc::new(tiktok::fields)),
-        ),
-        ConnectorConfig::Linkedin(l) => (
-            linkedin::mapping_with_preset(&l.mapping),
-            Some(Arc::new(linkedin::fields)),
-        ),
-        ConnectorConfig::Oceanengine(o) => {
-            let pull = oceanengine::pull_config(o);
-            (
-                http_pull::mapping_of(&pull),
-                Some(Arc::new(http_pull::fields_of(&pull.fields))),
-            )
-        }
-        _ => (c.mapping().clone(), None),
-    }
+/// How a connector's payloads are read: see [`Connector::shape`].
+pub fn shape(c: &ConnectorConfig) -> Shape {
+    c.get().shape()
 }
 
 /// The generic pull a connector runs, if any: its own (`http_pull`) or a platform preset's.
-pub fn pull_of(
-    c: &ConnectorConfig,
-) -> Option<std::borrow::Cow<'_, crate::config::HttpPullConnector>> {
+pub fn pull_of(c: &ConnectorConfig) -> Option<std::borrow::Cow<'_, http_pull::HttpPullConnector>> {
     match c {
         ConnectorConfig::HttpPull(h) => Some(std::borrow::Cow::Borrowed(&**h)),
         ConnectorConfig::Oceanengine(o) if o.pull => {

@@ -312,7 +312,7 @@ pub type Limiter = std::sync::Arc<governor::DefaultDirectRateLimiter>;
 /// count requests per token and per account, so connectors that use the same credential share
 /// one limiter, whichever of them asks. The first connector to ask sets its rate. Only a hash of
 /// the credential is kept.
-pub fn limiter_for(secret: &str, rate: Option<crate::config::RateLimit>) -> Option<Limiter> {
+pub fn limiter_for(secret: &str, rate: Option<crate::sources::RateLimit>) -> Option<Limiter> {
     use sha2::Digest;
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
@@ -334,7 +334,7 @@ pub fn limiter_for(secret: &str, rate: Option<crate::config::RateLimit>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RateLimit;
+    use crate::sources::RateLimit;
 
     #[test]
     fn connectors_with_one_credential_share_one_limiter() {

@@ -10,8 +10,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::ConnectorConfig;
 use crate::lead::now_rfc3339;
+use crate::sources::ConnectorConfig;
 
 /// What a connector is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -95,38 +95,7 @@ pub struct TokenHealth {
 
 impl ConnectorStatus {
     fn of(c: &ConnectorConfig) -> Self {
-        let (kind, mode, state) = match c {
-            ConnectorConfig::Webhook(_) => ("webhook", None, State::Passive),
-            ConnectorConfig::File(_) => ("file", None, State::Passive),
-            ConnectorConfig::GoogleAds(_) => ("google_ads", None, State::Passive),
-            ConnectorConfig::HttpPull(_) => ("http_pull", None, State::Starting),
-            ConnectorConfig::Meta(_) => ("meta", None, State::Starting),
-            ConnectorConfig::Linkedin(_) => ("linkedin", None, State::Passive),
-            ConnectorConfig::Tencent(_) => ("tencent", None, State::Starting),
-            ConnectorConfig::Tiktok(t) => (
-                "tiktok",
-                None,
-                if t.pulls() {
-                    State::Starting
-                } else {
-                    State::Passive
-                },
-            ),
-            ConnectorConfig::Oceanengine(o) => (
-                "oceanengine",
-                None,
-                if o.pull {
-                    State::Starting
-                } else {
-                    State::Passive
-                },
-            ),
-            ConnectorConfig::Mysql(m) => (
-                "mysql",
-                Some(format!("{:?}", m.mode).to_lowercase()),
-                State::Starting,
-            ),
-        };
+        let (kind, mode, state) = (c.kind(), c.get().mode(), c.get().initial_state());
         Self {
             name: c.name().to_owned(),
             kind: kind.into(),

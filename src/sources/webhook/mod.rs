@@ -1,6 +1,10 @@
 //! Webhook input, without the HTTP plumbing: body parsing (JSON or form) and HMAC-SHA256
 //! signature checks. The axum handler in `api::webhooks` drives these.
 
+pub mod config;
+
+pub use config::{SignatureConfig, WebhookConnector};
+
 use axum::http::HeaderMap;
 use encoding_rs::Encoding;
 use hmac::{Hmac, Mac};
@@ -8,7 +12,6 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::config::SignatureConfig;
 use crate::lead::{MAX_PAYLOAD_DEPTH, depth};
 
 /// Why a body could not be read. Each names the field and a stable code for the 4xx answer.

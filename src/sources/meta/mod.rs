@@ -24,6 +24,10 @@
 //! 200–299) means the token expired or lost its permission: the connector stops and says so in
 //! `GET /v1/connectors/{name}`, and the inbox keeps its leads for the next start.
 
+pub mod config;
+
+pub use config::MetaConnector;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,7 +40,9 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
-use crate::config::{ConnectorConfig, FieldMapping, MetaConnector, SignatureConfig};
+use crate::mapping::FieldMapping;
+use crate::sources::ConnectorConfig;
+use crate::sources::webhook::SignatureConfig;
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;

@@ -16,14 +16,17 @@
 //! and share the connector's name, so a lead both pushed and pulled is published once.
 //! `clue_source = 4` (an ad preview) marks a test lead.
 
+pub mod config;
+
+pub use config::OceanEngineConnector;
+
 use std::collections::BTreeMap;
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::config::{
-    ErrorCodes, HttpPullConnector, OceanEngineConnector, Paging, SignatureConfig, TimeWindow,
-};
+use crate::sources::http_pull::{ErrorCodes, HttpPullConnector, Paging, TimeWindow};
+use crate::sources::webhook::SignatureConfig;
 use crate::mapping::ContactField;
 
 /// The generic pull that reads this connector's leads.
@@ -40,7 +43,7 @@ pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
     HttpPullConnector {
         name: c.name.clone(),
         url: c.api_url.clone(),
-        method: crate::config::Method::Get,
+        method: crate::sources::http_pull::Method::Get,
         body: None,
         headers: BTreeMap::from([("Access-Token".to_owned(), c.access_token.clone())]),
         query: BTreeMap::from([("advertiser_ids".to_owned(), format!("[{}]", ids.join(",")))]),

@@ -14,6 +14,10 @@
 //!   journaled with a `questions` object (`{questionId: name}`) added next to LinkedIn's fields.
 //! - **Test leads** carry `testLead: true`.
 
+pub mod config;
+
+pub use config::LinkedinConnector;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +30,8 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use tokio::sync::{Mutex, watch};
 
-use crate::config::{ConnectorConfig, FieldMapping};
+use crate::mapping::FieldMapping;
+use crate::sources::ConnectorConfig;
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
@@ -377,7 +382,7 @@ fn poll_query(owner: &str, (start, end): (i64, i64), offset: u64, count: u32) ->
 struct Poller {
     api: Arc<Api>,
     owner: String,
-    cfg: crate::config::LinkedinConnector,
+    cfg: LinkedinConnector,
     sink: PageSink,
     checkpoint: PollCheckpoint,
 }

@@ -18,6 +18,10 @@
 //!   once. Errors come as HTTP 200 with a `code`: 40100 is throttling; 40102, 40104 and 40105
 //!   are token problems, which stop the connector.
 
+pub mod config;
+
+pub use config::TiktokConnector;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -28,7 +32,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::config::{ConnectorConfig, FieldMapping, SignatureConfig, TiktokConnector};
+use crate::mapping::FieldMapping;
+use crate::sources::ConnectorConfig;
+use crate::sources::webhook::SignatureConfig;
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;

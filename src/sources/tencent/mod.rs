@@ -17,6 +17,10 @@
 //!   into fields. Phones may come masked (`134****1234`): normalization reports `phone.masked`
 //!   and never uses them as an identity.
 
+pub mod config;
+
+pub use config::TencentConnector;
+
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -24,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::config::{ConnectorConfig, FieldMapping, TencentConnector};
+use crate::mapping::FieldMapping;
+use crate::sources::ConnectorConfig;
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;

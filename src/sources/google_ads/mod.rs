@@ -14,10 +14,14 @@
 //! - **Fields** are the answers by `column_id`. Unknown ids are kept under `custom`, like any
 //!   unmapped field, since Google adds ids over time.
 
+pub mod config;
+
+pub use config::GoogleAdsConnector;
+
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
-use crate::config::FieldMapping;
+use crate::mapping::FieldMapping;
 use crate::mapping::ContactField;
 
 /// Why a request is refused (401).
@@ -105,7 +109,7 @@ mod tests {
 
     fn lead() -> Value {
         serde_json::from_str(include_str!(
-            "../../connectors/fixtures/google-ads/lead.json"
+            "../../../connectors/fixtures/google-ads/lead.json"
         ))
         .unwrap()
     }

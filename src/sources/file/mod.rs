@@ -2,6 +2,10 @@
 //! lines. Each row becomes an object of fields, in column order; a row that cannot be read is
 //! reported with its line and still flows on as a rejected lead, so nothing is dropped silently.
 
+pub mod config;
+
+pub use config::FileConnector;
+
 use std::path::Path;
 
 use serde_json::{Map, Value};

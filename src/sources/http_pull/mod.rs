@@ -15,6 +15,10 @@
 //!   expired or was revoked: retrying cannot help, so the connector stops and says so in
 //!   `GET /v1/connectors/{name}`.
 
+pub mod config;
+
+pub use config::{ErrorCodes, HttpPullConnector, Method, Paging, TimeWindow};
+
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -22,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::config::{ConnectorConfig, FieldMapping, HttpPullConnector, Method, Paging};
+use crate::mapping::FieldMapping;
+use crate::sources::ConnectorConfig;
 use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::sources::pull::{
@@ -348,7 +353,7 @@ fn set_pointer(target: &mut Value, pointer: &str, value: Value) {
 }
 
 /// Unix seconds as the API wants them: `%s`, or a strftime format in the window's zone.
-fn format_time(secs: i64, w: &crate::config::TimeWindow) -> String {
+fn format_time(secs: i64, w: &TimeWindow) -> String {
     if w.format == "%s" {
         return secs.to_string();
     }
@@ -596,7 +601,7 @@ mod tests {
 
     #[test]
     fn window_times_are_written_in_the_apis_zone() {
-        let w = crate::config::TimeWindow {
+        let w = TimeWindow {
             start_param: "start_time".into(),
             end_param: "end_time".into(),
             format: "%Y-%m-%d %H:%M:%S".into(),
@@ -607,7 +612,7 @@ mod tests {
         };
         // 2026-11-24T00:00:00Z is 08:00 in GMT+8.
         assert_eq!(format_time(1_795_478_400, &w), "2026-11-24 08:00:00");
-        let unix = crate::config::TimeWindow {
+        let unix = TimeWindow {
             format: "%s".into(),
             ..w
         };
