@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use leadgate::config::{ConnectorConfig, load_str};
 use leadgate::intake::Journal;
-use leadgate::sources::status::Statuses;
 
 // The allocator `leadgate run` uses (src/main.rs), so the figure is the binary's.
 #[global_allocator]
@@ -42,11 +41,12 @@ fn main() {
     runtime.block_on(async {
         let journal = Journal::open(&dir.path().join("journal.redb"), Duration::from_secs(60))
             .expect("journal");
-        let statuses = Statuses::new(&connectors);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let started = Instant::now();
-        let _tasks = leadgate::sources::mysql::spawn(&connectors, &journal, &statuses, u64::MAX, &stopped)
-            .expect("spawn");
+        let (running, _supervisor) =
+            leadgate::sources::start_all(&connectors, &journal, u64::MAX, &stopped)
+                .expect("start");
+        let statuses = running.statuses;
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let s = statuses.get("crm").expect("status");

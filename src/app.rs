@@ -183,7 +183,7 @@ pub async fn run_on(
         Policy::new(&settings.identity),
         Assigner::new(assignment.clone()),
     ));
-    let sources = crate::sources::spawn_all(
+    let (sources, supervisor) = crate::sources::start_all(
         &settings.connectors,
         &journal,
         settings.intake.max_backlog,
@@ -241,6 +241,14 @@ pub async fn run_on(
     );
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);
+    // The sources' tasks finish the page or batch they are on; what they committed stays.
+    let aborted = supervisor.stop(Duration::from_secs(10)).await;
+    if aborted > 0 {
+        tracing::warn!(
+            tasks = aborted,
+            "source tasks did not stop within 10s; they resume from their last checkpoint"
+        );
+    }
     if tokio::time::timeout(Duration::from_secs(10), delivery)
         .await
         .is_err()

@@ -10,6 +10,7 @@ pub mod config;
 /// What the fuzz targets check: test and fuzzing support, not part of the gateway.
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+pub mod http_error;
 pub mod identity;
 pub mod import;
 pub mod intake;
@@ -23,3 +24,4 @@ pub mod sinks;
 pub mod sources;
 #[cfg(feature = "mysql")]
 pub mod sql;
+pub mod storefile;

@@ -592,18 +592,10 @@ async fn process_blocking(
         Ok(Err(e)) => Err(Fault::Failed(e.into())),
         Err(e) if e.is_panic() => Err(Fault::Poison(format!(
             "processing it panicked: {}",
-            panic_message(e.into_panic())
+            crate::sources::supervise::panic_message(e.into_panic())
         ))),
         Err(e) => Err(Fault::Failed(e.into())),
     }
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// Processes `events` one at a time, quarantining each that is poison itself; the records of

@@ -4,14 +4,14 @@
 mod assignment;
 mod auth;
 mod connectors;
-mod error;
+
 mod leads;
 mod openapi;
 mod quarantine;
 mod server;
 mod webhooks;
 
-pub use error::ApiError;
+pub use crate::http_error::ApiError;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use secrecy::SecretString;
 
 use crate::assign::AssignmentStore;
-use crate::config::{ConnectorConfig, Settings};
+use crate::config::Settings;
 use crate::identity::IdentityStore;
 use crate::intake::Journal;
 use crate::pipeline::Processor;
@@ -62,50 +62,11 @@ impl AppState {
         processor: Arc<Processor>,
         sources: crate::sources::Running,
     ) -> Self {
-        let mut webhooks: HashMap<String, webhooks::Endpoint> = settings
-            .connectors
-            .iter()
-            .filter_map(|c| match c {
-                ConnectorConfig::Webhook(w) => Some((
-                    w.name.clone(),
-                    webhooks::Endpoint::new(webhooks::Kind::Webhook((**w).clone())),
-                )),
-                ConnectorConfig::GoogleAds(g) => Some((
-                    g.name.clone(),
-                    webhooks::Endpoint::new(webhooks::Kind::GoogleAds((**g).clone())),
-                )),
-                ConnectorConfig::Tiktok(t) if t.secret.is_some() => Some((
-                    t.name.clone(),
-                    webhooks::Endpoint::new(webhooks::Kind::Tiktok((**t).clone())),
-                )),
-                ConnectorConfig::Oceanengine(o) if o.spi_secret.is_some() => Some((
-                    o.name.clone(),
-                    webhooks::Endpoint::new(webhooks::Kind::Oceanengine((**o).clone())),
-                )),
-                ConnectorConfig::File(_)
-                | ConnectorConfig::Mysql(_)
-                | ConnectorConfig::HttpPull(_)
-                | ConnectorConfig::Oceanengine(_)
-                | ConnectorConfig::Linkedin(_)
-                | ConnectorConfig::Tiktok(_)
-                | ConnectorConfig::Tencent(_)
-                | ConnectorConfig::Meta(_) => None,
-            })
+        let webhooks: HashMap<String, webhooks::Endpoint> = sources
+            .webhooks
+            .into_iter()
+            .map(|(name, hook)| (name, webhooks::Endpoint::new(hook)))
             .collect();
-        for c in &settings.connectors {
-            if let ConnectorConfig::Meta(m) = c
-                && let Some(inbox) = sources.inboxes.get(&m.name)
-            {
-                let kind = webhooks::Kind::Meta((**m).clone(), inbox.clone());
-                webhooks.insert(m.name.clone(), webhooks::Endpoint::new(kind));
-            }
-            if let ConnectorConfig::Linkedin(l) = c
-                && let Some(inbox) = sources.inboxes.get(&l.name)
-            {
-                let kind = webhooks::Kind::Linkedin((**l).clone(), inbox.clone());
-                webhooks.insert(l.name.clone(), webhooks::Endpoint::new(kind));
-            }
-        }
         Self {
             webhooks: Arc::new(webhooks),
             journal,

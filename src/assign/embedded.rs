@@ -195,15 +195,14 @@ impl Tables for Txn<'_> {
 impl EmbeddedAssignmentStore {
     pub fn open(path: &Path) -> Result<Self, AssignError> {
         // Small (rules, owners, teams, counters): every page's checksum is verified at open.
-        let db = Database::builder()
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    AssignError::Locked(path.display().to_string())
-                }
-                other => storage(other),
-            })?;
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(true);
+        let db = crate::storefile::open(&builder, path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                AssignError::Locked(path.display().to_string())
+            }
+            other => storage(other),
+        })?;
         Ok(Self { db })
     }
 

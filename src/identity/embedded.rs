@@ -854,15 +854,14 @@ impl Opened {
 }
 
 fn open_file(path: &Path) -> Result<Database, IdentityError> {
-    Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .create(path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                IdentityError::Locked(path.display().to_string())
-            }
-            other => storage(other),
-        })
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    crate::storefile::open(&builder, path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            IdentityError::Locked(path.display().to_string())
+        }
+        other => storage(other),
+    })
 }
 
 impl EmbeddedIdentityStore {

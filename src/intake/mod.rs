@@ -421,15 +421,14 @@ impl Store {
     /// Opens the file, verifying every page's checksum (the journal is small: what is not yet
     /// delivered): a file changed outside redb is refused instead of trusted, or panicking.
     fn open_db(path: &Path) -> Result<Database, JournalError> {
-        Database::builder()
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    JournalError::Locked(path.display().to_string())
-                }
-                other => JournalError::Storage(other.into()),
-            })
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(true);
+        crate::storefile::open(&builder, path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                JournalError::Locked(path.display().to_string())
+            }
+            other => JournalError::Storage(other.into()),
+        })
     }
 
     fn get(&self) -> Result<Arc<Database>, JournalError> {

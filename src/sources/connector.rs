@@ -7,12 +7,17 @@
 //! platforms need nothing from the settings module.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::intake::Journal;
 use crate::mapping::{FieldMapping, FieldsFn};
-use crate::sources::status::State;
+use crate::sources::pull::PageSink;
+use crate::sources::push::Webhook;
+use crate::sources::status::{State, Statuses};
+use crate::sources::supervise::Task;
 
 /// The fields every connector definition has.
 pub trait Common {
@@ -86,6 +91,43 @@ pub trait Connector: Common + Send + Sync {
     /// Its line in the start-up banner, given the gateway's base URL (`http://127.0.0.1:8080`);
     /// `None` for connectors that do not run in the gateway (files).
     fn banner(&self, base: &str) -> Option<String>;
+
+    /// What it runs in the gateway: its tasks (run under the sources' supervisor) and its
+    /// webhook, if it takes pushes. Called once at start-up; an error stops the start.
+    fn start(&self, _: &Start<'_>) -> anyhow::Result<Started> {
+        Ok(Started::default())
+    }
+}
+
+/// What a connector starts with.
+pub struct Start<'a> {
+    pub journal: &'a Journal,
+    pub statuses: &'a Statuses,
+    /// Pulled pages wait while the journal holds this many undelivered events.
+    pub max_backlog: u64,
+}
+
+impl Start<'_> {
+    /// Where the connector `name` journals pages and reports.
+    pub fn sink(&self, name: &str) -> PageSink {
+        PageSink::new(name, self.journal, self.statuses, self.max_backlog)
+    }
+}
+
+/// What a connector runs.
+#[derive(Default)]
+pub struct Started {
+    pub tasks: Vec<Task>,
+    pub webhook: Option<Arc<dyn Webhook>>,
+}
+
+impl Started {
+    pub fn webhook(webhook: impl Webhook + 'static) -> Self {
+        Self {
+            tasks: Vec::new(),
+            webhook: Some(Arc::new(webhook)),
+        }
+    }
 }
 
 /// A connector's field mapping and, for nested payloads, its flattening function.

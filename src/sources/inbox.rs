@@ -149,6 +149,18 @@ pub trait Fetch: Send + Sync + 'static {
     -> impl Future<Output = Result<IntakeEvent, PullError>> + Send;
 }
 
+/// A supervised task fetching `inbox`'s leads with `fetch`.
+pub fn fetch_task<F: Fetch + Clone>(
+    connector: &str,
+    fetch: F,
+    inbox: &Arc<Inbox>,
+) -> crate::sources::supervise::Task {
+    let inbox = inbox.clone();
+    crate::sources::supervise::Task::new(connector, "fetch", move |stop| {
+        run_fetcher(fetch.clone(), inbox.clone(), stop)
+    })
+}
+
 /// Fetches the inbox's leads until shutdown.
 pub async fn run_fetcher(
     fetch: impl Fetch,

@@ -7,7 +7,9 @@
 pub mod connector;
 pub mod inbox;
 pub mod pull;
+pub mod push;
 pub mod status;
+pub mod supervise;
 
 pub use connector::{Checks, Common, Connector, RateLimit, Shape, TestLeads};
 
@@ -116,54 +118,50 @@ use std::sync::Arc;
 
 use crate::mapping::FieldMapping;
 
-/// What the API needs of the running sources: their statuses, and the inboxes of platforms whose
-/// webhooks hand notified ids to a fetcher (Meta, LinkedIn), by connector name.
+/// What the API needs of the running sources: their statuses, and the webhooks of connectors
+/// that take pushes, by connector name.
 #[derive(Clone, Default)]
 pub struct Running {
     pub statuses: status::Statuses,
-    pub inboxes: HashMap<String, Arc<inbox::Inbox>>,
+    pub webhooks: HashMap<String, Arc<dyn push::Webhook>>,
 }
 
-/// Starts every source that runs on its own (pulls, binlog readers, fetchers of notified leads),
-/// and returns what the API needs of them. A connector that cannot start is an error here; one
-/// that fails later only shows it in its status.
-pub fn spawn_all(
+/// Starts every connector's tasks under one supervisor, and returns what the API needs of them
+/// and the supervisor (which waits for the tasks at shutdown). A connector that cannot start is
+/// an error here; one that fails later shows it in its status and is retried.
+pub fn start_all(
     connectors: &[ConnectorConfig],
     journal: &crate::intake::Journal,
     max_backlog: u64,
     shutdown: &tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Running> {
+) -> anyhow::Result<(Running, supervise::Supervisor)> {
     use anyhow::Context;
     let statuses = status::Statuses::new(connectors);
-    let (j, st, m, s) = (journal, &statuses, max_backlog, shutdown);
-    #[cfg(feature = "mysql")]
-    mysql::spawn(connectors, j, st, m, s).context("cannot start the MySQL connectors")?;
-    http_pull::spawn(connectors, j, st, m, s).context("cannot start the HTTP pulls")?;
-    tiktok::spawn(connectors, j, st, m, s).context("cannot start the TikTok downloads")?;
-    tencent::spawn(connectors, j, st, m, s).context("cannot start the Tencent Ads pulls")?;
-    let mut inboxes = meta::spawn(connectors, j, st, m, s)
-        .context("cannot start the Meta connectors")?
-        .inboxes;
-    inboxes.extend(
-        linkedin::spawn(connectors, j, st, m, s).context("cannot start the LinkedIn connectors")?,
-    );
-    Ok(Running { statuses, inboxes })
+    let cx = connector::Start {
+        journal,
+        statuses: &statuses,
+        max_backlog,
+    };
+    let mut supervisor = supervise::Supervisor::new(statuses.clone(), shutdown.clone());
+    let mut webhooks = HashMap::new();
+    for c in connectors {
+        let started = c
+            .get()
+            .start(&cx)
+            .with_context(|| format!("cannot start the {} connector `{}`", c.kind(), c.name()))?;
+        for task in started.tasks {
+            supervisor.spawn(task);
+        }
+        if let Some(webhook) = started.webhook {
+            webhooks.insert(c.name().to_owned(), webhook);
+        }
+    }
+    Ok((Running { statuses, webhooks }, supervisor))
 }
 
 /// How a connector's payloads are read: see [`Connector::shape`].
 pub fn shape(c: &ConnectorConfig) -> Shape {
     c.get().shape()
-}
-
-/// The generic pull a connector runs, if any: its own (`http_pull`) or a platform preset's.
-pub fn pull_of(c: &ConnectorConfig) -> Option<std::borrow::Cow<'_, http_pull::HttpPullConnector>> {
-    match c {
-        ConnectorConfig::HttpPull(h) => Some(std::borrow::Cow::Borrowed(&**h)),
-        ConnectorConfig::Oceanengine(o) if o.pull => {
-            Some(std::borrow::Cow::Owned(oceanengine::pull_config(o)))
-        }
-        _ => None,
-    }
 }
 
 /// A platform's id as text: ids come as strings or as numbers.

@@ -282,6 +282,31 @@ pub async fn run_polls(
     }
 }
 
+/// A supervised task that runs [`run_polls`] with a poller made by `make` from the connector's
+/// stored checkpoint, read again at each (re)start.
+pub fn poll_task<C, P>(
+    sink: PageSink,
+    every: Duration,
+    make: impl Fn(C, PageSink) -> P + Send + Sync + 'static,
+) -> crate::sources::supervise::Task
+where
+    C: DeserializeOwned + Default,
+    P: Poll,
+{
+    let name = sink.name.clone();
+    crate::sources::supervise::Task::fallible(&name, "poll", move |stop| {
+        let sink = sink.clone();
+        let poller = sink
+            .checkpoint::<C>()
+            .map(|c| make(c, sink.clone()))
+            .map_err(|e| format!("cannot read its checkpoint: {e}"));
+        async move {
+            run_polls(poller?, sink, every, stop).await;
+            Ok(())
+        }
+    })
+}
+
 /// The time window of a new poll: from where the last one ended minus `overlap`, or `initial`
 /// back from `now` for the first, to `now` (all in the same unit).
 pub fn next_window(done_until: Option<i64>, now: i64, overlap: i64, initial: i64) -> (i64, i64) {

@@ -56,6 +56,9 @@ pub struct ConnectorStatus {
     pub last_error_at: Option<String>,
     /// Failures since the last success.
     pub consecutive_errors: u64,
+    /// Times one of its tasks panicked or ended early and was started again since the gateway
+    /// started.
+    pub task_restarts: u64,
     /// Rows read from the source since the gateway started.
     pub rows_read: u64,
     /// Events written to the journal since the gateway started (re-reads of the safety window
@@ -105,6 +108,7 @@ impl ConnectorStatus {
             last_error: None,
             last_error_at: None,
             consecutive_errors: 0,
+            task_restarts: 0,
             rows_read: 0,
             events_journaled: 0,
             lag_seconds: None,

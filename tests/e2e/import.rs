@@ -264,9 +264,12 @@ fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
             })
             .collect()
     };
-    // Kill after a spread of delays: before the first batch, between batches, mid-batch.
+    // Kill after a spread of delays: while the stores are made, before the first batch, between
+    // batches, mid-batch.
     let mut kills = 0;
-    for delay_ms in [30u64, 80, 150, 230, 320, 420, 530, 650, 800, 1000, 1300] {
+    for delay_ms in [
+        5u64, 12, 20, 30, 80, 150, 230, 320, 420, 530, 650, 800, 1000, 1300,
+    ] {
         let mut child = Command::new(BIN)
             .current_dir(dir.path())
             .args(args)

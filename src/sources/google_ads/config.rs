@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, Shape, TestLeads, common_fields, default_region};
+use crate::sources::connector::{Checks, Connector, Start, Started, Shape, TestLeads, common_fields, default_region};
 
 /// `type = "google_ads"`: Google Ads lead form webhooks (see `docs/connectors.md`). Google posts
 /// `{lead_id, form_id, campaign_id, google_key, is_test, user_column_data: [...]}`; the answers
@@ -57,5 +57,9 @@ impl Connector for GoogleAdsConnector {
             "google ads lead form: POST {base}/v1/webhooks/{}",
             self.name
         ))
+    }
+
+    fn start(&self, _: &Start<'_>) -> anyhow::Result<Started> {
+        Ok(super::start(self))
     }
 }

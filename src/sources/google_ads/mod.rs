@@ -21,7 +21,13 @@ pub use config::GoogleAdsConnector;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
+use crate::lead::{IntakeEvent, SourceKind};
 use crate::mapping::FieldMapping;
+use crate::sources::connector::Started;
+use futures::future::BoxFuture;
+
+use crate::http_error::ApiError;
+use crate::sources::push::{self, Push, Webhook};
 use crate::mapping::ContactField;
 
 /// Why a request is refused (401).
@@ -100,6 +106,51 @@ const PRESET: &[(ContactField, &[&str])] = &[
 /// `mapping` first, then the preset's names for the same field.
 pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
     crate::sources::with_preset(mapping, PRESET)
+}
+
+/// The lead form webhook: the key in the body checked, each lead journaled under its
+/// `lead_id` (Google retries until it gets a 200: a retry gets the first answer).
+struct LeadForm(GoogleAdsConnector);
+
+pub(crate) fn start(cfg: &GoogleAdsConnector) -> Started {
+    Started::webhook(LeadForm(cfg.clone()))
+}
+
+impl Webhook for LeadForm {
+    fn authenticate(
+        &self,
+        _: &axum::http::HeaderMap,
+        _: &[u8],
+    ) -> Result<Option<axum::response::Response>, ApiError> {
+        // The key is in the body: checked once it is read.
+        Ok(None)
+    }
+
+    fn receive<'a>(
+        &'a self,
+        push: Push<'a>,
+    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+        Box::pin(async move {
+            let mut payload = push.payload()?;
+            let header_key = push.idempotency_key()?;
+            take_key(&mut payload, secrecy::ExposeSecret::expose_secret(&self.0.google_key))
+                .map_err(|e| {
+                    ApiError::new(
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        "google_key.invalid",
+                        Some("google_key"),
+                        e.to_string(),
+                    )
+                })?;
+            let lead_id = lead_id(&payload);
+            let test = is_test(&payload);
+            let mut event =
+                IntakeEvent::new(push.connector, SourceKind::Platform, lead_id.clone(), payload);
+            event.test = test;
+            let receipt = push.journal(event, header_key.or(lead_id)).await?;
+            Ok(push::accepted(&receipt))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, RateLimit, Shape, TestLeads, common_fields, default_region};
+use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, Shape, TestLeads, common_fields, default_region};
 use crate::sources::status::State;
 
 /// `type = "http_pull"`: polls a JSON API page by page (see `docs/connectors.md`). Each page
@@ -294,5 +294,9 @@ impl Connector for HttpPullConnector {
             "http pull: {} every {:?}; health at {base}/v1/connectors/{}",
             self.url, self.poll_interval, self.name
         ))
+    }
+
+    fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {
+        super::start(self.clone(), cx)
     }
 }

@@ -27,14 +27,14 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::mapping::FieldMapping;
-use crate::sources::ConnectorConfig;
-use crate::intake::Journal;
+use crate::sources::connector::{Start, Started};
+use crate::sources::pull::poll_task;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::sources::pull::{
     Limiter, PageSink, Poll, PullError, check_status, double_page, halve_page, lag_since,
-    limiter_for, next_window, retried, retry_after, run_polls, secs,
+    limiter_for, next_window, retried, retry_after, secs,
 };
-use crate::sources::status::{State, Statuses};
+use crate::sources::status::State;
 
 /// Where the next request starts; stored in the journal with the page before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,47 +71,32 @@ struct Page {
     next: Option<Position>,
 }
 
-/// Starts every configured HTTP pull connector.
-pub fn spawn(
-    connectors: &[ConnectorConfig],
-    journal: &Journal,
-    statuses: &Statuses,
-    max_backlog: u64,
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+
+/// Starts the poll of `cfg` (a connector's own, or a platform preset's).
+pub(crate) fn start(cfg: HttpPullConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
     let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
-    let mut tasks = Vec::new();
-    for c in connectors {
-        let Some(cfg) = crate::sources::pull_of(c) else {
-            continue;
-        };
-        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
-        let checkpoint = sink.checkpoint()?;
-        // The API's host and the credentials sent to it identify whose quota this is.
-        let credential = cfg.headers.values().fold(
-            reqwest::Url::parse(&cfg.url)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
-                .unwrap_or_default(),
-            |acc, v| acc + "\u{1f}" + v.expose_secret(),
-        );
-        let limiter = limiter_for(&credential, cfg.rate_limit);
-        let puller = Puller {
-            cfg: cfg.into_owned(),
-            client: client.clone(),
-            limiter,
-            sink,
-            checkpoint,
-        };
-        let (sink, every) = (puller.sink.clone(), puller.cfg.poll_interval);
-        tasks.push(tokio::spawn(run_polls(
-            puller,
-            sink,
-            every,
-            shutdown.clone(),
-        )));
-    }
-    Ok(tasks)
+    // The API's host and the credentials sent to it identify whose quota this is.
+    let credential = cfg.headers.values().fold(
+        reqwest::Url::parse(&cfg.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default(),
+        |acc, v| acc + "\u{1f}" + v.expose_secret(),
+    );
+    let limiter = limiter_for(&credential, cfg.rate_limit);
+    let every = cfg.poll_interval;
+    let task = poll_task(cx.sink(&cfg.name), every, move |checkpoint, sink| Puller {
+        cfg: cfg.clone(),
+        client: client.clone(),
+        limiter: limiter.clone(),
+        sink,
+        checkpoint,
+    });
+    Ok(Started {
+        tasks: vec![task],
+        webhook: None,
+    })
+
 }
 
 struct Puller {

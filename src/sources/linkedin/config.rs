@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, RateLimit, Shape, TestLeads, common_fields, default_region};
+use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, Shape, TestLeads, common_fields, default_region};
 
 /// `type = "linkedin"`: LinkedIn Lead Sync (see `docs/connectors.md`). Register
 /// `https://<gateway>/v1/webhooks/{name}` as the app's lead notification URL.
@@ -127,5 +127,9 @@ impl Connector for LinkedinConnector {
             "linkedin lead sync: webhook (GET challengeCode, POST) {base}/v1/webhooks/{}",
             self.name
         ))
+    }
+
+    fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {
+        super::start(self, cx)
     }
 }

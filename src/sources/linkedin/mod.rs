@@ -30,17 +30,21 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use tokio::sync::{Mutex, watch};
 
+use futures::future::BoxFuture;
+
+use crate::http_error::ApiError;
 use crate::mapping::FieldMapping;
-use crate::sources::ConnectorConfig;
-use crate::intake::Journal;
+use crate::sources::connector::{Start, Started};
+use crate::sources::inbox::fetch_task;
+use crate::sources::pull::poll_task;
+use crate::sources::push::{self, Push, Webhook};
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
-use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
+use crate::sources::inbox::{Fetch, Inbox, Notice};
 use crate::sources::pull::PullError;
 use crate::sources::pull::{
-    Limiter, PageSink, Poll, lag_since, limiter_for, next_window, retried, retry_after, run_polls,
+    Limiter, PageSink, Poll, lag_since, limiter_for, next_window, retried, retry_after,
 };
-use crate::sources::status::Statuses;
 use crate::sources::webhook::SignatureError;
 
 const SIGNATURE_HEADER: &str = "X-LI-Signature";
@@ -341,6 +345,7 @@ impl Api {
     }
 }
 
+#[derive(Clone)]
 struct ApiFetch(Arc<Api>);
 
 impl Fetch for ApiFetch {
@@ -444,51 +449,85 @@ impl Poll for Poller {
     }
 }
 
-/// Starts every LinkedIn connector's fetcher; their inboxes by name.
-pub fn spawn(
-    connectors: &[ConnectorConfig],
-    journal: &Journal,
-    statuses: &Statuses,
-    max_backlog: u64,
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<HashMap<String, Arc<Inbox>>> {
-    let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
-    let mut inboxes = HashMap::new();
-    for c in connectors {
-        let ConnectorConfig::Linkedin(cfg) = c else {
-            continue;
-        };
-        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
-        let inbox = Arc::new(Inbox::open(&sink)?);
-        let api = Api {
-            name: cfg.name.clone(),
-            client: client.clone(),
-            base: cfg.api_url.clone(),
-            version: cfg.api_version.clone(),
-            token: cfg.access_token.clone(),
-            limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
-            forms: Mutex::new(HashMap::new()),
-        };
-        let api = Arc::new(api);
-        tokio::spawn(run_fetcher(
-            ApiFetch(api.clone()),
-            inbox.clone(),
-            shutdown.clone(),
-        ));
-        if let Some(owner) = &cfg.owner {
-            let poller = Poller {
-                checkpoint: sink.checkpoint()?,
-                api,
-                owner: owner.clone(),
-                cfg: (**cfg).clone(),
-                sink,
-            };
-            let (sink, every) = (poller.sink.clone(), poller.cfg.poll_interval);
-            tokio::spawn(run_polls(poller, sink, every, shutdown.clone()));
-        }
-        inboxes.insert(cfg.name.clone(), inbox);
+/// Starts the connector: the fetcher of notified leads, the reconciliation poll (with `owner`),
+/// and the webhook that fills the inbox.
+pub(crate) fn start(cfg: &LinkedinConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
+    let sink = cx.sink(&cfg.name);
+    let inbox = Arc::new(Inbox::open(&sink)?);
+    let api = Arc::new(Api {
+        name: cfg.name.clone(),
+        client: crate::sources::pull::api_client(Duration::from_secs(60))?,
+        base: cfg.api_url.clone(),
+        version: cfg.api_version.clone(),
+        token: cfg.access_token.clone(),
+        limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
+        forms: Mutex::new(HashMap::new()),
+    });
+    let mut tasks = vec![fetch_task(&cfg.name, ApiFetch(api.clone()), &inbox)];
+    if let Some(owner) = &cfg.owner {
+        let (own, owner, every) = (cfg.clone(), owner.clone(), cfg.poll_interval);
+        tasks.push(poll_task(sink, every, move |checkpoint, sink| Poller {
+            checkpoint,
+            api: api.clone(),
+            owner: owner.clone(),
+            cfg: own.clone(),
+            sink,
+        }));
     }
-    Ok(inboxes)
+    let webhook = Notifications {
+        client_secret: cfg.client_secret.clone(),
+        inbox,
+    };
+    Ok(Started {
+        tasks,
+        webhook: Some(Arc::new(webhook)),
+    })
+}
+
+/// The lead notification URL: the `challengeCode` validation, then signed notifications (one,
+/// or an array) whose lead ids go to the inbox.
+struct Notifications {
+    client_secret: SecretString,
+    inbox: Arc<Inbox>,
+}
+
+impl Webhook for Notifications {
+    fn handshake(
+        &self,
+        _: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<axum::response::Response, ApiError> {
+        use axum::response::IntoResponse;
+        let reply = challenge(query, self.client_secret.expose_secret()).ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "handshake.refused",
+                Some("challengeCode"),
+                "the validation request has no `challengeCode`",
+            )
+        })?;
+        Ok(axum::Json(reply).into_response())
+    }
+
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<axum::response::Response>, ApiError> {
+        verify(self.client_secret.expose_secret(), headers, body).map_err(push::unauthorized)?;
+        Ok(None)
+    }
+
+    fn receive<'a>(
+        &'a self,
+        push: Push<'a>,
+    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+        // LinkedIn may send an array of notifications, which the generic body parser refuses.
+        Box::pin(async move {
+            let body = push.json()?;
+            push::notified(&self.inbox, push.connector, notices(&body)).await
+        })
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, RateLimit, Shape, common_fields, default_region};
+use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, Shape, common_fields, default_region};
 use crate::sources::status::State;
 
 /// `type = "meta"`: Meta Lead Ads (see `docs/connectors.md`). Subscribe the app's page webhook
@@ -114,5 +114,9 @@ impl Connector for MetaConnector {
             self.forms.len(),
             self.poll_interval
         ))
+    }
+
+    fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {
+        super::start(self, cx)
     }
 }

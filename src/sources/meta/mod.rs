@@ -40,17 +40,23 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+use futures::future::BoxFuture;
+
+use crate::http_error::ApiError;
 use crate::mapping::FieldMapping;
-use crate::sources::ConnectorConfig;
+use crate::sources::connector::{Start, Started};
+use crate::sources::inbox::fetch_task;
+use crate::sources::pull::poll_task;
+use crate::sources::push::{self, Push, Webhook};
+use crate::sources::supervise::Task;
 use crate::sources::webhook::SignatureConfig;
-use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::id_text;
-use crate::sources::inbox::{Fetch, Inbox, Notice, run_fetcher};
+use crate::sources::inbox::{Fetch, Inbox, Notice};
 use crate::sources::pull::PullError;
 use crate::sources::pull::{
-    Limiter, PageSink, Poll, lag_since, limiter_for, next_window, retried, retry_after, run_polls,
+    Limiter, PageSink, Poll, lag_since, limiter_for, next_window, retried, retry_after,
     secs, sleep_or_stop,
 };
 use crate::sources::status::Statuses;
@@ -407,76 +413,99 @@ impl TokenWatch {
     }
 }
 
-/// The running Meta connectors: their tasks, and each one's inbox by name.
-#[derive(Default)]
-pub struct Started {
-    pub tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub inboxes: HashMap<String, Arc<Inbox>>,
-}
-
-/// Starts every Meta connector's fetcher and poll.
-pub fn spawn(
-    connectors: &[ConnectorConfig],
-    journal: &Journal,
-    statuses: &Statuses,
-    max_backlog: u64,
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Started> {
+/// Starts the connector: the fetcher of notified leads, the token watch (with `app_id`), the
+/// reconciliation poll (with `forms`), and the webhook that fills the inbox.
+pub(crate) fn start(cfg: &MetaConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
     let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
-    let mut started = Started::default();
-    for c in connectors {
-        let ConnectorConfig::Meta(cfg) = c else {
-            continue;
-        };
-        let graph = Graph {
-            name: cfg.name.clone(),
-            client: client.clone(),
-            base: cfg.graph_url.clone(),
-            token: cfg.access_token.clone(),
-            limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
-        };
-        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
-        let inbox = Arc::new(Inbox::open(&sink)?);
-        started.tasks.push(tokio::spawn(run_fetcher(
-            GraphFetch(graph.clone()),
-            inbox.clone(),
-            shutdown.clone(),
-        )));
-        if let Some(app_id) = &cfg.app_id {
+    let graph = Graph {
+        name: cfg.name.clone(),
+        client,
+        base: cfg.graph_url.clone(),
+        token: cfg.access_token.clone(),
+        limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
+    };
+    let sink = cx.sink(&cfg.name);
+    let inbox = Arc::new(Inbox::open(&sink)?);
+    let mut tasks = vec![fetch_task(&cfg.name, GraphFetch(graph.clone()), &inbox)];
+    if let Some(app_id) = &cfg.app_id {
+        let app_token = SecretString::from(format!("{app_id}|{}", cfg.app_secret.expose_secret()));
+        let (graph, statuses) = (graph.clone(), cx.statuses.clone());
+        tasks.push(Task::new(&cfg.name, "token watch", move |stop| {
             let watch = TokenWatch {
                 graph: graph.clone(),
-                app_token: SecretString::from(format!(
-                    "{app_id}|{}",
-                    cfg.app_secret.expose_secret()
-                )),
+                app_token: app_token.clone(),
                 statuses: statuses.clone(),
             };
-            started
-                .tasks
-                .push(tokio::spawn(watch.run(shutdown.clone())));
-        }
-        if !cfg.forms.is_empty() {
-            let poller = Poller {
-                checkpoint: sink.checkpoint()?,
-                limit: AtomicU32::new(cfg.page_size),
-                cfg: (**cfg).clone(),
-                graph,
-                sink,
-            };
-            let (sink, every) = (poller.sink.clone(), poller.cfg.poll_interval);
-            started.tasks.push(tokio::spawn(run_polls(
-                poller,
-                sink,
-                every,
-                shutdown.clone(),
-            )));
-        }
-        started.inboxes.insert(cfg.name.clone(), inbox);
+            watch.run(stop)
+        }));
     }
-    Ok(started)
+    if !cfg.forms.is_empty() {
+        let (own, every) = (cfg.clone(), cfg.poll_interval);
+        tasks.push(poll_task(sink, every, move |checkpoint, sink| Poller {
+            checkpoint,
+            limit: AtomicU32::new(own.page_size),
+            cfg: own.clone(),
+            graph: graph.clone(),
+            sink,
+        }));
+    }
+    let webhook = Notifications {
+        cfg: cfg.clone(),
+        inbox,
+    };
+    Ok(Started {
+        tasks,
+        webhook: Some(Arc::new(webhook)),
+    })
+}
+
+/// The `leadgen` webhook: the subscription handshake, then signed notifications whose lead ids
+/// go to the inbox.
+struct Notifications {
+    cfg: MetaConnector,
+    inbox: Arc<Inbox>,
+}
+
+impl Webhook for Notifications {
+    fn handshake(
+        &self,
+        _: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<axum::response::Response, ApiError> {
+        use axum::response::IntoResponse;
+        let challenge = handshake(query, self.cfg.verify_token.expose_secret()).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "handshake.refused",
+                Some(e.field()),
+                e.to_string(),
+            )
+        })?;
+        Ok(([(axum::http::header::CONTENT_TYPE, "text/plain")], challenge).into_response())
+    }
+
+    fn authenticate(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<axum::response::Response>, ApiError> {
+        push::signed(&signature(&self.cfg.app_secret), headers, body).map(|()| None)
+    }
+
+    fn receive<'a>(
+        &'a self,
+        push: Push<'a>,
+    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+        Box::pin(async move {
+            let payload = push.payload()?;
+            push.idempotency_key()?;
+            push::notified(&self.inbox, push.connector, notifications(&payload)).await
+        })
+    }
 }
 
 /// Reads a notified lead from the Graph API.
+#[derive(Clone)]
 struct GraphFetch(Graph);
 
 impl Fetch for GraphFetch {

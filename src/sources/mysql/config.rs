@@ -176,6 +176,14 @@ impl Connector for MysqlConnector {
             self.name
         ))
     }
+
+    #[cfg(feature = "mysql")]
+    fn start(
+        &self,
+        cx: &crate::sources::connector::Start<'_>,
+    ) -> anyhow::Result<crate::sources::connector::Started> {
+        super::source::start(self, cx)
+    }
 }
 
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.

@@ -16,10 +16,10 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::config::{MysqlConnector, MysqlMode};
-use crate::intake::{Journal, JournalError};
+use crate::intake::JournalError;
 use crate::lead::{IntakeEvent, Issue, SourceKind, now_rfc3339};
 use crate::sources::pull::PageSink;
-use crate::sources::status::{SnapshotProgress, State, Statuses};
+use crate::sources::status::{SnapshotProgress, State};
 
 /// Where a MySQL connector is; stored in the journal with the rows it covers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -163,49 +163,54 @@ impl Ctx {
     }
 }
 
-/// Starts every configured MySQL connector; each retries on its own until `shutdown`.
-pub fn spawn(
-    connectors: &[crate::sources::ConnectorConfig],
-    journal: &Journal,
-    statuses: &Statuses,
-    max_backlog: u64,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, SourceError> {
-    let mut tasks = Vec::new();
-    for c in connectors {
-        let crate::sources::ConnectorConfig::Mysql(cfg) = c else {
-            continue;
-        };
-        let opts = Opts::from_url(cfg.url.expose_secret())
-            .map_err(|e| SourceError::Fatal(format!("connector {}: url: {e}", cfg.name)))?;
-        let default_db = opts.db_name().unwrap_or_default().to_owned();
-        let (schema, table) = match cfg.table.as_deref().map(|t| t.split_once('.')) {
-            Some(Some((db, t))) => (db.to_owned(), t.to_owned()),
-            Some(None) => (default_db, cfg.table.clone().unwrap_or_default()),
-            None => (default_db, String::new()),
-        };
-        let source_sql = match &cfg.query {
-            Some(q) => format!("({}) AS `src`", q.trim().trim_end_matches(';')),
-            None if schema.is_empty() => quote(&table),
-            None => format!("{}.{}", quote(&schema), quote(&table)),
-        };
-        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
-        let checkpoint = sink.checkpoint().map_err(|e| {
-            SourceError::Fatal(format!("connector {}: stored checkpoint: {e}", cfg.name))
-        })?;
-        let ctx = Ctx {
-            cfg: (**cfg).clone(),
-            opts,
-            source_sql,
-            schema,
-            table,
-            sink,
-            shutdown: shutdown.clone(),
+/// Starts the connector's reader: it retries on its own until shutdown, and reads its
+/// checkpoint again from the journal if the supervisor restarts it.
+pub(crate) fn start(
+    cfg: &MysqlConnector,
+    cx: &crate::sources::connector::Start<'_>,
+) -> anyhow::Result<crate::sources::connector::Started> {
+    let opts = Opts::from_url(cfg.url.expose_secret())
+        .map_err(|e| anyhow::anyhow!("connector {}: url: {e}", cfg.name))?;
+    let default_db = opts.db_name().unwrap_or_default().to_owned();
+    let (schema, table) = match cfg.table.as_deref().map(|t| t.split_once('.')) {
+        Some(Some((db, t))) => (db.to_owned(), t.to_owned()),
+        Some(None) => (default_db, cfg.table.clone().unwrap_or_default()),
+        None => (default_db, String::new()),
+    };
+    let source_sql = match &cfg.query {
+        Some(q) => format!("({}) AS `src`", q.trim().trim_end_matches(';')),
+        None if schema.is_empty() => quote(&table),
+        None => format!("{}.{}", quote(&schema), quote(&table)),
+    };
+    let sink = cx.sink(&cfg.name);
+    let cfg = cfg.clone();
+    let role = match cfg.mode {
+        MysqlMode::Incremental => "incremental read",
+        MysqlMode::Binlog => "binlog read",
+    };
+    let task = crate::sources::supervise::Task::fallible(&cfg.name.clone(), role, move |shutdown| {
+        let checkpoint = sink
+            .checkpoint()
+            .map_err(|e| format!("cannot read its stored checkpoint: {e}"));
+        let ctx = checkpoint.map(|checkpoint| Ctx {
+            cfg: cfg.clone(),
+            opts: opts.clone(),
+            source_sql: source_sql.clone(),
+            schema: schema.clone(),
+            table: table.clone(),
+            sink: sink.clone(),
+            shutdown,
             checkpoint,
-        };
-        tasks.push(tokio::spawn(run(ctx)));
-    }
-    Ok(tasks)
+        });
+        async move {
+            run(ctx?).await;
+            Ok(())
+        }
+    });
+    Ok(crate::sources::connector::Started {
+        tasks: vec![task],
+        webhook: None,
+    })
 }
 
 /// Runs one connector until shutdown, retrying every failure with backoff from the last commit.

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, RateLimit, Shape, TestLeads, common_fields, default_region, yes};
+use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, Shape, TestLeads, common_fields, default_region, yes};
 use crate::sources::status::State;
 
 /// `type = "oceanengine"`: 巨量引擎 leads (see `docs/connectors.md`). A preset of the generic
@@ -174,5 +174,9 @@ impl Connector for OceanEngineConnector {
             "巨量引擎 ocean engine: {pull}{push}; health at {base}/v1/connectors/{}",
             self.name
         ))
+    }
+
+    fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {
+        super::start(self, cx)
     }
 }

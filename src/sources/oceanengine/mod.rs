@@ -28,6 +28,12 @@ use serde_json::{Value, json};
 use crate::sources::http_pull::{ErrorCodes, HttpPullConnector, Paging, TimeWindow};
 use crate::sources::webhook::SignatureConfig;
 use crate::mapping::ContactField;
+use futures::future::BoxFuture;
+
+use crate::http_error::ApiError;
+use crate::lead::{IntakeEvent, SourceKind};
+use crate::sources::connector::{Start, Started};
+use crate::sources::push::{self, Push, Webhook};
 
 /// The generic pull that reads this connector's leads.
 pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
@@ -141,6 +147,74 @@ pub fn clue_id(lead: &Value) -> Option<String> {
 pub fn is_test(lead: &Value) -> bool {
     lead.get("clue_source")
         .is_some_and(|v| v == &json!(4) || v == &json!("4"))
+}
+
+/// Starts the connector: the `clue/get` pull (unless `pull = false`), and the SPI push webhook
+/// (with `spi_secret`).
+pub(crate) fn start(cfg: &OceanEngineConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
+    let mut started = if cfg.pull {
+        crate::sources::http_pull::start(pull_config(cfg), cx)?
+    } else {
+        Started::default()
+    };
+    if let Some(signature) = spi_signature(cfg) {
+        started.webhook = Some(std::sync::Arc::new(Spi { signature }));
+    }
+    Ok(started)
+}
+
+/// SPI pushes: each lead in a message's `data` is journaled, keyed by the message id (a
+/// redelivered message is a duplicate) and carrying its `clue_id` (a lead also pulled is
+/// published once).
+struct Spi {
+    signature: SignatureConfig,
+}
+
+impl Webhook for Spi {
+    fn authenticate(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<axum::response::Response>, ApiError> {
+        use axum::response::IntoResponse;
+        if let Some(reply) = verification(body) {
+            return Ok(Some(axum::Json(reply).into_response()));
+        }
+        push::signed(&self.signature, headers, body).map(|()| None)
+    }
+
+    fn receive<'a>(
+        &'a self,
+        push: Push<'a>,
+    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+        Box::pin(async move {
+            use axum::response::IntoResponse;
+            let message = push.payload()?;
+            let header_key = push.idempotency_key()?;
+            let (leads, message_id) =
+                pushed(&message).map_err(|e| push::invalid("data", e.to_string()))?;
+            let key = header_key.or(message_id);
+            let many = leads.len() > 1;
+            let mut receipts = Vec::new();
+            for (i, lead) in leads.into_iter().enumerate() {
+                let clue_id = clue_id(&lead);
+                let idempotency = match (&key, many) {
+                    (Some(k), true) => Some(format!("{k}#{i}")),
+                    (Some(k), false) => Some(k.clone()),
+                    (None, _) => clue_id.clone(),
+                };
+                let mut event =
+                    IntakeEvent::new(push.connector, SourceKind::Platform, clue_id, lead);
+                event.test = is_test(&event.payload);
+                receipts.push(push.journal(event, idempotency).await?);
+            }
+            let body = json!({
+                "BaseResp": {"StatusCode": 200, "StatusMessage": "OK"},
+                "events": push::receipts(&receipts),
+            });
+            Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, RateLimit, Shape, common_fields, default_region};
+use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, Shape, common_fields, default_region};
 use crate::sources::status::State;
 
 /// `type = "tencent"`: 腾讯广告 leads (see `docs/connectors.md`).
@@ -132,5 +132,9 @@ impl Connector for TencentConnector {
             "腾讯广告 tencent ads: leads_list/get of account {} every {:?}; health at {base}/v1/connectors/{}",
             self.account_id, self.poll_interval, self.name
         ))
+    }
+
+    fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {
+        super::start(self, cx)
     }
 }

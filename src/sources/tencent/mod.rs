@@ -29,16 +29,15 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use crate::mapping::FieldMapping;
-use crate::sources::ConnectorConfig;
-use crate::intake::Journal;
+use crate::sources::connector::{Start, Started};
+use crate::sources::pull::poll_task;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::pull::{
     Limiter, PageSink, Poll, check_status, lag_since, limiter_for, next_window, retried,
-    retry_after, run_polls, secs,
+    retry_after, secs,
 };
 use crate::sources::pull::{PullError, double_page, halve_page};
-use crate::sources::status::Statuses;
 
 /// Where the next request starts; stored in the journal with the page before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,37 +121,30 @@ pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
 }
 
 /// Starts every Tencent connector's pull.
-pub fn spawn(
-    connectors: &[ConnectorConfig],
-    journal: &Journal,
-    statuses: &Statuses,
-    max_backlog: u64,
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+/// Starts the connector's poll.
+pub(crate) fn start(cfg: &TencentConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
     let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
-    for c in connectors {
-        let ConnectorConfig::Tencent(cfg) = c else {
-            continue;
-        };
-        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
-        let puller = Puller {
-            checkpoint: sink.checkpoint()?,
-            limiter: limiter_for(
-                &format!(
-                    "{}\u{1f}{}",
-                    cfg.access_token.expose_secret(),
-                    cfg.account_id
-                ),
-                cfg.rate_limit,
-            ),
-            cfg: (**cfg).clone(),
-            client: client.clone(),
-            sink,
-        };
-        let (sink, every) = (puller.sink.clone(), puller.cfg.poll_interval);
-        tokio::spawn(run_polls(puller, sink, every, shutdown.clone()));
-    }
-    Ok(())
+    let limiter = limiter_for(
+        &format!(
+            "{}\u{1f}{}",
+            cfg.access_token.expose_secret(),
+            cfg.account_id
+        ),
+        cfg.rate_limit,
+    );
+    let cfg = cfg.clone();
+    let every = cfg.poll_interval;
+    let task = poll_task(cx.sink(&cfg.name), every, move |checkpoint, sink| Puller {
+        checkpoint,
+        limiter: limiter.clone(),
+        cfg: cfg.clone(),
+        client: client.clone(),
+        sink,
+    });
+    Ok(Started {
+        tasks: vec![task],
+        webhook: None,
+    })
 }
 
 struct Puller {

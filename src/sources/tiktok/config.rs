@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, RateLimit, Shape, common_fields, default_region};
+use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, Shape, common_fields, default_region};
 use crate::sources::status::State;
 
 /// `type = "tiktok"`: TikTok lead generation (see `docs/connectors.md`).
@@ -131,5 +131,9 @@ impl Connector for TiktokConnector {
             "tiktok leads:{callbacks}{downloads}; health at {base}/v1/connectors/{}",
             self.name
         ))
+    }
+
+    fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {
+        super::start(self, cx)
     }
 }

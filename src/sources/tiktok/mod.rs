@@ -33,17 +33,20 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::mapping::FieldMapping;
-use crate::sources::ConnectorConfig;
+use crate::sources::connector::{Start, Started};
+use crate::sources::pull::poll_task;
+use futures::future::BoxFuture;
+
+use crate::http_error::ApiError;
+use crate::sources::push::{self, Push, Webhook};
 use crate::sources::webhook::SignatureConfig;
-use crate::intake::Journal;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::file::{Format, decode, rows};
 use crate::sources::pull::PullError;
 use crate::sources::pull::{
-    Limiter, PageSink, Poll, check_status, lag_since, limiter_for, retried, retry_after, run_polls,
+    Limiter, PageSink, Poll, check_status, lag_since, limiter_for, retried, retry_after,
 };
-use crate::sources::status::Statuses;
 
 /// Downloaded rows journaled per transaction.
 const CHUNK: usize = 500;
@@ -189,37 +192,77 @@ impl Poll for Puller {
 }
 
 /// Starts the download of every TikTok connector that has one.
-pub fn spawn(
-    connectors: &[ConnectorConfig],
-    journal: &Journal,
-    statuses: &Statuses,
-    max_backlog: u64,
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+/// Signed callbacks: each entry is a lead, journaled under its id (TikTok retries until it gets a
+/// 200; a retry is answered again and publishes nothing).
+struct Callbacks(TiktokConnector);
+
+impl Webhook for Callbacks {
+    fn authenticate(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<axum::response::Response>, ApiError> {
+        if let Some(sig) = signature(&self.0) {
+            push::signed(&sig, headers, body)?;
+        }
+        Ok(None)
+    }
+
+    fn receive<'a>(
+        &'a self,
+        push: Push<'a>,
+    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+        Box::pin(async move {
+            use axum::response::IntoResponse;
+            let callback = push.payload()?;
+            push.idempotency_key()?;
+            let leads = entries(&callback);
+            if leads.is_empty() {
+                return Err(push::invalid("entry", "a callback lists its leads in `entry`"));
+            }
+            let mut receipts = Vec::new();
+            for lead in leads {
+                let id = lead_id(&lead, &self.0.id_column);
+                let event = IntakeEvent::new(push.connector, SourceKind::Platform, id.clone(), lead);
+                receipts.push(push.journal(event, id).await?);
+            }
+            let events = push::receipts(&receipts);
+            let body = json!({"code": 0, "message": "OK", "events": events});
+            Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())
+        })
+    }
+}
+
+/// Starts the connector's downloads, if configured, and its callback webhook, if it has a
+/// secret.
+pub(crate) fn start(cfg: &TiktokConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
+    let mut started = Started::default();
+    if cfg.secret.is_some() {
+        started.webhook = Some(std::sync::Arc::new(Callbacks(cfg.clone())));
+    }
+    let (Some(token), Some(advertiser_id), true) =
+        (&cfg.access_token, &cfg.advertiser_id, cfg.pulls())
+    else {
+        return Ok(started);
+    };
     let client = crate::sources::pull::api_client(Duration::from_secs(300))?;
-    for c in connectors {
-        let ConnectorConfig::Tiktok(cfg) = c else {
-            continue;
-        };
-        let (Some(token), Some(advertiser_id), true) =
-            (&cfg.access_token, &cfg.advertiser_id, cfg.pulls())
-        else {
-            continue;
-        };
-        let sink = PageSink::new(&cfg.name, journal, statuses, max_backlog);
-        let puller = Puller {
-            checkpoint: sink.checkpoint()?,
+    let limiter = limiter_for(token.expose_secret(), cfg.rate_limit);
+    let (token, advertiser_id, cfg) = (token.clone(), advertiser_id.clone(), cfg.clone());
+    let every = cfg.poll_interval;
+    started.tasks.push(poll_task(
+        cx.sink(&cfg.name),
+        every,
+        move |checkpoint, sink| Puller {
+            checkpoint,
             token: token.clone(),
             advertiser_id: advertiser_id.clone(),
-            limiter: limiter_for(token.expose_secret(), cfg.rate_limit),
-            cfg: (**cfg).clone(),
+            limiter: limiter.clone(),
+            cfg: cfg.clone(),
             client: client.clone(),
             sink,
-        };
-        let (sink, every) = (puller.sink.clone(), puller.cfg.poll_interval);
-        tokio::spawn(run_polls(puller, sink, every, shutdown.clone()));
-    }
-    Ok(())
+        },
+    ));
+    Ok(started)
 }
 
 impl Puller {

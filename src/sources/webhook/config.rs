@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, RateLimit, common_fields, default_region};
+use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, common_fields, default_region};
 
 /// `type = "webhook"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -107,5 +107,9 @@ impl Connector for WebhookConnector {
 
     fn banner(&self, base: &str) -> Option<String> {
         Some(format!("webhook: POST {base}/v1/webhooks/{}", self.name))
+    }
+
+    fn start(&self, _: &Start<'_>) -> anyhow::Result<Started> {
+        Ok(Started::webhook(super::Form(self.clone())))
     }
 }

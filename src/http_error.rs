@@ -1,5 +1,5 @@
-//! The API's error answer: a status and `{"error": {"code", "field", "message"}}` naming what was
-//! wrong and where.
+//! The HTTP error answer of the API and of every webhook: a status and
+//! `{"error": {"code", "field", "message"}}` naming what was wrong and where.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

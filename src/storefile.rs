@@ -1,0 +1,88 @@
+//! Opening a store's redb file so that no crash point leaves a half-made store under its name.
+//!
+//! `redb::Builder::create` makes a missing file in place: killed before it wrote the header, it
+//! leaves a file that every later start refuses ("Not a redb database: magic number mismatch",
+//! seen when `import` was killed in its first milliseconds). A new store is therefore made beside
+//! its final name (`<name>.new`), synced, and renamed into place; a `.new` file left by a crash is
+//! thrown away and made again. The journal, the identity store and the assignment store open their
+//! files through [`open`].
+
+use std::path::{Path, PathBuf};
+
+use redb::{Builder, Database, DatabaseError};
+
+/// Opens the store at `path` with `builder`, creating it atomically if it does not exist. A
+/// symbolic link at `path` is followed: the store is made where it points.
+pub fn open(builder: &Builder, path: &Path) -> Result<Database, DatabaseError> {
+    let real = resolve(path);
+    if !real.exists() {
+        create(&real).map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))?;
+    }
+    builder.create(&real)
+}
+
+/// Where `path` leads, following symbolic links (a few levels).
+fn resolve(path: &Path) -> PathBuf {
+    let mut p = path.to_owned();
+    for _ in 0..8 {
+        match std::fs::read_link(&p) {
+            Ok(target) => {
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    p
+}
+
+fn create(path: &Path) -> std::io::Result<()> {
+    let mut new = path.as_os_str().to_owned();
+    new.push(".new");
+    let new = PathBuf::from(new);
+    match std::fs::remove_file(&new) {
+        Ok(()) => {
+            tracing::warn!(file = %new.display(), "removed a store file left half-made by a crash")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    drop(Database::create(&new).map_err(std::io::Error::other)?);
+    std::fs::File::open(&new)?.sync_all()?;
+    std::fs::rename(&new, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_is_made_beside_its_name_and_a_half_made_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        // A crash while making it left a file without a header.
+        std::fs::write(dir.path().join("s.redb.new"), vec![0u8; 4096]).unwrap();
+        drop(open(&Builder::new(), &path).unwrap());
+        assert!(!dir.path().join("s.redb.new").exists());
+        // Opened again as the same store.
+        drop(open(&Builder::new(), &path).unwrap());
+    }
+
+    #[test]
+    fn a_symbolic_link_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("disk");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = dir.path().join("s.redb");
+        std::os::unix::fs::symlink(elsewhere.join("s.redb"), &link).unwrap();
+        drop(open(&Builder::new(), &link).unwrap());
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert!(elsewhere.join("s.redb").is_file());
+    }
+}
