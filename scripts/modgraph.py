@@ -2,9 +2,13 @@
 """The module graph of src/: which file uses which, and its import circles.
 
 Each file under src/ is a node; a file has an edge to every file whose items it names through a
-`crate::` path (in `use` or inline) or through `super::`. A circle is a set of files that reach
-each other (a strongly connected component of more than one file). Parent modules that only
-re-export (`pub use`) their children are not counted as users of them.
+`crate::`, `super::` or `self::` path, or a path from a child module it declares (`use
+config::X`), in `use` (re-exports included) or inline. A circle is a set of files that reach
+each other (a strongly connected component of more than one file). A module's uses of its own
+children are its composition, not a dependency, and are left out; so are test modules.
+
+It prints the circles between the crate's top-level modules (`config`, `sources`, `pipeline`,
+...), then between files.
 
     scripts/modgraph.py            # circles, then the largest files
     scripts/modgraph.py --edges    # every edge, for a diagram
@@ -104,19 +108,19 @@ def graph():
     edges = {m: set() for m in mods}
     for m, p in mods.items():
         text = strip(open(os.path.join(ROOT, p), encoding="utf-8").read())
-        # A parent's re-exports of its own children are not uses.
-        reexports = {tuple(x) for x in re.findall(r"pub use (\w+)::", text)}
+        # Paths may start at a child module declared here (`mod config;` ... `use config::X`).
+        children = set(re.findall(r"\bmod\s+(\w+)\s*;", text))
         for path in expand(text):
-            if path[0] in ("self",) or path[0] not in ("crate", "super"):
-                if path[0] != "self":
-                    continue
+            if path[0] in children:
+                path = ["self"] + path
+            elif path[0] not in ("crate", "super", "self"):
+                continue
             t = resolve(path, m, mods)
             if t is None or t == m or t == ():
                 continue
-            if t[:-1] == m and (t[-1],) in reexports:
+            # A module is made of its children: its own uses of them are not a dependency.
+            if t[: len(m)] == m:
                 continue
-            # A module naming its parent's items is not a circle with the parent's own code
-            # only when the parent is a pure namespace (mod.rs of `pub mod` lines).
             edges[m].add(t)
     return mods, edges
 
@@ -164,8 +168,18 @@ def main():
             for t in sorted(edges[m]):
                 print(f"{name(m)} -> {name(t)}")
         return
+    top = {}
+    for m, targets in edges.items():
+        for t in targets:
+            if m[:1] != t[:1] and m[:1] and t[:1]:
+                top.setdefault(m[:1], set()).add(t[:1])
+        top.setdefault(m[:1], set())
+    module_circles = [sorted(c) for c in sccs(top) if len(c) > 1]
+    print(f"circles between modules: {len(module_circles)}")
+    for c in module_circles:
+        print("  " + ", ".join(name(m) for m in c))
     circles = [sorted(c) for c in sccs(edges) if len(c) > 1]
-    print(f"import circles: {len(circles)}")
+    print(f"circles between files: {len(circles)}")
     for c in sorted(circles, key=len, reverse=True):
         print(f"  {len(c)} files: " + ", ".join(name(m) for m in c))
     sizes = sorted(
@@ -175,7 +189,7 @@ def main():
     print("largest files:")
     for n, p in sizes[:8]:
         print(f"  {n:5} src/{p}")
-    sys.exit(1 if circles and "--check" in sys.argv else 0)
+    sys.exit(1 if (circles or module_circles) and "--check" in sys.argv else 0)
 
 
 if __name__ == "__main__":

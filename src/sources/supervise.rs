@@ -14,7 +14,6 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::sources::pull::sleep_or_stop;
 use crate::sources::status::Statuses;
 
 /// Starts one run of a task, until the shutdown signal it is given turns true. Called again for
@@ -123,9 +122,9 @@ async fn supervised(task: Task, statuses: Statuses, mut shutdown: watch::Receive
             false,
         );
         statuses.update(&task.connector, |s| s.task_restarts += 1);
-        sleep_or_stop(delay, &mut shutdown).await;
-        if *shutdown.borrow() {
-            return;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The MySQL connector's definition (`type = "mysql"`) and its checks.
+//! The MySQL connector's definition (`type = "mysql"`); its checks and start are in the module
+//! (`mod.rs`), which needs the running source only with the `mysql` feature.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,8 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, common_fields, default_region, yes};
-use crate::sources::status::State;
+use crate::sources::connector::{default_region, yes};
 
 /// `type = "mysql"`: every row of a table (or query) becomes a lead, and every later change of
 /// a row becomes a new event for the same `source.external_id` (see `docs/mysql.md`).
@@ -100,94 +100,8 @@ pub enum MysqlMode {
     Binlog,
 }
 
-common_fields!(MysqlConnector);
-
-impl Connector for MysqlConnector {
-    fn external_id_field(&self) -> Option<&str> {
-        Some(&self.id_column)
-    }
-
-    fn check(&self, checks: &mut Checks) {
-        if !cfg!(feature = "mysql") {
-            checks.push(
-                "type",
-                "the mysql connector needs a leadgate built with the `mysql` feature",
-            );
-        }
-        if let Err(e) = check_url(secrecy::ExposeSecret::expose_secret(&self.url)) {
-            checks.push("url", &e);
-        }
-        match (&self.table, &self.query) {
-            (None, None) => checks.push("table", "missing; set `table` or `query`"),
-            (Some(_), Some(_)) => checks.push("query", "set `table` or `query`, not both"),
-            (Some(t), None) if !is_sql_name(t, true) => checks.push(
-                "table",
-                "a table name is `table` or `database.table`: letters, digits, `_` and `$`",
-            ),
-            (None, Some(q))
-                if !q
-                    .trim_start()
-                    .get(..6)
-                    .is_some_and(|w| w.eq_ignore_ascii_case("select")) =>
-            {
-                checks.push("query", "must be a SELECT statement")
-            }
-            _ => {}
-        }
-        let columns = [
-            ("id_column", Some(&self.id_column)),
-            ("timestamp_column", self.timestamp_column.as_ref()),
-        ];
-        for (key, column) in columns {
-            if column.is_some_and(|c| !is_sql_name(c, false)) {
-                checks.push(key, "a column name is letters, digits, `_` and `$`");
-            }
-        }
-        match self.mode {
-            MysqlMode::Incremental if self.timestamp_column.is_none() => checks.push(
-                "timestamp_column",
-                "incremental mode needs the column every change moves forward, e.g. \"updated_at\"",
-            ),
-            MysqlMode::Binlog if self.query.is_some() => checks.push(
-                "query",
-                "binlog mode follows one table: set `table` instead",
-            ),
-            _ => {}
-        }
-        if self.batch_size == 0 {
-            checks.push("batch_size", "must be at least 1");
-        }
-        checks.at_least_one("server_id", self.server_id);
-    }
-
-    fn initial_state(&self) -> State {
-        State::Starting
-    }
-
-    fn mode(&self) -> Option<String> {
-        Some(format!("{:?}", self.mode).to_lowercase())
-    }
-
-    fn banner(&self, base: &str) -> Option<String> {
-        Some(format!(
-            "mysql ({:?}): {}; health at {base}/v1/connectors/{}",
-            self.mode,
-            self.table.as_deref().unwrap_or("query"),
-            self.name
-        ))
-    }
-
-    #[cfg(feature = "mysql")]
-    fn start(
-        &self,
-        cx: &crate::sources::connector::Start<'_>,
-    ) -> anyhow::Result<crate::sources::connector::Started> {
-        super::source::start(self, cx)
-    }
-}
-
 /// A table or column name leadgate may quote into SQL: `name`, or `db.name` for tables.
-fn is_sql_name(name: &str, qualified: bool) -> bool {
+pub(super) fn is_sql_name(name: &str, qualified: bool) -> bool {
     let part = |p: &str| {
         !p.is_empty()
             && p.len() <= 64

@@ -267,58 +267,6 @@ pub fn field_text(payload: &Value, field: &str) -> Option<String> {
     }
 }
 
-/// The generic webhook: an optional signature and rate limit, then the body as one lead, keyed
-/// by the `Idempotency-Key` header or the `idempotency_field`.
-pub(crate) struct Form(pub(crate) WebhookConnector);
-
-impl crate::sources::push::Webhook for Form {
-    fn rate_limit(&self) -> Option<crate::sources::RateLimit> {
-        self.0.rate_limit
-    }
-
-    fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Option<axum::response::Response>, crate::http_error::ApiError> {
-        if let Some(sig) = &self.0.signature {
-            crate::sources::push::signed(sig, headers, body)?;
-        }
-        Ok(None)
-    }
-
-    fn receive<'a>(
-        &'a self,
-        push: crate::sources::push::Push<'a>,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<axum::response::Response, crate::http_error::ApiError>,
-    > {
-        Box::pin(async move {
-            let payload = push.payload()?;
-            let idempotency = push.idempotency_key()?.or_else(|| {
-                self.0
-                    .idempotency_field
-                    .as_deref()
-                    .and_then(|f| field_text(&payload, f))
-            });
-            let external_id = self
-                .0
-                .external_id_field
-                .as_deref()
-                .and_then(|f| field_text(&payload, f));
-            let event = crate::lead::IntakeEvent::new(
-                push.connector,
-                crate::lead::SourceKind::Webhook,
-                external_id,
-                payload,
-            );
-            let receipt = push.journal(event, idempotency).await?;
-            Ok(crate::sources::push::accepted(&receipt))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

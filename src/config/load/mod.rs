@@ -6,14 +6,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
-use super::{
-    ConnectorConfig, HttpSettings, IntakeSettings, KafkaSettings, OutputSettings, Settings, Topics,
-};
+mod check;
+mod env;
+
+pub(crate) use env::interpolate_env;
+
+use super::{ConnectorConfig, KafkaSettings, OutputSettings, Settings};
 
 /// One configuration problem and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,204 +421,6 @@ impl Loader {
         }
     }
 
-    fn check_settings(&mut self, top: &Place, s: &Settings) {
-        let IntakeSettings {
-            max_backlog,
-            max_body_bytes,
-            batch_size,
-            idempotency_retention,
-        } = &s.intake;
-        if *max_backlog == 0 {
-            self.push(top, Some("intake.max_backlog"), "must be at least 1");
-        }
-        if *max_body_bytes == 0 {
-            self.push(top, Some("intake.max_body_bytes"), "must be at least 1");
-        }
-        if !(1..=10_000).contains(batch_size) {
-            self.push(
-                top,
-                Some("intake.batch_size"),
-                "must be between 1 and 10000",
-            );
-        }
-        if idempotency_retention.is_zero() {
-            self.push(
-                top,
-                Some("intake.idempotency_retention"),
-                "must be longer than 0s",
-            );
-        }
-        let Topics {
-            clean,
-            rejected,
-            merged,
-            test,
-        } = &s.topics;
-        let topics = [
-            ("topics.clean", clean),
-            ("topics.rejected", rejected),
-            ("topics.merged", merged),
-            ("topics.test", test),
-        ];
-        for (key, name) in topics {
-            if let Err(why) = check_topic_name(name) {
-                self.push(top, Some(key), &why);
-            }
-        }
-        let distinct: std::collections::HashSet<&String> = topics.iter().map(|(_, n)| *n).collect();
-        if distinct.len() < topics.len() {
-            self.push(
-                top,
-                Some("topics"),
-                "the clean, rejected, merged and test topics must be four different topics",
-            );
-        }
-        let id = &s.identity;
-        if !(0.5..=1.0).contains(&id.name_similarity) {
-            self.push(
-                top,
-                Some("identity.name_similarity"),
-                "must be between 0.5 and 1.0",
-            );
-        }
-        for v in &id.blocked_values {
-            if !v
-                .split_once(':')
-                .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
-            {
-                self.push(
-                    top,
-                    Some("identity.blocked_values"),
-                    &format!("`{v}` is not `kind:value`, e.g. \"phone:+8613800000000\""),
-                );
-            }
-        }
-        for (table, limits) in [
-            ("identity.max_values_per_person", &id.max_values_per_person),
-            ("identity.max_people_per_key", &id.max_people_per_key),
-        ] {
-            for (kind, n) in limits {
-                if *n == 0 {
-                    self.push(top, Some(&format!("{table}.{kind}")), "must be at least 1");
-                }
-            }
-        }
-        if s.api
-            .token
-            .as_ref()
-            .is_some_and(|t| t.expose_secret().trim().len() < 16)
-        {
-            self.push(
-                top,
-                Some("api.token"),
-                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
-            );
-        }
-        if let Some(why) = s.open_management_api() {
-            self.push(top, Some("api.token"), &why);
-        }
-        let HttpSettings {
-            header_timeout,
-            body_timeout,
-            max_connections,
-        } = &s.http;
-        for (key, d) in [
-            ("http.header_timeout", header_timeout),
-            ("http.body_timeout", body_timeout),
-        ] {
-            if d.is_zero() {
-                self.push(top, Some(key), "must be longer than 0s");
-            }
-        }
-        if *max_connections == 0 {
-            self.push(top, Some("http.max_connections"), "must be at least 1");
-        }
-        if let OutputSettings::Kafka(k) = &s.output {
-            if k.brokers.trim().is_empty() {
-                self.push(
-                    top,
-                    Some("output.brokers"),
-                    "must name at least one broker, e.g. \"127.0.0.1:9092\"",
-                );
-            }
-            for fixed in ["acks", "enable.idempotence", "bootstrap.servers"] {
-                if k.options.contains_key(fixed) {
-                    self.push(
-                        top,
-                        Some(&format!("output.options.{fixed}")),
-                        "is set by leadgate and cannot be overridden",
-                    );
-                }
-            }
-        }
-    }
-
-    fn check_connector(&mut self, place: &Place, c: &ConnectorConfig, named: bool) {
-        let name = c.name();
-        if !named || name.is_empty() {
-            self.push(
-                place,
-                Some("name"),
-                "missing; every connector needs a unique name",
-            );
-        } else if !name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-        {
-            self.push(
-                place,
-                Some("name"),
-                "use only ASCII letters, digits, `-` and `_` (it is part of a URL)",
-            );
-        } else if let Some(first) = self.names.get(name) {
-            let msg = format!("duplicate connector name; first defined at {first}");
-            self.push(place, Some("name"), &msg);
-        } else {
-            let at = format!(
-                "{}{}",
-                place.file,
-                place.line.map(|l| format!(":{l}")).unwrap_or_default()
-            );
-            self.names.insert(name.to_owned(), at);
-        }
-        if c.default_region()
-            .parse::<phonenumber::country::Id>()
-            .is_err()
-        {
-            self.push(
-                place,
-                Some("default_region"),
-                "not an ISO 3166 region code known to libphonenumber, e.g. \"CN\"",
-            );
-        }
-        for (field, names) in c.mapping() {
-            if names.iter().any(|n| n.trim().is_empty()) {
-                self.push(
-                    place,
-                    Some(&format!("mapping.{}", field.as_str())),
-                    "input field names must not be empty",
-                );
-            }
-        }
-        for (kind, field) in c.identity_fields() {
-            let key = format!("identity_fields.{kind}");
-            if !is_key_kind(kind) {
-                self.push(
-                    place,
-                    Some(&key),
-                    "a key kind is lowercase ASCII letters, digits and `_`, and not `phone` or `email` (those come from the contact)",
-                );
-            } else if field.trim().is_empty() {
-                self.push(place, Some(&key), "the input field name must not be empty");
-            }
-        }
-        let mut checks = crate::sources::Checks::default();
-        c.get().check(&mut checks);
-        for (field, message) in checks.0 {
-            self.push(place, Some(&field), &message);
-        }
-    }
-
     /// Replaces `${NAME}` (or `${NAME:-fallback}`) in every string with the environment variable;
     /// `$$` is a literal `$`.
     fn interpolate(&mut self, place: &Place, value: &mut Value, path: &str) {
@@ -655,84 +459,8 @@ impl Loader {
     }
 }
 
-fn is_key_kind(kind: &str) -> bool {
-    !kind.is_empty()
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && kind != crate::lead::PHONE
-        && kind != crate::lead::EMAIL
-}
-
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).unwrap_or(text).matches('\n').count() + 1
-}
-
-fn check_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 249 {
-        return Err("a topic name has 1 to 249 characters".into());
-    }
-    if name == "."
-        || name == ".."
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(format!(
-            "`{name}` is not a valid topic name (ASCII letters, digits, `.`, `_`, `-`)"
-        ));
-    }
-    Ok(())
-}
-
-/// Expands `${VAR}` and `${VAR:-default}`; `$$` stands for `$`. A `$` not followed by `{` or `$`
-/// is kept, so secrets that contain `$` need no escaping unless followed by `{`.
-pub(crate) fn interpolate_env(input: &str) -> Result<String, String> {
-    interpolate_with(input, |name| std::env::var(name).ok())
-}
-
-fn interpolate_with(
-    input: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, String> {
-    if !input.contains('$') {
-        return Ok(input.to_owned());
-    }
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(stripped) = after.strip_prefix('$') {
-            out.push('$');
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let Some(end) = body.find('}') else {
-                return Err("unterminated `${` in value".into());
-            };
-            let expr = &body[..end];
-            let (name, fallback) = match expr.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (expr, None),
-            };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "`${{{expr}}}` is not a valid environment variable reference"
-                ));
-            }
-            match (lookup(name), fallback) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("environment variable {name} is not set")),
-            }
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// `webhook, file, ... or tencent`, for errors.
@@ -752,19 +480,6 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
-    }
-
-    #[test]
-    fn interpolation_expands_defaults_and_escapes() {
-        let env = |n: &str| (n == "A").then(|| "x".to_string());
-        assert_eq!(interpolate_with("p-${A}-q", env).unwrap(), "p-x-q");
-        assert_eq!(interpolate_with("${B:-dflt}", env).unwrap(), "dflt");
-        assert_eq!(interpolate_with("$$5 and $x", env).unwrap(), "$5 and $x");
-        assert_eq!(
-            interpolate_with("${B}", env).unwrap_err(),
-            "environment variable B is not set"
-        );
-        assert!(interpolate_with("${A", env).is_err());
     }
 
     #[test]
