@@ -133,6 +133,14 @@ impl Started {
 /// A connector's field mapping and, for nested payloads, its flattening function.
 pub type Shape = (FieldMapping, Option<FieldsFn>);
 
+/// The [`Shape`] of a platform whose payloads `fields` flattens, read with `mapping`.
+pub fn flattened(
+    mapping: FieldMapping,
+    fields: fn(&serde_json::Value) -> serde_json::Value,
+) -> Shape {
+    (mapping, Some(std::sync::Arc::new(fields)))
+}
+
 /// The problems a connector's [`Connector::check`] finds: the field (dotted path) and why. The
 /// settings loader adds the file, line and connector.
 #[derive(Debug, Default)]

@@ -22,6 +22,12 @@ use crate::sources::RateLimit;
 use crate::sources::inbox::{Inbox, Notice};
 use crate::sources::webhook::{SignatureConfig, SignatureError, parse_body, verify_signature};
 
+/// What [`Webhook::receive`] gives: the reply, once the events are journaled.
+pub type Reply<'a> = BoxFuture<'a, Result<Response, ApiError>>;
+
+/// What [`Webhook::authenticate`] gives: `Some(reply)` to answer at once (a verification).
+pub type Verdict = Result<Option<Response>, ApiError>;
+
 /// A platform's handling of its webhook URL.
 pub trait Webhook: Send + Sync {
     /// `GET`: a subscription handshake (Meta's `hub.challenge`, LinkedIn's `challengeCode`).
@@ -47,10 +53,10 @@ pub trait Webhook: Send + Sync {
 
     /// Checks who sent the request (a signature, a shared key), or answers it at once (a
     /// verification request): `Ok(Some(reply))`.
-    fn authenticate(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<Response>, ApiError>;
+    fn authenticate(&self, headers: &HeaderMap, body: &[u8]) -> Verdict;
 
     /// Turns the request into events, journals them and replies.
-    fn receive<'a>(&'a self, push: Push<'a>) -> BoxFuture<'a, Result<Response, ApiError>>;
+    fn receive<'a>(&'a self, push: Push<'a>) -> Reply<'a>;
 }
 
 /// A request that passed the shared steps.

@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, Start, Started, Shape, TestLeads, common_fields, default_region};
+use crate::sources::connector::{flattened, Checks, Connector, Start, Started, Shape, TestLeads, common_fields, default_region};
 
 /// `type = "google_ads"`: Google Ads lead form webhooks (see `docs/connectors.md`). Google posts
 /// `{lead_id, form_id, campaign_id, google_key, is_test, user_column_data: [...]}`; the answers
@@ -46,10 +46,7 @@ impl Connector for GoogleAdsConnector {
     }
 
     fn shape(&self) -> Shape {
-        (
-            super::mapping_with_preset(&self.mapping),
-            Some(std::sync::Arc::new(super::fields)),
-        )
+        flattened(super::mapping_with_preset(&self.mapping), super::fields)
     }
 
     fn banner(&self, base: &str) -> Option<String> {

@@ -24,10 +24,9 @@ use subtle::ConstantTimeEq;
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::mapping::FieldMapping;
 use crate::sources::connector::Started;
-use futures::future::BoxFuture;
 
 use crate::http_error::ApiError;
-use crate::sources::push::{self, Push, Webhook};
+use crate::sources::push::{self, Push, Reply, Verdict, Webhook};
 use crate::mapping::ContactField;
 
 /// Why a request is refused (401).
@@ -117,19 +116,12 @@ pub(crate) fn start(cfg: &GoogleAdsConnector) -> Started {
 }
 
 impl Webhook for LeadForm {
-    fn authenticate(
-        &self,
-        _: &axum::http::HeaderMap,
-        _: &[u8],
-    ) -> Result<Option<axum::response::Response>, ApiError> {
+    fn authenticate(&self, _: &axum::http::HeaderMap, _: &[u8]) -> Verdict {
         // The key is in the body: checked once it is read.
         Ok(None)
     }
 
-    fn receive<'a>(
-        &'a self,
-        push: Push<'a>,
-    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+    fn receive<'a>(&'a self, push: Push<'a>) -> Reply<'a> {
         Box::pin(async move {
             let mut payload = push.payload()?;
             let header_key = push.idempotency_key()?;

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, Shape, TestLeads, common_fields, default_region};
+use crate::sources::connector::{flattened, Checks, Connector, Start, Started, RateLimit, Shape, TestLeads, common_fields, default_region};
 
 /// `type = "linkedin"`: LinkedIn Lead Sync (see `docs/connectors.md`). Register
 /// `https://<gateway>/v1/webhooks/{name}` as the app's lead notification URL.
@@ -116,10 +116,7 @@ impl Connector for LinkedinConnector {
     }
 
     fn shape(&self) -> Shape {
-        (
-            super::mapping_with_preset(&self.mapping),
-            Some(std::sync::Arc::new(super::fields)),
-        )
+        flattened(super::mapping_with_preset(&self.mapping), super::fields)
     }
 
     fn banner(&self, base: &str) -> Option<String> {

@@ -30,14 +30,13 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use tokio::sync::{Mutex, watch};
 
-use futures::future::BoxFuture;
 
 use crate::http_error::ApiError;
 use crate::mapping::FieldMapping;
 use crate::sources::connector::{Start, Started};
 use crate::sources::inbox::fetch_task;
 use crate::sources::pull::poll_task;
-use crate::sources::push::{self, Push, Webhook};
+use crate::sources::push::{self, Push, Reply, Verdict, Webhook};
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
 use crate::sources::inbox::{Fetch, Inbox, Notice};
@@ -509,19 +508,12 @@ impl Webhook for Notifications {
         Ok(axum::Json(reply).into_response())
     }
 
-    fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Option<axum::response::Response>, ApiError> {
+    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Verdict {
         verify(self.client_secret.expose_secret(), headers, body).map_err(push::unauthorized)?;
         Ok(None)
     }
 
-    fn receive<'a>(
-        &'a self,
-        push: Push<'a>,
-    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+    fn receive<'a>(&'a self, push: Push<'a>) -> Reply<'a> {
         // LinkedIn may send an array of notifications, which the generic body parser refuses.
         Box::pin(async move {
             let body = push.json()?;

@@ -40,14 +40,13 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
-use futures::future::BoxFuture;
 
 use crate::http_error::ApiError;
 use crate::mapping::FieldMapping;
 use crate::sources::connector::{Start, Started};
 use crate::sources::inbox::fetch_task;
 use crate::sources::pull::poll_task;
-use crate::sources::push::{self, Push, Webhook};
+use crate::sources::push::{self, Push, Reply, Verdict, Webhook};
 use crate::sources::supervise::Task;
 use crate::sources::webhook::SignatureConfig;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
@@ -484,18 +483,11 @@ impl Webhook for Notifications {
         Ok(([(axum::http::header::CONTENT_TYPE, "text/plain")], challenge).into_response())
     }
 
-    fn authenticate(
-        &self,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
-    ) -> Result<Option<axum::response::Response>, ApiError> {
+    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Verdict {
         push::signed(&signature(&self.cfg.app_secret), headers, body).map(|()| None)
     }
 
-    fn receive<'a>(
-        &'a self,
-        push: Push<'a>,
-    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+    fn receive<'a>(&'a self, push: Push<'a>) -> Reply<'a> {
         Box::pin(async move {
             let payload = push.payload()?;
             push.idempotency_key()?;

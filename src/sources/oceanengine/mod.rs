@@ -28,12 +28,10 @@ use serde_json::{Value, json};
 use crate::sources::http_pull::{ErrorCodes, HttpPullConnector, Paging, TimeWindow};
 use crate::sources::webhook::SignatureConfig;
 use crate::mapping::ContactField;
-use futures::future::BoxFuture;
 
-use crate::http_error::ApiError;
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::sources::connector::{Start, Started};
-use crate::sources::push::{self, Push, Webhook};
+use crate::sources::push::{self, Push, Reply, Verdict, Webhook};
 
 /// The generic pull that reads this connector's leads.
 pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
@@ -171,11 +169,7 @@ struct Spi {
 }
 
 impl Webhook for Spi {
-    fn authenticate(
-        &self,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
-    ) -> Result<Option<axum::response::Response>, ApiError> {
+    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Verdict {
         use axum::response::IntoResponse;
         if let Some(reply) = verification(body) {
             return Ok(Some(axum::Json(reply).into_response()));
@@ -183,10 +177,7 @@ impl Webhook for Spi {
         push::signed(&self.signature, headers, body).map(|()| None)
     }
 
-    fn receive<'a>(
-        &'a self,
-        push: Push<'a>,
-    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+    fn receive<'a>(&'a self, push: Push<'a>) -> Reply<'a> {
         Box::pin(async move {
             use axum::response::IntoResponse;
             let message = push.payload()?;

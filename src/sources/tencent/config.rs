@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::mapping::FieldMapping;
-use crate::sources::connector::{Checks, Connector, Start, Started, RateLimit, Shape, common_fields, default_region};
+use crate::sources::connector::{flattened, Checks, Connector, Start, Started, RateLimit, Shape, common_fields, default_region};
 use crate::sources::status::State;
 
 /// `type = "tencent"`: 腾讯广告 leads (see `docs/connectors.md`).
@@ -117,10 +117,7 @@ impl Connector for TencentConnector {
     }
 
     fn shape(&self) -> Shape {
-        (
-            super::mapping_with_preset(&self.mapping),
-            Some(std::sync::Arc::new(super::fields)),
-        )
+        flattened(super::mapping_with_preset(&self.mapping), super::fields)
     }
 
     fn initial_state(&self) -> State {

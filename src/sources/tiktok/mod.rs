@@ -35,10 +35,8 @@ use tokio::sync::watch;
 use crate::mapping::FieldMapping;
 use crate::sources::connector::{Start, Started};
 use crate::sources::pull::poll_task;
-use futures::future::BoxFuture;
 
-use crate::http_error::ApiError;
-use crate::sources::push::{self, Push, Webhook};
+use crate::sources::push::{self, Push, Reply, Verdict, Webhook};
 use crate::sources::webhook::SignatureConfig;
 use crate::lead::{IntakeEvent, SourceKind, now_rfc3339};
 use crate::mapping::ContactField;
@@ -197,21 +195,14 @@ impl Poll for Puller {
 struct Callbacks(TiktokConnector);
 
 impl Webhook for Callbacks {
-    fn authenticate(
-        &self,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
-    ) -> Result<Option<axum::response::Response>, ApiError> {
+    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Verdict {
         if let Some(sig) = signature(&self.0) {
             push::signed(&sig, headers, body)?;
         }
         Ok(None)
     }
 
-    fn receive<'a>(
-        &'a self,
-        push: Push<'a>,
-    ) -> BoxFuture<'a, Result<axum::response::Response, ApiError>> {
+    fn receive<'a>(&'a self, push: Push<'a>) -> Reply<'a> {
         Box::pin(async move {
             use axum::response::IntoResponse;
             let callback = push.payload()?;

@@ -123,24 +123,14 @@ impl crate::sources::push::Webhook for Form {
         self.0.rate_limit
     }
 
-    fn authenticate(
-        &self,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
-    ) -> Result<Option<axum::response::Response>, crate::http_error::ApiError> {
+    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> crate::sources::push::Verdict {
         if let Some(sig) = &self.0.signature {
             crate::sources::push::signed(sig, headers, body)?;
         }
         Ok(None)
     }
 
-    fn receive<'a>(
-        &'a self,
-        push: crate::sources::push::Push<'a>,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<axum::response::Response, crate::http_error::ApiError>,
-    > {
+    fn receive<'a>(&'a self, push: crate::sources::push::Push<'a>) -> crate::sources::push::Reply<'a> {
         Box::pin(async move {
             let payload = push.payload()?;
             let idempotency = push.idempotency_key()?.or_else(|| {
