@@ -83,6 +83,8 @@ connectors! {
     Tiktok(tiktok::TiktokConnector) = "tiktok",
     /// 腾讯广告 Tencent Ads: the `leads_list/get` pull.
     Tencent(tencent::TencentConnector) = "tencent",
+    /// Tally form webhooks: signed responses, answers read by label and key.
+    Tally(tally::TallyConnector) = "tally",
 }
 
 impl ConnectorConfig {
