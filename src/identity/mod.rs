@@ -20,11 +20,13 @@ pub mod eval;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod resolve;
+mod settings;
 
 pub use embedded::EmbeddedIdentityStore;
 #[cfg(feature = "mysql")]
 pub use mysql::MysqlIdentityStore;
 pub use resolve::{Cluster, ClusterKey, Member, Person, ProfileValue, Resolution};
+pub use settings::{IdentitySettings, StoreSettings};
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -32,7 +34,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::IdentitySettings;
 use crate::lead::{Contact, IdentityOutcome};
 use crate::normalize::{NormalizedLead, company_key, name_key};
 

@@ -360,7 +360,7 @@ mod tests {
             <[Vec<String>; 3]>::default()
         );
     }
-    use crate::config::IdentitySettings;
+    use crate::identity::IdentitySettings;
     use crate::identity::{EMAIL, IdentityKey, PHONE, Traits};
     use crate::lead::IdentityStatus;
 

@@ -1,0 +1,364 @@
+//! The pipeline: journaled events → map → normalize/validate → identity → assign → records, and
+//! the delivery loop ([`deliver`]) that moves records to the sink and acknowledges the journal
+//! only after the sink confirmed them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use phonenumber::country;
+use serde_json::value::RawValue;
+
+mod deliver;
+
+pub use deliver::{ISOLATE_AFTER, deliver_forever};
+
+use crate::assign::Assigner;
+use crate::config::{ConnectorConfig, FieldMapping, TestLeads, Topics};
+use crate::identity::{IdentityError, IdentityStore, Policy, RequestInput, Resolution};
+use crate::lead::{
+    IntakeEvent, Issue, LeadRecord, MergedRecord, SCHEMA_VERSION, SourceKind, SourceRef,
+    now_rfc3339,
+};
+use crate::mapping::Mapper;
+use crate::normalize::{NormalizedLead, normalize};
+use crate::sinks::OutRecord;
+
+/// How one event came out, for summaries and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Accepted {
+        merged: bool,
+    },
+    Rejected {
+        codes: Vec<String>,
+    },
+    /// A platform redelivered a lead already ingested (same connector and platform lead id):
+    /// nothing is published.
+    Duplicate,
+    /// A platform's test lead, published to the test topic only.
+    Test,
+}
+
+/// A connector's mapping and region, compiled once.
+struct Profile {
+    mapper: Mapper,
+    region: country::Id,
+    identity_fields: BTreeMap<String, String>,
+    /// A platform's payload -> the flat fields the mapping reads (the payload itself otherwise).
+    fields: Option<crate::mapping::FieldsFn>,
+    test_leads: TestLeads,
+}
+
+impl Profile {
+    fn new(mapping: &FieldMapping, region: &str) -> Self {
+        Self {
+            mapper: Mapper::new(mapping),
+            region: region.parse().unwrap_or(country::Id::CN),
+            identity_fields: BTreeMap::new(),
+            fields: None,
+            test_leads: TestLeads::Topic,
+        }
+    }
+
+    fn of(c: &ConnectorConfig) -> Self {
+        let (mapping, fields) = crate::sources::shape(c);
+        let mut p = Self::new(&mapping, c.default_region());
+        p.fields = fields;
+        p.identity_fields = c.identity_fields().clone();
+        p.test_leads = c.test_leads();
+        p
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Assign(#[from] crate::assign::AssignError),
+    #[error("cannot serialize a record: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Turns events into publishable records. Stateless but for the identity store.
+pub struct Processor {
+    profiles: HashMap<String, Profile>,
+    fallback: Profile,
+    identity: Arc<dyn IdentityStore>,
+    policy: Policy,
+    assigner: Assigner,
+    topics: Topics,
+}
+
+impl Processor {
+    pub fn new(
+        connectors: &[ConnectorConfig],
+        topics: Topics,
+        identity: Arc<dyn IdentityStore>,
+        policy: Policy,
+        assigner: Assigner,
+    ) -> Self {
+        let profiles = connectors
+            .iter()
+            .map(|c| (c.name().to_owned(), Profile::of(c)))
+            .collect();
+        Self {
+            profiles,
+            fallback: Profile::new(&FieldMapping::new(), "CN"),
+            identity,
+            policy,
+            assigner,
+            topics,
+        }
+    }
+
+    /// Makes the identity store's resolutions so far durable (see [`IdentityStore::sync`]).
+    pub fn sync(&self) -> Result<(), PipelineError> {
+        Ok(self.identity.sync()?)
+    }
+
+    /// A lead as `connector` would clean it, without identity or assignment (for previews).
+    pub fn clean_record(&self, connector: &str, payload: &serde_json::Value) -> LeadRecord {
+        let event = IntakeEvent::new(connector, SourceKind::Webhook, None, payload.clone());
+        let (lead, custom) = self.clean(&event);
+        record_of(&event, lead, custom)
+    }
+
+    /// Maps and normalizes an event with its connector's profile; the unmapped fields.
+    fn clean(
+        &self,
+        e: &IntakeEvent,
+    ) -> (NormalizedLead, serde_json::Map<String, serde_json::Value>) {
+        let profile = self.profile(e);
+        let read;
+        let payload = match &profile.fields {
+            Some(fields) => {
+                read = fields(&e.payload);
+                &read
+            }
+            None => &e.payload,
+        };
+        let mapped = profile.mapper.map(payload);
+        (normalize(&mapped, profile.region), mapped.custom)
+    }
+
+    fn profile(&self, e: &IntakeEvent) -> &Profile {
+        self.profiles.get(&e.connector).unwrap_or(&self.fallback)
+    }
+
+    /// A test lead its connector sends to the test topic: no identity, no assignment.
+    fn to_test_topic(&self, e: &IntakeEvent) -> bool {
+        e.test && self.profile(e).test_leads == TestLeads::Topic
+    }
+
+    /// Processes `events` in order. Records come out in event order; a merge record follows the
+    /// clean record of the event that caused it.
+    pub fn process(
+        &self,
+        events: &[IntakeEvent],
+    ) -> Result<(Vec<OutRecord>, Vec<Disposition>), PipelineError> {
+        let cleaned: Vec<_> = events.iter().map(|e| self.clean(e)).collect();
+        let requests: Vec<_> = events
+            .iter()
+            .zip(&cleaned)
+            .filter(|(e, _)| !self.to_test_topic(e))
+            .map(|(e, (lead, custom))| {
+                let profile = self.profile(e);
+                self.policy.request(RequestInput {
+                    event_id: &e.event_id,
+                    connector: &e.connector,
+                    external_id: e.external_id.as_deref(),
+                    revision: e.revision.as_deref(),
+                    received_at: &e.received_at,
+                    lead,
+                    custom,
+                    identity_fields: &profile.identity_fields,
+                })
+            })
+            .collect();
+        let mut resolutions = self.identity.resolve(&requests)?.into_iter();
+
+        // Stage every event, then assign the clean ones in one batch, then serialize in order.
+        enum Staged {
+            Duplicate,
+            Test(Box<LeadRecord>),
+            Rejected(Box<LeadRecord>),
+            Clean(Box<LeadRecord>, Option<MergedRecord>),
+        }
+        let mut staged = Vec::with_capacity(events.len());
+        for (event, (lead, custom)) in events.iter().zip(cleaned) {
+            if self.to_test_topic(event) {
+                staged.push(Staged::Test(Box::new(record_of(event, lead, custom))));
+                continue;
+            }
+            let resolution = resolutions.next().unwrap_or(Resolution::Unresolved);
+            let outcome = match resolution {
+                Resolution::Duplicate { first_event_id } => {
+                    tracing::debug!(event_id = %event.event_id, %first_event_id, "platform redelivery dropped");
+                    staged.push(Staged::Duplicate);
+                    continue;
+                }
+                Resolution::Person(o) => Some(o),
+                Resolution::Unresolved => None,
+            };
+            let mut record = record_of(event, lead, custom);
+            let Some(outcome) = outcome else {
+                let mut reasons = vec![Issue::new(
+                    "contact",
+                    "contact.unreachable",
+                    "no usable phone number and no usable email",
+                )];
+                reasons.extend(
+                    record
+                        .issues
+                        .iter()
+                        .filter(|i| matches!(&*i.field, "phone" | "email" | "body"))
+                        .cloned(),
+                );
+                record.reasons = Some(reasons);
+                staged.push(Staged::Rejected(Box::new(record)));
+                continue;
+            };
+            record.lead_id = Some(outcome.lead_id.clone());
+            let merged = (!outcome.merged_lead_ids.is_empty()).then(|| MergedRecord {
+                schema_version: SCHEMA_VERSION.into(),
+                lead_id: outcome.lead_id.clone(),
+                merged_lead_ids: outcome.merged_lead_ids.clone(),
+                event_id: event.event_id.clone(),
+                merged_at: now_rfc3339(),
+            });
+            record.identity = Some(outcome);
+            staged.push(Staged::Clean(Box::new(record), merged));
+        }
+        let mut clean: Vec<&mut LeadRecord> = staged
+            .iter_mut()
+            .filter_map(|s| match s {
+                Staged::Clean(r, _) => Some(&mut **r),
+                _ => None,
+            })
+            .collect();
+        self.assigner.assign(&mut clean)?;
+
+        let mut records = Vec::with_capacity(events.len() + 1);
+        let mut dispositions = Vec::with_capacity(events.len());
+        for (event, s) in events.iter().zip(staged) {
+            match s {
+                Staged::Duplicate => dispositions.push(Disposition::Duplicate),
+                Staged::Test(record) => {
+                    records.push(self.out(&self.topics.test, &record.event_id, &record, event)?);
+                    dispositions.push(Disposition::Test);
+                }
+                Staged::Rejected(record) => {
+                    let codes = record
+                        .reasons
+                        .iter()
+                        .flatten()
+                        .map(|r| r.code.to_string())
+                        .collect();
+                    dispositions.push(Disposition::Rejected { codes });
+                    records.push(self.out(
+                        &self.topics.rejected,
+                        &record.event_id,
+                        &record,
+                        event,
+                    )?);
+                }
+                Staged::Clean(record, merged) => {
+                    let key = record.lead_id.clone().unwrap_or_default();
+                    records.push(self.out(&self.topics.clean, &key, &record, event)?);
+                    if let Some(m) = &merged {
+                        records.push(self.out(&self.topics.merged, &m.lead_id, m, event)?);
+                    }
+                    dispositions.push(Disposition::Accepted {
+                        merged: merged.is_some(),
+                    });
+                }
+            }
+        }
+        Ok((records, dispositions))
+    }
+
+    fn out<T: serde::Serialize>(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &T,
+        event: &IntakeEvent,
+    ) -> Result<OutRecord, PipelineError> {
+        Ok(OutRecord {
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            value: RawValue::from_string(serde_json::to_string(value)?)?,
+            headers: vec![
+                ("event_id", event.event_id.clone()),
+                ("source", event.connector.clone()),
+                ("schema_version", SCHEMA_VERSION.to_owned()),
+            ],
+        })
+    }
+}
+
+/// The record of a cleaned event, before identity and assignment.
+fn record_of(
+    event: &IntakeEvent,
+    lead: NormalizedLead,
+    custom: serde_json::Map<String, serde_json::Value>,
+) -> LeadRecord {
+    LeadRecord {
+        schema_version: SCHEMA_VERSION.into(),
+        event_id: event.event_id.clone(),
+        lead_id: None,
+        received_at: event.received_at.clone(),
+        source: SourceRef {
+            connector: event.connector.clone(),
+            kind: event.kind,
+            external_id: event.external_id.clone(),
+            revision: event.revision.clone(),
+            test: event.test,
+        },
+        contact: lead.contact,
+        custom,
+        raw: event.payload.clone(),
+        issues: if event.issues.is_empty() {
+            lead.issues
+        } else {
+            event.issues.iter().cloned().chain(lead.issues).collect()
+        },
+        identity: None,
+        assignment: None,
+        reasons: None,
+    }
+}
+
+/// Counts of dispositions, for `import`'s summary.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub accepted: u64,
+    pub merged: u64,
+    pub duplicates: u64,
+    /// Test leads sent to the test topic.
+    pub tests: u64,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    pub fn add(&mut self, d: &Disposition) {
+        match d {
+            Disposition::Accepted { merged } => {
+                self.accepted += 1;
+                self.merged += u64::from(*merged);
+            }
+            Disposition::Duplicate => self.duplicates += 1,
+            Disposition::Test => self.tests += 1,
+            Disposition::Rejected { codes } => {
+                // The first reason is the verdict; the rest explain it.
+                let code = codes.get(1).or(codes.first()).cloned().unwrap_or_default();
+                *self.rejected.entry(code).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
