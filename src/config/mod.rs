@@ -190,7 +190,7 @@ pub struct KafkaSettings {
     )]
     pub message_timeout: Duration,
     /// Create missing topics at start-up.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::sources::connector::yes")]
     pub create_topics: bool,
     /// Partitions of topics leadgate creates.
     #[serde(default = "KafkaSettings::default_partitions")]
@@ -214,10 +214,6 @@ impl KafkaSettings {
     fn default_replication() -> i32 {
         1
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `[topics]`: the three output topic names.

@@ -61,7 +61,7 @@ impl Profile {
     }
 
     fn of(c: &ConnectorConfig) -> Self {
-        let (mapping, fields) = crate::sources::shape(c);
+        let (mapping, fields) = c.get().shape();
         let mut p = Self::new(&mapping, c.default_region());
         p.fields = fields;
         p.identity_fields = c.identity_fields().clone();

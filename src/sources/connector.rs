@@ -105,12 +105,38 @@ pub struct Start<'a> {
     pub statuses: &'a Statuses,
     /// Pulled pages wait while the journal holds this many undelivered events.
     pub max_backlog: u64,
+    /// The platform API clients, one per request timeout, shared by every connector (one
+    /// connection pool and TLS set-up, however many connectors there are).
+    clients: std::sync::Mutex<std::collections::HashMap<std::time::Duration, reqwest::Client>>,
 }
 
-impl Start<'_> {
+impl<'a> Start<'a> {
+    pub fn new(journal: &'a Journal, statuses: &'a Statuses, max_backlog: u64) -> Self {
+        Self {
+            journal,
+            statuses,
+            max_backlog,
+            clients: Default::default(),
+        }
+    }
+
     /// Where the connector `name` journals pages and reports.
     pub fn sink(&self, name: &str) -> PageSink {
         PageSink::new(name, self.journal, self.statuses, self.max_backlog)
+    }
+
+    /// The shared HTTP client for platform APIs whose requests may take up to `timeout`.
+    pub fn client(&self, timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(&timeout) {
+            return Ok(c.clone());
+        }
+        let c = crate::sources::pull::api_client(timeout)?;
+        clients.insert(timeout, c.clone());
+        Ok(c)
     }
 }
 
@@ -235,6 +261,6 @@ pub fn default_region() -> String {
     "CN".into()
 }
 
-pub(crate) fn yes() -> bool {
+pub fn yes() -> bool {
     true
 }

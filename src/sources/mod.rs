@@ -139,11 +139,7 @@ pub fn start_all(
 ) -> anyhow::Result<(Running, supervise::Supervisor)> {
     use anyhow::Context;
     let statuses = status::Statuses::new(connectors);
-    let cx = connector::Start {
-        journal,
-        statuses: &statuses,
-        max_backlog,
-    };
+    let cx = connector::Start::new(journal, &statuses, max_backlog);
     let mut supervisor = supervise::Supervisor::new(statuses.clone(), shutdown.clone());
     let mut webhooks = HashMap::new();
     for c in connectors {
@@ -159,11 +155,6 @@ pub fn start_all(
         }
     }
     Ok((Running { statuses, webhooks }, supervisor))
-}
-
-/// How a connector's payloads are read: see [`Connector::shape`].
-pub fn shape(c: &ConnectorConfig) -> Shape {
-    c.get().shape()
 }
 
 /// A platform's id as text: ids come as strings or as numbers.

@@ -74,7 +74,7 @@ struct Page {
 
 /// Starts the poll of `cfg` (a connector's own, or a platform preset's).
 pub(crate) fn start(cfg: HttpPullConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
-    let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
+    let client = cx.client(Duration::from_secs(60))?;
     // The API's host and the credentials sent to it identify whose quota this is.
     let credential = cfg.headers.values().fold(
         reqwest::Url::parse(&cfg.url)

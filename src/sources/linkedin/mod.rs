@@ -455,7 +455,7 @@ pub(crate) fn start(cfg: &LinkedinConnector, cx: &Start<'_>) -> anyhow::Result<S
     let inbox = Arc::new(Inbox::open(&sink)?);
     let api = Arc::new(Api {
         name: cfg.name.clone(),
-        client: crate::sources::pull::api_client(Duration::from_secs(60))?,
+        client: cx.client(Duration::from_secs(60))?,
         base: cfg.api_url.clone(),
         version: cfg.api_version.clone(),
         token: cfg.access_token.clone(),

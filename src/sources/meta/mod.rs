@@ -213,7 +213,7 @@ pub struct FormCursor {
 /// Starts the connector: the fetcher of notified leads, the token watch (with `app_id`), the
 /// reconciliation poll (with `forms`), and the webhook that fills the inbox.
 pub(crate) fn start(cfg: &MetaConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
-    let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
+    let client = cx.client(Duration::from_secs(60))?;
     let graph = Graph {
         name: cfg.name.clone(),
         client,

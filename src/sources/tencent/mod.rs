@@ -123,7 +123,7 @@ pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
 /// Starts every Tencent connector's pull.
 /// Starts the connector's poll.
 pub(crate) fn start(cfg: &TencentConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
-    let client = crate::sources::pull::api_client(Duration::from_secs(60))?;
+    let client = cx.client(Duration::from_secs(60))?;
     let limiter = limiter_for(
         &format!(
             "{}\u{1f}{}",

@@ -236,7 +236,7 @@ pub(crate) fn start(cfg: &TiktokConnector, cx: &Start<'_>) -> anyhow::Result<Sta
     else {
         return Ok(started);
     };
-    let client = crate::sources::pull::api_client(Duration::from_secs(300))?;
+    let client = cx.client(Duration::from_secs(300))?;
     let limiter = limiter_for(token.expose_secret(), cfg.rate_limit);
     let (token, advertiser_id, cfg) = (token.clone(), advertiser_id.clone(), cfg.clone());
     let every = cfg.poll_interval;
