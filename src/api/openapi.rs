@@ -141,9 +141,13 @@ pub fn openapi() -> Value {
         },
         "paths": {
             "/v1/webhooks/{connector}": {"post": {
-                "summary": "Ingest a lead (JSON object or form body); Meta connectors answer 200 once the notified lead ids are stored",
-                "parameters": [{"name": "connector", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "requestBody": body(json!({"type": "object"})),
+                "summary": "Ingest a lead (a JSON object, a urlencoded form or multipart/form-data); Meta connectors answer 200 once the notified lead ids are stored",
+                "parameters": [{"name": "connector", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "token", "in": "query", "schema": {"type": "string"}, "description": "a form tool connector's `token`, for tools that cannot sign"}],
+                "requestBody": {"required": true, "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                    "multipart/form-data": {"schema": {"type": "object"}}}},
                 "responses": {
                     "202": ok("journaled; it will be delivered", json!({"type": "object", "properties": {
                         "event_id": {"type": "string"}, "received_at": {"type": "string"}, "status": {"type": "string"}}})),

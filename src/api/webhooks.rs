@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
 
 use super::{ApiError, AppState};
-use crate::sources::push::{Push, Webhook};
+use crate::sources::push::{Push, Request, Webhook};
 
 /// A connector's webhook and its rate limiter.
 pub(super) struct Endpoint {
@@ -55,6 +55,8 @@ pub(super) async fn handshake(
 pub(super) async fn receive(
     State(st): State<AppState>,
     Path(connector): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -79,7 +81,13 @@ pub(super) async fn receive(
             format!("the body is larger than {} bytes", st.max_body),
         )
     })?;
-    if let Some(reply) = ep.webhook.authenticate(&headers, &bytes)? {
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &bytes,
+    };
+    if let Some(reply) = ep.webhook.authenticate(&request)? {
         return Ok(reply);
     }
     // Only requests that proved who sent them count against the limit: unsigned floods at a

@@ -5,6 +5,7 @@
 //! [`status`] (health), [`connector`] (the trait and the shared settings).
 
 pub mod connector;
+pub mod forms;
 pub mod inbox;
 pub mod pull;
 pub mod push;
@@ -85,6 +86,11 @@ connectors! {
     Tencent(tencent::TencentConnector) = "tencent",
     /// Tally form webhooks: signed responses, answers read by label and key.
     Tally(tally::TallyConnector) = "tally",
+    /// Typeform form webhooks: signed responses, typed answers read by title, ref and id.
+    Typeform(typeform::TypeformConnector) = "typeform",
+    /// Jotform form webhooks: multipart submissions behind a URL token, answers from
+    /// `rawRequest` by key, slug and label.
+    Jotform(jotform::JotformConnector) = "jotform",
 }
 
 impl ConnectorConfig {
@@ -208,12 +214,27 @@ pub fn join_name(
             .unwrap_or("")
             .trim()
     };
-    let joined = format!("{} {}", part(first), part(last));
-    if !joined.trim().is_empty() {
-        fields.insert(
-            full.to_owned(),
-            serde_json::Value::String(joined.trim().to_owned()),
-        );
+    if let Some(name) = person_name(part(first), part(last)) {
+        fields.insert(full.to_owned(), serde_json::Value::String(name));
+    }
+}
+
+/// A name from its given and family parts: `Jane Doe`, but `王小明` for Chinese (and Japanese
+/// and Korean) names, which put the family name first and no space between; `None` when both
+/// are blank.
+pub fn person_name(given: &str, family: &str) -> Option<String> {
+    let (given, family) = (given.trim(), family.trim());
+    let cjk = |s: &str| {
+        s.chars().any(|c| {
+            matches!(c, '\u{3040}'..='\u{30ff}' | '\u{3400}'..='\u{4dbf}' | '\u{4e00}'..='\u{9fff}' | '\u{ac00}'..='\u{d7af}' | '\u{f900}'..='\u{faff}' | '\u{20000}'..='\u{3134f}')
+        })
+    };
+    match (given.is_empty(), family.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(given.to_owned()),
+        (true, false) => Some(family.to_owned()),
+        _ if cjk(given) && cjk(family) => Some(format!("{family}{given}")),
+        _ => Some(format!("{given} {family}")),
     }
 }
 

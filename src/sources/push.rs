@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -53,10 +53,36 @@ pub trait Webhook: Send + Sync {
 
     /// Checks who sent the request (a signature, a shared key), or answers it at once (a
     /// verification request): `Ok(Some(reply))`.
-    fn authenticate(&self, headers: &HeaderMap, body: &[u8]) -> Verdict;
+    fn authenticate(&self, request: &Request<'_>) -> Verdict;
 
     /// Turns the request into events, journals them and replies.
     fn receive<'a>(&'a self, push: Push<'a>) -> Reply<'a>;
+}
+
+/// A request as [`Webhook::authenticate`] sees it: its body read, nothing checked yet.
+pub struct Request<'a> {
+    pub method: &'a Method,
+    /// The path and query, as sent (`/v1/webhooks/jotform?token=...`).
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+impl Request<'_> {
+    /// A query parameter, decoded (`None` when absent or not text).
+    pub fn query(&self, name: &str) -> Option<String> {
+        let query = crate::sources::webhook::parse_query(self.uri.query()?)?;
+        match query.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(items) => items.first()?.as_str().map(str::to_owned),
+            _ => None,
+        }
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok().map(str::trim)
+    }
 }
 
 /// A request that passed the shared steps.

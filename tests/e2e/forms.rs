@@ -139,3 +139,206 @@ async fn tally_responses_are_verified_read_by_label_and_taken_once() {
         "a lead with a valid phone and email is clean: {wang}"
     );
 }
+
+/// One form tool's recorded delivery, and the contact it must give.
+struct Preset {
+    /// The connector (and its file in `connectors/`).
+    name: &'static str,
+    fixture: &'static str,
+    content_type: &'static str,
+    /// The headers (or the URL query) of a delivery signed with `secret`.
+    sign: fn(secret: &str, body: &[u8]) -> Auth,
+    /// The env var the connector file reads its secret from.
+    secret_env: &'static str,
+    /// The submission's id (`source.external_id`).
+    id: &'static str,
+    /// The topic its record goes to.
+    topic: &'static str,
+    /// The record's contact fields that are set.
+    contact: Value,
+    /// The codes of the record's issues.
+    issues: &'static [&'static str],
+    /// Some of the record's `custom` fields.
+    custom: Value,
+}
+
+const JOTFORM_TYPE: &str =
+    "multipart/form-data; boundary=------------------------J1JNT4vbVO4FCC1qLG4HSv";
+
+/// How a delivery proves who sent it.
+enum Auth {
+    Headers(Vec<(&'static str, String)>),
+    Query(String),
+}
+
+fn presets() -> Vec<Preset> {
+    vec![
+        Preset {
+            name: "tally",
+            fixture: "tally/lead-form.json",
+            content_type: "application/json",
+            sign: |s, b| {
+                Auth::Headers(vec![(
+                    "Tally-Signature",
+                    leadgate::sources::tally::sign(s, b),
+                )])
+            },
+            secret_env: "TALLY_SIGNING_SECRET",
+            id: "jaMb6Ka",
+            topic: "leads.clean",
+            // The sample's number is a placeholder, not a real one.
+            contact: json!({"name": "John Doe", "email": "john@company.com"}),
+            issues: &["phone.invalid"],
+            custom: json!({"Company size": "Enterprise", "Budget": 25000}),
+        },
+        Preset {
+            name: "typeform",
+            fixture: "typeform/example-payload.json",
+            content_type: "application/json",
+            sign: |s, b| {
+                Auth::Headers(vec![(
+                    "Typeform-Signature",
+                    leadgate::sources::typeform::sign(s, b),
+                )])
+            },
+            secret_env: "TYPEFORM_SECRET",
+            id: "lT4Z3j:a3a12ec67a1365927098a606107fac15",
+            topic: "leads.clean",
+            contact: json!({"name": "Laura", "email": "laura@example.com"}),
+            issues: &[],
+            custom: json!({"readable_ref_date": "2005-10-15", "user_id": "abc123456",
+                           "readable_ref_multiple_choice": "London"}),
+        },
+        // The recorded request is a tutoring form with no email or phone: rejected, its name
+        // read from the name widget.
+        Preset {
+            name: "jotform",
+            fixture: "jotform/response.multipart",
+            content_type: JOTFORM_TYPE,
+            sign: |s, _| Auth::Query(format!("token={s}")),
+            secret_env: "JOTFORM_TOKEN",
+            id: "6084250982513018472",
+            topic: "leads.rejected",
+            contact: json!({"name": "Niloth P"}),
+            issues: &["contact.unreachable"],
+            custom: json!({"Type of Tutoring": "Online Tutoring", "formTitle": "Tutor Appointment Form"}),
+        },
+        Preset {
+            name: "jotform",
+            fixture: "jotform/lead-form.multipart",
+            content_type: JOTFORM_TYPE,
+            sign: |s, _| Auth::Query(format!("token={s}")),
+            secret_env: "JOTFORM_TOKEN",
+            id: "6390012345678901234",
+            topic: "leads.clean",
+            contact: json!({"name": "王小明", "phone": "+8613800138000", "phone_type": "mobile",
+                            "email": "wang.xm@example.cn", "company": "示例科技有限公司",
+                            "province": "广东省", "city": "深圳市",
+                            "address": "科苑路 88 号, 深圳市, 广东省, 518000, China"}),
+            issues: &[],
+            custom: json!({"interestedIn": "CRM", "Interested in": "CRM"}),
+        },
+    ]
+}
+
+/// Every preset in `connectors/`, from its recorded real delivery to the clean record read back
+/// from the broker: unsigned and forged deliveries are refused, a signed one is taken once.
+#[tokio::test(flavor = "multi_thread")]
+async fn form_tool_presets_turn_recorded_deliveries_into_clean_records_on_kafka() {
+    let broker = crate::support::Broker::start();
+    let presets = presets();
+    let mut files: Vec<String> = presets
+        .iter()
+        .map(|p| format!("{}/connectors/{}.toml", env!("CARGO_MANIFEST_DIR"), p.name))
+        .collect();
+    files.dedup();
+    let config = format!(
+        "include = {files:?}\n{}",
+        crate::support::kafka_config(&broker.brokers(), "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secrets: Vec<(&str, String)> = presets
+        .iter()
+        .map(|p| (p.secret_env, format!("{}-secret", p.name)))
+        .collect();
+    let env: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gw = Gateway::start_with_env(Some(&config), &dir.path().join("gw"), &env);
+    let client = reqwest::Client::new();
+
+    for (p, (_, secret)) in presets.iter().zip(&secrets) {
+        let body = fixture_bytes(p.fixture);
+        let post = |auth: Option<Auth>| {
+            let mut url = gw.url(&format!("/v1/webhooks/{}", p.name));
+            let mut req = client.post(&url).header("content-type", p.content_type);
+            match auth {
+                Some(Auth::Headers(headers)) => {
+                    for (k, v) in headers {
+                        req = req.header(k, v);
+                    }
+                }
+                Some(Auth::Query(q)) => {
+                    url = format!("{url}?{q}");
+                    req = client.post(&url).header("content-type", p.content_type);
+                }
+                None => {}
+            }
+            req.body(body.clone()).send()
+        };
+        let unsigned = post(None).await.unwrap();
+        assert_eq!(unsigned.status(), 401, "{}: unsigned", p.name);
+        let forged = post(Some((p.sign)("not-the-secret", &body))).await.unwrap();
+        assert_eq!(forged.status(), 401, "{}: forged", p.name);
+        let first = post(Some((p.sign)(secret, &body))).await.unwrap();
+        assert_eq!(
+            first.status(),
+            202,
+            "{}: {}",
+            p.name,
+            first.text().await.unwrap()
+        );
+        let again = post(Some((p.sign)(secret, &body))).await.unwrap();
+        assert_eq!(again.status(), 202, "{}", p.name);
+        assert_eq!(again.headers()["idempotent-replayed"], "true", "{}", p.name);
+    }
+
+    let mut records = Vec::new();
+    for topic in ["leads.clean", "leads.rejected"] {
+        let want = presets.iter().filter(|p| p.topic == topic).count();
+        let got =
+            crate::support::consume_events(&broker.brokers(), topic, want, Duration::from_secs(30));
+        assert_eq!(got.len(), want, "each delivery once on {topic}: {got:?}");
+        records.extend(got.into_iter().map(|r| (topic, r)));
+    }
+    for p in &presets {
+        let (topic, record) = records
+            .iter()
+            .find(|(_, r)| r.value["source"]["external_id"] == p.id)
+            .unwrap_or_else(|| panic!("no record of {} {}: {records:?}", p.name, p.id));
+        assert_eq!(*topic, p.topic, "{}: {}", p.name, record.value);
+        assert_eq!(record.value["source"]["connector"], p.name);
+        let mut contact = record.value["contact"].as_object().unwrap().clone();
+        contact.retain(|_, v| !v.is_null());
+        assert_eq!(
+            Value::Object(contact),
+            p.contact,
+            "{}: {}",
+            p.name,
+            record.value
+        );
+        // Rejected records carry their reasons, clean ones their issues.
+        let issues: Vec<&str> = ["issues", "reasons"]
+            .iter()
+            .filter_map(|k| record.value[k].as_array())
+            .flatten()
+            .map(|i| i["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(issues, p.issues, "{}: {}", p.name, record.value);
+        for (k, v) in p.custom.as_object().unwrap() {
+            assert_eq!(
+                &record.value["custom"][k], v,
+                "{}: custom {k}: {}",
+                p.name, record.value
+            );
+        }
+    }
+}

@@ -116,7 +116,7 @@ pub(crate) fn start(cfg: &GoogleAdsConnector) -> Started {
 }
 
 impl Webhook for LeadForm {
-    fn authenticate(&self, _: &axum::http::HeaderMap, _: &[u8]) -> Verdict {
+    fn authenticate(&self, _: &crate::sources::push::Request<'_>) -> Verdict {
         // The key is in the body: checked once it is read.
         Ok(None)
     }

@@ -508,7 +508,8 @@ impl Webhook for Notifications {
         Ok(axum::Json(reply).into_response())
     }
 
-    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Verdict {
+    fn authenticate(&self, request: &crate::sources::push::Request<'_>) -> Verdict {
+        let (headers, body) = (request.headers, request.body);
         verify(self.client_secret.expose_secret(), headers, body).map_err(push::unauthorized)?;
         Ok(None)
     }

@@ -281,7 +281,8 @@ impl Webhook for Notifications {
         Ok(([(axum::http::header::CONTENT_TYPE, "text/plain")], challenge).into_response())
     }
 
-    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Verdict {
+    fn authenticate(&self, request: &crate::sources::push::Request<'_>) -> Verdict {
+        let (headers, body) = (request.headers, request.body);
         push::signed(&signature(&self.cfg.app_secret), headers, body).map(|()| None)
     }
 

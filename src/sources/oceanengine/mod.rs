@@ -169,7 +169,8 @@ struct Spi {
 }
 
 impl Webhook for Spi {
-    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Verdict {
+    fn authenticate(&self, request: &crate::sources::push::Request<'_>) -> Verdict {
+        let (headers, body) = (request.headers, request.body);
         use axum::response::IntoResponse;
         if let Some(reply) = verification(body) {
             return Ok(Some(axum::Json(reply).into_response()));

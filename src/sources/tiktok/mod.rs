@@ -195,7 +195,8 @@ impl Poll for Puller {
 struct Callbacks(TiktokConnector);
 
 impl Webhook for Callbacks {
-    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Verdict {
+    fn authenticate(&self, request: &crate::sources::push::Request<'_>) -> Verdict {
+        let (headers, body) = (request.headers, request.body);
         if let Some(sig) = signature(&self.0) {
             push::signed(&sig, headers, body)?;
         }

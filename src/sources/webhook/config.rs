@@ -123,7 +123,8 @@ impl crate::sources::push::Webhook for Form {
         self.0.rate_limit
     }
 
-    fn authenticate(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> crate::sources::push::Verdict {
+    fn authenticate(&self, request: &crate::sources::push::Request<'_>) -> crate::sources::push::Verdict {
+        let (headers, body) = (request.headers, request.body);
         if let Some(sig) = &self.0.signature {
             crate::sources::push::signed(sig, headers, body)?;
         }

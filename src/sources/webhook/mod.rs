@@ -18,7 +18,7 @@ use crate::lead::{MAX_PAYLOAD_DEPTH, depth};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
     #[error(
-        "content type `{0}` is not supported; send application/json or application/x-www-form-urlencoded"
+        "content type `{0}` is not supported; send application/json, application/x-www-form-urlencoded or multipart/form-data"
     )]
     UnsupportedType(String),
     #[error(
@@ -37,6 +37,8 @@ pub enum BodyError {
     TooDeep(usize),
     #[error("the form body is not valid: {0}")]
     Form(String),
+    #[error("the multipart body is not valid: {0}")]
+    Multipart(String),
 }
 
 impl BodyError {
@@ -50,6 +52,7 @@ impl BodyError {
             Self::NotObject(_) => "body.not_object",
             Self::TooDeep(_) => "body.too_deep",
             Self::Form(_) => "body.malformed_form",
+            Self::Multipart(_) => "body.malformed_multipart",
         }
     }
 
@@ -134,6 +137,7 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Body
             }
         }
         "application/x-www-form-urlencoded" => parse_form(body, encoding_of(charset.as_deref())?),
+        "multipart/form-data" => parse_multipart(content_type.unwrap_or_default(), body),
         other => Err(BodyError::UnsupportedType(other.to_owned())),
     }
 }
@@ -155,19 +159,72 @@ fn parse_form(body: &[u8], enc: Option<&'static Encoding>) -> Result<Value, Body
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
-        let (k, v) = (text(k)?, Value::String(text(v)?));
-        match obj.get_mut(&k) {
-            None => {
-                obj.insert(k, v);
-            }
-            Some(Value::Array(items)) => items.push(v),
-            Some(first) => {
-                let prev = first.take();
-                *first = Value::Array(vec![prev, v]);
-            }
-        }
+        insert_repeated(&mut obj, text(k)?, Value::String(text(v)?));
     }
     Ok(Value::Object(obj))
+}
+
+/// A `multipart/form-data` body as an object of its parts: text parts by name (repeated names
+/// become an array), file parts as their file names (their content is not a lead's). Text is
+/// read in the part's own `charset`, else as [`decode_text`] reads it.
+fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Value, BodyError> {
+    let boundary =
+        multer::parse_boundary(content_type).map_err(|e| BodyError::Multipart(e.to_string()))?;
+    let stream = futures::stream::once(futures::future::ready(Ok::<_, std::convert::Infallible>(
+        bytes::Bytes::copy_from_slice(body),
+    )));
+    let mut parts = multer::Multipart::new(stream, boundary);
+    // The whole body is in memory: nothing here waits on I/O, so the parser runs to its end at
+    // once.
+    futures::executor::block_on(async move {
+        let mut obj = Map::new();
+        while let Some(field) = parts
+            .next_field()
+            .await
+            .map_err(|e| BodyError::Multipart(e.to_string()))?
+        {
+            let Some(name) = field.name().map(str::to_owned) else {
+                continue;
+            };
+            let file = field.file_name().map(str::to_owned);
+            let charset = field
+                .content_type()
+                .and_then(|m| m.get_param("charset"))
+                .map(|c| c.as_str().to_owned());
+            let data = field
+                .bytes()
+                .await
+                .map_err(|e| BodyError::Multipart(e.to_string()))?;
+            let value = match file {
+                Some(file_name) => Value::String(file_name),
+                None => Value::String(decode_text(&data, encoding_of(charset.as_deref())?)?),
+            };
+            insert_repeated(&mut obj, name, value);
+        }
+        Ok(Value::Object(obj))
+    })
+}
+
+/// Adds `value` under `key`; a repeated key becomes an array of its values.
+fn insert_repeated(obj: &mut Map<String, Value>, key: String, value: Value) {
+    match obj.get_mut(&key) {
+        None => {
+            obj.insert(key, value);
+        }
+        Some(Value::Array(items)) => items.push(value),
+        Some(first) => {
+            let prev = first.take();
+            *first = Value::Array(vec![prev, value]);
+        }
+    }
+}
+
+/// A URL's query string as fields (UTF-8; `None` when it is not).
+pub fn parse_query(query: &str) -> Option<Map<String, Value>> {
+    match parse_form(query.as_bytes(), Some(encoding_rs::UTF_8)) {
+        Ok(Value::Object(obj)) => Some(obj),
+        _ => None,
+    }
 }
 
 /// Why a signature was refused (always 401).
@@ -175,7 +232,7 @@ fn parse_form(body: &[u8], enc: Option<&'static Encoding>) -> Result<Value, Body
 pub enum SignatureError {
     #[error("the {0} header is missing")]
     Missing(String),
-    #[error("the {0} header is not a hex HMAC-SHA256 digest")]
+    #[error("the {0} header does not hold a well-formed HMAC-SHA256 digest")]
     Malformed(String),
     #[error("the signature in {0} does not match the body")]
     Mismatch(String),
