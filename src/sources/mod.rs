@@ -91,6 +91,11 @@ connectors! {
     /// Jotform form webhooks: multipart submissions behind a URL token, answers from
     /// `rawRequest` by key, slug and label.
     Jotform(jotform::JotformConnector) = "jotform",
+    /// 金数据 数据推送: entries by field code behind a URL token, verified phones and choices
+    /// read.
+    Jinshuju(jinshuju::JinshujuConnector) = "jinshuju",
+    /// 腾讯问卷 Webhook: answer sheets (pages of questions) behind a URL token.
+    TencentWj(tencent_wj::TencentWjConnector) = "tencent_wj",
 }
 
 impl ConnectorConfig {

@@ -178,6 +178,16 @@ pub fn accepted(receipt: &Receipt) -> Response {
     resp
 }
 
+/// `200 {"status": "ignored", "reason"}` for a delivery that carries no lead (a test request, a
+/// deletion): the sender sees success and does not retry it.
+pub fn ignored(reason: &str) -> Response {
+    (
+        StatusCode::OK,
+        Json(json!({"status": "ignored", "reason": reason})),
+    )
+        .into_response()
+}
+
 /// `accepted` or `duplicate`.
 pub fn status(receipt: &Receipt) -> &'static str {
     if receipt.replayed {

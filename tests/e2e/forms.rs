@@ -238,6 +238,34 @@ fn presets() -> Vec<Preset> {
             issues: &[],
             custom: json!({"interestedIn": "CRM", "Interested in": "CRM"}),
         },
+        Preset {
+            name: "jinshuju",
+            fixture: "jinshuju/entry.json",
+            content_type: "application/json",
+            sign: |s, _| Auth::Query(format!("token={s}")),
+            secret_env: "JINSHUJU_TOKEN",
+            id: "RygpW3:1",
+            topic: "leads.clean",
+            contact: json!({"name": "小金", "phone": "+8618629058968", "phone_type": "mobile",
+                            "email": "roody@jinshuju.com", "company": "金数据",
+                            // From the number's prefix.
+                            "province": "陕西省", "city": "西安市"}),
+            issues: &["region.from_phone"],
+            custom: json!({"field_3": "zI63, uN9L", "form_name": "小金俱乐部活动报名"}),
+        },
+        Preset {
+            name: "tencent-wj",
+            fixture: "tencent_wj/answer.json",
+            content_type: "application/json",
+            sign: |s, _| Auth::Query(format!("token={s}")),
+            secret_env: "TENCENT_WJ_TOKEN",
+            id: "5356056:7",
+            topic: "leads.clean",
+            contact: json!({"name": "王小明", "phone": "+8613800138000", "phone_type": "mobile",
+                            "email": "wang.xm@example.cn", "province": "北京市", "city": "北京市"}),
+            issues: &["region.from_phone"],
+            custom: json!({"q-4-Lk2p": "CRM, 营销自动化", "g-5-1": "满意"}),
+        },
     ]
 }
 
@@ -300,6 +328,16 @@ async fn form_tool_presets_turn_recorded_deliveries_into_clean_records_on_kafka(
         assert_eq!(again.status(), 202, "{}", p.name);
         assert_eq!(again.headers()["idempotent-replayed"], "true", "{}", p.name);
     }
+
+    // 腾讯问卷's test request, sent when a webhook is saved, is answered without a lead.
+    let ping = client
+        .post(gw.url("/v1/webhooks/tencent-wj?token=tencent-wj-secret"))
+        .json(&json!({"id": "t-1", "object": "Test", "action": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200);
+    assert_eq!(ping.json::<Value>().await.unwrap()["status"], "ignored");
 
     let mut records = Vec::new();
     for topic in ["leads.clean", "leads.rejected"] {

@@ -41,6 +41,11 @@ pub trait FormTool: Send + Sync + 'static {
         push.payload()
     }
 
+    /// Why an event is answered without a lead (a tool's test ping, a deletion), if it is.
+    fn skip(_event: &Value) -> Option<&'static str> {
+        None
+    }
+
     /// Refuses an event that is not a submission of this tool: the field and why.
     fn check(event: &Value) -> Result<(), (&'static str, &'static str)>;
 
@@ -187,6 +192,9 @@ impl<T: FormTool> Webhook for Submissions<T> {
     fn receive<'a>(&'a self, push: Push<'a>) -> Reply<'a> {
         Box::pin(async move {
             let event = T::event(&push)?;
+            if let Some(reason) = T::skip(&event) {
+                return Ok(push::ignored(reason));
+            }
             let header_key = push.idempotency_key()?;
             T::check(&event).map_err(|(field, why)| push::invalid(field, why))?;
             let id = T::response_id(&event);
@@ -308,6 +316,21 @@ pub fn choice_text(
         }
         v => text_of(v).map(Value::String),
     }
+}
+
+/// Whether `s` is an email address by its shape (`local@domain.tld`, no spaces): for tools
+/// whose answers carry no type or label. The address itself is checked later, as any email.
+pub fn looks_like_email(s: &str) -> bool {
+    let s = s.trim();
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(char::is_whitespace)
+        && s.len() <= 254
 }
 
 /// Several texts joined with `, ` (`None` when there are none).

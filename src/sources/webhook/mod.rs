@@ -457,6 +457,27 @@ mod tests {
     }
 
     #[test]
+    fn multipart_bodies_give_text_parts_and_file_names() {
+        let gbk = encoding_rs::GBK.encode("广州").0;
+        let mut body = b"--XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n\xe7\x8e\x8b\xe5\xb0\x8f\xe6\x98\x8e\r\n--XyZ\r\nContent-Disposition: form-data; name=\"tag\"\r\n\r\na\r\n--XyZ\r\nContent-Disposition: form-data; name=\"tag\"\r\n\r\nb\r\n--XyZ\r\nContent-Disposition: form-data; name=\"cv\"; filename=\"cv.pdf\"\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4 \x00\x01\r\n--XyZ\r\nContent-Disposition: form-data; name=\"city\"\r\nContent-Type: text/plain; charset=gbk\r\n\r\n".to_vec();
+        body.extend_from_slice(&gbk);
+        body.extend_from_slice(b"\r\n--XyZ--\r\n");
+        let v = parse_body(Some("multipart/form-data; boundary=XyZ"), &body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name": "王小明", "tag": ["a", "b"], "cv": "cv.pdf", "city": "广州"})
+        );
+        for (ctype, body) in [
+            ("multipart/form-data", &b"--XyZ\r\n"[..]),
+            ("multipart/form-data; boundary=XyZ", &b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end"[..]),
+            ("multipart/form-data; boundary=XyZ", &b"garbage"[..]),
+        ] {
+            let e = parse_body(Some(ctype), body).unwrap_err();
+            assert_eq!(e.code(), "body.malformed_multipart", "{ctype}: {e}");
+        }
+    }
+
+    #[test]
     fn form_bodies_are_read_in_their_charset() {
         let (gb, _, _) = encoding_rs::GB18030.encode("姓名=张三&手机=138 0013 8000&备注=a+b");
         let pct: String = gb
