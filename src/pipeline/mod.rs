@@ -138,7 +138,7 @@ impl Processor {
             }
             None => &e.payload,
         };
-        let mapped = profile.mapper.map(payload);
+        let mapped = profile.mapper.map_read(payload, &e.payload);
         (normalize(&mapped, profile.region), mapped.custom)
     }
 
@@ -146,9 +146,14 @@ impl Processor {
         self.profiles.get(&e.connector).unwrap_or(&self.fallback)
     }
 
-    /// A test lead its connector sends to the test topic: no identity, no assignment.
-    fn to_test_topic(&self, e: &IntakeEvent) -> bool {
-        e.test && self.profile(e).test_leads == TestLeads::Topic
+    /// Where a platform's test lead goes (the test topic, or the clean one marked `source.test`):
+    /// never through identity or assignment, so a test never matches, merges into or is
+    /// deduplicated against a person, and never reaches a salesperson. `None` for real leads.
+    fn test_topic(&self, e: &IntakeEvent) -> Option<&str> {
+        e.test.then(|| match self.profile(e).test_leads {
+            TestLeads::Topic => self.topics.test.as_str(),
+            TestLeads::Flag => self.topics.clean.as_str(),
+        })
     }
 
     /// Processes `events` in order. Records come out in event order; a merge record follows the
@@ -161,7 +166,7 @@ impl Processor {
         let requests: Vec<_> = events
             .iter()
             .zip(&cleaned)
-            .filter(|(e, _)| !self.to_test_topic(e))
+            .filter(|(e, _)| !e.test)
             .map(|(e, (lead, custom))| {
                 let profile = self.profile(e);
                 self.policy.request(RequestInput {
@@ -187,8 +192,17 @@ impl Processor {
         }
         let mut staged = Vec::with_capacity(events.len());
         for (event, (lead, custom)) in events.iter().zip(cleaned) {
-            if self.to_test_topic(event) {
-                staged.push(Staged::Test(Box::new(record_of(event, lead, custom))));
+            if event.test {
+                let mut record = record_of(event, lead, custom);
+                if record.contact.phone.is_none() && record.contact.email.is_none() {
+                    // The marketer testing a form sees that its real leads would be rejected.
+                    record.issues.push(Issue::new(
+                        "contact",
+                        "contact.unreachable",
+                        "no usable phone number and no usable email: a real lead like this one would be rejected",
+                    ));
+                }
+                staged.push(Staged::Test(Box::new(record)));
                 continue;
             }
             let resolution = resolutions.next().unwrap_or(Resolution::Unresolved);
@@ -245,7 +259,8 @@ impl Processor {
             match s {
                 Staged::Duplicate => dispositions.push(Disposition::Duplicate),
                 Staged::Test(record) => {
-                    records.push(self.out(&self.topics.test, &record.event_id, &record, event)?);
+                    let topic = self.test_topic(event).unwrap_or(&self.topics.test);
+                    records.push(self.out(topic, &record.event_id, &record, event)?);
                     dispositions.push(Disposition::Test);
                 }
                 Staged::Rejected(record) => {

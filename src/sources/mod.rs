@@ -96,6 +96,10 @@ connectors! {
     Jinshuju(jinshuju::JinshujuConnector) = "jinshuju",
     /// 腾讯问卷 Webhook: answer sheets (pages of questions) behind a URL token.
     TencentWj(tencent_wj::TencentWjConnector) = "tencent_wj",
+    /// Webflow form submissions: signed (API webhooks) or tokened, fields by label.
+    Webflow(webflow::WebflowConnector) = "webflow",
+    /// HubSpot workflow webhooks: the enrolled record's properties, v3-signed.
+    Hubspot(hubspot::HubspotConnector) = "hubspot",
 }
 
 impl ConnectorConfig {

@@ -236,3 +236,36 @@ fn validate_without_a_config_checks_the_built_in_default() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("built-in default: ok (1 connector(s))"));
 }
+
+#[test]
+fn form_tool_connectors_and_mapping_paths_are_checked_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("forms.toml");
+    std::fs::write(
+        &bad,
+        "[[connectors]]\nname = \"jf\"\ntype = \"jotform\"\nsigning_secret = \"s\"\n\n\
+         [[connectors]]\nname = \"tf\"\ntype = \"typeform\"\nsigning_secret = \"\"\n\
+         mapping = { email = [\"$.form_response.answers[field.ref=email\"], phone = [\"tel\", \"$x\"] }\n",
+    )
+    .unwrap();
+    let (code, _, err) = validate(&bad, &[]);
+    assert_eq!(code, 2, "{err}");
+    let file = bad.display().to_string();
+    for want in [
+        format!(
+            "{file}:1: connector `jf`: field `signing_secret`: Jotform does not sign its deliveries; set `token`"
+        ),
+        format!("{file}:6: connector `tf`: field `signing_secret`: must not be empty"),
+        format!(
+            "{file}:6: connector `tf`: field `mapping.email[0]`: `$.form_response.answers[field.ref=email` is not a path (at character 40: expected `]`)"
+        ),
+        format!(
+            "{file}:6: connector `tf`: field `mapping.phone[1]`: `$x` is not a path (at character 2: expected `.` or `[`)"
+        ),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "missing {want:?} in:\n{err}"
+        );
+    }
+}

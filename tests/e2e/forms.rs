@@ -146,8 +146,8 @@ struct Preset {
     name: &'static str,
     fixture: &'static str,
     content_type: &'static str,
-    /// The headers (or the URL query) of a delivery signed with `secret`.
-    sign: fn(secret: &str, body: &[u8]) -> Auth,
+    /// The headers (or the URL query) of a delivery of `body` to `url` signed with `secret`.
+    sign: fn(secret: &str, body: &[u8], url: &str) -> Auth,
     /// The env var the connector file reads its secret from.
     secret_env: &'static str,
     /// The submission's id (`source.external_id`).
@@ -165,6 +165,13 @@ struct Preset {
 const JOTFORM_TYPE: &str =
     "multipart/form-data; boundary=------------------------J1JNT4vbVO4FCC1qLG4HSv";
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 /// How a delivery proves who sent it.
 enum Auth {
     Headers(Vec<(&'static str, String)>),
@@ -177,7 +184,7 @@ fn presets() -> Vec<Preset> {
             name: "tally",
             fixture: "tally/lead-form.json",
             content_type: "application/json",
-            sign: |s, b| {
+            sign: |s, b, _| {
                 Auth::Headers(vec![(
                     "Tally-Signature",
                     leadgate::sources::tally::sign(s, b),
@@ -195,7 +202,7 @@ fn presets() -> Vec<Preset> {
             name: "typeform",
             fixture: "typeform/example-payload.json",
             content_type: "application/json",
-            sign: |s, b| {
+            sign: |s, b, _| {
                 Auth::Headers(vec![(
                     "Typeform-Signature",
                     leadgate::sources::typeform::sign(s, b),
@@ -215,7 +222,7 @@ fn presets() -> Vec<Preset> {
             name: "jotform",
             fixture: "jotform/response.multipart",
             content_type: JOTFORM_TYPE,
-            sign: |s, _| Auth::Query(format!("token={s}")),
+            sign: |s, _, _| Auth::Query(format!("token={s}")),
             secret_env: "JOTFORM_TOKEN",
             id: "6084250982513018472",
             topic: "leads.rejected",
@@ -227,7 +234,7 @@ fn presets() -> Vec<Preset> {
             name: "jotform",
             fixture: "jotform/lead-form.multipart",
             content_type: JOTFORM_TYPE,
-            sign: |s, _| Auth::Query(format!("token={s}")),
+            sign: |s, _, _| Auth::Query(format!("token={s}")),
             secret_env: "JOTFORM_TOKEN",
             id: "6390012345678901234",
             topic: "leads.clean",
@@ -239,10 +246,40 @@ fn presets() -> Vec<Preset> {
             custom: json!({"interestedIn": "CRM", "Interested in": "CRM"}),
         },
         Preset {
+            name: "webflow",
+            fixture: "webflow/form-submission.json",
+            content_type: "application/json",
+            sign: |s, b, _| Auth::Headers(leadgate::sources::webflow::sign(s, b, now_ms())),
+            secret_env: "WEBFLOW_SECRET",
+            id: "6321ca84df3949bfc6752327",
+            topic: "leads.clean",
+            contact: json!({"name": "Zaphod Beeblebrox", "email": "zaphod@heartofgold.ai"}),
+            issues: &["phone.invalid"],
+            custom: json!({"form_name": "Contact Us", "First Name": "Zaphod"}),
+        },
+        Preset {
+            name: "hubspot",
+            fixture: "hubspot/contact.json",
+            content_type: "application/json",
+            // Behind a proxy that ends TLS: HubSpot signed the https URL of the same host.
+            sign: |s, b, url| {
+                let url = url.replacen("http://", "https://", 1);
+                Auth::Headers(leadgate::sources::hubspot::sign(s, &url, b, now_ms()))
+            },
+            secret_env: "HUBSPOT_CLIENT_SECRET",
+            id: "3234574:1484026585538",
+            topic: "leads.clean",
+            contact: json!({"name": "Codey Huang", "email": "codey.huang@example.com",
+                            "phone": "+16175550123", "phone_type": "fixed_line_or_mobile", "company": "HubSpot",
+                            "title": "Marketing Manager"}),
+            issues: &[],
+            custom: json!({"lifecyclestage": "lead", "hs_analytics_source": "PAID_SEARCH"}),
+        },
+        Preset {
             name: "jinshuju",
             fixture: "jinshuju/entry.json",
             content_type: "application/json",
-            sign: |s, _| Auth::Query(format!("token={s}")),
+            sign: |s, _, _| Auth::Query(format!("token={s}")),
             secret_env: "JINSHUJU_TOKEN",
             id: "RygpW3:1",
             topic: "leads.clean",
@@ -257,7 +294,7 @@ fn presets() -> Vec<Preset> {
             name: "tencent-wj",
             fixture: "tencent_wj/answer.json",
             content_type: "application/json",
-            sign: |s, _| Auth::Query(format!("token={s}")),
+            sign: |s, _, _| Auth::Query(format!("token={s}")),
             secret_env: "TENCENT_WJ_TOKEN",
             id: "5356056:7",
             topic: "leads.clean",
@@ -295,8 +332,9 @@ async fn form_tool_presets_turn_recorded_deliveries_into_clean_records_on_kafka(
 
     for (p, (_, secret)) in presets.iter().zip(&secrets) {
         let body = fixture_bytes(p.fixture);
+        let endpoint = gw.url(&format!("/v1/webhooks/{}", p.name));
         let post = |auth: Option<Auth>| {
-            let mut url = gw.url(&format!("/v1/webhooks/{}", p.name));
+            let mut url = endpoint.clone();
             let mut req = client.post(&url).header("content-type", p.content_type);
             match auth {
                 Some(Auth::Headers(headers)) => {
@@ -314,9 +352,13 @@ async fn form_tool_presets_turn_recorded_deliveries_into_clean_records_on_kafka(
         };
         let unsigned = post(None).await.unwrap();
         assert_eq!(unsigned.status(), 401, "{}: unsigned", p.name);
-        let forged = post(Some((p.sign)("not-the-secret", &body))).await.unwrap();
+        let forged = post(Some((p.sign)("not-the-secret", &body, &endpoint)))
+            .await
+            .unwrap();
         assert_eq!(forged.status(), 401, "{}: forged", p.name);
-        let first = post(Some((p.sign)(secret, &body))).await.unwrap();
+        let first = post(Some((p.sign)(secret, &body, &endpoint)))
+            .await
+            .unwrap();
         assert_eq!(
             first.status(),
             202,
@@ -324,7 +366,9 @@ async fn form_tool_presets_turn_recorded_deliveries_into_clean_records_on_kafka(
             p.name,
             first.text().await.unwrap()
         );
-        let again = post(Some((p.sign)(secret, &body))).await.unwrap();
+        let again = post(Some((p.sign)(secret, &body, &endpoint)))
+            .await
+            .unwrap();
         assert_eq!(again.status(), 202, "{}", p.name);
         assert_eq!(again.headers()["idempotent-replayed"], "true", "{}", p.name);
     }

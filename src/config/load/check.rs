@@ -187,6 +187,17 @@ impl Loader {
                     "input field names must not be empty",
                 );
             }
+            for (i, n) in names.iter().enumerate() {
+                if crate::mapping::path::is_path(n)
+                    && let Err(e) = n.parse::<crate::mapping::path::Path>()
+                {
+                    self.push(
+                        place,
+                        Some(&format!("mapping.{}[{i}]", field.as_str())),
+                        &format!("`{n}` is not a path ({e}); see docs/form-tools.md, \"Paths\""),
+                    );
+                }
+            }
         }
         for (kind, field) in c.identity_fields() {
             let key = format!("identity_fields.{kind}");

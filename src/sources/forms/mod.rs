@@ -74,6 +74,10 @@ pub struct FormConnector<T> {
     /// as `Authorization: Bearer <token>` (for tools that cannot sign).
     #[serde(default)]
     pub token: Option<SecretString>,
+    /// The URL the tool posts to, as pasted into it (`https://leads.example.cn`), for tools
+    /// that sign the URL (HubSpot) when a proxy in front of the gateway changes the host.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// Requests per second taken; more get 429 with `Retry-After`.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
@@ -98,6 +102,7 @@ impl<T> Clone for FormConnector<T> {
             name: self.name.clone(),
             signing_secret: self.signing_secret.clone(),
             token: self.token.clone(),
+            public_url: self.public_url.clone(),
             rate_limit: self.rate_limit,
             default_region: self.default_region.clone(),
             mapping: self.mapping.clone(),
@@ -140,6 +145,9 @@ impl<T: FormTool> Connector for FormConnector<T> {
         }
         checks.secret_if_set("signing_secret", self.signing_secret.as_ref());
         checks.secret_if_set("token", self.token.as_ref());
+        if let Some(url) = &self.public_url {
+            checks.http_url("public_url", url);
+        }
         checks.rate_limit(self.rate_limit);
     }
 
@@ -183,7 +191,12 @@ impl<T: FormTool> Webhook for Submissions<T> {
         if let (Some(secret), Some(scheme)) = (&self.0.signing_secret, T::SIGNATURE) {
             let now = jiff::Timestamp::now().as_millisecond();
             scheme
-                .verify(secret.expose_secret(), request, now)
+                .verify(
+                    secret.expose_secret(),
+                    request,
+                    now,
+                    self.0.public_url.as_deref(),
+                )
                 .map_err(push::unauthorized)?;
         }
         Ok(None)

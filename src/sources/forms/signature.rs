@@ -24,6 +24,53 @@ pub enum Signature {
     /// Webflow: `x-webflow-signature` is the hex HMAC-SHA256 of `{timestamp}:{raw body}`, with
     /// the timestamp (milliseconds) in `x-webflow-timestamp`, within 5 minutes of now.
     Webflow,
+    /// HubSpot v3: `X-HubSpot-Signature-v3` is the base64 HMAC-SHA256 of `{method}{url}{raw
+    /// body}{timestamp}`, the URL as HubSpot called it (`https://host/path?query`) and the
+    /// timestamp (milliseconds) in `X-HubSpot-Request-Timestamp`, within 5 minutes of now.
+    HubspotV3,
+}
+
+const HUBSPOT_SIGNATURE: &str = "x-hubspot-signature-v3";
+const HUBSPOT_TIMESTAMP: &str = "x-hubspot-request-timestamp";
+
+/// The URL a request was sent to, as the sender saw it: `base` (the public URL, when
+/// configured) or the `X-Forwarded-Proto`/`X-Forwarded-Host` a proxy set, else `https` and
+/// `Host`; then the path and query as received.
+pub fn called_url(request: &Request<'_>, base: Option<&str>) -> String {
+    let path = request
+        .uri
+        .path_and_query()
+        .map_or("/", axum::http::uri::PathAndQuery::as_str);
+    if let Some(base) = base {
+        let origin = reqwest::Url::parse(base)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| base.trim_end_matches('/').to_owned());
+        return format!("{origin}{path}");
+    }
+    let proto = request.header("x-forwarded-proto").unwrap_or("https");
+    let host = request
+        .header("x-forwarded-host")
+        .or_else(|| request.header("host"))
+        .unwrap_or("localhost");
+    format!("{proto}://{host}{path}")
+}
+
+/// A millisecond timestamp header within 5 minutes of `now_ms`.
+fn fresh_ms<'r>(
+    request: &'r Request<'_>,
+    name: &str,
+    now_ms: i64,
+) -> Result<&'r str, SignatureError> {
+    let ts = request
+        .header(name)
+        .ok_or_else(|| SignatureError::Missing(name.to_owned()))?;
+    let ms: i64 = ts
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp(name.to_owned()))?;
+    if now_ms.abs_diff(ms) > TOLERANCE_MS.unsigned_abs() {
+        return Err(SignatureError::Stale(name.to_owned()));
+    }
+    Ok(ts)
 }
 
 const WEBFLOW_SIGNATURE: &str = "x-webflow-signature";
@@ -34,12 +81,14 @@ fn mac(secret: &str) -> HmacSha256 {
 }
 
 impl Signature {
-    /// Checks `request` against `secret`; `now_ms` is unix milliseconds.
+    /// Checks `request` against `secret`; `now_ms` is unix milliseconds, `base` the public URL
+    /// the tool posts to (for schemes that sign the URL).
     pub fn verify(
         self,
         secret: &str,
         request: &Request<'_>,
         now_ms: i64,
+        base: Option<&str>,
     ) -> Result<(), SignatureError> {
         match self {
             Self::Base64Body { header, prefix } => {
@@ -56,15 +105,7 @@ impl Signature {
                     .map_err(|_| SignatureError::Mismatch(header.to_owned()))
             }
             Self::Webflow => {
-                let ts = request
-                    .header(WEBFLOW_TIMESTAMP)
-                    .ok_or_else(|| SignatureError::Missing(WEBFLOW_TIMESTAMP.to_owned()))?;
-                let ms: i64 = ts
-                    .parse()
-                    .map_err(|_| SignatureError::BadTimestamp(WEBFLOW_TIMESTAMP.to_owned()))?;
-                if now_ms.abs_diff(ms) > TOLERANCE_MS.unsigned_abs() {
-                    return Err(SignatureError::Stale(WEBFLOW_TIMESTAMP.to_owned()));
-                }
+                let ts = fresh_ms(request, WEBFLOW_TIMESTAMP, now_ms)?;
                 let given = request
                     .header(WEBFLOW_SIGNATURE)
                     .ok_or_else(|| SignatureError::Missing(WEBFLOW_SIGNATURE.to_owned()))?;
@@ -77,7 +118,46 @@ impl Signature {
                 mac.verify_slice(&given)
                     .map_err(|_| SignatureError::Mismatch(WEBFLOW_SIGNATURE.to_owned()))
             }
+            Self::HubspotV3 => {
+                let ts = fresh_ms(request, HUBSPOT_TIMESTAMP, now_ms)?;
+                let given = request
+                    .header(HUBSPOT_SIGNATURE)
+                    .ok_or_else(|| SignatureError::Missing(HUBSPOT_SIGNATURE.to_owned()))?;
+                let given = base64::engine::general_purpose::STANDARD
+                    .decode(given)
+                    .map_err(|_| SignatureError::Malformed(HUBSPOT_SIGNATURE.to_owned()))?;
+                let mut mac = mac(secret);
+                mac.update(request.method.as_str().as_bytes());
+                mac.update(called_url(request, base).as_bytes());
+                mac.update(request.body);
+                mac.update(ts.as_bytes());
+                mac.verify_slice(&given)
+                    .map_err(|_| SignatureError::Mismatch(HUBSPOT_SIGNATURE.to_owned()))
+            }
         }
+    }
+
+    /// HubSpot's v3 headers for a `POST` of `body` to `url` at `now_ms` (for tests and
+    /// stand-ins).
+    pub fn sign_hubspot(
+        secret: &str,
+        url: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Vec<(&'static str, String)> {
+        let ts = now_ms.to_string();
+        let mut mac = mac(secret);
+        mac.update(b"POST");
+        mac.update(url.as_bytes());
+        mac.update(body);
+        mac.update(ts.as_bytes());
+        vec![
+            (HUBSPOT_TIMESTAMP, ts),
+            (
+                HUBSPOT_SIGNATURE,
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()),
+            ),
+        ]
     }
 
     /// The headers a tool would send for `body` (for tests and stand-ins); `now_ms` for the
@@ -102,6 +182,7 @@ impl Signature {
                     (WEBFLOW_SIGNATURE, hex::encode(mac.finalize().into_bytes())),
                 ]
             }
+            Self::HubspotV3 => Self::sign_hubspot(secret, "https://localhost/", body, now_ms),
         }
     }
 }
@@ -132,7 +213,7 @@ mod tests {
             headers: &map,
             body,
         };
-        scheme.verify(secret, &request, now)
+        scheme.verify(secret, &request, now, None)
     }
 
     #[test]
@@ -159,6 +240,55 @@ mod tests {
             check(scheme, "s3cret", &bad, body, 0),
             Err(SignatureError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn hubspot_signatures_cover_method_url_body_and_timestamp() {
+        let body = br#"{"vid":1}"#;
+        let now = 1_700_000_000_000;
+        let url = "https://leads.example.cn/v1/webhooks/hubspot?token=x";
+        let signed = Signature::sign_hubspot("hs", url, body, now);
+        let verify = |headers: &[(&str, String)], host: &str, base: Option<&str>, body: &[u8]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                map.insert(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            map.insert("host", host.parse().unwrap());
+            let (method, uri) = (
+                Method::POST,
+                Uri::from_static("/v1/webhooks/hubspot?token=x"),
+            );
+            let request = Request {
+                method: &method,
+                uri: &uri,
+                headers: &map,
+                body,
+            };
+            Signature::HubspotV3.verify("hs", &request, now + 1000, base)
+        };
+        verify(&signed, "leads.example.cn", None, body).unwrap();
+        verify(
+            &signed,
+            "10.0.0.7:8080",
+            Some("https://leads.example.cn/"),
+            body,
+        )
+        .unwrap();
+        assert!(
+            verify(&signed, "10.0.0.7:8080", None, body).is_err(),
+            "another URL"
+        );
+        assert!(verify(&signed, "leads.example.cn", None, b"{}").is_err());
+        let stale = Signature::sign_hubspot("hs", url, body, now - 6 * 60_000);
+        assert!(matches!(
+            verify(&stale, "leads.example.cn", None, body),
+            Err(SignatureError::Stale(_))
+        ));
+        // The same computation apart, in Python: base64(HMAC-SHA256("hs", "POST" + url + body + ts)).
+        assert_eq!(signed[1].1, "tVllMLGSA4Kzv32ztGhEEMPuMZPt4Wiox3BDdQ7Bxdo=");
     }
 
     #[test]

@@ -102,6 +102,19 @@ const PRESET: &[(ContactField, &[&str])] = &[
     (ContactField::Province, &["REGION"]),
 ];
 
+/// The idempotency key of a test lead: `test:{form_id}:{lead_id}:{hash of the answers}`.
+fn test_key(payload: &Value) -> Option<String> {
+    use sha2::Digest;
+    let answers = serde_json::to_vec(payload.get("user_column_data")?).ok()?;
+    let digest = sha2::Sha256::digest(&answers);
+    Some(format!(
+        "test:{}:{}:{}",
+        payload.get("form_id").and_then(crate::sources::id_text).unwrap_or_default(),
+        lead_id(payload).unwrap_or_default(),
+        hex::encode(&digest[..8])
+    ))
+}
+
 /// `mapping` first, then the preset's names for the same field.
 pub fn mapping_with_preset(mapping: &FieldMapping) -> FieldMapping {
     crate::sources::with_preset(mapping, PRESET)
@@ -139,7 +152,15 @@ impl Webhook for LeadForm {
             let mut event =
                 IntakeEvent::new(push.connector, SourceKind::Platform, lead_id.clone(), payload);
             event.test = test;
-            let receipt = push.journal(event, header_key.or(lead_id)).await?;
+            // Google sends every "send test data" with the same fixed test lead id, whatever the
+            // form: a test is keyed by its form and answers too, so another form's test (or the
+            // same form's with other answers) is not taken for a retry.
+            let key = if test {
+                test_key(&event.payload)
+            } else {
+                lead_id
+            };
+            let receipt = push.journal(event, header_key.or(key)).await?;
             Ok(push::accepted(&receipt))
         })
     }
@@ -173,6 +194,20 @@ mod tests {
             take_key(&mut json!({"google_key": 5}), "5"),
             Err(KeyError::Missing)
         );
+    }
+
+    #[test]
+    fn test_leads_are_keyed_by_form_and_answers() {
+        let test = |form: u64, phone: &str| {
+            json!({"lead_id": "TeSter-123-ABCDEFGHIJKLMNOPQRSTUVWXYZ-abcdefghijklmnopqrstuvwxyz-0123456789-AaBbCcDdEe",
+                   "form_id": form, "is_test": true,
+                   "user_column_data": [{"column_id": "PHONE_NUMBER", "string_value": phone}]})
+        };
+        let a = test_key(&test(1, "+16505550123")).unwrap();
+        assert!(a.starts_with("test:1:TeSter-123-"), "{a}");
+        assert_eq!(test_key(&test(1, "+16505550123")), Some(a.clone()), "a retry");
+        assert_ne!(test_key(&test(2, "+16505550123")), Some(a.clone()), "another form");
+        assert_ne!(test_key(&test(1, "+16505550124")), Some(a), "other answers");
     }
 
     #[test]

@@ -21,9 +21,28 @@ use crate::sources::status::Statuses;
 /// The event of a lead read from the Graph API.
 pub(super) fn event(connector: &str, lead: Value, now: &str) -> IntakeEvent {
     let id = lead.get("id").and_then(id_text);
+    let test = is_test(&lead);
     let mut e = IntakeEvent::new(connector, SourceKind::Platform, id, lead);
     e.received_at = now.to_owned();
+    e.test = test;
     e
+}
+
+/// A lead of Meta's Lead Ads Testing Tool: its answers are `<test lead: dummy data for …>` and
+/// its email `test@fb.com`. Meta marks it nowhere else.
+pub(super) fn is_test(lead: &Value) -> bool {
+    let values = lead
+        .get("field_data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.get("values").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str);
+    values.into_iter().any(|v| {
+        let v = v.trim();
+        v.starts_with("<test lead") || v.eq_ignore_ascii_case("test@fb.com")
+    })
 }
 
 /// What a Graph error means. `wait` is Meta's own estimate of when the quota comes back.
@@ -220,5 +239,23 @@ impl TokenWatch {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn testing_tool_leads_are_test_leads() {
+        let lead = |values: &[&str]| {
+            json!({"id": "1", "field_data": [{"name": "full_name", "values": values}]})
+        };
+        assert!(is_test(&lead(&["<test lead: dummy data for full_name>"])));
+        assert!(is_test(&lead(&["TEST@fb.com"])));
+        assert!(!is_test(&lead(&["Jane Doe"])));
+        assert!(!is_test(&json!({"id": "1"})));
+        let real = crate::sources::fixture_json("meta", "lead.json");
+        assert!(!is_test(&real));
     }
 }

@@ -159,9 +159,72 @@ fn parse_form(body: &[u8], enc: Option<&'static Encoding>) -> Result<Value, Body
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
-        insert_repeated(&mut obj, text(k)?, Value::String(text(v)?));
+        insert_field(&mut obj, text(k)?, Value::String(text(v)?));
     }
     Ok(Value::Object(obj))
+}
+
+/// A bracketed form key's parts: `fields[email][value]` -> `fields`, `email`, `value`;
+/// `tags[]` -> `tags`, `` (append). `None` for a plain key, or one that is not well formed.
+fn bracketed(key: &str) -> Option<Vec<&str>> {
+    let open = key.find('[')?;
+    let (base, mut rest) = key.split_at(open);
+    if base.is_empty() || base.contains(']') {
+        return None;
+    }
+    let mut parts = vec![base];
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[')?;
+        let close = inner.find(']')?;
+        let part = &inner[..close];
+        if part.contains('[') {
+            return None;
+        }
+        parts.push(part);
+        rest = &inner[close + 1..];
+    }
+    (parts.len() <= MAX_PAYLOAD_DEPTH / 2).then_some(parts)
+}
+
+/// Adds a form field: a bracketed key (`fields[email][value]`, what PHP and WordPress forms
+/// send) nests into objects, `tags[]` appends; a plain key, or one whose nesting clashes with a
+/// value already there, is kept as it is.
+fn insert_field(obj: &mut Map<String, Value>, key: String, value: Value) {
+    let Some(parts) = bracketed(&key) else {
+        return insert_repeated(obj, key, value);
+    };
+    fn place(obj: &mut Map<String, Value>, parts: &[&str], value: Value) -> Result<(), Value> {
+        let (first, rest) = parts.split_first().expect("a key has a base");
+        match rest {
+            [] => {
+                insert_repeated(obj, (*first).to_owned(), value);
+                Ok(())
+            }
+            [""] => match obj
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                Value::Array(items) => {
+                    items.push(value);
+                    Ok(())
+                }
+                _ => Err(value),
+            },
+            _ => match obj
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                Value::Object(inner) => place(inner, rest, value),
+                _ => Err(value),
+            },
+        }
+    }
+    if parts[1..].iter().any(|p| p.is_empty()) && parts.last() != Some(&"") {
+        return insert_repeated(obj, key, value);
+    }
+    if let Err(value) = place(obj, &parts, value) {
+        insert_repeated(obj, key, value);
+    }
 }
 
 /// A `multipart/form-data` body as an object of its parts: text parts by name (repeated names
@@ -199,7 +262,7 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Value, BodyError> 
                 Some(file_name) => Value::String(file_name),
                 None => Value::String(decode_text(&data, encoding_of(charset.as_deref())?)?),
             };
-            insert_repeated(&mut obj, name, value);
+            insert_field(&mut obj, name, value);
         }
         Ok(Value::Object(obj))
     })
@@ -454,6 +517,30 @@ mod tests {
             parse_body(Some("text/plain"), b"x").unwrap_err().field(),
             "content-type"
         );
+    }
+
+    #[test]
+    fn bracketed_form_keys_nest() {
+        let body = b"form%5Bid%5D=7d2e&form%5Bname%5D=Contact&fields%5Bemail%5D%5Bvalue%5D=a%40b.cn\
+&fields%5Bemail%5D%5Btype%5D=email&tags%5B%5D=x&tags%5B%5D=y&plain=1&odd%5B=2&a%5Bb%5D%5B%5Bc%5D=3\
+&plain%5Bx%5D=4&e%5B%5D%5Bx%5D=5";
+        let v = parse_body(Some("application/x-www-form-urlencoded"), body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "form": {"id": "7d2e", "name": "Contact"},
+                "fields": {"email": {"value": "a@b.cn", "type": "email"}},
+                "tags": ["x", "y"],
+                "plain": "1",
+                "odd[": "2",
+                "a[b][[c]": "3",
+                "plain[x]": "4",
+                "e[][x]": "5"
+            })
+        );
+        let deep = format!("{}=1", "k".to_owned() + &"[k]".repeat(40));
+        let v = parse_body(Some("application/x-www-form-urlencoded"), deep.as_bytes()).unwrap();
+        assert!(v.as_object().unwrap().contains_key(&deep[..deep.len() - 2]), "too deep stays flat");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::lead::Issue;
 
+pub mod path;
+
 /// A contact field that input can be mapped to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -137,6 +139,22 @@ const BUILT_IN: &[(ContactField, &[&str])] = &[
     ),
 ];
 
+/// Names of a given name and a family name, folded: a form that asks for the two parts only
+/// (Google Ads `FIRST_NAME` and `LAST_NAME`, Webflow's `First Name`, 姓 and 名) gives a name.
+const GIVEN_NAMES: &[&str] = &["firstname", "givenname", "forename", "名"];
+const FAMILY_NAMES: &[&str] = &["lastname", "surname", "familyname", "姓", "姓氏"];
+
+/// The name of a payload that has a given and/or a family name but no full name.
+fn joined_name(obj: &Map<String, Value>) -> Option<String> {
+    let part = |names: &[&str]| {
+        obj.iter()
+            .find(|(k, _)| names.contains(&fold_name(k).as_str()))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    crate::sources::person_name(part(GIVEN_NAMES), part(FAMILY_NAMES))
+}
+
 /// Folds an input field name for matching: `Phone Number`, `phone_number`, `ＰＨＯＮＥ-NUMBER` agree.
 pub fn fold_name(name: &str) -> String {
     if name.is_ascii() {
@@ -200,15 +218,25 @@ pub struct MappedFields<'a> {
 pub struct Mapper {
     /// Folded input name -> (field, priority; lower wins).
     index: FxHashMap<String, (ContactField, usize)>,
+    /// `mapping` entries that are paths into the payload as received, with their priority.
+    paths: Vec<(ContactField, usize, path::Path)>,
 }
 
 impl Mapper {
     pub fn new(extra: &FieldMapping) -> Self {
         let mut index = FxHashMap::default();
+        let mut paths = Vec::new();
         let mut rank = 0;
         for (field, names) in extra {
             for n in names {
-                index.entry(fold_name(n)).or_insert((*field, rank));
+                if path::is_path(n) {
+                    // A path that does not parse is refused when the settings are loaded.
+                    if let Ok(p) = n.parse() {
+                        paths.push((*field, rank, p));
+                    }
+                } else {
+                    index.entry(fold_name(n)).or_insert((*field, rank));
+                }
                 rank += 1;
             }
         }
@@ -218,11 +246,17 @@ impl Mapper {
                 rank += 1;
             }
         }
-        Self { index }
+        Self { index, paths }
     }
 
     /// Maps a payload object. A non-object payload maps nothing and is reported.
     pub fn map<'a>(&self, payload: &'a Value) -> MappedFields<'a> {
+        self.map_read(payload, payload)
+    }
+
+    /// Maps the fields a platform read from its payload (`fields`), with the `mapping` paths
+    /// reaching into the payload as received (`raw`).
+    pub fn map_read<'a>(&self, payload: &'a Value, raw: &Value) -> MappedFields<'a> {
         let mut out = MappedFields::default();
         let Some(obj) = payload.as_object() else {
             out.issues.push(Issue::new(
@@ -274,6 +308,24 @@ impl Mapper {
                 }
             }
         }
+        for (field, rank, path) in &self.paths {
+            let slot = &mut best[*field as usize];
+            if slot.is_some_and(|(r, _)| r <= *rank) {
+                continue;
+            }
+            let Some(text) = path.find(raw).and_then(path::text_of) else {
+                continue;
+            };
+            if let Some((_, loser)) = slot.replace((*rank, "")) {
+                out.custom.insert(loser.to_owned(), obj[loser].clone());
+            }
+            out.values.insert(*field, Cow::Owned(text));
+        }
+        if !out.values.contains_key(&ContactField::Name)
+            && let Some(name) = joined_name(obj)
+        {
+            out.values.insert(ContactField::Name, Cow::Owned(name));
+        }
         out
     }
 }
@@ -288,6 +340,79 @@ pub type FieldsFn = std::sync::Arc<dyn Fn(&serde_json::Value) -> serde_json::Val
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn paths_reach_into_the_payload_as_received_and_beat_built_in_names() {
+        let mapping: FieldMapping = [
+            (
+                ContactField::Email,
+                vec!["$.form_response.answers[field.ref=email]".to_owned()],
+            ),
+            (
+                ContactField::Phone,
+                vec!["$.entry.field_4".to_owned(), "tel".to_owned()],
+            ),
+            (ContactField::Company, vec!["$.nowhere".to_owned()]),
+        ]
+        .into_iter()
+        .collect();
+        let m = Mapper::new(&mapping);
+        let raw = json!({"form_response": {"answers": [
+                {"type": "email", "email": "laura@example.com", "field": {"ref": "email"}}]},
+            "entry": {"field_4": {"value": "18629058968", "verified": true}},
+            "phone": "13800138000", "tel": "021 5555 0000", "company": "Acme"});
+        let got = m.map(&raw);
+        assert_eq!(
+            got.values.get(&ContactField::Email),
+            Some("laura@example.com")
+        );
+        assert_eq!(
+            got.values.get(&ContactField::Phone),
+            Some("18629058968"),
+            "the path comes first"
+        );
+        assert_eq!(
+            got.custom["phone"], "13800138000",
+            "the name it beat is kept: {:?}",
+            got.custom
+        );
+        assert_eq!(
+            got.values.get(&ContactField::Company),
+            Some("Acme"),
+            "a path that reaches nothing yields"
+        );
+        // Flattened fields are read by name, the paths reach the payload as received.
+        let flat = json!({"tel": "021 5555 0000"});
+        let got = m.map_read(&flat, &raw);
+        assert_eq!(got.values.get(&ContactField::Phone), Some("18629058968"));
+        assert_eq!(
+            got.values.get(&ContactField::Email),
+            Some("laura@example.com")
+        );
+    }
+
+    #[test]
+    fn a_given_and_a_family_name_make_a_name() {
+        let m = Mapper::new(&FieldMapping::new());
+        let name = |v: Value| m.map(&v).values.get(&ContactField::Name).map(str::to_owned);
+        assert_eq!(
+            name(json!({"FIRST_NAME": "Jane", "LAST_NAME": "Doe"})).as_deref(),
+            Some("Jane Doe")
+        );
+        assert_eq!(
+            name(json!({"First Name": "Zaphod"})).as_deref(),
+            Some("Zaphod")
+        );
+        assert_eq!(
+            name(json!({"姓": "王", "名": "小明"})).as_deref(),
+            Some("王小明")
+        );
+        assert_eq!(
+            name(json!({"name": "Full", "first_name": "Jane"})).as_deref(),
+            Some("Full")
+        );
+        assert_eq!(name(json!({"first_name": " ", "last_name": 3})), None);
+    }
 
     #[test]
     fn chinese_and_english_headers_map() {
