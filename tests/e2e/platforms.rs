@@ -1,7 +1,7 @@
 //! Ad-platform webhooks replayed from the recorded fixtures in `connectors/fixtures/`, through
 //! the real binary to the real broker.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Broker, Gateway, consume_until, kafka_config};
 
@@ -70,7 +70,22 @@ async fn google_ads_leads_are_checked_mapped_deduplicated_and_tests_kept_apart()
         post("google-ads", test.clone()).await.unwrap().status(),
         202
     );
-    assert_eq!(post("google-flagged", test).await.unwrap().status(), 202);
+    assert_eq!(
+        post("google-flagged", test.clone()).await.unwrap().status(),
+        202
+    );
+    // Google sends every test with the same fixed lead id: another form's test is not a retry.
+    let mut other_form = test.clone();
+    other_form["form_id"] = json!(987654);
+    let second = post("google-ads", other_form).await.unwrap();
+    assert_eq!(second.status(), 202);
+    assert!(second.headers().get("idempotent-replayed").is_none());
+    let retry = post("google-ads", test).await.unwrap();
+    assert_eq!(
+        retry.headers()["idempotent-replayed"],
+        "true",
+        "the same form's test again"
+    );
 
     let clean = consume_until(
         &broker.brokers(),
@@ -126,14 +141,24 @@ async fn google_ads_leads_are_checked_mapped_deduplicated_and_tests_kept_apart()
     let flagged = by_connector("google-flagged");
     assert_eq!(flagged.len(), 1);
     assert_eq!(flagged[0]["source"]["test"], true);
+    assert_eq!(
+        flagged[0]["lead_id"],
+        Value::Null,
+        "a test never becomes a person"
+    );
+    assert_eq!(
+        flagged[0]["assignment"],
+        Value::Null,
+        "nor reaches a salesperson"
+    );
     // test_leads = "topic" (the shipped definition): on leads.test only, never a person.
     let tests = consume_until(
         &broker.brokers(),
         "leads.test",
         std::time::Duration::from_secs(30),
-        |got| !got.is_empty(),
+        |got| got.len() >= 2,
     );
-    assert_eq!(tests.len(), 1);
+    assert_eq!(tests.len(), 2, "one test per form");
     let t = &tests[0].value;
     assert_eq!(t["source"]["connector"], "google-ads");
     assert_eq!(t["source"]["test"], true);
