@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 /// Version of the published record schema. Minor bumps only add optional fields; a major bump
 /// changes or removes something and gets new topic names in the release notes.
-pub const SCHEMA_VERSION: &str = "1.3";
+pub const SCHEMA_VERSION: &str = "1.4";
 
 /// How a lead entered the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -183,6 +183,10 @@ pub struct Contact {
     pub province: Option<Cow<'static, str>>,
     pub city: Option<Cow<'static, str>>,
     pub address: Option<String>,
+    /// The lead's own country, ISO 3166-1 alpha-2 (`TW`), when a country field named one; its
+    /// phone number was read in that region. Added in 1.4.
+    #[serde(default)]
+    pub country: Option<String>,
     /// Free-text remarks (备注).
     pub notes: Option<String>,
 }
@@ -230,7 +234,7 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(title = "leadgate lead record", extend("$id" = "https://leadgate.dev/schema/lead-record-1.json"))]
 pub struct LeadRecord {
-    /// `"1.3"` for this schema (`MAJOR.MINOR`; a minor version only adds).
+    /// `"1.4"` for this schema (`MAJOR.MINOR`; a minor version only adds).
     pub schema_version: String,
     /// Unique per ingested event; consumers drop repeats by it (delivery is at least once).
     pub event_id: String,

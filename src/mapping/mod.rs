@@ -28,6 +28,8 @@ pub enum ContactField {
     Province,
     City,
     Address,
+    /// The lead's own country: it sets the region its phone number is read in.
+    Country,
     Notes,
 }
 
@@ -47,6 +49,7 @@ impl ContactField {
             Self::Province => "province",
             Self::City => "city",
             Self::Address => "address",
+            Self::Country => "country",
             Self::Notes => "notes",
         }
     }
@@ -130,6 +133,21 @@ const BUILT_IN: &[(ContactField, &[&str])] = &[
     (
         ContactField::Address,
         &["address", "street_address", "地址", "详细地址"],
+    ),
+    (
+        ContactField::Country,
+        &[
+            "country",
+            "country_code",
+            "country_region",
+            "country_or_region",
+            "国家",
+            "国家地区",
+            "国家/地区",
+            "国家或地区",
+            "國家",
+            "國家/地區",
+        ],
     ),
     (
         ContactField::Notes,

@@ -1,6 +1,7 @@
 //! Normalization and validation: pure functions from mapped text to a typed, cleaned contact.
 //! No I/O here; every problem becomes an [`Issue`] with a stable code.
 
+mod countries;
 mod email;
 mod keys;
 mod phone;
@@ -11,6 +12,7 @@ mod text;
 #[cfg(test)]
 mod properties;
 
+pub use countries::region_of;
 pub use email::{Email, EmailError, EmailIdentity, Finding as EmailFinding};
 pub use keys::{company_key, name_key, tidy_latin_case};
 pub use phone::{Phone, PhoneError, PhoneKind};
@@ -64,11 +66,27 @@ pub fn warm_up() {
     let _ = Email::parse("warm-up@qq.com");
 }
 
-/// Cleans mapped fields. `region` reads numbers written without a country code.
+/// Cleans mapped fields. Numbers written without a country code are read in the lead's own
+/// country, when a country field names one, else in `region` (the connector's default).
 pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
     let mut issues = fields.issues.clone();
     let get = |f: ContactField| fields.values.get(&f);
     let text = |f: ContactField| get(f).and_then(clean_text);
+    let own_country = get(ContactField::Country).and_then(|raw| {
+        let found = region_of(raw);
+        if found.is_none() {
+            issues.push(Issue::new(
+                "country",
+                "country.unknown",
+                format!(
+                    "`{}` names no country; numbers are read in the connector's region",
+                    raw.trim()
+                ),
+            ));
+        }
+        found
+    });
+    let region = own_country.unwrap_or(region);
 
     let phone = get(ContactField::Phone).and_then(|raw| match Phone::parse(raw, region) {
         Ok(p) => Some(p),
@@ -116,6 +134,7 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
         province,
         city,
         address: text(ContactField::Address),
+        country: own_country.map(|c| c.as_ref().to_owned()),
         notes: text(ContactField::Notes),
     };
     NormalizedLead {
@@ -165,6 +184,43 @@ mod tests {
     use super::*;
     use crate::mapping::Mapper;
     use serde_json::json;
+
+    #[test]
+    fn a_leads_own_country_sets_the_region_its_phone_is_read_in() {
+        let m = Mapper::new(&Default::default());
+        let read = |v: serde_json::Value| normalize(&m.map(&v), country::Id::CN);
+        let tw = read(json!({"phone": "0912 345 678", "国家/地区": "台湾"}));
+        assert_eq!(
+            tw.contact.phone.as_deref(),
+            Some("+886912345678"),
+            "{:?}",
+            tw.issues
+        );
+        assert_eq!(tw.contact.country.as_deref(), Some("TW"));
+        let za = read(json!({"phone": "082 123 4567", "COUNTRY": "South Africa"}));
+        assert_eq!(
+            za.contact.phone.as_deref(),
+            Some("+27821234567"),
+            "{:?}",
+            za.issues
+        );
+        let za = read(json!({"phone": "082 123 4567", "country_code": "+27"}));
+        assert_eq!(za.contact.phone.as_deref(), Some("+27821234567"));
+        // A number written with its country code keeps it, whatever the field says.
+        let cn = read(json!({"phone": "+86 138 0013 8000", "country": "TW"}));
+        assert_eq!(cn.contact.phone.as_deref(), Some("+8613800138000"));
+        // Without a country, the connector's region; an unknown one is said and falls back.
+        let no = read(json!({"phone": "082 123 4567"}));
+        assert_eq!(no.contact.phone, None);
+        let unknown = read(json!({"phone": "13800138000", "country": "Atlantis"}));
+        assert_eq!(unknown.contact.phone.as_deref(), Some("+8613800138000"));
+        assert!(
+            unknown.issues.iter().any(|i| i.code == "country.unknown"),
+            "{:?}",
+            unknown.issues
+        );
+        assert_eq!(unknown.contact.country, None);
+    }
 
     #[test]
     fn the_readme_lead_is_cleaned() {
