@@ -100,6 +100,14 @@ connectors! {
     Webflow(webflow::WebflowConnector) = "webflow",
     /// HubSpot workflow webhooks: the enrolled record's properties, v3-signed.
     Hubspot(hubspot::HubspotConnector) = "hubspot",
+    /// Elementor Pro forms' webhook action: labels as keys, or "Advanced Data".
+    Elementor(elementor::ElementorConnector) = "elementor",
+    /// Gravity Forms (Webhooks Add-On): entries by field id.
+    GravityForms(gravity_forms::GravityFormsConnector) = "gravity_forms",
+    /// 问卷星 答卷API推送: flat answer sheets, option numbers resolved by `choices`.
+    Wjx(wjx::WjxConnector) = "wjx",
+    /// Google Forms through the shipped Apps Script snippet: signed, answers by title.
+    GoogleForms(google_forms::GoogleFormsConnector) = "google_forms",
 }
 
 impl ConnectorConfig {

@@ -92,8 +92,59 @@ pub struct FormConnector<T> {
     /// Where the tool's test submissions go.
     #[serde(default)]
     pub test_leads: TestLeads,
+    /// The options of choice questions whose answers arrive as option numbers or codes, by the
+    /// answer's field name: a list (option 1 first: `q3 = ["CRM", "ERP"]` makes `"1,2"` `CRM,
+    /// ERP`) or a table (`field_3 = { zI63 = "教育" }`).
+    #[serde(default)]
+    pub choices: BTreeMap<String, Choices>,
     #[serde(skip)]
     tool: PhantomData<fn() -> T>,
+}
+
+/// A choice question's options (see [`FormConnector::choices`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Choices {
+    /// In order: option 1 first.
+    List(Vec<String>),
+    /// Option code -> text.
+    Table(BTreeMap<String, String>),
+}
+
+impl Choices {
+    fn text<'a>(&'a self, id: &'a str) -> &'a str {
+        let found = match self {
+            Self::List(options) => id
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| options.get(n.checked_sub(1)?)),
+            Self::Table(options) => options.get(id),
+        };
+        found.map_or(id, String::as_str)
+    }
+}
+
+/// Replaces option numbers or codes with their text in the fields `choices` names: a value of
+/// several (`1,2`, `1┋3`, `zI63, uN9L`) becomes their texts joined with `, `.
+fn resolve_choices(fields: &mut Value, choices: &BTreeMap<String, Choices>) {
+    let Some(obj) = fields.as_object_mut() else {
+        return;
+    };
+    for (name, options) in choices {
+        let Some(value) = obj.get_mut(name) else {
+            continue;
+        };
+        let Some(ids) = crate::sources::id_text(value) else {
+            continue;
+        };
+        let texts: Vec<&str> = ids
+            .split([',', '，', '|', '┋'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|id| options.text(id))
+            .collect();
+        *value = Value::String(texts.join(", "));
+    }
 }
 
 impl<T> Clone for FormConnector<T> {
@@ -108,6 +159,7 @@ impl<T> Clone for FormConnector<T> {
             mapping: self.mapping.clone(),
             identity_fields: self.identity_fields.clone(),
             test_leads: self.test_leads,
+            choices: self.choices.clone(),
             tool: PhantomData,
         }
     }
@@ -152,10 +204,17 @@ impl<T: FormTool> Connector for FormConnector<T> {
     }
 
     fn shape(&self) -> Shape {
-        flattened(
-            crate::sources::with_preset(&self.mapping, T::PRESET),
-            T::fields,
-        )
+        let mapping = crate::sources::with_preset(&self.mapping, T::PRESET);
+        if self.choices.is_empty() {
+            return flattened(mapping, T::fields);
+        }
+        let choices = self.choices.clone();
+        let fields = move |event: &Value| {
+            let mut f = T::fields(event);
+            resolve_choices(&mut f, &choices);
+            f
+        };
+        (mapping, Some(std::sync::Arc::new(fields)))
     }
 
     fn banner(&self, base: &str) -> Option<String> {
@@ -392,6 +451,26 @@ mod tests {
         assert_eq!(person_name("Ming", "王").as_deref(), Some("Ming 王"));
         assert_eq!(person_name(" ", "Doe").as_deref(), Some("Doe"));
         assert_eq!(person_name("", " "), None);
+    }
+
+    #[test]
+    fn configured_choices_turn_numbers_and_codes_into_text() {
+        let choices: BTreeMap<String, Choices> = serde_json::from_value(json!({
+            "q3": ["CRM", "ERP", "OA"],
+            "field_3": {"zI63": "教育", "uN9L": "IT/互联网/计算机"}}))
+        .unwrap();
+        let mut f = json!({"q3": "1,3", "q4": "1", "field_3": "zI63, uN9L", "q5": 2});
+        resolve_choices(&mut f, &choices);
+        assert_eq!(
+            f,
+            json!({"q3": "CRM, OA", "q4": "1", "field_3": "教育, IT/互联网/计算机", "q5": 2})
+        );
+        let mut f = json!({"q3": "2┋9┋0"});
+        resolve_choices(&mut f, &choices);
+        assert_eq!(f["q3"], "ERP, 9, 0", "numbers no option has stay");
+        let mut f = json!({"q3": 2});
+        resolve_choices(&mut f, &choices);
+        assert_eq!(f["q3"], "ERP");
     }
 
     #[test]
