@@ -139,6 +139,13 @@ impl MarketingApi {
                     let n: u32 = id[1..].parse().unwrap();
                     axum::Json(response(id, n, id == "r4")).into_response()
                 }
+                // A response of a form the token cannot read (leadForms/9999 is a 404).
+                "r8" => {
+                    let mut r = response("r8", 8, false);
+                    r["versionedLeadGenFormUrn"] =
+                        "urn:li:versionedLeadGenForm:(urn:li:leadGenForm:9999,1)".into();
+                    axum::Json(r).into_response()
+                }
                 _ => (
                     StatusCode::NOT_FOUND,
                     axum::Json(json!({"status": 404, "message": "Not found"})),
@@ -400,4 +407,63 @@ async fn linkedin_leads_are_validated_fetched_with_their_questions_and_published
         |_| false,
     ));
     assert_eq!(clean.len(), 6, "each lead once");
+}
+
+/// A response whose form cannot be read (a 404) is still published, its answers under their
+/// question ids and the record saying why; the connector's health names the form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_that_cannot_be_read_shows_in_health_and_on_the_record() {
+    let api = MarketingApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = connector("linkedin", api.port, "good-token");
+    let gw = Gateway::start(Some(&config), &dir.path().join("gw"));
+    let http = reqwest::Client::new();
+    let bytes = serde_json::to_vec(&notification("r8", "CREATED")).unwrap();
+    let r = http
+        .post(gw.url("/v1/webhooks/linkedin"))
+        .header("content-type", "application/json")
+        .header(
+            "X-LI-Signature",
+            leadgate::sources::linkedin::sign(SECRET, &bytes),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        let found = gw
+            .spooled("leads.clean")
+            .into_iter()
+            .find(|r| r["source"]["external_id"] == "r8");
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?} {:?}",
+            api.log(),
+            gw.spooled("leads.clean"),
+            gw.spooled("leads.rejected")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let issue = record["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["code"] == "source.form_unreadable")
+        .unwrap_or_else(|| panic!("{record}"));
+    assert!(
+        issue["message"].as_str().unwrap().contains("9999"),
+        "{issue}"
+    );
+    assert_eq!(
+        record["contact"]["email"], "lead8@example.com",
+        "typed answers still map: {record}"
+    );
+    let st = get_json(&http, &gw.url("/v1/connectors/linkedin")).await;
+    let err = st["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("cannot read lead form 9999"), "{st}");
 }

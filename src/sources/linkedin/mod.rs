@@ -190,6 +190,7 @@ pub fn fields(response: &Value) -> Value {
     let answers = response
         .pointer("/formResponse/answers")
         .and_then(Value::as_array);
+    let mut unnamed_email = None;
     for a in answers.into_iter().flatten() {
         let id = match a.get("questionId") {
             Some(Value::Number(n)) => n.to_string(),
@@ -199,10 +200,17 @@ pub fn fields(response: &Value) -> Value {
         let name = names
             .and_then(|n| n.get(&id))
             .and_then(Value::as_str)
-            .map_or(id.clone(), str::to_owned);
+            .map(str::to_owned);
         if let Some(text) = a.get("answerDetails").and_then(answer_text) {
-            out.insert(name, Value::String(text));
+            // A question whose form could not be read: an email address is still an email.
+            if name.is_none() && unnamed_email.is_none() && crate::sources::forms::looks_like_email(&text) {
+                unnamed_email = Some(text.clone());
+            }
+            out.insert(name.unwrap_or(id), Value::String(text));
         }
+    }
+    if let Some(email) = unnamed_email {
+        out.entry("EMAIL").or_insert(Value::String(email));
     }
     crate::sources::join_name(&mut out, "FULL_NAME", "FIRST_NAME", "LAST_NAME");
     Value::Object(out)
@@ -258,6 +266,7 @@ struct Api {
     limiter: Option<Limiter>,
     /// Question names by form id, read once.
     forms: Mutex<HashMap<String, Map<String, Value>>>,
+    statuses: crate::sources::status::Statuses,
 }
 
 impl Api {
@@ -295,30 +304,37 @@ impl Api {
         Ok(answer)
     }
 
-    /// The question names of the response's form; empty when the form cannot be read (the
-    /// answers then keep their question ids).
-    async fn questions(&self, response: &Value) -> Map<String, Value> {
+    /// The question names of the response's form, or why the form could not be read (the
+    /// answers then keep their question ids; the next response of the form tries again).
+    async fn questions(&self, response: &Value) -> Result<Map<String, Value>, String> {
         let urn = response
             .get("versionedLeadGenFormUrn")
             .or_else(|| response.get("leadGenForm"))
             .and_then(Value::as_str);
         let Some(form) = urn.and_then(form_id) else {
-            return Map::new();
+            return Ok(Map::new());
         };
         // Held while the form is read, so the fetcher and the poll read it once between them.
         let mut forms = self.forms.lock().await;
         if let Some(known) = forms.get(form) {
-            return known.clone();
+            return Ok(known.clone());
         }
         match self.get(&format!("leadForms/{form}")).await {
             Ok(f) => {
                 let names = question_names(&f);
                 forms.insert(form.to_owned(), names.clone());
-                names
+                Ok(names)
             }
             Err(e) => {
+                let why = format!(
+                    "cannot read lead form {form} ({e}): its answers keep their question ids; check that the token may read the form (r_marketing_leadgen_automation) and that the form exists"
+                );
                 tracing::warn!(connector = %self.name, form, error = %e, "cannot read the form; answers keep their question ids");
-                Map::new()
+                self.statuses.update(&self.name, |s| {
+                    s.last_error = Some(why.clone());
+                    s.last_error_at = Some(now_rfc3339());
+                });
+                Err(why)
             }
         }
     }
@@ -327,7 +343,10 @@ impl Api {
 impl Api {
     /// The event of a form response read from the API, its form's questions added.
     async fn event(&self, mut response: Value, fallback_id: Option<&str>) -> IntakeEvent {
-        let questions = self.questions(&response).await;
+        let (questions, unreadable) = match self.questions(&response).await {
+            Ok(q) => (q, None),
+            Err(why) => (Map::new(), Some(why)),
+        };
         let id = response
             .get("id")
             .and_then(Value::as_str)
@@ -340,6 +359,13 @@ impl Api {
         let mut e = IntakeEvent::new(&self.name, SourceKind::Platform, id, response);
         e.received_at = now_rfc3339();
         e.test = test;
+        if let Some(why) = unreadable {
+            e.issues.push(crate::lead::Issue::new(
+                "questions",
+                "source.form_unreadable",
+                why,
+            ));
+        }
         e
     }
 }
@@ -461,6 +487,7 @@ pub(crate) fn start(cfg: &LinkedinConnector, cx: &Start<'_>) -> anyhow::Result<S
         token: cfg.access_token.clone(),
         limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
         forms: Mutex::new(HashMap::new()),
+        statuses: cx.statuses.clone(),
     });
     let mut tasks = vec![fetch_task(&cfg.name, ApiFetch(api.clone()), &inbox)];
     if let Some(owner) = &cfg.owner {
