@@ -69,7 +69,8 @@ impl Phone {
             return Err(PhoneError::NoNumber);
         }
         let mut number =
-            phonenumber::parse(Some(region), &candidate).map_err(|_| PhoneError::Invalid)?;
+            phonenumber::parse_with(&super::phone_meta::DATABASE, Some(region), &candidate)
+                .map_err(|_| PhoneError::Invalid)?;
         // The crate strips national and carrier prefixes by the *default* region's rules even when
         // the number names another country (+44 1212... lost "1212" as if it were a Chinese
         // carrier code). libphonenumber uses the number's own country: parse again under it, from
@@ -87,7 +88,8 @@ impl Phone {
         if let Some(home) = super::phone_meta::main_region(number.code().value())
             && home != region
         {
-            number = phonenumber::parse(Some(home), &candidate).map_err(|_| PhoneError::Invalid)?;
+            number = phonenumber::parse_with(&super::phone_meta::DATABASE, Some(home), &candidate)
+                .map_err(|_| PhoneError::Invalid)?;
         }
         // Validity and type by libphonenumber's rules (see phone_meta), not the crate's.
         let code = number.code().value();
@@ -300,6 +302,21 @@ mod tests {
 
     fn cn(s: &str) -> Result<String, PhoneError> {
         Phone::parse(s, country::Id::CN).map(|p| p.e164().to_owned())
+    }
+
+    #[test]
+    fn the_161_range_is_a_mobile_range() {
+        // Added in libphonenumber 9.0.34; the crate's own metadata (9.0.33) refused it.
+        for s in [
+            "161 0338 4808",
+            "+86 161 0338 4808",
+            "16103384808",
+            "8616103384808",
+        ] {
+            let p = Phone::parse(s, country::Id::CN).unwrap_or_else(|e| panic!("{s}: {e:?}"));
+            assert_eq!(p.e164(), "+8616103384808");
+            assert_eq!(p.kind(), PhoneKind::Mobile);
+        }
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! libphonenumber's validity and type rules, applied to the `phonenumber` crate's own metadata.
+//! libphonenumber's validity and type rules, applied to current libphonenumber metadata.
+//!
+//! The metadata is libphonenumber's own (`data/PhoneNumberMetadata.xml`, written from PyPI's
+//! `phonenumbers` by `scripts/data/update-phone-metadata.py`), read with the `phonenumber` crate's
+//! loader: the crate's built-in copy is of an older release (it lacked China's 161 range).
 //!
 //! The crate's `is_valid` and `number_type` match a descriptor's pattern as a *prefix*
 //! (`find(..).start() == 0`) where libphonenumber requires the whole national number to match. So
@@ -11,10 +15,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
-use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
+use phonenumber::metadata::{Database, Descriptor, Metadata};
 use regex::{Regex, RegexBuilder};
 use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::{Anchored, MatchKind, util::syntax};
+
+/// libphonenumber's metadata, of the release `scripts/data/update-phone-metadata.py` names.
+pub static DATABASE: LazyLock<Database> = LazyLock::new(|| {
+    Database::parse(include_str!("data/PhoneNumberMetadata.xml"))
+        .expect("the committed phone metadata loads")
+});
 
 /// What kind of line a number is, as libphonenumber classifies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
