@@ -98,22 +98,37 @@ async fn tally_responses_are_verified_read_by_label_and_taken_once() {
     let envelope =
         serde_json::to_vec(&json!({"eventId": "e", "eventType": "FORM_RESPONSE"})).unwrap();
     let signed = leadgate::sources::tally::sign(secret, &envelope);
-    let bad = post(envelope, Some(signed)).await.unwrap();
-    assert_eq!(bad.status(), 400);
-    let err: Value = bad.json().await.unwrap();
-    assert_eq!(err["error"]["field"], "data", "{err}");
+    // A shape Tally is not known to send is taken, never refused and lost: it is rejected with
+    // its raw body and the reason.
+    let odd = post(envelope, Some(signed)).await.unwrap();
+    assert_eq!(odd.status(), 202);
 
     // Both responses come out once, wherever their checks sent them.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let records = loop {
         let mut all = gw.spooled("leads.clean");
         all.extend(gw.spooled("leads.rejected"));
-        if all.len() >= 2 || std::time::Instant::now() > deadline {
+        if all.len() >= 3 || std::time::Instant::now() > deadline {
             break all;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records.len(), 3, "{records:?}");
+    let odd = records
+        .iter()
+        .find(|r| r["raw"]["eventId"] == "e")
+        .unwrap_or_else(|| panic!("{records:?}"));
+    let reasons: Vec<&str> = odd["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["contact.unreachable", "body.unexpected_shape"],
+        "{odd}"
+    );
     let by_id = |id: &str| {
         records
             .iter()

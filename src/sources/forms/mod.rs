@@ -46,7 +46,8 @@ pub trait FormTool: Send + Sync + 'static {
         None
     }
 
-    /// Refuses an event that is not a submission of this tool: the field and why.
+    /// Says why an event is not a submission of this tool as documented: the field and why. Such
+    /// an event is still taken (and rejected downstream with its raw body).
     fn check(event: &Value) -> Result<(), (&'static str, &'static str)>;
 
     /// The submission's id: a retried or re-sent delivery carries the same one.
@@ -268,11 +269,24 @@ impl<T: FormTool> Webhook for Submissions<T> {
                 return Ok(push::ignored(reason));
             }
             let header_key = push.idempotency_key()?;
-            T::check(&event).map_err(|(field, why)| push::invalid(field, why))?;
+            // A body in a shape the tool is not known to send is still a delivery someone
+            // made: it is taken and published to the rejected stream with its raw body and
+            // the reason, never refused and lost.
+            let unexpected = T::check(&event).err();
             let id = T::response_id(&event);
             let test = T::is_test(&event);
             let mut lead = IntakeEvent::new(push.connector, SourceKind::Webhook, id.clone(), event);
             lead.test = test;
+            if let Some((field, why)) = unexpected {
+                lead.issues.push(crate::lead::Issue::new(
+                    "body",
+                    "body.unexpected_shape",
+                    format!(
+                        "not a {} submission as documented ({field}: {why}); kept whole in raw",
+                        T::TITLE
+                    ),
+                ));
+            }
             let receipt = push.journal(lead, header_key.or(id)).await?;
             Ok(push::accepted(&receipt))
         })
