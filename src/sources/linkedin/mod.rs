@@ -157,8 +157,50 @@ fn question_names(form: &Value) -> Map<String, Value> {
         .collect()
 }
 
-/// The text of one answer: a text answer, or the chosen options.
-fn answer_text(details: &Value) -> Option<String> {
+/// The options of each multiple-choice question, `{questionId: {optionId: text}}`, from the form
+/// (`questionDetails.multipleChoiceQuestionDetails.options[{id, text}]`, the text localized).
+fn question_options(form: &Value) -> Map<String, Value> {
+    let questions = form
+        .pointer("/content/questions")
+        .or_else(|| form.get("questions"))
+        .and_then(Value::as_array);
+    let localized = |t: &Value| -> Option<String> {
+        match t {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o
+                .get("localized")
+                .and_then(Value::as_object)
+                .and_then(|l| l.values().find_map(Value::as_str))
+                .map(str::to_owned),
+            _ => None,
+        }
+    };
+    let mut out = Map::new();
+    for q in questions.into_iter().flatten() {
+        let Some(id) = q.get("questionId").and_then(crate::sources::id_text) else {
+            continue;
+        };
+        let options = q
+            .pointer("/questionDetails/multipleChoiceQuestionDetails/options")
+            .and_then(Value::as_array);
+        let texts: Map<String, Value> = options
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                let oid = o.get("id").and_then(crate::sources::id_text)?;
+                Some((oid, Value::String(localized(o.get("text")?)?)))
+            })
+            .collect();
+        if !texts.is_empty() {
+            out.insert(id, Value::Object(texts));
+        }
+    }
+    out
+}
+
+/// The text of one answer: a text answer, or the chosen options (their text where the form gave
+/// it, else their ids).
+fn answer_text(details: &Value, options_of: Option<&Map<String, Value>>) -> Option<String> {
     if let Some(text) = details
         .pointer("/textQuestionAnswer/answer")
         .and_then(Value::as_str)
@@ -170,12 +212,15 @@ fn answer_text(details: &Value) -> Option<String> {
         .as_array()?;
     let texts: Vec<String> = options
         .iter()
-        .map(|o| match o {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        .filter_map(crate::sources::id_text)
+        .map(|id| {
+            options_of
+                .and_then(|o| o.get(&id))
+                .and_then(Value::as_str)
+                .map_or(id, str::to_owned)
         })
         .collect();
-    Some(texts.join(", "))
+    (!texts.is_empty()).then(|| texts.join(", "))
 }
 
 /// The fields a response is mapped from: its top-level scalars (`id`, `submittedAt`,
@@ -187,6 +232,7 @@ pub fn fields(response: &Value) -> Value {
     };
     let mut out = crate::sources::scalars(obj);
     let names = obj.get("questions").and_then(Value::as_object);
+    let options = obj.get("question_options").and_then(Value::as_object);
     let answers = response
         .pointer("/formResponse/answers")
         .and_then(Value::as_array);
@@ -201,7 +247,11 @@ pub fn fields(response: &Value) -> Value {
             .and_then(|n| n.get(&id))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        if let Some(text) = a.get("answerDetails").and_then(answer_text) {
+        let options_of = options.and_then(|o| o.get(&id)).and_then(Value::as_object);
+        if let Some(text) = a
+            .get("answerDetails")
+            .and_then(|d| answer_text(d, options_of))
+        {
             // A question whose form could not be read: an email address is still an email.
             if name.is_none() && unnamed_email.is_none() && crate::sources::forms::looks_like_email(&text) {
                 unnamed_email = Some(text.clone());
@@ -257,6 +307,10 @@ fn classify(status: u16, retry_after: Option<Duration>, body: &Value) -> Result<
 }
 
 /// The Marketing API, as one connector's token sees it.
+/// A form's question names and multiple-choice options (see [`question_names`] and
+/// [`question_options`]).
+type Questions = (Map<String, Value>, Map<String, Value>);
+
 struct Api {
     name: String,
     client: reqwest::Client,
@@ -265,7 +319,7 @@ struct Api {
     token: SecretString,
     limiter: Option<Limiter>,
     /// Question names by form id, read once.
-    forms: Mutex<HashMap<String, Map<String, Value>>>,
+    forms: Mutex<HashMap<String, Questions>>,
     statuses: crate::sources::status::Statuses,
 }
 
@@ -306,13 +360,13 @@ impl Api {
 
     /// The question names of the response's form, or why the form could not be read (the
     /// answers then keep their question ids; the next response of the form tries again).
-    async fn questions(&self, response: &Value) -> Result<Map<String, Value>, String> {
+    async fn questions(&self, response: &Value) -> Result<Questions, String> {
         let urn = response
             .get("versionedLeadGenFormUrn")
             .or_else(|| response.get("leadGenForm"))
             .and_then(Value::as_str);
         let Some(form) = urn.and_then(form_id) else {
-            return Ok(Map::new());
+            return Ok(Default::default());
         };
         // Held while the form is read, so the fetcher and the poll read it once between them.
         let mut forms = self.forms.lock().await;
@@ -321,9 +375,9 @@ impl Api {
         }
         match self.get(&format!("leadForms/{form}")).await {
             Ok(f) => {
-                let names = question_names(&f);
-                forms.insert(form.to_owned(), names.clone());
-                Ok(names)
+                let questions = (question_names(&f), question_options(&f));
+                forms.insert(form.to_owned(), questions.clone());
+                Ok(questions)
             }
             Err(e) => {
                 let why = format!(
@@ -343,9 +397,9 @@ impl Api {
 impl Api {
     /// The event of a form response read from the API, its form's questions added.
     async fn event(&self, mut response: Value, fallback_id: Option<&str>) -> IntakeEvent {
-        let (questions, unreadable) = match self.questions(&response).await {
+        let ((questions, options), unreadable) = match self.questions(&response).await {
             Ok(q) => (q, None),
-            Err(why) => (Map::new(), Some(why)),
+            Err(why) => (Default::default(), Some(why)),
         };
         let id = response
             .get("id")
@@ -355,6 +409,9 @@ impl Api {
         let test = response.get("testLead").and_then(Value::as_bool) == Some(true);
         if let Some(obj) = response.as_object_mut() {
             obj.insert("questions".into(), Value::Object(questions));
+            if !options.is_empty() {
+                obj.insert("question_options".into(), Value::Object(options));
+            }
         }
         let mut e = IntakeEvent::new(&self.name, SourceKind::Platform, id, response);
         e.received_at = now_rfc3339();
@@ -608,6 +665,19 @@ mod tests {
         assert!(notices(&deleted).is_empty());
         let both = json!([fixture("notification.json"), deleted]);
         assert_eq!(notices(&both).len(), 1, "an array of notifications");
+    }
+
+    #[test]
+    fn choice_answers_become_their_options_text() {
+        let form = json!({"content": {"questions": [{"questionId": 7, "name": "size",
+            "questionDetails": {"multipleChoiceQuestionDetails": {"options": [
+                {"id": 1, "text": {"localized": {"zh_CN": "1-50 人"}}},
+                {"id": 2, "text": {"localized": {"en_US": "51-200"}}}]}}}]}});
+        let mut response = json!({"id": "r", "formResponse": {"answers": [
+            {"questionId": 7, "answerDetails": {"multipleChoiceAnswer": {"options": [1, 2, 9]}}}]}});
+        response["questions"] = Value::Object(question_names(&form));
+        response["question_options"] = Value::Object(question_options(&form));
+        assert_eq!(fields(&response)["size"], "1-50 人, 51-200, 9");
     }
 
     #[test]
