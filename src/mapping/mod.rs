@@ -301,15 +301,20 @@ impl Mapper {
                 Value::Number(n) => Cow::Owned(n.to_string()),
                 Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
                 Value::Null => continue,
-                Value::Array(_) | Value::Object(_) => {
-                    out.issues.push(Issue::new(
-                        field.as_str(),
-                        "field.not_text",
-                        format!("input field `{key}` holds a list or an object, not text; kept under custom"),
-                    ));
-                    out.custom.insert(key.clone(), value.clone());
-                    continue;
-                }
+                // A list, or an object that holds its text (`{"value": "186…", "verified":
+                // true}`, a choice with its options), as a path would read it.
+                Value::Array(_) | Value::Object(_) => match path::text_of(value) {
+                    Some(text) => Cow::Owned(text),
+                    None => {
+                        out.issues.push(Issue::new(
+                            field.as_str(),
+                            "field.not_text",
+                            format!("input field `{key}` holds a list or an object with no text; kept under custom"),
+                        ));
+                        out.custom.insert(key.clone(), value.clone());
+                        continue;
+                    }
+                },
             };
             if text.trim().is_empty() {
                 continue;
@@ -475,5 +480,18 @@ mod tests {
         assert_eq!(got.issues[0].code, "field.not_text");
         assert!(got.custom.contains_key("email"));
         assert!(!got.values.contains_key(&ContactField::Name));
+    }
+
+    #[test]
+    fn objects_and_lists_that_hold_text_are_read() {
+        let m = Mapper::new(&FieldMapping::new());
+        let payload = json!({"phone": {"value": "18629058968", "verified": true},
+            "industry": {"value": ["a", "c"], "options": [{"id": "a", "text": "教育"}, {"id": "c", "text": "金融"}]},
+            "notes": ["早上", "下午"]});
+        let got = m.map(&payload);
+        assert_eq!(got.values.get(&ContactField::Phone), Some("18629058968"));
+        assert_eq!(got.values.get(&ContactField::Industry), Some("教育, 金融"));
+        assert_eq!(got.values.get(&ContactField::Notes), Some("早上, 下午"));
+        assert!(got.issues.is_empty(), "{:?}", got.issues);
     }
 }

@@ -508,3 +508,45 @@ async fn form_tool_presets_turn_recorded_deliveries_into_clean_records_on_kafka(
         }
     }
 }
+
+/// `mapping` paths reach into any connector's payload: a generic webhook given a nested body.
+#[tokio::test(flavor = "multi_thread")]
+async fn mapping_paths_read_nested_answers_on_a_generic_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[[connectors]]
+name = "nested"
+type = "webhook"
+[connectors.mapping]
+name = ["$.form_response.answers[field.ref=name].text"]
+email = ["$.form_response.answers[field.ref=email]"]
+phone = ["$.entry.field_4"]
+country = ["$.form_response.hidden.country"]
+company = ["$[\"org.name\"]"]
+"#;
+    let gw = Gateway::start(Some(config), &dir.path().join("gw"));
+    let body = json!({
+        "form_response": {"hidden": {"country": "台湾"}, "answers": [
+            {"type": "text", "text": "林美玲", "field": {"ref": "name"}},
+            {"type": "email", "email": "meiling@example.tw", "field": {"ref": "email"}}]},
+        "entry": {"field_4": {"value": "0912 345 678", "verified": true}},
+        "org.name": "範例股份有限公司"
+    });
+    let r = reqwest::Client::new()
+        .post(gw.url("/v1/webhooks/nested"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let clean = gw.wait_spooled("leads.clean", 1, Duration::from_secs(20));
+    let c = &clean[0]["contact"];
+    assert_eq!(c["name"], "林美玲", "{c}");
+    assert_eq!(c["email"], "meiling@example.tw");
+    assert_eq!(
+        c["phone"], "+886912345678",
+        "read in the lead's own country: {c}"
+    );
+    assert_eq!(c["country"], "TW");
+    assert_eq!(c["company"], "範例股份有限公司");
+}
