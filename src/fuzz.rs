@@ -19,7 +19,26 @@ const CONTENT_TYPES: &[&str] = &[
     "application/x-www-form-urlencoded; charset=gb18030",
     "application/json; charset=gbk",
     "text/json",
+    "multipart/form-data; boundary=XyZ",
 ];
+
+/// Every connector type that a definition of only a name makes (the form tools, the webhook):
+/// their readers of payloads.
+fn shapes() -> &'static [crate::sources::Shape] {
+    static SHAPES: std::sync::LazyLock<Vec<crate::sources::Shape>> =
+        std::sync::LazyLock::new(|| {
+            crate::sources::ConnectorConfig::TYPES
+                .iter()
+                .filter_map(|kind| {
+                    let mut table = toml::Table::new();
+                    table.insert("name".into(), toml::Value::String("x".into()));
+                    crate::sources::ConnectorConfig::deserialize_as(kind, table)?.ok()
+                })
+                .map(|c| c.get().shape())
+                .collect()
+        });
+    &SHAPES
+}
 
 /// How many inputs one processor takes before a fresh one (its in-memory stores grow).
 const PROCESSOR_INPUTS: u32 = 20_000;
@@ -52,6 +71,19 @@ pub fn webhook_body(data: &[u8]) {
         return;
     };
     assert!(depth(&payload) <= MAX_PAYLOAD_DEPTH, "accepted too deep");
+    // Every form tool's reader, and the mapping over what it read, take any payload.
+    for (mapping, fields) in shapes() {
+        let read = fields.as_ref().map(|f| f(&payload));
+        let _ = crate::mapping::Mapper::new(mapping)
+            .map_read(read.as_ref().unwrap_or(&payload), &payload);
+    }
+    // A path made of the body's text parses or says why, and reads the payload either way.
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Ok(path) = format!("${text}").parse::<crate::mapping::path::Path>()
+        && let Some(v) = path.find(&payload)
+    {
+        let _ = crate::mapping::path::text_of(v);
+    }
     let event = IntakeEvent::new("webform", SourceKind::Webhook, None, payload);
     // The journal's encoding: what was accepted must decode, and be what was accepted.
     let record = serde_json::to_vec(&event).expect("an event serializes");
@@ -134,6 +166,17 @@ mod tests {
             Just(b"%D5%C5=%C8%FD&".to_vec()),
             Just(b"\",\n".to_vec()),
             Just(b"[[connectors]]\nname=\"w\"\ntype=\"webhook\"\n".to_vec()),
+            Just(b"--XyZ\r\nContent-Disposition: form-data; name=\"rawRequest\"\r\n\r\n".to_vec()),
+            Just(b"\r\n--XyZ--\r\n".to_vec()),
+            Just(b"{\"form_response\":{\"answers\":[{\"type\":\"email\",\"email\":".to_vec()),
+            Just(
+                b"{\"data\":{\"fields\":[{\"label\":\"x\",\"value\":[\"a\"],\"options\":[".to_vec()
+            ),
+            Just(
+                b"{\"payload\":{\"answer\":[{\"questions\":[{\"options\":[{\"checked\":1,".to_vec()
+            ),
+            Just(b"fields%5Bemail%5D%5Bvalue%5D=".to_vec()),
+            Just(b".answers[field.ref=email]".to_vec()),
             Just(b"listen=\"0.0.0.0:1\"\n[api]\ntoken=\"${X}\"\n".to_vec()),
             prop::collection::vec(any::<u8>(), 0..16),
         ];
