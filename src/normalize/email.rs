@@ -196,7 +196,9 @@ impl Email {
         // never part of another character's UTF-8.)
         let at = last_of(folded, b'@').ok_or(EmailError::MissingAt)?;
         let (local, domain) = (&folded[..at], &folded[at + 1..]);
-        if let Some(c) = domain.chars().find(|c| expands_to_structure(*c)) {
+        if !domain.is_ascii()
+            && let Some(c) = domain.chars().find(|c| expands_to_structure(*c))
+        {
             return Err(EmailError::Syntax(format!(
                 "the domain contains `{c}`, which would fold into `{}`",
                 std::iter::once(c).nfkc().collect::<String>()
@@ -355,7 +357,16 @@ fn before(s: &str, byte: u8) -> &str {
 /// top-level domain that ends in a letter, and no special-use name. Returns how many labels.
 /// A character NFKC folds into several that include a period or an `@` (`⒈`, `㏂`).
 fn expands_to_structure(c: char) -> bool {
-    !c.is_ascii() && {
+    // Most characters are ASCII, full-width forms of ASCII (one character each) or left as they
+    // are by NFKC (CJK): no folding to look at.
+    if c.is_ascii()
+        || ('\u{FF01}'..='\u{FF5E}').contains(&c)
+        || unicode_normalization::is_nfkc_quick(std::iter::once(c))
+            == unicode_normalization::IsNormalized::Yes
+    {
+        return false;
+    }
+    {
         let mut folded = std::iter::once(c).nfkc();
         let first = folded.next();
         let rest: String = folded.collect();
