@@ -247,19 +247,25 @@ pub fn text_of(v: &Value) -> Option<String> {
 
 /// Option ids (one or a list) as their options' text; ids no option has stay as they are.
 fn choices(value: &Value, options: &[Value]) -> Option<String> {
+    // By id, once: the first option whose `id`, `value` or `key` is the id, and its `text`,
+    // `label` or `name`.
+    let mut by_id: std::collections::HashMap<String, Option<&str>> = Default::default();
+    for o in options {
+        let text = ["text", "label", "name"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str));
+        for k in ["id", "value", "key"] {
+            if let Some(id) = o.get(k).and_then(scalar_text) {
+                by_id.entry(id).or_insert(text);
+            }
+        }
+    }
     let one = |id: &Value| -> Option<String> {
         let id = scalar_text(id)?;
-        let option = options.iter().find(|o| {
-            ["id", "value", "key"]
-                .iter()
-                .any(|k| o.get(*k).and_then(scalar_text).as_deref() == Some(id.as_str()))
-        });
-        let text = option.and_then(|o| {
-            ["text", "label", "name"]
-                .iter()
-                .find_map(|k| o.get(*k).and_then(Value::as_str))
-        });
-        Some(text.map_or(id, str::to_owned))
+        Some(match by_id.get(&id) {
+            Some(Some(text)) => (*text).to_owned(),
+            _ => id,
+        })
     };
     let texts: Vec<String> = match value {
         Value::Array(ids) => ids.iter().filter_map(one).collect(),

@@ -383,17 +383,22 @@ pub fn choice_text(
     id_key: &str,
     text_key: &str,
 ) -> Option<Value> {
+    // By id, once: a checkbox answer may name many of many options. (The first option with an
+    // id wins, as a search from the start would find it.)
+    let mut by_id: std::collections::HashMap<String, Option<&str>> = Default::default();
+    for o in options {
+        if let Some(id) = o.get(id_key).and_then(crate::sources::id_text) {
+            by_id
+                .entry(id)
+                .or_insert_with(|| o.get(text_key).and_then(Value::as_str));
+        }
+    }
     let text_of = |v: &Value| -> Option<String> {
         let id = crate::sources::id_text(v)?;
-        let option = options
-            .iter()
-            .find(|o| o.get(id_key).and_then(crate::sources::id_text).as_deref() == Some(&id));
-        Some(
-            option
-                .and_then(|o| o.get(text_key))
-                .and_then(Value::as_str)
-                .map_or(id, str::to_owned),
-        )
+        Some(match by_id.get(&id) {
+            Some(Some(text)) => (*text).to_owned(),
+            _ => id,
+        })
     };
     match values {
         Value::Array(items) => {

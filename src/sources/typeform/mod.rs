@@ -70,11 +70,14 @@ impl FormTool for Typeform {
         let response = event.get("form_response");
         let part = |k: &str| response.and_then(|r| r.get(k));
         let mut out = Answers::new([Some(event), response, part("hidden"), part("calculated")]);
-        let questions = part("definition")
+        // By id, once: a response may carry thousands of answers.
+        let questions: std::collections::HashMap<&str, &Value> = part("definition")
             .and_then(|d| d.get("fields"))
             .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .filter_map(|q| Some((q.get("id")?.as_str()?, q)))
+            .collect();
         let answers = part("answers").and_then(Value::as_array).into_iter().flatten();
         for answer in answers {
             let Some(value) = answer_value(answer) else {
@@ -82,11 +85,7 @@ impl FormTool for Typeform {
             };
             let field = answer.get("field");
             let id = field.and_then(|f| f.get("id")).and_then(Value::as_str);
-            let question = id.and_then(|id| {
-                questions
-                    .iter()
-                    .find(|q| q.get("id").and_then(Value::as_str) == Some(id))
-            });
+            let question = id.and_then(|id| questions.get(id).copied());
             out.answer(
                 [
                     text(question, "title"),
@@ -197,5 +196,27 @@ mod tests {
             sign("s3cret", br#"{"eventId":"e"}"#),
             "sha256=/4bNT93KnlOiFNRyBqLiiEFKivo1K/aEuZakerAlrwU="
         );
+    }
+}
+
+#[cfg(test)]
+mod large {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_response_of_many_answers_reads_each_once() {
+        let n = 20_000;
+        let fields: Vec<Value> = (0..n)
+            .map(|i| json!({"id": format!("f{i}"), "title": format!("Q{i}"), "ref": format!("r{i}")}))
+            .collect();
+        let answers: Vec<Value> = (0..n)
+            .map(|i| json!({"type": "text", "text": format!("a{i}"), "field": {"id": format!("f{i}")}}))
+            .collect();
+        let event = json!({"form_response": {"form_id": "F", "token": "t",
+            "definition": {"fields": fields}, "answers": answers}});
+        let f = Typeform::fields(&event);
+        assert_eq!(f["Q19999"], "a19999");
+        assert_eq!(f["r0"], "a0");
     }
 }
