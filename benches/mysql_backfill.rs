@@ -44,7 +44,7 @@ fn main() {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let started = Instant::now();
         let (running, _supervisor) =
-            leadgate::sources::start_all(&connectors, &journal, u64::MAX, &stopped)
+            leadgate::sources::start_all(&connectors, &journal, dir.path(), u64::MAX, &stopped)
                 .expect("start");
         let statuses = running.statuses;
         loop {

@@ -186,6 +186,7 @@ pub async fn run_on(
     let (sources, supervisor) = crate::sources::start_all(
         &settings.connectors,
         &journal,
+        &data.0,
         settings.intake.max_backlog,
         &stop_rx,
     )?;

@@ -102,6 +102,8 @@ pub trait Connector: Common + Send + Sync {
 /// What a connector starts with.
 pub struct Start<'a> {
     pub journal: &'a Journal,
+    /// The gateway's data directory (token files live under `tokens/`).
+    pub data_dir: &'a std::path::Path,
     pub statuses: &'a Statuses,
     /// Pulled pages wait while the journal holds this many undelivered events.
     pub max_backlog: u64,
@@ -111,9 +113,15 @@ pub struct Start<'a> {
 }
 
 impl<'a> Start<'a> {
-    pub fn new(journal: &'a Journal, statuses: &'a Statuses, max_backlog: u64) -> Self {
+    pub fn new(
+        journal: &'a Journal,
+        data_dir: &'a std::path::Path,
+        statuses: &'a Statuses,
+        max_backlog: u64,
+    ) -> Self {
         Self {
             journal,
+            data_dir,
             statuses,
             max_backlog,
             clients: Default::default(),

@@ -7,6 +7,7 @@
 pub mod connector;
 pub mod forms;
 pub mod inbox;
+pub mod oauth;
 pub mod pull;
 pub mod push;
 pub mod status;
@@ -157,12 +158,13 @@ pub struct Running {
 pub fn start_all(
     connectors: &[ConnectorConfig],
     journal: &crate::intake::Journal,
+    data_dir: &std::path::Path,
     max_backlog: u64,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Running, supervise::Supervisor)> {
     use anyhow::Context;
     let statuses = status::Statuses::new(connectors);
-    let cx = connector::Start::new(journal, &statuses, max_backlog);
+    let cx = connector::Start::new(journal, data_dir, &statuses, max_backlog);
     let mut supervisor = supervise::Supervisor::new(statuses.clone(), shutdown.clone());
     let mut webhooks = HashMap::new();
     for c in connectors {

@@ -94,6 +94,19 @@ pub struct TokenHealth {
     /// The token expires within 7 days: renew it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub expiring_soon: bool,
+    /// OAuth connectors: when the refresh token expires (RFC 3339 UTC), where the platform says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_expires_at: Option<String>,
+    /// When the access token was last refreshed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_refresh_at: Option<String>,
+    /// Why the last refresh failed, until one succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_refresh_error: Option<String>,
+    /// The refresh token expires within 7 days: a person must authorize again
+    /// (`leadgate auth <connector>`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refresh_expiring_soon: bool,
 }
 
 impl ConnectorStatus {

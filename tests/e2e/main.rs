@@ -13,6 +13,7 @@ mod meta;
 #[cfg(feature = "mysql")]
 mod mysql_source;
 mod normalize;
+mod oauth;
 mod platforms;
 #[cfg(feature = "mysql")]
 mod shared_mysql;

@@ -60,6 +60,10 @@ pub struct HttpPullConnector {
     /// Requests per second to this API (the platform's limit per token or account).
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// A platform preset's refreshed access token, sent in this header (not configurable: the
+    /// presets with OAuth refresh set it).
+    #[serde(skip)]
+    pub auth: Option<(String, crate::sources::oauth::Credentials)>,
     #[serde(default = "default_region")]
     pub default_region: String,
     #[serde(default)]

@@ -210,11 +210,42 @@ impl Puller {
         e
     }
 
+    /// [`Puller::fetch_with`] the access token in use; when the platform says it expired, a new
+    /// one is awaited (the refresh task gets it) and the page asked for again, once: an expired
+    /// token is never sent twice in a row.
     async fn fetch(
         &self,
         at: &Position,
         window: Option<(i64, i64)>,
         size: u32,
+    ) -> Result<Page, PullError> {
+        let Some((header, credentials)) = &self.cfg.auth else {
+            return self.fetch_with(at, window, size, None).await;
+        };
+        let (token, generation) = credentials.access_token();
+        match self
+            .fetch_with(at, window, size, Some((header, &token)))
+            .await
+        {
+            Err(PullError::Expired(why)) => {
+                credentials
+                    .renew(generation, Duration::from_secs(60))
+                    .await
+                    .map_err(|e| PullError::Expired(format!("{why}; {e}")))?;
+                let (token, _) = credentials.access_token();
+                self.fetch_with(at, window, size, Some((header, &token)))
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_with(
+        &self,
+        at: &Position,
+        window: Option<(i64, i64)>,
+        size: u32,
+        bearer: Option<(&String, &secrecy::SecretString)>,
     ) -> Result<Page, PullError> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
@@ -272,6 +303,9 @@ impl Puller {
         req = req.query(&query);
         for (name, value) in &self.cfg.headers {
             req = req.header(name, value.expose_secret());
+        }
+        if let Some((name, token)) = bearer {
+            req = req.header(name, token.expose_secret());
         }
         let resp = req
             .send()

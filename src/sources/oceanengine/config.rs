@@ -18,6 +18,20 @@ pub struct OceanEngineConnector {
     pub name: String,
     /// The app's access token (`Access-Token` header); write `"${OCEANENGINE_TOKEN}"`.
     pub access_token: SecretString,
+    /// The refresh token that came with the access token (`"${OCEANENGINE_REFRESH_TOKEN}"`).
+    /// Set, the access token (24 h) is refreshed ahead of its expiry and every refresh's rotated
+    /// pair is kept in `<data_dir>/tokens/<name>.json`; it needs `app_id` and `app_secret`.
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// The developer app's id (`app_id`), for refreshes.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The developer app's secret, for refreshes (`"${OCEANENGINE_APP_SECRET}"`).
+    #[serde(default)]
+    pub app_secret: Option<SecretString>,
+    /// The refresh endpoint.
+    #[serde(default = "OceanEngineConnector::default_oauth_url")]
+    pub oauth_url: String,
     /// The advertisers whose leads are pulled.
     #[serde(default)]
     pub advertiser_ids: Vec<u64>,
@@ -79,6 +93,9 @@ impl OceanEngineConnector {
     fn default_page_size() -> u32 {
         100
     }
+    fn default_oauth_url() -> String {
+        "https://ad.oceanengine.com/open_api/oauth2/refresh_token/".into()
+    }
     fn default_poll() -> Duration {
         Duration::from_secs(5 * 60)
     }
@@ -135,6 +152,17 @@ impl Connector for OceanEngineConnector {
             .is_some_and(|s| secrecy::ExposeSecret::expose_secret(s).is_empty())
         {
             checks.push("spi_secret", "must not be empty");
+        }
+        if let Some(r) = &self.refresh_token {
+            checks.secret("refresh_token", r);
+            if self.app_id.as_deref().is_none_or(|a| a.trim().is_empty()) {
+                checks.push("app_id", "a refresh needs the app's id");
+            }
+            match &self.app_secret {
+                Some(secret) => checks.secret("app_secret", secret),
+                None => checks.push("app_secret", "a refresh needs the app's secret"),
+            }
+            checks.http_url("oauth_url", &self.oauth_url);
         }
         checks.header_name("spi_signature_header", &self.spi_signature_header);
         checks.at_least_one("page_size", self.page_size);

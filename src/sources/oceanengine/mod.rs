@@ -50,6 +50,7 @@ pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
         method: crate::sources::http_pull::Method::Get,
         body: None,
         headers: BTreeMap::from([("Access-Token".to_owned(), c.access_token.clone())]),
+        auth: None,
         query: BTreeMap::from([("advertiser_ids".to_owned(), format!("[{}]", ids.join(",")))]),
         records: "/data/list".into(),
         id: "/clue_id".into(),
@@ -151,7 +152,35 @@ pub fn is_test(lead: &Value) -> bool {
 /// (with `spi_secret`).
 pub(crate) fn start(cfg: &OceanEngineConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
     let mut started = if cfg.pull {
-        crate::sources::http_pull::start(pull_config(cfg), cx)?
+        let mut pull = pull_config(cfg);
+        let mut refresh = None;
+        if let (Some(refresh_token), Some(app_id), Some(app_secret)) =
+            (&cfg.refresh_token, &cfg.app_id, &cfg.app_secret)
+        {
+            let store = crate::sources::oauth::store_of(cx.data_dir, &cfg.name);
+            let credentials = crate::sources::oauth::Credentials::open(
+                &cfg.name,
+                store,
+                &cfg.access_token,
+                Some(refresh_token),
+            )?;
+            pull.headers.remove("Access-Token");
+            pull.auth = Some(("Access-Token".to_owned(), credentials.clone()));
+            let platform = std::sync::Arc::new(Refresher {
+                url: cfg.oauth_url.clone(),
+                app_id: app_id.clone(),
+                secret: app_secret.clone(),
+            });
+            refresh = Some(crate::sources::oauth::refresh_task(
+                credentials,
+                platform,
+                cx.client(std::time::Duration::from_secs(30))?,
+                cx.statuses.clone(),
+            ));
+        }
+        let mut started = crate::sources::http_pull::start(pull, cx)?;
+        started.tasks.extend(refresh);
+        started
     } else {
         Started::default()
     };
@@ -159,6 +188,78 @@ pub(crate) fn start(cfg: &OceanEngineConnector, cx: &Start<'_>) -> anyhow::Resul
         started.webhook = Some(std::sync::Arc::new(Spi { signature }));
     }
     Ok(started)
+}
+
+/// 巨量引擎's refresh: `POST oauth2/refresh_token/` with the app's id and secret; every refresh
+/// rotates the pair (the old refresh token stops working).
+struct Refresher {
+    url: String,
+    app_id: String,
+    secret: secrecy::SecretString,
+}
+
+impl crate::sources::oauth::Refresh for Refresher {
+    fn refresh<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        refresh_token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>>
+    {
+        use crate::sources::oauth::RefreshError;
+        Box::pin(async move {
+            let body = json!({
+                "app_id": self.app_id,
+                "secret": secrecy::ExposeSecret::expose_secret(&self.secret),
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+            });
+            let resp = client
+                .post(&self.url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| RefreshError::Failed(format!("cannot reach {}: {e}", self.url)))?;
+            let status = resp.status().as_u16();
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            refresh_answer(status, &answer)
+        })
+    }
+}
+
+/// What a refresh answer means: tokens (code 0), a retry (throttled, a server error), or a
+/// refusal (any other code: the refresh token is expired, used or revoked).
+fn refresh_answer(
+    status: u16,
+    answer: &Value,
+) -> Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError> {
+    use crate::sources::oauth::{Fresh, RefreshError};
+    if status == 429 || status >= 500 {
+        return Err(RefreshError::Failed(format!("HTTP {status}")));
+    }
+    let code = answer.get("code").and_then(Value::as_i64);
+    let message = answer
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match code {
+        Some(0) => {
+            let data = answer.get("data").unwrap_or(&Value::Null);
+            let text = |k: &str| data.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+            let access = text("access_token").ok_or_else(|| {
+                RefreshError::Failed("the refresh answer has no access_token".into())
+            })?;
+            Ok(Fresh {
+                access_token: access.to_owned().into(),
+                refresh_token: text("refresh_token").map(|r| r.to_owned().into()),
+                access_expires_in: data.get("expires_in").and_then(Value::as_u64),
+                refresh_expires_in: data.get("refresh_token_expires_in").and_then(Value::as_u64),
+            })
+        }
+        Some(40100) => Err(RefreshError::Failed(format!("throttled (40100): {message}"))),
+        Some(c) if c >= 50000 => Err(RefreshError::Failed(format!("code {c}: {message}"))),
+        Some(c) => Err(RefreshError::Refused(format!("code {c}: {message}"))),
+        None => Err(RefreshError::Failed(format!("HTTP {status}, no code in the answer"))),
+    }
 }
 
 /// SPI pushes: each lead in a message's `data` is journaled, keyed by the message id (a

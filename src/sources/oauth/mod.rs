@@ -1,0 +1,345 @@
+//! Platform credentials that stay alive: OAuth access tokens refreshed ahead of their expiry (at
+//! 80% of their lifetime) and at once when the platform says one expired, with refresh tokens
+//! that rotate on every refresh (巨量引擎, 腾讯广告: the old pair stops working).
+//!
+//! **Rotated tokens are on disk before they are used.** A refresh's answer is written to the
+//! connector's token file (`<data_dir>/tokens/<connector>.json`, the gateway's user only), synced
+//! and renamed into place, and only then does the connector send the new access token. A crash
+//! after the platform answered and before the file is synced loses the new pair: that window is
+//! the time of one file write and two fsyncs, and it is the only one (see `docs/connectors.md`,
+//! "OAuth").
+//!
+//! A connector whose refresh is refused (the refresh token expired or was revoked) stops alone,
+//! and its health says to re-authorize; a token file written by `leadgate auth` (or any newer
+//! one) is picked up without a restart.
+
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
+
+use crate::sources::status::Statuses;
+use crate::sources::supervise::Task;
+
+pub use store::{TokenSet, TokenStore};
+
+/// A refresh's answer.
+#[derive(Debug)]
+pub struct Fresh {
+    pub access_token: SecretString,
+    /// The new refresh token, where the platform rotates it.
+    pub refresh_token: Option<SecretString>,
+    pub access_expires_in: Option<u64>,
+    pub refresh_expires_in: Option<u64>,
+}
+
+/// Why a refresh did not give tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The platform refused the refresh token (expired, revoked, already used): a person must
+    /// authorize again.
+    #[error("the platform refused the refresh token: {0}")]
+    Refused(String),
+    /// Anything retrying can fix (network, throttling, a server error).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A platform's refresh call.
+pub trait Refresh: Send + Sync {
+    fn refresh<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        refresh_token: &'a str,
+    ) -> BoxFuture<'a, Result<Fresh, RefreshError>>;
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// One connector's live credentials: the token set in use, shared by its tasks, and the signal
+/// that a request found the access token expired.
+#[derive(Clone)]
+pub struct Credentials {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: String,
+    store: TokenStore,
+    current: Mutex<TokenSet>,
+    /// The generation in use, watched by requests waiting for a fresh token.
+    generation: watch::Sender<u64>,
+    /// Raised with the generation a request found expired.
+    expired: watch::Sender<Option<u64>>,
+    /// Set while the refresh token is refused (until new tokens arrive).
+    refused: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("connector", &self.inner.connector)
+            .field("generation", &*self.inner.generation.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The connector's credentials: its token file if there is one written from the same
+    /// configured refresh token (or by `leadgate auth`), else the configured tokens, written to
+    /// the file at once.
+    pub fn open(
+        connector: &str,
+        store: TokenStore,
+        access_token: &SecretString,
+        refresh_token: Option<&SecretString>,
+    ) -> std::io::Result<Self> {
+        let seed = refresh_token.map(|r| store::fingerprint(r.expose_secret()));
+        let set = match store.load()? {
+            Some(saved) if saved.seed.is_none() || saved.seed == seed => saved,
+            _ => {
+                let set = TokenSet::configured(access_token, refresh_token, seed);
+                store.save(&set)?;
+                set
+            }
+        };
+        let (generation, _) = watch::channel(set.generation);
+        let (expired, _) = watch::channel(None);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                connector: connector.to_owned(),
+                store,
+                current: Mutex::new(set),
+                generation,
+                expired,
+                refused: Mutex::new(None),
+            }),
+        })
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, TokenSet> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The access token to send, and its generation (to report it expired).
+    pub fn access_token(&self) -> (SecretString, u64) {
+        let c = self.current();
+        (c.access_token.clone(), c.generation)
+    }
+
+    /// A request found the token of `generation` expired: refresh now, and wait (up to
+    /// `within`) for a newer one. `Err` with the reason when none comes (the refresh token was
+    /// refused, or the refresh keeps failing): the caller must not send the old token again.
+    pub async fn renew(&self, generation: u64, within: Duration) -> Result<(), String> {
+        let mut rx = self.inner.generation.subscribe();
+        if *rx.borrow() > generation {
+            return Ok(());
+        }
+        self.inner.expired.send_replace(Some(generation));
+        let newer = tokio::time::timeout(within, rx.wait_for(|g| *g > generation)).await;
+        match newer {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(self
+                .refused()
+                .unwrap_or_else(|| "the access token expired and no new one came".into())),
+        }
+    }
+
+    /// Why the refresh token is refused, while it is.
+    pub fn refused(&self) -> Option<String> {
+        self.inner
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adopts `set` (written to the file already): requests use it from now on.
+    fn adopt(&self, set: TokenSet, statuses: &Statuses) {
+        let generation = set.generation;
+        health(statuses, &self.inner.connector, &set, None);
+        *self.current() = set;
+        *self
+            .inner
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.inner.generation.send_replace(generation);
+    }
+
+    /// When the access token should be refreshed: at 80% of its lifetime; now when its expiry is
+    /// unknown (tokens from the environment), so the first refresh learns it.
+    fn due(&self) -> i64 {
+        let c = self.current();
+        match (c.access_expires_at, c.refreshed_at) {
+            (Some(exp), Some(at)) => at + (exp - at) * 4 / 5,
+            (Some(exp), None) => exp - 60,
+            _ => now(),
+        }
+    }
+
+    /// One refresh: the platform's answer is written to the token file before it is adopted.
+    async fn refresh_once(
+        &self,
+        platform: &dyn Refresh,
+        client: &reqwest::Client,
+        statuses: &Statuses,
+    ) -> Result<(), RefreshError> {
+        let old = self.current().clone();
+        let Some(refresh_token) = old.refresh_token.clone() else {
+            return Err(RefreshError::Refused(
+                "no refresh token is configured".into(),
+            ));
+        };
+        let fresh = platform
+            .refresh(client, refresh_token.expose_secret())
+            .await?;
+        let set = old.next(fresh, now());
+        // Durable first: the old pair may already be dead.
+        self.inner
+            .store
+            .save(&set)
+            .map_err(|e| RefreshError::Failed(format!("cannot store the new tokens: {e}")))?;
+        self.adopt(set, statuses);
+        Ok(())
+    }
+}
+
+/// Puts a token set's expiries and refresh outcome in the connector's health.
+fn health(statuses: &Statuses, connector: &str, set: &TokenSet, error: Option<&str>) {
+    let iso = |t: Option<i64>| {
+        t.and_then(|s| jiff::Timestamp::from_second(s).ok())
+            .map(crate::lead::rfc3339_millis)
+    };
+    statuses.update(connector, |s| {
+        let token = s.token.get_or_insert_with(Default::default);
+        token.expires_at = iso(set.access_expires_at);
+        token.refresh_expires_at = iso(set.refresh_expires_at);
+        token.last_refresh_at = iso(set.refreshed_at);
+        token.refresh_expiring_soon = set
+            .refresh_expires_at
+            .is_some_and(|e| e - now() < 7 * 24 * 3600);
+        token.last_refresh_error = error.map(str::to_owned);
+        if error.is_none() {
+            token.refused = None;
+        }
+    });
+}
+
+/// The task that keeps `credentials` alive: refreshes when due or when a request found the token
+/// expired, retries failures with backoff (1 s doubling to 5 min), stops the connector on a
+/// refused refresh token until new tokens arrive, and picks up a token file written elsewhere
+/// (`leadgate auth`), checking it every 2 seconds.
+pub fn refresh_task(
+    credentials: Credentials,
+    platform: Arc<dyn Refresh>,
+    client: reqwest::Client,
+    statuses: Statuses,
+) -> Task {
+    let name = credentials.inner.connector.clone();
+    Task::new(&name.clone(), "token refresh", move |mut shutdown| {
+        let (credentials, platform, client, statuses, name) = (
+            credentials.clone(),
+            platform.clone(),
+            client.clone(),
+            statuses.clone(),
+            name.clone(),
+        );
+        async move {
+            health(&statuses, &name, &credentials.current().clone(), None);
+            let mut expired = credentials.inner.expired.subscribe();
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                // A newer file (another gateway's refresh, `leadgate auth`) wins.
+                if let Ok(Some(saved)) = credentials.inner.store.load()
+                    && saved.generation > credentials.current().generation
+                {
+                    tracing::info!(connector = %name, "new tokens from the token file");
+                    credentials.adopt(saved, &statuses);
+                    statuses.success(&name, crate::sources::status::State::Following);
+                }
+                let generation = credentials.current().generation;
+                let expired_now = *expired.borrow_and_update() == Some(generation);
+                let due = expired_now || credentials.due() <= now();
+                if due && credentials.refused().is_none() {
+                    match credentials
+                        .refresh_once(platform.as_ref(), &client, &statuses)
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::info!(connector = %name, "access token refreshed");
+                            backoff = Duration::from_secs(1);
+                            continue;
+                        }
+                        Err(RefreshError::Refused(why)) => {
+                            let message = format!(
+                                "{why}; re-authorize with `leadgate auth {name}` (the gateway picks the new tokens up without a restart)"
+                            );
+                            tracing::error!(connector = %name, "{message}");
+                            *credentials
+                                .inner
+                                .refused
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                Some(message.clone());
+                            health(
+                                &statuses,
+                                &name,
+                                &credentials.current().clone(),
+                                Some(&message),
+                            );
+                            statuses.update(&name, |s| {
+                                if let Some(t) = s.token.as_mut() {
+                                    t.refused = Some(message.clone());
+                                }
+                            });
+                            statuses.failure(&name, &message, true);
+                            // Waiting requests learn it now.
+                            credentials.inner.generation.send_replace(generation);
+                        }
+                        Err(RefreshError::Failed(why)) => {
+                            let message = format!("cannot refresh the access token: {why}");
+                            tracing::warn!(connector = %name, "{message}; retrying in {backoff:?}");
+                            health(
+                                &statuses,
+                                &name,
+                                &credentials.current().clone(),
+                                Some(&message),
+                            );
+                            crate::sources::pull::sleep_or_stop(backoff, &mut shutdown).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(300));
+                            continue;
+                        }
+                    }
+                }
+                let wait = Duration::from_secs(
+                    u64::try_from(credentials.due() - now())
+                        .unwrap_or(0)
+                        .clamp(1, 2),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = expired.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    })
+}
+
+/// The token file of `connector` in `data_dir`.
+pub fn store_of(data_dir: &std::path::Path, connector: &str) -> TokenStore {
+    TokenStore::new(data_dir.join("tokens").join(format!("{connector}.json")))
+}

@@ -1,0 +1,222 @@
+//! Credentials that stay alive: a stand-in of 巨量引擎's OAuth and `clue/get` whose access tokens
+//! live 2 seconds and rotate with their refresh token on every refresh (an old pair is refused
+//! with the platform's codes), through the real binary, killed with -9 right after a refresh
+//! and between two.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use crate::support::Gateway;
+
+const LIFETIME: Duration = Duration::from_secs(2);
+
+/// The platform's side: the pair in force, when its access token was issued, and every
+/// `clue/get` request as (token, accepted).
+#[derive(Default)]
+struct Platform {
+    generation: u64,
+    issued: Option<Instant>,
+    requests: Vec<(String, bool)>,
+    refreshes: u64,
+    /// Once set, every refresh is refused as an expired refresh token.
+    refuse: bool,
+    started: Option<Instant>,
+}
+
+type Shared = Arc<Mutex<Platform>>;
+
+async fn refresh(
+    State(p): State<Shared>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let mut p = p.lock().unwrap();
+    let given = body["refresh_token"].as_str().unwrap_or_default();
+    if p.refuse || given != format!("r{}", p.generation) || body["app_id"] != "app-1" {
+        return axum::Json(
+            json!({"code": 40107, "message": "refresh_token is invalid or expired"}),
+        );
+    }
+    p.generation += 1;
+    p.refreshes += 1;
+    p.issued = Some(Instant::now());
+    let g = p.generation;
+    axum::Json(json!({"code": 0, "message": "OK", "data": {
+        "access_token": format!("a{g}"), "expires_in": LIFETIME.as_secs(),
+        "refresh_token": format!("r{g}"), "refresh_token_expires_in": 2_591_999}}))
+}
+
+async fn clues(State(p): State<Shared>, headers: HeaderMap) -> axum::Json<Value> {
+    let mut p = p.lock().unwrap();
+    let token = headers
+        .get("access-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let fresh = p.issued.is_some_and(|at| at.elapsed() < LIFETIME);
+    let ok = token == format!("a{}", p.generation) && (fresh || p.generation == 0);
+    p.requests.push((token, ok));
+    if !ok {
+        return axum::Json(json!({"code": 40102, "message": "access token expired"}));
+    }
+    // One new lead every half second since the start: each poll sees all of them so far.
+    let n = p
+        .started
+        .get_or_insert_with(Instant::now)
+        .elapsed()
+        .as_millis()
+        / 500
+        + 1;
+    let list: Vec<Value> = (1..=n.min(200))
+        .map(|i| {
+            json!({"clue_id": format!("c{i}"), "name": format!("客户{i}"),
+                        "telephone": format!("139{:08}", 10_000_000 + i), "clue_source": 1})
+        })
+        .collect();
+    let total = list.len();
+    axum::Json(json!({"code": 0, "message": "OK", "data": {"list": list,
+        "page_info": {"page": 1, "page_size": 200, "total_number": total, "total_page": 1}}}))
+}
+
+fn config(port: u16) -> String {
+    format!(
+        "[[connectors]]\nname = \"douyin\"\ntype = \"oceanengine\"\n\
+         access_token = \"a0\"\nrefresh_token = \"r0\"\napp_id = \"app-1\"\napp_secret = \"s\"\n\
+         oauth_url = \"http://127.0.0.1:{port}/oauth2/refresh_token/\"\n\
+         api_url = \"http://127.0.0.1:{port}/clue/get/\"\nadvertiser_ids = [1]\npage_size = 200\n\
+         poll_interval = \"300ms\"\nsettle = \"0s\"\noverlap = \"1h\"\ninitial = \"1h\"\n"
+    )
+}
+
+fn published(gw: &Gateway) -> Vec<String> {
+    gw.spooled("leads.clean")
+        .iter()
+        .map(|r| r["source"]["external_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn token_generation(dir: &std::path::Path) -> u64 {
+    std::fs::read(dir.join("tokens/douyin.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["generation"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_tokens_keep_a_connector_pulling_through_kills_and_stop_it_alone_when_refused() {
+    let platform: Shared = Arc::default();
+    let app = axum::Router::new()
+        .route("/oauth2/refresh_token/", axum::routing::post(refresh))
+        .route("/clue/get/", axum::routing::get(clues))
+        .with_state(platform.clone());
+    let port = crate::support::serve_local(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gw");
+    let mut gw = Gateway::start(Some(&config(port)), &data);
+
+    // Kill -9 right after a refresh: as soon as the rotated pair is in the token file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = token_generation(&data);
+    while token_generation(&data) <= before.max(2) {
+        assert!(Instant::now() < deadline, "no refresh stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gw.kill();
+    let mut gw = Gateway::start(Some(&config(port)), &data);
+    // Kill -9 between two refreshes.
+    tokio::time::sleep(LIFETIME * 2 + Duration::from_millis(700)).await;
+    gw.kill();
+    let gw = Gateway::start(Some(&config(port)), &data);
+
+    // At least ten rotations in all, and pulling goes on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while platform.lock().unwrap().refreshes < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} refreshes",
+            platform.lock().unwrap().refreshes
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let appeared = {
+        let p = platform.lock().unwrap();
+        (p.started.unwrap().elapsed().as_millis() / 500) as usize
+    };
+    let want = appeared.saturating_sub(4);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ids = loop {
+        let ids = published(&gw);
+        if ids.len() >= want || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(ids.len() >= want, "{} of {want} leads", ids.len());
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "each lead once: {ids:?}");
+    {
+        let p = platform.lock().unwrap();
+        let refused = p.requests.iter().filter(|r| !r.1).count();
+        eprintln!(
+            "{} refreshes, {} lead requests ({refused} with an expired token), {} leads",
+            p.refreshes,
+            p.requests.len(),
+            ids.len()
+        );
+        for pair in p.requests.windows(2) {
+            assert!(
+                pair[0].1 || pair[1].1 || pair[0].0 != pair[1].0,
+                "an expired token sent twice in a row: {pair:?}"
+            );
+        }
+    }
+    let st: Value = reqwest::get(gw.url("/v1/connectors/douyin"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(st["token"]["expires_at"].is_string(), "{st}");
+    assert!(st["token"]["refresh_expires_at"].is_string(), "{st}");
+    assert!(st["token"]["last_refresh_at"].is_string(), "{st}");
+    let text = st.to_string();
+    let g = platform.lock().unwrap().generation;
+    assert!(
+        !text.contains(&format!("\"a{g}\"")) && !text.contains(&format!("r{g}\"")),
+        "no token in health: {st}"
+    );
+
+    // The refresh token is refused: the connector stops and says what to do.
+    platform.lock().unwrap().refuse = true;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: Value = reqwest::get(gw.url("/v1/connectors/douyin"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if st["state"] == "stopped" {
+            let err = st["last_error"].as_str().unwrap_or_default();
+            assert!(err.contains("leadgate auth douyin"), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("tokens/douyin.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
