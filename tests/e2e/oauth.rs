@@ -192,7 +192,8 @@ async fn rotating_tokens_keep_a_connector_pulling_through_kills_and_stop_it_alon
         "no token in health: {st}"
     );
 
-    // The refresh token is refused: the connector stops and says what to do.
+    // The refresh token is refused: once the access token in hand expires, the connector stops
+    // and says what to do.
     platform.lock().unwrap().refuse = true;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -211,7 +211,7 @@ impl Puller {
     }
 
     /// [`Puller::fetch_with`] the access token in use; when the platform says it expired, a new
-    /// one is awaited (the refresh task gets it) and the page asked for again, once: an expired
+    /// one is awaited (the refresh task gets it) and the page asked for again with it: an expired
     /// token is never sent twice in a row.
     async fn fetch(
         &self,
@@ -222,21 +222,24 @@ impl Puller {
         let Some((header, credentials)) = &self.cfg.auth else {
             return self.fetch_with(at, window, size, None).await;
         };
-        let (token, generation) = credentials.access_token();
-        match self
-            .fetch_with(at, window, size, Some((header, &token)))
-            .await
-        {
-            Err(PullError::Expired(why)) => {
-                credentials
-                    .renew(generation, Duration::from_secs(60))
-                    .await
-                    .map_err(|e| PullError::Expired(format!("{why}; {e}")))?;
-                let (token, _) = credentials.access_token();
-                self.fetch_with(at, window, size, Some((header, &token)))
-                    .await
+        // A new token can itself expire before it is used (a stalled host): each retry has a
+        // newer one, up to three.
+        let mut tries = 0;
+        loop {
+            let (token, generation) = credentials.access_token();
+            match self
+                .fetch_with(at, window, size, Some((header, &token)))
+                .await
+            {
+                Err(PullError::Expired(why)) if tries < 3 => {
+                    tries += 1;
+                    credentials
+                        .renew(generation, Duration::from_secs(60))
+                        .await
+                        .map_err(|e| PullError::Expired(format!("{why}; {e}")))?;
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 

@@ -144,14 +144,23 @@ impl Credentials {
         if *rx.borrow() > generation {
             return Ok(());
         }
-        self.inner.expired.send_replace(Some(generation));
-        let newer = tokio::time::timeout(within, rx.wait_for(|g| *g > generation)).await;
-        match newer {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(self
-                .refused()
-                .unwrap_or_else(|| "the access token expired and no new one came".into())),
+        if let Some(why) = self.refused() {
+            return Err(why);
         }
+        self.inner.expired.send_replace(Some(generation));
+        // Woken by a new token, or by the refresh task giving up (it signals the same channel).
+        let waited = tokio::time::timeout(
+            within,
+            rx.wait_for(|g| *g > generation || self.refused().is_some()),
+        )
+        .await;
+        if *self.inner.generation.borrow() > generation {
+            return Ok(());
+        }
+        let _ = waited;
+        Err(self
+            .refused()
+            .unwrap_or_else(|| "the access token expired and no new one came".into()))
     }
 
     /// Why the refresh token is refused, while it is.
@@ -342,4 +351,44 @@ pub fn refresh_task(
 /// The token file of `connector` in `data_dir`.
 pub fn store_of(data_dir: &std::path::Path, connector: &str) -> TokenStore {
     TokenStore::new(data_dir.join("tokens").join(format!("{connector}.json")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_wins_until_the_settings_name_another_refresh_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = || store_of(dir.path(), "oe");
+        let open = |access: &str, refresh: &str| {
+            Credentials::open("oe", store(), &access.into(), Some(&refresh.into())).unwrap()
+        };
+        // First start: the settings' tokens, written to the file at once.
+        let c = open("a0", "r0");
+        assert_eq!(c.access_token().0.expose_secret(), "a0");
+        assert_eq!(store().load().unwrap().unwrap().generation, 1);
+        // A refresh rotated them; the settings still name r0: the file wins.
+        let set = store().load().unwrap().unwrap().next(
+            Fresh {
+                access_token: "a1".into(),
+                refresh_token: Some("r1".into()),
+                access_expires_in: Some(100),
+                refresh_expires_in: Some(1000),
+            },
+            now(),
+        );
+        store().save(&set).unwrap();
+        let c = open("a0", "r0");
+        assert_eq!(c.access_token().1, 2);
+        assert_eq!(c.access_token().0.expose_secret(), "a1");
+        assert!(c.due() > now(), "not due before 80% of its lifetime");
+        // A new authorization in the settings starts over from it.
+        let c = open("b0", "s0");
+        assert_eq!(c.access_token().0.expose_secret(), "b0");
+        assert!(
+            c.due() <= now(),
+            "its expiry is unknown: refresh to learn it"
+        );
+    }
 }

@@ -371,4 +371,23 @@ mod tests {
             ("Asia/Shanghai", 1800)
         );
     }
+
+    #[test]
+    fn refresh_answers_give_tokens_a_retry_or_a_refusal() {
+        use crate::sources::oauth::RefreshError;
+        let ok = json!({"code": 0, "message": "OK", "data": {"access_token": "a2",
+            "expires_in": 86399, "refresh_token": "r2", "refresh_token_expires_in": 2591999}});
+        let fresh = refresh_answer(200, &ok).unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&fresh.access_token), "a2");
+        assert_eq!(fresh.access_expires_in, Some(86399));
+        assert_eq!(fresh.refresh_expires_in, Some(2591999));
+        assert!(matches!(refresh_answer(503, &Value::Null), Err(RefreshError::Failed(_))));
+        assert!(matches!(refresh_answer(429, &Value::Null), Err(RefreshError::Failed(_))));
+        let throttled = json!({"code": 40100, "message": "too many"});
+        assert!(matches!(refresh_answer(200, &throttled), Err(RefreshError::Failed(_))));
+        let refused = json!({"code": 40107, "message": "refresh_token expired"});
+        assert!(matches!(refresh_answer(200, &refused), Err(RefreshError::Refused(_))));
+        let no_token = json!({"code": 0, "data": {}});
+        assert!(matches!(refresh_answer(200, &no_token), Err(RefreshError::Failed(_))));
+    }
 }
