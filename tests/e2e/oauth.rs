@@ -221,3 +221,155 @@ async fn rotating_tokens_keep_a_connector_pulling_through_kills_and_stop_it_alon
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+/// 腾讯广告: `GET oauth/token` rotates the pair; `leads_list/get` takes the token as a parameter
+/// and answers 11000 for an expired one.
+#[derive(Default)]
+struct Tencent {
+    generation: u64,
+    issued: Option<Instant>,
+    requests: Vec<(String, bool)>,
+    refreshes: u64,
+    refuse: bool,
+}
+
+type TencentShared = Arc<Mutex<Tencent>>;
+
+async fn tencent_token(
+    State(t): State<TencentShared>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<Value> {
+    let mut t = t.lock().unwrap();
+    let given = q
+        .get("refresh_token")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if t.refuse
+        || given != format!("tr{}", t.generation)
+        || q.get("grant_type").map(String::as_str) != Some("refresh_token")
+        || q.get("client_id").map(String::as_str) != Some("1110000001")
+    {
+        return axum::Json(json!({"code": 11012, "message": "refresh token expired"}));
+    }
+    t.generation += 1;
+    t.refreshes += 1;
+    t.issued = Some(Instant::now());
+    let g = t.generation;
+    axum::Json(json!({"code": 0, "message": "", "data": {
+        "access_token": format!("ta{g}"), "refresh_token": format!("tr{g}"),
+        "access_token_expires_in": LIFETIME.as_secs(), "refresh_token_expires_in": 2_592_000}}))
+}
+
+async fn tencent_leads(
+    State(t): State<TencentShared>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<Value> {
+    let mut t = t.lock().unwrap();
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    let fresh = t.issued.is_some_and(|at| at.elapsed() < LIFETIME);
+    let ok = token == format!("ta{}", t.generation) && (fresh || t.generation == 0);
+    t.requests.push((token, ok));
+    if !ok {
+        return axum::Json(json!({"code": 11000, "message": "access token expired"}));
+    }
+    let created = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(120))
+        .unwrap()
+        .in_tz("Asia/Shanghai")
+        .unwrap()
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let leads: Vec<Value> = (1..=3)
+        .map(|n| {
+            json!({"leads_id": 7000 + n, "leads_name": format!("客户{n}"),
+                        "leads_telephone": format!("1350000300{n}"), "leads_create_time": created})
+        })
+        .collect();
+    axum::Json(
+        json!({"code": 0, "message": "", "data": {"leads_info": leads,
+        "page_info": {"page": 1, "page_size": 100, "total_number": 3, "total_page": 1}}}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tencent_tokens_rotate_through_a_kill_and_a_refusal_stops_the_connector() {
+    let tencent: TencentShared = Arc::default();
+    let app = axum::Router::new()
+        .route("/oauth/token", axum::routing::get(tencent_token))
+        .route("/v3.0/leads_list/get", axum::routing::get(tencent_leads))
+        .with_state(tencent.clone());
+    let port = crate::support::serve_local(app).await;
+    let config = format!(
+        "[[connectors]]\nname = \"qq-ads\"\ntype = \"tencent\"\naccess_token = \"ta0\"\n\
+         refresh_token = \"tr0\"\nclient_id = \"1110000001\"\nclient_secret = \"cs\"\n\
+         oauth_url = \"http://127.0.0.1:{port}/oauth/token\"\naccount_id = 25610\n\
+         api_url = \"http://127.0.0.1:{port}/v3.0/leads_list/get\"\npoll_interval = \"300ms\"\n\
+         initial = \"1d\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gw");
+    let mut gw = Gateway::start(Some(&config), &data);
+    let wait_refreshes = |n: u64| {
+        let tencent = tencent.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while tencent.lock().unwrap().refreshes < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} refreshes",
+                    tencent.lock().unwrap().refreshes
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_refreshes(3).await;
+    gw.kill();
+    let gw = Gateway::start(Some(&config), &data);
+    wait_refreshes(8).await;
+    let clean = gw.wait_spooled("leads.clean", 3, Duration::from_secs(20));
+    let mut ids: Vec<String> = clean
+        .iter()
+        .map(|r| r["source"]["external_id"].to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["\"7001\"", "\"7002\"", "\"7003\""], "each lead once");
+    {
+        let t = tencent.lock().unwrap();
+        for pair in t.requests.windows(2) {
+            assert!(
+                pair[0].1 || pair[1].1 || pair[0].0 != pair[1].0,
+                "an expired token sent twice in a row: {pair:?}"
+            );
+        }
+    }
+    tencent.lock().unwrap().refuse = true;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: Value = reqwest::get(gw.url("/v1/connectors/qq-ads"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if st["state"] == "stopped" {
+            assert!(
+                st["last_error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("leadgate auth qq-ads"),
+                "{st}"
+            );
+            assert!(
+                st["token"]["last_refresh_error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("11012"),
+                "{st}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

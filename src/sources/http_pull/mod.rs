@@ -222,25 +222,11 @@ impl Puller {
         let Some((header, credentials)) = &self.cfg.auth else {
             return self.fetch_with(at, window, size, None).await;
         };
-        // A new token can itself expire before it is used (a stalled host): each retry has a
-        // newer one, up to three.
-        let mut tries = 0;
-        loop {
-            let (token, generation) = credentials.access_token();
-            match self
-                .fetch_with(at, window, size, Some((header, &token)))
+        crate::sources::oauth::with_token(credentials, |token| async move {
+            self.fetch_with(at, window, size, Some((header, &token)))
                 .await
-            {
-                Err(PullError::Expired(why)) if tries < 3 => {
-                    tries += 1;
-                    credentials
-                        .renew(generation, Duration::from_secs(60))
-                        .await
-                        .map_err(|e| PullError::Expired(format!("{why}; {e}")))?;
-                }
-                other => return other,
-            }
-        }
+        })
+        .await
     }
 
     async fn fetch_with(

@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
+use crate::sources::pull::PullError;
 use crate::sources::status::Statuses;
 use crate::sources::supervise::Task;
 
@@ -220,6 +221,31 @@ impl Credentials {
             .map_err(|e| RefreshError::Failed(format!("cannot store the new tokens: {e}")))?;
         self.adopt(set, statuses);
         Ok(())
+    }
+}
+
+/// Runs `attempt` with the access token in use; when the platform says it expired, waits for a
+/// new one (the refresh task gets it) and runs it again with that, up to three times (a new
+/// token can itself expire before it is used on a stalled host): an expired token is never sent
+/// twice in a row.
+pub async fn with_token<T, F, Fut>(credentials: &Credentials, attempt: F) -> Result<T, PullError>
+where
+    F: Fn(SecretString) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PullError>>,
+{
+    let mut tries = 0;
+    loop {
+        let (token, generation) = credentials.access_token();
+        match attempt(token).await {
+            Err(PullError::Expired(why)) if tries < 3 => {
+                tries += 1;
+                credentials
+                    .renew(generation, Duration::from_secs(60))
+                    .await
+                    .map_err(|e| PullError::Expired(format!("{why}; {e}")))?;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -17,6 +17,20 @@ pub struct TencentConnector {
     pub name: String,
     /// Sent as the `access_token` parameter; write `"${TENCENT_ADS_TOKEN}"`.
     pub access_token: SecretString,
+    /// The refresh token that came with the access token (`"${TENCENT_ADS_REFRESH_TOKEN}"`).
+    /// Set, the access token (24 h) is refreshed ahead of its expiry and each rotated pair kept
+    /// in `<data_dir>/tokens/<name>.json`; it needs `client_id` and `client_secret`.
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// The developer app's id (`client_id`), for refreshes.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The developer app's secret, for refreshes (`"${TENCENT_ADS_CLIENT_SECRET}"`).
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// The refresh endpoint.
+    #[serde(default = "TencentConnector::default_oauth_url")]
+    pub oauth_url: String,
     pub account_id: u64,
     #[serde(default = "TencentConnector::default_api_url")]
     pub api_url: String,
@@ -44,8 +58,10 @@ pub struct TencentConnector {
     /// Response codes that mean throttling (retried with backoff).
     #[serde(default)]
     pub throttled_codes: Vec<i64>,
-    /// Response codes that mean the token expired or was revoked (the connector stops).
-    #[serde(default)]
+    /// Response codes that mean the token expired or was revoked: with `refresh_token`, a new
+    /// token is fetched and the page asked for again; without, the connector stops. Default:
+    /// 11000 (expired), 11002 (invalid), 11004 (malformed), 11005 (empty).
+    #[serde(default = "TencentConnector::default_expired_codes")]
     pub expired_codes: Vec<i64>,
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
@@ -61,6 +77,12 @@ pub struct TencentConnector {
 impl TencentConnector {
     fn default_api_url() -> String {
         "https://api.e.qq.com/v3.0/leads_list/get".into()
+    }
+    fn default_expired_codes() -> Vec<i64> {
+        vec![11000, 11002, 11004, 11005]
+    }
+    fn default_oauth_url() -> String {
+        "https://api.e.qq.com/oauth/token".into()
     }
     fn default_page_size() -> u32 {
         100
@@ -97,6 +119,17 @@ impl Connector for TencentConnector {
 
     fn check(&self, checks: &mut Checks) {
         checks.secret("access_token", &self.access_token);
+        if let Some(r) = &self.refresh_token {
+            checks.secret("refresh_token", r);
+            if self.client_id.as_deref().is_none_or(|a| a.trim().is_empty()) {
+                checks.push("client_id", "a refresh needs the app's client id");
+            }
+            match &self.client_secret {
+                Some(secret) => checks.secret("client_secret", secret),
+                None => checks.push("client_secret", "a refresh needs the app's client secret"),
+            }
+            checks.http_url("oauth_url", &self.oauth_url);
+        }
         if !(1..=200).contains(&self.page_size) {
             checks.push("page_size", "must be 1 to 200");
         }

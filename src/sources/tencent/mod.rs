@@ -23,7 +23,7 @@ pub use config::TencentConnector;
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -132,23 +132,122 @@ pub(crate) fn start(cfg: &TencentConnector, cx: &Start<'_>) -> anyhow::Result<St
         ),
         cfg.rate_limit,
     );
+    let mut tasks = Vec::new();
+    let credentials = match (&cfg.refresh_token, &cfg.client_id, &cfg.client_secret) {
+        (Some(refresh_token), Some(client_id), Some(client_secret)) => {
+            let credentials = crate::sources::oauth::Credentials::open(
+                &cfg.name,
+                crate::sources::oauth::store_of(cx.data_dir, &cfg.name),
+                &cfg.access_token,
+                Some(refresh_token),
+            )?;
+            tasks.push(crate::sources::oauth::refresh_task(
+                credentials.clone(),
+                std::sync::Arc::new(Refresher {
+                    url: cfg.oauth_url.clone(),
+                    client_id: client_id.clone(),
+                    secret: client_secret.clone(),
+                }),
+                cx.client(Duration::from_secs(30))?,
+                cx.statuses.clone(),
+            ));
+            Some(credentials)
+        }
+        _ => None,
+    };
     let cfg = cfg.clone();
     let every = cfg.poll_interval;
-    let task = poll_task(cx.sink(&cfg.name), every, move |checkpoint, sink| Puller {
+    tasks.push(poll_task(cx.sink(&cfg.name), every, move |checkpoint, sink| Puller {
         checkpoint,
         limiter: limiter.clone(),
         cfg: cfg.clone(),
+        credentials: credentials.clone(),
         client: client.clone(),
         sink,
-    });
+    }));
     Ok(Started {
-        tasks: vec![task],
+        tasks,
         webhook: None,
     })
 }
 
+/// 腾讯广告's refresh: `GET oauth/token?client_id&client_secret&grant_type=refresh_token&
+/// refresh_token`; a refresh rotates the pair.
+struct Refresher {
+    url: String,
+    client_id: String,
+    secret: SecretString,
+}
+
+impl crate::sources::oauth::Refresh for Refresher {
+    fn refresh<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        refresh_token: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
+    > {
+        use crate::sources::oauth::RefreshError;
+        Box::pin(async move {
+            let resp = client
+                .get(&self.url)
+                .query(&[
+                    ("client_id", self.client_id.as_str()),
+                    ("client_secret", self.secret.expose_secret()),
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                ])
+                .send()
+                .await
+                .map_err(|e| RefreshError::Failed(format!("cannot reach {}: {e}", self.url)))?;
+            let status = resp.status().as_u16();
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            refresh_answer(status, &answer)
+        })
+    }
+}
+
+/// What a refresh answer means: tokens (code 0), a retry (HTTP 429 or 5xx), or a refusal (any
+/// code: 11010 a malformed refresh token, 11012 an expired one, ...).
+fn refresh_answer(
+    status: u16,
+    answer: &Value,
+) -> Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError> {
+    use crate::sources::oauth::{Fresh, RefreshError};
+    if status == 429 || status >= 500 {
+        return Err(RefreshError::Failed(format!("HTTP {status}")));
+    }
+    let message = answer
+        .get("message_cn")
+        .or_else(|| answer.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match answer.get("code").and_then(Value::as_i64) {
+        Some(0) => {
+            let data = answer.get("data").unwrap_or(&Value::Null);
+            let text = |k: &str| data.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+            let access = text("access_token").ok_or_else(|| {
+                RefreshError::Failed("the refresh answer has no access_token".into())
+            })?;
+            Ok(Fresh {
+                access_token: access.to_owned().into(),
+                refresh_token: text("refresh_token").map(|r| r.to_owned().into()),
+                access_expires_in: data.get("access_token_expires_in").and_then(Value::as_u64),
+                refresh_expires_in: data.get("refresh_token_expires_in").and_then(Value::as_u64),
+            })
+        }
+        Some(c) => Err(RefreshError::Refused(format!("code {c}: {message}"))),
+        None => Err(RefreshError::Failed(format!(
+            "HTTP {status}, no code in the answer"
+        ))),
+    }
+}
+
 struct Puller {
     cfg: TencentConnector,
+    /// The refreshed token, with `refresh_token` configured.
+    credentials: Option<crate::sources::oauth::Credentials>,
     client: reqwest::Client,
     limiter: Option<Limiter>,
     sink: PageSink,
@@ -247,8 +346,32 @@ impl Poll for Puller {
 }
 
 impl Puller {
+    /// [`Puller::fetch_with`] the configured token, or the refreshed one (renewed when Tencent
+    /// says it expired).
     async fn fetch(
         &self,
+        range: (i64, i64),
+        page: u64,
+        size: u32,
+        after: Option<&(i64, String)>,
+    ) -> Result<Vec<Value>, PullError> {
+        match &self.credentials {
+            None => {
+                self.fetch_with(&self.cfg.access_token, range, page, size, after)
+                    .await
+            }
+            Some(c) => {
+                crate::sources::oauth::with_token(c, |token| async move {
+                    self.fetch_with(&token, range, page, size, after).await
+                })
+                .await
+            }
+        }
+    }
+
+    async fn fetch_with(
+        &self,
+        token: &SecretString,
         (start, end): (i64, i64),
         page: u64,
         size: u32,
@@ -260,10 +383,7 @@ impl Puller {
         let time_range =
             json!({"start_time": start, "end_time": end, "time_type": self.cfg.time_type});
         let mut query = vec![
-            (
-                "access_token",
-                self.cfg.access_token.expose_secret().to_owned(),
-            ),
+            ("access_token", token.expose_secret().to_owned()),
             ("timestamp", jiff::Timestamp::now().as_second().to_string()),
             ("nonce", uuid::Uuid::now_v7().simple().to_string()),
             ("account_id", self.cfg.account_id.to_string()),
@@ -350,5 +470,19 @@ mod tests {
         );
         assert_eq!(sort_millis(&json!({}), "TIME_TYPE_CREATED_TIME"), None);
         assert_eq!(leads_id(&json!({"leads_id": 42})).as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn refresh_answers_give_tokens_a_retry_or_a_refusal() {
+        use crate::sources::oauth::RefreshError;
+        let ok = json!({"code": 0, "data": {"access_token": "a2", "refresh_token": "r2",
+            "access_token_expires_in": 86400, "refresh_token_expires_in": 2592000}});
+        let fresh = refresh_answer(200, &ok).unwrap();
+        assert_eq!(fresh.access_token.expose_secret(), "a2");
+        assert_eq!(fresh.access_expires_in, Some(86400));
+        assert_eq!(fresh.refresh_expires_in, Some(2592000));
+        assert!(matches!(refresh_answer(502, &Value::Null), Err(RefreshError::Failed(_))));
+        let expired = json!({"code": 11012, "message": "refresh token expired"});
+        assert!(matches!(refresh_answer(200, &expired), Err(RefreshError::Refused(_))));
     }
 }
