@@ -68,6 +68,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Authorize a connector with its platform (OAuth): prints the page to grant access on,
+    /// takes the code it sends back, exchanges it and stores the tokens where the gateway finds
+    /// them (a running gateway uses them within 2 seconds).
+    Auth {
+        /// The connector's name.
+        connector: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The gateway's data directory (default: the settings').
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The code, or the whole address the platform sent the browser back to; asked for
+        /// when absent.
+        #[arg(long)]
+        code: Option<String>,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
@@ -76,6 +92,79 @@ fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
         eprintln!("{} error(s) in the configuration", errors.0.len());
         ExitCode::from(2)
     })
+}
+
+/// `leadgate auth`.
+fn auth(
+    runtime: &tokio::runtime::Runtime,
+    connector: &str,
+    config: Option<&PathBuf>,
+    data_dir: Option<PathBuf>,
+    code: Option<String>,
+) -> ExitCode {
+    use leadgate::sources::oauth;
+    let settings = match load(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let data_dir = data_dir.unwrap_or(settings.data_dir.clone());
+    let Some(c) = settings.connectors.iter().find(|c| c.name() == connector) else {
+        eprintln!("error: no connector named `{connector}` in the settings");
+        return ExitCode::from(2);
+    };
+    let Some(flow) = c.get().authorization() else {
+        eprintln!(
+            "error: connector `{connector}` ({}) has no OAuth authorization here: its type has none, or its app id and secret are not set",
+            c.kind()
+        );
+        return ExitCode::from(2);
+    };
+    let state = uuid::Uuid::now_v7().simple().to_string();
+    println!(
+        "Open this page, grant access, then paste the code (or the whole address you are sent back to):\n\n  {}\n",
+        flow.authorize_url(&state)
+    );
+    let pasted = match code {
+        Some(c) => c,
+        None => {
+            eprint!("code: ");
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("error: cannot read the code");
+                return ExitCode::from(2);
+            }
+            line
+        }
+    };
+    let Some(code) = oauth::code_of(&pasted, flow.code_param()) else {
+        eprintln!("error: no code in what was pasted");
+        return ExitCode::from(2);
+    };
+    let store = oauth::store_of(&data_dir, connector);
+    let client = match leadgate::sources::pull::api_client(std::time::Duration::from_secs(30)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(oauth::authorize(&store, flow.as_ref(), &client, &code)) {
+        Ok(set) => {
+            let expires = set
+                .access_expires_at
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                .map_or_else(|| "unknown".to_owned(), |t| t.to_string());
+            println!(
+                "stored new tokens for `{connector}` in {} (the access token expires {expires}); a running gateway uses them within 2 seconds",
+                store.path().display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -101,6 +190,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Auth {
+            connector,
+            config,
+            data_dir,
+            code,
+        } => return auth(&runtime, &connector, config.as_ref(), data_dir, code),
         Command::Validate { config } => {
             return match load(config.as_ref()) {
                 Ok(s) => {

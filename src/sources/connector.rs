@@ -88,6 +88,12 @@ pub trait Connector: Common + Send + Sync {
         None
     }
 
+    /// Its OAuth authorization (`leadgate auth <connector>`), where the platform has one and the
+    /// definition names the app.
+    fn authorization(&self) -> Option<Box<dyn crate::sources::oauth::Authorize>> {
+        None
+    }
+
     /// Its line in the start-up banner, given the gateway's base URL (`http://127.0.0.1:8080`);
     /// `None` for connectors that do not run in the gateway (files).
     fn banner(&self, base: &str) -> Option<String>;

@@ -264,6 +264,12 @@ pub trait Poll: Send + 'static {
         &mut self,
         shutdown: &tokio::sync::watch::Receiver<bool>,
     ) -> impl Future<Output = Result<(), PullError>> + Send;
+
+    /// What ends a pause early: new credentials (`leadgate auth` after a refused token), for
+    /// connectors that refresh theirs.
+    fn wake(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Polls until shutdown, a pause of `interval` after each poll that succeeded: each outcome is
@@ -275,10 +281,20 @@ pub async fn run_polls(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = crate::retry::forever();
+    let mut wake = p.wake();
     while !*shutdown.borrow() {
         let outcome = p.poll(&shutdown).await;
         let pause = settle(&sink.statuses, &sink.name, outcome, &mut backoff, interval);
-        sleep_or_stop(pause, &mut shutdown).await;
+        match &mut wake {
+            Some(w) => {
+                w.borrow_and_update();
+                tokio::select! {
+                    _ = sleep_or_stop(pause, &mut shutdown) => {}
+                    _ = w.changed() => {}
+                }
+            }
+            None => sleep_or_stop(pause, &mut shutdown).await,
+        }
     }
 }
 

@@ -49,6 +49,27 @@ async fn refresh(
         "refresh_token": format!("r{g}"), "refresh_token_expires_in": 2_591_999}}))
 }
 
+/// The auth code exchange: `grant-1` gives a new pair (a person authorized again).
+async fn exchange(
+    State(p): State<Shared>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let mut p = p.lock().unwrap();
+    if body["auth_code"] != "grant-1"
+        || body["grant_type"] != "auth_code"
+        || body["app_id"] != "app-1"
+    {
+        return axum::Json(json!({"code": 40109, "message": "auth_code is invalid"}));
+    }
+    p.refuse = false;
+    p.generation += 1;
+    p.issued = Some(Instant::now());
+    let g = p.generation;
+    axum::Json(json!({"code": 0, "message": "OK", "data": {
+        "access_token": format!("a{g}"), "expires_in": LIFETIME.as_secs(),
+        "refresh_token": format!("r{g}"), "refresh_token_expires_in": 2_591_999}}))
+}
+
 async fn clues(State(p): State<Shared>, headers: HeaderMap) -> axum::Json<Value> {
     let mut p = p.lock().unwrap();
     let token = headers
@@ -86,6 +107,8 @@ fn config(port: u16) -> String {
         "[[connectors]]\nname = \"douyin\"\ntype = \"oceanengine\"\n\
          access_token = \"a0\"\nrefresh_token = \"r0\"\napp_id = \"app-1\"\napp_secret = \"s\"\n\
          oauth_url = \"http://127.0.0.1:{port}/oauth2/refresh_token/\"\n\
+         token_url = \"http://127.0.0.1:{port}/oauth2/access_token/\"\n\
+         redirect_uri = \"https://crm.example.cn/oauth/callback\"\n\
          api_url = \"http://127.0.0.1:{port}/clue/get/\"\nadvertiser_ids = [1]\npage_size = 200\n\
          poll_interval = \"300ms\"\nsettle = \"0s\"\noverlap = \"1h\"\ninitial = \"1h\"\n"
     )
@@ -111,6 +134,7 @@ async fn rotating_tokens_keep_a_connector_pulling_through_kills_and_stop_it_alon
     let platform: Shared = Arc::default();
     let app = axum::Router::new()
         .route("/oauth2/refresh_token/", axum::routing::post(refresh))
+        .route("/oauth2/access_token/", axum::routing::post(exchange))
         .route("/clue/get/", axum::routing::get(clues))
         .with_state(platform.clone());
     let port = crate::support::serve_local(app).await;
@@ -220,6 +244,55 @@ async fn rotating_tokens_keep_a_connector_pulling_through_kills_and_stop_it_alon
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+
+    // A person authorizes again with `leadgate auth`, pasting the address they were sent back
+    // to: the running gateway takes the new tokens and pulls again, without a restart.
+    let settings = dir.path().join("auth.toml");
+    std::fs::write(&settings, config(port)).unwrap();
+    let auth = |code: &str| {
+        std::process::Command::new(crate::support::BIN)
+            .args(["auth", "douyin", "--config"])
+            .arg(&settings)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--code", code])
+            .output()
+            .unwrap()
+    };
+    let out = auth("https://crm.example.cn/oauth/callback?auth_code=grant-1&state=x");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("app_id=app-1") && stdout.contains("redirect_uri=https"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stored new tokens for `douyin`"),
+        "{stdout}"
+    );
+    let before = published(&gw).len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: Value = reqwest::get(gw.url("/v1/connectors/douyin"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if st["state"] == "following" && published(&gw).len() > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not resumed: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let bad = auth("wrong");
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("40109"), "{stderr}");
 }
 
 /// 腾讯广告: `GET oauth/token` rotates the pair; `leads_list/get` takes the token as a parameter

@@ -108,6 +108,10 @@ struct Puller {
 }
 
 impl Poll for Puller {
+    fn wake(&self) -> Option<watch::Receiver<u64>> {
+        self.cfg.auth.as_ref().map(|(_, c)| c.subscribe())
+    }
+
     /// Reads pages from the checkpoint to the last one, journaling each with the next position.
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         loop {

@@ -59,6 +59,67 @@ pub trait Refresh: Send + Sync {
     ) -> BoxFuture<'a, Result<Fresh, RefreshError>>;
 }
 
+/// A platform's authorization: the page a person grants access on, and the exchange of the code
+/// it redirects back with (`leadgate auth <connector>`).
+pub trait Authorize: Send + Sync {
+    /// The page to open, carrying `state` (echoed back in the redirect).
+    fn authorize_url(&self, state: &str) -> String;
+    /// The redirect's parameter holding the code (`auth_code`, `authorization_code`).
+    fn code_param(&self) -> &'static str;
+    fn exchange<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        code: &'a str,
+    ) -> BoxFuture<'a, Result<Fresh, RefreshError>>;
+}
+
+/// The code in what a person pasted: the code itself, or the whole redirect URL.
+pub fn code_of(pasted: &str, param: &str) -> Option<String> {
+    let pasted = pasted.trim();
+    if pasted.is_empty() {
+        return None;
+    }
+    let Some((_, query)) = pasted.split_once('?') else {
+        return Some(pasted.to_owned());
+    };
+    let fields = crate::sources::webhook::parse_query(query.split('#').next().unwrap_or(query))?;
+    [param, "code", "auth_code", "authorization_code"]
+        .iter()
+        .find_map(|k| fields.get(*k).and_then(serde_json::Value::as_str))
+        .map(str::to_owned)
+}
+
+/// Exchanges `code` and writes the tokens to `store` as a new generation (marked as written by
+/// `leadgate auth`, so they win over the settings' tokens); a running gateway adopts them within
+/// 2 seconds.
+pub async fn authorize(
+    store: &TokenStore,
+    flow: &dyn Authorize,
+    client: &reqwest::Client,
+    code: &str,
+) -> Result<TokenSet, String> {
+    let fresh = flow
+        .exchange(client, code)
+        .await
+        .map_err(|e| format!("the platform did not exchange the code: {e}"))?;
+    let previous = store.load().map_err(|e| e.to_string())?;
+    let generation = previous.as_ref().map_or(0, |p| p.generation);
+    let base = TokenSet {
+        access_token: fresh.access_token.clone(),
+        refresh_token: None,
+        access_expires_at: None,
+        refresh_expires_at: None,
+        refreshed_at: None,
+        generation,
+        seed: None,
+    };
+    let set = base.next(fresh, now());
+    store
+        .save(&set)
+        .map_err(|e| format!("cannot write {}: {e}", store.path().display()))?;
+    Ok(set)
+}
+
 fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -129,6 +190,11 @@ impl Credentials {
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Changes with each new token set (a refresh, a file from `leadgate auth`).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
     }
 
     /// The access token to send, and its generation (to report it expired).
@@ -382,6 +448,35 @@ pub fn store_of(data_dir: &std::path::Path, connector: &str) -> TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_code_comes_out_of_what_was_pasted() {
+        assert_eq!(
+            code_of(" abc123 \n", "auth_code").as_deref(),
+            Some("abc123")
+        );
+        assert_eq!(
+            code_of(
+                "https://crm.example.cn/cb?state=x&auth_code=abc%2B1#top",
+                "auth_code"
+            )
+            .as_deref(),
+            Some("abc+1")
+        );
+        assert_eq!(
+            code_of(
+                "https://crm.example.cn/cb?authorization_code=zz&state=x",
+                "authorization_code"
+            )
+            .as_deref(),
+            Some("zz")
+        );
+        assert_eq!(
+            code_of("https://crm.example.cn/cb?state=x", "auth_code"),
+            None
+        );
+        assert_eq!(code_of("   ", "auth_code"), None);
+    }
 
     #[test]
     fn the_token_file_wins_until_the_settings_name_another_refresh_token() {

@@ -32,6 +32,15 @@ pub struct OceanEngineConnector {
     /// The refresh endpoint.
     #[serde(default = "OceanEngineConnector::default_oauth_url")]
     pub oauth_url: String,
+    /// `leadgate auth`: the app's redirect URL, as registered with 巨量引擎.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// `leadgate auth`: the page where an advertiser grants the app access.
+    #[serde(default = "OceanEngineConnector::default_authorize_url")]
+    pub authorize_url: String,
+    /// `leadgate auth`: where the auth code is exchanged for tokens.
+    #[serde(default = "OceanEngineConnector::default_token_url")]
+    pub token_url: String,
     /// The advertisers whose leads are pulled.
     #[serde(default)]
     pub advertiser_ids: Vec<u64>,
@@ -95,6 +104,12 @@ impl OceanEngineConnector {
     }
     fn default_oauth_url() -> String {
         "https://ad.oceanengine.com/open_api/oauth2/refresh_token/".into()
+    }
+    fn default_authorize_url() -> String {
+        "https://ad.oceanengine.com/openapi/audit/oauth.html".into()
+    }
+    fn default_token_url() -> String {
+        "https://ad.oceanengine.com/open_api/oauth2/access_token/".into()
     }
     fn default_poll() -> Duration {
         Duration::from_secs(5 * 60)
@@ -206,5 +221,9 @@ impl Connector for OceanEngineConnector {
 
     fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {
         super::start(self, cx)
+    }
+
+    fn authorization(&self) -> Option<Box<dyn crate::sources::oauth::Authorize>> {
+        super::refresher(self).map(|r| Box::new(r) as Box<dyn crate::sources::oauth::Authorize>)
     }
 }

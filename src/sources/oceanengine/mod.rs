@@ -166,11 +166,8 @@ pub(crate) fn start(cfg: &OceanEngineConnector, cx: &Start<'_>) -> anyhow::Resul
             )?;
             pull.headers.remove("Access-Token");
             pull.auth = Some(("Access-Token".to_owned(), credentials.clone()));
-            let platform = std::sync::Arc::new(Refresher {
-                url: cfg.oauth_url.clone(),
-                app_id: app_id.clone(),
-                secret: app_secret.clone(),
-            });
+            let _ = (app_id, app_secret);
+            let platform = std::sync::Arc::new(refresher(cfg).expect("app id and secret are set"));
             refresh = Some(crate::sources::oauth::refresh_task(
                 credentials,
                 platform,
@@ -192,10 +189,71 @@ pub(crate) fn start(cfg: &OceanEngineConnector, cx: &Start<'_>) -> anyhow::Resul
 
 /// 巨量引擎's refresh: `POST oauth2/refresh_token/` with the app's id and secret; every refresh
 /// rotates the pair (the old refresh token stops working).
-struct Refresher {
+pub(crate) struct Refresher {
     url: String,
     app_id: String,
     secret: secrecy::SecretString,
+    redirect_uri: Option<String>,
+    authorize_url: String,
+    token_url: String,
+}
+
+/// The refresh and authorization of `cfg`, when it names the app.
+pub(crate) fn refresher(cfg: &OceanEngineConnector) -> Option<Refresher> {
+    Some(Refresher {
+        url: cfg.oauth_url.clone(),
+        app_id: cfg.app_id.clone()?,
+        secret: cfg.app_secret.clone()?,
+        redirect_uri: cfg.redirect_uri.clone(),
+        authorize_url: cfg.authorize_url.clone(),
+        token_url: cfg.token_url.clone(),
+    })
+}
+
+impl crate::sources::oauth::Authorize for Refresher {
+    fn authorize_url(&self, state: &str) -> String {
+        let mut url = reqwest::Url::parse(&self.authorize_url)
+            .unwrap_or_else(|_| reqwest::Url::parse("https://ad.oceanengine.com/").expect("a URL"));
+        url.query_pairs_mut()
+            .append_pair("app_id", &self.app_id)
+            .append_pair("state", state);
+        if let Some(r) = &self.redirect_uri {
+            url.query_pairs_mut().append_pair("redirect_uri", r);
+        }
+        url.into()
+    }
+
+    fn code_param(&self) -> &'static str {
+        "auth_code"
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        code: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
+    > {
+        use crate::sources::oauth::RefreshError;
+        Box::pin(async move {
+            let body = json!({
+                "app_id": self.app_id,
+                "secret": secrecy::ExposeSecret::expose_secret(&self.secret),
+                "grant_type": "auth_code",
+                "auth_code": code,
+            });
+            let resp = client
+                .post(&self.token_url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| RefreshError::Failed(format!("cannot reach {}: {e}", self.token_url)))?;
+            let status = resp.status().as_u16();
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            refresh_answer(status, &answer)
+        })
+    }
 }
 
 impl crate::sources::oauth::Refresh for Refresher {

@@ -255,6 +255,10 @@ struct Puller {
 }
 
 impl Poll for Puller {
+    fn wake(&self) -> Option<watch::Receiver<u64>> {
+        self.credentials.as_ref().map(|c| c.subscribe())
+    }
+
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         loop {
             if *shutdown.borrow() {
