@@ -317,9 +317,18 @@ async fn tencent_token(
         .get("refresh_token")
         .map(String::as_str)
         .unwrap_or_default();
-    if t.refuse
+    let grant = q.get("grant_type").map(String::as_str);
+    if grant == Some("authorization_code") {
+        // `leadgate auth`: the code `grant-q`, with the registered redirect address.
+        if q.get("authorization_code").map(String::as_str) != Some("grant-q")
+            || q.get("redirect_uri").map(String::as_str) != Some("https://crm.example.cn/cb")
+        {
+            return axum::Json(json!({"code": 11009, "message": "authorization code expired"}));
+        }
+        t.refuse = false;
+    } else if t.refuse
         || given != format!("tr{}", t.generation)
-        || q.get("grant_type").map(String::as_str) != Some("refresh_token")
+        || grant != Some("refresh_token")
         || q.get("client_id").map(String::as_str) != Some("1110000001")
     {
         return axum::Json(json!({"code": 11012, "message": "refresh token expired"}));
@@ -376,6 +385,7 @@ async fn tencent_tokens_rotate_through_a_kill_and_a_refusal_stops_the_connector(
         "[[connectors]]\nname = \"qq-ads\"\ntype = \"tencent\"\naccess_token = \"ta0\"\n\
          refresh_token = \"tr0\"\nclient_id = \"1110000001\"\nclient_secret = \"cs\"\n\
          oauth_url = \"http://127.0.0.1:{port}/oauth/token\"\naccount_id = 25610\n\
+         redirect_uri = \"https://crm.example.cn/cb\"\n\
          api_url = \"http://127.0.0.1:{port}/v3.0/leads_list/get\"\npoll_interval = \"300ms\"\n\
          initial = \"1d\"\n"
     );
@@ -443,6 +453,48 @@ async fn tencent_tokens_rotate_through_a_kill_and_a_refusal_stops_the_connector(
             break;
         }
         assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Re-authorized with `leadgate auth`: the running gateway pulls again.
+    let settings = dir.path().join("auth.toml");
+    std::fs::write(&settings, &config).unwrap();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["auth", "qq-ads", "--config"])
+        .arg(&settings)
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--code",
+            "https://crm.example.cn/cb?authorization_code=grant-q&state=s",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("developers.e.qq.com/oauth/authorize?client_id=1110000001"),
+        "{stdout}"
+    );
+    let requests = tencent.lock().unwrap().requests.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: Value = reqwest::get(gw.url("/v1/connectors/qq-ads"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let accepted_since = tencent.lock().unwrap().requests[requests..]
+            .iter()
+            .any(|r| r.1);
+        if st["state"] == "following" && accepted_since {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not resumed: {st}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

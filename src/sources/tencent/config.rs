@@ -28,9 +28,15 @@ pub struct TencentConnector {
     /// The developer app's secret, for refreshes (`"${TENCENT_ADS_CLIENT_SECRET}"`).
     #[serde(default)]
     pub client_secret: Option<SecretString>,
-    /// The refresh endpoint.
+    /// The refresh endpoint (also where `leadgate auth` exchanges its code).
     #[serde(default = "TencentConnector::default_oauth_url")]
     pub oauth_url: String,
+    /// `leadgate auth`: the app's redirect address, as registered with 腾讯广告.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// `leadgate auth`: the page where an advertiser grants the app access.
+    #[serde(default = "TencentConnector::default_authorize_url")]
+    pub authorize_url: String,
     pub account_id: u64,
     #[serde(default = "TencentConnector::default_api_url")]
     pub api_url: String,
@@ -83,6 +89,9 @@ impl TencentConnector {
     }
     fn default_oauth_url() -> String {
         "https://api.e.qq.com/oauth/token".into()
+    }
+    fn default_authorize_url() -> String {
+        "https://developers.e.qq.com/oauth/authorize".into()
     }
     fn default_page_size() -> u32 {
         100
@@ -162,6 +171,10 @@ impl Connector for TencentConnector {
             "腾讯广告 tencent ads: leads_list/get of account {} every {:?}; health at {base}/v1/connectors/{}",
             self.account_id, self.poll_interval, self.name
         ))
+    }
+
+    fn authorization(&self) -> Option<Box<dyn crate::sources::oauth::Authorize>> {
+        super::refresher(self).map(|r| Box::new(r) as Box<dyn crate::sources::oauth::Authorize>)
     }
 
     fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {

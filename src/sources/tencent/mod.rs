@@ -143,11 +143,10 @@ pub(crate) fn start(cfg: &TencentConnector, cx: &Start<'_>) -> anyhow::Result<St
             )?;
             tasks.push(crate::sources::oauth::refresh_task(
                 credentials.clone(),
-                std::sync::Arc::new(Refresher {
-                    url: cfg.oauth_url.clone(),
-                    client_id: client_id.clone(),
-                    secret: client_secret.clone(),
-                }),
+                {
+                    let _ = (client_id, client_secret);
+                    std::sync::Arc::new(refresher(cfg).expect("client id and secret are set"))
+                },
                 cx.client(Duration::from_secs(30))?,
                 cx.statuses.clone(),
             ));
@@ -173,10 +172,72 @@ pub(crate) fn start(cfg: &TencentConnector, cx: &Start<'_>) -> anyhow::Result<St
 
 /// 腾讯广告's refresh: `GET oauth/token?client_id&client_secret&grant_type=refresh_token&
 /// refresh_token`; a refresh rotates the pair.
-struct Refresher {
+pub(crate) struct Refresher {
     url: String,
     client_id: String,
     secret: SecretString,
+    redirect_uri: Option<String>,
+    authorize_url: String,
+}
+
+/// The refresh and authorization of `cfg`, when it names the app.
+pub(crate) fn refresher(cfg: &TencentConnector) -> Option<Refresher> {
+    Some(Refresher {
+        url: cfg.oauth_url.clone(),
+        client_id: cfg.client_id.clone()?,
+        secret: cfg.client_secret.clone()?,
+        redirect_uri: cfg.redirect_uri.clone(),
+        authorize_url: cfg.authorize_url.clone(),
+    })
+}
+
+impl crate::sources::oauth::Authorize for Refresher {
+    fn authorize_url(&self, state: &str) -> String {
+        let mut url = reqwest::Url::parse(&self.authorize_url)
+            .unwrap_or_else(|_| reqwest::Url::parse("https://developers.e.qq.com/").expect("a URL"));
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.client_id)
+            .append_pair("state", state);
+        if let Some(r) = &self.redirect_uri {
+            url.query_pairs_mut().append_pair("redirect_uri", r);
+        }
+        url.into()
+    }
+
+    fn code_param(&self) -> &'static str {
+        "authorization_code"
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        code: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
+    > {
+        use crate::sources::oauth::RefreshError;
+        Box::pin(async move {
+            let mut query = vec![
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.secret.expose_secret()),
+                ("grant_type", "authorization_code"),
+                ("authorization_code", code),
+            ];
+            if let Some(r) = &self.redirect_uri {
+                query.push(("redirect_uri", r.as_str()));
+            }
+            let resp = client
+                .get(&self.url)
+                .query(&query)
+                .send()
+                .await
+                .map_err(|e| RefreshError::Failed(format!("cannot reach {}: {e}", self.url)))?;
+            let status = resp.status().as_u16();
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            refresh_answer(status, &answer)
+        })
+    }
 }
 
 impl crate::sources::oauth::Refresh for Refresher {
@@ -488,5 +549,22 @@ mod tests {
         assert!(matches!(refresh_answer(502, &Value::Null), Err(RefreshError::Failed(_))));
         let expired = json!({"code": 11012, "message": "refresh token expired"});
         assert!(matches!(refresh_answer(200, &expired), Err(RefreshError::Refused(_))));
+    }
+
+    #[test]
+    fn the_authorization_page_names_the_app_and_the_redirect() {
+        use crate::sources::oauth::Authorize;
+        let cfg: TencentConnector = toml::from_str(
+            "name = \"qq\"\naccess_token = \"t\"\naccount_id = 1\nrefresh_token = \"r\"\n\
+             client_id = \"1110000001\"\nclient_secret = \"s\"\n\
+             redirect_uri = \"https://crm.example.cn/cb\"\n",
+        )
+        .unwrap();
+        let flow = refresher(&cfg).unwrap();
+        let url = flow.authorize_url("st");
+        assert!(url.starts_with("https://developers.e.qq.com/oauth/authorize?"), "{url}");
+        assert!(url.contains("client_id=1110000001") && url.contains("state=st"), "{url}");
+        assert!(url.contains("redirect_uri=https%3A%2F%2Fcrm.example.cn%2Fcb"), "{url}");
+        assert_eq!(flow.code_param(), "authorization_code");
     }
 }
