@@ -424,6 +424,17 @@ pub fn looks_like_email(s: &str) -> bool {
         && s.len() <= 254
 }
 
+/// A flat answer as the mapping reads it: text (not blank), a number or a boolean as it is, a
+/// list joined with `, `; `None` for objects, nulls and blanks.
+pub fn flat_value(value: &Value) -> Option<Value> {
+    match value {
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::Array(items) => joined(items),
+        Value::Object(_) | Value::Null => None,
+        v => Some(v.clone()),
+    }
+}
+
 /// Several texts joined with `, ` (`None` when there are none).
 pub fn joined<'a>(texts: impl IntoIterator<Item = &'a Value>) -> Option<Value> {
     let texts: Vec<String> = texts

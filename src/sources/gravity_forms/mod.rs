@@ -48,14 +48,8 @@ impl FormTool for GravityForms {
     fn fields(event: &Value) -> Value {
         let mut out = Answers::new([]);
         for (key, value) in event.as_object().into_iter().flatten() {
-            let value = match value {
-                Value::String(s) if s.trim().is_empty() => continue,
-                Value::Array(items) => match forms::joined(items) {
-                    Some(v) => v,
-                    None => continue,
-                },
-                Value::Object(_) | Value::Null => continue,
-                v => v.clone(),
+            let Some(value) = forms::flat_value(value) else {
+                continue;
             };
             out.answer([Some(key.as_str())], &value);
         }

@@ -73,6 +73,89 @@ pub trait Authorize: Send + Sync {
     ) -> BoxFuture<'a, Result<Fresh, RefreshError>>;
 }
 
+/// How a platform lays out its token answers (`{code, message, data: {access_token, ...}}`).
+pub struct TokenAnswer {
+    /// The key of the access token's lifetime in `data`.
+    pub access_expires: &'static str,
+    /// Where the error text is, first found wins.
+    pub messages: &'static [&'static str],
+    /// Codes that mean "try again later" (throttling).
+    pub retry_codes: &'static [i64],
+    /// Codes from this one up are server errors, retried.
+    pub retry_from: Option<i64>,
+}
+
+/// What a token answer (a refresh's or a code exchange's) means: tokens (code 0), a retry (HTTP
+/// 429 or 5xx, a retry code), or a refusal (any other code: the refresh token or the code is
+/// expired, used or revoked).
+pub fn token_answer(
+    status: u16,
+    answer: &serde_json::Value,
+    shape: &TokenAnswer,
+) -> Result<Fresh, RefreshError> {
+    use serde_json::Value;
+    if status == 429 || status >= 500 {
+        return Err(RefreshError::Failed(format!("HTTP {status}")));
+    }
+    let message = shape
+        .messages
+        .iter()
+        .find_map(|k| answer.get(*k).and_then(Value::as_str))
+        .unwrap_or_default();
+    match answer.get("code").and_then(Value::as_i64) {
+        Some(0) => {
+            let data = answer.get("data").unwrap_or(&Value::Null);
+            let text = |k: &str| {
+                data.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            };
+            let access = text("access_token")
+                .ok_or_else(|| RefreshError::Failed("the answer has no access_token".into()))?;
+            Ok(Fresh {
+                access_token: access.to_owned().into(),
+                refresh_token: text("refresh_token").map(|r| r.to_owned().into()),
+                access_expires_in: data.get(shape.access_expires).and_then(Value::as_u64),
+                refresh_expires_in: data.get("refresh_token_expires_in").and_then(Value::as_u64),
+            })
+        }
+        Some(c) if shape.retry_codes.contains(&c) || shape.retry_from.is_some_and(|f| c >= f) => {
+            Err(RefreshError::Failed(format!("code {c}: {message}")))
+        }
+        Some(c) => Err(RefreshError::Refused(format!("code {c}: {message}"))),
+        None => Err(RefreshError::Failed(format!(
+            "HTTP {status}, no code in the answer"
+        ))),
+    }
+}
+
+/// Sends a token request to `url`: its HTTP status and its JSON answer (`null` when it is not
+/// JSON), or why it could not be sent.
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(u16, serde_json::Value), RefreshError> {
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| RefreshError::Failed(format!("cannot reach {url}: {e}")))?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
+}
+
+/// `base` (or `fallback`, when `base` is not a URL) with `pairs` added to its query.
+pub fn page_url(base: &str, fallback: &str, pairs: &[(&str, Option<&str>)]) -> String {
+    let mut url = reqwest::Url::parse(base)
+        .or_else(|_| reqwest::Url::parse(fallback))
+        .expect("a valid fallback URL");
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+    }
+    url.into()
+}
+
 /// The code in what a person pasted: the code itself, or the whole redirect URL.
 pub fn code_of(pasted: &str, param: &str) -> Option<String> {
     let pasted = pasted.trim();

@@ -212,15 +212,15 @@ pub(crate) fn refresher(cfg: &OceanEngineConnector) -> Option<Refresher> {
 
 impl crate::sources::oauth::Authorize for Refresher {
     fn authorize_url(&self, state: &str) -> String {
-        let mut url = reqwest::Url::parse(&self.authorize_url)
-            .unwrap_or_else(|_| reqwest::Url::parse("https://ad.oceanengine.com/").expect("a URL"));
-        url.query_pairs_mut()
-            .append_pair("app_id", &self.app_id)
-            .append_pair("state", state);
-        if let Some(r) = &self.redirect_uri {
-            url.query_pairs_mut().append_pair("redirect_uri", r);
-        }
-        url.into()
+        crate::sources::oauth::page_url(
+            &self.authorize_url,
+            "https://ad.oceanengine.com/openapi/audit/oauth.html",
+            &[
+                ("app_id", Some(&self.app_id)),
+                ("state", Some(state)),
+                ("redirect_uri", self.redirect_uri.as_deref()),
+            ],
+        )
     }
 
     fn code_param(&self) -> &'static str {
@@ -235,7 +235,6 @@ impl crate::sources::oauth::Authorize for Refresher {
         'a,
         Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
     > {
-        use crate::sources::oauth::RefreshError;
         Box::pin(async move {
             let body = json!({
                 "app_id": self.app_id,
@@ -243,14 +242,10 @@ impl crate::sources::oauth::Authorize for Refresher {
                 "grant_type": "auth_code",
                 "auth_code": code,
             });
-            let resp = client
+            let request = client
                 .post(&self.token_url)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| RefreshError::Failed(format!("cannot reach {}: {e}", self.token_url)))?;
-            let status = resp.status().as_u16();
-            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                .json(&body);
+            let (status, answer) = crate::sources::oauth::send(request, &self.token_url).await?;
             refresh_answer(status, &answer)
         })
     }
@@ -263,7 +258,6 @@ impl crate::sources::oauth::Refresh for Refresher {
         refresh_token: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>>
     {
-        use crate::sources::oauth::RefreshError;
         Box::pin(async move {
             let body = json!({
                 "app_id": self.app_id,
@@ -271,53 +265,31 @@ impl crate::sources::oauth::Refresh for Refresher {
                 "grant_type": "refresh_token",
                 "refresh_token": refresh_token,
             });
-            let resp = client
+            let request = client
                 .post(&self.url)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| RefreshError::Failed(format!("cannot reach {}: {e}", self.url)))?;
-            let status = resp.status().as_u16();
-            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                .json(&body);
+            let (status, answer) = crate::sources::oauth::send(request, &self.url).await?;
             refresh_answer(status, &answer)
         })
     }
 }
 
-/// What a refresh answer means: tokens (code 0), a retry (throttled, a server error), or a
-/// refusal (any other code: the refresh token is expired, used or revoked).
+/// What a refresh or exchange answer means (code 0 tokens; 40100 and 5xxxx retried; any other
+/// code refused).
 fn refresh_answer(
     status: u16,
     answer: &Value,
 ) -> Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError> {
-    use crate::sources::oauth::{Fresh, RefreshError};
-    if status == 429 || status >= 500 {
-        return Err(RefreshError::Failed(format!("HTTP {status}")));
-    }
-    let code = answer.get("code").and_then(Value::as_i64);
-    let message = answer
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    match code {
-        Some(0) => {
-            let data = answer.get("data").unwrap_or(&Value::Null);
-            let text = |k: &str| data.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-            let access = text("access_token").ok_or_else(|| {
-                RefreshError::Failed("the refresh answer has no access_token".into())
-            })?;
-            Ok(Fresh {
-                access_token: access.to_owned().into(),
-                refresh_token: text("refresh_token").map(|r| r.to_owned().into()),
-                access_expires_in: data.get("expires_in").and_then(Value::as_u64),
-                refresh_expires_in: data.get("refresh_token_expires_in").and_then(Value::as_u64),
-            })
-        }
-        Some(40100) => Err(RefreshError::Failed(format!("throttled (40100): {message}"))),
-        Some(c) if c >= 50000 => Err(RefreshError::Failed(format!("code {c}: {message}"))),
-        Some(c) => Err(RefreshError::Refused(format!("code {c}: {message}"))),
-        None => Err(RefreshError::Failed(format!("HTTP {status}, no code in the answer"))),
-    }
+    crate::sources::oauth::token_answer(
+        status,
+        answer,
+        &crate::sources::oauth::TokenAnswer {
+            access_expires: "expires_in",
+            messages: &["message"],
+            retry_codes: &[40100],
+            retry_from: Some(50000),
+        },
+    )
 }
 
 /// SPI pushes: each lead in a message's `data` is journaled, keyed by the message id (a

@@ -193,15 +193,15 @@ pub(crate) fn refresher(cfg: &TencentConnector) -> Option<Refresher> {
 
 impl crate::sources::oauth::Authorize for Refresher {
     fn authorize_url(&self, state: &str) -> String {
-        let mut url = reqwest::Url::parse(&self.authorize_url)
-            .unwrap_or_else(|_| reqwest::Url::parse("https://developers.e.qq.com/").expect("a URL"));
-        url.query_pairs_mut()
-            .append_pair("client_id", &self.client_id)
-            .append_pair("state", state);
-        if let Some(r) = &self.redirect_uri {
-            url.query_pairs_mut().append_pair("redirect_uri", r);
-        }
-        url.into()
+        crate::sources::oauth::page_url(
+            &self.authorize_url,
+            "https://developers.e.qq.com/oauth/authorize",
+            &[
+                ("client_id", Some(&self.client_id)),
+                ("state", Some(state)),
+                ("redirect_uri", self.redirect_uri.as_deref()),
+            ],
+        )
     }
 
     fn code_param(&self) -> &'static str {
@@ -216,7 +216,6 @@ impl crate::sources::oauth::Authorize for Refresher {
         'a,
         Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
     > {
-        use crate::sources::oauth::RefreshError;
         Box::pin(async move {
             let mut query = vec![
                 ("client_id", self.client_id.as_str()),
@@ -227,14 +226,10 @@ impl crate::sources::oauth::Authorize for Refresher {
             if let Some(r) = &self.redirect_uri {
                 query.push(("redirect_uri", r.as_str()));
             }
-            let resp = client
+            let request = client
                 .get(&self.url)
-                .query(&query)
-                .send()
-                .await
-                .map_err(|e| RefreshError::Failed(format!("cannot reach {}: {e}", self.url)))?;
-            let status = resp.status().as_u16();
-            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                .query(&query);
+            let (status, answer) = crate::sources::oauth::send(request, &self.url).await?;
             refresh_answer(status, &answer)
         })
     }
@@ -249,60 +244,37 @@ impl crate::sources::oauth::Refresh for Refresher {
         'a,
         Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
     > {
-        use crate::sources::oauth::RefreshError;
         Box::pin(async move {
-            let resp = client
+            let request = client
                 .get(&self.url)
                 .query(&[
                     ("client_id", self.client_id.as_str()),
                     ("client_secret", self.secret.expose_secret()),
                     ("grant_type", "refresh_token"),
                     ("refresh_token", refresh_token),
-                ])
-                .send()
-                .await
-                .map_err(|e| RefreshError::Failed(format!("cannot reach {}: {e}", self.url)))?;
-            let status = resp.status().as_u16();
-            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                ]);
+            let (status, answer) = crate::sources::oauth::send(request, &self.url).await?;
             refresh_answer(status, &answer)
         })
     }
 }
 
-/// What a refresh answer means: tokens (code 0), a retry (HTTP 429 or 5xx), or a refusal (any
-/// code: 11010 a malformed refresh token, 11012 an expired one, ...).
+/// What a refresh or exchange answer means (code 0 tokens; HTTP 429 or 5xx retried; any code
+/// refused: 11010 a malformed refresh token, 11012 an expired one, 11009 an expired code, ...).
 fn refresh_answer(
     status: u16,
     answer: &Value,
 ) -> Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError> {
-    use crate::sources::oauth::{Fresh, RefreshError};
-    if status == 429 || status >= 500 {
-        return Err(RefreshError::Failed(format!("HTTP {status}")));
-    }
-    let message = answer
-        .get("message_cn")
-        .or_else(|| answer.get("message"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    match answer.get("code").and_then(Value::as_i64) {
-        Some(0) => {
-            let data = answer.get("data").unwrap_or(&Value::Null);
-            let text = |k: &str| data.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-            let access = text("access_token").ok_or_else(|| {
-                RefreshError::Failed("the refresh answer has no access_token".into())
-            })?;
-            Ok(Fresh {
-                access_token: access.to_owned().into(),
-                refresh_token: text("refresh_token").map(|r| r.to_owned().into()),
-                access_expires_in: data.get("access_token_expires_in").and_then(Value::as_u64),
-                refresh_expires_in: data.get("refresh_token_expires_in").and_then(Value::as_u64),
-            })
-        }
-        Some(c) => Err(RefreshError::Refused(format!("code {c}: {message}"))),
-        None => Err(RefreshError::Failed(format!(
-            "HTTP {status}, no code in the answer"
-        ))),
-    }
+    crate::sources::oauth::token_answer(
+        status,
+        answer,
+        &crate::sources::oauth::TokenAnswer {
+            access_expires: "access_token_expires_in",
+            messages: &["message_cn", "message"],
+            retry_codes: &[],
+            retry_from: None,
+        },
+    )
 }
 
 struct Puller {

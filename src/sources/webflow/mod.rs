@@ -71,13 +71,7 @@ impl FormTool for Webflow {
         let envelope = Value::Object(envelope);
         let mut out = Answers::new([Some(event), Some(&envelope)]);
         for (label, value) in data.and_then(Value::as_object).into_iter().flatten() {
-            let value = match value {
-                Value::Array(items) => forms::joined(items),
-                Value::String(s) if s.trim().is_empty() => None,
-                Value::Object(_) | Value::Null => None,
-                v => Some(v.clone()),
-            };
-            if let Some(value) = value {
+            if let Some(value) = forms::flat_value(value) {
                 out.answer([Some(label.as_str())], &value);
             }
         }

@@ -49,14 +49,8 @@ impl FormTool for Wjx {
     fn fields(event: &Value) -> Value {
         let mut out = Answers::new([]);
         for (key, value) in event.as_object().into_iter().flatten() {
-            let value = match value {
-                Value::String(s) if s.trim().is_empty() => continue,
-                Value::Array(items) => match forms::joined(items) {
-                    Some(v) => v,
-                    None => continue,
-                },
-                Value::Object(_) | Value::Null => continue,
-                v => v.clone(),
+            let Some(value) = forms::flat_value(value) else {
+                continue;
             };
             let key = if key == "name" { "survey_name" } else { key.as_str() };
             out.answer([Some(key)], &value);
