@@ -205,6 +205,29 @@ impl Checks {
         }
     }
 
+    /// An OAuth app's settings, checked when a refresh token is set: the token, the app's id and
+    /// secret (named `id_field`, `secret_field`), and the refresh endpoint.
+    pub fn oauth_app(
+        &mut self,
+        refresh_token: Option<&SecretString>,
+        (id_field, id): (&str, Option<&str>),
+        (secret_field, secret): (&str, Option<&SecretString>),
+        (url_field, url): (&str, &str),
+    ) {
+        let Some(refresh_token) = refresh_token else {
+            return;
+        };
+        self.secret("refresh_token", refresh_token);
+        if id.is_none_or(|a| a.trim().is_empty()) {
+            self.push(id_field, "a refresh needs the app's id");
+        }
+        match secret {
+            Some(secret) => self.secret(secret_field, secret),
+            None => self.push(secret_field, "a refresh needs the app's secret"),
+        }
+        self.http_url(url_field, url);
+    }
+
     pub fn http_url(&mut self, field: &str, url: &str) {
         if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
             self.push(field, "must be an http:// or https:// URL");

@@ -299,7 +299,8 @@ impl Credentials {
         }
         self.inner.expired.send_replace(Some(generation));
         // Woken by a new token, or by the refresh task giving up (it signals the same channel).
-        let waited = tokio::time::timeout(
+        // Either way (a newer token, a refusal, the time up), the generation says which.
+        let _ = tokio::time::timeout(
             within,
             rx.wait_for(|g| *g > generation || self.refused().is_some()),
         )
@@ -307,7 +308,6 @@ impl Credentials {
         if *self.inner.generation.borrow() > generation {
             return Ok(());
         }
-        let _ = waited;
         Err(self
             .refused()
             .unwrap_or_else(|| "the access token expired and no new one came".into()))
@@ -442,12 +442,17 @@ pub fn refresh_task(
             health(&statuses, &name, &credentials.current().clone(), None);
             let mut expired = credentials.inner.expired.subscribe();
             let mut backoff = Duration::from_secs(1);
+            let mut seen = credentials.inner.store.modified();
             loop {
                 if *shutdown.borrow() {
                     return;
                 }
-                // A newer file (another gateway's refresh, `leadgate auth`) wins.
-                if let Ok(Some(saved)) = credentials.inner.store.load()
+                // A newer file (another gateway's refresh, `leadgate auth`) wins. It is read
+                // only when it changed.
+                let modified = credentials.inner.store.modified();
+                if modified != seen
+                    && let Ok(Some(saved)) =
+                        credentials.inner.store.load().inspect(|_| seen = modified)
                     && saved.generation > credentials.current().generation
                 {
                     tracing::info!(connector = %name, "new tokens from the token file");
@@ -521,6 +526,30 @@ pub fn refresh_task(
             }
         }
     })
+}
+
+/// Starts a connector's refreshed credentials: its token file opened (or seeded from the
+/// settings' tokens) and the task that keeps them alive.
+pub fn start(
+    cx: &crate::sources::connector::Start<'_>,
+    connector: &str,
+    access_token: &SecretString,
+    refresh_token: &SecretString,
+    platform: Arc<dyn Refresh>,
+) -> anyhow::Result<(Credentials, Task)> {
+    let credentials = Credentials::open(
+        connector,
+        store_of(cx.data_dir, connector),
+        access_token,
+        Some(refresh_token),
+    )?;
+    let task = refresh_task(
+        credentials.clone(),
+        platform,
+        cx.client(Duration::from_secs(30))?,
+        cx.statuses.clone(),
+    );
+    Ok((credentials, task))
 }
 
 /// The token file of `connector` in `data_dir`.

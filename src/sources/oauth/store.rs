@@ -137,6 +137,13 @@ impl TokenStore {
         &self.path
     }
 
+    /// When the file last changed (`None` without one): a cheap check before [`TokenStore::load`].
+    pub fn modified(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// The saved tokens; `None` when there is no file.
     pub fn load(&self) -> std::io::Result<Option<TokenSet>> {
         let bytes = match std::fs::read(&self.path) {

@@ -168,17 +168,12 @@ impl Connector for OceanEngineConnector {
         {
             checks.push("spi_secret", "must not be empty");
         }
-        if let Some(r) = &self.refresh_token {
-            checks.secret("refresh_token", r);
-            if self.app_id.as_deref().is_none_or(|a| a.trim().is_empty()) {
-                checks.push("app_id", "a refresh needs the app's id");
-            }
-            match &self.app_secret {
-                Some(secret) => checks.secret("app_secret", secret),
-                None => checks.push("app_secret", "a refresh needs the app's secret"),
-            }
-            checks.http_url("oauth_url", &self.oauth_url);
-        }
+        checks.oauth_app(
+            self.refresh_token.as_ref(),
+            ("app_id", self.app_id.as_deref()),
+            ("app_secret", self.app_secret.as_ref()),
+            ("oauth_url", &self.oauth_url),
+        );
         checks.header_name("spi_signature_header", &self.spi_signature_header);
         checks.at_least_one("page_size", self.page_size);
         checks.rate_limit(self.rate_limit);

@@ -154,26 +154,17 @@ pub(crate) fn start(cfg: &OceanEngineConnector, cx: &Start<'_>) -> anyhow::Resul
     let mut started = if cfg.pull {
         let mut pull = pull_config(cfg);
         let mut refresh = None;
-        if let (Some(refresh_token), Some(app_id), Some(app_secret)) =
-            (&cfg.refresh_token, &cfg.app_id, &cfg.app_secret)
-        {
-            let store = crate::sources::oauth::store_of(cx.data_dir, &cfg.name);
-            let credentials = crate::sources::oauth::Credentials::open(
+        if let (Some(refresh_token), Some(platform)) = (&cfg.refresh_token, refresher(cfg)) {
+            let (credentials, task) = crate::sources::oauth::start(
+                cx,
                 &cfg.name,
-                store,
                 &cfg.access_token,
-                Some(refresh_token),
+                refresh_token,
+                std::sync::Arc::new(platform),
             )?;
             pull.headers.remove("Access-Token");
-            pull.auth = Some(("Access-Token".to_owned(), credentials.clone()));
-            let _ = (app_id, app_secret);
-            let platform = std::sync::Arc::new(refresher(cfg).expect("app id and secret are set"));
-            refresh = Some(crate::sources::oauth::refresh_task(
-                credentials,
-                platform,
-                cx.client(std::time::Duration::from_secs(30))?,
-                cx.statuses.clone(),
-            ));
+            pull.auth = Some(("Access-Token".to_owned(), credentials));
+            refresh = Some(task);
         }
         let mut started = crate::sources::http_pull::start(pull, cx)?;
         started.tasks.extend(refresh);

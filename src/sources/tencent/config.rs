@@ -128,17 +128,12 @@ impl Connector for TencentConnector {
 
     fn check(&self, checks: &mut Checks) {
         checks.secret("access_token", &self.access_token);
-        if let Some(r) = &self.refresh_token {
-            checks.secret("refresh_token", r);
-            if self.client_id.as_deref().is_none_or(|a| a.trim().is_empty()) {
-                checks.push("client_id", "a refresh needs the app's client id");
-            }
-            match &self.client_secret {
-                Some(secret) => checks.secret("client_secret", secret),
-                None => checks.push("client_secret", "a refresh needs the app's client secret"),
-            }
-            checks.http_url("oauth_url", &self.oauth_url);
-        }
+        checks.oauth_app(
+            self.refresh_token.as_ref(),
+            ("client_id", self.client_id.as_deref()),
+            ("client_secret", self.client_secret.as_ref()),
+            ("oauth_url", &self.oauth_url),
+        );
         if !(1..=200).contains(&self.page_size) {
             checks.push("page_size", "must be 1 to 200");
         }

@@ -133,23 +133,16 @@ pub(crate) fn start(cfg: &TencentConnector, cx: &Start<'_>) -> anyhow::Result<St
         cfg.rate_limit,
     );
     let mut tasks = Vec::new();
-    let credentials = match (&cfg.refresh_token, &cfg.client_id, &cfg.client_secret) {
-        (Some(refresh_token), Some(client_id), Some(client_secret)) => {
-            let credentials = crate::sources::oauth::Credentials::open(
+    let credentials = match (&cfg.refresh_token, refresher(cfg)) {
+        (Some(refresh_token), Some(platform)) => {
+            let (credentials, task) = crate::sources::oauth::start(
+                cx,
                 &cfg.name,
-                crate::sources::oauth::store_of(cx.data_dir, &cfg.name),
                 &cfg.access_token,
-                Some(refresh_token),
+                refresh_token,
+                std::sync::Arc::new(platform),
             )?;
-            tasks.push(crate::sources::oauth::refresh_task(
-                credentials.clone(),
-                {
-                    let _ = (client_id, client_secret);
-                    std::sync::Arc::new(refresher(cfg).expect("client id and secret are set"))
-                },
-                cx.client(Duration::from_secs(30))?,
-                cx.statuses.clone(),
-            ));
+            tasks.push(task);
             Some(credentials)
         }
         _ => None,
