@@ -227,7 +227,7 @@ pub fn text_of(v: &Value) -> Option<String> {
             if let (Some(value), Some(Value::Array(options))) =
                 (obj.get("value"), obj.get("options"))
             {
-                return choices(value, options);
+                return option_texts(value, options);
             }
             if let Some(value) = obj.get("value") {
                 return text_of(value);
@@ -245,8 +245,9 @@ pub fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-/// Option ids (one or a list) as their options' text; ids no option has stay as they are.
-fn choices(value: &Value, options: &[Value]) -> Option<String> {
+/// Option ids (one or a list) as their options' text, several joined with `, `; ids no option
+/// has stay as they are.
+pub fn option_texts(value: &Value, options: &[Value]) -> Option<String> {
     // By id, once: the first option whose `id`, `value` or `key` is the id, and its `text`,
     // `label` or `name`.
     let mut by_id: std::collections::HashMap<String, Option<&str>> = Default::default();

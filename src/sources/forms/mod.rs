@@ -374,41 +374,6 @@ impl Answers {
     }
 }
 
-/// A choice answer as text: each of `values` (option ids or texts) looked up in `options`
-/// (objects whose `id_key` is the id and `text_key` the text), several joined with `, `.
-/// Values no option has are kept as they are.
-pub fn choice_text(
-    values: &Value,
-    options: &[Value],
-    id_key: &str,
-    text_key: &str,
-) -> Option<Value> {
-    // By id, once: a checkbox answer may name many of many options. (The first option with an
-    // id wins, as a search from the start would find it.)
-    let mut by_id: std::collections::HashMap<String, Option<&str>> = Default::default();
-    for o in options {
-        if let Some(id) = o.get(id_key).and_then(crate::sources::id_text) {
-            by_id
-                .entry(id)
-                .or_insert_with(|| o.get(text_key).and_then(Value::as_str));
-        }
-    }
-    let text_of = |v: &Value| -> Option<String> {
-        let id = crate::sources::id_text(v)?;
-        Some(match by_id.get(&id) {
-            Some(Some(text)) => (*text).to_owned(),
-            _ => id,
-        })
-    };
-    match values {
-        Value::Array(items) => {
-            let texts: Vec<String> = items.iter().filter_map(text_of).collect();
-            (!texts.is_empty()).then(|| Value::String(texts.join(", ")))
-        }
-        v => text_of(v).map(Value::String),
-    }
-}
-
 /// Whether `s` is an email address by its shape (`local@domain.tld`, no spaces): for tools
 /// whose answers carry no type or label. The address itself is checked later, as any email.
 pub fn looks_like_email(s: &str) -> bool {
@@ -451,6 +416,7 @@ pub fn joined<'a>(texts: impl IntoIterator<Item = &'a Value>) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::path::option_texts;
     use serde_json::json;
 
     #[test]
@@ -509,16 +475,14 @@ mod tests {
             json!({"id": "a", "text": "CRM"}),
             json!({"id": 2, "text": "ERP"}),
         ];
+        let choice_text = |v: &Value| option_texts(v, &options).map(Value::String);
         assert_eq!(
-            choice_text(&json!(["a", 2, "x"]), &options, "id", "text"),
+            choice_text(&json!(["a", 2, "x"])),
             Some(json!("CRM, ERP, x"))
         );
-        assert_eq!(
-            choice_text(&json!("a"), &options, "id", "text"),
-            Some(json!("CRM"))
-        );
-        assert_eq!(choice_text(&json!([]), &options, "id", "text"), None);
-        assert_eq!(choice_text(&Value::Null, &options, "id", "text"), None);
+        assert_eq!(choice_text(&json!("a")), Some(json!("CRM")));
+        assert_eq!(choice_text(&json!([])), None);
+        assert_eq!(choice_text(&Value::Null), None);
         assert_eq!(
             joined(&[json!(" a "), json!(3), json!(null)]),
             Some(json!("a, 3"))

@@ -93,7 +93,7 @@ fn answer_value(answer: &Value) -> Option<Value> {
     match (value, answer.get("options").and_then(Value::as_array)) {
         (Value::Null | Value::Object(_), _) => None,
         (Value::Array(_) | Value::String(_), Some(options)) => {
-            forms::choice_text(value, options, "id", "text")
+            crate::mapping::path::option_texts(value, options).map(Value::String)
         }
         (Value::Array(items), None) => forms::joined(items),
         (other, _) => Some(other.clone()),
