@@ -14,8 +14,8 @@ use crate::support::Gateway;
 
 const LIFETIME: Duration = Duration::from_secs(2);
 
-/// The platform's side: the pair in force, when its access token was issued, and every
-/// `clue/get` request as (token, accepted).
+/// A platform's side: the pair in force (`{prefix}a{n}`, `{prefix}r{n}`), when its access token
+/// was issued, and every lead request as (token, accepted).
 #[derive(Default)]
 struct Platform {
     generation: u64,
@@ -27,6 +27,41 @@ struct Platform {
     started: Option<Instant>,
 }
 
+impl Platform {
+    /// Whether `given` is the refresh token in force.
+    fn refreshable(&self, prefix: &str, given: &str) -> bool {
+        !self.refuse && given == format!("{prefix}r{}", self.generation)
+    }
+
+    /// Issues the next pair (`counted`: as a refresh): its access and refresh tokens.
+    fn rotate(&mut self, prefix: &str, counted: bool) -> (String, String) {
+        self.generation += 1;
+        self.refreshes += u64::from(counted);
+        self.issued = Some(Instant::now());
+        let g = self.generation;
+        (format!("{prefix}a{g}"), format!("{prefix}r{g}"))
+    }
+
+    /// Records a lead request with `token`; whether it is the access token in force and fresh
+    /// (the settings' first token is good until the first refresh).
+    fn accept(&mut self, prefix: &str, token: String) -> bool {
+        let fresh = self.issued.is_some_and(|at| at.elapsed() < LIFETIME);
+        let ok =
+            token == format!("{prefix}a{}", self.generation) && (fresh || self.generation == 0);
+        self.requests.push((token, ok));
+        ok
+    }
+
+    fn assert_no_expired_token_twice(&self) {
+        for pair in self.requests.windows(2) {
+            assert!(
+                pair[0].1 || pair[1].1 || pair[0].0 != pair[1].0,
+                "an expired token sent twice in a row: {pair:?}"
+            );
+        }
+    }
+}
+
 type Shared = Arc<Mutex<Platform>>;
 
 async fn refresh(
@@ -35,18 +70,15 @@ async fn refresh(
 ) -> axum::Json<Value> {
     let mut p = p.lock().unwrap();
     let given = body["refresh_token"].as_str().unwrap_or_default();
-    if p.refuse || given != format!("r{}", p.generation) || body["app_id"] != "app-1" {
+    if !p.refreshable("", given) || body["app_id"] != "app-1" {
         return axum::Json(
             json!({"code": 40107, "message": "refresh_token is invalid or expired"}),
         );
     }
-    p.generation += 1;
-    p.refreshes += 1;
-    p.issued = Some(Instant::now());
-    let g = p.generation;
+    let (access, refresh) = p.rotate("", true);
     axum::Json(json!({"code": 0, "message": "OK", "data": {
-        "access_token": format!("a{g}"), "expires_in": LIFETIME.as_secs(),
-        "refresh_token": format!("r{g}"), "refresh_token_expires_in": 2_591_999}}))
+        "access_token": access, "expires_in": LIFETIME.as_secs(),
+        "refresh_token": refresh, "refresh_token_expires_in": 2_591_999}}))
 }
 
 /// The auth code exchange: `grant-1` gives a new pair (a person authorized again).
@@ -62,12 +94,10 @@ async fn exchange(
         return axum::Json(json!({"code": 40109, "message": "auth_code is invalid"}));
     }
     p.refuse = false;
-    p.generation += 1;
-    p.issued = Some(Instant::now());
-    let g = p.generation;
+    let (access, refresh) = p.rotate("", false);
     axum::Json(json!({"code": 0, "message": "OK", "data": {
-        "access_token": format!("a{g}"), "expires_in": LIFETIME.as_secs(),
-        "refresh_token": format!("r{g}"), "refresh_token_expires_in": 2_591_999}}))
+        "access_token": access, "expires_in": LIFETIME.as_secs(),
+        "refresh_token": refresh, "refresh_token_expires_in": 2_591_999}}))
 }
 
 async fn clues(State(p): State<Shared>, headers: HeaderMap) -> axum::Json<Value> {
@@ -77,10 +107,7 @@ async fn clues(State(p): State<Shared>, headers: HeaderMap) -> axum::Json<Value>
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let fresh = p.issued.is_some_and(|at| at.elapsed() < LIFETIME);
-    let ok = token == format!("a{}", p.generation) && (fresh || p.generation == 0);
-    p.requests.push((token, ok));
-    if !ok {
+    if !p.accept("", token) {
         return axum::Json(json!({"code": 40102, "message": "access token expired"}));
     }
     // One new lead every half second since the start: each poll sees all of them so far.
@@ -193,12 +220,7 @@ async fn rotating_tokens_keep_a_connector_pulling_through_kills_and_stop_it_alon
             p.requests.len(),
             ids.len()
         );
-        for pair in p.requests.windows(2) {
-            assert!(
-                pair[0].1 || pair[1].1 || pair[0].0 != pair[1].0,
-                "an expired token sent twice in a row: {pair:?}"
-            );
-        }
+        p.assert_no_expired_token_twice();
     }
     let st: Value = reqwest::get(gw.url("/v1/connectors/douyin"))
         .await
@@ -297,16 +319,7 @@ async fn rotating_tokens_keep_a_connector_pulling_through_kills_and_stop_it_alon
 
 /// 腾讯广告: `GET oauth/token` rotates the pair; `leads_list/get` takes the token as a parameter
 /// and answers 11000 for an expired one.
-#[derive(Default)]
-struct Tencent {
-    generation: u64,
-    issued: Option<Instant>,
-    requests: Vec<(String, bool)>,
-    refreshes: u64,
-    refuse: bool,
-}
-
-type TencentShared = Arc<Mutex<Tencent>>;
+type TencentShared = Arc<Mutex<Platform>>;
 
 async fn tencent_token(
     State(t): State<TencentShared>,
@@ -326,19 +339,15 @@ async fn tencent_token(
             return axum::Json(json!({"code": 11009, "message": "authorization code expired"}));
         }
         t.refuse = false;
-    } else if t.refuse
-        || given != format!("tr{}", t.generation)
+    } else if !t.refreshable("t", given)
         || grant != Some("refresh_token")
         || q.get("client_id").map(String::as_str) != Some("1110000001")
     {
         return axum::Json(json!({"code": 11012, "message": "refresh token expired"}));
     }
-    t.generation += 1;
-    t.refreshes += 1;
-    t.issued = Some(Instant::now());
-    let g = t.generation;
+    let (access, refresh) = t.rotate("t", true);
     axum::Json(json!({"code": 0, "message": "", "data": {
-        "access_token": format!("ta{g}"), "refresh_token": format!("tr{g}"),
+        "access_token": access, "refresh_token": refresh,
         "access_token_expires_in": LIFETIME.as_secs(), "refresh_token_expires_in": 2_592_000}}))
 }
 
@@ -348,10 +357,7 @@ async fn tencent_leads(
 ) -> axum::Json<Value> {
     let mut t = t.lock().unwrap();
     let token = q.get("access_token").cloned().unwrap_or_default();
-    let fresh = t.issued.is_some_and(|at| at.elapsed() < LIFETIME);
-    let ok = token == format!("ta{}", t.generation) && (fresh || t.generation == 0);
-    t.requests.push((token, ok));
-    if !ok {
+    if !t.accept("t", token) {
         return axum::Json(json!({"code": 11000, "message": "access token expired"}));
     }
     let created = jiff::Timestamp::now()
@@ -417,15 +423,7 @@ async fn tencent_tokens_rotate_through_a_kill_and_a_refusal_stops_the_connector(
         .collect();
     ids.sort();
     assert_eq!(ids, ["\"7001\"", "\"7002\"", "\"7003\""], "each lead once");
-    {
-        let t = tencent.lock().unwrap();
-        for pair in t.requests.windows(2) {
-            assert!(
-                pair[0].1 || pair[1].1 || pair[0].0 != pair[1].0,
-                "an expired token sent twice in a row: {pair:?}"
-            );
-        }
-    }
+    tencent.lock().unwrap().assert_no_expired_token_twice();
     tencent.lock().unwrap().refuse = true;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -51,7 +51,6 @@ impl FormTool for Jinshuju {
         let mut out = Answers::new([Some(event)]);
         for (key, value) in entry.and_then(Value::as_object).into_iter().flatten() {
             let text = match value {
-                Value::String(s) if s.trim().is_empty() => continue,
                 Value::Object(obj) => match obj.get("value") {
                     Some(v @ (Value::String(_) | Value::Number(_))) => {
                         if obj.get("verified").is_some_and(Value::is_boolean) {
@@ -61,12 +60,10 @@ impl FormTool for Jinshuju {
                     }
                     _ => continue,
                 },
-                Value::Array(items) => match forms::joined(items) {
+                v => match forms::flat_value(v) {
                     Some(v) => v,
                     None => continue,
                 },
-                Value::Null => continue,
-                v => v.clone(),
             };
             if let Value::String(s) = &text
                 && forms::looks_like_email(s)
