@@ -81,8 +81,12 @@ enum Command {
         data_dir: Option<PathBuf>,
         /// The code, or the whole address the platform sent the browser back to; asked for
         /// when absent.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "token")]
         code: Option<String>,
+        /// Instead of a code: a short-lived token to exchange for a lasting one (Meta: a user
+        /// token from the Graph API Explorer, exchanged for a long-lived one and the page's).
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -94,13 +98,19 @@ fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
     })
 }
 
+/// What `leadgate auth` was given: a code (or nothing: asked for), or a token to exchange.
+enum Given {
+    Code(Option<String>),
+    Token(String),
+}
+
 /// `leadgate auth`.
 fn auth(
     runtime: &tokio::runtime::Runtime,
     connector: &str,
     config: Option<&PathBuf>,
     data_dir: Option<PathBuf>,
-    code: Option<String>,
+    given: Given,
 ) -> ExitCode {
     use leadgate::sources::oauth;
     let settings = match load(config) {
@@ -118,6 +128,26 @@ fn auth(
             c.kind()
         );
         return ExitCode::from(2);
+    };
+    let store = oauth::store_of(&data_dir, connector);
+    let client = match leadgate::sources::pull::api_client(std::time::Duration::from_secs(30)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match given {
+        Given::Token(token) => {
+            let stored = runtime.block_on(oauth::authorize_token(
+                &store,
+                flow.as_ref(),
+                &client,
+                token.trim(),
+            ));
+            return stored_tokens(connector, &store, stored);
+        }
+        Given::Code(code) => code,
     };
     let state = uuid::Uuid::now_v7().simple().to_string();
     println!(
@@ -140,20 +170,22 @@ fn auth(
         eprintln!("error: no code in what was pasted");
         return ExitCode::from(2);
     };
-    let store = oauth::store_of(&data_dir, connector);
-    let client = match leadgate::sources::pull::api_client(std::time::Duration::from_secs(30)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(oauth::authorize(&store, flow.as_ref(), &client, &code)) {
+    let stored = runtime.block_on(oauth::authorize(&store, flow.as_ref(), &client, &code));
+    stored_tokens(connector, &store, stored)
+}
+
+/// Reports what `leadgate auth` stored.
+fn stored_tokens(
+    connector: &str,
+    store: &leadgate::sources::oauth::TokenStore,
+    stored: Result<leadgate::sources::oauth::TokenSet, String>,
+) -> ExitCode {
+    match stored {
         Ok(set) => {
             let expires = set
                 .access_expires_at
                 .and_then(|s| jiff::Timestamp::from_second(s).ok())
-                .map_or_else(|| "unknown".to_owned(), |t| t.to_string());
+                .map_or_else(|| "at no stated time".to_owned(), |t| t.to_string());
             println!(
                 "stored new tokens for `{connector}` in {} (the access token expires {expires}); a running gateway uses them within 2 seconds",
                 store.path().display()
@@ -195,7 +227,14 @@ fn main() -> ExitCode {
             config,
             data_dir,
             code,
-        } => return auth(&runtime, &connector, config.as_ref(), data_dir, code),
+            token,
+        } => {
+            let given = match token {
+                Some(t) => Given::Token(t),
+                None => Given::Code(code),
+            };
+            return auth(&runtime, &connector, config.as_ref(), data_dir, given);
+        }
         Command::Validate { config } => {
             return match load(config.as_ref()) {
                 Ok(s) => {

@@ -147,6 +147,11 @@ impl Inbox {
 pub trait Fetch: Send + Sync + 'static {
     fn fetch(&self, notice: &Notice)
     -> impl Future<Output = Result<IntakeEvent, PullError>> + Send;
+
+    /// What ends a pause early: new credentials (`leadgate auth` after a refused token).
+    fn wake(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A supervised task fetching `inbox`'s leads with `fetch`.
@@ -170,6 +175,7 @@ pub async fn run_fetcher(
     let sink = inbox.sink.clone();
     let name = sink.name.clone();
     let mut backoff = crate::retry::forever();
+    let mut wake = fetch.wake();
     while !*shutdown.borrow() {
         let batch = inbox.batch(FETCH_BATCH).await;
         if batch.is_empty() {
@@ -198,7 +204,7 @@ pub async fn run_fetcher(
         let outcome = failed.map_or(Ok(()), Err);
         let pause = settle(&sink.statuses, &name, outcome, &mut backoff, Duration::ZERO);
         if !pause.is_zero() {
-            sleep_or_stop(pause, &mut shutdown).await;
+            crate::sources::pull::pause_or_wake(pause, &mut wake, &mut shutdown).await;
         }
     }
 }

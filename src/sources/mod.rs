@@ -85,6 +85,8 @@ connectors! {
     Tiktok(tiktok::TiktokConnector) = "tiktok",
     /// 腾讯广告 Tencent Ads: the `leads_list/get` pull.
     Tencent(tencent::TencentConnector) = "tencent",
+    /// 百度营销 线索通: the `getNoticeList` pull, with the OAuth refresh of its developer apps.
+    Baidu(baidu::BaiduConnector) = "baidu",
     /// Tally form webhooks: signed responses, answers read by label and key.
     Tally(tally::TallyConnector) = "tally",
     /// Typeform form webhooks: signed responses, typed answers read by title, ref and id.

@@ -285,16 +285,25 @@ pub async fn run_polls(
     while !*shutdown.borrow() {
         let outcome = p.poll(&shutdown).await;
         let pause = settle(&sink.statuses, &sink.name, outcome, &mut backoff, interval);
-        match &mut wake {
-            Some(w) => {
-                w.borrow_and_update();
-                tokio::select! {
-                    _ = sleep_or_stop(pause, &mut shutdown) => {}
-                    _ = w.changed() => {}
-                }
+        pause_or_wake(pause, &mut wake, &mut shutdown).await;
+    }
+}
+
+/// Sleeps `pause`, ended early by shutdown or by a change of `wake` (new credentials).
+pub async fn pause_or_wake(
+    pause: Duration,
+    wake: &mut Option<tokio::sync::watch::Receiver<u64>>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    match wake {
+        Some(w) => {
+            w.borrow_and_update();
+            tokio::select! {
+                _ = sleep_or_stop(pause, shutdown) => {}
+                _ = w.changed() => {}
             }
-            None => sleep_or_stop(pause, &mut shutdown).await,
         }
+        None => sleep_or_stop(pause, shutdown).await,
     }
 }
 

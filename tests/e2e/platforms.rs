@@ -583,7 +583,7 @@ async fn oceanengine_pulls_pages_retries_throttling_resumes_mid_pull_takes_pushe
     );
 }
 
-/// 百度线索通 by the shipped definition (`connectors/baidu.toml`, the generic pull): a POST whose
+/// 百度线索通 by the shipped definition (`connectors/baidu.toml`, `type = "baidu"`): a POST whose
 /// JSON body carries the credentials and the window's dates, success by `header.desc`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baidu_lead_notices_are_posted_for_and_published_by_the_shipped_definition() {
@@ -617,15 +617,13 @@ async fn baidu_lead_notices_are_posted_for_and_published_by_the_shipped_definiti
         env!("CARGO_MANIFEST_DIR"),
         "/connectors/baidu.toml"
     ))
-    .unwrap()
-    .replace("https://api.baidu.com", &format!("http://127.0.0.1:{port}"));
+    .unwrap();
     let connector = |name: &str, token: &str| {
         format!(
-            "[[connectors]]\n{}",
+            "[[connectors]]\n{}\napi_url = \"http://127.0.0.1:{port}/json/sms/service/LeadsNoticeService/getNoticeList\"\n",
             shipped
                 .replace("name = \"baidu-leads\"", &format!("name = \"{name}\""))
                 .replace("${BAIDU_TOKEN}", token)
-                .replace("[mapping]", "[connectors.mapping]")
         )
     };
     let broker = Broker::start();

@@ -60,10 +60,10 @@ pub struct HttpPullConnector {
     /// Requests per second to this API (the platform's limit per token or account).
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
-    /// A platform preset's refreshed access token, sent in this header (not configurable: the
-    /// presets with OAuth refresh set it).
+    /// A platform preset's refreshed access token, sent in this header, or set in the POST body
+    /// at this JSON pointer (not configurable: the presets with OAuth refresh set it).
     #[serde(skip)]
-    pub auth: Option<(String, crate::sources::oauth::Credentials)>,
+    pub auth: Option<(String, crate::sources::oauth::Token)>,
     #[serde(default = "default_region")]
     pub default_region: String,
     #[serde(default)]
@@ -172,6 +172,10 @@ pub struct ErrorCodes {
     /// Codes that mean the token expired or was revoked: the connector stops until fixed.
     #[serde(default)]
     pub expired: Vec<serde_json::Value>,
+    /// Where the code that tells an expired token is, when it is not at `pointer` (百度:
+    /// `pointer = "/header/desc"` says failure, `/header/failures/0/code` says which).
+    #[serde(default)]
+    pub expired_pointer: Option<String>,
     /// Where the error's text is, for the connector's status.
     #[serde(default = "ErrorCodes::default_message")]
     pub message: String,
@@ -217,6 +221,10 @@ impl Connector for HttpPullConnector {
         pointers.push((
             "error_code.message",
             self.error_code.as_ref().map(|c| &c.message),
+        ));
+        pointers.push((
+            "error_code.expired_pointer",
+            self.error_code.as_ref().and_then(|c| c.expired_pointer.as_ref()),
         ));
         let fields: Vec<(String, &String)> = self
             .fields

@@ -109,7 +109,7 @@ struct Puller {
 
 impl Poll for Puller {
     fn wake(&self) -> Option<watch::Receiver<u64>> {
-        self.cfg.auth.as_ref().map(|(_, c)| c.subscribe())
+        self.cfg.auth.as_ref().and_then(|(_, t)| t.subscribe())
     }
 
     /// Reads pages from the checkpoint to the last one, journaling each with the next position.
@@ -223,14 +223,15 @@ impl Puller {
         window: Option<(i64, i64)>,
         size: u32,
     ) -> Result<Page, PullError> {
-        let Some((header, credentials)) = &self.cfg.auth else {
+        let Some((header, token)) = &self.cfg.auth else {
             return self.fetch_with(at, window, size, None).await;
         };
-        crate::sources::oauth::with_token(credentials, |token| async move {
-            self.fetch_with(at, window, size, Some((header, &token)))
-                .await
-        })
-        .await
+        token
+            .with(|token| async move {
+                self.fetch_with(at, window, size, Some((header, &token)))
+                    .await
+            })
+            .await
     }
 
     async fn fetch_with(
@@ -285,6 +286,12 @@ impl Puller {
                 _ => query.push((name, value)),
             }
         }
+        // A refreshed token named by a JSON pointer goes in the body (百度: `/header/accessToken`).
+        if let (Some((name, token)), Some(b)) = (bearer, &mut body)
+            && name.starts_with('/')
+        {
+            set_pointer(b, name, Value::String(token.expose_secret().to_owned()));
+        }
         let mut req = match (at, self.cfg.method) {
             (Position::Url(url), _) => self.client.get(url),
             (_, Method::Get) => self.client.get(&self.cfg.url).query(&self.cfg.query),
@@ -297,7 +304,7 @@ impl Puller {
         for (name, value) in &self.cfg.headers {
             req = req.header(name, value.expose_secret());
         }
-        if let Some((name, token)) = bearer {
+        if let Some((name, token)) = bearer.filter(|(name, _)| !name.starts_with('/')) {
             req = req.header(name, token.expose_secret());
         }
         let resp = req
@@ -327,7 +334,13 @@ impl Puller {
                     code: format!(", code {code}"),
                     retry_after,
                 }
-            } else if codes.expired.contains(code) {
+            } else if codes.expired.contains(code)
+                || codes
+                    .expired_pointer
+                    .as_deref()
+                    .and_then(|p| body.pointer(p))
+                    .is_some_and(|c| codes.expired.contains(c))
+            {
                 PullError::Expired(format!("200, code {text}"))
             } else {
                 PullError::Api(text)

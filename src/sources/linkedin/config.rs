@@ -18,8 +18,29 @@ pub struct LinkedinConnector {
     /// The app's client secret: it signs notifications (`X-LI-Signature`) and answers the
     /// `challengeCode` validation.
     pub client_secret: SecretString,
-    /// A token with `r_marketing_leadgen_automation`, sent as `Authorization: Bearer`.
+    /// A token with `r_marketing_leadgen_automation`, sent as `Authorization: Bearer`. With
+    /// `client_id` set, the token file written by `leadgate auth` (or a refresh) wins over it.
     pub access_token: SecretString,
+    /// The app's client id: with it, `leadgate auth <name>` authorizes the app and the running
+    /// gateway takes the new tokens without a restart.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// A programmatic refresh token (MDP partners): the access token (60 days) is refreshed at
+    /// 80% of its lifetime. LinkedIn does not extend the refresh token's own 365 days.
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// The token endpoint (refresh and code exchange).
+    #[serde(default = "LinkedinConnector::default_oauth_url")]
+    pub oauth_url: String,
+    /// The page a person grants access on (`leadgate auth`).
+    #[serde(default = "LinkedinConnector::default_authorize_url")]
+    pub authorize_url: String,
+    /// The redirect URL registered for the app (`leadgate auth`).
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// The permissions asked for by `leadgate auth`.
+    #[serde(default = "LinkedinConnector::default_scope")]
+    pub scope: String,
     #[serde(default = "LinkedinConnector::default_api_url")]
     pub api_url: String,
     /// The `LinkedIn-Version` header (`YYYYMM`).
@@ -63,6 +84,15 @@ impl LinkedinConnector {
     fn default_api_url() -> String {
         "https://api.linkedin.com/rest".into()
     }
+    fn default_oauth_url() -> String {
+        "https://www.linkedin.com/oauth/v2/accessToken".into()
+    }
+    fn default_authorize_url() -> String {
+        "https://www.linkedin.com/oauth/v2/authorization".into()
+    }
+    fn default_scope() -> String {
+        "r_marketing_leadgen_automation".into()
+    }
     fn default_api_version() -> String {
         "202411".into()
     }
@@ -94,6 +124,16 @@ impl Connector for LinkedinConnector {
     fn check(&self, checks: &mut Checks) {
         checks.secret("client_secret", &self.client_secret);
         checks.secret("access_token", &self.access_token);
+        checks.oauth_app(
+            self.refresh_token.as_ref(),
+            ("client_id", self.client_id.as_deref()),
+            ("client_secret", Some(&self.client_secret)),
+            ("oauth_url", &self.oauth_url),
+        );
+        if self.client_id.is_some() {
+            checks.http_url("oauth_url", &self.oauth_url);
+            checks.http_url("authorize_url", &self.authorize_url);
+        }
         checks.http_url("api_url", &self.api_url);
         if self.api_version.len() != 6 || !self.api_version.bytes().all(|b| b.is_ascii_digit()) {
             checks.push(
@@ -124,6 +164,10 @@ impl Connector for LinkedinConnector {
             "linkedin lead sync: webhook (GET challengeCode, POST) {base}/v1/webhooks/{}",
             self.name
         ))
+    }
+
+    fn authorization(&self) -> Option<Box<dyn crate::sources::oauth::Authorize>> {
+        super::app(self).map(|a| Box::new(a) as Box<dyn crate::sources::oauth::Authorize>)
     }
 
     fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {

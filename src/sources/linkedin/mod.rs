@@ -316,7 +316,7 @@ struct Api {
     client: reqwest::Client,
     base: String,
     version: String,
-    token: SecretString,
+    token: crate::sources::oauth::Token,
     limiter: Option<Limiter>,
     /// Question names by form id, read once.
     forms: Mutex<HashMap<String, Questions>>,
@@ -324,7 +324,7 @@ struct Api {
 }
 
 impl Api {
-    async fn get_once(&self, path: &str) -> Result<Value, PullError> {
+    async fn get_once(&self, path: &str, token: &SecretString) -> Result<Value, PullError> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
@@ -332,7 +332,7 @@ impl Api {
         let resp = self
             .client
             .get(&url)
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(token.expose_secret())
             .header("LinkedIn-Version", &self.version)
             .header("X-Restli-Protocol-Version", "2.0.0")
             .send()
@@ -354,8 +354,13 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Result<Value, PullError> {
-        let (answer, ()) = retried(&self.name, (), |()| self.get_once(path), |()| ()).await?;
-        Ok(answer)
+        self.token
+            .with(|token| async move {
+                let attempt = |()| self.get_once(path, &token);
+                let (answer, ()) = retried(&self.name, (), attempt, |()| ()).await?;
+                Ok(answer)
+            })
+            .await
     }
 
     /// The question names of the response's form, or why the form could not be read (the
@@ -431,6 +436,10 @@ impl Api {
 struct ApiFetch(Arc<Api>);
 
 impl Fetch for ApiFetch {
+    fn wake(&self) -> Option<watch::Receiver<u64>> {
+        self.0.token.subscribe()
+    }
+
     async fn fetch(&self, notice: &Notice) -> Result<IntakeEvent, PullError> {
         let api = &self.0;
         let response = api.get(&format!("leadFormResponses/{}", notice.id)).await?;
@@ -475,6 +484,10 @@ struct Poller {
 }
 
 impl Poll for Poller {
+    fn wake(&self) -> Option<watch::Receiver<u64>> {
+        self.api.token.subscribe()
+    }
+
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
         loop {
@@ -536,17 +549,26 @@ impl Poll for Poller {
 pub(crate) fn start(cfg: &LinkedinConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
     let sink = cx.sink(&cfg.name);
     let inbox = Arc::new(Inbox::open(&sink)?);
+    let app = app(cfg).map(|a| Arc::new(a) as Arc<dyn crate::sources::oauth::Refresh>);
+    let (token, refresh) = crate::sources::oauth::token(
+        cx,
+        &cfg.name,
+        &cfg.access_token,
+        cfg.refresh_token.as_ref(),
+        app,
+    )?;
     let api = Arc::new(Api {
         name: cfg.name.clone(),
         client: cx.client(Duration::from_secs(60))?,
         base: cfg.api_url.clone(),
         version: cfg.api_version.clone(),
-        token: cfg.access_token.clone(),
+        token,
         limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
         forms: Mutex::new(HashMap::new()),
         statuses: cx.statuses.clone(),
     });
     let mut tasks = vec![fetch_task(&cfg.name, ApiFetch(api.clone()), &inbox)];
+    tasks.extend(refresh);
     if let Some(owner) = &cfg.owner {
         let (own, owner, every) = (cfg.clone(), owner.clone(), cfg.poll_interval);
         tasks.push(poll_task(sink, every, move |checkpoint, sink| Poller {
@@ -565,6 +587,97 @@ pub(crate) fn start(cfg: &LinkedinConnector, cx: &Start<'_>) -> anyhow::Result<S
         tasks,
         webhook: Some(Arc::new(webhook)),
     })
+}
+
+/// LinkedIn's OAuth 2.0 app: refresh (`grant_type=refresh_token`) and code exchange at
+/// `oauth_url`, form-encoded, answered the standard way (`invalid_grant`: expired or revoked).
+pub(crate) struct App {
+    client_id: String,
+    client_secret: SecretString,
+    oauth_url: String,
+    authorize_url: String,
+    redirect_uri: Option<String>,
+    scope: String,
+}
+
+/// The app of `cfg`, when it names its client id.
+pub(crate) fn app(cfg: &LinkedinConnector) -> Option<App> {
+    Some(App {
+        client_id: cfg.client_id.clone()?,
+        client_secret: cfg.client_secret.clone(),
+        oauth_url: cfg.oauth_url.clone(),
+        authorize_url: cfg.authorize_url.clone(),
+        redirect_uri: cfg.redirect_uri.clone(),
+        scope: cfg.scope.clone(),
+    })
+}
+
+impl App {
+    async fn token(
+        &self,
+        client: &reqwest::Client,
+        grant: &[(&str, &str)],
+    ) -> Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError> {
+        let mut form = vec![
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose_secret()),
+        ];
+        form.extend_from_slice(grant);
+        let request = client.post(&self.oauth_url).form(&form);
+        let (status, answer) = crate::sources::oauth::send(request, &self.oauth_url).await?;
+        crate::sources::oauth::oauth2_answer(status, &answer)
+    }
+}
+
+impl crate::sources::oauth::Refresh for App {
+    fn refresh<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        refresh_token: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
+    > {
+        let grant = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        Box::pin(async move { self.token(client, &grant).await })
+    }
+}
+
+impl crate::sources::oauth::Authorize for App {
+    fn authorize_url(&self, state: &str) -> String {
+        crate::sources::oauth::page_url(
+            &self.authorize_url,
+            "https://www.linkedin.com/oauth/v2/authorization",
+            &[
+                ("response_type", Some("code")),
+                ("client_id", Some(&self.client_id)),
+                ("redirect_uri", self.redirect_uri.as_deref()),
+                ("state", Some(state)),
+                ("scope", Some(&self.scope)),
+            ],
+        )
+    }
+
+    fn code_param(&self) -> &'static str {
+        "code"
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        code: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
+    > {
+        Box::pin(async move {
+            let mut grant = vec![("grant_type", "authorization_code"), ("code", code)];
+            if let Some(r) = &self.redirect_uri {
+                grant.push(("redirect_uri", r.as_str()));
+            }
+            self.token(client, &grant).await
+        })
+    }
 }
 
 /// The lead notification URL: the `challengeCode` validation, then signed notifications (one,

@@ -24,8 +24,23 @@ pub struct MetaConnector {
     pub access_token: SecretString,
     /// The app's id: with it, the token's expiry is read from `debug_token` (with the app token
     /// `{app_id}|{app_secret}`) and shown in the connector's health.
+    /// With it, `leadgate auth <name>` also works: a person grants access, the code is exchanged
+    /// for a long-lived token (and, with `page_id`, the page's token that does not expire), and
+    /// the running gateway uses it without a restart.
     #[serde(default)]
     pub app_id: Option<String>,
+    /// The page whose leads these are: `leadgate auth` stores its page token.
+    #[serde(default)]
+    pub page_id: Option<String>,
+    /// `leadgate auth`: the redirect URL listed in the app's Facebook Login settings.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// `leadgate auth`: the login dialog.
+    #[serde(default = "MetaConnector::default_dialog_url")]
+    pub dialog_url: String,
+    /// `leadgate auth`: the permissions asked for.
+    #[serde(default = "MetaConnector::default_scope")]
+    pub scope: String,
     /// The Graph API base, with its version.
     #[serde(default = "MetaConnector::default_graph_url")]
     pub graph_url: String,
@@ -61,6 +76,12 @@ impl MetaConnector {
     fn default_graph_url() -> String {
         "https://graph.facebook.com/v21.0".into()
     }
+    fn default_dialog_url() -> String {
+        "https://www.facebook.com/v21.0/dialog/oauth".into()
+    }
+    fn default_scope() -> String {
+        "leads_retrieval,pages_show_list,pages_read_engagement,pages_manage_metadata,pages_manage_ads,ads_management".into()
+    }
     fn default_poll() -> Duration {
         Duration::from_secs(15 * 60)
     }
@@ -87,6 +108,16 @@ impl Connector for MetaConnector {
         checks.secret("verify_token", &self.verify_token);
         checks.secret("access_token", &self.access_token);
         checks.http_url("graph_url", &self.graph_url);
+        if self.app_id.is_some() {
+            checks.http_url("dialog_url", &self.dialog_url);
+        }
+        if self
+            .page_id
+            .as_deref()
+            .is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            checks.push("page_id", "a page id is digits");
+        }
         for form in &self.forms {
             if form.is_empty() || !form.bytes().all(|b| b.is_ascii_digit()) {
                 checks.push("forms", &format!("`{form}` is not a form id (digits)"));
@@ -111,6 +142,10 @@ impl Connector for MetaConnector {
             self.forms.len(),
             self.poll_interval
         ))
+    }
+
+    fn authorization(&self) -> Option<Box<dyn crate::sources::oauth::Authorize>> {
+        super::auth::app(self).map(|a| Box::new(a) as Box<dyn crate::sources::oauth::Authorize>)
     }
 
     fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {

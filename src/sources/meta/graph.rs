@@ -13,7 +13,7 @@ use crate::lead::{IntakeEvent, SourceKind};
 use crate::sources::id_text;
 use crate::sources::pull::PullError;
 use crate::sources::pull::{
-    Limiter, retried, retry_after, sleep_or_stop,
+    Limiter, retried, retry_after,
 };
 use crate::sources::status::Statuses;
 
@@ -119,7 +119,7 @@ pub(super) struct Graph {
     pub(super) name: String,
     pub(super) client: reqwest::Client,
     pub(super) base: String,
-    pub(super) token: SecretString,
+    pub(super) token: crate::sources::oauth::Token,
     pub(super) limiter: Option<Limiter>,
 }
 
@@ -129,14 +129,14 @@ impl Graph {
         Url::parse(&text).map_err(|e| PullError::Shape(format!("bad URL {text}: {e}")))
     }
 
-    async fn get_once(&self, url: &Url) -> Result<Value, PullError> {
+    async fn get_once(&self, url: &Url, token: &SecretString) -> Result<Value, PullError> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
         let resp = self
             .client
             .get(url.clone())
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(token.expose_secret())
             .send()
             .await
             .map_err(|e| PullError::Network(e.to_string()))?;
@@ -164,15 +164,28 @@ impl Graph {
     /// `GET url`, retried while throttled or failing; `throttled` is told of each throttling
     /// and returns the URL to try next (a smaller page).
     pub(super) async fn get(&self, url: Url, throttled: impl Fn(&Url) -> Url) -> Result<Value, PullError> {
-        let attempt = |url: Url| async move { self.get_once(&url).await };
-        let (answer, _) = retried(&self.name, url, attempt, throttled).await?;
-        Ok(answer)
+        let (url, throttled) = (&url, &throttled);
+        self.token
+            .with(|token| async move {
+                let attempt = |url: Url| {
+                    let token = token.clone();
+                    async move { self.get_once(&url, &token).await }
+                };
+                let (answer, _) = retried(&self.name, url.clone(), attempt, throttled).await?;
+                Ok(answer)
+            })
+            .await
     }
 }
 
-/// Reads the token's expiry from `debug_token` at start and every 6 hours, into the connector's
-/// health: `token.expires_at`, `token.expiring_soon` (within 7 days, or data access ending
-/// within 7 days), and `token.refused` when Meta says the token is no longer valid.
+/// How long before a Meta token's end its health warns: Meta tokens are not refreshed, so a
+/// person must get a new one (`leadgate auth`) in that time.
+pub(super) const WARN_AHEAD: i64 = 14 * 24 * 3600;
+
+/// Reads the token's expiry from `debug_token` at start, every 6 hours and whenever a new token
+/// arrives (`leadgate auth`), into the connector's health: `token.expires_at`,
+/// `token.expiring_soon` (within 14 days, or data access ending within 14 days), and
+/// `token.refused` when Meta says the token is no longer valid.
 pub(super) struct TokenWatch {
     pub(super) graph: Graph,
     pub(super) app_token: SecretString,
@@ -181,6 +194,7 @@ pub(super) struct TokenWatch {
 
 impl TokenWatch {
     pub(super) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut wake = self.graph.token.subscribe();
         while !*shutdown.borrow() {
             let pause = match self.check().await {
                 Ok(()) => Duration::from_secs(6 * 3600),
@@ -189,7 +203,7 @@ impl TokenWatch {
                     Duration::from_secs(600)
                 }
             };
-            sleep_or_stop(pause, &mut shutdown).await;
+            crate::sources::pull::pause_or_wake(pause, &mut wake, &mut shutdown).await;
         }
     }
 
@@ -197,10 +211,10 @@ impl TokenWatch {
         let url = with_param(
             &self.graph.url("debug_token")?,
             "input_token",
-            Some(self.graph.token.expose_secret()),
+            Some(self.graph.token.current().expose_secret()),
         );
         let app = Graph {
-            token: self.app_token.clone(),
+            token: crate::sources::oauth::Token::Fixed(self.app_token.clone()),
             ..self.graph.clone()
         };
         let body = app.get(url, Url::clone).await?;
@@ -209,7 +223,7 @@ impl TokenWatch {
         let soon = |key: &str| {
             data.get(key)
                 .and_then(Value::as_i64)
-                .filter(|at| *at > 0 && at - now < 7 * 24 * 3600)
+                .filter(|at| *at > 0 && at - now < WARN_AHEAD)
                 .is_some()
         };
         let expires_at = data
@@ -221,7 +235,7 @@ impl TokenWatch {
         let valid = data.get("is_valid").and_then(Value::as_bool) != Some(false);
         let expiring_soon = soon("expires_at") || soon("data_access_expires_at");
         if expiring_soon {
-            tracing::warn!(connector = %self.graph.name, expires_at = ?expires_at, "the Meta token expires within 7 days: renew it");
+            tracing::warn!(connector = %self.graph.name, expires_at = ?expires_at, "the Meta token expires within 14 days: get a new one with `leadgate auth`");
         }
         let refused = (!valid).then(|| {
             let why = data

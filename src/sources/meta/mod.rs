@@ -28,6 +28,7 @@ pub mod config;
 
 pub use config::MetaConnector;
 
+mod auth;
 mod graph;
 
 use graph::{Graph, TokenWatch, event, with_param};
@@ -214,16 +215,22 @@ pub struct FormCursor {
 /// reconciliation poll (with `forms`), and the webhook that fills the inbox.
 pub(crate) fn start(cfg: &MetaConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
     let client = cx.client(Duration::from_secs(60))?;
+    // With the app's id, the token file written by `leadgate auth` wins over the settings'
+    // token; Meta tokens are not refreshed (there is no refresh token).
+    let app = auth::app(cfg).map(|a| Arc::new(a) as Arc<dyn crate::sources::oauth::Refresh>);
+    let (token, renewal) =
+        crate::sources::oauth::token(cx, &cfg.name, &cfg.access_token, None, app)?;
     let graph = Graph {
         name: cfg.name.clone(),
         client,
         base: cfg.graph_url.clone(),
-        token: cfg.access_token.clone(),
+        token,
         limiter: limiter_for(cfg.access_token.expose_secret(), cfg.rate_limit),
     };
     let sink = cx.sink(&cfg.name);
     let inbox = Arc::new(Inbox::open(&sink)?);
     let mut tasks = vec![fetch_task(&cfg.name, GraphFetch(graph.clone()), &inbox)];
+    tasks.extend(renewal);
     if let Some(app_id) = &cfg.app_id {
         let app_token = SecretString::from(format!("{app_id}|{}", cfg.app_secret.expose_secret()));
         let (graph, statuses) = (graph.clone(), cx.statuses.clone());
@@ -300,6 +307,10 @@ impl Webhook for Notifications {
 struct GraphFetch(Graph);
 
 impl Fetch for GraphFetch {
+    fn wake(&self) -> Option<watch::Receiver<u64>> {
+        self.0.token.subscribe()
+    }
+
     async fn fetch(&self, notice: &Notice) -> Result<IntakeEvent, PullError> {
         let url = with_param(&self.0.url(&notice.id)?, "fields", Some(LEAD_FIELDS));
         let lead = self.0.get(url, Url::clone).await?;
@@ -317,6 +328,10 @@ struct Poller {
 }
 
 impl Poll for Poller {
+    fn wake(&self) -> Option<watch::Receiver<u64>> {
+        self.graph.token.subscribe()
+    }
+
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         for form in self.cfg.forms.clone() {
             self.poll_form(&form, shutdown).await?;

@@ -71,12 +71,23 @@ pub trait Authorize: Send + Sync {
         client: &'a reqwest::Client,
         code: &'a str,
     ) -> BoxFuture<'a, Result<Fresh, RefreshError>>;
+    /// Exchanges a token a person already has for a lasting one (Meta: a short-lived user token
+    /// for a long-lived one, or the page's); `None` where the platform has no such exchange.
+    fn exchange_token<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+        _token: &'a str,
+    ) -> Option<BoxFuture<'a, Result<Fresh, RefreshError>>> {
+        None
+    }
 }
 
 /// How a platform lays out its token answers (`{code, message, data: {access_token, ...}}`).
 pub struct TokenAnswer {
-    /// The key of the access token's lifetime in `data`.
-    pub access_expires: &'static str,
+    /// The keys of the tokens in `data` (`access_token`, `refresh_token`; 百度: `accessToken`).
+    pub keys: (&'static str, &'static str),
+    /// The keys of their lifetimes in `data` (seconds).
+    pub expires: (&'static str, &'static str),
     /// Where the error text is, first found wins.
     pub messages: &'static [&'static str],
     /// Codes that mean "try again later" (throttling).
@@ -110,13 +121,14 @@ pub fn token_answer(
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty())
             };
-            let access = text("access_token")
-                .ok_or_else(|| RefreshError::Failed("the answer has no access_token".into()))?;
+            let access = text(shape.keys.0).ok_or_else(|| {
+                RefreshError::Failed(format!("the answer has no {}", shape.keys.0))
+            })?;
             Ok(Fresh {
                 access_token: access.to_owned().into(),
-                refresh_token: text("refresh_token").map(|r| r.to_owned().into()),
-                access_expires_in: data.get(shape.access_expires).and_then(Value::as_u64),
-                refresh_expires_in: data.get("refresh_token_expires_in").and_then(Value::as_u64),
+                refresh_token: text(shape.keys.1).map(|r| r.to_owned().into()),
+                access_expires_in: data.get(shape.expires.0).and_then(Value::as_u64),
+                refresh_expires_in: data.get(shape.expires.1).and_then(Value::as_u64),
             })
         }
         Some(c) if shape.retry_codes.contains(&c) || shape.retry_from.is_some_and(|f| c >= f) => {
@@ -125,6 +137,50 @@ pub fn token_answer(
         Some(c) => Err(RefreshError::Refused(format!("code {c}: {message}"))),
         None => Err(RefreshError::Failed(format!(
             "HTTP {status}, no code in the answer"
+        ))),
+    }
+}
+
+/// What a standard OAuth 2.0 token answer (RFC 6749 §5: `{access_token, expires_in,
+/// refresh_token, refresh_token_expires_in}`, or `{error, error_description}`) means: tokens, a
+/// retry (HTTP 429 or 5xx, `temporarily_unavailable`, `server_error`), or a refusal
+/// (`invalid_grant`: the refresh token or the code expired or was revoked; `invalid_client` and
+/// the rest: the app's settings are wrong, which a person must fix too).
+pub fn oauth2_answer(status: u16, answer: &serde_json::Value) -> Result<Fresh, RefreshError> {
+    use serde_json::Value;
+    if status == 429 || status >= 500 {
+        return Err(RefreshError::Failed(format!("HTTP {status}")));
+    }
+    let text = |k: &str| {
+        answer
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(error) = text("error") {
+        let why = format!(
+            "HTTP {status}, {error}: {}",
+            text("error_description").unwrap_or_default()
+        );
+        return Err(match error {
+            "temporarily_unavailable" | "server_error" => RefreshError::Failed(why),
+            _ => RefreshError::Refused(why),
+        });
+    }
+    match text("access_token") {
+        Some(access) if (200..300).contains(&status) => Ok(Fresh {
+            access_token: access.to_owned().into(),
+            refresh_token: text("refresh_token").map(|r| r.to_owned().into()),
+            access_expires_in: answer.get("expires_in").and_then(Value::as_u64),
+            refresh_expires_in: answer
+                .get("refresh_token_expires_in")
+                .and_then(Value::as_u64),
+        }),
+        _ if (400..500).contains(&status) => Err(RefreshError::Refused(format!(
+            "HTTP {status} without an error code"
+        ))),
+        _ => Err(RefreshError::Failed(format!(
+            "HTTP {status}, the answer has no access_token"
         ))),
     }
 }
@@ -185,6 +241,28 @@ pub async fn authorize(
         .exchange(client, code)
         .await
         .map_err(|e| format!("the platform did not exchange the code: {e}"))?;
+    keep(store, fresh)
+}
+
+/// Exchanges `token` (a short-lived token a person has, see [`Authorize::exchange_token`]) and
+/// writes the result to `store` as a new generation, as [`authorize`] does.
+pub async fn authorize_token(
+    store: &TokenStore,
+    flow: &dyn Authorize,
+    client: &reqwest::Client,
+    token: &str,
+) -> Result<TokenSet, String> {
+    let exchange = flow
+        .exchange_token(client, token)
+        .ok_or("this platform takes an authorization code, not a token: leave out --token")?;
+    let fresh = exchange
+        .await
+        .map_err(|e| format!("the platform did not exchange the token: {e}"))?;
+    keep(store, fresh)
+}
+
+/// Writes `fresh` to `store` as the next generation, marked as written by `leadgate auth`.
+fn keep(store: &TokenStore, fresh: Fresh) -> Result<TokenSet, String> {
     let previous = store.load().map_err(|e| e.to_string())?;
     let generation = previous.as_ref().map_or(0, |p| p.generation);
     let base = TokenSet {
@@ -224,6 +302,8 @@ struct Inner {
     expired: watch::Sender<Option<u64>>,
     /// Set while the refresh token is refused (until new tokens arrive).
     refused: Mutex<Option<String>>,
+    /// The fingerprint of the settings' tokens the token sets descend from.
+    seed: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -236,20 +316,28 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// The connector's credentials: its token file if there is one written from the same
-    /// configured refresh token (or by `leadgate auth`), else the configured tokens, written to
-    /// the file at once.
+    /// The connector's credentials: its token file if there is one descending from the same
+    /// configured tokens (the refresh token, or the access token without one), or written by
+    /// `leadgate auth` (then marked as descending from them); else the configured tokens,
+    /// written to the file at once. A new token in the settings starts over from it.
     pub fn open(
         connector: &str,
         store: TokenStore,
         access_token: &SecretString,
         refresh_token: Option<&SecretString>,
     ) -> std::io::Result<Self> {
-        let seed = refresh_token.map(|r| store::fingerprint(r.expose_secret()));
+        let seed = Some(store::fingerprint(
+            refresh_token.unwrap_or(access_token).expose_secret(),
+        ));
         let set = match store.load()? {
-            Some(saved) if saved.seed.is_none() || saved.seed == seed => saved,
+            Some(saved) if saved.seed == seed => saved,
+            Some(mut saved) if saved.seed.is_none() => {
+                saved.seed = seed.clone();
+                store.save(&saved)?;
+                saved
+            }
             _ => {
-                let set = TokenSet::configured(access_token, refresh_token, seed);
+                let set = TokenSet::configured(access_token, refresh_token, seed.clone());
                 store.save(&set)?;
                 set
             }
@@ -264,6 +352,7 @@ impl Credentials {
                 generation,
                 expired,
                 refused: Mutex::new(None),
+                seed,
             }),
         })
     }
@@ -323,7 +412,10 @@ impl Credentials {
     }
 
     /// Adopts `set` (written to the file already): requests use it from now on.
-    fn adopt(&self, set: TokenSet, statuses: &Statuses) {
+    fn adopt(&self, mut set: TokenSet, statuses: &Statuses) {
+        // From `leadgate auth`: it descends from the settings in force (saved so by the next
+        // refresh or start).
+        set.seed = set.seed.or_else(|| self.inner.seed.clone());
         let generation = set.generation;
         health(statuses, &self.inner.connector, &set, None);
         *self.current() = set;
@@ -339,6 +431,10 @@ impl Credentials {
     /// unknown (tokens from the environment), so the first refresh learns it.
     fn due(&self) -> i64 {
         let c = self.current();
+        if c.refresh_token.is_none() {
+            // Nothing to refresh with: only a request finding the token expired stops it.
+            return i64::MAX;
+        }
         match (c.access_expires_at, c.refreshed_at) {
             (Some(exp), Some(at)) => at + (exp - at) * 4 / 5,
             (Some(exp), None) => exp - 60,
@@ -356,7 +452,7 @@ impl Credentials {
         let old = self.current().clone();
         let Some(refresh_token) = old.refresh_token.clone() else {
             return Err(RefreshError::Refused(
-                "no refresh token is configured".into(),
+                "the access token expired or was revoked, and there is no refresh token".into(),
             ));
         };
         let fresh = platform
@@ -398,6 +494,70 @@ where
     }
 }
 
+/// The access token a connector sends: fixed (from the settings, nothing refreshes it) or live
+/// (refreshed, or renewed by `leadgate auth`).
+#[derive(Clone)]
+pub enum Token {
+    Fixed(SecretString),
+    Live(Credentials),
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(_) => f.write_str("Token::Fixed(..)"),
+            Self::Live(c) => write!(f, "Token::Live({c:?})"),
+        }
+    }
+}
+
+impl Token {
+    /// The token to send now.
+    pub fn current(&self) -> SecretString {
+        match self {
+            Self::Fixed(t) => t.clone(),
+            Self::Live(c) => c.access_token().0,
+        }
+    }
+
+    /// Runs `attempt` with the token; a live token is renewed when the platform says it expired
+    /// (see [`with_token`]), a fixed one is not.
+    pub async fn with<T, F, Fut>(&self, attempt: F) -> Result<T, PullError>
+    where
+        F: Fn(SecretString) -> Fut,
+        Fut: std::future::Future<Output = Result<T, PullError>>,
+    {
+        match self {
+            Self::Fixed(t) => attempt(t.clone()).await,
+            Self::Live(c) => with_token(c, attempt).await,
+        }
+    }
+
+    /// Changes with each new live token (`None` for a fixed one).
+    pub fn subscribe(&self) -> Option<watch::Receiver<u64>> {
+        match self {
+            Self::Fixed(_) => None,
+            Self::Live(c) => Some(c.subscribe()),
+        }
+    }
+}
+
+/// A connector's token: live (its token file and the task that keeps it alive) when `app` is
+/// set (the platform's refresh and authorization), else the settings' token as it is.
+pub fn token(
+    cx: &crate::sources::connector::Start<'_>,
+    connector: &str,
+    access_token: &SecretString,
+    refresh_token: Option<&SecretString>,
+    app: Option<Arc<dyn Refresh>>,
+) -> anyhow::Result<(Token, Option<Task>)> {
+    let Some(app) = app else {
+        return Ok((Token::Fixed(access_token.clone()), None));
+    };
+    let (credentials, task) = start(cx, connector, access_token, refresh_token, app)?;
+    Ok((Token::Live(credentials), Some(task)))
+}
+
 /// Puts a token set's expiries and refresh outcome in the connector's health.
 fn health(statuses: &Statuses, connector: &str, set: &TokenSet, error: Option<&str>) {
     let iso = |t: Option<i64>| {
@@ -409,9 +569,12 @@ fn health(statuses: &Statuses, connector: &str, set: &TokenSet, error: Option<&s
         token.expires_at = iso(set.access_expires_at);
         token.refresh_expires_at = iso(set.refresh_expires_at);
         token.last_refresh_at = iso(set.refreshed_at);
-        token.refresh_expiring_soon = set
-            .refresh_expires_at
-            .is_some_and(|e| e - now() < 7 * 24 * 3600);
+        let soon = |at: Option<i64>| at.is_some_and(|e| e - now() < 7 * 24 * 3600);
+        token.refresh_expiring_soon = soon(set.refresh_expires_at);
+        if set.refresh_token.is_none() {
+            // No refresh: the access token's own end is when a person must act.
+            token.expiring_soon = soon(set.access_expires_at);
+        }
         token.last_refresh_error = error.map(str::to_owned);
         if error.is_none() {
             token.refused = None;
@@ -534,14 +697,14 @@ pub fn start(
     cx: &crate::sources::connector::Start<'_>,
     connector: &str,
     access_token: &SecretString,
-    refresh_token: &SecretString,
+    refresh_token: Option<&SecretString>,
     platform: Arc<dyn Refresh>,
 ) -> anyhow::Result<(Credentials, Task)> {
     let credentials = Credentials::open(
         connector,
         store_of(cx.data_dir, connector),
         access_token,
-        Some(refresh_token),
+        refresh_token,
     )?;
     let task = refresh_task(
         credentials.clone(),

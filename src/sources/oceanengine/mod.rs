@@ -75,6 +75,7 @@ pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
             throttled: vec![json!(40100)],
             expired: [40102, 40103, 40104, 40105].map(|c| json!(c)).to_vec(),
             message: "/message".into(),
+            expired_pointer: None,
         }),
         fields: fields.into_iter().map(|(f, p)| (f, p.to_owned())).collect(),
         test_pointer: Some("/clue_source".into()),
@@ -159,11 +160,14 @@ pub(crate) fn start(cfg: &OceanEngineConnector, cx: &Start<'_>) -> anyhow::Resul
                 cx,
                 &cfg.name,
                 &cfg.access_token,
-                refresh_token,
+                Some(refresh_token),
                 std::sync::Arc::new(platform),
             )?;
             pull.headers.remove("Access-Token");
-            pull.auth = Some(("Access-Token".to_owned(), credentials));
+            pull.auth = Some((
+                "Access-Token".to_owned(),
+                crate::sources::oauth::Token::Live(credentials),
+            ));
             refresh = Some(task);
         }
         let mut started = crate::sources::http_pull::start(pull, cx)?;
@@ -275,7 +279,8 @@ fn refresh_answer(
         status,
         answer,
         &crate::sources::oauth::TokenAnswer {
-            access_expires: "expires_in",
+            keys: ("access_token", "refresh_token"),
+            expires: ("expires_in", "refresh_token_expires_in"),
             messages: &["message"],
             retry_codes: &[40100],
             retry_from: Some(50000),

@@ -139,7 +139,7 @@ pub(crate) fn start(cfg: &TencentConnector, cx: &Start<'_>) -> anyhow::Result<St
                 cx,
                 &cfg.name,
                 &cfg.access_token,
-                refresh_token,
+                Some(refresh_token),
                 std::sync::Arc::new(platform),
             )?;
             tasks.push(task);
@@ -262,7 +262,8 @@ fn refresh_answer(
         status,
         answer,
         &crate::sources::oauth::TokenAnswer {
-            access_expires: "access_token_expires_in",
+            keys: ("access_token", "refresh_token"),
+            expires: ("access_token_expires_in", "refresh_token_expires_in"),
             messages: &["message_cn", "message"],
             retry_codes: &[],
             retry_from: None,

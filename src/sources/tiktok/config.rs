@@ -27,6 +27,28 @@ pub struct TiktokConnector {
     pub access_token: Option<SecretString>,
     #[serde(default)]
     pub advertiser_id: Option<String>,
+    /// The app's id and secret (My Apps, Basic Information): with them, `leadgate auth <name>`
+    /// authorizes the app and the running gateway takes the new token without a restart.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub app_secret: Option<SecretString>,
+    /// Where TikTok issued one: the access token is refreshed ahead of its expiry with it.
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// The refresh endpoint (the `tt_user` tokens of creators:
+    /// `.../tt_user/oauth2/refresh_token/`).
+    #[serde(default = "TiktokConnector::default_oauth_url")]
+    pub oauth_url: String,
+    /// The auth code exchange (`leadgate auth`).
+    #[serde(default = "TiktokConnector::default_token_url")]
+    pub token_url: String,
+    /// The page an advertiser grants access on (`leadgate auth`).
+    #[serde(default = "TiktokConnector::default_authorize_url")]
+    pub authorize_url: String,
+    /// The redirect URL registered for the app.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
     /// Lead forms (instant pages) whose leads are downloaded.
     #[serde(default)]
     pub page_ids: Vec<String>,
@@ -54,6 +76,15 @@ impl TiktokConnector {
     }
     fn default_api_url() -> String {
         "https://business-api.tiktok.com/open_api/v1.3".into()
+    }
+    fn default_oauth_url() -> String {
+        "https://business-api.tiktok.com/open_api/v1.3/oauth2/refresh_token/".into()
+    }
+    fn default_token_url() -> String {
+        "https://business-api.tiktok.com/open_api/v1.3/oauth2/access_token/".into()
+    }
+    fn default_authorize_url() -> String {
+        "https://business-api.tiktok.com/portal/auth".into()
     }
     fn default_poll() -> Duration {
         Duration::from_secs(3600)
@@ -92,6 +123,15 @@ impl Connector for TiktokConnector {
                 checks.push("page_ids", "list the lead forms (page ids) to download");
             }
         }
+        checks.oauth_app(
+            self.refresh_token.as_ref(),
+            ("app_id", self.app_id.as_deref()),
+            ("app_secret", self.app_secret.as_ref()),
+            ("oauth_url", &self.oauth_url),
+        );
+        if self.refresh_token.is_some() && self.access_token.is_none() {
+            checks.push("access_token", "a refresh needs the access token it renews");
+        }
         checks.header_name("signature_header", &self.signature_header);
         checks.http_url("api_url", &self.api_url);
         checks.rate_limit(self.rate_limit);
@@ -128,6 +168,10 @@ impl Connector for TiktokConnector {
             "tiktok leads:{callbacks}{downloads}; health at {base}/v1/connectors/{}",
             self.name
         ))
+    }
+
+    fn authorization(&self) -> Option<Box<dyn crate::sources::oauth::Authorize>> {
+        super::app(self).map(|a| Box::new(a) as Box<dyn crate::sources::oauth::Authorize>)
     }
 
     fn start(&self, cx: &Start<'_>) -> anyhow::Result<Started> {

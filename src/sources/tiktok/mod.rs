@@ -170,7 +170,7 @@ enum Download {
 struct Puller {
     cfg: TiktokConnector,
     client: reqwest::Client,
-    token: SecretString,
+    token: crate::sources::oauth::Token,
     advertiser_id: String,
     limiter: Option<Limiter>,
     sink: PageSink,
@@ -178,6 +178,10 @@ struct Puller {
 }
 
 impl Poll for Puller {
+    fn wake(&self) -> Option<watch::Receiver<u64>> {
+        self.token.subscribe()
+    }
+
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
         for page in self.cfg.page_ids.clone() {
             if *shutdown.borrow() {
@@ -239,7 +243,11 @@ pub(crate) fn start(cfg: &TiktokConnector, cx: &Start<'_>) -> anyhow::Result<Sta
     };
     let client = cx.client(Duration::from_secs(300))?;
     let limiter = limiter_for(token.expose_secret(), cfg.rate_limit);
-    let (token, advertiser_id, cfg) = (token.clone(), advertiser_id.clone(), cfg.clone());
+    let app = app(cfg).map(|a| std::sync::Arc::new(a) as std::sync::Arc<dyn crate::sources::oauth::Refresh>);
+    let (token, refresh) =
+        crate::sources::oauth::token(cx, &cfg.name, token, cfg.refresh_token.as_ref(), app)?;
+    started.tasks.extend(refresh);
+    let (advertiser_id, cfg) = (advertiser_id.clone(), cfg.clone());
     let every = cfg.poll_interval;
     started.tasks.push(poll_task(
         cx.sink(&cfg.name),
@@ -257,17 +265,120 @@ pub(crate) fn start(cfg: &TiktokConnector, cx: &Start<'_>) -> anyhow::Result<Sta
     Ok(started)
 }
 
+/// TikTok's OAuth app (Business API): the code exchange at `token_url` (`{app_id, secret,
+/// auth_code}`) and, where a refresh token is configured, the refresh at `oauth_url` (`{app_id,
+/// secret, grant_type, refresh_token}`, also sent as `client_id`/`client_secret` for the
+/// `tt_user` endpoint). Answers are `{code, message, data}`: 40100 and 5xxxx are retried, any
+/// other code (40104: the refresh token expired) is refused.
+pub(crate) struct App {
+    app_id: String,
+    secret: SecretString,
+    oauth_url: String,
+    token_url: String,
+    authorize_url: String,
+    redirect_uri: Option<String>,
+}
+
+/// The app of `cfg`, when it names its id and secret.
+pub(crate) fn app(cfg: &TiktokConnector) -> Option<App> {
+    Some(App {
+        app_id: cfg.app_id.clone()?,
+        secret: cfg.app_secret.clone()?,
+        oauth_url: cfg.oauth_url.clone(),
+        token_url: cfg.token_url.clone(),
+        authorize_url: cfg.authorize_url.clone(),
+        redirect_uri: cfg.redirect_uri.clone(),
+    })
+}
+
+impl App {
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        body: Value,
+    ) -> Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError> {
+        let (status, answer) = crate::sources::oauth::send(client.post(url).json(&body), url).await?;
+        crate::sources::oauth::token_answer(
+            status,
+            &answer,
+            &crate::sources::oauth::TokenAnswer {
+                keys: ("access_token", "refresh_token"),
+                expires: ("expires_in", "refresh_token_expires_in"),
+                messages: &["message"],
+                retry_codes: &[40100],
+                retry_from: Some(50000),
+            },
+        )
+    }
+}
+
+impl crate::sources::oauth::Refresh for App {
+    fn refresh<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        refresh_token: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
+    > {
+        let secret = self.secret.expose_secret();
+        let body = json!({
+            "app_id": self.app_id, "secret": secret,
+            "client_id": self.app_id, "client_secret": secret,
+            "grant_type": "refresh_token", "refresh_token": refresh_token,
+        });
+        Box::pin(async move { self.post(client, &self.oauth_url, body).await })
+    }
+}
+
+impl crate::sources::oauth::Authorize for App {
+    fn authorize_url(&self, state: &str) -> String {
+        crate::sources::oauth::page_url(
+            &self.authorize_url,
+            "https://business-api.tiktok.com/portal/auth",
+            &[
+                ("app_id", Some(&self.app_id)),
+                ("state", Some(state)),
+                ("redirect_uri", self.redirect_uri.as_deref()),
+            ],
+        )
+    }
+
+    fn code_param(&self) -> &'static str {
+        "auth_code"
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        code: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
+    > {
+        let body = json!({
+            "app_id": self.app_id, "secret": self.secret.expose_secret(), "auth_code": code,
+        });
+        Box::pin(async move { self.post(client, &self.token_url, body).await })
+    }
+}
+
 impl Puller {
     fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.cfg.api_url.trim_end_matches('/'))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, PullError> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        token: &SecretString,
+    ) -> Result<reqwest::Response, PullError> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
         let resp = req
-            .header("Access-Token", self.token.expose_secret())
+            .header("Access-Token", token.expose_secret())
             .send()
             .await
             .map_err(|e| PullError::Network(e.to_string()))?;
@@ -283,10 +394,22 @@ impl Puller {
         Ok(answer)
     }
 
+    /// Starts a download of the form's leads: its task id. A live token is renewed when TikTok
+    /// says it expired.
     async fn create_task(&self, page_id: &str) -> Result<String, PullError> {
+        self.token
+            .with(|token| async move { self.create_task_with(page_id, &token).await })
+            .await
+    }
+
+    async fn create_task_with(
+        &self,
+        page_id: &str,
+        token: &SecretString,
+    ) -> Result<String, PullError> {
         let body = json!({"advertiser_id": self.advertiser_id, "page_id": page_id});
         let resp = self
-            .send(self.client.post(self.url("page/lead/task/")).json(&body))
+            .send(self.client.post(self.url("page/lead/task/")).json(&body), token)
             .await?;
         let status = resp.status().as_u16();
         let answer: Value = resp
@@ -302,6 +425,16 @@ impl Puller {
     }
 
     async fn download(&self, task_id: &str) -> Result<Download, PullError> {
+        self.token
+            .with(|token| async move { self.download_with(task_id, &token).await })
+            .await
+    }
+
+    async fn download_with(
+        &self,
+        task_id: &str,
+        token: &SecretString,
+    ) -> Result<Download, PullError> {
         let req = self
             .client
             .get(self.url("page/lead/task/download/"))
@@ -309,7 +442,7 @@ impl Puller {
                 ("advertiser_id", self.advertiser_id.as_str()),
                 ("task_id", task_id),
             ]);
-        let resp = self.send(req).await?;
+        let resp = self.send(req, token).await?;
         let status = resp.status().as_u16();
         let json = resp
             .headers()
