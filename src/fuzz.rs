@@ -126,6 +126,36 @@ pub fn file_rows(data: &[u8]) {
     }
 }
 
+/// A platform's answer to a token request (its first two bytes the HTTP status): every
+/// platform's reader says tokens, retry or refused without a panic, and tokens are never empty.
+pub fn token_answer(data: &[u8]) {
+    use crate::sources::oauth::{self, TokenAnswer};
+    use secrecy::ExposeSecret;
+    let Some((status, body)) = data.split_at_checked(2) else {
+        return;
+    };
+    let status = 100 + u16::from_le_bytes([status[0], status[1]]) % 500;
+    let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let shape = TokenAnswer {
+        keys: ("access_token", "refresh_token"),
+        expires: ("expires_in", "refresh_token_expires_in"),
+        messages: &["message", "message_cn"],
+        retry_codes: &[40100],
+        retry_from: Some(50000),
+    };
+    for read in [
+        oauth::token_answer(status, &answer, &shape),
+        oauth::oauth2_answer(status, &answer),
+        crate::sources::baidu::token_answer(status, &answer),
+        crate::sources::meta::auth::graph_answer(status, &answer),
+    ] {
+        match read {
+            Ok(fresh) => assert!(!fresh.access_token.expose_secret().is_empty()),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+}
+
 /// A settings file: loaded without a panic; every error has a message.
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
@@ -178,6 +208,10 @@ mod tests {
             Just(b"fields%5Bemail%5D%5Bvalue%5D=".to_vec()),
             Just(b".answers[field.ref=email]".to_vec()),
             Just(b"listen=\"0.0.0.0:1\"\n[api]\ntoken=\"${X}\"\n".to_vec()),
+            Just(b"{\"code\":0,\"data\":{\"access_token\":".to_vec()),
+            Just(b"\"accessToken\":\"a\",\"expiresIn\":-1,".to_vec()),
+            Just(b"{\"error\":{\"code\":190,\"message\":".to_vec()),
+            Just(b"\"error\":\"invalid_grant\",".to_vec()),
             prop::collection::vec(any::<u8>(), 0..16),
         ];
         prop::collection::vec(piece, 0..24).prop_map(|v| v.concat())
@@ -194,5 +228,8 @@ mod tests {
 
         #[test]
         fn configs(data in input()) { super::config(&data) }
+
+        #[test]
+        fn token_answers(data in input()) { super::token_answer(&data) }
     }
 }

@@ -88,10 +88,12 @@ pub struct TokenHealth {
     /// Set when the platform refused the token (expired or revoked), with its answer; cleared by
     /// the next accepted request.
     pub refused: Option<String>,
-    /// When the token expires (RFC 3339 UTC), where the platform tells (Meta's `debug_token`).
+    /// When the access token expires (RFC 3339 UTC), where the platform tells (a refresh's
+    /// answer, Meta's `debug_token`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    /// The token expires within 7 days: renew it.
+    /// A token that cannot be refreshed ends soon (within 7 days; Meta: 14): get a new one with
+    /// `leadgate auth <connector>`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub expiring_soon: bool,
     /// OAuth connectors: when the refresh token expires (RFC 3339 UTC), where the platform says.

@@ -14,6 +14,7 @@ mod meta;
 mod mysql_source;
 mod normalize;
 mod oauth;
+mod oauth_platforms;
 mod platforms;
 #[cfg(feature = "mysql")]
 mod shared_mysql;

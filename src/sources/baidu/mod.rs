@@ -214,6 +214,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_authorization_page_names_the_app_scope_and_callback() {
+        use crate::sources::oauth::Authorize;
+        let app = App {
+            app_id: "bd-app".into(),
+            secret_key: "s".to_owned().into(),
+            user_id: Some(42),
+            oauth_url: String::new(),
+            token_url: String::new(),
+            authorize_url: "https://u.baidu.com/oauth/page/index".into(),
+            redirect_uri: Some("https://crm.example.cn/baidu".into()),
+            scope: Some("10126".into()),
+        };
+        assert_eq!(
+            app.authorize_url("st"),
+            "https://u.baidu.com/oauth/page/index?appId=bd-app&scope=10126&state=st&callback=https%3A%2F%2Fcrm.example.cn%2Fbaidu"
+        );
+        assert_eq!(app.code_param(), "authCode");
+    }
+
+    #[test]
     fn token_answers_use_baidus_own_names() {
         let fresh = token_answer(
             200,

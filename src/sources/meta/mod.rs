@@ -28,7 +28,7 @@ pub mod config;
 
 pub use config::MetaConnector;
 
-mod auth;
+pub(crate) mod auth;
 mod graph;
 
 use graph::{Graph, TokenWatch, event, with_param};

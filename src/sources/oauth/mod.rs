@@ -754,6 +754,70 @@ mod tests {
     }
 
     #[test]
+    fn standard_oauth2_answers_are_tokens_retries_or_refusals() {
+        use serde_json::json;
+        let ok = oauth2_answer(
+            200,
+            &json!({"access_token": "AQV", "expires_in": 5_184_000, "refresh_token": "AQX",
+                "refresh_token_expires_in": 26_438_400, "scope": "r_marketing_leadgen_automation"}),
+        )
+        .unwrap();
+        assert_eq!(ok.access_token.expose_secret(), "AQV");
+        assert_eq!(ok.refresh_expires_in, Some(26_438_400));
+        let revoked = json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."});
+        assert!(matches!(
+            oauth2_answer(400, &revoked),
+            Err(RefreshError::Refused(m)) if m.contains("invalid_grant") && m.contains("revoked")
+        ));
+        assert!(matches!(
+            oauth2_answer(503, &json!({"error": "temporarily_unavailable"})),
+            Err(RefreshError::Failed(_))
+        ));
+        assert!(matches!(
+            oauth2_answer(200, &json!({"error": "server_error"})),
+            Err(RefreshError::Failed(_))
+        ));
+        assert!(matches!(
+            oauth2_answer(401, &serde_json::Value::Null),
+            Err(RefreshError::Refused(_))
+        ));
+        assert!(matches!(
+            oauth2_answer(200, &json!({"access_token": ""})),
+            Err(RefreshError::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn without_a_refresh_token_nothing_is_refreshed_and_the_settings_token_is_the_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = || store_of(dir.path(), "li");
+        let c = Credentials::open("li", store(), &"t0".into(), None).unwrap();
+        assert_eq!(c.due(), i64::MAX, "nothing to refresh with");
+        // `leadgate auth` wrote a new token (no seed): it wins, and is marked as descending
+        // from the settings in force.
+        let mut authorized = store().load().unwrap().unwrap().next(
+            Fresh {
+                access_token: "t1".into(),
+                refresh_token: None,
+                access_expires_in: Some(5_184_000),
+                refresh_expires_in: None,
+            },
+            now(),
+        );
+        authorized.seed = None;
+        store().save(&authorized).unwrap();
+        let c = Credentials::open("li", store(), &"t0".into(), None).unwrap();
+        assert_eq!(c.access_token().0.expose_secret(), "t1");
+        assert_eq!(
+            store().load().unwrap().unwrap().seed,
+            Some(store::fingerprint("t0"))
+        );
+        // A new token in the settings starts over from it.
+        let c = Credentials::open("li", store(), &"t2".into(), None).unwrap();
+        assert_eq!(c.access_token().0.expose_secret(), "t2");
+    }
+
+    #[test]
     fn the_token_file_wins_until_the_settings_name_another_refresh_token() {
         let dir = tempfile::tempdir().unwrap();
         let store = || store_of(dir.path(), "oe");
