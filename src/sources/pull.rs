@@ -120,6 +120,25 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// A request's error as text, without its query: query strings carry tokens and secrets
+/// (腾讯广告's `access_token`, a refresh's `client_secret`), and this text reaches logs and
+/// health. The URL's origin and path stay, and the causes (connection refused, a timeout) follow.
+pub fn http_error(e: reqwest::Error) -> String {
+    let at = e
+        .url()
+        .map(|u| format!(" ({}{})", u.origin().ascii_serialization(), u.path()));
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text.push_str(at.as_deref().unwrap_or_default());
+    text
+}
+
 /// What an HTTP status means to a pull: 2xx goes on; 429 is throttling; 401 and 403 are a
 /// refused token; 5xx is the server failing; anything else is an error of the request.
 pub fn check_status(status: u16, retry_after: Option<Duration>) -> Result<(), PullError> {
@@ -385,6 +404,23 @@ pub fn limiter_for(secret: &str, rate: Option<crate::sources::RateLimit>) -> Opt
 mod tests {
     use super::*;
     use crate::sources::RateLimit;
+
+    #[tokio::test]
+    async fn request_errors_never_carry_the_query() {
+        let client = reqwest::Client::new();
+        let e = client
+            .get("http://127.0.0.1:1/oauth/token?client_secret=SECRET-1&refresh_token=SECRET-2")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("SECRET-1"),
+            "reqwest shows the URL: {e}"
+        );
+        let text = http_error(e);
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("http://127.0.0.1:1/oauth/token"), "{text}");
+    }
 
     #[test]
     fn connectors_with_one_credential_share_one_limiter() {

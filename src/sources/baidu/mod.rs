@@ -154,7 +154,7 @@ impl App {
         body: Value,
     ) -> Result<Fresh, RefreshError> {
         let (status, answer) =
-            crate::sources::oauth::send(client.post(url).json(&body), url).await?;
+            crate::sources::oauth::send(client.post(url).json(&body)).await?;
         token_answer(status, &answer)
     }
 }

@@ -310,14 +310,14 @@ impl Puller {
         let resp = req
             .send()
             .await
-            .map_err(|e| PullError::Network(e.to_string()))?;
+            .map_err(|e| PullError::Network(crate::sources::pull::http_error(e)))?;
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
         check_status(status, retry_after)?;
         let body: Value = resp
             .json()
             .await
-            .map_err(|e| PullError::Shape(format!("not JSON: {e}")))?;
+            .map_err(|e| PullError::Shape(format!("not JSON: {}", crate::sources::pull::http_error(e))))?;
         if let Some(codes) = &self.cfg.error_code
             && let Some(code) = body.pointer(&codes.pointer).filter(|c| !c.is_null())
             && !codes.ok.contains(code)

@@ -337,13 +337,13 @@ impl Api {
             .header("X-Restli-Protocol-Version", "2.0.0")
             .send()
             .await
-            .map_err(|e| PullError::Network(e.to_string()))?;
+            .map_err(|e| PullError::Network(crate::sources::pull::http_error(e)))?;
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
         let text = resp
             .text()
             .await
-            .map_err(|e| PullError::Network(e.to_string()))?;
+            .map_err(|e| PullError::Network(crate::sources::pull::http_error(e)))?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         classify(status, retry_after, &body)?;
         if body.is_object() {
@@ -624,7 +624,7 @@ impl App {
         ];
         form.extend_from_slice(grant);
         let request = client.post(&self.oauth_url).form(&form);
-        let (status, answer) = crate::sources::oauth::send(request, &self.oauth_url).await?;
+        let (status, answer) = crate::sources::oauth::send(request).await?;
         crate::sources::oauth::oauth2_answer(status, &answer)
     }
 }

@@ -81,7 +81,7 @@ impl App {
     ) -> Result<Fresh, RefreshError> {
         let url = self.url(path);
         let (status, answer) =
-            crate::sources::oauth::send(client.get(&url).query(query), &url).await?;
+            crate::sources::oauth::send(client.get(&url).query(query)).await?;
         graph_answer(status, &answer)
     }
 

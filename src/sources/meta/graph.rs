@@ -139,7 +139,7 @@ impl Graph {
             .bearer_auth(token.expose_secret())
             .send()
             .await
-            .map_err(|e| PullError::Network(e.to_string()))?;
+            .map_err(|e| PullError::Network(crate::sources::pull::http_error(e)))?;
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -152,7 +152,7 @@ impl Graph {
         let text = resp
             .text()
             .await
-            .map_err(|e| PullError::Network(e.to_string()))?;
+            .map_err(|e| PullError::Network(crate::sources::pull::http_error(e)))?;
         let body = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(_) if !(200..300).contains(&status) => json!({}),

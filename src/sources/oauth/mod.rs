@@ -185,16 +185,17 @@ pub fn oauth2_answer(status: u16, answer: &serde_json::Value) -> Result<Fresh, R
     }
 }
 
-/// Sends a token request to `url`: its HTTP status and its JSON answer (`null` when it is not
-/// JSON), or why it could not be sent.
+/// Sends a token request: its HTTP status and its JSON answer (`null` when it is not
+/// JSON), or why it could not be sent (without the request's query, which carries secrets).
 pub async fn send(
     request: reqwest::RequestBuilder,
-    url: &str,
 ) -> Result<(u16, serde_json::Value), RefreshError> {
-    let resp = request
-        .send()
-        .await
-        .map_err(|e| RefreshError::Failed(format!("cannot reach {url}: {e}")))?;
+    let resp = request.send().await.map_err(|e| {
+        RefreshError::Failed(format!(
+            "cannot reach the token endpoint: {}",
+            crate::sources::pull::http_error(e)
+        ))
+    })?;
     let status = resp.status().as_u16();
     Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
 }

@@ -240,7 +240,7 @@ impl crate::sources::oauth::Authorize for Refresher {
             let request = client
                 .post(&self.token_url)
                 .json(&body);
-            let (status, answer) = crate::sources::oauth::send(request, &self.token_url).await?;
+            let (status, answer) = crate::sources::oauth::send(request).await?;
             refresh_answer(status, &answer)
         })
     }
@@ -263,7 +263,7 @@ impl crate::sources::oauth::Refresh for Refresher {
             let request = client
                 .post(&self.url)
                 .json(&body);
-            let (status, answer) = crate::sources::oauth::send(request, &self.url).await?;
+            let (status, answer) = crate::sources::oauth::send(request).await?;
             refresh_answer(status, &answer)
         })
     }

@@ -222,7 +222,7 @@ impl crate::sources::oauth::Authorize for Refresher {
             let request = client
                 .get(&self.url)
                 .query(&query);
-            let (status, answer) = crate::sources::oauth::send(request, &self.url).await?;
+            let (status, answer) = crate::sources::oauth::send(request).await?;
             refresh_answer(status, &answer)
         })
     }
@@ -246,7 +246,7 @@ impl crate::sources::oauth::Refresh for Refresher {
                     ("grant_type", "refresh_token"),
                     ("refresh_token", refresh_token),
                 ]);
-            let (status, answer) = crate::sources::oauth::send(request, &self.url).await?;
+            let (status, answer) = crate::sources::oauth::send(request).await?;
             refresh_answer(status, &answer)
         })
     }
@@ -431,13 +431,13 @@ impl Puller {
             .query(&query)
             .send()
             .await
-            .map_err(|e| PullError::Network(e.to_string()))?;
+            .map_err(|e| PullError::Network(crate::sources::pull::http_error(e)))?;
         let status = resp.status().as_u16();
         check_status(status, retry_after(resp.headers()))?;
         let body: Value = resp
             .json()
             .await
-            .map_err(|e| PullError::Shape(format!("not JSON: {e}")))?;
+            .map_err(|e| PullError::Shape(format!("not JSON: {}", crate::sources::pull::http_error(e))))?;
         let code = body.get("code").and_then(Value::as_i64).unwrap_or(0);
         if code != 0 {
             let message = body

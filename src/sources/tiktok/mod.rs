@@ -298,7 +298,7 @@ impl App {
         url: &str,
         body: Value,
     ) -> Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError> {
-        let (status, answer) = crate::sources::oauth::send(client.post(url).json(&body), url).await?;
+        let (status, answer) = crate::sources::oauth::send(client.post(url).json(&body)).await?;
         crate::sources::oauth::token_answer(
             status,
             &answer,
@@ -381,7 +381,7 @@ impl Puller {
             .header("Access-Token", token.expose_secret())
             .send()
             .await
-            .map_err(|e| PullError::Network(e.to_string()))?;
+            .map_err(|e| PullError::Network(crate::sources::pull::http_error(e)))?;
         check_status(resp.status().as_u16(), retry_after(resp.headers()))?;
         Ok(resp)
     }
@@ -415,7 +415,7 @@ impl Puller {
         let answer: Value = resp
             .json()
             .await
-            .map_err(|e| PullError::Shape(format!("not JSON: {e}")))?;
+            .map_err(|e| PullError::Shape(format!("not JSON: {}", crate::sources::pull::http_error(e))))?;
         check_code(status, &answer)?;
         match answer.pointer("/data/task_id") {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -452,7 +452,7 @@ impl Puller {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| PullError::Network(e.to_string()))?;
+            .map_err(|e| PullError::Network(crate::sources::pull::http_error(e)))?;
         if !json {
             return Ok(Download::File(bytes.to_vec()));
         }
