@@ -11,7 +11,10 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
-use crate::oauth::{LIFETIME, Platform, Shared};
+use crate::oauth::{
+    LIFETIME, Platform, Shared, auth, every_lead_once, generation, health, resumed, settled,
+    succeeded, wait_health, wait_refreshes,
+};
 use crate::support::Gateway;
 
 /// The three platforms' sides.
@@ -236,34 +239,9 @@ fn config(port: u16) -> String {
     )
 }
 
-fn generation(dir: &std::path::Path, connector: &str) -> u64 {
-    std::fs::read(dir.join(format!("tokens/{connector}.json")))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| v["generation"].as_u64())
-        .unwrap_or(0)
-}
-
-async fn health(gw: &Gateway, connector: &str) -> Value {
-    reqwest::get(gw.url(&format!("/v1/connectors/{connector}")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn wait_refreshes(platforms: &[(&str, &Shared)], n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+async fn wait_all_refreshes(platforms: &[(&str, &Shared)], n: u64) {
     for (name, p) in platforms {
-        while p.lock().unwrap().refreshes < n {
-            assert!(
-                Instant::now() < deadline,
-                "{name}: only {} refreshes",
-                p.lock().unwrap().refreshes
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_refreshes(name, p, n).await;
     }
 }
 
@@ -313,24 +291,21 @@ async fn linkedin_tiktok_and_baidu_tokens_rotate_through_kills_and_a_refusal_sto
     ];
     let mut gw = Gateway::start(Some(&config(port)), &data);
 
-    // Every pair a platform issued is in its token file (a file counts the configured pair
-    // too). A kill while a platform has rotated a pair that is not on disk yet loses that pair:
-    // the one window no client can close (see docs/connectors.md, "OAuth"). The kills below
-    // come when no pair is in that window, so the test is about leadgate's own crash points.
-    let settled = |stand: &Stand| {
+    // Kills come when no platform has a rotated pair that is not on disk yet (see `settled`).
+    let all_settled = |stand: &Stand| {
         [
             ("li", &stand.linkedin),
             ("tt", &stand.tiktok),
             ("bd", &stand.baidu),
         ]
         .iter()
-        .all(|(c, p)| generation(&data, c) == p.lock().unwrap().generation + 1)
+        .all(|(c, p)| settled(&data, c, p))
     };
     // Kill -9 right after a refresh: as soon as each platform's rotated pair is in its file.
     for connector in ["li", "tt", "bd"] {
         let deadline = Instant::now() + Duration::from_secs(30);
         let before = generation(&data, connector).max(1);
-        while generation(&data, connector) <= before || !settled(&stand) {
+        while generation(&data, connector) <= before || !all_settled(&stand) {
             assert!(Instant::now() < deadline, "{connector}: no refresh stored");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -339,47 +314,23 @@ async fn linkedin_tiktok_and_baidu_tokens_rotate_through_kills_and_a_refusal_sto
     }
     // Kill -9 between two refreshes.
     tokio::time::sleep(LIFETIME * 2 + Duration::from_millis(700)).await;
-    while !settled(&stand) {
+    while !all_settled(&stand) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     gw.kill();
     let gw = Gateway::start(Some(&config(port)), &data);
 
-    wait_refreshes(&platforms, 3).await;
+    wait_all_refreshes(&platforms, 3).await;
     let li_refresh_end = health(&gw, "li").await["token"]["refresh_expires_at"].clone();
     // At least ten rotations each, and pulling goes on.
-    wait_refreshes(&platforms, 10).await;
+    wait_all_refreshes(&platforms, 10).await;
     for (prefix, p) in [
         ("l", &stand.linkedin),
         ("k", &stand.tiktok),
         ("b", &stand.baidu),
     ] {
         let want = appeared(&mut p.lock().unwrap()).saturating_sub(4);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ids = loop {
-            let ids: Vec<String> = crate::oauth::published(&gw)
-                .into_iter()
-                .filter(|id| id.starts_with(prefix))
-                .collect();
-            if ids.len() >= want || Instant::now() > deadline {
-                break ids;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert!(ids.len() >= want, "{prefix}: {} of {want} leads", ids.len());
-        let mut unique = ids.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(unique.len(), ids.len(), "{prefix}: each lead once: {ids:?}");
-        let p = p.lock().unwrap();
-        eprintln!(
-            "{prefix}: {} refreshes, {} lead requests ({} with an expired token), {} leads",
-            p.refreshes,
-            p.requests.len(),
-            p.requests.iter().filter(|r| !r.1).count(),
-            ids.len()
-        );
-        p.assert_no_expired_token_twice();
+        every_lead_once(&gw, prefix, want, p).await;
     }
 
     // Health: expiries and the last refresh, never a token. LinkedIn's refresh token keeps its
@@ -417,29 +368,18 @@ async fn linkedin_tiktok_and_baidu_tokens_rotate_through_kills_and_a_refusal_sto
     // LinkedIn refuses its refresh token: LinkedIn stops and says what to do; TikTok and 百度
     // keep refreshing and pulling.
     stand.linkedin.lock().unwrap().refuse = true;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let li = health(&gw, "li").await;
-        if li["state"] == "stopped" {
-            let err = li["last_error"].as_str().unwrap_or_default();
-            assert!(err.contains("leadgate auth li"), "{li}");
-            assert!(
-                li["token"]["last_refresh_error"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("invalid_grant"),
-                "{li}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{li}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let li = wait_health(&gw, "li", |st| st["state"] == "stopped").await;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    assert!(text(&li["last_error"]).contains("leadgate auth li"), "{li}");
+    assert!(
+        text(&li["token"]["last_refresh_error"]).contains("invalid_grant"),
+        "{li}"
+    );
     let (tt_before, bd_before) = (
         stand.tiktok.lock().unwrap().refreshes,
         stand.baidu.lock().unwrap().refreshes,
     );
-    wait_refreshes(
+    wait_all_refreshes(
         &[("tiktok", &stand.tiktok), ("baidu", &stand.baidu)],
         tt_before.max(bd_before) + 2,
     )
@@ -450,39 +390,19 @@ async fn linkedin_tiktok_and_baidu_tokens_rotate_through_kills_and_a_refusal_sto
     }
 
     // Re-authorized with `leadgate auth li`: the running gateway pulls again.
-    let settings = dir.path().join("auth.toml");
-    std::fs::write(&settings, config(port)).unwrap();
-    let out = std::process::Command::new(crate::support::BIN)
-        .args(["auth", "li", "--config"])
-        .arg(&settings)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--code", "https://crm.example.com/li?code=li-grant&state=s"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let code = "https://crm.example.com/li?code=li-grant&state=s";
+    let stdout = succeeded(&auth(
+        dir.path(),
+        &config(port),
+        &data,
+        "li",
+        &["--code", code],
+    ));
     assert!(
         stdout.contains("linkedin.com/oauth/v2/authorization?response_type=code&client_id=li-app"),
         "{stdout}"
     );
-    let requests = stand.linkedin.lock().unwrap().requests.len();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let li = health(&gw, "li").await;
-        let accepted = stand.linkedin.lock().unwrap().requests[requests..]
-            .iter()
-            .any(|r| r.1);
-        if li["state"] == "following" && accepted {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not resumed: {li}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    resumed(&gw, "li", &stand.linkedin).await;
 }
 
 /// Meta's Graph: the code and token exchanges, the page token, `debug_token`, and a form's
@@ -601,35 +521,15 @@ async fn meta_is_authorized_with_a_long_lived_page_token_that_the_running_gatewa
     let data = dir.path().join("gw");
     let gw = Gateway::start(Some(&config), &data);
     // The configured token is dead: the connector stops and says how to get a new one.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = health(&gw, "fb").await;
-        if st["state"] == "stopped" {
-            assert!(
-                st["last_error"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("leadgate auth fb"),
-                "{st}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{st}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    let settings = dir.path().join("auth.toml");
-    std::fs::write(&settings, &config).unwrap();
-    let auth = |args: &[&str]| {
-        std::process::Command::new(crate::support::BIN)
-            .args(["auth", "fb", "--config"])
-            .arg(&settings)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let st = wait_health(&gw, "fb", |st| st["state"] == "stopped").await;
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("leadgate auth fb"),
+        "{st}"
+    );
+    let auth = |args: &[&str]| auth(dir.path(), &config, &data, "fb", args);
     // A short-lived token that Meta no longer takes: a clear error, nothing stored.
     let bad = auth(&["--token", "expired-user-token"]);
     assert!(!bad.status.success());
@@ -645,16 +545,10 @@ async fn meta_is_authorized_with_a_long_lived_page_token_that_the_running_gatewa
 
     // The login dialog's code: exchanged for a short-lived token, that for a long-lived one, that
     // for the page's token.
-    let out = auth(&[
+    let stdout = succeeded(&auth(&[
         "--code",
         "https://crm.example.com/fb?code=meta-code&state=s#_=_",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     assert!(
         stdout.contains(
             "dialog/oauth?client_id=meta-app&redirect_uri=https%3A%2F%2Fcrm.example.com%2Ffb"
@@ -687,17 +581,12 @@ async fn meta_is_authorized_with_a_long_lived_page_token_that_the_running_gatewa
         .collect();
     ids.sort();
     assert_eq!(ids, ["m1", "m2", "m3"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = health(&gw, "fb").await;
-        if st["state"] == "following" && st["token"]["expiring_soon"] == true {
-            assert!(
-                !st.to_string().contains("page-long"),
-                "no token in health: {st}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{st}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let st = wait_health(&gw, "fb", |st| {
+        st["state"] == "following" && st["token"]["expiring_soon"] == true
+    })
+    .await;
+    assert!(
+        !st.to_string().contains("page-long"),
+        "no token in health: {st}"
+    );
 }
