@@ -164,7 +164,7 @@ impl crate::sources::oauth::Refresh for App {
         &'a self,
         client: &'a reqwest::Client,
         refresh_token: &'a str,
-    ) -> futures::future::BoxFuture<'a, Result<Fresh, RefreshError>> {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         let body = json!({
             "appId": self.app_id,
             "refreshToken": refresh_token,
@@ -197,7 +197,7 @@ impl crate::sources::oauth::Authorize for App {
         &'a self,
         client: &'a reqwest::Client,
         code: &'a str,
-    ) -> futures::future::BoxFuture<'a, Result<Fresh, RefreshError>> {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         let body = json!({
             "appId": self.app_id,
             "authCode": code,

@@ -634,10 +634,7 @@ impl crate::sources::oauth::Refresh for App {
         &'a self,
         client: &'a reqwest::Client,
         refresh_token: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
-    > {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         let grant = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
         Box::pin(async move { self.token(client, &grant).await })
     }
@@ -666,10 +663,7 @@ impl crate::sources::oauth::Authorize for App {
         &'a self,
         client: &'a reqwest::Client,
         code: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
-    > {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         Box::pin(async move {
             let mut grant = vec![("grant_type", "authorization_code"), ("code", code)];
             if let Some(r) = &self.redirect_uri {

@@ -5,7 +5,6 @@
 //! (`leadgate auth <name> --token`). Meta has no refresh token: the token watch warns 14 days
 //! before a token's end.
 
-use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -130,7 +129,7 @@ impl crate::sources::oauth::Refresh for App {
         &'a self,
         _: &'a reqwest::Client,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<Fresh, RefreshError>> {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         Box::pin(async {
             Err(RefreshError::Refused(
                 "Meta tokens are not refreshed".into(),
@@ -161,7 +160,7 @@ impl crate::sources::oauth::Authorize for App {
         &'a self,
         client: &'a reqwest::Client,
         code: &'a str,
-    ) -> BoxFuture<'a, Result<Fresh, RefreshError>> {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         Box::pin(async move {
             let secret = self.app_secret.expose_secret();
             let mut query = vec![
@@ -182,7 +181,7 @@ impl crate::sources::oauth::Authorize for App {
         &'a self,
         client: &'a reqwest::Client,
         token: &'a str,
-    ) -> Option<BoxFuture<'a, Result<Fresh, RefreshError>>> {
+    ) -> Option<crate::sources::oauth::TokenFuture<'a>> {
         Some(Box::pin(self.long_lived(client, token)))
     }
 }

@@ -50,13 +50,16 @@ pub enum RefreshError {
     Failed(String),
 }
 
+/// A token request under way: the platform's answer, read.
+pub type TokenFuture<'a> = BoxFuture<'a, Result<Fresh, RefreshError>>;
+
 /// A platform's refresh call.
 pub trait Refresh: Send + Sync {
     fn refresh<'a>(
         &'a self,
         client: &'a reqwest::Client,
         refresh_token: &'a str,
-    ) -> BoxFuture<'a, Result<Fresh, RefreshError>>;
+    ) -> TokenFuture<'a>;
 }
 
 /// A platform's authorization: the page a person grants access on, and the exchange of the code
@@ -66,18 +69,14 @@ pub trait Authorize: Send + Sync {
     fn authorize_url(&self, state: &str) -> String;
     /// The redirect's parameter holding the code (`auth_code`, `authorization_code`).
     fn code_param(&self) -> &'static str;
-    fn exchange<'a>(
-        &'a self,
-        client: &'a reqwest::Client,
-        code: &'a str,
-    ) -> BoxFuture<'a, Result<Fresh, RefreshError>>;
+    fn exchange<'a>(&'a self, client: &'a reqwest::Client, code: &'a str) -> TokenFuture<'a>;
     /// Exchanges a token a person already has for a lasting one (Meta: a short-lived user token
     /// for a long-lived one, or the page's); `None` where the platform has no such exchange.
     fn exchange_token<'a>(
         &'a self,
         _client: &'a reqwest::Client,
         _token: &'a str,
-    ) -> Option<BoxFuture<'a, Result<Fresh, RefreshError>>> {
+    ) -> Option<TokenFuture<'a>> {
         None
     }
 }

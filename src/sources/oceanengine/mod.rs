@@ -226,10 +226,7 @@ impl crate::sources::oauth::Authorize for Refresher {
         &'a self,
         client: &'a reqwest::Client,
         code: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
-    > {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         Box::pin(async move {
             let body = json!({
                 "app_id": self.app_id,
@@ -251,7 +248,7 @@ impl crate::sources::oauth::Refresh for Refresher {
         &'a self,
         client: &'a reqwest::Client,
         refresh_token: &'a str,
-    ) -> futures::future::BoxFuture<'a, Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>>
+    ) -> crate::sources::oauth::TokenFuture<'a>
     {
         Box::pin(async move {
             let body = json!({

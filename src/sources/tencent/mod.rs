@@ -205,10 +205,7 @@ impl crate::sources::oauth::Authorize for Refresher {
         &'a self,
         client: &'a reqwest::Client,
         code: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
-    > {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         Box::pin(async move {
             let mut query = vec![
                 ("client_id", self.client_id.as_str()),
@@ -233,10 +230,7 @@ impl crate::sources::oauth::Refresh for Refresher {
         &'a self,
         client: &'a reqwest::Client,
         refresh_token: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
-    > {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         Box::pin(async move {
             let request = client
                 .get(&self.url)

@@ -318,10 +318,7 @@ impl crate::sources::oauth::Refresh for App {
         &'a self,
         client: &'a reqwest::Client,
         refresh_token: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
-    > {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         let secret = self.secret.expose_secret();
         let body = json!({
             "app_id": self.app_id, "secret": secret,
@@ -353,10 +350,7 @@ impl crate::sources::oauth::Authorize for App {
         &'a self,
         client: &'a reqwest::Client,
         code: &'a str,
-    ) -> futures::future::BoxFuture<
-        'a,
-        Result<crate::sources::oauth::Fresh, crate::sources::oauth::RefreshError>,
-    > {
+    ) -> crate::sources::oauth::TokenFuture<'a> {
         let body = json!({
             "app_id": self.app_id, "secret": self.secret.expose_secret(), "auth_code": code,
         });
