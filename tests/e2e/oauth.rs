@@ -458,7 +458,7 @@ async fn tencent_tokens_rotate_through_a_kill_and_a_refusal_stops_the_connector(
     }
     gw.kill();
     let gw = Gateway::start(Some(&config), &data);
-    wait_refreshes("tencent", &tencent, 8).await;
+    wait_refreshes("tencent", &tencent, 10).await;
     gw.wait_spooled("leads.clean", 3, Duration::from_secs(20));
     let mut ids = published(&gw);
     ids.sort();
