@@ -203,6 +203,17 @@ pub enum IdentityStatus {
     Merged,
 }
 
+impl IdentityStatus {
+    /// Its name in the record and in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Matched => "matched",
+            Self::Merged => "merged",
+        }
+    }
+}
+
 /// The identity stage's outcome for one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IdentityOutcome {

@@ -25,3 +25,4 @@ pub mod sources;
 #[cfg(feature = "mysql")]
 pub mod sql;
 pub mod storefile;
+pub mod telemetry;

@@ -199,8 +199,10 @@ fn stored_tokens(
     }
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// Logs to standard error: text, or one JSON object a line with `LEADGATE_LOG_FORMAT=json` (for
+/// log shippers; the same fields, no PII either way). `LEADGATE_LOG` is the filter.
+fn init_logs() {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEADGATE_LOG")
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
@@ -208,8 +210,26 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         // A log line that cannot be written (stderr on a full disk) is dropped: the subscriber
         // would otherwise report it with `eprintln!`, which panics, in whichever task logged.
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    match std::env::var("LEADGATE_LOG_FORMAT").as_deref() {
+        Ok("json") => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        Ok("text") | Err(_) => builder.init(),
+        Ok(other) => {
+            builder.init();
+            tracing::warn!(
+                format = other,
+                "LEADGATE_LOG_FORMAT is `json` or `text`; logging text"
+            );
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    init_logs();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

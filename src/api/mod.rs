@@ -109,6 +109,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(observe))
         .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
@@ -181,6 +183,56 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         "quarantined": st.journal.quarantined_count(),
     });
     (status, Json(body))
+}
+
+/// `GET /metrics`: the Prometheus text format (see [`crate::telemetry`]).
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let journal = st.journal.clone();
+    let oldest = tokio::task::spawn_blocking(move || journal.oldest_undelivered())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    let age = oldest
+        .and_then(|at| at.parse::<jiff::Timestamp>().ok())
+        .map_or(0.0, |at| {
+            (jiff::Timestamp::now().as_millisecond() - at.as_millisecond()).max(0) as f64 / 1000.0
+        });
+    let gauges = crate::telemetry::JournalGauges {
+        events: st.journal.backlog(),
+        bytes: st.journal.backlog_bytes(),
+        oldest_age_seconds: age,
+        quarantined: st.journal.quarantined_count(),
+        delivery_failing: st.delivery.borrow().last_error.is_some(),
+    };
+    let text = crate::telemetry::render(&st.statuses.all(), &gauges);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// Counts each request of a matched route by its template (`/v1/webhooks/{connector}`, never the
+/// path itself), method and status, with its duration.
+async fn observe(
+    path: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = path.as_ref().map_or("unmatched", |p| p.as_str());
+    crate::telemetry::http_request(
+        route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 async fn not_found() -> ApiError {

@@ -60,10 +60,35 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let known = st.webhooks.contains_key(&connector);
+    let answer = accept(&st, &connector, method, uri, headers, body).await;
+    if let (Err(e), true) = (&answer, known) {
+        let error_type = match e.status.as_u16() {
+            401 | 403 => "unauthorized",
+            413 => "too_large",
+            429 => "rate_limited",
+            503 => "backlog_full",
+            400..=499 => "invalid_request",
+            _ => "internal",
+        };
+        crate::telemetry::error(&connector, error_type, "receiving");
+    }
+    answer
+}
+
+/// Checks, then journals, one webhook request.
+async fn accept(
+    st: &AppState,
+    connector: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let ep = st
         .webhooks
-        .get(&connector)
-        .ok_or_else(|| unknown(&connector))?;
+        .get(connector)
+        .ok_or_else(|| unknown(connector))?;
     if st.journal.backlog() >= st.max_backlog {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -106,7 +131,7 @@ pub(super) async fn receive(
         .retry_after(wait.as_secs_f64().ceil() as u64));
     }
     let push = Push {
-        connector: &connector,
+        connector,
         headers: &headers,
         body: &bytes,
         journal: &st.journal,

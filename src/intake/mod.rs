@@ -202,6 +202,8 @@ pub struct Journal {
     tx: mpsc::Sender<Job>,
     committed: watch::Receiver<u64>,
     backlog: Arc<AtomicU64>,
+    /// Bytes of the events in `backlog`, as stored.
+    backlog_bytes: Arc<AtomicU64>,
     quarantined: Arc<AtomicU64>,
 }
 
@@ -215,18 +217,27 @@ impl Journal {
                 let meta = txn.open_table(META)?;
                 meta.get(LAST_SEQ)?.map(|v| v.value()).unwrap_or(0)
             };
-            let pending = txn.open_table(EVENTS)?.len()?;
+            let (pending, pending_bytes) = {
+                let events = txn.open_table(EVENTS)?;
+                let mut bytes = 0u64;
+                for row in events.iter()? {
+                    bytes += row?.1.value().len() as u64;
+                }
+                (events.len()?, bytes)
+            };
             let quarantined = txn.open_table(QUARANTINE)?.len()?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(CHECKPOINTS)?;
             txn.commit()?;
-            (last, pending, quarantined)
+            (last, (pending, pending_bytes), quarantined)
         };
+        let (pending, pending_bytes) = pending;
         let store = Arc::new(Store {
             path: path.to_owned(),
             db: Reopening::new(format!("journal {}", path.display()), db),
         });
         let backlog = Arc::new(AtomicU64::new(pending));
+        let backlog_bytes = Arc::new(AtomicU64::new(pending_bytes));
         let quarantined = Arc::new(AtomicU64::new(quarantined));
         let (tx, rx) = mpsc::channel(65_536);
         let (committed_tx, committed) = watch::channel(last_seq);
@@ -235,6 +246,7 @@ impl Journal {
             rx,
             committed: committed_tx,
             backlog: backlog.clone(),
+            backlog_bytes: backlog_bytes.clone(),
             quarantined: quarantined.clone(),
             last_seq,
             retention_ms: i64::try_from(idempotency_retention.as_millis()).unwrap_or(i64::MAX),
@@ -249,6 +261,7 @@ impl Journal {
             tx,
             committed,
             backlog,
+            backlog_bytes,
             quarantined,
         })
     }
@@ -377,18 +390,20 @@ impl Journal {
     pub fn ack_through(&self, seq: u64) -> Result<(), JournalError> {
         let removed = self.store.with(|db| {
             let txn = db.begin_write()?;
-            let mut removed = 0u64;
+            let (mut removed, mut bytes) = (0u64, 0u64);
             {
                 let mut table = txn.open_table(EVENTS)?;
-                table.retain_in(..=seq, |_, _| {
+                table.retain_in(..=seq, |_, v| {
                     removed += 1;
+                    bytes += v.len() as u64;
                     false
                 })?;
             }
             txn.commit()?;
-            Ok(removed)
+            Ok((removed, bytes))
         })?;
-        self.backlog.fetch_sub(removed, Ordering::Relaxed);
+        self.backlog.fetch_sub(removed.0, Ordering::Relaxed);
+        self.backlog_bytes.fetch_sub(removed.1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -403,6 +418,29 @@ impl Journal {
     /// Events journaled and not yet acknowledged.
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the undelivered events, as stored.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.backlog_bytes.load(Ordering::Relaxed)
+    }
+
+    /// When the oldest undelivered event was received (RFC 3339), if there is one. Blocking.
+    pub fn oldest_undelivered(&self) -> Result<Option<String>, JournalError> {
+        self.store.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(EVENTS)?;
+            let Some(row) = table.first()? else {
+                return Ok(None);
+            };
+            #[derive(serde::Deserialize)]
+            struct Received {
+                received_at: String,
+            }
+            Ok(serde_json::from_slice::<Received>(row.1.value())
+                .ok()
+                .map(|r| r.received_at))
+        })
     }
 
     /// The sequence number of the newest committed event; changes after every commit.
@@ -468,11 +506,32 @@ fn reply_of<T>(
     }
 }
 
+/// What a committed transaction did with one arriving event, for the metrics.
+enum Stored {
+    /// Stored for delivery: its connector and its size.
+    Event(String, u64),
+    /// Answered from its idempotency key: nothing stored.
+    Replayed(String),
+    /// Quarantined on arrival.
+    Refused(String),
+}
+
+impl Stored {
+    fn count(&self) {
+        match self {
+            Self::Event(connector, bytes) => crate::telemetry::received(connector, 1, *bytes),
+            Self::Replayed(connector) => crate::telemetry::replayed(connector),
+            Self::Refused(connector) => crate::telemetry::quarantined(connector, "receiving"),
+        }
+    }
+}
+
 struct Writer {
     store: Arc<Store>,
     rx: mpsc::Receiver<Job>,
     committed: watch::Sender<u64>,
     backlog: Arc<AtomicU64>,
+    backlog_bytes: Arc<AtomicU64>,
     quarantined: Arc<AtomicU64>,
     last_seq: u64,
     retention_ms: i64,
@@ -492,7 +551,10 @@ impl Writer {
             }
             let batch = std::mem::take(&mut group);
             match self.commit(&batch) {
-                Ok(receipts) => {
+                Ok((receipts, stored)) => {
+                    for s in &stored {
+                        s.count();
+                    }
                     let mut receipts = receipts.into_iter();
                     for job in batch {
                         match job {
@@ -521,15 +583,22 @@ impl Writer {
     }
 
     /// Commits `batch` in one transaction; the receipts of its `Append` jobs, in order.
-    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Receipt>, JournalError> {
+    fn commit(&mut self, batch: &[Job]) -> Result<(Vec<Receipt>, Vec<Stored>), JournalError> {
         let store = self.store.clone();
         store.with(|db| self.commit_to(db, batch))
     }
 
-    fn commit_to(&mut self, db: &Database, batch: &[Job]) -> Result<Vec<Receipt>, JournalError> {
+    fn commit_to(
+        &mut self,
+        db: &Database,
+        batch: &[Job],
+    ) -> Result<(Vec<Receipt>, Vec<Stored>), JournalError> {
         let now_ms = jiff::Timestamp::now().as_millisecond();
         let txn = db.begin_write()?;
         let mut receipts = Vec::with_capacity(batch.len());
+        let mut stored: Vec<Stored> = Vec::with_capacity(batch.len());
+        let mut bytes_added = 0u64;
+        let mut replays = Vec::new();
         let mut seq = self.last_seq;
         let mut set_aside = 0u64;
         {
@@ -540,8 +609,13 @@ impl Writer {
                 let event = &arriving.event;
                 let record = serde_json::to_vec(event)?;
                 match &arriving.refused {
-                    None => events.insert(seq, record.as_slice()).map(drop)?,
+                    None => {
+                        events.insert(seq, record.as_slice())?;
+                        bytes_added += record.len() as u64;
+                        stored.push(Stored::Event(event.connector.clone(), record.len() as u64));
+                    }
                     Some(reason) => {
+                        stored.push(Stored::Refused(event.connector.clone()));
                         let entry = Quarantined::new(seq, Stage::Intake, reason.clone(), &record);
                         tracing::error!(seq, connector = %event.connector, reason = %entry.reason, "arriving event quarantined");
                         quarantine.insert(seq, serde_json::to_vec(&entry)?.as_slice())?;
@@ -574,6 +648,7 @@ impl Writer {
                 {
                     let entry: IdempotencyEntry = serde_json::from_slice(found.value())?;
                     if now_ms - entry.stored_at_ms <= self.retention_ms {
+                        replays.push(Stored::Replayed(event.connector.clone()));
                         receipts.push(Receipt {
                             replayed: true,
                             ..entry.receipt
@@ -611,9 +686,11 @@ impl Writer {
         let added = seq - self.last_seq - set_aside;
         self.last_seq = seq;
         self.backlog.fetch_add(added, Ordering::Relaxed);
+        self.backlog_bytes.fetch_add(bytes_added, Ordering::Relaxed);
+        stored.extend(replays);
         self.quarantined.fetch_add(set_aside, Ordering::Relaxed);
         self.committed.send_replace(seq);
-        Ok(receipts)
+        Ok((receipts, stored))
     }
 }
 

@@ -27,6 +27,21 @@ enum StepError {
     Suspect(String),
 }
 
+impl StepError {
+    /// Its `error_type` label.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Journal(_) => "journal",
+            Self::Pipeline(PipelineError::Identity(_)) => "identity_store",
+            Self::Pipeline(PipelineError::Assign(_)) => "assignment_store",
+            Self::Pipeline(_) => "processing",
+            Self::Sink(_) => "sink",
+            Self::Join(_) => "panic",
+            Self::Suspect(_) => "suspect_event",
+        }
+    }
+}
+
 /// Moves journaled events through the processor to the sink until `shutdown` turns true.
 ///
 /// One bad event never stops it. A record that does not decode is quarantined at once; so is an
@@ -89,6 +104,7 @@ pub async fn deliver_forever(
                 failures = failures.saturating_add(1);
                 let delay = backoff.next().unwrap_or(Duration::from_secs(30));
                 tracing::error!(error = %e, retry_in = ?delay, failures, "delivery failed; nothing is acknowledged, retrying");
+                crate::telemetry::delivery_failed(e.kind());
                 health.failing(e.to_string());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -197,30 +213,50 @@ async fn step(
                     j.quarantine(seq, Stage::Decode, &reason, &record)
                 })
                 .await??;
+                crate::telemetry::quarantined("unknown", "decoding");
             }
         }
     }
-    let (records, last) =
+    let ((records, outcomes), last) =
         if isolate {
             match isolated(journal, processor, events).await? {
                 Some(done) => done,
                 // Only undecodable records were read, now quarantined.
-                None => (Vec::new(), last),
+                None => (Processed::default(), last),
             }
         } else {
-            let records =
+            let processed =
                 match process_blocking(processor, events.iter().map(|(_, e)| e.clone()).collect())
                     .await
                 {
-                    Ok(records) => records,
+                    Ok(processed) => processed,
                     Err(Fault::Poison(_)) => one_by_one(journal, processor, events).await?,
                     Err(Fault::Failed(e)) => return Err(e),
                 };
-            (records, last)
+            (processed, last)
         };
     sink.deliver(&records).await?;
+    // Counted once the sink confirmed them: a retried batch is not counted twice.
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    for r in &records {
+        let connector = r.headers.iter().find(|(k, _)| *k == "source");
+        crate::telemetry::sent(connector.map_or("", |(_, v)| v.as_str()), &r.topic);
+    }
+    for o in &outcomes {
+        crate::telemetry::delivered(&o.connector, &o.received_at, &o.disposition, now_ms);
+    }
     Ok(Some((last, n)))
 }
+
+/// A processed event, for the metrics once it is delivered.
+struct Outcome {
+    connector: String,
+    received_at: String,
+    disposition: crate::pipeline::Disposition,
+}
+
+/// The records of processed events, and what became of each event.
+type Processed = (Vec<OutRecord>, Vec<Outcome>);
 
 /// Why processing failed: a fault of the events themselves (a panic, a record that cannot be
 /// serialized), which happens again every time, or anything else, which may pass.
@@ -232,10 +268,24 @@ enum Fault {
 async fn process_blocking(
     processor: &Arc<Processor>,
     events: Vec<IntakeEvent>,
-) -> Result<Vec<OutRecord>, Fault> {
+) -> Result<Processed, Fault> {
     let p = processor.clone();
-    match tokio::task::spawn_blocking(move || p.process(&events)).await {
-        Ok(Ok((records, _))) => Ok(records),
+    let processed = tokio::task::spawn_blocking(move || {
+        p.process(&events).map(|(records, dispositions)| {
+            let outcomes = events
+                .into_iter()
+                .zip(dispositions)
+                .map(|(e, disposition)| Outcome {
+                    connector: e.connector,
+                    received_at: e.received_at,
+                    disposition,
+                })
+                .collect();
+            (records, outcomes)
+        })
+    });
+    match processed.await {
+        Ok(Ok(processed)) => Ok(processed),
         Ok(Err(PipelineError::Serialize(e))) => {
             Err(Fault::Poison(format!("cannot serialize its record: {e}")))
         }
@@ -254,16 +304,19 @@ async fn one_by_one(
     journal: &Journal,
     processor: &Arc<Processor>,
     events: Vec<(u64, IntakeEvent)>,
-) -> Result<Vec<OutRecord>, StepError> {
-    let mut records = Vec::new();
+) -> Result<Processed, StepError> {
+    let (mut records, mut outcomes) = Processed::default();
     for (seq, event) in events {
         match process_blocking(processor, vec![event.clone()]).await {
-            Ok(r) => records.extend(r),
+            Ok((r, o)) => {
+                records.extend(r);
+                outcomes.extend(o);
+            }
             Err(Fault::Poison(reason)) => set_aside(journal, seq, &event, reason).await?,
             Err(Fault::Failed(e)) => return Err(e),
         }
     }
-    Ok(records)
+    Ok((records, outcomes))
 }
 
 /// After failures in a row: the first event alone, then (if it failed) the second alone. When
@@ -273,7 +326,7 @@ async fn isolated(
     journal: &Journal,
     processor: &Arc<Processor>,
     events: Vec<(u64, IntakeEvent)>,
-) -> Result<Option<(Vec<OutRecord>, u64)>, StepError> {
+) -> Result<Option<(Processed, u64)>, StepError> {
     let mut events = events.into_iter();
     let Some((seq, first)) = events.next() else {
         return Ok(None);
@@ -307,6 +360,7 @@ async fn set_aside(
     let j = journal.clone();
     tokio::task::spawn_blocking(move || j.quarantine(seq, Stage::Process, &reason, &record))
         .await??;
+    crate::telemetry::quarantined(&event.connector, "processing");
     Ok(())
 }
 

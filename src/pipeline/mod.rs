@@ -28,6 +28,11 @@ use crate::sinks::OutRecord;
 pub enum Disposition {
     Accepted {
         merged: bool,
+        /// How identity resolved it.
+        identity: Option<crate::lead::IdentityStatus>,
+        /// `None` without assignment rules; then the rule that assigned it, or `None` when no
+        /// rule matched.
+        assignment: Option<Option<String>>,
     },
     Rejected {
         codes: Vec<String>,
@@ -280,12 +285,26 @@ impl Processor {
                 }
                 Staged::Clean(record, merged) => {
                     let key = record.lead_id.clone().unwrap_or_default();
+                    let assignment = match &record.assignment {
+                        Some(a) => Some(a.rule_id.clone()),
+                        None if record
+                            .issues
+                            .iter()
+                            .any(|i| i.code == "assignment.unmatched") =>
+                        {
+                            Some(None)
+                        }
+                        None => None,
+                    };
+                    let identity = record.identity.as_ref().map(|o| o.status);
                     records.push(self.out(&self.topics.clean, &key, &record, event)?);
                     if let Some(m) = &merged {
                         records.push(self.out(&self.topics.merged, &m.lead_id, m, event)?);
                     }
                     dispositions.push(Disposition::Accepted {
                         merged: merged.is_some(),
+                        identity,
+                        assignment,
                     });
                 }
             }
@@ -345,6 +364,12 @@ fn record_of(
     }
 }
 
+/// The code a rejection is counted under: the reason after the generic `contact.unreachable`
+/// (what made the contact unusable), or that one alone.
+pub fn verdict(codes: &[String]) -> &str {
+    codes.get(1).or(codes.first()).map_or("", String::as_str)
+}
+
 /// Counts of dispositions, for `import`'s summary.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -359,16 +384,14 @@ pub struct Summary {
 impl Summary {
     pub fn add(&mut self, d: &Disposition) {
         match d {
-            Disposition::Accepted { merged } => {
+            Disposition::Accepted { merged, .. } => {
                 self.accepted += 1;
                 self.merged += u64::from(*merged);
             }
             Disposition::Duplicate => self.duplicates += 1,
             Disposition::Test => self.tests += 1,
             Disposition::Rejected { codes } => {
-                // The first reason is the verdict; the rest explain it.
-                let code = codes.get(1).or(codes.first()).cloned().unwrap_or_default();
-                *self.rejected.entry(code).or_default() += 1;
+                *self.rejected.entry(verdict(codes).to_owned()).or_default() += 1;
             }
         }
     }

@@ -93,7 +93,10 @@ impl KafkaSink {
             let mut last_error = String::new();
             for (i, err) in failed {
                 match classify(&err) {
-                    Failure::Permanent => self.dead_letter(&records[i], &err)?,
+                    Failure::Permanent => {
+                        self.dead_letter(&records[i], &err)?;
+                        crate::telemetry::kafka_dead_letter(&records[i].topic);
+                    }
                     Failure::Retriable => {
                         last_error = err.to_string();
                         retry.push(i);
@@ -104,6 +107,7 @@ impl KafkaSink {
             if let Some((code, reason)) = self.producer.client().fatal_error() {
                 tracing::error!(?code, %reason, "kafka producer hit a fatal error; recreating it");
                 self.producer = producer(&self.settings)?;
+                crate::telemetry::kafka_producer_recreated("fatal_error");
             } else if attempts.is_multiple_of(RECREATE_AFTER) {
                 // A broker that lost its idempotent-producer state (data loss, an unclean leader
                 // election, a restarted broker) refuses this producer id for good. Every report
@@ -113,12 +117,14 @@ impl KafkaSink {
                     "kafka delivery keeps failing; recreating the producer"
                 );
                 self.producer = producer(&self.settings)?;
+                crate::telemetry::kafka_producer_recreated("repeated_failures");
             }
             if retry.is_empty() {
                 return Ok(());
             }
             let delay = backoff.next().unwrap_or(Duration::from_secs(30));
             tracing::warn!(records = retry.len(), error = %last_error, retry_in = ?delay, "kafka delivery failed; retrying");
+            crate::telemetry::kafka_retries(retry.len() as u64);
             self.health.failing(format!(
                 "kafka: {last_error} ({} records waiting)",
                 retry.len()
@@ -151,6 +157,7 @@ impl KafkaSink {
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
+                        crate::telemetry::kafka_in_flight(1.0);
                         inflight.push((i, delivery));
                         break;
                     }
@@ -167,7 +174,9 @@ impl KafkaSink {
             }
         }
         for (i, delivery) in inflight {
-            match delivery.await {
+            let report = delivery.await;
+            crate::telemetry::kafka_in_flight(-1.0);
+            match report {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => failed.push((i, e)),
                 Err(_) => failed.push((i, KafkaError::Canceled)),

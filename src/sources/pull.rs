@@ -40,6 +40,20 @@ pub enum PullError {
 }
 
 impl PullError {
+    /// Its `error_type` label in the metrics.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Throttled { .. } => "throttled",
+            Self::Expired(_) => "token_refused",
+            Self::Server(_) => "server_error",
+            Self::Network(_) => "network",
+            Self::Api(_) => "api_error",
+            Self::Missing(_) => "missing",
+            Self::Shape(_) => "unexpected_response",
+            Self::Journal(_) => "journal",
+        }
+    }
+
     pub fn retryable(&self) -> bool {
         matches!(
             self,
@@ -103,6 +117,7 @@ where
                 *s = on_throttle(&s);
             }
             tracing::warn!(connector, error = %e, retry_in = ?after, "retrying");
+            crate::telemetry::error(connector, e.error_type(), "receiving");
         })
         .await?;
     Ok((
@@ -259,6 +274,7 @@ pub fn settle(
         Err(e) => {
             let fatal = matches!(e, PullError::Expired(_));
             tracing::error!(connector = %name, error = %e, "the connector's request failed");
+            crate::telemetry::error(name, e.error_type(), "receiving");
             statuses.failure(name, &e.to_string(), fatal);
             if fatal {
                 statuses.update(name, |s| {
