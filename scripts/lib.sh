@@ -61,6 +61,19 @@ ensure_mariadb() {
   echo "==> MariaDB: $("$bin" --version 2>/dev/null | head -n1)"
 }
 
+# Prometheus (Debian's package): the tests start a private server that scrapes the gateway, and
+# check the shipped alert rules with promtool. Sets PROMETHEUS_BIN and PROMTOOL_BIN.
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    ensure_apt prometheus
+    # The package starts a system server (and a node exporter); the tests do not use them.
+    as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 \
+      || as_root service prometheus stop >/dev/null 2>&1 || true
+  fi
+  export PROMETHEUS_BIN="$(command -v prometheus)" PROMTOOL_BIN="$(command -v promtool)"
+  echo "==> $("$PROMETHEUS_BIN" --version 2>&1 | head -n1)"
+}
+
 # schemathesis (PyPI), the property-based API tester the tests run against /openapi.json, in a
 # virtualenv of its own. Sets SCHEMATHESIS_BIN.
 SCHEMATHESIS_VERSION=4.32.5

@@ -10,6 +10,7 @@ mod import;
 mod kafka;
 mod linkedin;
 mod meta;
+mod metrics;
 #[cfg(feature = "mysql")]
 mod mysql_source;
 mod normalize;
