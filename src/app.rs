@@ -159,7 +159,9 @@ pub async fn run_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data = create_data_dir(&settings.data_dir)?;
-    crate::telemetry::start();
+    if settings.metrics.enabled {
+        crate::telemetry::start();
+    }
     // Meanwhile, load what the first lead's normalization would otherwise wait for.
     tokio::task::spawn_blocking(crate::normalize::warm_up);
     check_store_file(&data.journal(), "journal")?;

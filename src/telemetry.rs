@@ -182,11 +182,9 @@ fn describe() {
 }
 
 /// The exposition text: state gauges refreshed from `connectors` and `journal`, then everything
-/// rendered. Empty when metrics are off.
-pub fn render(connectors: &[ConnectorStatus], journal: &JournalGauges) -> String {
-    let Some(handle) = install() else {
-        return String::new();
-    };
+/// rendered. `None` when metrics are off (not started).
+pub fn render(connectors: &[ConnectorStatus], journal: &JournalGauges) -> Option<String> {
+    let handle = HANDLE.get()?.as_ref()?;
     for c in connectors {
         connector_gauges(c);
     }
@@ -196,7 +194,7 @@ pub fn render(connectors: &[ConnectorStatus], journal: &JournalGauges) -> String
     gauge!("leadgate_journal_quarantined_events").set(journal.quarantined as f64);
     gauge!("leadgate_delivery_up").set(if journal.delivery_failing { 0.0 } else { 1.0 });
     handle.run_upkeep();
-    handle.render()
+    Some(handle.render())
 }
 
 /// The journal's state at a scrape.

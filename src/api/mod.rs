@@ -185,8 +185,9 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-/// `GET /metrics`: the Prometheus text format (see [`crate::telemetry`]).
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+/// `GET /metrics`: the Prometheus text format (see [`crate::telemetry`]); 404 with
+/// `[metrics] enabled = false`.
+async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let journal = st.journal.clone();
     let oldest = tokio::task::spawn_blocking(move || journal.oldest_undelivered())
         .await
@@ -205,14 +206,21 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         quarantined: st.journal.quarantined_count(),
         delivery_failing: st.delivery.borrow().last_error.is_some(),
     };
-    let text = crate::telemetry::render(&st.statuses.all(), &gauges);
-    (
+    let text = crate::telemetry::render(&st.statuses.all(), &gauges).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics.disabled",
+            None,
+            "metrics are off in this gateway's settings ([metrics] enabled = false)",
+        )
+    })?;
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         text,
-    )
+    ))
 }
 
 /// Counts each request of a matched route by its template (`/v1/webhooks/{connector}`, never the

@@ -238,7 +238,15 @@ pub fn openapi() -> Value {
             }},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "running"}}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {
-                "200": {"description": "ready"}, "503": {"description": "backlog full or delivery failing"}}}}
+                "200": {"description": "ready"}, "503": {"description": "backlog full or delivery failing"}}}},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics",
+                "description": "The Prometheus text exposition format (docs/operations.md lists every metric). No token: it carries no personal data, only counts by connector, topic, code and route.",
+                "responses": {
+                    "200": {"description": "the metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "404": error("metrics are off ([metrics] enabled = false)")
+                }
+            }}
         }
     })
 }

@@ -43,6 +43,7 @@ pub struct Settings {
     pub identity: IdentitySettings,
     pub assignment: AssignmentSettings,
     pub api: ApiSettings,
+    pub metrics: MetricsSettings,
     pub connectors: Vec<ConnectorConfig>,
 }
 
@@ -60,6 +61,7 @@ impl Default for Settings {
             identity: IdentitySettings::default(),
             assignment: AssignmentSettings::default(),
             api: ApiSettings::default(),
+            metrics: MetricsSettings::default(),
             connectors: vec![ConnectorConfig::Webhook(Box::new(WebhookConnector::named(
                 "webform",
             )))],
@@ -113,6 +115,21 @@ pub struct ApiSettings {
     /// Serve the management API without a token on a non-loopback `listen`. Refused unless set:
     /// only for a gateway behind something else that authenticates callers.
     pub allow_unauthenticated: bool,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `GET /metrics` and record metrics (on by default). Off, nothing is recorded and the
+    /// endpoint answers 404.
+    pub enabled: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// `[http]`: how long and how many clients the HTTP server waits for. A client that does not

@@ -126,6 +126,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "identity",
     "assignment",
     "api",
+    "metrics",
     "connectors",
     "include",
 ];
@@ -195,6 +196,7 @@ impl Loader {
         settings.identity = self.section(&top, "identity", table.remove("identity"));
         settings.assignment = self.section(&top, "assignment", table.remove("assignment"));
         settings.api = self.section(&top, "api", table.remove("api"));
+        settings.metrics = self.section(&top, "metrics", table.remove("metrics"));
         if let Some(v) = table.remove("output") {
             settings.output = self.output(&top, v);
         }
