@@ -8,9 +8,10 @@
 //! (the journal's backlog, each connector's health) are read when Prometheus scrapes. Exposition
 //! is `metrics-exporter-prometheus`'s.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::pipeline::Disposition;
@@ -252,13 +253,68 @@ fn unix_seconds(rfc3339: &str) -> Option<f64> {
     Some(t.as_millisecond() as f64 / 1000.0)
 }
 
+/// Metric handles by their label values, registered once: the paths taken for every lead and
+/// every request look a handle up (no allocation once warm) instead of building its key and
+/// registering it again.
+struct Handles<T>(LazyLock<RwLock<HashMap<Box<str>, T>>>);
+
+impl<T: Clone> Handles<T> {
+    const fn new() -> Self {
+        Self(LazyLock::new(Default::default))
+    }
+
+    fn get(&self, labels: &[&str], make: impl FnOnce() -> T) -> T {
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            for l in labels {
+                key.push_str(l);
+                key.push('\u{1f}');
+            }
+            let map = self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(h) = map.get(key.as_str()) {
+                return h.clone();
+            }
+            drop(map);
+            let mut map = self
+                .0
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.entry(key.as_str().into()).or_insert_with(make).clone()
+        })
+    }
+}
+
+static RECEIVED: Handles<(Counter, Counter)> = Handles::new();
+static SENT: Handles<Counter> = Handles::new();
+static DISCARDED: Handles<Counter> = Handles::new();
+static ERRORS: Handles<Counter> = Handles::new();
+static REJECTIONS: Handles<Counter> = Handles::new();
+static IDENTITY: Handles<Counter> = Handles::new();
+static ASSIGNMENT: Handles<Counter> = Handles::new();
+static LATENCY: Handles<Histogram> = Handles::new();
+static HTTP: Handles<(Counter, Histogram)> = Handles::new();
+
+fn bool_label(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
 /// Events the journal stored for `connector`: `events` of `bytes` in all.
 pub fn received(connector: &str, events: u64, bytes: u64) {
-    let connector = connector.to_owned();
-    counter!("leadgate_component_received_events_total", "connector" => connector.clone())
-        .increment(events);
-    counter!("leadgate_component_received_event_bytes_total", "connector" => connector)
-        .increment(bytes);
+    let (count, size) = RECEIVED.get(&[connector], || {
+        let c = connector.to_owned();
+        (
+            counter!("leadgate_component_received_events_total", "connector" => c.clone()),
+            counter!("leadgate_component_received_event_bytes_total", "connector" => c),
+        )
+    });
+    count.increment(events);
+    size.increment(bytes);
 }
 
 /// An event the source sent again (the same `Idempotency-Key`): answered, not stored.
@@ -268,23 +324,29 @@ pub fn replayed(connector: &str) {
 
 /// `n` events that reached no clean topic, for `reason`.
 pub fn discarded(connector: &str, reason: &'static str, intentional: bool, n: u64) {
-    counter!("leadgate_component_discarded_events_total",
-        "connector" => connector.to_owned(), "reason" => reason,
-        "intentional" => if intentional { "true" } else { "false" })
-    .increment(n);
+    let intentional = bool_label(intentional);
+    DISCARDED
+        .get(&[connector, reason, intentional], || {
+            counter!("leadgate_component_discarded_events_total",
+                "connector" => connector.to_owned(), "reason" => reason,
+                "intentional" => intentional)
+        })
+        .increment(n);
 }
 
-/// An error of `connector` at `stage` (`receiving`, `processing`, `sending`).
+/// An error of `connector` at `stage` (`receiving`, `decoding`, `processing`).
 pub fn error(connector: &str, error_type: &'static str, stage: &'static str) {
-    counter!("leadgate_component_errors_total",
-        "connector" => connector.to_owned(), "error_type" => error_type, "stage" => stage)
-    .increment(1);
+    ERRORS
+        .get(&[connector, error_type, stage], || {
+            counter!("leadgate_component_errors_total",
+                "connector" => connector.to_owned(), "error_type" => error_type, "stage" => stage)
+        })
+        .increment(1);
 }
 
 /// One delivered event of `connector`, received at `received_at` (RFC 3339): its outcome counted
 /// and its latency observed.
 pub fn delivered(connector: &str, received_at: &str, disposition: &Disposition, now_ms: i64) {
-    let connector = connector.to_owned();
     match disposition {
         Disposition::Accepted {
             identity,
@@ -292,39 +354,57 @@ pub fn delivered(connector: &str, received_at: &str, disposition: &Disposition, 
             ..
         } => {
             if let Some(status) = identity {
-                counter!("leadgate_identity_outcomes_total",
-                    "connector" => connector.clone(), "outcome" => status.label())
-                .increment(1);
+                let outcome = status.label();
+                IDENTITY
+                    .get(&[connector, outcome], || {
+                        counter!("leadgate_identity_outcomes_total",
+                            "connector" => connector.to_owned(), "outcome" => outcome)
+                    })
+                    .increment(1);
             }
             if let Some(rule) = assignment {
                 let (rule, outcome) = match rule {
-                    Some(rule) => (rule.clone(), "assigned"),
-                    None => (String::new(), "unmatched"),
+                    Some(rule) => (rule.as_str(), "assigned"),
+                    None => ("", "unmatched"),
                 };
-                counter!("leadgate_assignment_outcomes_total",
-                    "connector" => connector.clone(), "rule" => rule, "outcome" => outcome)
-                .increment(1);
+                ASSIGNMENT
+                    .get(&[connector, rule, outcome], || {
+                        counter!("leadgate_assignment_outcomes_total",
+                            "connector" => connector.to_owned(), "rule" => rule.to_owned(),
+                            "outcome" => outcome)
+                    })
+                    .increment(1);
             }
         }
         Disposition::Rejected { codes } => {
-            let code = crate::pipeline::verdict(codes).to_owned();
-            counter!("leadgate_rejections_total", "connector" => connector.clone(), "code" => code)
+            let code = crate::pipeline::verdict(codes);
+            REJECTIONS
+                .get(&[connector, code], || {
+                    counter!("leadgate_rejections_total",
+                        "connector" => connector.to_owned(), "code" => code.to_owned())
+                })
                 .increment(1);
-            discarded(&connector, "rejected", false, 1);
+            discarded(connector, "rejected", false, 1);
         }
-        Disposition::Duplicate => discarded(&connector, "duplicate", true, 1),
-        Disposition::Test => discarded(&connector, "test_lead", true, 1),
+        Disposition::Duplicate => discarded(connector, "duplicate", true, 1),
+        Disposition::Test => discarded(connector, "test_lead", true, 1),
     }
     if let Some(at) = unix_seconds(received_at) {
         let seconds = (now_ms as f64 / 1000.0 - at).max(0.0);
-        histogram!("leadgate_delivery_latency_seconds", "connector" => connector).record(seconds);
+        LATENCY
+            .get(&[connector], || {
+                histogram!("leadgate_delivery_latency_seconds", "connector" => connector.to_owned())
+            })
+            .record(seconds);
     }
 }
 
 /// A record delivered to `topic` for `connector`.
 pub fn sent(connector: &str, topic: &str) {
-    counter!("leadgate_component_sent_events_total",
-        "connector" => connector.to_owned(), "topic" => topic.to_owned())
+    SENT.get(&[connector, topic], || {
+        counter!("leadgate_component_sent_events_total",
+            "connector" => connector.to_owned(), "topic" => topic.to_owned())
+    })
     .increment(1);
 }
 
@@ -357,10 +437,18 @@ pub fn kafka_producer_recreated(reason: &'static str) {
 
 /// One HTTP request: its route template (never the path itself), method and status.
 pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
-    let (route, method) = (route.to_owned(), method.to_owned());
-    counter!("leadgate_http_requests_total",
-        "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
-    .increment(1);
-    histogram!("leadgate_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(seconds);
+    // The status's three digits, without allocating.
+    let status = status.min(999);
+    let digits = [100, 10, 1].map(|d| b'0' + (status / d % 10) as u8);
+    let status = std::str::from_utf8(&digits).unwrap_or("000");
+    let (count, duration) = HTTP.get(&[route, method, status], || {
+        let (route, method) = (route.to_owned(), method.to_owned());
+        (
+            counter!("leadgate_http_requests_total",
+                "route" => route.clone(), "method" => method.clone(), "status" => status.to_owned()),
+            histogram!("leadgate_http_request_duration_seconds", "route" => route, "method" => method),
+        )
+    });
+    count.increment(1);
+    duration.record(seconds);
 }
