@@ -198,6 +198,7 @@ pub async fn run_on(
         processor.clone(),
         sink,
         settings.intake.batch_size,
+        settings.stats.clone(),
         health,
         stop_rx,
     ));

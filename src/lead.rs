@@ -107,8 +107,22 @@ pub fn depth(value: &Value) -> usize {
 
 /// The current time as RFC 3339 in UTC with millisecond precision.
 pub fn now_rfc3339() -> String {
-    rfc3339_millis(jiff::Timestamp::now())
+    let now = jiff::Timestamp::now();
+    rfc3339_millis(
+        now.checked_add(jiff::SignedDuration::from_millis(*CLOCK_OFFSET_MS))
+            .unwrap_or(now),
+    )
 }
+
+/// `LEADGATE_CLOCK_OFFSET_MS`: moves the gateway's clock for the times it stamps (`received_at`)
+/// by this many milliseconds, for tests and demos of time-bucketed statistics (an hour boundary
+/// without waiting for one). Unset in production.
+static CLOCK_OFFSET_MS: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
+    std::env::var("LEADGATE_CLOCK_OFFSET_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+});
 
 /// `at` in UTC with exactly three fractional digits, so that these strings sort as the instants
 /// do (jiff's default display drops trailing zeros: `.1Z` would sort after `.12Z`).

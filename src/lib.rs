@@ -24,5 +24,6 @@ pub mod sinks;
 pub mod sources;
 #[cfg(feature = "mysql")]
 pub mod sql;
+pub mod stats;
 pub mod storefile;
 pub mod telemetry;

@@ -9,6 +9,7 @@ mod leads;
 mod openapi;
 mod quarantine;
 mod server;
+mod stats;
 mod webhooks;
 
 pub use crate::http_error::ApiError;
@@ -50,6 +51,7 @@ pub struct AppState {
     statuses: Statuses,
     token: Option<SecretString>,
     http: crate::config::HttpSettings,
+    stats_zone: jiff::tz::TimeZone,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             statuses: sources.statuses,
             token: settings.api.token.clone(),
             http: settings.http.clone(),
+            stats_zone: settings.stats.timezone.clone(),
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(assignment::remove),
         )
         .route("/v1/quarantine", get(quarantine::list))
+        .route("/v1/stats", get(stats::read))
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

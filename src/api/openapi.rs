@@ -37,6 +37,7 @@ pub fn openapi() -> Value {
     let audit = generator.subschema_for::<AuditEntry>().to_value();
     let trace = generator.subschema_for::<RuleTrace>().to_value();
     let status = generator.subschema_for::<ConnectorStatus>().to_value();
+    let counts = generator.subschema_for::<crate::stats::Counts>().to_value();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Error".into(),
@@ -71,6 +72,37 @@ pub fn openapi() -> Value {
         responses["401"] = error("no or wrong bearer token (when `[api] token` is set)");
         responses
     };
+    let stats_body = json!({"type": "object", "properties": {
+                            "interval": {"enum": ["hour", "day"]},
+                            "timezone": {"type": "string"},
+                            "from": {"type": "string"}, "to": {"type": "string"},
+                            "group_by": {"type": "array", "items": {"enum": ["connector", "campaign", "form"]}},
+                            "totals": counts,
+                            "rows": {"type": "array", "items": {"type": "object", "properties": {
+                                "start": {"type": "string", "description": "the hour's or day's start, RFC 3339 in the stats zone"},
+                                "connector": {"type": "string"}, "campaign": {"type": "string"}, "form": {"type": "string"},
+                                "counts": counts}}}}});
+    let stats_responses = json!({
+        "200": {"description": "the rows, oldest first", "content": {
+            "application/json": {"schema": stats_body},
+            "text/csv": {"schema": {"type": "string"}}}},
+        "400": error("a malformed query: the field names the parameter"),
+        "503": error("the journal could not be read")
+    });
+    let stats = json!({"get": {
+        "summary": "效果分析: leads received, clean, rejected (by reason), duplicate, merged, test and assigned (by owner), per hour or day, grouped by connector, campaign and form",
+        "description": "Counted once each lead is delivered. Campaign: `utm_campaign`, else a platform's `campaign_id` (Meta, Google, TikTok, LinkedIn), `promotion_id` (巨量引擎), `adgroup_id` (腾讯广告). Form: `form_id` and the like. Days are calendar days in `[stats] timezone` (Asia/Shanghai by default). `format=csv` (or `Accept: text/csv`) answers a CSV for Excel (UTF-8 with a byte order mark).",
+        "security": security,
+        "parameters": [
+            {"name": "group_by", "in": "query", "description": "any of connector, campaign, form, comma-separated (default connector; empty: totals)", "schema": {"type": "string"}},
+            {"name": "interval", "in": "query", "schema": {"enum": ["hour", "day"], "default": "day"}},
+            {"name": "from", "in": "query", "description": "RFC 3339 or a date (its start in the stats zone); default: 30 days (hour: 48 hours) before `to`", "schema": {"type": "string"}},
+            {"name": "to", "in": "query", "description": "RFC 3339 or a date, exclusive; default now", "schema": {"type": "string"}},
+            {"name": "connector", "in": "query", "description": "only this connector", "schema": {"type": "string"}},
+            {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"], "default": "json"}}
+        ],
+        "responses": auth_errors(stats_responses)
+    }});
     let collection = |name: &str, schema: &Value| {
         json!({
             "get": {
@@ -236,6 +268,7 @@ pub fn openapi() -> Value {
                     "400": error("a malformed query")
                 }))
             }},
+            "/v1/stats": stats,
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "running"}}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {
                 "200": {"description": "ready"}, "503": {"description": "backlog full or delivery failing"}}}},

@@ -44,6 +44,7 @@ pub struct Settings {
     pub assignment: AssignmentSettings,
     pub api: ApiSettings,
     pub metrics: MetricsSettings,
+    pub stats: StatsSettings,
     pub connectors: Vec<ConnectorConfig>,
 }
 
@@ -62,6 +63,7 @@ impl Default for Settings {
             assignment: AssignmentSettings::default(),
             api: ApiSettings::default(),
             metrics: MetricsSettings::default(),
+            stats: StatsSettings::default(),
             connectors: vec![ConnectorConfig::Webhook(Box::new(WebhookConnector::named(
                 "webform",
             )))],
@@ -115,6 +117,37 @@ pub struct ApiSettings {
     /// Serve the management API without a token on a non-loopback `listen`. Refused unless set:
     /// only for a gateway behind something else that authenticates callers.
     pub allow_unauthenticated: bool,
+}
+
+/// `[stats]`: the 效果分析 rollups behind `GET /v1/stats`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsSettings {
+    /// The IANA zone whose calendar days the day rows count (hours are shown in it too).
+    #[serde(deserialize_with = "time_zone")]
+    pub timezone: jiff::tz::TimeZone,
+    /// How long hour rows are kept; day rows are kept for good.
+    #[serde(with = "humantime_serde")]
+    pub hour_retention: Duration,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        Self {
+            timezone: jiff::tz::TimeZone::get("Asia/Shanghai")
+                .unwrap_or_else(|_| jiff::tz::TimeZone::fixed(jiff::tz::offset(8))),
+            hour_retention: Duration::from_secs(90 * 86_400),
+        }
+    }
+}
+
+fn time_zone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<jiff::tz::TimeZone, D::Error> {
+    let name = String::deserialize(d)?;
+    jiff::tz::TimeZone::get(&name).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{name}` is not an IANA time zone (e.g. \"Asia/Shanghai\", \"UTC\")"
+        ))
+    })
 }
 
 /// `[metrics]`: the Prometheus endpoint.

@@ -228,6 +228,8 @@ impl Journal {
             let quarantined = txn.open_table(QUARANTINE)?.len()?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(CHECKPOINTS)?;
+            txn.open_table(crate::stats::HOURS)?;
+            txn.open_table(crate::stats::DAYS)?;
             txn.commit()?;
             (last, (pending, pending_bytes), quarantined)
         };
@@ -304,6 +306,21 @@ impl Journal {
             .await
             .map_err(|_| JournalError::Closed)?;
         reply_of(rx.await)
+    }
+
+    /// The statistics rows of `[from, to)` (unix seconds): day rows with `day`, else hour rows,
+    /// summed by `group_by`, of one connector or all. Blocking.
+    pub fn stats(
+        &self,
+        day: bool,
+        range: (i64, i64),
+        group_by: crate::stats::GroupBy,
+        connector: Option<&str>,
+    ) -> Result<Vec<crate::stats::Row>, JournalError> {
+        self.store.with(|db| {
+            let txn = db.begin_read()?;
+            crate::stats::read(&txn, day, range, group_by, connector)
+        })
     }
 
     /// The checkpoint `connector` stored last, if any. Blocking.
@@ -388,8 +405,23 @@ impl Journal {
 
     /// Forgets every event up to and including `seq`: their delivery is confirmed. Blocking.
     pub fn ack_through(&self, seq: u64) -> Result<(), JournalError> {
+        self.ack_through_counting(seq, &crate::stats::Tally::default(), 0)
+    }
+
+    /// [`Journal::ack_through`], adding the delivered events' statistics to the rollups in the
+    /// same transaction: they are counted exactly once (see [`crate::stats`]). Hour rows older
+    /// than `hour_retention_s` before the newest are dropped. Blocking.
+    pub fn ack_through_counting(
+        &self,
+        seq: u64,
+        tally: &crate::stats::Tally,
+        hour_retention_s: i64,
+    ) -> Result<(), JournalError> {
         let removed = self.store.with(|db| {
             let txn = db.begin_write()?;
+            if !tally.is_empty() {
+                tally.commit(&txn, hour_retention_s)?;
+            }
             let (mut removed, mut bytes) = (0u64, 0u64);
             {
                 let mut table = txn.open_table(EVENTS)?;

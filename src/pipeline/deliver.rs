@@ -54,6 +54,7 @@ pub async fn deliver_forever(
     processor: Arc<Processor>,
     mut sink: Sink,
     batch_size: usize,
+    stats: crate::config::StatsSettings,
     health: HealthReport,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -61,7 +62,10 @@ pub async fn deliver_forever(
     let mut cursor = 0u64;
     let mut backoff = crate::retry::forever();
     let mut failures = 0u32;
-    let mut unacked = Unacked::default();
+    let mut unacked = Unacked {
+        hour_retention_s: i64::try_from(stats.hour_retention.as_secs()).unwrap_or(i64::MAX),
+        ..Unacked::default()
+    };
     loop {
         if *shutdown.borrow() {
             unacked.acknowledge(&journal, &processor, &health).await;
@@ -69,13 +73,23 @@ pub async fn deliver_forever(
         }
         let isolate = failures >= ISOLATE_AFTER;
         let batch = if isolate { 2 } else { batch_size };
-        match step(&journal, &processor, &mut sink, cursor, batch, isolate).await {
-            Ok(Some((last, n))) => {
+        match step(
+            &journal,
+            &processor,
+            &mut sink,
+            cursor,
+            batch,
+            isolate,
+            &stats.timezone,
+        )
+        .await
+        {
+            Ok(Some((last, n, tally))) => {
                 cursor = last;
                 backoff = crate::retry::forever();
                 failures = 0;
                 health.ok();
-                unacked.delivered(last, n);
+                unacked.delivered(last, n, tally);
                 if unacked.due() {
                     unacked.acknowledge(&journal, &processor, &health).await;
                 }
@@ -129,15 +143,19 @@ struct Unacked {
     last: Option<u64>,
     events: usize,
     since: Option<std::time::Instant>,
+    /// Their statistics, added to the rollups by the acknowledgement.
+    tally: crate::stats::Tally,
+    hour_retention_s: i64,
 }
 
 const ACK_EVENTS: usize = 5_000;
 const ACK_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Unacked {
-    fn delivered(&mut self, last: u64, events: usize) {
+    fn delivered(&mut self, last: u64, events: usize, tally: crate::stats::Tally) {
         self.last = Some(last);
         self.events += events;
+        self.tally.merge(tally);
         self.since.get_or_insert_with(std::time::Instant::now);
     }
 
@@ -158,20 +176,27 @@ impl Unacked {
             return true;
         };
         let (j, p) = (journal.clone(), processor.clone());
+        let (tally, retention) = (std::mem::take(&mut self.tally), self.hour_retention_s);
+        let kept = tally.clone();
         let done = tokio::task::spawn_blocking(move || -> Result<(), StepError> {
             p.sync()?;
-            Ok(j.ack_through(last)?)
+            Ok(j.ack_through_counting(last, &tally, retention)?)
         })
         .await
         .map_err(StepError::from)
         .and_then(|r| r);
         match done {
             Ok(()) => {
-                *self = Self::default();
+                *self = Self {
+                    hour_retention_s: self.hour_retention_s,
+                    ..Self::default()
+                };
                 health.ok();
                 true
             }
             Err(e) => {
+                // Counted by the acknowledgement that succeeds.
+                self.tally = kept;
                 tracing::error!(error = %e, "acknowledging delivered leads failed; they stay journaled");
                 health.failing(e.to_string());
                 false
@@ -195,7 +220,8 @@ async fn step(
     cursor: u64,
     batch: usize,
     isolate: bool,
-) -> Result<Option<(u64, usize)>, StepError> {
+    zone: &jiff::tz::TimeZone,
+) -> Result<Option<(u64, usize, crate::stats::Tally)>, StepError> {
     let j = journal.clone();
     let read = tokio::task::spawn_blocking(move || j.read_after(cursor, batch)).await??;
     let Some(&(last, _)) = read.last() else {
@@ -242,10 +268,18 @@ async fn step(
         let connector = r.headers.iter().find(|(k, _)| *k == "source");
         crate::telemetry::sent(connector.map_or("", |(_, v)| v.as_str()), &r.topic);
     }
+    let mut tally = crate::stats::Tally::default();
     for o in &outcomes {
         crate::telemetry::delivered(&o.connector, &o.received_at, &o.disposition, now_ms);
+        tally.count(
+            zone,
+            &o.connector,
+            &o.received_at,
+            &o.disposition,
+            &o.attribution,
+        );
     }
-    Ok(Some((last, n)))
+    Ok(Some((last, n, tally)))
 }
 
 /// A processed event, for the metrics once it is delivered.
@@ -253,6 +287,7 @@ struct Outcome {
     connector: String,
     received_at: String,
     disposition: crate::pipeline::Disposition,
+    attribution: crate::stats::Attribution,
 }
 
 /// The records of processed events, and what became of each event.
@@ -271,18 +306,20 @@ async fn process_blocking(
 ) -> Result<Processed, Fault> {
     let p = processor.clone();
     let processed = tokio::task::spawn_blocking(move || {
-        p.process(&events).map(|(records, dispositions)| {
-            let outcomes = events
-                .into_iter()
-                .zip(dispositions)
-                .map(|(e, disposition)| Outcome {
-                    connector: e.connector,
-                    received_at: e.received_at,
-                    disposition,
-                })
-                .collect();
-            (records, outcomes)
-        })
+        p.process_attributed(&events)
+            .map(|(records, dispositions)| {
+                let outcomes = events
+                    .into_iter()
+                    .zip(dispositions)
+                    .map(|(e, (disposition, attribution))| Outcome {
+                        connector: e.connector,
+                        received_at: e.received_at,
+                        disposition,
+                        attribution,
+                    })
+                    .collect();
+                (records, outcomes)
+            })
     });
     match processed.await {
         Ok(Ok(processed)) => Ok(processed),
@@ -456,6 +493,7 @@ mod tests {
             processor,
             sink,
             500,
+            crate::config::StatsSettings::default(),
             health,
             stop_rx,
         ));

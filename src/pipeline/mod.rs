@@ -23,6 +23,12 @@ use crate::mapping::Mapper;
 use crate::normalize::{NormalizedLead, normalize};
 use crate::sinks::OutRecord;
 
+/// The records of processed events, and each event's disposition and attribution.
+pub type Attributed = (
+    Vec<OutRecord>,
+    Vec<(Disposition, crate::stats::Attribution)>,
+);
+
 /// How one event came out, for summaries and counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
@@ -167,7 +173,18 @@ impl Processor {
         &self,
         events: &[IntakeEvent],
     ) -> Result<(Vec<OutRecord>, Vec<Disposition>), PipelineError> {
+        let (records, outcomes) = self.process_attributed(events)?;
+        Ok((records, outcomes.into_iter().map(|(d, _)| d).collect()))
+    }
+
+    /// [`Processor::process`], with each event's campaign, form and owner for the statistics.
+    pub fn process_attributed(&self, events: &[IntakeEvent]) -> Result<Attributed, PipelineError> {
         let cleaned: Vec<_> = events.iter().map(|e| self.clean(e)).collect();
+        let mut attributions: Vec<_> = events
+            .iter()
+            .zip(&cleaned)
+            .map(|(e, (_, custom))| crate::stats::Attribution::of(custom, &e.payload))
+            .collect();
         let requests: Vec<_> = events
             .iter()
             .zip(&cleaned)
@@ -260,7 +277,7 @@ impl Processor {
 
         let mut records = Vec::with_capacity(events.len() + 1);
         let mut dispositions = Vec::with_capacity(events.len());
-        for (event, s) in events.iter().zip(staged) {
+        for ((event, s), attribution) in events.iter().zip(staged).zip(&mut attributions) {
             match s {
                 Staged::Duplicate => dispositions.push(Disposition::Duplicate),
                 Staged::Test(record) => {
@@ -297,6 +314,7 @@ impl Processor {
                         None => None,
                     };
                     let identity = record.identity.as_ref().map(|o| o.status);
+                    *attribution = std::mem::take(attribution).assigned(&record);
                     records.push(self.out(&self.topics.clean, &key, &record, event)?);
                     if let Some(m) = &merged {
                         records.push(self.out(&self.topics.merged, &m.lead_id, m, event)?);
@@ -309,7 +327,10 @@ impl Processor {
                 }
             }
         }
-        Ok((records, dispositions))
+        Ok((
+            records,
+            dispositions.into_iter().zip(attributions).collect(),
+        ))
     }
 
     fn out<T: serde::Serialize>(

@@ -19,6 +19,7 @@ mod oauth_platforms;
 mod platforms;
 #[cfg(feature = "mysql")]
 mod shared_mysql;
+mod stats;
 mod support;
 mod tencent;
 mod tiktok;

@@ -127,6 +127,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "assignment",
     "api",
     "metrics",
+    "stats",
     "connectors",
     "include",
 ];
@@ -197,6 +198,7 @@ impl Loader {
         settings.assignment = self.section(&top, "assignment", table.remove("assignment"));
         settings.api = self.section(&top, "api", table.remove("api"));
         settings.metrics = self.section(&top, "metrics", table.remove("metrics"));
+        settings.stats = self.section(&top, "stats", table.remove("stats"));
         if let Some(v) = table.remove("output") {
             settings.output = self.output(&top, v);
         }
