@@ -108,8 +108,25 @@ async fn campaign_counts_by_hour_and_day_survive_a_kill_and_count_each_lead_once
     // yet, so the restart delivers them again, and they must still count once.
     gw.kill();
 
-    // 00:02 the next day: 年货节 again, a platform redelivery of w1, and the trade-show list.
+    // 00:02 the next day, with an assignment rule giving every lead to o-li: 年货节 again, a
+    // platform redelivery of w1, and the trade-show list.
     let gw = start_at(&data, midnight, 120);
+    let client = reqwest::Client::new();
+    for (path, body) in [
+        ("owners", json!({"id": "o-li", "name": "李经理"})),
+        (
+            "rules",
+            json!({"id": "all", "priority": 1, "action": {"type": "owner", "owner": "o-li"}}),
+        ),
+    ] {
+        let resp = client
+            .post(gw.url(&format!("/v1/assignment/{path}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{path}");
+    }
     post(
         &gw,
         "web",
@@ -158,6 +175,8 @@ async fn campaign_counts_by_hour_and_day_survive_a_kill_and_count_each_lead_once
     assert_eq!(hours["interval"], "hour");
     assert_eq!(hours["timezone"], "Asia/Shanghai");
     assert_eq!(hours["totals"]["received"], 7);
+    assert_eq!(hours["totals"]["assigned"], 2);
+    assert_eq!(hours["totals"]["assigned_by"], json!({"o-li": 2}));
     let rejected = hours["rows"][0]["counts"]["rejected_by"]
         .as_object()
         .unwrap();
