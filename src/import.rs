@@ -30,7 +30,7 @@ use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::pipeline::{Processor, Summary};
 use crate::sinks::{DryRunSink, HealthReport, Sink};
-use crate::sources::file::{Format, read_text, rows};
+use crate::sources::file::Format;
 use crate::sources::webhook::field_text;
 
 pub struct ImportOptions {
@@ -59,11 +59,14 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         ),
     };
     let started = Instant::now();
-    let (text, digest) = read_text(&opts.file)?;
-    let read = rows(&text, format, &opts.file)?;
-    read.notes.iter().for_each(|n| eprintln!("{n}"));
-    let rows = read.rows;
+    // A first pass names the file (its SHA-256), finds its encoding and any quote that never
+    // closes; the second reads the rows one batch at a time, so memory does not grow with it.
+    let scan = crate::sources::file::scan(&opts.file, format)?;
     let path = opts.file.display().to_string();
+    if let Some((line, field)) = scan.unclosed_quote {
+        return Err(crate::sources::file::FileError::UnclosedQuote { path, line, field }.into());
+    }
+    let digest = scan.digest.clone();
     let checkpoint =
         (!opts.dry_run).then(|| Checkpoint::at(&settings.data_dir, &opts.source, &digest));
     let done = match &checkpoint {
@@ -130,7 +133,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         Assigner::new(assignment),
     );
 
-    let progress = ProgressBar::new(text.len() as u64);
+    let progress = ProgressBar::new(scan.bytes);
     progress.set_style(
         ProgressStyle::with_template(
             "{bar:40} {percent:>3}% {pos}/{len} bytes, {per_sec}, eta {eta}",
@@ -138,42 +141,75 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         .unwrap_or(ProgressStyle::default_bar()),
     );
     let mut summary = Summary::default();
-    let pending: Vec<_> = rows.iter().filter(|r| r.line > resume_after).collect();
-    for chunk in pending.chunks(settings.intake.batch_size) {
-        let events: Vec<IntakeEvent> = chunk
-            .iter()
-            .map(|row| {
+    // Rows are read, and their events made, on a thread of their own, two batches ahead of the
+    // pipeline: reading and decoding run beside identity and delivery.
+    let read_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = crate::sources::file::open(&opts.file, format, &scan, &read_bytes)?;
+    reader.notes.iter().for_each(|n| eprintln!("{n}"));
+    let (batches, mut incoming) = tokio::sync::mpsc::channel::<Vec<(u64, IntakeEvent)>>(2);
+    let batch_size = settings.intake.batch_size.max(1);
+    let (source, reader_path, reader_digest) = (opts.source.clone(), path.clone(), digest.clone());
+    let notify = progress.clone();
+    let reading = std::thread::Builder::new()
+        .name("import-reader".into())
+        .spawn(move || -> (u64, usize) {
+            let (mut last_line, mut count) = (0u64, 0usize);
+            let mut batch = Vec::with_capacity(batch_size);
+            for row in reader {
+                count += 1;
+                last_line = row.line;
+                if row.line <= resume_after {
+                    continue;
+                }
                 if let Some(err) = &row.error {
-                    progress.suspend(|| {
-                        eprintln!("{path}:{}: {err}; kept as a rejected lead", row.line)
+                    notify.suspend(|| {
+                        eprintln!("{reader_path}:{}: {err}; kept as a rejected lead", row.line)
                     });
                 }
                 let external_id = external_id_field
                     .as_deref()
                     .and_then(|f| field_text(&row.payload, f));
-                let mut event = IntakeEvent::new(
-                    &opts.source,
-                    SourceKind::File,
-                    external_id,
-                    row.payload.clone(),
-                );
-                event.event_id = row_event_id(&opts.source, &digest, row.line);
-                event
-            })
-            .collect();
+                let mut event =
+                    IntakeEvent::new(&source, SourceKind::File, external_id, row.payload);
+                event.event_id = row_event_id(&source, &reader_digest, row.line);
+                batch.push((row.line, event));
+                if batch.len() >= batch_size
+                    && batches
+                        .blocking_send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(batch_size),
+                        ))
+                        .is_err()
+                {
+                    return (last_line, count);
+                }
+            }
+            if !batch.is_empty() {
+                let _ = batches.blocking_send(batch);
+            }
+            (last_line, count)
+        })
+        .context("cannot start the import's reader")?;
+    let mut delivered = 0usize;
+    while let Some(batch) = incoming.recv().await {
+        let last = batch.last().map_or(0, |(line, _)| *line);
+        let events: Vec<IntakeEvent> = batch.into_iter().map(|(_, e)| e).collect();
         let (records, dispositions) = processor.process(&events)?;
         // No journal holds these rows: their identities are made durable before they leave.
         processor.sync()?;
         sink.deliver(&records).await?;
-        if let (Some(c), Some(last)) = (&checkpoint, chunk.last()) {
-            c.write(&path, last.line, rows.len(), false)?;
+        delivered += events.len();
+        if let Some(c) = &checkpoint {
+            c.write(&path, last, delivered, false)?;
         }
         dispositions.iter().for_each(|d| summary.add(d));
-        progress.set_position(chunk.last().map_or(0, |r| r.offset));
+        progress.set_position(read_bytes.load(std::sync::atomic::Ordering::Relaxed));
     }
+    let (last_line, rows) = reading
+        .join()
+        .map_err(|_| anyhow::anyhow!("the import's reader panicked"))?;
     if let Some(c) = &checkpoint {
-        let last = rows.last().map_or(0, |r| r.line);
-        c.write(&path, last, rows.len(), true)?;
+        c.write(&path, last_line, rows, true)?;
     }
     progress.finish_and_clear();
 

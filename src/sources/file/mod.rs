@@ -94,107 +94,399 @@ pub struct Rows {
 
 /// Reads every row of `text` in `format`.
 pub fn rows(text: &str, format: Format, path: &Path) -> Result<Rows, FileError> {
-    match format {
-        Format::Csv => csv_rows(text, path),
-        Format::Jsonl => Ok(Rows {
-            rows: jsonl_rows(text),
-            notes: Vec::new(),
-        }),
-    }
-}
-
-/// Where a quote opens that is never closed: the 1-based line and field, if there is one. The
-/// csv reader takes such a quote to run to the end of the file, silently.
-fn unclosed_quote(text: &str) -> Option<(u64, usize)> {
-    let (mut line, mut field) = (1u64, 1usize);
-    let mut quoted: Option<(u64, usize)> = None;
-    let mut at_field_start = true;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted.is_some(), c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-            }
-            (true, '"') => quoted = None,
-            (false, '"') if at_field_start => quoted = Some((line, field)),
-            (false, ',') => {
-                field += 1;
-                at_field_start = true;
-                continue;
-            }
-            (false, '\n') => {
-                field = 1;
-                at_field_start = true;
-                line += 1;
-                continue;
-            }
-            (true, '\n') => line += 1,
-            _ => {}
-        }
-        at_field_start = false;
-    }
-    quoted
-}
-
-fn csv_rows(text: &str, path: &Path) -> Result<Rows, FileError> {
-    if let Some((line, field)) = unclosed_quote(text) {
+    if format == Format::Csv
+        && let Some((line, field)) = unclosed_quote(text.as_bytes())
+    {
         return Err(FileError::UnclosedQuote {
             path: path.display().to_string(),
             line,
             field,
         });
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| FileError::Header {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?
-        .clone();
-    let mut notes = Vec::new();
-    let headers = column_names(headers.iter(), path, &mut notes);
-    let mut out = Vec::new();
-    let mut record = csv::StringRecord::new();
+    let input = std::io::Cursor::new(text.as_bytes().to_vec());
+    let reader = RowReader::new(Box::new(input), format, path)?;
+    let notes = reader.notes.clone();
+    Ok(Rows {
+        rows: reader.collect(),
+        notes,
+    })
+}
+
+/// How a file's bytes are text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8, with or without a byte order mark.
+    Utf8,
+    /// UTF-16 with its byte order mark, as Excel's "Unicode text" writes it.
+    Utf16,
+    /// Not UTF-8 and no byte order mark: GB18030 (GBK's superset), as Chinese Excel exports.
+    Gb18030,
+}
+
+/// What one streaming pass over a file found: the hex SHA-256 of its bytes (which names this
+/// version of the file, see `import`), its size and encoding, and (CSV) a quote that never closes.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub digest: String,
+    pub bytes: u64,
+    pub encoding: Encoding,
+    pub unclosed_quote: Option<(u64, usize)>,
+}
+
+/// Reads `path` once, in 1 MiB blocks: memory does not grow with the file.
+pub fn scan(path: &Path, format: Format) -> Result<Scan, FileError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let io = |source| FileError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hash = sha2::Sha256::new();
+    let mut block = vec![0u8; 1 << 20];
+    let (mut bytes, mut head, mut utf8) = (0u64, Vec::new(), Utf8Check::default());
+    let mut quotes = QuoteScan::default();
     loop {
-        let line = reader.position().line();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let mut obj = Map::new();
-                for (i, cell) in record.iter().enumerate() {
-                    let name = headers
-                        .get(i)
-                        .filter(|h| !h.is_empty())
-                        .cloned()
-                        .unwrap_or_else(|| format!("column_{}", i + 1));
-                    obj.insert(name, Value::String(cell.to_owned()));
-                }
-                let offset = reader.position().byte();
-                out.push(Row {
-                    line,
-                    offset,
-                    payload: Value::Object(obj),
-                    error: None,
-                });
+        let n = file.read(&mut block).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &block[..n];
+        hash.update(chunk);
+        if head.len() < 4 {
+            head.extend_from_slice(&chunk[..n.min(4 - head.len())]);
+        }
+        utf8.feed(chunk);
+        quotes.feed(chunk);
+        bytes += n as u64;
+    }
+    let encoding = if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+        Encoding::Utf16
+    } else if utf8.valid() {
+        Encoding::Utf8
+    } else {
+        Encoding::Gb18030
+    };
+    Ok(Scan {
+        digest: hex::encode(hash.finalize()),
+        bytes,
+        encoding,
+        // In UTF-16 a quote is not one byte; the reader's own errors stand there.
+        unclosed_quote: (format == Format::Csv && encoding != Encoding::Utf16)
+            .then(|| quotes.unclosed())
+            .flatten(),
+    })
+}
+
+/// Whether a stream of bytes is UTF-8, checked block by block (a sequence cut by a block's end
+/// is carried to the next).
+#[derive(Default)]
+struct Utf8Check {
+    carry: Vec<u8>,
+    bad: bool,
+}
+
+impl Utf8Check {
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.bad {
+            return;
+        }
+        let joined;
+        let data = if self.carry.is_empty() {
+            chunk
+        } else {
+            joined = [std::mem::take(&mut self.carry).as_slice(), chunk].concat();
+            &joined[..]
+        };
+        match std::str::from_utf8(data) {
+            Ok(_) => {}
+            // A sequence cut at the end: keep it for the next block.
+            Err(e) if e.error_len().is_none() => {
+                self.carry = data[e.valid_up_to()..].to_vec();
             }
-            Err(e) => {
-                let offset = reader.position().byte();
-                out.push(Row {
-                    line,
-                    offset,
-                    payload: Value::String(String::new()),
-                    error: Some(e.to_string()),
-                });
-                if e.is_io_error() {
-                    break;
-                }
-            }
+            Err(_) => self.bad = true,
         }
     }
-    Ok(Rows { rows: out, notes })
+
+    fn valid(&self) -> bool {
+        !self.bad && self.carry.is_empty()
+    }
+}
+
+/// Opens `path` for reading rows in `format`, decoded as `scan` found it.
+pub fn open(path: &Path, format: Format, scan: &Scan, read: &std::sync::Arc<std::sync::atomic::AtomicU64>) -> Result<RowReader, FileError> {
+    let file = std::fs::File::open(path).map_err(|source| FileError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let counted = Counted {
+        inner: file,
+        read: read.clone(),
+    };
+    let decoded: Box<dyn std::io::Read + Send> = {
+        let mut builder = encoding_rs_io::DecodeReaderBytesBuilder::new()
+            .bom_sniffing(true)
+            .strip_bom(true)
+            .clone();
+        match scan.encoding {
+            Encoding::Gb18030 => Box::new(
+                builder
+                    .encoding(Some(encoding_rs::GB18030))
+                    .build(counted),
+            ),
+            // UTF-8 passes through (a BOM is dropped); UTF-16 is told by its BOM.
+            Encoding::Utf8 | Encoding::Utf16 => Box::new(builder.build(counted)),
+        }
+    };
+    RowReader::new(decoded, format, path)
+}
+
+/// A reader that counts the bytes read through it (the progress of an import).
+struct Counted<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The rows of a decoded stream, one at a time: memory holds one row, whatever the file's size.
+pub struct RowReader {
+    kind: Kind,
+    /// What the reader noticed (a repeated column name), each with its `file:line`.
+    pub notes: Vec<String>,
+}
+
+enum Kind {
+    Csv {
+        reader: csv::Reader<Box<dyn std::io::Read + Send>>,
+        headers: Vec<String>,
+        record: csv::StringRecord,
+        done: bool,
+    },
+    Jsonl {
+        reader: std::io::BufReader<Box<dyn std::io::Read + Send>>,
+        line: u64,
+        offset: u64,
+        buf: String,
+    },
+}
+
+impl RowReader {
+    fn new(
+        input: Box<dyn std::io::Read + Send>,
+        format: Format,
+        path: &Path,
+    ) -> Result<Self, FileError> {
+        let mut notes = Vec::new();
+        let kind = match format {
+            Format::Csv => {
+                let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+                let header = reader
+                    .headers()
+                    .map_err(|e| FileError::Header {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?
+                    .clone();
+                let headers = column_names(header.iter(), path, &mut notes)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        if h.is_empty() {
+                            format!("column_{}", i + 1)
+                        } else {
+                            h
+                        }
+                    })
+                    .collect();
+                Kind::Csv {
+                    reader,
+                    headers,
+                    record: csv::StringRecord::new(),
+                    done: false,
+                }
+            }
+            Format::Jsonl => Kind::Jsonl {
+                reader: std::io::BufReader::with_capacity(1 << 16, input),
+                line: 0,
+                offset: 0,
+                buf: String::new(),
+            },
+        };
+        Ok(Self { kind, notes })
+    }
+}
+
+impl Iterator for RowReader {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        match &mut self.kind {
+            Kind::Csv {
+                reader,
+                headers,
+                record,
+                done,
+            } => {
+                if *done {
+                    return None;
+                }
+                let line = reader.position().line();
+                match reader.read_record(record) {
+                    Ok(false) => {
+                        *done = true;
+                        None
+                    }
+                    Ok(true) => {
+                        let mut obj = Map::new();
+                        for (i, cell) in record.iter().enumerate() {
+                            let name = headers
+                                .get(i)
+                                .cloned()
+                                .unwrap_or_else(|| format!("column_{}", i + 1));
+                            obj.insert(name, Value::String(cell.to_owned()));
+                        }
+                        Some(Row {
+                            line,
+                            offset: reader.position().byte(),
+                            payload: Value::Object(obj),
+                            error: None,
+                        })
+                    }
+                    Err(e) => {
+                        *done = e.is_io_error();
+                        Some(Row {
+                            line,
+                            offset: reader.position().byte(),
+                            payload: Value::String(String::new()),
+                            error: Some(e.to_string()),
+                        })
+                    }
+                }
+            }
+            Kind::Jsonl {
+                reader,
+                line,
+                offset,
+                buf,
+            } => loop {
+                use std::io::BufRead;
+                buf.clear();
+                let n = match reader.read_line(buf) {
+                    Ok(0) => return None,
+                    Ok(n) => n,
+                    Err(e) => {
+                        *line += 1;
+                        // Not UTF-8 after all, or the disk failed: this row says why, and the
+                        // reading stops.
+                        let row = Row {
+                            line: *line,
+                            offset: *offset,
+                            payload: Value::String(String::new()),
+                            error: Some(format!("cannot read the line: {e}")),
+                        };
+                        *reader = std::io::BufReader::new(Box::new(std::io::empty()));
+                        return Some(row);
+                    }
+                };
+                *line += 1;
+                *offset += n as u64;
+                let trimmed = buf.trim();
+                if trimmed.is_empty() {
+                    continue;
+                }
+                let row = |payload, error| Row {
+                    line: *line,
+                    offset: *offset,
+                    payload,
+                    error,
+                };
+                return Some(match serde_json::from_str::<Value>(trimmed) {
+                    Ok(v @ Value::Object(_)) => row(v, None),
+                    Ok(_) => row(
+                        Value::String(trimmed.to_owned()),
+                        Some("not a JSON object".into()),
+                    ),
+                    Err(e) => row(
+                        Value::String(trimmed.to_owned()),
+                        Some(format!("not valid JSON: {e}")),
+                    ),
+                });
+            },
+        }
+    }
+}
+
+/// Where a quote opens that is never closed: the 1-based line and field, if there is one. The
+/// csv reader takes such a quote to run to the end of the file, silently.
+fn unclosed_quote(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut scan = QuoteScan::default();
+    scan.feed(bytes);
+    scan.unclosed()
+}
+
+/// [`unclosed_quote`] over a stream, block by block. It reads bytes: `"`, `,` and newlines are
+/// single bytes in UTF-8 and never part of a GB18030 sequence.
+#[derive(Default)]
+struct QuoteScan {
+    line: u64,
+    field: usize,
+    quoted: Option<(u64, usize)>,
+    /// A `"` inside quotes at the end of the last block: a doubled quote or the closing one.
+    pending_quote: bool,
+    /// The next byte starts a field.
+    mid_field: bool,
+}
+
+impl QuoteScan {
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.line == 0 {
+            (self.line, self.field) = (1, 1);
+        }
+        for &b in chunk {
+            if self.pending_quote {
+                self.pending_quote = false;
+                if b == b'"' {
+                    // A doubled quote: still quoted.
+                    continue;
+                }
+                self.quoted = None;
+            }
+            match (self.quoted.is_some(), b) {
+                (true, b'"') => self.pending_quote = true,
+                (false, b'"') if !self.mid_field => self.quoted = Some((self.line, self.field)),
+                (false, b',') => {
+                    self.field += 1;
+                    self.mid_field = false;
+                    continue;
+                }
+                (false, b'\n') => {
+                    self.field = 1;
+                    self.mid_field = false;
+                    self.line += 1;
+                    continue;
+                }
+                (true, b'\n') => self.line += 1,
+                _ => {}
+            }
+            self.mid_field = true;
+        }
+    }
+
+    fn unclosed(&self) -> Option<(u64, usize)> {
+        if self.pending_quote {
+            None
+        } else {
+            self.quoted
+        }
+    }
 }
 
 /// The header's names, trimmed; a repeated name gets its column's number (`phone`, `phone_2`),
@@ -222,34 +514,11 @@ fn column_names<'a>(
     names
 }
 
+#[cfg(test)]
 fn jsonl_rows(text: &str) -> Vec<Row> {
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        offset += line.len() as u64;
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        let row = |payload, error| Row {
-            line: i as u64 + 1,
-            offset,
-            payload,
-            error,
-        };
-        out.push(match serde_json::from_str::<Value>(trimmed) {
-            Ok(v @ Value::Object(_)) => row(v, None),
-            Ok(_) => row(
-                Value::String(trimmed.to_owned()),
-                Some("not a JSON object".into()),
-            ),
-            Err(e) => row(
-                Value::String(trimmed.to_owned()),
-                Some(format!("not valid JSON: {e}")),
-            ),
-        });
-    }
-    out
+    rows(text, Format::Jsonl, Path::new("x.jsonl"))
+        .map(|r| r.rows)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -339,6 +608,55 @@ mod tests {
         let (text, digest) = read_text(&p).unwrap();
         assert!(text.starts_with("姓名"));
         assert_eq!(digest.len(), 64);
+    }
+
+    #[test]
+    fn a_scan_tells_the_encoding_across_block_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.csv");
+        // "姓" (3 bytes in UTF-8) straddles the first 1 MiB block's end.
+        let mut text = String::from("姓名,手机\n");
+        text.push_str(&"a".repeat((1 << 20) - text.len() - 1));
+        text.push_str("姓,138\n");
+        std::fs::write(&p, &text).unwrap();
+        let scan = scan(&p, Format::Csv).unwrap();
+        assert_eq!(scan.encoding, Encoding::Utf8);
+        assert_eq!(scan.bytes, text.len() as u64);
+        let (gb, _, _) = encoding_rs::GB18030.encode("姓名,手机\n张三,13800138000\n");
+        std::fs::write(&p, &gb).unwrap();
+        let found = super::scan(&p, Format::Csv).unwrap();
+        assert_eq!(found.encoding, Encoding::Gb18030);
+        let read = std::sync::Arc::default();
+        let rows: Vec<Row> = open(&p, Format::Csv, &found, &read).unwrap().collect();
+        assert_eq!(rows[0].payload["姓名"], "张三");
+        // UTF-16 LE with its byte order mark, as Excel's "Unicode text" writes it.
+        let mut utf16 = vec![0xFF, 0xFE];
+        for unit in "姓名,手机\n李四,13900139000\n".encode_utf16() {
+            utf16.extend_from_slice(&unit.to_le_bytes());
+        }
+        std::fs::write(&p, &utf16).unwrap();
+        let found = super::scan(&p, Format::Csv).unwrap();
+        assert_eq!(found.encoding, Encoding::Utf16);
+        let rows: Vec<Row> = open(&p, Format::Csv, &found, &read).unwrap().collect();
+        assert_eq!(rows[0].payload["手机"], "13900139000");
+    }
+
+    #[test]
+    fn quotes_are_followed_across_blocks() {
+        let text = b"a,b\n\"x \"\"y\"\" z\",c\n\"open,d\n";
+        for cut in 0..text.len() {
+            let mut q = QuoteScan::default();
+            q.feed(&text[..cut]);
+            q.feed(&text[cut..]);
+            assert_eq!(q.unclosed(), Some((3, 1)), "cut at {cut}");
+        }
+        let closed = b"a\n\"one \"\"two\"\"\"\n";
+        for cut in 0..closed.len() {
+            let mut q = QuoteScan::default();
+            q.feed(&closed[..cut]);
+            q.feed(&closed[cut..]);
+            assert_eq!(q.unclosed(), None, "cut at {cut}");
+        }
     }
 
     #[test]
