@@ -38,6 +38,8 @@ pub struct ImportOptions {
     /// Publish a file imported to its end once more.
     pub again: bool,
     pub format: Option<Format>,
+    /// A spreadsheet's sheet (the first when `None`).
+    pub sheet: Option<String>,
     /// The connector name the leads are attributed to; its mapping applies if it is configured.
     pub source: String,
     pub dry_run: bool,
@@ -54,7 +56,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     let format = match opts.format.or_else(|| Format::from_path(&opts.file)) {
         Some(f) => f,
         None => bail!(
-            "{}: cannot tell the format from the extension; pass --format csv or --format jsonl",
+            "{}: cannot tell the format from the extension; pass --format csv, jsonl or sheet",
             opts.file.display()
         ),
     };
@@ -144,7 +146,13 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     // Rows are read, and their events made, on a thread of their own, two batches ahead of the
     // pipeline: reading and decoding run beside identity and delivery.
     let read_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = crate::sources::file::open(&opts.file, format, &scan, &read_bytes)?;
+    let reader = crate::sources::file::open(
+        &opts.file,
+        format,
+        opts.sheet.as_deref(),
+        &scan,
+        &read_bytes,
+    )?;
     reader.notes.iter().for_each(|n| eprintln!("{n}"));
     let (batches, mut incoming) = tokio::sync::mpsc::channel::<Vec<(u64, IntakeEvent)>>(2);
     let batch_size = settings.intake.batch_size.max(1);

@@ -44,6 +44,9 @@ enum Command {
         /// Input format; guessed from the extension when absent.
         #[arg(long, value_enum)]
         format: Option<Format>,
+        /// A spreadsheet's sheet, by name (default: the first).
+        #[arg(long)]
+        sheet: Option<String>,
         /// Connector name the leads are attributed to (its mapping applies if configured).
         #[arg(long, default_value = "import")]
         source: String,
@@ -298,6 +301,7 @@ fn main() -> ExitCode {
         Command::Import {
             file,
             format,
+            sheet,
             source,
             config,
             data_dir,
@@ -314,6 +318,7 @@ fn main() -> ExitCode {
                 file,
                 again,
                 format,
+                sheet,
                 source,
                 dry_run,
                 output,

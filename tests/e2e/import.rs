@@ -135,10 +135,19 @@ fn jsonl_to_stdout_and_bad_lines_are_reported_with_their_line() {
 #[test]
 fn usage_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("leads.pdf"), "x").unwrap();
+    let out = import(dir.path(), &["leads.pdf", "--dry-run"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --format csv, jsonl or sheet"));
+    // A spreadsheet that is not one says so, with the file's name.
     std::fs::write(dir.path().join("leads.xlsx"), "x").unwrap();
     let out = import(dir.path(), &["leads.xlsx", "--dry-run"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --format csv or --format jsonl"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("leads.xlsx: cannot read the spreadsheet"),
+        "{stderr}"
+    );
     let out = import(dir.path(), &["missing.csv", "--dry-run"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.csv"));
@@ -335,4 +344,67 @@ fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
         records.len(),
         "a finished import publishes nothing again"
     );
+}
+
+/// A spreadsheet and a GB18030 CSV as Chinese exports are: titles above the table, a phone typed
+/// as a number, dates, a blank row. Each lead comes out with the right fields.
+#[test]
+fn an_xlsx_and_a_gb18030_csv_with_title_rows_import_with_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import");
+    for name in ["expo.xlsx", "expo-gb18030.csv"] {
+        std::fs::copy(fixtures.join(name), dir.path().join(name)).unwrap();
+    }
+    let out = import(
+        dir.path(),
+        &["expo.xlsx", "--dry-run", "--output", "xlsx.jsonl"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("expo.xlsx:1-2: rows above the table (a title?) skipped"),
+        "{stderr}"
+    );
+    let records = lines(&std::fs::read_to_string(dir.path().join("xlsx.jsonl")).unwrap());
+    let contacts: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            let c = &r["value"]["contact"];
+            (
+                c["name"].as_str().unwrap_or_default(),
+                c["phone"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        contacts,
+        [
+            ("张伟", "+8613800138000"),
+            ("李娜", "+8613912345678"),
+            ("王强", "+8613700137000")
+        ]
+    );
+    assert_eq!(
+        records[0]["value"]["contact"]["company"],
+        "上海某某汽车销售有限公司"
+    );
+    assert_eq!(
+        records[0]["value"]["custom"]["到访时间"],
+        "2026-11-18 10:30:00"
+    );
+
+    let out = import(
+        dir.path(),
+        &["expo-gb18030.csv", "--dry-run", "--output", "csv.jsonl"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = lines(&std::fs::read_to_string(dir.path().join("csv.jsonl")).unwrap());
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["value"]["contact"]["name"], "陈静");
+    assert_eq!(records[0]["value"]["contact"]["city"], "广州市");
+    assert_eq!(records[1]["value"]["contact"]["phone"], "+8613900139002");
 }

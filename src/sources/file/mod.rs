@@ -15,18 +15,26 @@ use serde_json::{Map, Value};
 pub enum Format {
     Csv,
     Jsonl,
+    /// A spreadsheet: `.xlsx`, `.xlsm`, `.xls` or `.ods` (one sheet, the first by default).
+    Sheet,
 }
 
 impl Format {
-    /// Guesses from the extension: `.csv` / `.txt` → CSV, `.jsonl` / `.ndjson` / `.json` → JSON lines.
+    /// Guesses from the extension: `.csv` / `.txt` / `.tsv` → CSV, `.jsonl` / `.ndjson` / `.json`
+    /// → JSON lines, `.xlsx` / `.xlsm` / `.xls` / `.ods` → a spreadsheet.
     pub fn from_path(path: &Path) -> Option<Self> {
         match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
-            "csv" | "txt" => Some(Self::Csv),
+            "csv" | "txt" | "tsv" => Some(Self::Csv),
             "jsonl" | "ndjson" | "json" => Some(Self::Jsonl),
+            "xlsx" | "xlsm" | "xls" | "ods" => Some(Self::Sheet),
             _ => None,
         }
     }
 }
+
+/// Rows looked at for the header: the first that fills most columns among them is the header;
+/// the rows above it (a report's title, its date) are skipped.
+const HEADER_WINDOW: usize = 20;
 
 /// One input row.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +58,8 @@ pub enum FileError {
     },
     #[error("{path}:1: cannot read the CSV header: {message}")]
     Header { path: String, message: String },
+    #[error("{path}: cannot read the spreadsheet: {message}")]
+    Sheet { path: String, message: String },
     /// A quote that is never closed: the csv reader would read the rest of the file as one field.
     #[error(
         "{path}:{line}: field {field}: a quote opens here and is never closed, so the rest of the file would be one field; nothing was imported (close the quote, or double a quote inside a field: \"\")"
@@ -213,8 +223,19 @@ impl Utf8Check {
     }
 }
 
-/// Opens `path` for reading rows in `format`, decoded as `scan` found it.
-pub fn open(path: &Path, format: Format, scan: &Scan, read: &std::sync::Arc<std::sync::atomic::AtomicU64>) -> Result<RowReader, FileError> {
+/// Opens `path` for reading rows in `format`, decoded as `scan` found it (a spreadsheet: its
+/// `sheet`, the first when `None`). `read` counts the bytes read, for progress.
+pub fn open(
+    path: &Path,
+    format: Format,
+    sheet: Option<&str>,
+    scan: &Scan,
+    read: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<RowReader, FileError> {
+    if format == Format::Sheet {
+        read.store(scan.bytes, std::sync::atomic::Ordering::Relaxed);
+        return RowReader::sheet(path, sheet);
+    }
     let file = std::fs::File::open(path).map_err(|source| FileError::Io {
         path: path.display().to_string(),
         source,
@@ -256,20 +277,17 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
     }
 }
 
-/// The rows of a decoded stream, one at a time: memory holds one row, whatever the file's size.
+/// The rows of a decoded stream, one at a time: memory holds a few rows, whatever the file's
+/// size.
 pub struct RowReader {
     kind: Kind,
-    /// What the reader noticed (a repeated column name), each with its `file:line`.
+    /// What the reader noticed (a repeated column name, title rows skipped), each with its
+    /// `file:line`.
     pub notes: Vec<String>,
 }
 
 enum Kind {
-    Csv {
-        reader: csv::Reader<Box<dyn std::io::Read + Send>>,
-        headers: Vec<String>,
-        record: csv::StringRecord,
-        done: bool,
-    },
+    Table(Table),
     Jsonl {
         reader: std::io::BufReader<Box<dyn std::io::Read + Send>>,
         line: u64,
@@ -278,60 +296,27 @@ enum Kind {
     },
 }
 
-impl RowReader {
-    fn new(
-        input: Box<dyn std::io::Read + Send>,
-        format: Format,
-        path: &Path,
-    ) -> Result<Self, FileError> {
-        let mut notes = Vec::new();
-        let kind = match format {
-            Format::Csv => {
-                let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
-                let header = reader
-                    .headers()
-                    .map_err(|e| FileError::Header {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    })?
-                    .clone();
-                let headers = column_names(header.iter(), path, &mut notes)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, h)| {
-                        if h.is_empty() {
-                            format!("column_{}", i + 1)
-                        } else {
-                            h
-                        }
-                    })
-                    .collect();
-                Kind::Csv {
-                    reader,
-                    headers,
-                    record: csv::StringRecord::new(),
-                    done: false,
-                }
-            }
-            Format::Jsonl => Kind::Jsonl {
-                reader: std::io::BufReader::with_capacity(1 << 16, input),
-                line: 0,
-                offset: 0,
-                buf: String::new(),
-            },
-        };
-        Ok(Self { kind, notes })
-    }
+/// A record of a table: its 1-based line (a sheet's row number) and its cells, or why it could
+/// not be read.
+type Record = (u64, Result<Vec<String>, String>);
+
+/// Where a table's records come from.
+enum Records {
+    Csv {
+        reader: csv::Reader<std::io::BufReader<Box<dyn std::io::Read + Send>>>,
+        record: csv::StringRecord,
+        done: bool,
+    },
+    /// A spreadsheet, read on a thread of its own (the workbook owns what its cell reader
+    /// borrows).
+    Sheet(std::sync::mpsc::Receiver<Record>),
 }
 
-impl Iterator for RowReader {
-    type Item = Row;
-
-    fn next(&mut self) -> Option<Row> {
-        match &mut self.kind {
-            Kind::Csv {
+impl Records {
+    fn next(&mut self) -> Option<Record> {
+        match self {
+            Records::Csv {
                 reader,
-                headers,
                 record,
                 done,
             } => {
@@ -344,33 +329,350 @@ impl Iterator for RowReader {
                         *done = true;
                         None
                     }
-                    Ok(true) => {
-                        let mut obj = Map::new();
-                        for (i, cell) in record.iter().enumerate() {
-                            let name = headers
-                                .get(i)
-                                .cloned()
-                                .unwrap_or_else(|| format!("column_{}", i + 1));
-                            obj.insert(name, Value::String(cell.to_owned()));
-                        }
-                        Some(Row {
-                            line,
-                            offset: reader.position().byte(),
-                            payload: Value::Object(obj),
-                            error: None,
-                        })
-                    }
+                    Ok(true) => Some((line, Ok(record.iter().map(str::to_owned).collect()))),
                     Err(e) => {
                         *done = e.is_io_error();
-                        Some(Row {
-                            line,
-                            offset: reader.position().byte(),
-                            payload: Value::String(String::new()),
-                            error: Some(e.to_string()),
-                        })
+                        Some((line, Err(e.to_string())))
                     }
                 }
             }
+            Records::Sheet(rx) => rx.recv().ok(),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        match self {
+            Records::Csv { reader, .. } => reader.position().byte(),
+            Records::Sheet(_) => 0,
+        }
+    }
+}
+
+/// A table: its records, the header found among the first of them, and the records read ahead
+/// to find it.
+struct Table {
+    records: Records,
+    headers: Vec<String>,
+    ahead: std::collections::VecDeque<Record>,
+}
+
+impl Table {
+    /// Reads up to [`HEADER_WINDOW`] records and takes the header: the first record whose
+    /// non-empty cells number at least 60% of the widest record's (and two).
+    fn new(mut records: Records, path: &Path, notes: &mut Vec<String>) -> Result<Self, FileError> {
+        let mut ahead = std::collections::VecDeque::new();
+        while ahead.len() < HEADER_WINDOW
+            && let Some(r) = records.next()
+        {
+            ahead.push_back(r);
+        }
+        let filled = |r: &Record| match &r.1 {
+            Ok(cells) => cells.iter().filter(|c| !c.trim().is_empty()).count(),
+            Err(_) => 0,
+        };
+        let widest = ahead.iter().map(filled).max().unwrap_or(0);
+        let need = (widest * 3).div_ceil(5).max(2.min(widest)).max(1);
+        let Some(at) = ahead.iter().position(|r| filled(r) >= need) else {
+            return Err(FileError::Header {
+                path: path.display().to_string(),
+                message: "the file has no row to take column names from".into(),
+            });
+        };
+        let skipped: Vec<Record> = ahead.drain(..at).collect();
+        let (line, header) = ahead.pop_front().expect("found above");
+        let header = header.map_err(|message| FileError::Header {
+            path: path.display().to_string(),
+            message,
+        })?;
+        if let (Some(first), Some(last)) = (skipped.first(), skipped.last()) {
+            let lines = if first.0 == last.0 {
+                first.0.to_string()
+            } else {
+                format!("{}-{}", first.0, last.0)
+            };
+            notes.push(format!(
+                "{}:{lines}: rows above the table (a title?) skipped; the column names are on line {line}",
+                path.display()
+            ));
+        }
+        let headers = column_names(header.iter().map(String::as_str), path, notes)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                if h.is_empty() {
+                    format!("column_{}", i + 1)
+                } else {
+                    h
+                }
+            })
+            .collect();
+        Ok(Self {
+            records,
+            headers,
+            ahead,
+        })
+    }
+
+    fn next(&mut self) -> Option<Row> {
+        loop {
+            let (line, cells) = self.ahead.pop_front().or_else(|| self.records.next())?;
+            let offset = self.records.offset();
+            return Some(match cells {
+                Ok(cells) => {
+                    if cells.iter().all(|c| c.trim().is_empty()) {
+                        // A blank row (common at a sheet's end): nothing to import.
+                        continue;
+                    }
+                    let mut obj = Map::new();
+                    for (i, cell) in cells.into_iter().enumerate() {
+                        let name = self
+                            .headers
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("column_{}", i + 1));
+                        obj.insert(name, Value::String(cell));
+                    }
+                    Row {
+                        line,
+                        offset,
+                        payload: Value::Object(obj),
+                        error: None,
+                    }
+                }
+                Err(e) => Row {
+                    line,
+                    offset,
+                    payload: Value::String(String::new()),
+                    error: Some(e),
+                },
+            });
+        }
+    }
+}
+
+/// The delimiter of CSV text from its first lines: the one of `,` `;` tab `|` found most often
+/// outside quotes, as long as it is on every sampled line; `,` otherwise.
+fn sniff_delimiter(sample: &[u8]) -> u8 {
+    let lines: Vec<&[u8]> = sample.split(|&b| b == b'\n').take(10).collect();
+    // The last piece may be cut short by the sample's end.
+    let lines = &lines[..lines.len().saturating_sub(1).max(1).min(lines.len())];
+    let mut best = (b',', 0usize);
+    for d in [b',', b';', b'\t', b'|'] {
+        let counts: Vec<usize> = lines
+            .iter()
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|l| {
+                let mut quoted = false;
+                l.iter()
+                    .filter(|&&b| {
+                        if b == b'"' {
+                            quoted = !quoted;
+                        }
+                        b == d && !quoted
+                    })
+                    .count()
+            })
+            .collect();
+        let total: usize = counts.iter().sum();
+        if !counts.is_empty() && counts.iter().all(|&c| c > 0) && total > best.1 {
+            best = (d, total);
+        }
+    }
+    best.0
+}
+
+/// The records of `sheet` (the first when `None`) of the workbook at `path`, sent on a channel
+/// from a thread that owns the workbook.
+fn sheet_records(path: &Path, sheet: Option<&str>) -> Result<Records, FileError> {
+    use calamine::Reader;
+    let error = |message: String| FileError::Sheet {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut workbook = calamine::open_workbook_auto(path).map_err(|e| error(e.to_string()))?;
+    let names = workbook.sheet_names();
+    let name = match sheet {
+        Some(want) => names
+            .iter()
+            .find(|n| n.as_str() == want)
+            .cloned()
+            .ok_or_else(|| {
+                error(format!(
+                    "there is no sheet `{want}`; the sheets are: {}",
+                    names.join(", ")
+                ))
+            })?,
+        None => names
+            .first()
+            .cloned()
+            .ok_or_else(|| error("the workbook has no sheet".into()))?,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(1024);
+    let reading = std::thread::Builder::new().name("sheet-reader".into());
+    let sheet_path = path.display().to_string();
+    let spawned = reading.spawn(move || {
+        let text = |d: &calamine::Data| -> String {
+            match d {
+                calamine::Data::Empty => String::new(),
+                // Whole numbers (phone numbers typed as numbers) without a `.0`.
+                calamine::Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => {
+                    format!("{}", *f as i64)
+                }
+                calamine::Data::DateTime(dt) if dt.is_datetime() => excel_time(dt.as_f64()),
+                other => other.to_string(),
+            }
+        };
+        if let calamine::Sheets::Xlsx(xlsx) = &mut workbook {
+            // Cell by cell: the sheet is never held whole.
+            let mut cells = match xlsx.worksheet_cells_reader(&name) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send((1, Err(format!("{sheet_path}: {e}"))));
+                    return;
+                }
+            };
+            let mut row: Vec<String> = Vec::new();
+            let mut at: Option<u32> = None;
+            loop {
+                match cells.next_cell() {
+                    Ok(Some(cell)) => {
+                        let (r, c) = cell.get_position();
+                        if at.is_some_and(|a| a != r) {
+                            let line = u64::from(at.unwrap_or(0)) + 1;
+                            if tx.send((line, Ok(std::mem::take(&mut row)))).is_err() {
+                                return;
+                            }
+                        }
+                        at = Some(r);
+                        let c = c as usize;
+                        if row.len() <= c {
+                            row.resize(c + 1, String::new());
+                        }
+                        row[c] = text(&calamine::Data::from(cell.get_value().clone()));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let line = u64::from(at.unwrap_or(0)) + 1;
+                        let _ = tx.send((line, Err(e.to_string())));
+                        return;
+                    }
+                }
+            }
+            if let Some(r) = at {
+                let _ = tx.send((u64::from(r) + 1, Ok(row)));
+            }
+            return;
+        }
+        match workbook.worksheet_range(&name) {
+            Ok(range) => {
+                let first = range.start().map_or(0, |(r, _)| r);
+                let first_col = range.start().map_or(0, |(_, c)| c) as usize;
+                for (i, cells) in range.rows().enumerate() {
+                    let mut row = vec![String::new(); first_col];
+                    row.extend(cells.iter().map(&text));
+                    if tx.send((u64::from(first) + i as u64 + 1, Ok(row))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send((1, Err(e.to_string())));
+            }
+        }
+    });
+    spawned.map_err(|e| error(e.to_string()))?;
+    Ok(Records::Sheet(rx))
+}
+
+/// An Excel date serial (days since 1899-12-30, the fraction the time of day) as
+/// `YYYY-MM-DD HH:MM:SS`, or `YYYY-MM-DD` at midnight.
+fn excel_time(serial: f64) -> String {
+    let base = jiff::civil::date(1899, 12, 30).at(0, 0, 0, 0);
+    let millis = (serial * 86_400_000.0).round() as i64;
+    match base.checked_add(jiff::SignedDuration::from_millis(millis)) {
+        Ok(t) if t.time() == jiff::civil::Time::midnight() => t.date().to_string(),
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => serial.to_string(),
+    }
+}
+
+impl RowReader {
+    fn new(
+        input: Box<dyn std::io::Read + Send>,
+        format: Format,
+        path: &Path,
+    ) -> Result<Self, FileError> {
+        let mut notes = Vec::new();
+        let kind = match format {
+            Format::Csv => {
+                use std::io::Read;
+                // The first 64 KiB tell the delimiter (a decoder may hand out a few bytes per
+                // read at first, so read until the sample is full or the input ends).
+                let mut input = input;
+                let mut sample = vec![0u8; 1 << 16];
+                let mut filled = 0;
+                while filled < sample.len() {
+                    match input.read(&mut sample[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(source) => {
+                            return Err(FileError::Io {
+                                path: path.display().to_string(),
+                                source,
+                            });
+                        }
+                    }
+                }
+                sample.truncate(filled);
+                let delimiter = sniff_delimiter(&sample);
+                let input: Box<dyn std::io::Read + Send> =
+                    Box::new(std::io::Cursor::new(sample).chain(input));
+                let reader = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(false)
+                    .delimiter(delimiter)
+                    .from_reader(std::io::BufReader::with_capacity(1 << 16, input));
+                let records = Records::Csv {
+                    reader,
+                    record: csv::StringRecord::new(),
+                    done: false,
+                };
+                Kind::Table(Table::new(records, path, &mut notes)?)
+            }
+            Format::Jsonl => Kind::Jsonl {
+                reader: std::io::BufReader::with_capacity(1 << 16, input),
+                line: 0,
+                offset: 0,
+                buf: String::new(),
+            },
+            Format::Sheet => {
+                return Err(FileError::Header {
+                    path: path.display().to_string(),
+                    message: "a spreadsheet is read from its file (file::open)".into(),
+                });
+            }
+        };
+        Ok(Self { kind, notes })
+    }
+
+    /// The rows of a spreadsheet's `sheet` (the first when `None`).
+    pub fn sheet(path: &Path, sheet: Option<&str>) -> Result<Self, FileError> {
+        let mut notes = Vec::new();
+        let table = Table::new(sheet_records(path, sheet)?, path, &mut notes)?;
+        Ok(Self {
+            kind: Kind::Table(table),
+            notes,
+        })
+    }
+}
+
+impl Iterator for RowReader {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        match &mut self.kind {
+            Kind::Table(table) => table.next(),
             Kind::Jsonl {
                 reader,
                 line,
@@ -627,7 +929,9 @@ mod tests {
         let found = super::scan(&p, Format::Csv).unwrap();
         assert_eq!(found.encoding, Encoding::Gb18030);
         let read = std::sync::Arc::default();
-        let rows: Vec<Row> = open(&p, Format::Csv, &found, &read).unwrap().collect();
+        let rows: Vec<Row> = open(&p, Format::Csv, None, &found, &read)
+            .unwrap()
+            .collect();
         assert_eq!(rows[0].payload["姓名"], "张三");
         // UTF-16 LE with its byte order mark, as Excel's "Unicode text" writes it.
         let mut utf16 = vec![0xFF, 0xFE];
@@ -637,8 +941,76 @@ mod tests {
         std::fs::write(&p, &utf16).unwrap();
         let found = super::scan(&p, Format::Csv).unwrap();
         assert_eq!(found.encoding, Encoding::Utf16);
-        let rows: Vec<Row> = open(&p, Format::Csv, &found, &read).unwrap().collect();
+        let rows: Vec<Row> = open(&p, Format::Csv, None, &found, &read)
+            .unwrap()
+            .collect();
         assert_eq!(rows[0].payload["手机"], "13900139000");
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/import")
+            .join(name)
+    }
+
+    fn read_all(name: &str, sheet: Option<&str>) -> (Vec<Row>, Vec<String>) {
+        let p = fixture(name);
+        let format = Format::from_path(&p).unwrap();
+        let found = scan(&p, format).unwrap();
+        let reader = open(&p, format, sheet, &found, &std::sync::Arc::default()).unwrap();
+        let notes = reader.notes.clone();
+        (reader.collect(), notes)
+    }
+
+    #[test]
+    fn a_spreadsheet_is_read_below_its_title_rows() {
+        let (rows, notes) = read_all("expo.xlsx", None);
+        assert_eq!(rows.len(), 3, "the blank row is skipped: {rows:?}");
+        assert_eq!(rows[0].line, 4);
+        assert_eq!(rows[0].payload["姓名"], "张伟");
+        // A phone typed as a number keeps its digits; dates read as dates.
+        assert_eq!(rows[0].payload["手机"], "13800138000");
+        assert_eq!(rows[0].payload["到访时间"], "2026-11-18 10:30:00");
+        assert_eq!(rows[1].payload["到访时间"], "2026-11-19");
+        assert_eq!(rows[2].payload["手机"], "+86 137-0013-7000");
+        assert_eq!(rows[2].line, 7);
+        assert!(
+            notes[0].ends_with("expo.xlsx:1-2: rows above the table (a title?) skipped; the column names are on line 3"),
+            "{notes:?}"
+        );
+        let (other, _) = read_all("expo.xlsx", Some("备注"));
+        assert_eq!(other[0].payload["说明"], "只含线索名单");
+        let p = fixture("expo.xlsx");
+        let found = scan(&p, Format::Sheet).unwrap();
+        let err = open(&p, Format::Sheet, Some("Sheet9"), &found, &std::sync::Arc::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("线索, 备注"), "{err}");
+    }
+
+    #[test]
+    fn a_gb18030_csv_with_a_title_and_a_semicolon_csv_are_read() {
+        let (rows, notes) = read_all("expo-gb18030.csv", None);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].line, 4);
+        assert_eq!(
+            rows[0].payload,
+            serde_json::json!({"姓名": "陈静", "手机": "13800138001", "城市": "广州"})
+        );
+        assert!(notes[0].contains(":1: rows above the table"), "{notes:?}");
+        let (rows, _) = read_all("semicolon.csv", None);
+        assert_eq!(rows[1].payload["name"], "Li; Lei");
+        assert_eq!(rows[0].payload["city"], "Berlin");
+    }
+
+    #[test]
+    fn delimiters_are_sniffed_from_the_first_lines() {
+        assert_eq!(sniff_delimiter(b"a,b,c\n1,2,3\n"), b',');
+        assert_eq!(sniff_delimiter(b"a;b;c\n1;2,5;3\n"), b';');
+        assert_eq!(sniff_delimiter(b"a\tb\n1\t2\n"), b'\t');
+        assert_eq!(sniff_delimiter(b"\"x,y\";b\n\"1,2\";3\n"), b';');
+        // One column: nothing to split, the comma stays.
+        assert_eq!(sniff_delimiter(b"phone\n138\n"), b',');
     }
 
     #[test]
