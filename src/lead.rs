@@ -107,11 +107,14 @@ pub fn depth(value: &Value) -> usize {
 
 /// The current time as RFC 3339 in UTC with millisecond precision.
 pub fn now_rfc3339() -> String {
+    rfc3339_millis(now())
+}
+
+/// The gateway's clock: now, moved by `LEADGATE_CLOCK_OFFSET_MS` when that is set.
+pub fn now() -> jiff::Timestamp {
     let now = jiff::Timestamp::now();
-    rfc3339_millis(
-        now.checked_add(jiff::SignedDuration::from_millis(*CLOCK_OFFSET_MS))
-            .unwrap_or(now),
-    )
+    now.checked_add(jiff::SignedDuration::from_millis(*CLOCK_OFFSET_MS))
+        .unwrap_or(now)
 }
 
 /// `LEADGATE_CLOCK_OFFSET_MS`: moves the gateway's clock for the times it stamps (`received_at`)

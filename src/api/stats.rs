@@ -78,7 +78,7 @@ pub async fn read(
     };
     let group_by = GroupBy::parse(q.group_by.as_deref().unwrap_or("connector"))
         .map_err(|e| bad("group_by", e))?;
-    let now = jiff::Timestamp::now().as_second();
+    let now = crate::lead::now().as_second();
     let to = match &q.to {
         Some(t) => instant("to", t, &zone)?,
         None => now + 1,
