@@ -235,6 +235,15 @@ pub async fn run_on(
         println!("  resuming delivery of {backlog} journaled leads");
     }
 
+    let imports = crate::imports::Imports::new(
+        &data.0,
+        journal.clone(),
+        processor.clone(),
+        settings.intake.max_backlog,
+        &settings.connectors,
+    )
+    .context("cannot prepare the imports directory")?;
+    imports.resume();
     let state = AppState::new(
         &settings,
         journal,
@@ -243,7 +252,8 @@ pub async fn run_on(
         assignment,
         processor.clone(),
         sources,
-    );
+    )
+    .with_imports(imports);
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);
     // The sources' tasks finish the page or batch they are on; what they committed stays.

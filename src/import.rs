@@ -199,10 +199,32 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         })
         .context("cannot start the import's reader")?;
     let mut delivered = 0usize;
+    // The rejected rows, with their lines and reasons, beside the file (opened at the first).
+    let report_path = rejected_path(&opts.file);
+    let mut report: Option<crate::imports::Report> = None;
     while let Some(batch) = incoming.recv().await {
         let last = batch.last().map_or(0, |(line, _)| *line);
+        let lines: Vec<u64> = batch.iter().map(|(line, _)| *line).collect();
         let events: Vec<IntakeEvent> = batch.into_iter().map(|(_, e)| e).collect();
         let (records, dispositions) = processor.process(&events)?;
+        for ((line, event), d) in lines.iter().zip(&events).zip(&dispositions) {
+            if let crate::pipeline::Disposition::Rejected { codes } = d {
+                if report.is_none() {
+                    report = Some(
+                        crate::imports::Report::open(report_path.clone(), resume_after)
+                            .with_context(|| format!("cannot write {}", report_path.display()))?,
+                    );
+                }
+                if let Some(r) = report.as_mut() {
+                    r.row(*line, codes, &event.payload)
+                        .with_context(|| format!("cannot write {}", report_path.display()))?;
+                }
+            }
+        }
+        if let Some(r) = report.as_mut() {
+            r.flush()
+                .with_context(|| format!("cannot write {}", report_path.display()))?;
+        }
         // No journal holds these rows: their identities are made durable before they leave.
         processor.sync()?;
         sink.deliver(&records).await?;
@@ -237,6 +259,12 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         );
     }
     eprintln!("  rejected {:>8}", summary.rejected_total());
+    if report.is_some() {
+        eprintln!(
+            "    (each with its line and reasons, to fix and import again: {})",
+            report_path.display()
+        );
+    }
     for (code, n) in &summary.rejected {
         eprintln!("    {code:<24} {n:>8}");
     }
@@ -250,7 +278,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
 
 /// The `event_id` of the row at `line` of the file whose SHA-256 is `digest`, imported as
 /// `source`: the same on every run over the same file, another for any other file or source.
-fn row_event_id(source: &str, digest: &str, line: u64) -> String {
+pub(crate) fn row_event_id(source: &str, digest: &str, line: u64) -> String {
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c65_6164_6761_7465_2d69_6d70_6f72_7431);
     let name = format!("{source}\u{0}{digest}\u{0}{line}");
     uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
@@ -338,6 +366,134 @@ impl Checkpoint {
         write()
             .with_context(|| format!("cannot write the import checkpoint {}", self.path.display()))
     }
+}
+
+/// `leadgate import --server URL FILE`: uploads the file to a running gateway (`POST
+/// /v1/imports`, streamed), follows its progress (`GET /v1/imports/{id}`) and prints the summary;
+/// rows that would be rejected are written beside the file as `<file>.rejected.csv`.
+pub async fn import_remote(
+    server: &str,
+    token: Option<&str>,
+    opts: &ImportOptions,
+) -> anyhow::Result<crate::imports::Status> {
+    use crate::imports::{State, Status};
+    let base = server.trim_end_matches('/');
+    let file_name = opts
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("upload")
+        .to_owned();
+    let file = tokio::fs::File::open(&opts.file)
+        .await
+        .with_context(|| format!("cannot open {}", opts.file.display()))?;
+    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let client = reqwest::Client::new();
+    let with_token = |r: reqwest::RequestBuilder| match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let mut query = vec![
+        ("source", opts.source.clone()),
+        ("file_name", file_name.clone()),
+    ];
+    if let Some(f) = opts.format {
+        let name = match f {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Sheet => "sheet",
+        };
+        query.push(("format", name.to_owned()));
+    }
+    if let Some(s) = &opts.sheet {
+        query.push(("sheet", s.clone()));
+    }
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+    let resp = with_token(client.post(format!("{base}/v1/imports")).query(&query))
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}"))?;
+    let answer = |status: reqwest::StatusCode, body: String| -> anyhow::Error {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        anyhow::anyhow!("{base} answered {status}: {message}")
+    };
+    if !resp.status().is_success() {
+        let status = resp.status();
+        return Err(answer(status, resp.text().await.unwrap_or_default()));
+    }
+    let mut status: Status = resp.json().await.context("the gateway's answer")?;
+    eprintln!(
+        "uploaded {} ({size} bytes) to {base} as import {}",
+        opts.file.display(),
+        status.id
+    );
+    let progress = ProgressBar::new(size.max(1));
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {percent:>3}% {msg}, eta {eta}")
+            .unwrap_or(ProgressStyle::default_bar()),
+    );
+    while !matches!(status.state, State::Done | State::Failed) {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let resp = with_token(client.get(format!("{base}/v1/imports/{}", status.id)))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {base}"))?;
+        if !resp.status().is_success() {
+            let code = resp.status();
+            return Err(answer(code, resp.text().await.unwrap_or_default()));
+        }
+        status = resp.json().await.context("the gateway's answer")?;
+        progress.set_position(status.bytes_read);
+        progress.set_message(format!(
+            "{} rows, through line {}",
+            status.rows_read, status.through_line
+        ));
+    }
+    progress.finish_and_clear();
+    status.notes.iter().for_each(|n| eprintln!("{n}"));
+    if status.state == State::Failed {
+        bail!(
+            "import {} stopped after line {}: {}",
+            status.id,
+            status.through_line,
+            status.error.as_deref().unwrap_or("no reason given")
+        );
+    }
+    eprintln!(
+        "imported {}: {} rows read, {} journaled (delivered as leads by the gateway), through line {}",
+        opts.file.display(),
+        status.rows_read,
+        status.rows_journaled,
+        status.through_line
+    );
+    if status.rows_rejected > 0 {
+        let report =
+            with_token(client.get(format!("{base}/v1/imports/{}/rejected.csv", status.id)))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+        let bytes = report.bytes().await.context("the rejected-rows report")?;
+        let beside = rejected_path(&opts.file);
+        std::fs::write(&beside, &bytes)
+            .with_context(|| format!("cannot write {}", beside.display()))?;
+        eprintln!(
+            "  rejected {:>8} (their lines and reasons: {})",
+            status.rows_rejected,
+            beside.display()
+        );
+    }
+    Ok(status)
+}
+
+/// `<file>.rejected.csv` beside `file`.
+pub fn rejected_path(file: &std::path::Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".rejected.csv");
+    file.with_file_name(name)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod http_error;
 pub mod identity;
 pub mod import;
+pub mod imports;
 pub mod intake;
 pub mod lead;
 pub mod mapping;

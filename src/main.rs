@@ -65,6 +65,11 @@ enum Command {
         /// last row delivered.
         #[arg(long)]
         again: bool,
+        /// Import through a running gateway at this address (`http://host:8080`): the file is
+        /// uploaded to `POST /v1/imports` and followed to its end; the API token comes from
+        /// `LEADGATE_API_TOKEN`.
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Check a settings file and list every error with its place.
     Validate {
@@ -308,7 +313,37 @@ fn main() -> ExitCode {
             dry_run,
             output,
             again,
+            server,
         } => {
+            if let Some(server) = server {
+                if dry_run || output.is_some() || again || config.is_some() || data_dir.is_some() {
+                    eprintln!(
+                        "error: --server imports through the gateway, with its settings: --dry-run, --output, --again, --config and --data-dir do not go with it"
+                    );
+                    return ExitCode::from(2);
+                }
+                let opts = ImportOptions {
+                    file,
+                    again,
+                    format,
+                    sheet,
+                    source,
+                    dry_run,
+                    output,
+                };
+                let token = std::env::var("LEADGATE_API_TOKEN").ok();
+                return match runtime.block_on(leadgate::import::import_remote(
+                    &server,
+                    token.as_deref(),
+                    &opts,
+                )) {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             let mut settings = match load(config.as_ref()) {
                 Ok(s) => s,
                 Err(code) => return code,

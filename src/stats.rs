@@ -176,6 +176,15 @@ fn cut(s: &str) -> String {
     s[..end].to_owned()
 }
 
+/// `v` as a spreadsheet cell that is never run as a formula: a leading `=`, `+`, `-`, `@`, tab or
+/// carriage return gets an apostrophe before it (the CSVs leadgate writes are opened in Excel).
+pub fn spreadsheet_safe(v: &str) -> String {
+    match v.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{v}"),
+        _ => v.to_owned(),
+    }
+}
+
 /// A group: connector, campaign, form.
 pub type Group = (String, String, String);
 

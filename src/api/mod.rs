@@ -4,6 +4,7 @@
 mod assignment;
 mod auth;
 mod connectors;
+mod imports;
 
 mod leads;
 mod openapi;
@@ -52,6 +53,7 @@ pub struct AppState {
     token: Option<SecretString>,
     http: crate::config::HttpSettings,
     stats_zone: jiff::tz::TimeZone,
+    imports: Option<crate::imports::Imports>,
 }
 
 impl AppState {
@@ -82,7 +84,14 @@ impl AppState {
             token: settings.api.token.clone(),
             http: settings.http.clone(),
             stats_zone: settings.stats.timezone.clone(),
+            imports: None,
         }
+    }
+
+    /// With imports through the API (`POST /v1/imports`).
+    pub fn with_imports(mut self, imports: crate::imports::Imports) -> Self {
+        self.imports = Some(imports);
+        self
     }
 }
 
@@ -110,6 +119,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/quarantine", get(quarantine::list))
         .route("/v1/stats", get(stats::read))
+        .route("/v1/imports", post(imports::upload))
+        .route("/v1/imports/{id}", get(imports::read))
+        .route("/v1/imports/{id}/rejected.csv", get(imports::report))
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

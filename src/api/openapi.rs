@@ -37,6 +37,9 @@ pub fn openapi() -> Value {
     let audit = generator.subschema_for::<AuditEntry>().to_value();
     let trace = generator.subschema_for::<RuleTrace>().to_value();
     let status = generator.subschema_for::<ConnectorStatus>().to_value();
+    let import_status = generator
+        .subschema_for::<crate::imports::Status>()
+        .to_value();
     let counts = generator.subschema_for::<crate::stats::Counts>().to_value();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
@@ -269,6 +272,45 @@ pub fn openapi() -> Value {
                 }))
             }},
             "/v1/stats": stats,
+            "/v1/imports": {"post": {
+                "summary": "Import a CSV, JSON-lines or spreadsheet file through the running gateway",
+                "description": "The body is the file (or a multipart/form-data body with a `file` part). It is streamed to disk, then its rows are journaled in batches with the import's position and delivered like any lead. The same file uploaded again goes on where an earlier upload stopped, or, imported to its end, journals nothing. Answers 202 with the import's status; follow it at `Location`.",
+                "security": security,
+                "parameters": [
+                    {"name": "source", "in": "query", "description": "the connector the leads are attributed to (default `import`)", "schema": {"type": "string"}},
+                    {"name": "file_name", "in": "query", "description": "the file's name, for its format (a multipart part gives its own)", "schema": {"type": "string"}},
+                    {"name": "format", "in": "query", "schema": {"enum": ["csv", "jsonl", "sheet"]}},
+                    {"name": "sheet", "in": "query", "description": "a spreadsheet's sheet (default the first)", "schema": {"type": "string"}}
+                ],
+                "requestBody": {"required": true, "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+                "responses": auth_errors(json!({
+                    "202": ok("the import, queued", import_status.clone()),
+                    "400": error("a bad parameter or an empty upload: the field names it"),
+                    "413": error("the upload is larger than 4 GiB"),
+                    "503": error("the upload could not be stored")
+                }))
+            }},
+            "/v1/imports/{id}": {"get": {
+                "summary": "An import's progress, then its summary",
+                "security": security,
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": auth_errors(json!({
+                    "200": ok("the import", import_status),
+                    "404": error("no such import")
+                }))
+            }},
+            "/v1/imports/{id}/rejected.csv": {"get": {
+                "summary": "The rows of an import that would be rejected: line, reasons and the row's own columns (CSV for Excel)",
+                "security": security,
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": auth_errors(json!({
+                    "200": {"description": "the report", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                    "404": error("no such import, or no rejected rows")
+                }))
+            }},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "running"}}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {
                 "200": {"description": "ready"}, "503": {"description": "backlog full or delivery failing"}}}},

@@ -232,7 +232,7 @@ fn csv_response(
             (group_by.form, form),
         ] {
             if on {
-                line.push(guard_formula(v));
+                line.push(crate::stats::spreadsheet_safe(v));
             }
         }
         let c = &r.counts;
@@ -274,15 +274,6 @@ fn csv_response(
         .into_response()
 }
 
-/// A campaign or form name that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab,
-/// carriage return first) gets a leading apostrophe: the file is opened by people in Excel.
-fn guard_formula(v: &str) -> String {
-    match v.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{v}"),
-        _ => v.to_owned(),
-    }
-}
-
 fn unavailable(why: String) -> ApiError {
     tracing::error!(%why, "the statistics could not be read");
     ApiError::new(
@@ -300,9 +291,10 @@ mod tests {
 
     #[test]
     fn spreadsheet_formulas_are_defused() {
-        assert_eq!(guard_formula("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
-        assert_eq!(guard_formula("双11"), "双11");
-        assert_eq!(guard_formula("-5%"), "'-5%");
+        use crate::stats::spreadsheet_safe;
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_safe("双11"), "双11");
+        assert_eq!(spreadsheet_safe("-5%"), "'-5%");
     }
 
     #[test]

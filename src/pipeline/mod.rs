@@ -135,6 +135,27 @@ impl Processor {
         record_of(&event, lead, custom)
     }
 
+    /// Why `event` would be rejected (no usable phone and no usable email), or `None` when it
+    /// would not: the same test as [`Processor::process`], without identity or assignment.
+    pub fn rejection(&self, event: &IntakeEvent) -> Option<Vec<Issue>> {
+        let (lead, custom) = self.clean(event);
+        let profile = self.profile(event);
+        let resolve = self
+            .policy
+            .request(RequestInput {
+                event_id: &event.event_id,
+                connector: &event.connector,
+                external_id: event.external_id.as_deref(),
+                revision: event.revision.as_deref(),
+                received_at: &event.received_at,
+                lead: &lead,
+                custom: &custom,
+                identity_fields: &profile.identity_fields,
+            })
+            .resolve;
+        (!resolve).then(|| rejection_reasons(&lead.issues))
+    }
+
     /// Maps and normalizes an event with its connector's profile; the unmapped fields.
     fn clean(
         &self,
@@ -239,19 +260,7 @@ impl Processor {
             };
             let mut record = record_of(event, lead, custom);
             let Some(outcome) = outcome else {
-                let mut reasons = vec![Issue::new(
-                    "contact",
-                    "contact.unreachable",
-                    "no usable phone number and no usable email",
-                )];
-                reasons.extend(
-                    record
-                        .issues
-                        .iter()
-                        .filter(|i| matches!(&*i.field, "phone" | "email" | "body"))
-                        .cloned(),
-                );
-                record.reasons = Some(reasons);
+                record.reasons = Some(rejection_reasons(&record.issues));
                 staged.push(Staged::Rejected(Box::new(record)));
                 continue;
             };
@@ -351,6 +360,23 @@ impl Processor {
             ],
         })
     }
+}
+
+/// The reasons of a lead rejected for want of a usable contact: that, and its issues with the
+/// phone, the email or the body that explain it.
+fn rejection_reasons(issues: &[Issue]) -> Vec<Issue> {
+    let mut reasons = vec![Issue::new(
+        "contact",
+        "contact.unreachable",
+        "no usable phone number and no usable email",
+    )];
+    reasons.extend(
+        issues
+            .iter()
+            .filter(|i| matches!(&*i.field, "phone" | "email" | "body"))
+            .cloned(),
+    );
+    reasons
 }
 
 /// The record of a cleaned event, before identity and assignment.

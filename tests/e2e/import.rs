@@ -68,6 +68,20 @@ fn dry_run_writes_every_record_in_input_order() {
         .map(|r| r["value"]["raw"]["姓名"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["张三", "李四", "王五", "张 三"], "input order");
+    // The rejected row, beside the file, with its line, reasons and own columns.
+    let report = std::fs::read_to_string(dir.path().join("expo.csv.rejected.csv")).unwrap();
+    let mut report_lines = report.trim_start_matches('\u{feff}').lines();
+    assert!(
+        report_lines
+            .next()
+            .unwrap()
+            .starts_with("line,reasons,姓名,"),
+        "{report}"
+    );
+    let row = report_lines.next().unwrap();
+    assert!(row.starts_with("4,contact.unreachable"), "{report}");
+    assert!(row.contains("王五"), "{report}");
+    assert!(stderr.contains("expo.csv.rejected.csv"), "{stderr}");
     for r in &records {
         assert_eq!(r.as_object().unwrap().len(), 3, "exactly topic, key, value");
         crate::config::assert_valid_lead_record(&r["value"]);
@@ -407,4 +421,129 @@ fn an_xlsx_and_a_gb18030_csv_with_title_rows_import_with_their_fields() {
     assert_eq!(records[0]["value"]["contact"]["name"], "陈静");
     assert_eq!(records[0]["value"]["contact"]["city"], "广州市");
     assert_eq!(records[1]["value"]["contact"]["phone"], "+8613900139002");
+}
+
+/// An import through the running gateway: `leadgate import --server` uploads a file while
+/// webhooks keep coming, the gateway is killed with -9 mid-import and started again, and every
+/// row and every webhook lead comes out (each row under one event id), with the rejected rows
+/// written beside the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_through_the_api_while_webhooks_arrive_loses_neither_even_across_a_kill() {
+    use crate::support::Gateway;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gw");
+    let config =
+        "[intake]\nbatch_size = 50\n\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n";
+    let mut gw = Gateway::start(Some(config), &data);
+    let rows: usize = 6000;
+    let unusable = (0..rows).filter(|i| i % 500 == 7).count();
+    let mut csv = String::from("姓名,手机,城市\n");
+    for i in 0..rows {
+        if i % 500 == 7 {
+            csv.push_str(&format!("无号码{i},,上海\n"));
+        } else {
+            csv.push_str(&format!("客户{i},139{:08},上海\n", 10_000_000 + i));
+        }
+    }
+    let file = dir.path().join("名单.csv");
+    std::fs::write(&file, &csv).unwrap();
+
+    // Webhooks meanwhile.
+    let url = gw.url("/v1/webhooks/webform");
+    let posting = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut accepted = Vec::new();
+        for i in 0..150 {
+            let lead = serde_json::json!({"name": format!("网页{i}"), "phone": format!("137{:08}", 20_000_000 + i)});
+            if let Ok(r) = client.post(&url).json(&lead).send().await
+                && r.status().as_u16() == 202
+            {
+                accepted.push(format!("网页{i}"));
+            }
+        }
+        accepted
+    });
+    let upload = |addr: String| {
+        let file = file.clone();
+        std::thread::spawn(move || {
+            Command::new(BIN)
+                .args(["import", "--server", &addr, "--source", "expo"])
+                .arg(&file)
+                .output()
+                .unwrap()
+        })
+    };
+    let first = upload(gw.url(""));
+    // Kill -9 once part of the file is journaled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let journaled = std::fs::read_dir(data.join("imports/uploads"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map(|s| s["rows_journaled"].as_u64().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        if journaled >= 500 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing journaled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gw.kill();
+    let out = first.join().unwrap();
+    assert!(!out.status.success(), "the client sees the gateway go away");
+    let webhooks_before = posting.await.unwrap();
+    let gw = Gateway::start(Some(config), &data);
+    // The restarted gateway resumes the import by itself; an upload of the same file again goes
+    // on where it stopped too, and prints the summary.
+    let out = upload(gw.url("")).join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report = std::fs::read_to_string(dir.path().join("名单.csv.rejected.csv")).unwrap();
+    assert!(
+        report.starts_with("\u{feff}line,reasons,姓名,手机,城市"),
+        "{report}"
+    );
+
+    // Every row once (one event each), and every webhook lead that was acknowledged (one sent
+    // as the gateway died may be there too: it was journaled, its answer lost).
+    let want = rows - unusable;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (names, row_events) = loop {
+        let mut events = std::collections::HashSet::new();
+        let mut names = std::collections::HashMap::<String, usize>::new();
+        for r in &gw.spooled("leads.clean") {
+            if events.insert(r["event_id"].as_str().unwrap().to_owned()) {
+                let name = r["contact"]["name"].as_str().unwrap_or_default().to_owned();
+                *names.entry(name).or_default() += 1;
+            }
+        }
+        let row_events: usize = names
+            .iter()
+            .filter(|(n, _)| n.starts_with("客户"))
+            .map(|(_, c)| c)
+            .sum();
+        let webhooks = webhooks_before.iter().all(|n| names.contains_key(n));
+        if (row_events >= want && webhooks) || std::time::Instant::now() > deadline {
+            break (names, row_events);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(row_events, want, "every row once, by event id");
+    for i in (0..rows).filter(|i| i % 500 != 7) {
+        assert_eq!(names.get(&format!("客户{i}")), Some(&1), "row {i}");
+    }
+    for n in &webhooks_before {
+        assert_eq!(names.get(n), Some(&1), "the acknowledged webhook lead {n}");
+    }
+    let rejected: std::collections::HashSet<String> = gw
+        .spooled("leads.rejected")
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rejected.len(), unusable);
 }

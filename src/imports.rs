@@ -1,0 +1,605 @@
+//! Imports through the running gateway: `POST /v1/imports` streams the uploaded file to
+//! `<data_dir>/imports/uploads/`, answers with an import id, and a task reads the file's rows into
+//! the journal, where the delivery loop takes them like any webhook's leads. `GET
+//! /v1/imports/{id}` shows the progress, then the summary; `GET /v1/imports/{id}/rejected.csv` is
+//! the report of the rows that would be rejected, with their lines and reasons.
+//!
+//! **Exactly once into the journal.** Rows are journaled in batches, each in the same transaction
+//! as the import's checkpoint (the last line journaled, keyed by the source and the file's
+//! SHA-256): a gateway killed at any point resumes the import at its next start after that line,
+//! and the same file uploaded again goes on where the first stopped (or, imported to its end, is
+//! not journaled again). Each row's `event_id` derives from the source, the file's SHA-256 and
+//! the line, as for the offline `leadgate import`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::intake::Journal;
+use crate::lead::{IntakeEvent, SourceKind};
+use crate::pipeline::Processor;
+use crate::sources::file::Format;
+
+/// Rows journaled per transaction.
+const BATCH: usize = 500;
+
+/// What is asked of an import.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// The connector the leads are attributed to (its mapping applies if it is configured).
+    pub source: String,
+    /// The uploaded file's name, for the format and the messages.
+    pub file_name: String,
+    #[serde(default)]
+    pub sheet: Option<String>,
+    /// `csv`, `jsonl` or `sheet`; from the file name when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Where an import stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Uploaded, waiting for its turn.
+    #[default]
+    Queued,
+    /// Its rows are being journaled.
+    Importing,
+    /// Every row is journaled (delivery goes on as for any lead).
+    Done,
+    /// It stopped on an error (`error` says which); nothing after `through_line` was journaled.
+    Failed,
+}
+
+/// An import's progress and, at the end, its summary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Status {
+    pub id: String,
+    pub source: String,
+    pub file_name: String,
+    /// The file's SHA-256 (known once it is read): the same file uploaded again is the same
+    /// import.
+    #[serde(default)]
+    pub sha256: String,
+    pub state: State,
+    /// Bytes uploaded, and how far the reading got.
+    pub bytes: u64,
+    pub bytes_read: u64,
+    /// Rows read from the file (all of them once done).
+    pub rows_read: u64,
+    /// Rows journaled by this import (a resumed or repeated upload journals only the rest).
+    pub rows_journaled: u64,
+    /// The last line journaled.
+    pub through_line: u64,
+    /// Rows that would be rejected (no usable phone or email, or unreadable), in the report;
+    /// counted over the whole file, by every upload of it.
+    pub rows_rejected: u64,
+    /// The reader's notes: title rows skipped, repeated column names.
+    #[serde(default)]
+    pub notes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// The imports of a gateway.
+#[derive(Clone)]
+pub struct Imports {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    journal: Journal,
+    processor: Arc<Processor>,
+    max_backlog: u64,
+    /// The connector's external id field, by connector name.
+    external_ids: HashMap<String, String>,
+    statuses: Mutex<HashMap<String, Status>>,
+    /// One import reads at a time; the others wait their turn.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Imports {
+    pub fn new(
+        data_dir: &Path,
+        journal: Journal,
+        processor: Arc<Processor>,
+        max_backlog: u64,
+        connectors: &[crate::config::ConnectorConfig],
+    ) -> std::io::Result<Self> {
+        let dir = data_dir.join("imports").join("uploads");
+        std::fs::create_dir_all(&dir)?;
+        let external_ids = connectors
+            .iter()
+            .filter_map(|c| Some((c.name().to_owned(), c.get().external_id_field()?.to_owned())))
+            .collect();
+        let imports = Self {
+            inner: Arc::new(Inner {
+                dir,
+                journal,
+                processor,
+                max_backlog,
+                external_ids,
+                statuses: Mutex::new(HashMap::new()),
+                turn: tokio::sync::Mutex::new(()),
+            }),
+        };
+        Ok(imports)
+    }
+
+    fn statuses(&self) -> std::sync::MutexGuard<'_, HashMap<String, Status>> {
+        self.inner
+            .statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new import's id.
+    pub fn new_id() -> String {
+        uuid::Uuid::now_v7().simple().to_string()
+    }
+
+    /// Where import `id`'s upload is stored: named by the id, with the extension of the file's
+    /// own name (a spreadsheet is opened by it).
+    pub fn upload_path(&self, id: &str, file_name: &str) -> PathBuf {
+        let ext = Path::new(file_name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .filter(|e| e.len() <= 8 && e.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or("dat")
+            .to_ascii_lowercase();
+        self.inner.dir.join(format!("{id}.{ext}"))
+    }
+
+    pub fn get(&self, id: &str) -> Option<Status> {
+        if let Some(s) = self.statuses().get(id) {
+            return Some(s.clone());
+        }
+        // Finished before a restart: its last status is on disk.
+        let bytes = std::fs::read(self.status_path(id)?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn status_path(&self, id: &str) -> Option<PathBuf> {
+        id.bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then(|| self.inner.dir.join(format!("{id}.json")))
+    }
+
+    /// The rejected-rows report of `id`, when there is one.
+    pub fn report(&self, id: &str) -> Option<PathBuf> {
+        let status = self.get(id)?;
+        let path = self.report_path(&status.source, &status.sha256);
+        (status.rows_rejected > 0 && path.exists()).then_some(path)
+    }
+
+    /// The rejected-rows report of a file (by its SHA-256) imported as `source`.
+    fn report_path(&self, source: &str, sha256: &str) -> PathBuf {
+        let safe: String = source
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.inner.dir.join(format!("{safe}-{sha256}.rejected.csv"))
+    }
+
+    fn save(&self, status: &Status) {
+        self.statuses().insert(status.id.clone(), status.clone());
+        if let Some(path) = self.status_path(&status.id) {
+            let tmp = path.with_extension("json.tmp");
+            let written = serde_json::to_vec(status)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&tmp, b))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::warn!(import = %status.id, error = %e, "cannot write the import's status");
+            }
+        }
+    }
+
+    /// Starts importing the uploaded `path` (of `bytes`) as `id`.
+    pub fn start(&self, id: String, path: PathBuf, bytes: u64, request: Request) -> Status {
+        let status = Status {
+            id: id.clone(),
+            source: request.source.clone(),
+            file_name: request.file_name.clone(),
+            bytes,
+            created_at: crate::lead::now_rfc3339(),
+            ..Status::default()
+        };
+        if let Ok(json) = serde_json::to_vec(&request) {
+            let _ = std::fs::write(path.with_extension("request.json"), json);
+        }
+        self.save(&status);
+        let this = self.clone();
+        tokio::spawn(async move { this.run(id, path, request).await });
+        status
+    }
+
+    /// Imports started before a restart and not finished go on.
+    pub fn resume(&self) {
+        let Ok(dir) = std::fs::read_dir(&self.inner.dir) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if !path.to_string_lossy().ends_with(".request.json") {
+                continue;
+            }
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".request.json"))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let Some(status) = self.get(&id) else {
+                continue;
+            };
+            if matches!(status.state, State::Done | State::Failed) {
+                continue;
+            }
+            let Ok(request) = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Request>(&b).map_err(|e| e.to_string()))
+            else {
+                continue;
+            };
+            let upload = std::fs::read_dir(&self.inner.dir).ok().and_then(|d| {
+                d.flatten().map(|e| e.path()).find(|p| {
+                    p.file_stem().and_then(|s| s.to_str()) == Some(id.as_str())
+                        && p.extension().and_then(|e| e.to_str()) != Some("json")
+                })
+            });
+            let Some(upload) = upload else { continue };
+            tracing::info!(import = %id, file = %request.file_name, "resuming an import stopped by a restart");
+            self.statuses().insert(id.clone(), status);
+            let this = self.clone();
+            tokio::spawn(async move { this.run(id, upload, request).await });
+        }
+    }
+
+    async fn run(self, id: String, path: PathBuf, request: Request) {
+        let _turn = self.inner.turn.lock().await;
+        let mut status = self.get(&id).unwrap_or_default();
+        status.state = State::Importing;
+        self.save(&status);
+        let outcome = self.import(&mut status, &path, &request).await;
+        match outcome {
+            Ok(()) => status.state = State::Done,
+            Err(e) => {
+                tracing::error!(import = %id, error = %e, "the import stopped");
+                status.state = State::Failed;
+                status.error = Some(e);
+            }
+        }
+        status.finished_at = Some(crate::lead::now_rfc3339());
+        self.save(&status);
+        let _ = std::fs::remove_file(path.with_extension("request.json"));
+    }
+
+    async fn import(
+        &self,
+        status: &mut Status,
+        path: &Path,
+        request: &Request,
+    ) -> Result<(), String> {
+        let format = match request.format.as_deref() {
+            Some("csv") => Format::Csv,
+            Some("jsonl") => Format::Jsonl,
+            Some("sheet") => Format::Sheet,
+            Some(other) => {
+                return Err(format!(
+                    "`{other}` is not a format: use csv, jsonl or sheet"
+                ));
+            }
+            None => Format::from_path(Path::new(&request.file_name)).ok_or_else(|| {
+                format!(
+                    "{}: cannot tell the format from the name; give format=csv, jsonl or sheet",
+                    request.file_name
+                )
+            })?,
+        };
+        let (file, fmt) = (path.to_owned(), format);
+        let scan = tokio::task::spawn_blocking(move || crate::sources::file::scan(&file, fmt))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| {
+                e.to_string()
+                    .replace(&path.display().to_string(), &request.file_name)
+            })?;
+        if let Some((line, field)) = scan.unclosed_quote {
+            return Err(format!(
+                "{}:{line}: field {field}: a quote opens here and is never closed; nothing was imported",
+                request.file_name
+            ));
+        }
+        let digest = scan.digest.clone();
+        status.sha256 = digest.clone();
+        let checkpoint_key = format!("import\u{1f}{}\u{1f}{digest}", request.source);
+        let journal = self.inner.journal.clone();
+        let key = checkpoint_key.clone();
+        let done: Option<Checkpoint> =
+            tokio::task::spawn_blocking(move || journal.checkpoint(&key))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(d) = done.as_ref().filter(|d| d.complete) {
+            status.notes.push(format!(
+                "{}: already imported to its end as `{}`; nothing journaled again",
+                request.file_name, request.source
+            ));
+            status.through_line = d.through_line;
+            status.rows_rejected = d.rejected;
+            return Ok(());
+        }
+        let resume_after = done.as_ref().map_or(0, |d| d.through_line);
+        status.rows_rejected = done.as_ref().map_or(0, |d| d.rejected);
+        // The rows are read on a blocking thread and come over in batches.
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Result<Vec<crate::sources::file::Row>, String>>(2);
+        let (file, sheet, counter) = (path.to_owned(), request.sheet.clone(), read.clone());
+        let display = request.file_name.clone();
+        let (notes_tx, notes_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("import-reader".into())
+            .spawn(move || {
+                let reader = match crate::sources::file::open(
+                    &file,
+                    format,
+                    sheet.as_deref(),
+                    &scan,
+                    &counter,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = notes_tx.send(Vec::new());
+                        let _ = tx.blocking_send(Err(e
+                            .to_string()
+                            .replace(&file.display().to_string(), &display)));
+                        return;
+                    }
+                };
+                let _ = notes_tx.send(
+                    reader
+                        .notes
+                        .iter()
+                        .map(|n| n.replace(&file.display().to_string(), &display))
+                        .collect(),
+                );
+                let mut batch = Vec::with_capacity(BATCH);
+                for row in reader {
+                    batch.push(row);
+                    if batch.len() >= BATCH
+                        && tx
+                            .blocking_send(Ok(std::mem::replace(
+                                &mut batch,
+                                Vec::with_capacity(BATCH),
+                            )))
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                if !batch.is_empty() {
+                    let _ = tx.blocking_send(Ok(batch));
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        status.notes.extend(notes_rx.await.unwrap_or_default());
+        let mut report = Report::open(self.report_path(&request.source, &digest), resume_after)
+            .map_err(|e| format!("cannot write the rejected-rows report: {e}"))?;
+        let external_id = self.inner.external_ids.get(&request.source).cloned();
+        let mut last_line = resume_after;
+        while let Some(batch) = rx.recv().await {
+            let batch = batch?;
+            let mut events = Vec::with_capacity(batch.len());
+            for row in batch {
+                status.rows_read += 1;
+                last_line = row.line;
+                if row.line <= resume_after {
+                    continue;
+                }
+                let external = external_id
+                    .as_deref()
+                    .and_then(|f| crate::sources::webhook::field_text(&row.payload, f));
+                let mut event = IntakeEvent::new(
+                    &request.source,
+                    SourceKind::File,
+                    external,
+                    row.payload.clone(),
+                );
+                event.event_id = crate::import::row_event_id(&request.source, &digest, row.line);
+                let reasons = match &row.error {
+                    Some(e) => Some(vec![format!("unreadable: {e}")]),
+                    None => self.inner.processor.rejection(&event).map(|issues| {
+                        issues
+                            .iter()
+                            .map(|i| format!("{}: {}", i.code, i.message))
+                            .collect()
+                    }),
+                };
+                if let Some(reasons) = reasons {
+                    status.rows_rejected += 1;
+                    report
+                        .row(row.line, &reasons, &row.payload)
+                        .map_err(|e| format!("cannot write the rejected-rows report: {e}"))?;
+                }
+                events.push(event);
+            }
+            report
+                .flush()
+                .map_err(|e| format!("cannot write the rejected-rows report: {e}"))?;
+            let n = events.len() as u64;
+            let checkpoint = serde_json::to_vec(&Checkpoint {
+                through_line: last_line,
+                complete: false,
+                rejected: status.rows_rejected,
+            })
+            .map_err(|e| e.to_string())?;
+            self.inner.journal.wait_below(self.inner.max_backlog).await;
+            self.inner
+                .journal
+                .append_pulled(&checkpoint_key, events, checkpoint)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot journal rows after line {}: {e}",
+                        status.through_line
+                    )
+                })?;
+            status.rows_journaled += n;
+            status.through_line = last_line;
+            status.bytes_read = read.load(std::sync::atomic::Ordering::Relaxed);
+            self.save(status);
+        }
+        let checkpoint = serde_json::to_vec(&Checkpoint {
+            through_line: last_line,
+            complete: true,
+            rejected: status.rows_rejected,
+        })
+        .map_err(|e| e.to_string())?;
+        self.inner
+            .journal
+            .append_pulled(&checkpoint_key, Vec::new(), checkpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+        status.bytes_read = status.bytes;
+        Ok(())
+    }
+}
+
+/// An import's position, stored with its rows in the journal.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    through_line: u64,
+    complete: bool,
+    /// Rows reported as rejected through `through_line`.
+    #[serde(default)]
+    rejected: u64,
+}
+
+/// The rejected-rows report: `line,reasons,` then the row's own columns (those of the first
+/// rejected row, in its order; a later row's other fields go to `other_fields` as JSON), UTF-8
+/// with a byte order mark for Excel.
+pub(crate) struct Report {
+    out: csv::Writer<std::fs::File>,
+    columns: Option<Vec<String>>,
+}
+
+impl Report {
+    /// Opens the report for rows after `through_line`: the rows it holds up to that line are
+    /// kept (written before the journal took them), later ones (written before a crash, and
+    /// read again now) are dropped.
+    pub(crate) fn open(path: PathBuf, through_line: u64) -> std::io::Result<Self> {
+        use std::io::Write;
+        let mut kept: Vec<csv::StringRecord> = Vec::new();
+        let mut columns = None;
+        if through_line > 0
+            && let Ok(bytes) = std::fs::read(&path)
+        {
+            let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .has_headers(false)
+                .from_reader(text);
+            for (i, record) in reader.records().flatten().enumerate() {
+                let line = record.get(0).and_then(|l| l.parse::<u64>().ok());
+                if i == 0 {
+                    columns = Some(
+                        record
+                            .iter()
+                            .skip(2)
+                            .take(record.len().saturating_sub(3))
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>(),
+                    );
+                    kept.push(record);
+                } else if line.is_some_and(|l| l <= through_line) {
+                    kept.push(record);
+                }
+            }
+        }
+        let tmp = path.with_extension("csv.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(b"\xEF\xBB\xBF")?;
+        let mut out = csv::WriterBuilder::new().flexible(true).from_writer(file);
+        for r in &kept {
+            out.write_record(r).map_err(std::io::Error::other)?;
+        }
+        out.flush()?;
+        std::fs::rename(&tmp, &path)?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        Ok(Self {
+            out: csv::WriterBuilder::new().flexible(true).from_writer(file),
+            columns: columns.filter(|_| !kept.is_empty()),
+        })
+    }
+
+    pub(crate) fn row(
+        &mut self,
+        line: u64,
+        reasons: &[String],
+        payload: &serde_json::Value,
+    ) -> std::io::Result<()> {
+        let fields = payload.as_object();
+        let columns = self.columns.get_or_insert_with(|| {
+            let names: Vec<String> = fields
+                .map(|f| f.keys().cloned().collect())
+                .unwrap_or_default();
+            let mut head = vec!["line".to_owned(), "reasons".to_owned()];
+            head.extend(names.iter().cloned());
+            head.push("other_fields".to_owned());
+            let _ = self.out.write_record(&head);
+            names
+        });
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => crate::stats::spreadsheet_safe(s),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let mut record = vec![line.to_string(), reasons.join("; ")];
+        let mut other = serde_json::Map::new();
+        if let Some(f) = fields {
+            record.extend(
+                columns
+                    .iter()
+                    .map(|c| f.get(c).map(text).unwrap_or_default()),
+            );
+            for (k, v) in f {
+                if !columns.contains(k) {
+                    other.insert(k.clone(), v.clone());
+                }
+            }
+        } else {
+            record.extend(columns.iter().map(|_| String::new()));
+            other.insert("row".into(), payload.clone());
+        }
+        record.push(if other.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(other).to_string()
+        });
+        self.out
+            .write_record(&record)
+            .map_err(std::io::Error::other)
+    }
+
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
