@@ -115,7 +115,14 @@ struct Deadline {
     inner: Body,
     sleep: Pin<Box<tokio::time::Sleep>>,
     watch: Arc<Watch>,
+    /// Uploads (`POST /v1/imports`): the deadline moves on by `body_timeout` each time another
+    /// [`UPLOAD_PROGRESS`] bytes arrived, so a large file is not cut while it keeps coming; the
+    /// bytes since the last move.
+    upload: Option<(Duration, u64)>,
 }
+
+/// What an upload must send within each `[http] body_timeout` (64 KiB).
+const UPLOAD_PROGRESS: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive in time")]
@@ -138,6 +145,17 @@ impl http_body::Body for Deadline {
             Poll::Ready(Some(frame)) => {
                 if this.inner.is_end_stream() {
                     this.watch.ended.store(true, Ordering::Relaxed);
+                }
+                if let (Some((period, since)), Ok(f)) = (this.upload.as_mut(), &frame)
+                    && let Some(data) = f.data_ref()
+                {
+                    *since += data.len() as u64;
+                    if *since >= UPLOAD_PROGRESS {
+                        *since = 0;
+                        this.sleep
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + *period);
+                    }
                 }
                 Poll::Ready(Some(frame))
             }
@@ -171,11 +189,14 @@ pub(super) async fn guard(
     let has_body = !req.body().is_end_stream();
     let method = req.method().clone();
     let watch = Arc::new(Watch::default());
+    let upload =
+        (method == Method::POST && req.uri().path() == "/v1/imports").then_some((body_timeout, 0));
     let req = req.map(|inner| {
         Body::new(Deadline {
             inner,
             sleep: Box::pin(tokio::time::sleep(body_timeout)),
             watch: watch.clone(),
+            upload,
         })
     });
     let resp = next.run(req).await;

@@ -547,3 +547,64 @@ async fn an_upload_through_the_api_while_webhooks_arrive_loses_neither_even_acro
         .collect();
     assert_eq!(rejected.len(), unusable);
 }
+
+/// An upload that keeps coming is not cut by the body deadline, however long it takes; one that
+/// stalls is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upload_that_keeps_coming_is_taken_and_a_stalled_one_is_cut() {
+    use crate::support::Gateway;
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        "[http]\nbody_timeout = \"1s\"\n\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n";
+    let gw = Gateway::start(Some(config), &dir.path().join("gw"));
+    let url = gw.url("/v1/imports?source=expo&file_name=slow.csv");
+    // 2.4 s in all, 100 KiB every 0.6 s.
+    let chunk = |i: usize| {
+        let mut part = if i == 0 {
+            String::from("姓名,手机\n")
+        } else {
+            String::new()
+        };
+        while part.len() < 100 << 10 {
+            part.push_str(&format!("客户{i},13800138000\n"));
+        }
+        bytes::Bytes::from(part)
+    };
+    let slow = futures::stream::unfold(0usize, move |i| async move {
+        if i == 4 {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        Some((Ok::<_, std::io::Error>(chunk(i)), i + 1))
+    });
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(slow))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    // A first chunk, then nothing for longer than the deadline.
+    let stalled = futures::stream::unfold(0usize, move |i| async move {
+        match i {
+            0 => Some((Ok::<_, std::io::Error>(chunk(0)), 1)),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                Some((Ok(chunk(1)), 2))
+            }
+            _ => None,
+        }
+    });
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send()
+        .await;
+    match resp {
+        Ok(r) => assert_eq!(r.status().as_u16(), 408),
+        // The server may close the connection before the client finished sending.
+        Err(e) => assert!(e.is_request() || e.is_body() || e.is_connect(), "{e}"),
+    }
+}
