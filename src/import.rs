@@ -94,6 +94,8 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     };
 
     let (_stop_tx, stop_rx) = watch::channel(false);
+    // A dry run's scratch store, removed at the end.
+    let mut _scratch: Option<Scratch> = None;
     let (identity, assignment, mut sink): (Arc<dyn IdentityStore>, Arc<dyn AssignmentStore>, Sink) =
         if opts.dry_run {
             let out: Box<dyn Write + Send> = match opts.output.as_deref() {
@@ -108,10 +110,17 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
                 .output
                 .as_ref()
                 .map_or("stdout".into(), |p| p.display().to_string());
+            // The dry run's people are kept in a store of its own in a temporary directory, on
+            // disk: held in memory, that store grows by kilobytes per person (and its one
+            // buffer is copied as it grows).
+            let scratch = Scratch::new()?;
+            let identity = EmbeddedIdentityStore::open(
+                &scratch.0.join("identity.redb"),
+                Policy::new(&settings.identity),
+            )?;
+            _scratch = Some(scratch);
             (
-                Arc::new(EmbeddedIdentityStore::in_memory(Policy::new(
-                    &settings.identity,
-                ))?),
+                Arc::new(identity),
                 Arc::new(EmbeddedAssignmentStore::in_memory()?),
                 Sink::DryRun(DryRunSink::new(out, &label)),
             )
@@ -225,8 +234,11 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             r.flush()
                 .with_context(|| format!("cannot write {}", report_path.display()))?;
         }
-        // No journal holds these rows: their identities are made durable before they leave.
-        processor.sync()?;
+        // No journal holds these rows: their identities are made durable before they leave (a dry
+        // run's scratch store needs no durability).
+        if !opts.dry_run {
+            processor.sync()?;
+        }
         sink.deliver(&records).await?;
         delivered += events.len();
         if let Some(c) = &checkpoint {
@@ -365,6 +377,27 @@ impl Checkpoint {
         };
         write()
             .with_context(|| format!("cannot write the import checkpoint {}", self.path.display()))
+    }
+}
+
+/// A temporary directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "leadgate-dry-run-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
