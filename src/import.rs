@@ -147,7 +147,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     let progress = ProgressBar::new(scan.bytes);
     progress.set_style(
         ProgressStyle::with_template(
-            "{bar:40} {percent:>3}% {pos}/{len} bytes, {per_sec}, eta {eta}",
+            "{bar:40} {percent:>3}% {msg}, {binary_bytes_per_sec}, eta {eta}",
         )
         .unwrap_or(ProgressStyle::default_bar()),
     );
@@ -246,6 +246,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         }
         dispositions.iter().for_each(|d| summary.add(d));
         progress.set_position(read_bytes.load(std::sync::atomic::Ordering::Relaxed));
+        progress.set_message(format!("through line {last}"));
     }
     let (last_line, rows) = reading
         .join()
@@ -256,8 +257,13 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     progress.finish_and_clear();
 
     let total = summary.accepted + summary.rejected_total() + summary.duplicates;
+    let from = if resume_after > 0 {
+        format!("lines {} to {last_line}", resume_after + 1)
+    } else {
+        format!("through line {last_line}")
+    };
     eprintln!(
-        "imported {path}: {total} rows in {:.1}s",
+        "imported {path}: {total} rows in {:.1}s ({from})",
         started.elapsed().as_secs_f64()
     );
     eprintln!(

@@ -82,6 +82,11 @@ fn dry_run_writes_every_record_in_input_order() {
     assert!(row.starts_with("4,contact.unreachable"), "{report}");
     assert!(row.contains("王五"), "{report}");
     assert!(stderr.contains("expo.csv.rejected.csv"), "{stderr}");
+    assert!(stderr.contains("4 rows in"), "{stderr}");
+    assert!(
+        stderr.contains("(through line 5)"),
+        "the position: {stderr}"
+    );
     for r in &records {
         assert_eq!(r.as_object().unwrap().len(), 3, "exactly topic, key, value");
         crate::config::assert_valid_lead_record(&r["value"]);
