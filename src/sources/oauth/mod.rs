@@ -693,7 +693,7 @@ pub fn refresh_task(
 
 /// Starts a connector's refreshed credentials: its token file opened (or seeded from the
 /// settings' tokens) and the task that keeps them alive.
-pub fn start(
+fn start(
     cx: &crate::sources::connector::Start<'_>,
     connector: &str,
     access_token: &SecretString,

@@ -49,8 +49,11 @@ pub fn pull_config(c: &OceanEngineConnector) -> HttpPullConnector {
         url: c.api_url.clone(),
         method: crate::sources::http_pull::Method::Get,
         body: None,
-        headers: BTreeMap::from([("Access-Token".to_owned(), c.access_token.clone())]),
-        auth: None,
+        headers: BTreeMap::new(),
+        auth: Some((
+            "Access-Token".to_owned(),
+            crate::sources::oauth::Token::Fixed(c.access_token.clone()),
+        )),
         query: BTreeMap::from([("advertiser_ids".to_owned(), format!("[{}]", ids.join(",")))]),
         records: "/data/list".into(),
         id: "/clue_id".into(),
@@ -154,22 +157,18 @@ pub fn is_test(lead: &Value) -> bool {
 pub(crate) fn start(cfg: &OceanEngineConnector, cx: &Start<'_>) -> anyhow::Result<Started> {
     let mut started = if cfg.pull {
         let mut pull = pull_config(cfg);
-        let mut refresh = None;
-        if let (Some(refresh_token), Some(platform)) = (&cfg.refresh_token, refresher(cfg)) {
-            let (credentials, task) = crate::sources::oauth::start(
-                cx,
-                &cfg.name,
-                &cfg.access_token,
-                Some(refresh_token),
-                std::sync::Arc::new(platform),
-            )?;
-            pull.headers.remove("Access-Token");
-            pull.auth = Some((
-                "Access-Token".to_owned(),
-                crate::sources::oauth::Token::Live(credentials),
-            ));
-            refresh = Some(task);
-        }
+        // Refreshed with a refresh token and the app; the configured token as it is otherwise.
+        let app = refresher(cfg)
+            .filter(|_| cfg.refresh_token.is_some())
+            .map(|r| std::sync::Arc::new(r) as std::sync::Arc<dyn crate::sources::oauth::Refresh>);
+        let (token, refresh) = crate::sources::oauth::token(
+            cx,
+            &cfg.name,
+            &cfg.access_token,
+            cfg.refresh_token.as_ref(),
+            app,
+        )?;
+        pull.auth = Some(("Access-Token".to_owned(), token));
         let mut started = crate::sources::http_pull::start(pull, cx)?;
         started.tasks.extend(refresh);
         started

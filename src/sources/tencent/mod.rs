@@ -132,28 +132,25 @@ pub(crate) fn start(cfg: &TencentConnector, cx: &Start<'_>) -> anyhow::Result<St
         ),
         cfg.rate_limit,
     );
-    let mut tasks = Vec::new();
-    let credentials = match (&cfg.refresh_token, refresher(cfg)) {
-        (Some(refresh_token), Some(platform)) => {
-            let (credentials, task) = crate::sources::oauth::start(
-                cx,
-                &cfg.name,
-                &cfg.access_token,
-                Some(refresh_token),
-                std::sync::Arc::new(platform),
-            )?;
-            tasks.push(task);
-            Some(credentials)
-        }
-        _ => None,
-    };
+    // Refreshed with a refresh token and the app; the configured token as it is otherwise.
+    let app = refresher(cfg)
+        .filter(|_| cfg.refresh_token.is_some())
+        .map(|r| std::sync::Arc::new(r) as std::sync::Arc<dyn crate::sources::oauth::Refresh>);
+    let (token, refresh) = crate::sources::oauth::token(
+        cx,
+        &cfg.name,
+        &cfg.access_token,
+        cfg.refresh_token.as_ref(),
+        app,
+    )?;
+    let mut tasks: Vec<_> = refresh.into_iter().collect();
     let cfg = cfg.clone();
     let every = cfg.poll_interval;
     tasks.push(poll_task(cx.sink(&cfg.name), every, move |checkpoint, sink| Puller {
         checkpoint,
         limiter: limiter.clone(),
         cfg: cfg.clone(),
-        credentials: credentials.clone(),
+        token: token.clone(),
         client: client.clone(),
         sink,
     }));
@@ -267,8 +264,8 @@ fn refresh_answer(
 
 struct Puller {
     cfg: TencentConnector,
-    /// The refreshed token, with `refresh_token` configured.
-    credentials: Option<crate::sources::oauth::Credentials>,
+    /// The token sent (refreshed with `refresh_token` configured).
+    token: crate::sources::oauth::Token,
     client: reqwest::Client,
     limiter: Option<Limiter>,
     sink: PageSink,
@@ -277,7 +274,7 @@ struct Puller {
 
 impl Poll for Puller {
     fn wake(&self) -> Option<watch::Receiver<u64>> {
-        self.credentials.as_ref().map(|c| c.subscribe())
+        self.token.subscribe()
     }
 
     async fn poll(&mut self, shutdown: &watch::Receiver<bool>) -> Result<(), PullError> {
@@ -380,18 +377,9 @@ impl Puller {
         size: u32,
         after: Option<&(i64, String)>,
     ) -> Result<Vec<Value>, PullError> {
-        match &self.credentials {
-            None => {
-                self.fetch_with(&self.cfg.access_token, range, page, size, after)
-                    .await
-            }
-            Some(c) => {
-                crate::sources::oauth::with_token(c, |token| async move {
-                    self.fetch_with(&token, range, page, size, after).await
-                })
-                .await
-            }
-        }
+        self.token
+            .with(|token| async move { self.fetch_with(&token, range, page, size, after).await })
+            .await
     }
 
     async fn fetch_with(
