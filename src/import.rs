@@ -163,58 +163,37 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         &read_bytes,
     )?;
     reader.notes.iter().for_each(|n| eprintln!("{n}"));
-    let (batches, mut incoming) = tokio::sync::mpsc::channel::<Vec<(u64, IntakeEvent)>>(2);
-    let batch_size = settings.intake.batch_size.max(1);
-    let (source, reader_path, reader_digest) = (opts.source.clone(), path.clone(), digest.clone());
-    let notify = progress.clone();
-    let reading = std::thread::Builder::new()
-        .name("import-reader".into())
-        .spawn(move || -> (u64, usize) {
-            let (mut last_line, mut count) = (0u64, 0usize);
-            let mut batch = Vec::with_capacity(batch_size);
-            for row in reader {
-                count += 1;
-                last_line = row.line;
-                if row.line <= resume_after {
-                    continue;
-                }
-                if let Some(err) = &row.error {
-                    notify.suspend(|| {
-                        eprintln!("{reader_path}:{}: {err}; kept as a rejected lead", row.line)
-                    });
-                }
-                let external_id = external_id_field
-                    .as_deref()
-                    .and_then(|f| field_text(&row.payload, f));
-                let mut event =
-                    IntakeEvent::new(&source, SourceKind::File, external_id, row.payload);
-                event.event_id = row_event_id(&source, &reader_digest, row.line);
-                batch.push((row.line, event));
-                if batch.len() >= batch_size
-                    && batches
-                        .blocking_send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(batch_size),
-                        ))
-                        .is_err()
-                {
-                    return (last_line, count);
-                }
-            }
-            if !batch.is_empty() {
-                let _ = batches.blocking_send(batch);
-            }
-            (last_line, count)
-        })
-        .context("cannot start the import's reader")?;
+    let mut incoming = read_ahead(
+        reader,
+        settings.intake.batch_size,
+        resume_after,
+        RowEvents {
+            source: opts.source.clone(),
+            digest: digest.clone(),
+            external_id_field,
+        },
+    )?;
+    let (mut last_line, mut rows) = (resume_after, 0);
     let mut delivered = 0usize;
     // The rejected rows, with their lines and reasons, beside the file (opened at the first).
     let report_path = rejected_path(&opts.file);
     let mut report: Option<crate::imports::Report> = None;
-    while let Some(batch) = incoming.recv().await {
-        let last = batch.last().map_or(0, |(line, _)| *line);
-        let lines: Vec<u64> = batch.iter().map(|(line, _)| *line).collect();
-        let events: Vec<IntakeEvent> = batch.into_iter().map(|(_, e)| e).collect();
+    while let Some(ahead) = incoming.recv().await {
+        let batch = match ahead {
+            Ahead::Rows { rows: batch, .. } => batch,
+            Ahead::End { last_line: l, read } => {
+                (last_line, rows) = (l, read as usize);
+                continue;
+            }
+        };
+        let last = batch.last().map_or(0, |r| r.line);
+        for r in &batch {
+            if let Some(err) = &r.error {
+                progress.suspend(|| eprintln!("{path}:{}: {err}; kept as a rejected lead", r.line));
+            }
+        }
+        let lines: Vec<u64> = batch.iter().map(|r| r.line).collect();
+        let events: Vec<IntakeEvent> = batch.into_iter().map(|r| r.event).collect();
         let (records, dispositions) = processor.process(&events)?;
         for ((line, event), d) in lines.iter().zip(&events).zip(&dispositions) {
             if let crate::pipeline::Disposition::Rejected { codes } = d {
@@ -248,9 +227,6 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         progress.set_position(read_bytes.load(std::sync::atomic::Ordering::Relaxed));
         progress.set_message(format!("through line {last}"));
     }
-    let (last_line, rows) = reading
-        .join()
-        .map_err(|_| anyhow::anyhow!("the import's reader panicked"))?;
     if let Some(c) = &checkpoint {
         c.write(&path, last_line, rows, true)?;
     }
@@ -292,6 +268,85 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         eprintln!("{}", sink.describe());
     }
     Ok(summary)
+}
+
+/// How a file's rows become events: imported as `source`, the file named by its SHA-256, the
+/// platform id read from `external_id_field`.
+pub(crate) struct RowEvents {
+    pub source: String,
+    pub digest: String,
+    pub external_id_field: Option<String>,
+}
+
+impl RowEvents {
+    fn event(&self, row: crate::sources::file::Row) -> IntakeEvent {
+        let external_id = self
+            .external_id_field
+            .as_deref()
+            .and_then(|f| field_text(&row.payload, f));
+        let mut event = IntakeEvent::new(&self.source, SourceKind::File, external_id, row.payload);
+        event.event_id = row_event_id(&self.source, &self.digest, row.line);
+        event
+    }
+}
+
+/// A row made an event, with its line and why it could not be read (if so).
+pub(crate) struct RowEvent {
+    pub line: u64,
+    pub error: Option<String>,
+    pub event: IntakeEvent,
+}
+
+/// What the reader of [`read_ahead`] sends.
+pub(crate) enum Ahead {
+    /// The next rows, and how many the file has given so far.
+    Rows { rows: Vec<RowEvent>, read: u64 },
+    /// The end of the file: its last line, and its rows.
+    End { last_line: u64, read: u64 },
+}
+
+/// Reads `reader`'s rows after line `after` on a thread of its own and makes them events, `size`
+/// at a time, at most two batches ahead of the receiver: reading and decoding run beside identity
+/// and delivery, and memory holds a few batches whatever the file's size.
+pub(crate) fn read_ahead(
+    reader: crate::sources::file::RowReader,
+    size: usize,
+    after: u64,
+    events: RowEvents,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<Ahead>> {
+    let size = size.max(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    std::thread::Builder::new()
+        .name("import-reader".into())
+        .spawn(move || {
+            let (mut last_line, mut read) = (after, 0u64);
+            let mut batch = Vec::with_capacity(size);
+            for row in reader {
+                read += 1;
+                last_line = row.line;
+                if row.line <= after {
+                    continue;
+                }
+                let (line, error) = (row.line, row.error.clone());
+                batch.push(RowEvent {
+                    line,
+                    error,
+                    event: events.event(row),
+                });
+                if batch.len() >= size {
+                    let rows = std::mem::replace(&mut batch, Vec::with_capacity(size));
+                    if tx.blocking_send(Ahead::Rows { rows, read }).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() && tx.blocking_send(Ahead::Rows { rows: batch, read }).is_err() {
+                return;
+            }
+            let _ = tx.blocking_send(Ahead::End { last_line, read });
+        })
+        .context("cannot start the import's reader")?;
+    Ok(rx)
 }
 
 /// The `event_id` of the row at `line` of the file whose SHA-256 is `digest`, imported as

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::intake::Journal;
-use crate::lead::{IntakeEvent, SourceKind};
 use crate::pipeline::Processor;
 use crate::sources::file::Format;
 
@@ -257,13 +256,11 @@ impl Imports {
             else {
                 continue;
             };
-            let upload = std::fs::read_dir(&self.inner.dir).ok().and_then(|d| {
-                d.flatten().map(|e| e.path()).find(|p| {
-                    p.file_stem().and_then(|s| s.to_str()) == Some(id.as_str())
-                        && p.extension().and_then(|e| e.to_str()) != Some("json")
-                })
-            });
-            let Some(upload) = upload else { continue };
+            // Stored under the id with the file's own extension (see `upload_path`).
+            let upload = self.upload_path(&id, &request.file_name);
+            if !upload.exists() {
+                continue;
+            }
             tracing::info!(import = %id, file = %request.file_name, "resuming an import stopped by a restart");
             self.statuses().insert(id.clone(), status);
             let this = self.clone();
@@ -348,85 +345,53 @@ impl Imports {
         }
         let resume_after = done.as_ref().map_or(0, |d| d.through_line);
         status.rows_rejected = done.as_ref().map_or(0, |d| d.rejected);
-        // The rows are read on a blocking thread and come over in batches.
+        // The rows are read, and made events, on a thread of their own, in batches.
         let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<Result<Vec<crate::sources::file::Row>, String>>(2);
         let (file, sheet, counter) = (path.to_owned(), request.sheet.clone(), read.clone());
-        let display = request.file_name.clone();
-        let (notes_tx, notes_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("import-reader".into())
-            .spawn(move || {
-                let reader = match crate::sources::file::open(
-                    &file,
-                    format,
-                    sheet.as_deref(),
-                    &scan,
-                    &counter,
-                ) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = notes_tx.send(Vec::new());
-                        let _ = tx.blocking_send(Err(e
-                            .to_string()
-                            .replace(&file.display().to_string(), &display)));
-                        return;
-                    }
-                };
-                let _ = notes_tx.send(
-                    reader
-                        .notes
-                        .iter()
-                        .map(|n| n.replace(&file.display().to_string(), &display))
-                        .collect(),
-                );
-                let mut batch = Vec::with_capacity(BATCH);
-                for row in reader {
-                    batch.push(row);
-                    if batch.len() >= BATCH
-                        && tx
-                            .blocking_send(Ok(std::mem::replace(
-                                &mut batch,
-                                Vec::with_capacity(BATCH),
-                            )))
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-                if !batch.is_empty() {
-                    let _ = tx.blocking_send(Ok(batch));
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        status.notes.extend(notes_rx.await.unwrap_or_default());
+        let reader = tokio::task::spawn_blocking(move || {
+            crate::sources::file::open(&file, format, sheet.as_deref(), &scan, &counter)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            e.to_string()
+                .replace(&path.display().to_string(), &request.file_name)
+        })?;
+        status.notes.extend(
+            reader
+                .notes
+                .iter()
+                .map(|n| n.replace(&path.display().to_string(), &request.file_name)),
+        );
+        let mut rx = crate::import::read_ahead(
+            reader,
+            BATCH,
+            resume_after,
+            crate::import::RowEvents {
+                source: request.source.clone(),
+                digest: digest.clone(),
+                external_id_field: self.inner.external_ids.get(&request.source).cloned(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
         let mut report = Report::open(self.report_path(&request.source, &digest), resume_after)
             .map_err(|e| format!("cannot write the rejected-rows report: {e}"))?;
-        let external_id = self.inner.external_ids.get(&request.source).cloned();
         let mut last_line = resume_after;
-        while let Some(batch) = rx.recv().await {
-            let batch = batch?;
-            let mut events = Vec::with_capacity(batch.len());
-            for row in batch {
-                status.rows_read += 1;
-                last_line = row.line;
-                if row.line <= resume_after {
+        while let Some(ahead) = rx.recv().await {
+            let (batch, read_so_far) = match ahead {
+                crate::import::Ahead::Rows { rows, read } => (rows, read),
+                crate::import::Ahead::End { last_line: l, read } => {
+                    (last_line, status.rows_read) = (l, read);
                     continue;
                 }
-                let external = external_id
-                    .as_deref()
-                    .and_then(|f| crate::sources::webhook::field_text(&row.payload, f));
-                let mut event = IntakeEvent::new(
-                    &request.source,
-                    SourceKind::File,
-                    external,
-                    row.payload.clone(),
-                );
-                event.event_id = crate::import::row_event_id(&request.source, &digest, row.line);
+            };
+            status.rows_read = read_so_far;
+            let mut events = Vec::with_capacity(batch.len());
+            for row in batch {
+                last_line = row.line;
                 let reasons = match &row.error {
                     Some(e) => Some(vec![format!("unreadable: {e}")]),
-                    None => self.inner.processor.rejection(&event).map(|issues| {
+                    None => self.inner.processor.rejection(&row.event).map(|issues| {
                         issues
                             .iter()
                             .map(|i| format!("{}: {}", i.code, i.message))
@@ -436,10 +401,10 @@ impl Imports {
                 if let Some(reasons) = reasons {
                     status.rows_rejected += 1;
                     report
-                        .row(row.line, &reasons, &row.payload)
+                        .row(row.line, &reasons, &row.event.payload)
                         .map_err(|e| format!("cannot write the rejected-rows report: {e}"))?;
                 }
-                events.push(event);
+                events.push(row.event);
             }
             report
                 .flush()

@@ -100,34 +100,12 @@ pub async fn upload(
             if name.is_none() {
                 name = part.file_name().map(str::to_owned);
             }
-            let mut n = 0u64;
-            while let Some(chunk) = part
-                .chunk()
-                .await
-                .map_err(|e| bad("file", format!("the upload was cut: {e}")))?
-            {
-                n += chunk.len() as u64;
-                if n > MAX_UPLOAD {
-                    break;
-                }
-                file.write_all(&chunk).await.map_err(unavailable)?;
-            }
-            written = Some(n);
+            written = Some(copy(&mut part, &mut file, "file").await?);
             break;
         }
         written.ok_or_else(|| bad("file", "the multipart body has no `file` part"))?
     } else {
-        let mut stream = body.into_data_stream();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| bad("body", format!("the upload was cut: {e}")))?;
-            n += chunk.len() as u64;
-            if n > MAX_UPLOAD {
-                break;
-            }
-            file.write_all(&chunk).await.map_err(unavailable)?;
-        }
-        n
+        copy(&mut body.into_data_stream(), &mut file, "body").await?
     };
     if written > MAX_UPLOAD {
         drop(file);
@@ -183,6 +161,31 @@ fn imports(st: &AppState) -> Result<&crate::imports::Imports, ApiError> {
             "this server takes no imports",
         )
     })
+}
+
+/// Writes `stream` to `file`: the bytes written, or past [`MAX_UPLOAD`] one more than it (the
+/// caller refuses the upload). `field` names the part in a cut upload's error.
+async fn copy<S, B, E>(
+    stream: &mut S,
+    file: &mut tokio::fs::File,
+    field: &str,
+) -> Result<u64, ApiError>
+where
+    S: futures::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| bad(field, format!("the upload was cut: {e}")))?;
+        let chunk = chunk.as_ref();
+        n += chunk.len() as u64;
+        if n > MAX_UPLOAD {
+            return Ok(n);
+        }
+        file.write_all(chunk).await.map_err(unavailable)?;
+    }
+    Ok(n)
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -71,18 +71,6 @@ pub enum FileError {
     },
 }
 
-/// The decoded text of a file: UTF-8 (a BOM is dropped), else GB18030; and the hex SHA-256 of
-/// its bytes, which names this version of the file (see `import`).
-pub fn read_text(path: &Path) -> Result<(String, String), FileError> {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).map_err(|source| FileError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let digest = hex::encode(sha2::Sha256::digest(&bytes));
-    Ok((decode(bytes), digest))
-}
-
 /// Text from bytes: UTF-8 (a BOM is dropped), else GB18030.
 pub fn decode(bytes: Vec<u8>) -> String {
     let bytes = bytes
@@ -899,17 +887,6 @@ mod tests {
             r.rows[0].payload,
             serde_json::json!({"phone": "1", "phone_2": "2", "email": "a@b.cn"})
         );
-    }
-
-    #[test]
-    fn gb18030_files_decode() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("gbk.csv");
-        let (bytes, _, _) = encoding_rs::GB18030.encode("姓名,手机\n张三,13800138000\n");
-        std::fs::write(&p, &bytes).unwrap();
-        let (text, digest) = read_text(&p).unwrap();
-        assert!(text.starts_with("姓名"));
-        assert_eq!(digest.len(), 64);
     }
 
     #[test]
