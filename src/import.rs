@@ -28,7 +28,7 @@ use crate::assign::{Assigner, AssignmentStore, EmbeddedAssignmentStore};
 use crate::config::Settings;
 use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
 use crate::lead::{IntakeEvent, SourceKind};
-use crate::pipeline::{Processor, Summary};
+use crate::pipeline::{Disposition, Prepared, Processor, Summary};
 use crate::sinks::{DryRunSink, HealthReport, Sink};
 use crate::sources::file::Format;
 use crate::sources::webhook::field_text;
@@ -94,8 +94,6 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     };
 
     let (_stop_tx, stop_rx) = watch::channel(false);
-    // A dry run's scratch store, removed at the end.
-    let mut _scratch: Option<Scratch> = None;
     let (identity, assignment, mut sink): (Arc<dyn IdentityStore>, Arc<dyn AssignmentStore>, Sink) =
         if opts.dry_run {
             let out: Box<dyn Write + Send> = match opts.output.as_deref() {
@@ -110,15 +108,9 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
                 .output
                 .as_ref()
                 .map_or("stdout".into(), |p| p.display().to_string());
-            // The dry run's people are kept in a store of its own in a temporary directory, on
-            // disk: held in memory, that store grows by kilobytes per person (and its one
-            // buffer is copied as it grows).
-            let scratch = Scratch::new()?;
-            let identity = EmbeddedIdentityStore::open(
-                &scratch.0.join("identity.redb"),
-                Policy::new(&settings.identity),
-            )?;
-            _scratch = Some(scratch);
+            // The dry run's people are kept in a store of its own that keeps no log: only the
+            // matching index, in memory.
+            let identity = EmbeddedIdentityStore::scratch(Policy::new(&settings.identity))?;
             (
                 Arc::new(identity),
                 Arc::new(EmbeddedAssignmentStore::in_memory()?),
@@ -136,13 +128,13 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     let external_id_field = connector
         .and_then(|c| c.external_id_field())
         .map(str::to_owned);
-    let processor = Processor::new(
+    let processor = Arc::new(Processor::new(
         &settings.connectors,
         settings.topics.clone(),
         identity,
         Policy::new(&settings.identity),
         Assigner::new(assignment),
-    );
+    ));
 
     let progress = ProgressBar::new(scan.bytes);
     progress.set_style(
@@ -172,31 +164,74 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             digest: digest.clone(),
             external_id_field,
         },
+        Some(processor.clone()),
     )?;
     let (mut last_line, mut rows) = (resume_after, 0);
     let mut delivered = 0usize;
     // The rejected rows, with their lines and reasons, beside the file (opened at the first).
     let report_path = rejected_path(&opts.file);
     let mut report: Option<crate::imports::Report> = None;
-    while let Some(ahead) = incoming.recv().await {
-        let batch = match ahead {
-            Ahead::Rows { rows: batch, .. } => batch,
-            Ahead::End { last_line: l, read } => {
-                (last_line, rows) = (l, read as usize);
-                continue;
-            }
-        };
-        let last = batch.last().map_or(0, |r| r.line);
-        for r in &batch {
-            if let Some(err) = &r.error {
-                progress.suspend(|| eprintln!("{path}:{}: {err}; kept as a rejected lead", r.line));
+    // Three stages at once: the reader thread prepares batch N+2 while this task resolves
+    // batch N+1 and a blocking thread assigns batch N and makes its records; then batch N is
+    // delivered. Assignment runs one batch at a time, in order.
+    type Made = (
+        Vec<u64>,
+        Vec<IntakeEvent>,
+        Vec<crate::sinks::OutRecord>,
+        Vec<Disposition>,
+    );
+    let mut making: Option<tokio::task::JoinHandle<anyhow::Result<Made>>> = None;
+    loop {
+        let mut next = None;
+        while let Some(ahead) = incoming.recv().await {
+            match ahead {
+                Ahead::Rows { rows: batch, .. } => {
+                    next = Some(batch);
+                    break;
+                }
+                Ahead::End { last_line: l, read } => (last_line, rows) = (l, read as usize),
             }
         }
-        let lines: Vec<u64> = batch.iter().map(|r| r.line).collect();
-        let events: Vec<IntakeEvent> = batch.into_iter().map(|r| r.event).collect();
-        let (records, dispositions) = processor.process(&events)?;
+        let resolved = match next {
+            Some(batch) => {
+                for (line, err) in batch.lines.iter().zip(&batch.errors) {
+                    if let Some(err) = err {
+                        progress
+                            .suspend(|| eprintln!("{path}:{line}: {err}; kept as a rejected lead"));
+                    }
+                }
+                let Rows {
+                    lines,
+                    events,
+                    prepared,
+                    ..
+                } = batch;
+                let prepared = prepared.unwrap_or_else(|| processor.prepare(&events));
+                Some((lines, events, processor.resolve(prepared)?))
+            }
+            None => None,
+        };
+        let made = match making.take() {
+            Some(m) => Some(m.await.context("the import's records")??),
+            None => None,
+        };
+        if let Some((lines, events, resolved)) = resolved {
+            let processor = processor.clone();
+            making = Some(tokio::task::spawn_blocking(move || {
+                let (records, outcomes) = processor.records(&events, resolved)?;
+                let dispositions = outcomes.into_iter().map(|(d, _)| d).collect();
+                Ok((lines, events, records, dispositions))
+            }));
+        }
+        let Some((lines, events, records, dispositions)) = made else {
+            if making.is_none() {
+                break;
+            }
+            continue;
+        };
+        let last = lines.last().copied().unwrap_or(0);
         for ((line, event), d) in lines.iter().zip(&events).zip(&dispositions) {
-            if let crate::pipeline::Disposition::Rejected { codes } = d {
+            if let Disposition::Rejected { codes } = d {
                 if report.is_none() {
                     report = Some(
                         crate::imports::Report::open(report_path.clone(), resume_after)
@@ -290,29 +325,45 @@ impl RowEvents {
     }
 }
 
-/// A row made an event, with its line and why it could not be read (if so).
-pub(crate) struct RowEvent {
-    pub line: u64,
-    pub error: Option<String>,
-    pub event: IntakeEvent,
+/// Rows made events: each one's line, why it could not be read (if so), and its event; with
+/// their preparation (see [`Processor::prepare`]) when the reader was given a processor.
+pub(crate) struct Rows {
+    pub lines: Vec<u64>,
+    pub errors: Vec<Option<String>>,
+    pub events: Vec<IntakeEvent>,
+    pub prepared: Option<Prepared>,
+}
+
+impl Rows {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            lines: Vec::with_capacity(n),
+            errors: Vec::with_capacity(n),
+            events: Vec::with_capacity(n),
+            prepared: None,
+        }
+    }
 }
 
 /// What the reader of [`read_ahead`] sends.
 pub(crate) enum Ahead {
     /// The next rows, and how many the file has given so far.
-    Rows { rows: Vec<RowEvent>, read: u64 },
+    Rows { rows: Rows, read: u64 },
     /// The end of the file: its last line, and its rows.
     End { last_line: u64, read: u64 },
 }
 
 /// Reads `reader`'s rows after line `after` on a thread of its own and makes them events, `size`
 /// at a time, at most two batches ahead of the receiver: reading and decoding run beside identity
-/// and delivery, and memory holds a few batches whatever the file's size.
+/// and delivery, and memory holds a few batches whatever the file's size. With a processor, the
+/// thread also prepares each batch (mapping, normalization, identity requests), so that only
+/// identity, assignment and delivery are left to the receiver.
 pub(crate) fn read_ahead(
     reader: crate::sources::file::RowReader,
     size: usize,
     after: u64,
     events: RowEvents,
+    processor: Option<Arc<Processor>>,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<Ahead>> {
     let size = size.max(1);
     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -320,27 +371,32 @@ pub(crate) fn read_ahead(
         .name("import-reader".into())
         .spawn(move || {
             let (mut last_line, mut read) = (after, 0u64);
-            let mut batch = Vec::with_capacity(size);
+            let mut batch = Rows::with_capacity(size);
+            let send = |mut rows: Rows, read: u64| {
+                if let Some(p) = &processor {
+                    rows.prepared = Some(p.prepare(&rows.events));
+                }
+                tx.blocking_send(Ahead::Rows { rows, read }).is_ok()
+            };
             for row in reader {
                 read += 1;
                 last_line = row.line;
                 if row.line <= after {
                     continue;
                 }
-                let (line, error) = (row.line, row.error.clone());
-                batch.push(RowEvent {
-                    line,
-                    error,
-                    event: events.event(row),
-                });
-                if batch.len() >= size {
-                    let rows = std::mem::replace(&mut batch, Vec::with_capacity(size));
-                    if tx.blocking_send(Ahead::Rows { rows, read }).is_err() {
-                        return;
-                    }
+                batch.lines.push(row.line);
+                batch.errors.push(row.error.clone());
+                batch.events.push(events.event(row));
+                if batch.events.len() >= size
+                    && !send(
+                        std::mem::replace(&mut batch, Rows::with_capacity(size)),
+                        read,
+                    )
+                {
+                    return;
                 }
             }
-            if !batch.is_empty() && tx.blocking_send(Ahead::Rows { rows: batch, read }).is_err() {
+            if !batch.events.is_empty() && !send(batch, read) {
                 return;
             }
             let _ = tx.blocking_send(Ahead::End { last_line, read });
@@ -438,27 +494,6 @@ impl Checkpoint {
         };
         write()
             .with_context(|| format!("cannot write the import checkpoint {}", self.path.display()))
-    }
-}
-
-/// A temporary directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "leadgate-dry-run-{}",
-            uuid::Uuid::now_v7().simple()
-        ));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -372,6 +372,7 @@ impl Imports {
                 digest: digest.clone(),
                 external_id_field: self.inner.external_ids.get(&request.source).cloned(),
             },
+            None,
         )
         .map_err(|e| e.to_string())?;
         let mut report = Report::open(self.report_path(&request.source, &digest), resume_after)
@@ -386,12 +387,17 @@ impl Imports {
                 }
             };
             status.rows_read = read_so_far;
-            let mut events = Vec::with_capacity(batch.len());
-            for row in batch {
-                last_line = row.line;
-                let reasons = match &row.error {
+            let crate::import::Rows {
+                lines,
+                errors,
+                events,
+                ..
+            } = batch;
+            for ((line, error), event) in lines.into_iter().zip(errors).zip(&events) {
+                last_line = line;
+                let reasons = match &error {
                     Some(e) => Some(vec![format!("unreadable: {e}")]),
-                    None => self.inner.processor.rejection(&row.event).map(|issues| {
+                    None => self.inner.processor.rejection(event).map(|issues| {
                         issues
                             .iter()
                             .map(|i| format!("{}: {}", i.code, i.message))
@@ -401,10 +407,9 @@ impl Imports {
                 if let Some(reasons) = reasons {
                     status.rows_rejected += 1;
                     report
-                        .row(row.line, &reasons, &row.event.payload)
+                        .row(line, &reasons, &event.payload)
                         .map_err(|e| format!("cannot write the rejected-rows report: {e}"))?;
                 }
-                events.push(row.event);
             }
             report
                 .flush()

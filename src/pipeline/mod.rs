@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use phonenumber::country;
-use serde_json::value::RawValue;
 
 mod deliver;
 
@@ -28,6 +27,22 @@ pub type Attributed = (
     Vec<OutRecord>,
     Vec<(Disposition, crate::stats::Attribution)>,
 );
+
+/// Events mapped and normalized, with their attributions and identity requests: what
+/// [`Processor::prepare`] gives [`Processor::finish`].
+pub struct Prepared {
+    cleaned: Vec<(NormalizedLead, serde_json::Map<String, serde_json::Value>)>,
+    attributions: Vec<crate::stats::Attribution>,
+    requests: Vec<crate::identity::IdentityRequest>,
+}
+
+/// Prepared events resolved by identity: what [`Processor::resolve`] gives
+/// [`Processor::records`].
+pub struct Resolved {
+    cleaned: Vec<(NormalizedLead, serde_json::Map<String, serde_json::Value>)>,
+    attributions: Vec<crate::stats::Attribution>,
+    resolutions: Vec<Resolution>,
+}
 
 /// How one event came out, for summaries and counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,8 +215,15 @@ impl Processor {
 
     /// [`Processor::process`], with each event's campaign, form and owner for the statistics.
     pub fn process_attributed(&self, events: &[IntakeEvent]) -> Result<Attributed, PipelineError> {
+        self.finish(events, self.prepare(events))
+    }
+
+    /// The part of processing `events` that needs no store: mapping, normalization, attribution
+    /// and the identity requests. It may run on another thread than [`Processor::finish`] (an
+    /// import prepares the next batch while the current one is resolved).
+    pub fn prepare(&self, events: &[IntakeEvent]) -> Prepared {
         let cleaned: Vec<_> = events.iter().map(|e| self.clean(e)).collect();
-        let mut attributions: Vec<_> = events
+        let attributions: Vec<_> = events
             .iter()
             .zip(&cleaned)
             .map(|(e, (_, custom))| crate::stats::Attribution::of(custom, &e.payload))
@@ -224,7 +246,51 @@ impl Processor {
                 })
             })
             .collect();
-        let mut resolutions = self.identity.resolve(&requests)?.into_iter();
+        Prepared {
+            cleaned,
+            attributions,
+            requests,
+        }
+    }
+
+    /// Processes `events`, prepared by [`Processor::prepare`]: identity, assignment and the
+    /// records, in event order.
+    pub fn finish(
+        &self,
+        events: &[IntakeEvent],
+        prepared: Prepared,
+    ) -> Result<Attributed, PipelineError> {
+        self.records(events, self.resolve(prepared)?)
+    }
+
+    /// The identity step of [`Processor::finish`]: resolves prepared events in order.
+    pub fn resolve(&self, prepared: Prepared) -> Result<Resolved, PipelineError> {
+        let Prepared {
+            cleaned,
+            attributions,
+            requests,
+        } = prepared;
+        let resolutions = self.identity.resolve(&requests)?;
+        Ok(Resolved {
+            cleaned,
+            attributions,
+            resolutions,
+        })
+    }
+
+    /// The rest of [`Processor::finish`]: assignment and the records of resolved events. It needs
+    /// no identity store, so it may run beside the resolution of the next events.
+    pub fn records(
+        &self,
+        events: &[IntakeEvent],
+        resolved: Resolved,
+    ) -> Result<Attributed, PipelineError> {
+        let Resolved {
+            cleaned,
+            mut attributions,
+            resolutions,
+        } = resolved;
+        let mut resolutions = resolutions.into_iter();
 
         // Stage every event, then assign the clean ones in one batch, then serialize in order.
         enum Staged {
@@ -352,7 +418,7 @@ impl Processor {
         Ok(OutRecord {
             topic: topic.to_owned(),
             key: key.to_owned(),
-            value: RawValue::from_string(serde_json::to_string(value)?)?,
+            value: serde_json::value::to_raw_value(value)?,
             headers: vec![
                 ("event_id", event.event_id.clone()),
                 ("source", event.connector.clone()),
