@@ -8,9 +8,14 @@
 //!   row processed again is a replay of the same event: the identity store answers it as the
 //!   first time (never "already ingested"), with the same `lead_id`;
 //! - after each batch is delivered, a checkpoint under `<data_dir>/imports/` records the last
-//!   line delivered (written to a temporary file, fsynced, renamed), and a rerun starts after it.
-//!   A stop between a batch's delivery and its checkpoint delivers that batch again, with the
-//!   same event ids (consumers drop repeats by `event_id`, as the record contract says);
+//!   line delivered and where the output stands (each topic file's length, or each Kafka
+//!   partition's offset), written to a temporary file, fsynced, renamed; a rerun starts after
+//!   that line;
+//! - the rows after it are in doubt: a stop while their batch was published may have left all,
+//!   some or none of its records in the output. A rerun reads the output from the recorded
+//!   positions, and the records it finds there are not published again (until all of them came
+//!   by again, the checkpoint keeps those positions, so a second stop finds them too). No Kafka
+//!   transactions are needed, which the broker may not offer (tansu 0.6 does not);
 //! - a file imported to its end is not published again unless `--again` says so (then its rows
 //!   go out again under the same event ids).
 
@@ -75,6 +80,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         Some(c) => c.read()?,
         None => None,
     };
+    let mut in_doubt = None;
     let resume_after = match done {
         Some(d) if d.complete && !opts.again => {
             eprintln!(
@@ -88,6 +94,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
                 "{path}: an earlier import stopped after line {}; going on from there",
                 d.through_line
             );
+            in_doubt = d.in_doubt;
             d.through_line
         }
         _ => 0,
@@ -124,6 +131,36 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
                 build_sink(&settings, &data, stop_rx, HealthReport::new().0).await?,
             )
         };
+    // The batch being published when an earlier run stopped may have reached the output in
+    // part: its records found there are not published again.
+    let topics = [
+        settings.topics.clean.as_str(),
+        &settings.topics.rejected,
+        &settings.topics.merged,
+        &settings.topics.test,
+    ];
+    // What arrived of the batch in doubt; while some of it is still to come in this run, a
+    // stop leaves the same batch in doubt, from the same positions.
+    let mut landed = crate::sinks::Landed::new();
+    if let Some(doubt) = &in_doubt {
+        landed = sink
+            .landed(&doubt.positions)
+            .await
+            .context("cannot tell what the stopped import had published")?;
+        eprintln!(
+            "{path}: rows after line {} were being published when it stopped; {} of their records had arrived and are not published again",
+            doubt.from_line - 1,
+            landed.len()
+        );
+    } else if let Some(c) = &checkpoint {
+        let positions = sink.positions(&topics).await?;
+        let doubt = InDoubt {
+            from_line: resume_after + 1,
+            positions,
+        };
+        c.write(&path, resume_after, 0, false, Some(&doubt))?;
+        in_doubt = Some(doubt);
+    }
     let connector = settings.connector(&opts.source);
     let external_id_field = connector
         .and_then(|c| c.external_id_field())
@@ -168,6 +205,12 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     )?;
     let (mut last_line, mut rows) = (resume_after, 0);
     let mut delivered = 0usize;
+    // A fault point for tests: `LEADGATE_IMPORT_CRASH_AFTER=N` aborts the process right after
+    // the Nth batch of this run is published, before its checkpoint is written.
+    let crash_after: Option<u64> = std::env::var("LEADGATE_IMPORT_CRASH_AFTER")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let mut batches = 0u64;
     // The rejected rows, with their lines and reasons, beside the file (opened at the first).
     let report_path = rejected_path(&opts.file);
     let mut report: Option<crate::imports::Report> = None;
@@ -253,17 +296,39 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         if !opts.dry_run {
             processor.sync()?;
         }
+        let mut records = records;
+        if !landed.is_empty() {
+            records.retain(|r| {
+                let arrived = r.event_id().map(|id| (r.topic.clone(), id.to_owned()));
+                !arrived.is_some_and(|a| landed.remove(&a))
+            });
+        }
         sink.deliver(&records).await?;
+        batches += 1;
+        if crash_after == Some(batches) {
+            // The worst point to stop: a batch published, its checkpoint not written.
+            eprintln!("LEADGATE_IMPORT_CRASH_AFTER={batches}: stopping as a crash would");
+            std::process::abort();
+        }
         delivered += events.len();
         if let Some(c) = &checkpoint {
-            c.write(&path, last, delivered, false)?;
+            // Where the output stands after the batch, which is where the next batch's records
+            // will be found if a stop leaves it in doubt. Until every record that had arrived
+            // of the earlier batch in doubt came by again, that batch stays in doubt.
+            if landed.is_empty() {
+                in_doubt = Some(InDoubt {
+                    from_line: last + 1,
+                    positions: sink.positions(&topics).await?,
+                });
+            }
+            c.write(&path, last, delivered, false, in_doubt.as_ref())?;
         }
         dispositions.iter().for_each(|d| summary.add(d));
         progress.set_position(read_bytes.load(std::sync::atomic::Ordering::Relaxed));
         progress.set_message(format!("through line {last}"));
     }
     if let Some(c) = &checkpoint {
-        c.write(&path, last_line, rows, true)?;
+        c.write(&path, last_line, rows, true, None)?;
     }
     progress.finish_and_clear();
 
@@ -423,6 +488,17 @@ struct Progress {
     through_line: u64,
     rows: usize,
     complete: bool,
+    /// The rows that may be in the output already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_doubt: Option<InDoubt>,
+}
+
+/// The rows after the last delivered batch: whatever of them a stop leaves published is found in
+/// the output after `positions`, where it stood when that batch was delivered.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct InDoubt {
+    from_line: u64,
+    positions: crate::sinks::Positions,
 }
 
 /// Where an import's [`Progress`] is kept: `<data_dir>/imports/<source>-<sha256>.json`.
@@ -473,6 +549,7 @@ impl Checkpoint {
         through_line: u64,
         rows: usize,
         complete: bool,
+        in_doubt: Option<&InDoubt>,
     ) -> anyhow::Result<()> {
         let progress = Progress {
             file: file.to_owned(),
@@ -481,6 +558,7 @@ impl Checkpoint {
             through_line,
             rows,
             complete,
+            in_doubt: in_doubt.cloned(),
         };
         let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
         let write = || -> std::io::Result<()> {

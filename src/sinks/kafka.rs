@@ -6,10 +6,11 @@
 //! - permanent (a record Kafka will never take, e.g. too large): the record goes to a dead-letter
 //!   file under the data directory, fsynced, so nothing is dropped silently.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -19,7 +20,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
-use super::{HealthReport, OutRecord, SinkError};
+use super::{HealthReport, Landed, OutRecord, Positions, SinkError};
 use crate::config::{KafkaSettings, Topics};
 
 pub struct KafkaSink {
@@ -28,7 +29,18 @@ pub struct KafkaSink {
     dead_letter_dir: PathBuf,
     shutdown: watch::Receiver<bool>,
     health: HealthReport,
+    /// Each partition written to: the offset after the last record delivered to it.
+    delivered: HashMap<(String, i32), i64>,
+    /// Each partition's high watermark when last asked, and when that was.
+    watermarks: HashMap<(String, i32), i64>,
+    asked: Option<Instant>,
 }
+
+/// How often [`KafkaSink::positions`] asks the brokers for the partitions' watermarks; between
+/// times, the offsets of the records it delivered move them on.
+const ASK_EVERY: Duration = Duration::from_secs(5);
+/// How long [`KafkaSink::landed`] may read back before giving up.
+const READ_BACK_FOR: Duration = Duration::from_secs(120);
 
 /// Consecutive failed attempts after which the producer is recreated.
 const RECREATE_AFTER: u32 = 3;
@@ -73,7 +85,62 @@ impl KafkaSink {
             dead_letter_dir: dead_letter_dir.to_owned(),
             shutdown,
             health,
+            delivered: HashMap::new(),
+            watermarks: HashMap::new(),
+            asked: None,
         })
+    }
+
+    /// Each partition of `topics`: the offset from which records delivered from now on are
+    /// found. The larger of the high watermark (which tansu reports low: the last batch's first
+    /// offset + 1; never past the end) and the offset after this sink's last record there. Asks
+    /// the brokers at most every few seconds, and until they answer.
+    pub async fn positions(&mut self, topics: &[&str]) -> Result<Positions, SinkError> {
+        let mut backoff = crate::retry::forever();
+        while self.asked.is_none_or(|t| t.elapsed() >= ASK_EVERY) {
+            let client = self.producer.clone();
+            let names: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+            let asked = tokio::task::spawn_blocking(move || watermarks(&client, &names))
+                .await
+                .map_err(|e| SinkError::Kafka(format!("asking for the watermarks: {e}")))?;
+            match asked {
+                Ok(w) => {
+                    self.watermarks = w;
+                    self.asked = Some(Instant::now());
+                }
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(error = %e, retry_in = ?delay, "kafka: cannot read the partitions' offsets; retrying");
+                    self.health.failing(format!("kafka: {e}"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.changed() => return Err(SinkError::Shutdown),
+                    }
+                }
+            }
+        }
+        let mut at = Positions::default();
+        for ((topic, partition), &high) in &self.watermarks {
+            let ours = self
+                .delivered
+                .get(&(topic.clone(), *partition))
+                .copied()
+                .unwrap_or(0);
+            at.partitions
+                .entry(topic.clone())
+                .or_default()
+                .insert(*partition, high.max(ours));
+        }
+        Ok(at)
+    }
+
+    /// Reads every partition of `at` from its offset to its end and gives the records found
+    /// there (by their `event_id` header).
+    pub async fn landed(&mut self, at: &Positions) -> Result<Landed, SinkError> {
+        let (settings, at) = (self.settings.clone(), at.clone());
+        tokio::task::spawn_blocking(move || read_back(&settings, &at))
+            .await
+            .map_err(|e| SinkError::Kafka(format!("reading back: {e}")))?
     }
 
     pub fn brokers(&self) -> &str {
@@ -138,7 +205,11 @@ impl KafkaSink {
     }
 
     /// Sends the records at `indices` and waits for every delivery report; returns the failures.
-    async fn send_all(&self, records: &[OutRecord], indices: &[usize]) -> Vec<(usize, KafkaError)> {
+    async fn send_all(
+        &mut self,
+        records: &[OutRecord],
+        indices: &[usize],
+    ) -> Vec<(usize, KafkaError)> {
         let mut failed = Vec::new();
         let mut inflight = Vec::with_capacity(indices.len());
         for &i in indices {
@@ -177,7 +248,13 @@ impl KafkaSink {
             let report = delivery.await;
             crate::telemetry::kafka_in_flight(-1.0);
             match report {
-                Ok(Ok(_)) => {}
+                Ok(Ok(d)) => {
+                    let next = self
+                        .delivered
+                        .entry((records[i].topic.clone(), d.partition))
+                        .or_default();
+                    *next = (*next).max(d.offset + 1);
+                }
                 Ok(Err((e, _))) => failed.push((i, e)),
                 Err(_) => failed.push((i, KafkaError::Canceled)),
             }
@@ -223,6 +300,84 @@ fn producer(settings: &KafkaSettings) -> Result<FutureProducer, SinkError> {
         );
     cfg.create()
         .map_err(|e| SinkError::Kafka(format!("cannot create the producer: {e}")))
+}
+
+/// The high watermark of every partition of `topics`.
+fn watermarks(
+    client: &FutureProducer,
+    topics: &[String],
+) -> Result<HashMap<(String, i32), i64>, KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let mut out = HashMap::new();
+    for topic in topics {
+        let metadata = client.client().fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            if t.error().is_some() {
+                continue; // not created yet: nothing to find there
+            }
+            for p in t.partitions() {
+                let (_, high) = client.client().fetch_watermarks(topic, p.id(), timeout)?;
+                out.insert((topic.clone(), p.id()), high);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`KafkaSink::landed`], blocking: for each topic, a consumer of no group assigned its
+/// partitions at their offsets, read until each reports its end. An offset the broker calls out
+/// of range is read from the partition's start instead: slower, never a record missed.
+fn read_back(settings: &KafkaSettings, at: &Positions) -> Result<Landed, SinkError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+    let fail = |e: KafkaError| SinkError::Kafka(format!("reading back what was delivered: {e}"));
+    let mut landed = Landed::new();
+    let deadline = Instant::now() + READ_BACK_FOR;
+    for (topic, partitions) in &at.partitions {
+        let mut cfg = client_config(settings);
+        cfg.set("group.id", "leadgate-import-read-back")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = cfg.create().map_err(fail)?;
+        let mut list = TopicPartitionList::new();
+        for (&p, &offset) in partitions {
+            list.add_partition_offset(topic, p, Offset::Offset(offset))
+                .map_err(fail)?;
+        }
+        consumer.assign(&list).map_err(fail)?;
+        // One consumer per topic: an end-of-partition event names only the partition.
+        let mut open: HashSet<i32> = partitions.keys().copied().collect();
+        while !open.is_empty() {
+            if Instant::now() > deadline {
+                return Err(SinkError::Kafka(format!(
+                    "reading back what was delivered: {topic} did not reach its end in {READ_BACK_FOR:?}"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Err(e)) => return Err(fail(e)),
+                Some(Ok(m)) => {
+                    let id = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "event_id")
+                            .and_then(|h| h.value)
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                            .map(str::to_owned)
+                    });
+                    if let Some(id) = id {
+                        landed.insert((topic.clone(), id));
+                    }
+                }
+            }
+        }
+    }
+    Ok(landed)
 }
 
 /// Whether librdkafka takes `settings` (every option known, every value valid in this build):

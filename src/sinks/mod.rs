@@ -10,6 +10,7 @@ pub use dry_run::DryRunSink;
 pub use kafka::{KafkaSink, check as check_kafka};
 pub use spool::SpoolSink;
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -27,6 +28,16 @@ pub struct OutRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
+impl OutRecord {
+    /// The `event_id` header.
+    pub fn event_id(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == "event_id")
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("writing {path}: {source}")]
@@ -39,6 +50,20 @@ pub enum SinkError {
     #[error("delivery stopped: shutting down")]
     Shutdown,
 }
+
+/// Where an output stood before a batch was delivered: each topic's file length (the embedded
+/// output), or each Kafka partition's offset. What a batch in doubt after a crash delivered is
+/// found after these positions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Positions {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+/// A record's topic and `event_id`.
+pub type Landed = HashSet<(String, String)>;
 
 /// The configured output.
 pub enum Sink {
@@ -55,6 +80,24 @@ impl Sink {
             Self::Spool(s) => s.deliver(records),
             Self::Kafka(k) => k.deliver(records).await,
             Self::DryRun(d) => d.deliver(records),
+        }
+    }
+
+    /// Where `topics` stand now (see [`Positions`]); nothing for a dry run.
+    pub async fn positions(&mut self, topics: &[&str]) -> Result<Positions, SinkError> {
+        match self {
+            Self::Spool(s) => s.positions(topics),
+            Self::Kafka(k) => k.positions(topics).await,
+            Self::DryRun(_) => Ok(Positions::default()),
+        }
+    }
+
+    /// The records that reached the output after `at`: their topics and event ids.
+    pub async fn landed(&mut self, at: &Positions) -> Result<Landed, SinkError> {
+        match self {
+            Self::Spool(s) => s.landed(at),
+            Self::Kafka(k) => k.landed(at).await,
+            Self::DryRun(_) => Ok(Landed::new()),
         }
     }
 

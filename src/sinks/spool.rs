@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{OutRecord, SinkError};
+use super::{Landed, OutRecord, Positions, SinkError};
 
 pub struct SpoolSink {
     dir: PathBuf,
@@ -39,6 +39,57 @@ impl SpoolSink {
     /// The file that holds `topic`.
     pub fn path_of(&self, topic: &str) -> PathBuf {
         self.dir.join(format!("{topic}.jsonl"))
+    }
+
+    /// Each topic's file length (0 for a file not written yet).
+    pub fn positions(&self, topics: &[&str]) -> Result<Positions, SinkError> {
+        let mut files = std::collections::BTreeMap::new();
+        for topic in topics {
+            let path = self.path_of(topic);
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(source) => {
+                    return Err(SinkError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
+            };
+            files.insert((*topic).to_owned(), len);
+        }
+        Ok(Positions {
+            files,
+            ..Default::default()
+        })
+    }
+
+    /// The records in the whole lines after `at`'s lengths.
+    pub fn landed(&self, at: &Positions) -> Result<Landed, SinkError> {
+        let mut landed = Landed::new();
+        for (topic, &len) in &at.files {
+            let path = self.path_of(topic);
+            let io = |source| SinkError::Io {
+                path: path.display().to_string(),
+                source,
+            };
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(e)),
+            };
+            file.seek(SeekFrom::Start(len)).map_err(io)?;
+            for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
+                let line = line.map_err(io)?;
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue; // a torn last line: not delivered
+                };
+                if let Some(id) = value["event_id"].as_str() {
+                    landed.insert((topic.clone(), id.to_owned()));
+                }
+            }
+        }
+        Ok(landed)
     }
 
     pub fn deliver(&mut self, records: &[OutRecord]) -> Result<(), SinkError> {

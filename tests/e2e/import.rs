@@ -247,13 +247,10 @@ fn import_publishes_to_kafka_and_remembers_identities() {
     assert_eq!(statuses, ["matched", "matched", "matched"]);
 }
 
-/// Kills `leadgate import` at many points of a 6,000-row import (half the rows with an external
-/// id), reruns it until it finishes, and checks that every row came out under one event id, and
-/// that nothing else did.
-#[test]
-fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
+/// A 6,000-row CSV (half the rows with an external id) and a config importing it as `expo` with
+/// `output` (the embedded output when empty), in batches of 200.
+fn big_import(dir: &Path, output: &str) -> (usize, [&'static str; 8]) {
     const ROWS: usize = 6000;
-    let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("id,姓名,手机,邮箱\n");
     for i in 0..ROWS {
         let id = if i % 2 == 0 {
@@ -263,43 +260,50 @@ fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
         };
         csv += &format!("{id},客户{i},139{:08},\n", 10_000_000 + i);
     }
-    std::fs::write(dir.path().join("big.csv"), &csv).unwrap();
+    std::fs::write(dir.join("big.csv"), &csv).unwrap();
     std::fs::write(
-        dir.path().join("leadgate.toml"),
-        "[intake]\nbatch_size = 200\n\n[[connectors]]\nname = \"expo\"\ntype = \"file\"\nexternal_id_field = \"id\"\n",
+        dir.join("leadgate.toml"),
+        format!("{output}\n[intake]\nbatch_size = 200\n\n[[connectors]]\nname = \"expo\"\ntype = \"file\"\nexternal_id_field = \"id\"\n"),
     )
     .unwrap();
-    let args = [
-        "import",
-        "big.csv",
-        "--source",
-        "expo",
-        "--config",
-        "leadgate.toml",
-        "--data-dir",
-        "data",
-    ];
-    let out = dir.path().join("data/output");
-    let published = || -> Vec<Value> {
-        ["leads.clean", "leads.rejected"]
-            .iter()
-            .flat_map(|t| {
-                std::fs::read_to_string(out.join(format!("{t}.jsonl")))
-                    .unwrap_or_default()
-                    .lines()
-                    .map(|l| serde_json::from_str::<Value>(l).expect("whole JSON lines"))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    // Kill after a spread of delays: while the stores are made, before the first batch, between
-    // batches, mid-batch.
+    (
+        ROWS,
+        [
+            "import",
+            "big.csv",
+            "--source",
+            "expo",
+            "--config",
+            "leadgate.toml",
+            "--data-dir",
+            "data",
+        ],
+    )
+}
+
+/// Runs `args` in `dir`: first stopping right after its 2nd, then its 1st batch is published and
+/// before its checkpoint is written (the fault point `LEADGATE_IMPORT_CRASH_AFTER`), then killing
+/// it (SIGKILL) after each of `delays` (while the stores are made, before the first batch, between
+/// batches, mid-batch), then once more to its end; the number of stops that hit a running import.
+fn kill_and_finish(dir: &Path, args: &[&str], delays: &[u64]) -> usize {
     let mut kills = 0;
-    for delay_ms in [
-        5u64, 12, 20, 30, 80, 150, 230, 320, 420, 530, 650, 800, 1000, 1300,
-    ] {
+    for n in ["2", "1"] {
+        let out = Command::new(BIN)
+            .current_dir(dir)
+            .args(args)
+            .env("LEADGATE_IMPORT_CRASH_AFTER", n)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        kills += 1;
+    }
+    for &delay_ms in delays {
         let mut child = Command::new(BIN)
-            .current_dir(dir.path())
+            .current_dir(dir)
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -313,7 +317,7 @@ fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
         child.wait().unwrap();
     }
     let finish = Command::new(BIN)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .args(args)
         .output()
         .unwrap();
@@ -322,36 +326,63 @@ fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
         "{}",
         String::from_utf8_lossy(&finish.stderr)
     );
-    assert!(kills >= 3, "the import was killed mid-way ({kills} kills)");
-    let records = published();
-    let mut lines: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        Default::default();
-    for r in &records {
+    kills
+}
+
+/// Checks that `records` (clean and rejected, as published) hold each of the `rows` rows once.
+fn each_row_once(records: &[Value], rows: usize, kills: usize) {
+    let mut lines: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in records {
         lines
             .entry(r["raw"]["姓名"].as_str().unwrap().to_owned())
             .or_default()
-            .insert(r["event_id"].as_str().unwrap().to_owned());
+            .push(r["event_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(
         lines.len(),
-        ROWS,
+        rows,
         "every row came out ({} records)",
         records.len()
     );
-    let split: Vec<_> = lines.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    let twice: Vec<_> = lines.iter().filter(|(_, ids)| ids.len() > 1).collect();
     assert!(
-        split.is_empty(),
-        "a row came out as two events: {:?}",
-        &split[..split.len().min(3)]
+        twice.is_empty(),
+        "{} rows came out twice after {kills} kills, for example {:?}",
+        twice.len(),
+        &twice[..twice.len().min(3)]
     );
-    // What a kill between a batch's delivery and its checkpoint repeats: at most a batch a kill,
-    // with the same event id (and the same lead id).
-    let repeats = records.len() - ROWS;
-    eprintln!("{kills} kills, {repeats} records delivered twice (same event id)");
-    assert!(
-        repeats <= kills * 200,
-        "{repeats} repeats after {kills} kills"
+    assert_eq!(records.len(), rows);
+}
+
+/// Kills `leadgate import` at many points of a 6,000-row import, reruns it until it finishes, and
+/// checks that every row came out exactly once (the embedded output).
+#[test]
+fn an_import_killed_at_any_point_publishes_every_row_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, args) = big_import(dir.path(), "");
+    let out = dir.path().join("data/output");
+    let published = || -> Vec<Value> {
+        ["leads.clean", "leads.rejected"]
+            .iter()
+            .flat_map(|t| {
+                std::fs::read_to_string(out.join(format!("{t}.jsonl")))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str::<Value>(l).expect("whole JSON lines"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let kills = kill_and_finish(
+        dir.path(),
+        &args,
+        &[
+            5, 12, 20, 30, 80, 150, 230, 320, 420, 530, 650, 800, 1000, 1300,
+        ],
     );
+    assert!(kills >= 3, "the import was killed mid-way ({kills} kills)");
+    let records = published();
+    each_row_once(&records, rows, kills);
     let again = Command::new(BIN)
         .current_dir(dir.path())
         .args(args)
@@ -363,6 +394,45 @@ fn an_import_killed_at_any_point_loses_no_row_and_makes_no_new_event() {
         records.len(),
         "a finished import publishes nothing again"
     );
+}
+
+/// The same, published to a real broker (three partitions a topic) and read back from it.
+#[test]
+fn an_import_to_kafka_killed_at_any_point_publishes_every_row_exactly_once() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let output = format!(
+        "[output]\ntype = \"kafka\"\nbrokers = \"{}\"\nmessage_timeout = \"5s\"\ntopic_partitions = 3\n",
+        broker.brokers()
+    );
+    let (rows, args) = big_import(dir.path(), &output);
+    let kills = kill_and_finish(
+        dir.path(),
+        &args,
+        &[
+            300, 600, 900, 1200, 1500, 1800, 2100, 2400, 2700, 3000, 3500, 4000, 5000,
+        ],
+    );
+    assert!(kills >= 3, "the import was killed mid-way ({kills} kills)");
+    // Read until every row came, then a few seconds more for any repeat.
+    let reached = std::cell::Cell::new(None::<std::time::Instant>);
+    let records: Vec<Value> = crate::support::consume_until(
+        &broker.brokers(),
+        "leads.clean",
+        Duration::from_secs(90),
+        |got| {
+            if got.len() < rows {
+                return false;
+            }
+            let at = *reached.get().get_or_insert_with(std::time::Instant::now);
+            reached.set(Some(at));
+            at.elapsed() > Duration::from_secs(4)
+        },
+    )
+    .into_iter()
+    .map(|c| c.value)
+    .collect();
+    each_row_once(&records, rows, kills);
 }
 
 /// A spreadsheet and a GB18030 CSV as Chinese exports are: titles above the table, a phone typed
