@@ -31,7 +31,8 @@ pub struct KafkaSink {
     health: HealthReport,
     /// Each partition written to: the offset after the last record delivered to it.
     delivered: HashMap<(String, i32), i64>,
-    /// Each partition's high watermark when last asked, and when that was.
+    /// Each partition's high watermark when last asked (a topic not created yet: none, under
+    /// partition -1), and when that was.
     watermarks: HashMap<(String, i32), i64>,
     asked: Option<Instant>,
 }
@@ -121,15 +122,16 @@ impl KafkaSink {
         }
         let mut at = Positions::default();
         for ((topic, partition), &high) in &self.watermarks {
+            let partitions = at.partitions.entry(topic.clone()).or_default();
+            if *partition == NO_TOPIC {
+                continue; // an empty map: every partition from its start
+            }
             let ours = self
                 .delivered
                 .get(&(topic.clone(), *partition))
                 .copied()
                 .unwrap_or(0);
-            at.partitions
-                .entry(topic.clone())
-                .or_default()
-                .insert(*partition, high.max(ours));
+            partitions.insert(*partition, high.max(ours));
         }
         Ok(at)
     }
@@ -302,6 +304,9 @@ fn producer(settings: &KafkaSettings) -> Result<FutureProducer, SinkError> {
         .map_err(|e| SinkError::Kafka(format!("cannot create the producer: {e}")))
 }
 
+/// The partition under which [`watermarks`] notes a topic that does not exist yet.
+const NO_TOPIC: i32 = -1;
+
 /// The high watermark of every partition of `topics`.
 fn watermarks(
     client: &FutureProducer,
@@ -312,8 +317,10 @@ fn watermarks(
     for topic in topics {
         let metadata = client.client().fetch_metadata(Some(topic), timeout)?;
         for t in metadata.topics() {
-            if t.error().is_some() {
-                continue; // not created yet: nothing to find there
+            if t.error().is_some() || t.partitions().is_empty() {
+                // Not created yet: whatever it holds later came after.
+                out.insert((topic.clone(), NO_TOPIC), 0);
+                continue;
             }
             for p in t.partitions() {
                 let (_, high) = client.client().fetch_watermarks(topic, p.id(), timeout)?;
@@ -347,9 +354,21 @@ fn read_back(settings: &KafkaSettings, at: &Positions) -> Result<Landed, SinkErr
             list.add_partition_offset(topic, p, Offset::Offset(offset))
                 .map_err(fail)?;
         }
+        if partitions.is_empty() {
+            // The topic did not exist then: every partition it has now, from its start.
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map_err(fail)?;
+            for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
+                for p in t.partitions() {
+                    list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                        .map_err(fail)?;
+                }
+            }
+        }
         consumer.assign(&list).map_err(fail)?;
         // One consumer per topic: an end-of-partition event names only the partition.
-        let mut open: HashSet<i32> = partitions.keys().copied().collect();
+        let mut open: HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
         while !open.is_empty() {
             if Instant::now() > deadline {
                 return Err(SinkError::Kafka(format!(

@@ -258,7 +258,14 @@ fn big_import(dir: &Path, output: &str) -> (usize, [&'static str; 8]) {
         } else {
             String::new()
         };
-        csv += &format!("{id},客户{i},139{:08},\n", 10_000_000 + i);
+        // Every 100 rows, three of the same person: a phone, an email (with another phone),
+        // then both, which merges the first two (a record on `leads.merged`).
+        let (phone, email) = match i % 100 {
+            1 => (10_000_000 + i, format!("p{}@example.cn", i - 1)),
+            2 => (10_000_000 + i - 2, format!("p{}@example.cn", i - 2)),
+            _ => (10_000_000 + i, String::new()),
+        };
+        csv += &format!("{id},客户{i},139{phone:08},{email}\n");
     }
     std::fs::write(dir.join("big.csv"), &csv).unwrap();
     std::fs::write(
@@ -383,6 +390,12 @@ fn an_import_killed_at_any_point_publishes_every_row_exactly_once() {
     assert!(kills >= 3, "the import was killed mid-way ({kills} kills)");
     let records = published();
     each_row_once(&records, rows, kills);
+    let merges = std::fs::read_to_string(out.join("leads.merged.jsonl")).unwrap();
+    assert_eq!(
+        merges.lines().count(),
+        rows / 100,
+        "each merge published once"
+    );
     let again = Command::new(BIN)
         .current_dir(dir.path())
         .args(args)
@@ -433,6 +446,14 @@ fn an_import_to_kafka_killed_at_any_point_publishes_every_row_exactly_once() {
     .map(|c| c.value)
     .collect();
     each_row_once(&records, rows, kills);
+    // The merges went to a topic that did not exist before the first of them.
+    let merges = consume(
+        &broker.brokers(),
+        "leads.merged",
+        rows / 100 + 1,
+        Duration::from_secs(5),
+    );
+    assert_eq!(merges.len(), rows / 100, "each merge published once");
 }
 
 /// A spreadsheet and a GB18030 CSV as Chinese exports are: titles above the table, a phone typed
