@@ -192,7 +192,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         &read_bytes,
     )?;
     reader.notes.iter().for_each(|n| eprintln!("{n}"));
-    let mut incoming = read_ahead(
+    let incoming = read_ahead(
         reader,
         settings.intake.batch_size,
         resume_after,
@@ -214,63 +214,33 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     // The rejected rows, with their lines and reasons, beside the file (opened at the first).
     let report_path = rejected_path(&opts.file);
     let mut report: Option<crate::imports::Report> = None;
-    // Three stages at once: the reader thread prepares batch N+2 while this task resolves
-    // batch N+1 and a blocking thread assigns batch N and makes its records; then batch N is
-    // delivered. Assignment runs one batch at a time, in order.
-    type Made = (
-        Vec<u64>,
-        Vec<IntakeEvent>,
-        Vec<crate::sinks::OutRecord>,
-        Vec<Disposition>,
-    );
-    let mut making: Option<tokio::task::JoinHandle<anyhow::Result<Made>>> = None;
+    // Four stages at once, each a batch or two ahead of the next: the reader thread reads and
+    // prepares, the identity thread resolves, the records thread assigns and makes the records,
+    // this task delivers and writes the checkpoint.
+    let mut made = make_records(incoming, processor.clone())?;
     loop {
-        let mut next = None;
-        while let Some(ahead) = incoming.recv().await {
-            match ahead {
-                Ahead::Rows { rows: batch, .. } => {
-                    next = Some(batch);
-                    break;
-                }
-                Ahead::End { last_line: l, read } => (last_line, rows) = (l, read as usize),
+        let (lines, events, records, dispositions) = match made.recv().await {
+            None => break,
+            Some(Made::End { last_line: l, read }) => {
+                (last_line, rows) = (l, read as usize);
+                continue;
             }
-        }
-        let resolved = match next {
-            Some(batch) => {
-                for (line, err) in batch.lines.iter().zip(&batch.errors) {
+            Some(Made::Failed(e)) => return Err(e),
+            Some(Made::Batch {
+                lines,
+                errors,
+                events,
+                records,
+                dispositions,
+            }) => {
+                for (line, err) in lines.iter().zip(&errors) {
                     if let Some(err) = err {
                         progress
                             .suspend(|| eprintln!("{path}:{line}: {err}; kept as a rejected lead"));
                     }
                 }
-                let Rows {
-                    lines,
-                    events,
-                    prepared,
-                    ..
-                } = batch;
-                let prepared = prepared.unwrap_or_else(|| processor.prepare(&events));
-                Some((lines, events, processor.resolve(prepared)?))
+                (lines, events, records, dispositions)
             }
-            None => None,
-        };
-        let made = match making.take() {
-            Some(m) => Some(m.await.context("the import's records")??),
-            None => None,
-        };
-        if let Some((lines, events, resolved)) = resolved {
-            let processor = processor.clone();
-            making = Some(tokio::task::spawn_blocking(move || {
-                let (records, outcomes) = processor.records(&events, resolved)?;
-                let dispositions = outcomes.into_iter().map(|(d, _)| d).collect();
-                Ok((lines, events, records, dispositions))
-            }));
-        }
-        let Some((lines, events, records, dispositions)) = made else {
-            if making.is_none() {
-                break;
-            }
-            continue;
         };
         let last = lines.last().copied().unwrap_or(0);
         for ((line, event), d) in lines.iter().zip(&events).zip(&dispositions) {
@@ -379,14 +349,20 @@ pub(crate) struct RowEvents {
 }
 
 impl RowEvents {
-    fn event(&self, row: crate::sources::file::Row) -> IntakeEvent {
+    /// The event of `row`, received at `received_at` (one time for a batch of rows).
+    fn event(&self, row: crate::sources::file::Row, received_at: &str) -> IntakeEvent {
         let external_id = self
             .external_id_field
             .as_deref()
             .and_then(|f| field_text(&row.payload, f));
-        let mut event = IntakeEvent::new(&self.source, SourceKind::File, external_id, row.payload);
-        event.event_id = row_event_id(&self.source, &self.digest, row.line);
-        event
+        IntakeEvent::received(
+            row_event_id(&self.source, &self.digest, row.line),
+            received_at.to_owned(),
+            &self.source,
+            SourceKind::File,
+            external_id,
+            row.payload,
+        )
     }
 }
 
@@ -437,6 +413,7 @@ pub(crate) fn read_ahead(
         .spawn(move || {
             let (mut last_line, mut read) = (after, 0u64);
             let mut batch = Rows::with_capacity(size);
+            let mut received_at = String::new();
             let send = |mut rows: Rows, read: u64| {
                 if let Some(p) = &processor {
                     rows.prepared = Some(p.prepare(&rows.events));
@@ -451,7 +428,10 @@ pub(crate) fn read_ahead(
                 }
                 batch.lines.push(row.line);
                 batch.errors.push(row.error.clone());
-                batch.events.push(events.event(row));
+                if batch.events.is_empty() {
+                    received_at = crate::lead::now_rfc3339();
+                }
+                batch.events.push(events.event(row, &received_at));
                 if batch.events.len() >= size
                     && !send(
                         std::mem::replace(&mut batch, Rows::with_capacity(size)),
@@ -468,6 +448,85 @@ pub(crate) fn read_ahead(
         })
         .context("cannot start the import's reader")?;
     Ok(rx)
+}
+
+/// What [`make_records`] gives the import's delivery loop, in the file's order.
+enum Made {
+    Batch {
+        lines: Vec<u64>,
+        errors: Vec<Option<String>>,
+        events: Vec<IntakeEvent>,
+        records: Vec<crate::sinks::OutRecord>,
+        dispositions: Vec<Disposition>,
+    },
+    End {
+        last_line: u64,
+        read: u64,
+    },
+    Failed(anyhow::Error),
+}
+
+/// Resolves the batches of `incoming` on an identity thread and makes their records on a
+/// records thread, each at most two batches ahead of the next: identity never waits for
+/// assignment, nor either for delivery, while there is room. Assignment runs one batch at a
+/// time, in order. A failure ends the stream with [`Made::Failed`].
+fn make_records(
+    mut incoming: tokio::sync::mpsc::Receiver<Ahead>,
+    processor: Arc<Processor>,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<Made>> {
+    type Resolved = (Rows, crate::pipeline::Resolved);
+    let (resolved_tx, mut resolved_rx) = tokio::sync::mpsc::channel::<Result<Resolved, Made>>(2);
+    let (made_tx, made_rx) = tokio::sync::mpsc::channel(2);
+    let identity = processor.clone();
+    std::thread::Builder::new()
+        .name("import-identity".into())
+        .spawn(move || {
+            while let Some(ahead) = incoming.blocking_recv() {
+                let next = match ahead {
+                    Ahead::End { last_line, read } => Err(Made::End { last_line, read }),
+                    Ahead::Rows { mut rows, .. } => {
+                        let prepared = rows
+                            .prepared
+                            .take()
+                            .unwrap_or_else(|| identity.prepare(&rows.events));
+                        match identity.resolve(prepared) {
+                            Ok(resolved) => Ok((rows, resolved)),
+                            Err(e) => Err(Made::Failed(e.into())),
+                        }
+                    }
+                };
+                let failed = matches!(next, Err(Made::Failed(_)));
+                if resolved_tx.blocking_send(next).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the import's identity thread")?;
+    std::thread::Builder::new()
+        .name("import-records".into())
+        .spawn(move || {
+            while let Some(next) = resolved_rx.blocking_recv() {
+                let made = match next {
+                    Err(end_or_failure) => end_or_failure,
+                    Ok((rows, resolved)) => match processor.records(&rows.events, resolved) {
+                        Ok((records, outcomes)) => Made::Batch {
+                            lines: rows.lines,
+                            errors: rows.errors,
+                            events: rows.events,
+                            records,
+                            dispositions: outcomes.into_iter().map(|(d, _)| d).collect(),
+                        },
+                        Err(e) => Made::Failed(e.into()),
+                    },
+                };
+                let failed = matches!(made, Made::Failed(_));
+                if made_tx.blocking_send(made).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the import's records thread")?;
+    Ok(made_rx)
 }
 
 /// The `event_id` of the row at `line` of the file whose SHA-256 is `digest`, imported as

@@ -62,11 +62,31 @@ impl IntakeEvent {
         external_id: Option<String>,
         payload: Value,
     ) -> Self {
+        Self::received(
+            uuid::Uuid::now_v7().to_string(),
+            now_rfc3339(),
+            connector,
+            kind,
+            external_id,
+            payload,
+        )
+    }
+
+    /// An event with its id and time of receipt given (an import's rows: ids derived from the
+    /// file, one time for a batch).
+    pub fn received(
+        event_id: String,
+        received_at: String,
+        connector: &str,
+        kind: SourceKind,
+        external_id: Option<String>,
+        payload: Value,
+    ) -> Self {
         Self {
-            event_id: uuid::Uuid::now_v7().to_string(),
+            event_id,
             connector: connector.to_owned(),
             kind,
-            received_at: now_rfc3339(),
+            received_at,
             external_id,
             payload,
             revision: None,
