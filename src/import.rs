@@ -139,28 +139,32 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         &settings.topics.merged,
         &settings.topics.test,
     ];
-    // What arrived of the batch in doubt; while some of it is still to come in this run, a
-    // stop leaves the same batch in doubt, from the same positions.
+    // What arrived after the positions of the rows in doubt (their records, and any other
+    // producer's), until this run is past those rows: while it is not, a stop leaves the same
+    // rows in doubt, from the same positions.
     let mut landed = crate::sinks::Landed::new();
+    let mut doubt_rows = 0usize;
     if let Some(doubt) = &in_doubt {
+        eprintln!(
+            "{path}: reading back what the stopped run had published after line {}",
+            doubt.from_line - 1
+        );
         landed = sink
             .landed(&doubt.positions)
             .await
             .context("cannot tell what the stopped import had published")?;
-        eprintln!(
-            "{path}: rows after line {} were being published when it stopped; {} of their records had arrived and are not published again",
-            doubt.from_line - 1,
-            landed.len()
-        );
+        doubt_rows = doubt.rows;
     } else if let Some(c) = &checkpoint {
         let positions = sink.positions(&topics).await?;
         let doubt = InDoubt {
             from_line: resume_after + 1,
+            rows: settings.intake.batch_size,
             positions,
         };
         c.write(&path, resume_after, 0, false, Some(&doubt))?;
         in_doubt = Some(doubt);
     }
+    let mut published_before = 0usize;
     let connector = settings.connector(&opts.source);
     let external_id_field = connector
         .and_then(|c| c.external_id_field())
@@ -268,10 +272,12 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         }
         let mut records = records;
         if !landed.is_empty() {
+            let before = records.len();
             records.retain(|r| {
                 let arrived = r.event_id().map(|id| (r.topic.clone(), id.to_owned()));
                 !arrived.is_some_and(|a| landed.remove(&a))
             });
+            published_before += before - records.len();
         }
         sink.deliver(&records).await?;
         batches += 1;
@@ -283,11 +289,14 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         delivered += events.len();
         if let Some(c) = &checkpoint {
             // Where the output stands after the batch, which is where the next batch's records
-            // will be found if a stop leaves it in doubt. Until every record that had arrived
-            // of the earlier batch in doubt came by again, that batch stays in doubt.
-            if landed.is_empty() {
+            // will be found if a stop leaves it in doubt (one batch is published at a time).
+            // Until this run is past the rows an earlier stop left in doubt, they stay in doubt.
+            doubt_rows = doubt_rows.saturating_sub(events.len());
+            if doubt_rows == 0 {
+                landed.clear();
                 in_doubt = Some(InDoubt {
                     from_line: last + 1,
+                    rows: settings.intake.batch_size,
                     positions: sink.positions(&topics).await?,
                 });
             }
@@ -316,6 +325,11 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         "  accepted {:>8} (merged into an earlier lead: {})",
         summary.accepted, summary.merged
     );
+    if published_before > 0 {
+        eprintln!(
+            "  {published_before} records had been published before the earlier run stopped; not published again"
+        );
+    }
     if summary.duplicates > 0 {
         eprintln!(
             "  skipped  {:>8} (already ingested: same connector and external id)",
@@ -557,6 +571,9 @@ struct Progress {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct InDoubt {
     from_line: u64,
+    /// How many rows the next batch has at most (its batch size).
+    #[serde(default)]
+    rows: usize,
     positions: crate::sinks::Positions,
 }
 

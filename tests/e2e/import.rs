@@ -419,6 +419,39 @@ fn an_import_to_kafka_killed_at_any_point_publishes_every_row_exactly_once() {
         broker.brokers()
     );
     let (rows, args) = big_import(dir.path(), &output);
+    // Another producer (a gateway, say) writes to the same topic all along: its records are
+    // read back too, and must neither be mistaken for the import's nor hold it up.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = {
+        let (brokers, stop) = (broker.brokers(), stop.clone());
+        std::thread::spawn(move || {
+            use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+            let producer: BaseProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("other-{n}");
+                let value = json!({"event_id": id, "other": true}).to_string();
+                let headers =
+                    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                        key: "event_id",
+                        value: Some(&id),
+                    });
+                let _ = producer.send(
+                    BaseRecord::to("leads.clean")
+                        .key(&id)
+                        .payload(&value)
+                        .headers(headers),
+                );
+                producer.poll(Duration::from_millis(50));
+                n += 1;
+            }
+            producer.flush(Duration::from_secs(10)).unwrap();
+            n
+        })
+    };
     let kills = kill_and_finish(
         dir.path(),
         &args,
@@ -427,6 +460,12 @@ fn an_import_to_kafka_killed_at_any_point_publishes_every_row_exactly_once() {
         ],
     );
     assert!(kills >= 3, "the import was killed mid-way ({kills} kills)");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let others = other.join().unwrap();
+    assert!(
+        others > 10,
+        "the other producer wrote along ({others} records)"
+    );
     // Read until every row came, then a few seconds more for any repeat.
     let reached = std::cell::Cell::new(None::<std::time::Instant>);
     let records: Vec<Value> = crate::support::consume_until(
@@ -434,7 +473,7 @@ fn an_import_to_kafka_killed_at_any_point_publishes_every_row_exactly_once() {
         "leads.clean",
         Duration::from_secs(90),
         |got| {
-            if got.len() < rows {
+            if got.len() < rows + others {
                 return false;
             }
             let at = *reached.get().get_or_insert_with(std::time::Instant::now);
@@ -444,6 +483,7 @@ fn an_import_to_kafka_killed_at_any_point_publishes_every_row_exactly_once() {
     )
     .into_iter()
     .map(|c| c.value)
+    .filter(|v| v["other"] != true)
     .collect();
     each_row_once(&records, rows, kills);
     // The merges went to a topic that did not exist before the first of them.
