@@ -74,6 +74,14 @@ ensure_prometheus() {
   echo "==> $("$PROMETHEUS_BIN" --version 2>&1 | head -n1)"
 }
 
+# Debian's headless Chromium and its WebDriver, for the console's browser tests, and a CJK font so
+# that their screenshots show Chinese. Sets CHROMIUM_BIN and CHROMEDRIVER_BIN.
+ensure_chromium() {
+  ensure_apt chromium chromium-driver fonts-wqy-microhei
+  export CHROMIUM_BIN="$(command -v chromium)" CHROMEDRIVER_BIN="$(command -v chromedriver)"
+  echo "==> $("$CHROMEDRIVER_BIN" --version 2>&1 | head -n1)"
+}
+
 # schemathesis (PyPI), the property-based API tester the tests run against /openapi.json, in a
 # virtualenv of its own. Sets SCHEMATHESIS_BIN.
 SCHEMATHESIS_VERSION=4.32.5

@@ -216,6 +216,7 @@ pub async fn run_on(
     {
         println!("  {line}");
     }
+    println!("  console: http://{addr}/console");
     println!("  management API: http://{addr}/openapi.json (leads, assignment rules)");
     println!(
         "  data directory: {} (journal, identity and assignment stores)",

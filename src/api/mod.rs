@@ -4,6 +4,7 @@
 mod assignment;
 mod auth;
 mod connectors;
+mod console;
 mod imports;
 
 mod leads;
@@ -122,6 +123,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/imports", post(imports::upload))
         .route("/v1/imports/{id}", get(imports::read))
         .route("/v1/imports/{id}/rejected.csv", get(imports::report))
+        .route("/console", get(console::root))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::file))
         .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -3,6 +3,7 @@
 
 mod assignment;
 mod config;
+mod console;
 mod forms;
 mod hostile;
 mod identity;

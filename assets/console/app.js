@@ -1,0 +1,173 @@
+// The leadgate console: a page over the public HTTP API (see /openapi.json), nothing else.
+"use strict";
+
+const WORDS = window.LEADGATE_I18N;
+const TOKEN_KEY = "leadgate.token";
+const LANG_KEY = "leadgate.lang";
+const REFRESH_MS = 5000;
+
+let lang = pickLanguage();
+let refresh = null;
+let lastRender = null;
+
+function pickLanguage() {
+  const chosen = localStorage.getItem(LANG_KEY);
+  if (chosen && WORDS[chosen]) return chosen;
+  const asked = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || "en"];
+  return asked.some((l) => l.toLowerCase().startsWith("zh")) ? "zh" : "en";
+}
+
+function t(key, vars) {
+  let text = (WORDS[lang] && WORDS[lang][key]) || WORDS.en[key] || key;
+  for (const [k, v] of Object.entries(vars || {})) text = text.replace(`{${k}}`, String(v));
+  return text;
+}
+
+function applyLanguage() {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.getElementById("lang").value = lang;
+  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
+  for (const el of document.querySelectorAll("[data-t-label]")) el.setAttribute("aria-label", t(el.dataset.tLabel));
+  if (lastRender) lastRender();
+}
+
+class Unauthorized extends Error {}
+
+async function api(path) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const resp = await fetch(path, { headers });
+  if (resp.status === 401) throw new Unauthorized();
+  const body = await resp.json().catch(() => null);
+  if (!resp.ok && !(body && body.status)) {
+    const message = body && body.error ? body.error.message || body.error : `HTTP ${resp.status}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+function show(id) {
+  for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== id;
+  const signedIn = id !== "sign-in";
+  document.getElementById("nav").hidden = !signedIn;
+  document.getElementById("sign-out").hidden = !signedIn || !sessionStorage.getItem(TOKEN_KEY);
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.getAttribute("href") === `#/${id}`) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+}
+
+function signIn(message) {
+  clearInterval(refresh);
+  lastRender = null;
+  show("sign-in");
+  const error = document.getElementById("token-error");
+  error.textContent = message || "";
+  const input = document.getElementById("token");
+  input.setAttribute("aria-invalid", message ? "true" : "false");
+  input.focus();
+}
+
+function when(at) {
+  return at ? new Date(at).toLocaleString(lang === "zh" ? "zh-CN" : "en") : t("never");
+}
+
+function number(n) {
+  return Number(n).toLocaleString(lang === "zh" ? "zh-CN" : "en");
+}
+
+function cell(row, text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  row.appendChild(td);
+}
+
+async function overview() {
+  show("overview");
+  const problem = document.getElementById("load-error");
+  try {
+    const [ready, list] = await Promise.all([api("/readyz"), api("/v1/connectors")]);
+    lastRender = () => renderOverview(ready, list);
+    lastRender();
+    problem.textContent = "";
+  } catch (e) {
+    if (e instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+    problem.textContent = t("load.failed", { error: e.message });
+  }
+}
+
+function renderOverview(ready, list) {
+  const state = document.getElementById("delivery-state");
+  state.textContent = t(ready.status === "ready" ? "delivery.ready" : "delivery.degraded");
+  state.className = `state-${ready.status}`;
+  document.getElementById("delivery-error").textContent = ready.delivery_error || "";
+  document.getElementById("backlog").textContent = t("backlog.value", { backlog: number(ready.backlog), max: number(ready.max_backlog) });
+  document.getElementById("quarantined").textContent = number(ready.quarantined);
+  const body = document.querySelector("#connectors tbody");
+  body.replaceChildren();
+  for (const c of list.connectors) {
+    const row = document.createElement("tr");
+    row.dataset.connector = c.name;
+    const name = document.createElement("th");
+    name.scope = "row";
+    name.textContent = c.name;
+    row.appendChild(name);
+    cell(row, c.type || c.kind || "");
+    cell(row, t(`state.${c.state}`), `state state-${c.state}`);
+    cell(row, when(c.last_success_at));
+    cell(row, c.last_error ? `${c.last_error} (${when(c.last_error_at)})` : "", "last-error");
+    body.appendChild(row);
+  }
+}
+
+function route() {
+  clearInterval(refresh);
+  const page = (location.hash.replace(/^#\//, "") || "overview").split("?")[0];
+  const pages = { overview };
+  const open = pages[page] || overview;
+  open();
+  refresh = setInterval(open, REFRESH_MS);
+}
+
+async function start() {
+  applyLanguage();
+  document.getElementById("lang").addEventListener("change", (e) => {
+    lang = e.target.value;
+    localStorage.setItem(LANG_KEY, lang);
+    applyLanguage();
+  });
+  document.getElementById("sign-in-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const token = document.getElementById("token").value.trim();
+    if (!token) return signIn(t("sign_in.empty"));
+    sessionStorage.setItem(TOKEN_KEY, token);
+    try {
+      await api("/v1/connectors");
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      return signIn(err instanceof Unauthorized ? t("sign_in.invalid") : t("sign_in.unreachable", { error: err.message }));
+    }
+    document.getElementById("token").value = "";
+    route();
+    document.getElementById("main").focus();
+  });
+  document.getElementById("sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    signIn();
+  });
+  window.addEventListener("hashchange", () => {
+    if (!document.getElementById("sign-in").hidden) return;
+    route();
+  });
+  // A gateway without a token lets everyone in; one with a token asks for it first.
+  try {
+    await api("/v1/connectors");
+    route();
+  } catch (e) {
+    signIn(e instanceof Unauthorized ? "" : t("sign_in.unreachable", { error: e.message }));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", start);

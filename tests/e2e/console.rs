@@ -1,0 +1,296 @@
+//! The console in a real browser: Debian's headless Chromium driven through chromedriver
+//! (WebDriver), against the real binary. `scripts/test` installs both (`chromium`,
+//! `chromium-driver`); a missing one fails the test.
+//!
+//! `LEADGATE_SCREENSHOTS=DIR` keeps the screenshots the tests take (docs/console/ holds the ones
+//! in docs/console.md).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{Gateway, free_port, wait_for_port};
+
+const TOKEN: &str = "console-test-token-0123456789";
+
+fn binary(env: &str, name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return p.into();
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{name}` is not installed: run scripts/test (it installs Debian's chromium and chromium-driver), or set {env}")
+    })
+}
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(binary("CHROMEDRIVER_BIN", "chromedriver"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start chromedriver");
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)),
+            "chromedriver did not listen on {port}"
+        );
+        Self { child, port }
+    }
+
+    /// A headless browser whose preferred language is `lang`.
+    async fn browser(&self, lang: &str) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": binary("CHROMIUM_BIN", "chromium"),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,900", format!("--lang={lang}")],
+                "prefs": {"intl.accept_languages": lang},
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in pull platform: an empty page of leads while `up`, HTTP 500 after.
+async fn platform(up: Arc<AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let up = up.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = conn.read(&mut buf).await;
+                let (status, body) = if up {
+                    ("200 OK", r#"{"code":0,"data":{"list":[]}}"#)
+                } else {
+                    (
+                        "500 Internal Server Error",
+                        r#"{"message":"platform is down"}"#,
+                    )
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// Waits until the element `css` shows text that `done` accepts; returns the text.
+async fn text_of(c: &Client, css: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(el) = c.find(Locator::Css(css)).await
+            && let Ok(text) = el.text().await
+        {
+            if done(&text) {
+                return text;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what}: `{css}` never showed it; last text {last:?}")
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    if let Ok(dir) = std::env::var("LEADGATE_SCREENSHOTS") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_see_a_connector_fail_and_switch_the_language() {
+    let up = Arc::new(AtomicBool::new(true));
+    let port = platform(up.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[api]\ntoken = \"{TOKEN}\"\n\n\
+         [[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n\n\
+         [[connectors]]\nname = \"douyin\"\ntype = \"http_pull\"\n\
+         url = \"http://127.0.0.1:{port}/open_api/2/tools/clue/get/\"\n\
+         records = \"/data/list\"\nid = \"/clue_id\"\n\
+         paging = {{ type = \"page\", param = \"page\", size_param = \"page_size\", size = 10 }}\n\
+         error_code = {{ pointer = \"/code\", ok = [0] }}\n\
+         fields = {{ phone = \"/telephone\" }}\npoll_interval = \"1s\"\n"
+    );
+    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+
+    // Without the token nothing but the sign-in form shows.
+    c.goto(&gw.url("/console")).await.unwrap();
+    let title = text_of(&c, "#sign-in h1", "the sign-in form", |t| !t.is_empty()).await;
+    assert_eq!(title, "Sign in");
+    assert!(
+        !c.find(Locator::Css("#overview"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    screenshot(&c, "sign-in").await;
+
+    // A wrong token is refused at the field; the right one opens the overview.
+    let token = c.find(Locator::Id("token")).await.unwrap();
+    token.send_keys("not-the-token").await.unwrap();
+    c.find(Locator::Css("#sign-in-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_of(&c, "#token-error", "the refusal", |t| {
+        t.contains("not valid")
+    })
+    .await;
+    assert_eq!(
+        token.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    token.clear().await.unwrap();
+    token.send_keys(TOKEN).await.unwrap();
+    c.find(Locator::Css("#sign-in-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_of(&c, "#delivery-state", "the delivery state", |t| {
+        t == "Working"
+    })
+    .await;
+    text_of(
+        &c,
+        "tr[data-connector=douyin] .state",
+        "the pull connector",
+        |t| t == "Following",
+    )
+    .await;
+    text_of(
+        &c,
+        "tr[data-connector=webform] .state",
+        "the webhook",
+        |t| t == "Waiting for pushes",
+    )
+    .await;
+
+    // The platform fails: the console shows it within a refresh or two, with the error.
+    up.store(false, Ordering::SeqCst);
+    text_of(&c, "tr[data-connector=douyin] .state", "the failure", |t| {
+        t == "Failing, retrying"
+    })
+    .await;
+    let error = text_of(
+        &c,
+        "tr[data-connector=douyin] .last-error",
+        "the error",
+        |t| t.contains("500"),
+    )
+    .await;
+    assert!(!error.is_empty());
+    screenshot(&c, "overview").await;
+
+    // 中文: the page speaks Chinese at once, and keeps it on the next visit.
+    let select = c.find(Locator::Id("lang")).await.unwrap();
+    select.select_by_value("zh").await.unwrap();
+    text_of(&c, "#overview h1", "the Chinese title", |t| t == "概览").await;
+    text_of(
+        &c,
+        "tr[data-connector=douyin] .state",
+        "the Chinese state",
+        |t| t == "失败重试中",
+    )
+    .await;
+    assert_eq!(
+        c.find(Locator::Css("html"))
+            .await
+            .unwrap()
+            .attr("lang")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("zh-CN")
+    );
+    screenshot(&c, "overview-zh").await;
+    c.refresh().await.unwrap();
+    text_of(&c, "#overview h1", "the language kept", |t| t == "概览").await;
+
+    // Signing out asks for the token again.
+    c.find(Locator::Id("sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_of(&c, "#sign-in h1", "the sign-in form again", |t| t == "登录").await;
+    c.close().await.unwrap();
+
+    // A browser that asks for Chinese gets it from the first page.
+    let zh = driver.browser("zh-CN").await;
+    zh.goto(&gw.url("/console/")).await.unwrap();
+    text_of(&zh, "#sign-in h1", "Chinese by default", |t| t == "登录").await;
+    // Keyboard: the token field has its label and takes focus; Enter submits.
+    let label = zh
+        .find(Locator::Css("label[for=token]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(label, "API 令牌");
+    zh.active_element()
+        .await
+        .unwrap()
+        .send_keys(&format!("{TOKEN}\u{E007}"))
+        .await
+        .unwrap();
+    text_of(&zh, "#overview h1", "signed in by keyboard", |t| {
+        t == "概览"
+    })
+    .await;
+    zh.close().await.unwrap();
+}
