@@ -33,15 +33,21 @@ function applyLanguage() {
 
 class Unauthorized extends Error {}
 
-async function api(path) {
-  const headers = { Accept: "application/json" };
+function authorized(headers) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
-  const resp = await fetch(path, { headers });
+  return headers;
+}
+
+// A JSON call; an error answer becomes an Error with the API's message (and field). /readyz's
+// 503 is an answer, not an error.
+async function api(path, options) {
+  const resp = await fetch(path, { ...(options || {}), headers: authorized({ Accept: "application/json" }) });
   if (resp.status === 401) throw new Unauthorized();
   const body = await resp.json().catch(() => null);
   if (!resp.ok && !(body && body.status)) {
-    const message = body && body.error ? body.error.message || body.error : `HTTP ${resp.status}`;
+    const e = body && body.error;
+    const message = e ? (e.field ? `${e.field}: ${e.message}` : e.message || String(e)) : `HTTP ${resp.status}`;
     throw new Error(message);
   }
   return body;
@@ -122,13 +128,116 @@ function renderOverview(ready, list) {
   }
 }
 
+// Import: upload a file through POST /v1/imports, then follow GET /v1/imports/{id}.
+let following = null;
+
+async function importPage() {
+  lastRender = null;
+  show("import");
+  try {
+    const list = await api("/v1/connectors");
+    const options = document.getElementById("file-connectors");
+    options.replaceChildren();
+    for (const c of list.connectors.filter((c) => c.type === "file")) {
+      const o = document.createElement("option");
+      o.value = c.name;
+      options.appendChild(o);
+    }
+  } catch (e) {
+    if (e instanceof Unauthorized) signIn(t("sign_in.invalid"));
+  }
+}
+
+async function upload(e) {
+  e.preventDefault();
+  const input = document.getElementById("import-file");
+  const error = document.getElementById("import-error");
+  const file = input.files[0];
+  input.setAttribute("aria-invalid", file ? "false" : "true");
+  if (!file) {
+    error.textContent = t("import.no_file");
+    return input.focus();
+  }
+  error.textContent = "";
+  const query = new URLSearchParams({ source: document.getElementById("import-source").value.trim() || "import" });
+  const sheet = document.getElementById("import-sheet").value.trim();
+  if (sheet) query.set("sheet", sheet);
+  const body = new FormData();
+  body.append("file", file, file.name);
+  try {
+    const status = await api(`/v1/imports?${query}`, { method: "POST", body });
+    follow(status);
+  } catch (err) {
+    if (err instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+    error.textContent = t("import.failed", { error: err.message });
+  }
+}
+
+function follow(status) {
+  clearTimeout(following);
+  renderImport(status);
+  if (status.state === "done" || status.state === "failed") return;
+  following = setTimeout(async () => {
+    try {
+      follow(await api(`/v1/imports/${encodeURIComponent(status.id)}`));
+    } catch (err) {
+      if (err instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+      document.getElementById("import-failure").textContent = t("load.failed", { error: err.message });
+      following = setTimeout(() => follow(status), 2000);
+    }
+  }, 1000);
+}
+
+function renderImport(s) {
+  lastRender = () => renderImport(s);
+  document.getElementById("import-status").hidden = false;
+  document.getElementById("import-file-name").textContent = s.file_name;
+  const state = document.getElementById("import-state");
+  state.textContent = t(`import.state.${s.state}`);
+  state.className = `state-${s.state}`;
+  document.getElementById("import-rows-read").textContent = number(s.rows_read);
+  document.getElementById("import-rows-journaled").textContent = number(s.rows_journaled);
+  document.getElementById("import-rows-rejected").textContent = number(s.rows_rejected);
+  const notes = document.getElementById("import-notes");
+  notes.replaceChildren();
+  for (const n of s.notes || []) {
+    const li = document.createElement("li");
+    li.textContent = n;
+    notes.appendChild(li);
+  }
+  document.getElementById("import-failure").textContent = s.error || "";
+  const report = document.getElementById("import-report");
+  report.hidden = !(s.rows_rejected > 0);
+  report.onclick = () => download(`/v1/imports/${encodeURIComponent(s.id)}/rejected.csv`, `${s.file_name}.rejected.csv`);
+}
+
+// A download that needs the token: fetched, then saved from memory.
+async function download(path, name) {
+  const resp = await fetch(path, { headers: authorized({}) });
+  if (resp.status === 401) return signIn(t("sign_in.invalid"));
+  if (!resp.ok) {
+    document.getElementById("import-failure").textContent = t("load.failed", { error: `HTTP ${resp.status}` });
+    return;
+  }
+  const url = URL.createObjectURL(await resp.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// Pages, and whether they refresh themselves.
+const PAGES = { overview: [overview, true], import: [importPage, false] };
+
 function route() {
   clearInterval(refresh);
   const page = (location.hash.replace(/^#\//, "") || "overview").split("?")[0];
-  const pages = { overview };
-  const open = pages[page] || overview;
+  const [open, refreshes] = PAGES[page] || PAGES.overview;
   open();
-  refresh = setInterval(open, REFRESH_MS);
+  if (refreshes) refresh = setInterval(open, REFRESH_MS);
 }
 
 async function start() {
@@ -153,6 +262,7 @@ async function start() {
     route();
     document.getElementById("main").focus();
   });
+  document.getElementById("import-form").addEventListener("submit", upload);
   document.getElementById("sign-out").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     signIn();

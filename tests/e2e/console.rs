@@ -55,8 +55,14 @@ impl Driver {
         Self { child, port }
     }
 
-    /// A headless browser whose preferred language is `lang`.
+    /// A headless browser whose preferred language is `lang`; its downloads go to the temporary
+    /// directory.
     async fn browser(&self, lang: &str) -> Client {
+        self.browser_saving_to(lang, &std::env::temp_dir()).await
+    }
+
+    /// The same, its downloads saved in `downloads`.
+    async fn browser_saving_to(&self, lang: &str, downloads: &Path) -> Client {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -64,7 +70,11 @@ impl Driver {
                 "binary": binary("CHROMIUM_BIN", "chromium"),
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--window-size=1280,900", format!("--lang={lang}")],
-                "prefs": {"intl.accept_languages": lang},
+                "prefs": {
+                    "intl.accept_languages": lang,
+                    "download.default_directory": downloads,
+                    "download.prompt_for_download": false,
+                },
             }),
         );
         ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -293,4 +303,131 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
     })
     .await;
     zh.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_a_csv_see_its_summary_and_download_its_rejected_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        format!("[api]\ntoken = \"{TOKEN}\"\n\n[[connectors]]\nname = \"expo\"\ntype = \"file\"\n");
+    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
+    // A trade-show list: a title row above the table, three good rows, one without a contact.
+    let csv = dir.path().join("车展线索.csv");
+    std::fs::write(
+        &csv,
+        "2026 上海车展 线索名单,,\n姓名,手机,邮箱\n张三,13800138000,\n李四,139 0013 9000,li@example.cn\n王五,,wang@example.cn\n赵六,12345,\n",
+    )
+    .unwrap();
+    let driver = Driver::start();
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let c = driver.browser_saving_to("zh-CN", &downloads).await;
+    c.goto(&gw.url("/console/#/import")).await.unwrap();
+    let token = c.find(Locator::Id("token")).await.unwrap();
+    token.send_keys(TOKEN).await.unwrap();
+    c.find(Locator::Css("#sign-in-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_of(&c, "#import h1", "the import page", |t| t == "导入").await;
+
+    // Without a file: the error is at the field.
+    c.find(Locator::Css("#import-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_of(&c, "#import-error", "no file", |t| t == "请选择一个文件。").await;
+
+    let file = c.find(Locator::Id("import-file")).await.unwrap();
+    file.send_keys(csv.to_str().unwrap()).await.unwrap();
+    let source = c.find(Locator::Id("import-source")).await.unwrap();
+    source.clear().await.unwrap();
+    source.send_keys("expo").await.unwrap();
+    c.find(Locator::Css("#import-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text_of(&c, "#import-state", "the import done", |t| t == "完成").await;
+    assert_eq!(
+        text_of(&c, "#import-rows-read", "rows read", |t| !t.is_empty()).await,
+        "4"
+    );
+    assert_eq!(
+        text_of(&c, "#import-rows-journaled", "rows taken in", |t| !t
+            .is_empty())
+        .await,
+        "4"
+    );
+    assert_eq!(
+        text_of(&c, "#import-rows-rejected", "rows rejected", |t| !t
+            .is_empty())
+        .await,
+        "1"
+    );
+    let notes = text_of(&c, "#import-notes", "the title row noted", |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert!(
+        notes.contains("车展线索.csv:1: rows above the table") && notes.contains("line 2"),
+        "{notes}"
+    );
+    assert!(
+        c.find(Locator::Id("import-report"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    screenshot(&c, "import").await;
+
+    // The report, downloaded with the token: the rejected row with its line and reason.
+    c.find(Locator::Id("import-report"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let saved = downloads.join("车展线索.csv.rejected.csv");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        if let Ok(text) = std::fs::read_to_string(&saved) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report was downloaded to {}",
+            saved.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        report.contains("赵六") && report.contains("contact.unreachable"),
+        "{report}"
+    );
+    assert!(
+        report.contains(",6,") || report.contains("\n6,"),
+        "its line: {report}"
+    );
+
+    // The rows reached the output like any lead.
+    let clean = dir.path().join("data/output/leads.clean.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&clean)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "the clean leads were published");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.close().await.unwrap();
 }
