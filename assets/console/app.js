@@ -212,11 +212,11 @@ function renderImport(s) {
 }
 
 // A download that needs the token: fetched, then saved from memory.
-async function download(path, name) {
+async function download(path, name, errorAt) {
   const resp = await fetch(path, { headers: authorized({}) });
   if (resp.status === 401) return signIn(t("sign_in.invalid"));
   if (!resp.ok) {
-    document.getElementById("import-failure").textContent = t("load.failed", { error: `HTTP ${resp.status}` });
+    document.getElementById(errorAt || "import-failure").textContent = t("load.failed", { error: `HTTP ${resp.status}` });
     return;
   }
   const url = URL.createObjectURL(await resp.blob());
@@ -229,8 +229,78 @@ async function download(path, name) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
+// Campaigns (效果分析): GET /v1/stats as a table, and its CSV.
+const STAT_COLUMNS = ["received", "clean", "rejected", "duplicate", "merged", "assigned"];
+const MAX_ROWS = 500;
+
+function statsQuery(format) {
+  const form = document.getElementById("stats-form");
+  const q = new URLSearchParams();
+  q.set("group_by", [...form.querySelectorAll("input[name=group_by]:checked")].map((i) => i.value).join(","));
+  q.set("interval", document.getElementById("stats-interval").value);
+  for (const name of ["from", "to"]) {
+    const v = document.getElementById(`stats-${name}`).value;
+    if (v) q.set(name, v);
+  }
+  if (format) q.set("format", format);
+  return q;
+}
+
+async function campaigns() {
+  lastRender = null;
+  show("campaigns");
+  const error = document.getElementById("stats-error");
+  try {
+    const stats = await api(`/v1/stats?${statsQuery()}`);
+    error.textContent = "";
+    lastRender = () => renderStats(stats);
+    lastRender();
+  } catch (e) {
+    if (e instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+    error.textContent = t("load.failed", { error: e.message });
+  }
+}
+
+function renderStats(stats) {
+  const zone = { timeZone: stats.timezone };
+  const day = (at) => new Date(at).toLocaleString(lang === "zh" ? "zh-CN" : "en",
+    stats.interval === "hour" ? { ...zone, dateStyle: "short", timeStyle: "short" } : { ...zone, dateStyle: "medium" });
+  document.getElementById("stats-summary").textContent = t("stats.summary", { from: day(stats.from), to: day(stats.to), timezone: stats.timezone });
+  const head = document.querySelector("#stats thead tr");
+  head.replaceChildren();
+  const th = (text, numeric) => {
+    const el = document.createElement("th");
+    el.scope = "col";
+    el.textContent = text;
+    if (numeric) el.className = "n";
+    head.appendChild(el);
+  };
+  th(t("stats.start"));
+  for (const g of stats.group_by) th(t(`stats.${g}`));
+  for (const c of STAT_COLUMNS) th(t(`stats.${c}`), true);
+  const body = document.querySelector("#stats tbody");
+  body.replaceChildren();
+  const row = (first, groups, counts, className) => {
+    const tr = document.createElement("tr");
+    if (className) tr.className = className;
+    cell(tr, first);
+    // A group the lead named none for shows "(none)"; the totals row has no groups.
+    for (const g of groups) cell(tr, g === null ? "" : g === "" ? t("stats.none") : g);
+    for (const c of STAT_COLUMNS) cell(tr, number(counts[c] || 0), "n");
+    body.appendChild(tr);
+    return tr;
+  };
+  for (const r of stats.rows.slice(0, MAX_ROWS)) {
+    const tr = row(day(r.start), stats.group_by.map((g) => r[g]), r.counts);
+    tr.dataset.group = stats.group_by.map((g) => r[g]).join("/");
+  }
+  row(t("stats.totals"), stats.group_by.map(() => null), stats.totals, "totals");
+  document.getElementById("stats-more").textContent =
+    stats.rows.length > MAX_ROWS ? t("stats.more", { shown: MAX_ROWS, rows: number(stats.rows.length) }) : "";
+}
+
 // Pages, and whether they refresh themselves.
-const PAGES = { overview: [overview, true], import: [importPage, false] };
+const PAGES = { overview: [overview, true], campaigns: [campaigns, false], import: [importPage, false] };
 
 function route() {
   clearInterval(refresh);
@@ -263,6 +333,12 @@ async function start() {
     document.getElementById("main").focus();
   });
   document.getElementById("import-form").addEventListener("submit", upload);
+  document.getElementById("stats-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    campaigns();
+  });
+  document.getElementById("stats-csv").addEventListener("click", () =>
+    download(`/v1/stats?${statsQuery("csv")}`, "leadgate-stats.csv", "stats-error"));
   document.getElementById("sign-out").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     signIn();

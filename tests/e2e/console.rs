@@ -431,3 +431,106 @@ async fn upload_a_csv_see_its_summary_and_download_its_rejected_rows() {
     }
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[api]\ntoken = \"{TOKEN}\"\n\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n"
+    );
+    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
+    let http = reqwest::Client::new();
+    for (i, campaign) in ["双11大促", "双11大促", "双11大促", "年货节"]
+        .iter()
+        .enumerate()
+    {
+        let lead = json!({"phone": format!("1390013{:04}", 9000 + i), "utm_campaign": campaign});
+        crate::support::accepted(
+            http.post(gw.url("/v1/webhooks/webform"))
+                .json(&lead)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let rejected = json!({"name": "无联系方式", "utm_campaign": "年货节"});
+    crate::support::accepted(
+        http.post(gw.url("/v1/webhooks/webform"))
+            .json(&rejected)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let driver = Driver::start();
+    let c = driver.browser_saving_to("en-US", &downloads).await;
+    c.goto(&gw.url("/console/#/campaigns")).await.unwrap();
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{TOKEN}\u{E007}"))
+        .await
+        .unwrap();
+    // The counts come once the leads are delivered: ask again until they show.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.find(Locator::Css("#stats-form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let done = match c.find(Locator::Css("tr.totals")).await {
+            Ok(tr) => tr.text().await.unwrap_or_default().contains("5"),
+            Err(_) => false,
+        };
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stats showed the leads");
+    }
+    let big = text_of(
+        &c,
+        "tr[data-group='webform/双11大促']",
+        "the campaign's row",
+        |t| !t.is_empty(),
+    )
+    .await;
+    // received, clean, rejected, duplicate, merged, assigned
+    assert!(big.ends_with("3 3 0 0 0 0"), "{big}");
+    let small = text_of(
+        &c,
+        "tr[data-group='webform/年货节']",
+        "the other campaign",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert!(small.ends_with("2 1 1 0 0 0"), "{small}");
+    screenshot(&c, "campaigns").await;
+
+    c.find(Locator::Id("stats-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let saved = downloads.join("leadgate-stats.csv");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let csv = loop {
+        if let Ok(text) = std::fs::read_to_string(&saved)
+            && !text.is_empty()
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the CSV was downloaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(csv.starts_with('\u{feff}'), "a byte order mark for Excel");
+    assert!(csv.contains("双11大促") && csv.contains("年货节"), "{csv}");
+    c.close().await.unwrap();
+}
