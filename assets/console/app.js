@@ -112,6 +112,8 @@ function renderOverview(ready, list) {
   document.getElementById("backlog").textContent = t("backlog.value", { backlog: number(ready.backlog), max: number(ready.max_backlog) });
   document.getElementById("quarantined").textContent = number(ready.quarantined);
   const body = document.querySelector("#connectors tbody");
+  // Someone is selecting or copying a webhook URL: the table waits for the next refresh.
+  if (document.activeElement && document.activeElement.closest("#connectors")) return;
   body.replaceChildren();
   for (const c of list.connectors) {
     const row = document.createElement("tr");
@@ -124,6 +126,30 @@ function renderOverview(ready, list) {
     cell(row, t(`state.${c.state}`), `state state-${c.state}`);
     cell(row, when(c.last_success_at));
     cell(row, c.last_error ? `${c.last_error} (${when(c.last_error_at)})` : "", "last-error");
+    const hook = document.createElement("td");
+    hook.className = "webhook";
+    if (c.webhook) {
+      // The URL to paste into the platform or form tool: this gateway's address and the path.
+      const url = document.createElement("input");
+      url.readOnly = true;
+      url.value = `${location.origin}${c.webhook}`;
+      url.setAttribute("aria-label", t("connector.webhook_of", { name: c.name }));
+      url.addEventListener("focus", () => url.select());
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.textContent = t("copy");
+      copy.addEventListener("click", async () => {
+        url.select();
+        try {
+          await navigator.clipboard.writeText(url.value);
+        } catch (_) {
+          document.execCommand("copy"); // not a secure context: the selection is copied instead
+        }
+        copy.textContent = t("copied");
+      });
+      hook.append(url, copy);
+    }
+    row.appendChild(hook);
     body.appendChild(row);
   }
 }

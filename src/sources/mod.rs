@@ -179,6 +179,9 @@ pub fn start_all(
         }
         if let Some(webhook) = started.webhook {
             webhooks.insert(c.name().to_owned(), webhook);
+            statuses.update(c.name(), |s| {
+                s.webhook = Some(format!("/v1/webhooks/{}", c.name()));
+            });
         }
     }
     Ok((Running { statuses, webhooks }, supervisor))

@@ -77,6 +77,10 @@ pub struct ConnectorStatus {
     /// APIs that shrink pages while throttled: the page size now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
+    /// Connectors that take pushes: the path of their webhook (`/v1/webhooks/{name}`), the URL
+    /// to paste into the platform or form tool under this gateway's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
     /// API connectors: the platform token as last seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenHealth>,
@@ -131,6 +135,7 @@ impl ConnectorStatus {
             checkpoint: None,
             inbox: None,
             page_size: None,
+            webhook: None,
             token: None,
         }
     }

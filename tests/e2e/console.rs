@@ -227,6 +227,26 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
         |t| t == "Waiting for pushes",
     )
     .await;
+    // The URL to paste into the form tool, under the address the console was opened at; a pull
+    // connector has none.
+    let hook = c
+        .find(Locator::Css("tr[data-connector=webform] td.webhook input"))
+        .await
+        .unwrap();
+    assert_eq!(
+        hook.prop("value").await.unwrap().as_deref(),
+        Some(gw.url("/v1/webhooks/webform").as_str())
+    );
+    assert_eq!(
+        hook.attr("aria-label").await.unwrap().as_deref(),
+        Some("Webhook URL of webform")
+    );
+    assert!(
+        c.find_all(Locator::Css("tr[data-connector=douyin] td.webhook input"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // The platform fails: the console shows it within a refresh or two, with the error.
     up.store(false, Ordering::SeqCst);
