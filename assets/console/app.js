@@ -325,8 +325,98 @@ function renderStats(stats) {
     stats.rows.length > MAX_ROWS ? t("stats.more", { shown: MAX_ROWS, rows: number(stats.rows.length) }) : "";
 }
 
+// Data quality: /v1/stats by connector and day, as rates, reasons and a chart.
+function percent(part, whole) {
+  return whole ? `${((100 * part) / whole).toFixed(1)}%` : "–";
+}
+
+async function quality() {
+  lastRender = null;
+  show("quality");
+  const error = document.getElementById("quality-error");
+  try {
+    const [bySource, byDay] = await Promise.all([
+      api("/v1/stats?group_by=connector&interval=day"),
+      api("/v1/stats?group_by=&interval=day"),
+    ]);
+    error.textContent = "";
+    lastRender = () => renderQuality(bySource, byDay);
+    lastRender();
+  } catch (e) {
+    if (e instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+    error.textContent = t("load.failed", { error: e.message });
+  }
+}
+
+function renderQuality(bySource, byDay) {
+  // The period's counts of each connector: the sum of its days.
+  const sources = new Map();
+  for (const r of bySource.rows) {
+    const s = sources.get(r.connector) || { received: 0, rejected: 0, duplicate: 0, test: 0, reasons: {} };
+    for (const k of ["received", "rejected", "duplicate", "test"]) s[k] += r.counts[k] || 0;
+    for (const [code, n] of Object.entries(r.counts.rejected_by || {})) s.reasons[code] = (s.reasons[code] || 0) + n;
+    sources.set(r.connector, s);
+  }
+  const body = document.querySelector("#quality-sources tbody");
+  body.replaceChildren();
+  for (const [name, s] of [...sources].sort((a, b) => b[1].rejected - a[1].rejected)) {
+    const tr = document.createElement("tr");
+    tr.dataset.connector = name;
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = name;
+    tr.appendChild(th);
+    cell(tr, number(s.received), "n");
+    cell(tr, number(s.rejected), "n");
+    cell(tr, percent(s.rejected, s.received), "n rejected-rate");
+    cell(tr, percent(s.duplicate, s.received), "n");
+    cell(tr, percent(s.test, s.received), "n");
+    const reasons = document.createElement("td");
+    const list = document.createElement("ul");
+    list.className = "reasons";
+    for (const [code, n] of Object.entries(s.reasons).sort((a, b) => b[1] - a[1])) {
+      const li = document.createElement("li");
+      li.dataset.code = code;
+      li.textContent = `${code}: ${number(n)}`;
+      list.appendChild(li);
+    }
+    reasons.appendChild(list);
+    tr.appendChild(reasons);
+    body.appendChild(tr);
+  }
+  // One bar a day with rejections, its count above it; the figure's label says the same in words.
+  const days = byDay.rows.map((r) => [new Date(r.start).toLocaleDateString(lang === "zh" ? "zh-CN" : "en", { timeZone: byDay.timezone, month: "numeric", day: "numeric" }), r.counts.rejected || 0]);
+  const figure = document.getElementById("quality-chart");
+  figure.setAttribute("aria-label", t("quality.chart", { days: days.map(([d, n]) => `${d} ${n}`).join(", ") || "–" }));
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  const width = Math.max(days.length, 1) * 36;
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", "140");
+  svg.setAttribute("viewBox", `0 0 ${width} 140`);
+  const most = Math.max(1, ...days.map(([, n]) => n));
+  days.forEach(([day, n], i) => {
+    const h = Math.round((100 * n) / most);
+    const bar = document.createElementNS(ns, "rect");
+    for (const [k, v] of Object.entries({ x: i * 36 + 6, y: 115 - h, width: 24, height: h })) bar.setAttribute(k, String(v));
+    bar.dataset.count = String(n);
+    svg.appendChild(bar);
+    const label = (y, text) => {
+      const el = document.createElementNS(ns, "text");
+      el.setAttribute("x", String(i * 36 + 18));
+      el.setAttribute("y", String(y));
+      el.setAttribute("text-anchor", "middle");
+      el.textContent = text;
+      svg.appendChild(el);
+    };
+    label(111 - h, String(n));
+    label(132, day);
+  });
+  figure.replaceChildren(svg);
+}
+
 // Pages, and whether they refresh themselves.
-const PAGES = { overview: [overview, true], campaigns: [campaigns, false], import: [importPage, false] };
+const PAGES = { overview: [overview, true], quality: [quality, true], campaigns: [campaigns, false], import: [importPage, false] };
 
 function route() {
   clearInterval(refresh);

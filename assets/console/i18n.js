@@ -2,6 +2,14 @@
 // the names app.js asks for.
 window.LEADGATE_I18N = {
   zh: {
+    "nav.quality": "数据质量",
+    "quality.hint": "最近 30 天，按来源：被拒线索的数量与原因，以及重复和测试线索的比例。",
+    "quality.rejected_rate": "被拒率",
+    "quality.duplicate_rate": "重复率",
+    "quality.test_rate": "测试率",
+    "quality.reasons": "原因",
+    "quality.by_day": "每日被拒数",
+    "quality.chart": "每日被拒线索数：{days}",
     "nav.campaigns": "效果分析",
     "stats.group_by": "分组",
     "stats.connector": "来源",
@@ -82,6 +90,14 @@ window.LEADGATE_I18N = {
     "load.failed": "加载失败：{error}"
   },
   en: {
+    "nav.quality": "Data quality",
+    "quality.hint": "The last 30 days, by source: how many leads were rejected and why, and how many were duplicates or tests.",
+    "quality.rejected_rate": "Rejected %",
+    "quality.duplicate_rate": "Duplicate %",
+    "quality.test_rate": "Test %",
+    "quality.reasons": "Reasons",
+    "quality.by_day": "Rejections by day",
+    "quality.chart": "Rejected leads by day: {days}",
     "nav.campaigns": "Campaigns",
     "stats.group_by": "Group by",
     "stats.connector": "Source",

@@ -554,3 +554,78 @@ async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
     assert!(csv.contains("双11大促") && csv.contains("年货节"), "{csv}");
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_quality_shows_each_sources_rejections_and_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[api]\ntoken = \"{TOKEN}\"\n\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n"
+    );
+    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
+    let http = reqwest::Client::new();
+    let leads = [
+        json!({"phone": "13800138000"}),
+        json!({"phone": "139 0013 9000"}),
+        json!({"email": "wang@example.cn"}),
+        json!({"phone": "12345"}),
+        json!({"phone": "000"}),
+    ];
+    for lead in &leads {
+        crate::support::accepted(
+            http.post(gw.url("/v1/webhooks/webform"))
+                .json(lead)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    c.goto(&gw.url("/console/#/quality")).await.unwrap();
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{TOKEN}\u{E007}"))
+        .await
+        .unwrap();
+    // The page refreshes itself: the counts come once the leads are delivered.
+    let rate = text_of(
+        &c,
+        "#quality-sources tr[data-connector=webform] .rejected-rate",
+        "the rejection rate",
+        |t| t == "40.0%",
+    )
+    .await;
+    assert_eq!(rate, "40.0%");
+    let reason = text_of(
+        &c,
+        "#quality-sources tr[data-connector=webform] li[data-code='phone.invalid']",
+        "the reason",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert_eq!(reason, "phone.invalid: 2");
+    let bar = c
+        .find(Locator::Css("#quality-chart rect"))
+        .await
+        .unwrap()
+        .attr("data-count")
+        .await
+        .unwrap();
+    assert_eq!(bar.as_deref(), Some("2"), "today's bar");
+    let label = c
+        .find(Locator::Id("quality-chart"))
+        .await
+        .unwrap()
+        .attr("aria-label")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        label.starts_with("Rejected leads by day: ") && label.ends_with(" 2"),
+        "{label}"
+    );
+    screenshot(&c, "quality").await;
+    c.close().await.unwrap();
+}
