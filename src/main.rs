@@ -315,40 +315,7 @@ fn main() -> ExitCode {
             again,
             server,
         } => {
-            if let Some(server) = server {
-                if dry_run || output.is_some() || again || config.is_some() || data_dir.is_some() {
-                    eprintln!(
-                        "error: --server imports through the gateway, with its settings: --dry-run, --output, --again, --config and --data-dir do not go with it"
-                    );
-                    return ExitCode::from(2);
-                }
-                let opts = ImportOptions {
-                    file,
-                    again,
-                    format,
-                    sheet,
-                    source,
-                    dry_run,
-                    output,
-                };
-                let token = std::env::var("LEADGATE_API_TOKEN").ok();
-                return match runtime.block_on(leadgate::import::import_remote(
-                    &server,
-                    token.as_deref(),
-                    &opts,
-                )) {
-                    Ok(_) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
-            let mut settings = match load(config.as_ref()) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            let offline_only = dry_run || output.is_some() || again;
             let opts = ImportOptions {
                 file,
                 again,
@@ -358,7 +325,29 @@ fn main() -> ExitCode {
                 dry_run,
                 output,
             };
-            runtime.block_on(import(settings, opts)).map(|_| ())
+            if let Some(server) = server {
+                if offline_only || config.is_some() || data_dir.is_some() {
+                    eprintln!(
+                        "error: --server imports through the gateway, with its settings: --dry-run, --output, --again, --config and --data-dir do not go with it"
+                    );
+                    return ExitCode::from(2);
+                }
+                let token = std::env::var("LEADGATE_API_TOKEN").ok();
+                runtime
+                    .block_on(leadgate::import::import_remote(
+                        &server,
+                        token.as_deref(),
+                        &opts,
+                    ))
+                    .map(|_| ())
+            } else {
+                let mut settings = match load(config.as_ref()) {
+                    Ok(s) => s,
+                    Err(code) => return code,
+                };
+                settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+                runtime.block_on(import(settings, opts)).map(|_| ())
+            }
         }
     };
     match result {
