@@ -309,14 +309,15 @@ impl Imports {
                 )
             })?,
         };
+        // The file's errors name it as uploaded, not as stored.
+        let stored = path.display().to_string();
+        let named =
+            |e: crate::sources::file::FileError| e.to_string().replace(&stored, &request.file_name);
         let (file, fmt) = (path.to_owned(), format);
         let scan = tokio::task::spawn_blocking(move || crate::sources::file::scan(&file, fmt))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| {
-                e.to_string()
-                    .replace(&path.display().to_string(), &request.file_name)
-            })?;
+            .map_err(named)?;
         if let Some((line, field)) = scan.unclosed_quote {
             return Err(format!(
                 "{}:{line}: field {field}: a quote opens here and is never closed; nothing was imported",
@@ -353,15 +354,12 @@ impl Imports {
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| {
-            e.to_string()
-                .replace(&path.display().to_string(), &request.file_name)
-        })?;
+        .map_err(named)?;
         status.notes.extend(
             reader
                 .notes
                 .iter()
-                .map(|n| n.replace(&path.display().to_string(), &request.file_name)),
+                .map(|n| n.replace(&stored, &request.file_name)),
         );
         let mut rx = crate::import::read_ahead(
             reader,
