@@ -142,6 +142,61 @@ async fn text_of(c: &Client, css: &str, what: &str, done: impl Fn(&str) -> bool)
     panic!("{what}: `{css}` never showed it; last text {last:?}")
 }
 
+/// A gateway asking for [`TOKEN`], with `connectors` (settings text).
+fn gateway(dir: &Path, connectors: &str) -> Gateway {
+    let config = format!("[api]\ntoken = \"{TOKEN}\"\n\n{connectors}");
+    Gateway::start(Some(&config), &dir.join("data"))
+}
+
+const WEBFORM: &str = "[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n";
+
+/// Posts each of `leads` to the `webform` connector; each must be acknowledged.
+async fn post(gw: &Gateway, leads: &[serde_json::Value]) {
+    let http = reqwest::Client::new();
+    for lead in leads {
+        crate::support::accepted(
+            http.post(gw.url("/v1/webhooks/webform"))
+                .json(lead)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+}
+
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at).await.unwrap().click().await.unwrap();
+}
+
+/// Types the token into the sign-in form and presses Enter.
+async fn sign_in_by_keyboard(c: &Client) {
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{TOKEN}\u{E007}"))
+        .await
+        .unwrap();
+}
+
+/// The text of the file the browser downloads to `path`, once it is there.
+async fn downloaded(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.is_empty()
+        {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing was downloaded to {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
@@ -156,17 +211,15 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
     let up = Arc::new(AtomicBool::new(true));
     let port = platform(up.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[api]\ntoken = \"{TOKEN}\"\n\n\
-         [[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n\n\
-         [[connectors]]\nname = \"douyin\"\ntype = \"http_pull\"\n\
+    let douyin = format!(
+        "[[connectors]]\nname = \"douyin\"\ntype = \"http_pull\"\n\
          url = \"http://127.0.0.1:{port}/open_api/2/tools/clue/get/\"\n\
          records = \"/data/list\"\nid = \"/clue_id\"\n\
          paging = {{ type = \"page\", param = \"page\", size_param = \"page_size\", size = 10 }}\n\
          error_code = {{ pointer = \"/code\", ok = [0] }}\n\
          fields = {{ phone = \"/telephone\" }}\npoll_interval = \"1s\"\n"
     );
-    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
+    let gw = gateway(dir.path(), &format!("{WEBFORM}\n{douyin}"));
     let driver = Driver::start();
     let c = driver.browser("en-US").await;
 
@@ -187,12 +240,7 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
     // A wrong token is refused at the field; the right one opens the overview.
     let token = c.find(Locator::Id("token")).await.unwrap();
     token.send_keys("not-the-token").await.unwrap();
-    c.find(Locator::Css("#sign-in-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#sign-in-form button")).await;
     text_of(&c, "#token-error", "the refusal", |t| {
         t.contains("not valid")
     })
@@ -203,12 +251,7 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
     );
     token.clear().await.unwrap();
     token.send_keys(TOKEN).await.unwrap();
-    c.find(Locator::Css("#sign-in-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#sign-in-form button")).await;
     text_of(&c, "#delivery-state", "the delivery state", |t| {
         t == "Working"
     })
@@ -290,12 +333,7 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
     text_of(&c, "#overview h1", "the language kept", |t| t == "概览").await;
 
     // Signing out asks for the token again.
-    c.find(Locator::Id("sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("sign-out")).await;
     text_of(&c, "#sign-in h1", "the sign-in form again", |t| t == "登录").await;
     c.close().await.unwrap();
 
@@ -328,9 +366,10 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_a_csv_see_its_summary_and_download_its_rejected_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        format!("[api]\ntoken = \"{TOKEN}\"\n\n[[connectors]]\nname = \"expo\"\ntype = \"file\"\n");
-    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
+    let gw = gateway(
+        dir.path(),
+        "[[connectors]]\nname = \"expo\"\ntype = \"file\"\n",
+    );
     // A trade-show list: a title row above the table, three good rows, one without a contact.
     let csv = dir.path().join("车展线索.csv");
     std::fs::write(
@@ -345,21 +384,11 @@ async fn upload_a_csv_see_its_summary_and_download_its_rejected_rows() {
     c.goto(&gw.url("/console/#/import")).await.unwrap();
     let token = c.find(Locator::Id("token")).await.unwrap();
     token.send_keys(TOKEN).await.unwrap();
-    c.find(Locator::Css("#sign-in-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#sign-in-form button")).await;
     text_of(&c, "#import h1", "the import page", |t| t == "导入").await;
 
     // Without a file: the error is at the field.
-    c.find(Locator::Css("#import-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#import-form button")).await;
     text_of(&c, "#import-error", "no file", |t| t == "请选择一个文件。").await;
 
     let file = c.find(Locator::Id("import-file")).await.unwrap();
@@ -367,12 +396,7 @@ async fn upload_a_csv_see_its_summary_and_download_its_rejected_rows() {
     let source = c.find(Locator::Id("import-source")).await.unwrap();
     source.clear().await.unwrap();
     source.send_keys("expo").await.unwrap();
-    c.find(Locator::Css("#import-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#import-form button")).await;
     text_of(&c, "#import-state", "the import done", |t| t == "完成").await;
     assert_eq!(
         text_of(&c, "#import-rows-read", "rows read", |t| !t.is_empty()).await,
@@ -409,25 +433,9 @@ async fn upload_a_csv_see_its_summary_and_download_its_rejected_rows() {
     screenshot(&c, "import").await;
 
     // The report, downloaded with the token: the rejected row with its line and reason.
-    c.find(Locator::Id("import-report"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("import-report")).await;
     let saved = downloads.join("车展线索.csv.rejected.csv");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let report = loop {
-        if let Ok(text) = std::fs::read_to_string(&saved) {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the report was downloaded to {}",
-            saved.display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let report = downloaded(&saved).await;
     assert!(
         report.contains("赵六") && report.contains("contact.unreachable"),
         "{report}"
@@ -455,55 +463,27 @@ async fn upload_a_csv_see_its_summary_and_download_its_rejected_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[api]\ntoken = \"{TOKEN}\"\n\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n"
-    );
-    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
-    let http = reqwest::Client::new();
-    for (i, campaign) in ["双11大促", "双11大促", "双11大促", "年货节"]
+    let gw = gateway(dir.path(), WEBFORM);
+    let mut leads: Vec<_> = ["双11大促", "双11大促", "双11大促", "年货节"]
         .iter()
         .enumerate()
-    {
-        let lead = json!({"phone": format!("1390013{:04}", 9000 + i), "utm_campaign": campaign});
-        crate::support::accepted(
-            http.post(gw.url("/v1/webhooks/webform"))
-                .json(&lead)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-    }
-    let rejected = json!({"name": "无联系方式", "utm_campaign": "年货节"});
-    crate::support::accepted(
-        http.post(gw.url("/v1/webhooks/webform"))
-            .json(&rejected)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+        .map(|(i, campaign)| {
+            json!({"phone": format!("1390013{:04}", 9000 + i), "utm_campaign": campaign})
+        })
+        .collect();
+    leads.push(json!({"name": "无联系方式", "utm_campaign": "年货节"}));
+    post(&gw, &leads).await;
 
     let downloads = dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     let driver = Driver::start();
     let c = driver.browser_saving_to("en-US", &downloads).await;
     c.goto(&gw.url("/console/#/campaigns")).await.unwrap();
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(&format!("{TOKEN}\u{E007}"))
-        .await
-        .unwrap();
+    sign_in_by_keyboard(&c).await;
     // The counts come once the leads are delivered: ask again until they show.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        c.find(Locator::Css("#stats-form button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css("#stats-form button[type=submit]")).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let done = match c.find(Locator::Css("tr.totals")).await {
             Ok(tr) => tr.text().await.unwrap_or_default().contains("5"),
@@ -533,23 +513,9 @@ async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
     assert!(small.ends_with("2 1 1 0 0 0"), "{small}");
     screenshot(&c, "campaigns").await;
 
-    c.find(Locator::Id("stats-csv"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("stats-csv")).await;
     let saved = downloads.join("leadgate-stats.csv");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let csv = loop {
-        if let Ok(text) = std::fs::read_to_string(&saved)
-            && !text.is_empty()
-        {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "the CSV was downloaded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let csv = downloaded(&saved).await;
     assert!(csv.starts_with('\u{feff}'), "a byte order mark for Excel");
     assert!(csv.contains("双11大促") && csv.contains("年货节"), "{csv}");
     c.close().await.unwrap();
@@ -558,11 +524,7 @@ async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_quality_shows_each_sources_rejections_and_their_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[api]\ntoken = \"{TOKEN}\"\n\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n"
-    );
-    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
-    let http = reqwest::Client::new();
+    let gw = gateway(dir.path(), WEBFORM);
     let leads = [
         json!({"phone": "13800138000"}),
         json!({"phone": "139 0013 9000"}),
@@ -570,25 +532,11 @@ async fn data_quality_shows_each_sources_rejections_and_their_reasons() {
         json!({"phone": "12345"}),
         json!({"phone": "000"}),
     ];
-    for lead in &leads {
-        crate::support::accepted(
-            http.post(gw.url("/v1/webhooks/webform"))
-                .json(lead)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-    }
+    post(&gw, &leads).await;
     let driver = Driver::start();
     let c = driver.browser("en-US").await;
     c.goto(&gw.url("/console/#/quality")).await.unwrap();
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(&format!("{TOKEN}\u{E007}"))
-        .await
-        .unwrap();
+    sign_in_by_keyboard(&c).await;
     // The page refreshes itself: the counts come once the leads are delivered.
     let rate = text_of(
         &c,
