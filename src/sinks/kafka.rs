@@ -138,7 +138,7 @@ impl KafkaSink {
 
     /// Reads every partition of `at` from its offset to its end and gives the records found
     /// there (by their `event_id` header).
-    pub async fn landed(&mut self, at: &Positions) -> Result<Landed, SinkError> {
+    pub async fn landed(&self, at: &Positions) -> Result<Landed, SinkError> {
         let (settings, at) = (self.settings.clone(), at.clone());
         tokio::task::spawn_blocking(move || read_back(&settings, &at))
             .await

@@ -93,7 +93,7 @@ impl Sink {
     }
 
     /// The records that reached the output after `at`: their topics and event ids.
-    pub async fn landed(&mut self, at: &Positions) -> Result<Landed, SinkError> {
+    pub async fn landed(&self, at: &Positions) -> Result<Landed, SinkError> {
         match self {
             Self::Spool(s) => s.landed(at),
             Self::Kafka(k) => k.landed(at).await,
