@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, Page, auth};
+use super::{ApiError, AppState, auth};
 use crate::assign::model::Kind;
-use crate::assign::{AssignError, Expect, Versioned};
+use crate::assign::{AssignError, AuditFrom, Expect, Versioned};
 use axum::extract::rejection::QueryRejection;
 
 fn kind(name: &str) -> Result<Kind, ApiError> {
@@ -226,18 +226,70 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `?after=SEQ` pages oldest first (`next_after`); `?order=newest` (and `before=SEQ`) pages
+/// newest first (`next_before`), as the console shows the latest changes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
 pub async fn audit(
     State(st): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<Page>, QueryRejection>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth::require(&st, &headers)?;
-    let q = Page::of(query)?;
-    let limit = q.limit;
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query.invalid",
+            None,
+            format!("`after`, `before` and `limit` are whole numbers, `order` is `oldest` or `newest`: {e}"),
+        )
+    })?;
+    let invalid = |field: &str, why: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "query.invalid", Some(field), why)
+    };
+    let newest = match q.order.as_deref() {
+        None => q.before.is_some(),
+        Some("newest") => true,
+        Some("oldest") => false,
+        Some(_) => return Err(invalid("order", "`oldest` (the default) or `newest`")),
+    };
+    if newest && q.after.is_some() {
+        return Err(invalid(
+            "after",
+            "newest first pages with `before`, not `after`",
+        ));
+    }
+    if !newest && q.before.is_some() {
+        return Err(invalid(
+            "before",
+            "`before` pages newest first: leave out `order=oldest`",
+        ));
+    }
+    let from = if newest {
+        AuditFrom::Before(q.before.unwrap_or(u64::MAX))
+    } else {
+        AuditFrom::After(q.after.unwrap_or(0))
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let store = st.assignment.clone();
-    let entries = blocking(move || store.audit(q.after, limit)).await?;
-    let next = entries.last().map(|e| e.seq);
-    Ok(Json(json!({"entries": entries, "next_after": next})))
+    let entries = blocking(move || store.audit(from, limit)).await?;
+    let last = entries.last().map(|e| e.seq);
+    Ok(Json(if newest {
+        json!({"entries": entries, "next_before": last.filter(|_| entries.len() == limit)})
+    } else {
+        json!({"entries": entries, "next_after": last})
+    }))
 }
 
 /// `POST /v1/assignment/preview`: `{"lead": {raw fields}, "connector": "webform", "lead_id": ...}`.

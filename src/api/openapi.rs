@@ -249,13 +249,19 @@ pub fn openapi() -> Value {
                 }))
             }},
             "/v1/assignment/audit": {"get": {
-                "summary": "Changes to rules, owners and teams, oldest first",
+                "summary": "Changes to rules, owners and teams, oldest first (`after`), or newest first (`order=newest`, `before`)",
                 "security": security,
-                "parameters": paged,
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "order", "in": "query", "schema": {"enum": ["oldest", "newest"]}},
+                    {"name": "before", "in": "query", "description": "newest first: the entries before this seq", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+                ],
                 "responses": auth_errors(json!({
                     "200": ok("a page of entries", json!({"type": "object", "properties": {
                         "entries": {"type": "array", "items": audit},
-                        "next_after": {"type": ["integer", "null"]}}})),
+                        "next_after": {"type": ["integer", "null"], "description": "oldest first: the `after` of the next page"},
+                        "next_before": {"type": ["integer", "null"], "description": "newest first: the `before` of the next page; null after the oldest"}}})),
                     "400": error("a malformed query")
                 }))
             }},

@@ -9,7 +9,7 @@ use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::engine::{Decision, TeamState};
 use super::model::Kind;
-use super::store::{AssignError, AuditEntry, Tables, Transact, Versioned, json, parse};
+use super::store::{AssignError, AuditEntry, AuditFrom, Tables, Transact, Versioned, json, parse};
 
 /// `"rules/south"` -> `{version, body}`.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
@@ -182,11 +182,21 @@ impl Tables for Txn<'_> {
         Ok(())
     }
 
-    fn audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
+    fn audit(&mut self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
         let mut out = Vec::new();
-        for entry in self.audit.range(after + 1..).map_err(storage)?.take(limit) {
-            let (_, v) = entry.map_err(storage)?;
+        let entries = match from {
+            AuditFrom::After(after) => self.audit.range(after.saturating_add(1)..),
+            AuditFrom::Before(before) => self.audit.range(..before),
+        }
+        .map_err(storage)?;
+        let mut put = |entry: Result<_, redb::StorageError>| -> Result<(), AssignError> {
+            let (_, v): (_, redb::AccessGuard<'_, &[u8]>) = entry.map_err(storage)?;
             out.push(parse(v.value())?);
+            Ok(())
+        };
+        match from {
+            AuditFrom::After(_) => entries.take(limit).try_for_each(&mut put)?,
+            AuditFrom::Before(_) => entries.rev().take(limit).try_for_each(&mut put)?,
         }
         Ok(out)
     }

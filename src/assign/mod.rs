@@ -16,8 +16,8 @@ pub use mysql::MysqlAssignmentStore;
 pub use embedded::EmbeddedAssignmentStore;
 pub use engine::{Decision, RuleTrace};
 pub use store::{
-    AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, Expect, Versioned,
-    Written,
+    AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, AuditFrom, Expect,
+    Versioned, Written,
 };
 
 use std::sync::Arc;

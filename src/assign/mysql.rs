@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::engine::{Decision, TeamState};
 use super::model::Kind;
-use super::store::{AssignError, AuditEntry, Tables, Transact, Versioned, json, parse};
+use super::store::{AssignError, AuditEntry, AuditFrom, Tables, Transact, Versioned, json, parse};
 use crate::sql::{Mysql, Retryable, SqlError, Tx};
 
 const SCHEMA: &[&str] = &[
@@ -221,11 +221,17 @@ impl Tables for MyTables<'_, '_> {
         )?)
     }
 
-    fn audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
-        let rows: Vec<Vec<u8>> = self.tx.rows(
-            "SELECT v FROM leadgate_assign_audit WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit as u64),
-        )?;
+    fn audit(&mut self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
+        let rows: Vec<Vec<u8>> = match from {
+            AuditFrom::After(after) => self.tx.rows(
+                "SELECT v FROM leadgate_assign_audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit as u64),
+            )?,
+            AuditFrom::Before(before) => self.tx.rows(
+                "SELECT v FROM leadgate_assign_audit WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (before, limit as u64),
+            )?,
+        };
         rows.iter().map(|b| parse(b)).collect()
     }
 }

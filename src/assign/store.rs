@@ -112,8 +112,17 @@ pub trait AssignmentStore: Send + Sync {
         expect: Expect,
     ) -> Result<Written, AssignError>;
     fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError>;
-    /// Audit entries after `after`, oldest first, at most `limit`.
-    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
+    /// At most `limit` audit entries from `from`.
+    fn audit(&self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
+}
+
+/// Where a page of the audit log starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFrom {
+    /// The entries after this `seq`, oldest first (0: from the first).
+    After(u64),
+    /// The entries before this `seq`, newest first (`u64::MAX`: from the newest).
+    Before(u64),
 }
 
 /// A store that runs a closure in one of its transactions: `write` ones are committed (and, for
@@ -166,8 +175,8 @@ impl<S: Transact> AssignmentStore for S {
         self.transact(true, &|t| delete(t, kind, id, expect))
     }
 
-    fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
-        self.transact(false, &|t| t.audit(after, limit))
+    fn audit(&self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
+        self.transact(false, &|t| t.audit(from, limit))
     }
 }
 
@@ -193,7 +202,7 @@ pub trait Tables {
     fn next_version(&mut self) -> Result<u64, AssignError>;
     /// Appends `entry` (its `seq` is assigned here).
     fn append_audit(&mut self, entry: AuditEntry) -> Result<(), AssignError>;
-    fn audit(&mut self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
+    fn audit(&mut self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
 }
 
 pub(super) fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -400,10 +409,17 @@ pub fn put(
 ) -> Result<Written, AssignError> {
     let current = t.resource(kind, id)?;
     check_expect(kind, current.as_ref(), id, expect)?;
-    let body = validate(t, kind, id, &body)?;
+    // An owner's load is leadgate's: a body without `open_leads` (the console's, a script's
+    // read-modify-write that drops it) keeps the count, it does not reset it to 0.
+    let given_load = body.get("open_leads").is_some();
+    let mut body = validate(t, kind, id, &body)?;
     let version = t.next_version()?;
     if kind == Kind::Owners {
-        t.put_load(id, body["open_leads"].as_u64().unwrap_or(0))?;
+        if given_load || current.is_none() {
+            t.put_load(id, body["open_leads"].as_u64().unwrap_or(0))?;
+        } else {
+            body["open_leads"] = t.load()?.get(id).copied().unwrap_or(0).into();
+        }
     }
     let v = Versioned { version, body };
     t.put_resource(kind, id, &v)?;
@@ -626,6 +642,31 @@ mod tests {
         )
         .unwrap();
         assert!(s.assign(&[req("c9", None)]).unwrap().decisions[0].is_some());
+        // Taking her off duty without `open_leads` in the body keeps her two open leads.
+        let w = s
+            .put(
+                Kind::Owners,
+                "ann",
+                json!({"id": "ann", "capacity": 2, "status": "off_duty"}),
+                Expect::Any,
+            )
+            .unwrap();
+        assert_eq!(w.resource.body["open_leads"], 2);
+        assert_eq!(
+            s.get(Kind::Owners, "ann").unwrap().unwrap().body["open_leads"],
+            2
+        );
+        s.put(
+            Kind::Owners,
+            "ann",
+            json!({"id": "ann", "capacity": 2}),
+            Expect::Any,
+        )
+        .unwrap();
+        assert!(
+            s.assign(&[req("c10", None)]).unwrap().decisions[0].is_none(),
+            "still full: the load was kept"
+        );
     }
 
     #[test]
@@ -664,7 +705,7 @@ mod tests {
             Err(AssignError::InUse(_))
         ));
         s.delete(Kind::Rules, "all", Expect::Any).unwrap();
-        let log = s.audit(0, 100).unwrap();
+        let log = s.audit(AuditFrom::After(0), 100).unwrap();
         let actions: Vec<_> = log
             .iter()
             .map(|e| format!("{} {} {}", e.action, e.kind, e.id))

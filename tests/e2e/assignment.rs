@@ -314,6 +314,47 @@ async fn the_assignment_api_checks_versions_and_explains() {
             .0,
         StatusCode::BAD_REQUEST
     );
+    // Newest first, two at a time, down to the first entry: the same entries reversed.
+    let (_, _, all) = api
+        .send(reqwest::Method::GET, "/audit?limit=1000", None, None)
+        .await;
+    let mut oldest_first: Vec<u64> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let mut newest_first = Vec::new();
+    let mut page = "/audit?order=newest&limit=2".to_owned();
+    loop {
+        let (s, _, b) = api.send(reqwest::Method::GET, &page, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        newest_first.extend(
+            b["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap()),
+        );
+        match b["next_before"].as_u64() {
+            Some(before) => page = format!("/audit?before={before}&limit=2"),
+            None => break,
+        }
+    }
+    oldest_first.reverse();
+    assert_eq!(newest_first, oldest_first);
+    let (s, _, b) = api
+        .send(
+            reqwest::Method::GET,
+            "/audit?order=newest&after=3",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, &b["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("after"))
+    );
 
     let doc = crate::support::get_json(&api.http, &gw.url("/openapi.json")).await;
     assert_eq!(doc["openapi"], "3.1.0");

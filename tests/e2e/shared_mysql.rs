@@ -189,5 +189,11 @@ fn two_gateways_share_one_round_robin_through_mysql() {
     );
     let ann = stores[1].get(Kind::Owners, "ann").unwrap().unwrap();
     assert_eq!(ann.body["open_leads"], 1000);
-    assert_eq!(stores[1].audit(0, 100).unwrap().len(), 5);
+    assert_eq!(
+        stores[1]
+            .audit(leadgate::assign::AuditFrom::After(0), 100)
+            .unwrap()
+            .len(),
+        5
+    );
 }
