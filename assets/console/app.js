@@ -33,6 +33,18 @@ function applyLanguage() {
 
 class Unauthorized extends Error {}
 
+// An error answer of the API: its status, code, field and (for a 422) every field's problem.
+class ApiFailure extends Error {
+  constructor(status, error) {
+    const e = error || {};
+    super(e.field ? `${e.field}: ${e.message}` : e.message || (typeof error === "string" ? error : `HTTP ${status}`));
+    this.status = status;
+    this.code = e.code;
+    this.field = e.field;
+    this.details = Array.isArray(e.errors) ? e.errors : e.field ? [{ field: e.field, message: e.message }] : [];
+  }
+}
+
 function authorized(headers) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -42,15 +54,27 @@ function authorized(headers) {
 // A JSON call; an error answer becomes an Error with the API's message (and field). /readyz's
 // 503 is an answer, not an error.
 async function api(path, options) {
-  const resp = await fetch(path, { ...(options || {}), headers: authorized({ Accept: "application/json" }) });
-  if (resp.status === 401) throw new Unauthorized();
-  const body = await resp.json().catch(() => null);
-  if (!resp.ok && !(body && body.status)) {
-    const e = body && body.error;
-    const message = e ? (e.field ? `${e.field}: ${e.message}` : e.message || String(e)) : `HTTP ${resp.status}`;
-    throw new Error(message);
+  const resp = await call(path, options);
+  return resp.body;
+}
+
+// The same, with the answer's ETag: { body, etag }. `options.json` is sent as the JSON body,
+// `options.ifMatch` as If-Match.
+async function call(path, options) {
+  const o = { ...(options || {}) };
+  const headers = authorized({ Accept: "application/json" });
+  if (o.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    o.body = JSON.stringify(o.json);
+    delete o.json;
   }
-  return body;
+  if (o.ifMatch) headers["If-Match"] = o.ifMatch;
+  delete o.ifMatch;
+  const resp = await fetch(path, { ...o, headers });
+  if (resp.status === 401) throw new Unauthorized();
+  const body = resp.status === 204 ? null : await resp.json().catch(() => null);
+  if (!resp.ok && !(body && body.status)) throw new ApiFailure(resp.status, body && body.error);
+  return { body, etag: resp.headers.get("ETag") };
 }
 
 function show(id) {
@@ -415,8 +439,377 @@ function renderQuality(bySource, byDay) {
   figure.replaceChildren(svg);
 }
 
+// Assignment (线索分配): /v1/assignment/ rules, owners, teams, preview and audit.
+const A = "/v1/assignment";
+const AUDIT_PAGE = 50;
+let assignmentData = { rules: [], owners: [], teams: [] };
+let editing = null; // { id, etag } of the rule in the editor; id null for a new rule
+
+function failed(e, at) {
+  if (e instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+  document.getElementById(at).textContent = t("load.failed", { error: e.message });
+}
+
+async function assignment() {
+  lastRender = null;
+  show("assignment");
+  try {
+    const [rules, owners, teams] = await Promise.all(["rules", "owners", "teams"].map((k) => api(`${A}/${k}`)));
+    assignmentData = { rules, owners, teams };
+    document.getElementById("assignment-error").textContent = "";
+    lastRender = renderAssignment;
+    renderAssignment();
+    loadAudit(true);
+  } catch (e) {
+    failed(e, "assignment-error");
+  }
+}
+
+function describeConditions(conditions) {
+  if (!conditions || !conditions.length) return t("rule.every_lead");
+  return conditions.map((c) => {
+    const target = c.values ? c.values.join(" | ") : c.value !== undefined ? c.value : c.pattern !== undefined ? c.pattern
+      : c.op === "range" ? `${c.min ?? "…"}–${c.max ?? "…"}` : c.op === "working_hours" ? `${(c.weekdays || []).join(",")} ${c.start}–${c.end}` : "";
+    return `${c.field || ""} ${t(`op.${c.op}`)} ${target}`.trim();
+  }).join(t("rule.and"));
+}
+
+function describeAction(a) {
+  if (!a) return "";
+  return a.type === "owner" ? t("rule.action_owner", { owner: a.owner }) : t("rule.action_team", { team: a.team, strategy: t(`strategy.${a.strategy}`) });
+}
+
+function button(text, onClick, label) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (label) b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function rowHeader(tr, text) {
+  const th = document.createElement("th");
+  th.scope = "row";
+  th.textContent = text;
+  tr.appendChild(th);
+}
+
+function renderAssignment() {
+  const { rules, owners, teams } = assignmentData;
+  const body = document.querySelector("#rules tbody");
+  body.replaceChildren();
+  for (const r of [...rules].sort((a, b) => a.priority - b.priority || a.id.localeCompare(b.id))) {
+    const tr = document.createElement("tr");
+    tr.dataset.rule = r.id;
+    cell(tr, String(r.priority), "n");
+    rowHeader(tr, r.id);
+    cell(tr, r.name || "");
+    cell(tr, r.enabled === false ? t("no") : t("yes"));
+    cell(tr, describeConditions(r.conditions));
+    cell(tr, describeAction(r.action));
+    const td = document.createElement("td");
+    td.appendChild(button(t("rule.edit"), () => editRule(r.id), t("rule.edit_of", { id: r.id })));
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  const fill = (select, items) => {
+    const keep = select.value;
+    select.replaceChildren();
+    for (const i of items) {
+      const o = document.createElement("option");
+      o.value = i.id;
+      o.textContent = i.name ? `${i.name} (${i.id})` : i.id;
+      select.appendChild(o);
+    }
+    if (keep) select.value = keep;
+  };
+  fill(document.getElementById("rule-owner"), owners);
+  fill(document.getElementById("rule-team"), teams);
+  const ownerBody = document.querySelector("#owners tbody");
+  ownerBody.replaceChildren();
+  for (const o of owners) {
+    const tr = document.createElement("tr");
+    tr.dataset.owner = o.id;
+    rowHeader(tr, o.id);
+    cell(tr, o.name || "");
+    cell(tr, t(`owner.status.${o.status || "active"}`), `owner-status state-${o.status || "active"}`);
+    cell(tr, number(o.open_leads || 0), "n");
+    cell(tr, o.capacity ? number(o.capacity) : t("owner.no_limit"), "n");
+    const td = document.createElement("td");
+    const active = (o.status || "active") === "active";
+    td.appendChild(button(t(active ? "owner.set_off_duty" : "owner.set_active"), () => toggleOwner(o.id, active ? "off_duty" : "active"),
+      t(active ? "owner.set_off_duty_of" : "owner.set_active_of", { id: o.id })));
+    tr.appendChild(td);
+    ownerBody.appendChild(tr);
+  }
+  const teamBody = document.querySelector("#teams tbody");
+  teamBody.replaceChildren();
+  for (const team of teams) {
+    const tr = document.createElement("tr");
+    rowHeader(tr, team.id);
+    cell(tr, team.name || "");
+    cell(tr, team.members.map((m) => `${m.owner} (${m.weight ?? 1})`).join(", "));
+    teamBody.appendChild(tr);
+  }
+  document.getElementById("rule-form-title").textContent = editing && editing.id ? t("rule.editing", { id: editing.id }) : t("rule.new");
+}
+
+const RULE_INPUTS = ["id", "name", "priority", "conditions", "action-type", "owner", "team", "strategy"];
+
+function clearRuleErrors() {
+  for (const f of RULE_INPUTS) {
+    document.getElementById(`rule-${f}-error`).textContent = "";
+    document.getElementById(`rule-${f}`).removeAttribute("aria-invalid");
+  }
+  document.getElementById("rule-form-error").textContent = "";
+}
+
+// The input a field path of the API belongs to: `conditions[1].pattern` -> the conditions.
+function ruleInputOf(path) {
+  const p = path || "";
+  if (p.startsWith("conditions")) return "conditions";
+  if (p === "action" || p === "action.type") return "action-type";
+  if (p.startsWith("action.")) return p.slice("action.".length);
+  return RULE_INPUTS.includes(p) ? p : null;
+}
+
+function showRuleErrors(errors) {
+  let first = null;
+  const rest = [];
+  for (const e of errors) {
+    const input = ruleInputOf(e.field);
+    if (!input) {
+      rest.push(e.field ? `${e.field}: ${e.message}` : e.message);
+      continue;
+    }
+    const el = document.getElementById(`rule-${input}`);
+    const at = document.getElementById(`rule-${input}-error`);
+    // A condition's problem names which one: conditions[1].pattern.
+    const text = input === "conditions" && e.field !== "conditions" ? `${e.field}: ${e.message}` : e.message;
+    at.textContent = at.textContent ? `${at.textContent} ${text}` : text;
+    el.setAttribute("aria-invalid", "true");
+    first = first || el;
+  }
+  document.getElementById("rule-form-error").textContent = rest.length ? rest.join(" ") : t("rule.fix_fields");
+  if (first) first.focus();
+}
+
+function showActionInputs() {
+  const team = document.getElementById("rule-action-type").value === "team";
+  for (const [id, shown] of [["rule-owner", !team], ["rule-team", team], ["rule-strategy", team]]) {
+    const el = document.getElementById(id);
+    el.disabled = !shown;
+    document.querySelector(`label[for=${id}]`).hidden = !shown;
+    el.hidden = !shown;
+  }
+}
+
+async function editRule(id) {
+  const form = document.getElementById("rule-form");
+  clearRuleErrors();
+  document.getElementById("assignment-saved").textContent = "";
+  let rule = { id: "", name: "", priority: 100, enabled: true, conditions: [], action: { type: "owner", owner: (assignmentData.owners[0] || {}).id } };
+  editing = { id: null, etag: null };
+  if (id) {
+    try {
+      const got = await call(`${A}/rules/${encodeURIComponent(id)}`);
+      rule = got.body;
+      editing = { id, etag: got.etag };
+    } catch (e) {
+      return failed(e, "assignment-error");
+    }
+  }
+  document.getElementById("rule-id").value = rule.id;
+  document.getElementById("rule-id").readOnly = Boolean(id);
+  document.getElementById("rule-name").value = rule.name || "";
+  document.getElementById("rule-priority").value = String(rule.priority);
+  document.getElementById("rule-enabled").checked = rule.enabled !== false;
+  document.getElementById("rule-conditions").value = rule.conditions && rule.conditions.length ? JSON.stringify(rule.conditions, null, 2) : "";
+  document.getElementById("rule-action-type").value = rule.action.type;
+  if (rule.action.owner) document.getElementById("rule-owner").value = rule.action.owner;
+  if (rule.action.team) document.getElementById("rule-team").value = rule.action.team;
+  document.getElementById("rule-strategy").value = rule.action.strategy || "round_robin";
+  document.getElementById("rule-delete").hidden = !id;
+  showActionInputs();
+  renderAssignment();
+  form.hidden = false;
+  document.getElementById(id ? "rule-name" : "rule-id").focus();
+}
+
+// The rule the form describes, or the errors found before asking the API.
+function ruleFromForm() {
+  const errors = [];
+  const priorityText = document.getElementById("rule-priority").value.trim();
+  const priority = Number(priorityText);
+  if (!priorityText || !Number.isInteger(priority)) errors.push({ field: "priority", message: t("rule.priority_invalid") });
+  let conditions = [];
+  const text = document.getElementById("rule-conditions").value.trim();
+  if (text) {
+    try {
+      conditions = JSON.parse(text);
+      if (!Array.isArray(conditions)) errors.push({ field: "conditions", message: t("rule.conditions_not_list") });
+    } catch (e) {
+      errors.push({ field: "conditions", message: t("rule.conditions_not_json", { error: e.message }) });
+    }
+  }
+  const type = document.getElementById("rule-action-type").value;
+  const action = type === "owner"
+    ? { type, owner: document.getElementById("rule-owner").value }
+    : { type, team: document.getElementById("rule-team").value, strategy: document.getElementById("rule-strategy").value };
+  const rule = {
+    id: document.getElementById("rule-id").value.trim(),
+    name: document.getElementById("rule-name").value.trim(),
+    priority,
+    enabled: document.getElementById("rule-enabled").checked,
+    conditions,
+    action,
+  };
+  return { rule, errors };
+}
+
+async function saveRule(e) {
+  e.preventDefault();
+  clearRuleErrors();
+  const { rule, errors } = ruleFromForm();
+  if (errors.length) return showRuleErrors(errors);
+  try {
+    if (editing && editing.id) {
+      await call(`${A}/rules/${encodeURIComponent(editing.id)}`, { method: "PUT", json: rule, ifMatch: editing.etag });
+    } else {
+      await call(`${A}/rules`, { method: "POST", json: rule });
+    }
+  } catch (err) {
+    if (err instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+    if (err.status === 412) {
+      document.getElementById("rule-form-error").textContent = t("rule.changed_meanwhile");
+      return;
+    }
+    return showRuleErrors(err.details && err.details.length ? err.details : [{ message: err.message }]);
+  }
+  closeRuleForm();
+  await assignment();
+  document.getElementById("assignment-error").textContent = "";
+  document.getElementById("assignment-saved").textContent = t("rule.saved", { id: rule.id });
+}
+
+function closeRuleForm() {
+  document.getElementById("rule-form").hidden = true;
+  editing = null;
+}
+
+async function deleteRule() {
+  if (!editing || !editing.id || !confirm(t("rule.confirm_delete", { id: editing.id }))) return;
+  try {
+    await call(`${A}/rules/${encodeURIComponent(editing.id)}`, { method: "DELETE", ifMatch: editing.etag });
+  } catch (err) {
+    if (err instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+    document.getElementById("rule-form-error").textContent = err.status === 412 ? t("rule.changed_meanwhile") : err.message;
+    return;
+  }
+  closeRuleForm();
+  assignment();
+}
+
+// Off duty and back: read the owner with its ETag, write it back with If-Match. The body leaves
+// out `open_leads`, which is leadgate's count and stays as it is.
+async function toggleOwner(id, status) {
+  const at = "assignment-error";
+  try {
+    const got = await call(`${A}/owners/${encodeURIComponent(id)}`);
+    const body = { ...got.body, status };
+    delete body.open_leads;
+    await call(`${A}/owners/${encodeURIComponent(id)}`, { method: "PUT", json: body, ifMatch: got.etag });
+    await assignment();
+    const row = document.querySelector(`#owners tr[data-owner="${CSS.escape(id)}"] button`);
+    if (row) row.focus();
+  } catch (e) {
+    failed(e, at);
+  }
+}
+
+async function preview(e) {
+  e.preventDefault();
+  const input = document.getElementById("preview-lead");
+  const error = document.getElementById("preview-lead-error");
+  const out = document.getElementById("preview-result");
+  error.textContent = "";
+  input.removeAttribute("aria-invalid");
+  let lead;
+  try {
+    lead = JSON.parse(input.value);
+    if (!lead || typeof lead !== "object" || Array.isArray(lead)) throw new Error(t("preview.not_object"));
+  } catch (err) {
+    error.textContent = t("preview.invalid", { error: err.message });
+    input.setAttribute("aria-invalid", "true");
+    return input.focus();
+  }
+  try {
+    const connector = document.getElementById("preview-connector").value.trim();
+    const got = await api(`${A}/preview`, { method: "POST", json: connector ? { lead, connector } : { lead } });
+    lastRender = () => { renderAssignment(); renderPreview(got); };
+    renderPreview(got);
+  } catch (err) {
+    if (err instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+    error.textContent = err.message;
+    input.setAttribute("aria-invalid", "true");
+  }
+}
+
+function renderPreview(got) {
+  const out = document.getElementById("preview-result");
+  out.replaceChildren();
+  const verdict = document.createElement("p");
+  verdict.id = "preview-verdict";
+  const a = got.assignment;
+  verdict.textContent = a ? t("preview.goes_to", { owner: a.owner, rule: a.rule_id, reason: a.reason }) : t("preview.nobody");
+  out.appendChild(verdict);
+  const list = document.createElement("ol");
+  list.className = "trace";
+  for (const r of got.rules || []) {
+    const li = document.createElement("li");
+    li.dataset.rule = r.rule_id;
+    li.textContent = r.matched ? t("preview.rule_decides", { rule: r.rule_id })
+      : t("preview.rule_skipped", { rule: r.rule_id, why: (r.why_not || []).join("; ") });
+    list.appendChild(li);
+  }
+  out.appendChild(list);
+}
+
+// The audit log, newest first, a page at a time.
+let auditBefore = null;
+
+async function loadAudit(fresh) {
+  const body = document.querySelector("#audit tbody");
+  const q = new URLSearchParams({ order: "newest", limit: String(AUDIT_PAGE) });
+  if (!fresh && auditBefore) q.set("before", String(auditBefore));
+  try {
+    const page = await api(`${A}/audit?${q}`);
+    if (fresh) body.replaceChildren();
+    for (const e of page.entries) {
+      const tr = document.createElement("tr");
+      cell(tr, when(e.at));
+      cell(tr, t(`audit.${e.action}`));
+      cell(tr, t(`audit.kind.${e.kind}`));
+      cell(tr, e.id);
+      cell(tr, String(e.version), "n");
+      body.appendChild(tr);
+    }
+    auditBefore = page.next_before;
+    document.getElementById("audit-older").hidden = !auditBefore;
+  } catch (e) {
+    failed(e, "assignment-error");
+  }
+}
+
 // Pages, and whether they refresh themselves.
-const PAGES = { overview: [overview, true], quality: [quality, true], campaigns: [campaigns, false], import: [importPage, false] };
+const PAGES = {
+  overview: [overview, true],
+  quality: [quality, true],
+  campaigns: [campaigns, false],
+  import: [importPage, false],
+  assignment: [assignment, false],
+};
 
 function route() {
   clearInterval(refresh);
@@ -455,6 +848,16 @@ async function start() {
   });
   document.getElementById("stats-csv").addEventListener("click", () =>
     download(`/v1/stats?${statsQuery("csv")}`, "leadgate-stats.csv", "stats-error"));
+  document.getElementById("rule-form").addEventListener("submit", saveRule);
+  document.getElementById("rule-new").addEventListener("click", () => editRule(null));
+  document.getElementById("rule-cancel").addEventListener("click", () => {
+    closeRuleForm();
+    document.getElementById("rule-new").focus();
+  });
+  document.getElementById("rule-delete").addEventListener("click", deleteRule);
+  document.getElementById("rule-action-type").addEventListener("change", showActionInputs);
+  document.getElementById("preview-form").addEventListener("submit", preview);
+  document.getElementById("audit-older").addEventListener("click", () => loadAudit(false));
   document.getElementById("sign-out").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     signIn();

@@ -96,4 +96,42 @@ mod tests {
             assert!(Assets::get(linked).is_some(), "{linked} is embedded");
         }
     }
+
+    fn text(name: &str) -> String {
+        String::from_utf8(Assets::get(name).unwrap().data.into_owned()).unwrap()
+    }
+
+    /// Every word the page and the script name exists in both languages, and each language has
+    /// the same words: a missing one would show its key.
+    #[test]
+    fn both_languages_have_every_word_the_console_uses() {
+        let words = text("i18n.js");
+        let (zh, en) = words
+            .split_once("\n  en: {")
+            .expect("an en block after the zh block");
+        let key = regex::Regex::new(r#"(?m)^\s*"([^"]+)":"#).unwrap();
+        let keys = |block: &str| -> std::collections::BTreeSet<String> {
+            key.captures_iter(block).map(|c| c[1].to_owned()).collect()
+        };
+        let (zh, en) = (keys(zh), keys(en));
+        assert!(zh.len() > 100, "{}", zh.len());
+        assert_eq!(
+            zh.symmetric_difference(&en).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "words in one language only"
+        );
+        let attr = regex::Regex::new(r#"data-t(?:-label)?="([^"]+)""#).unwrap();
+        let call = regex::Regex::new(r#"\bt\("([^"]+)""#).unwrap();
+        let page = text("index.html");
+        let script = text("app.js");
+        let used: Vec<String> = attr
+            .captures_iter(&page)
+            .chain(call.captures_iter(&script))
+            .map(|c| c[1].to_owned())
+            .collect();
+        assert!(used.len() > 100, "{}", used.len());
+        for k in used {
+            assert!(zh.contains(&k), "`{k}` has no words");
+        }
+    }
 }

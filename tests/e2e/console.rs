@@ -577,3 +577,174 @@ async fn data_quality_shows_each_sources_rejections_and_their_reasons() {
     screenshot(&c, "quality").await;
     c.close().await.unwrap();
 }
+
+/// The management API as a script would call it, with the token.
+async fn admin(gw: &Gateway, method: reqwest::Method, path: &str, body: serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .request(method, gw.url(path))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    assert!(
+        status.is_success(),
+        "{path}: {status} {}",
+        resp.text().await.unwrap()
+    );
+}
+
+/// The owner the newest clean record of `gw` went to, once there are `n` records.
+fn owner_of_record(gw: &Gateway, n: usize) -> serde_json::Value {
+    let records = gw.wait_spooled("leads.clean", n, Duration::from_secs(30));
+    records[n - 1]["assignment"]["owner"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_a_rule_and_the_next_lead_goes_to_the_new_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), WEBFORM);
+    use reqwest::Method;
+    for owner in [
+        json!({"id": "ann", "name": "安娜"}),
+        json!({"id": "bob", "name": "鲍勃", "capacity": 10}),
+    ] {
+        admin(&gw, Method::POST, "/v1/assignment/owners", owner).await;
+    }
+    admin(
+        &gw,
+        Method::POST,
+        "/v1/assignment/teams",
+        json!({"id": "south", "name": "华南", "members": [{"owner": "ann"}, {"owner": "bob", "weight": 2}]}),
+    )
+    .await;
+    admin(
+        &gw,
+        Method::POST,
+        "/v1/assignment/rules",
+        json!({"id": "all", "name": "全部", "priority": 100, "action": {"type": "owner", "owner": "ann"}}),
+    )
+    .await;
+    post(&gw, &[json!({"phone": "13800138000", "province": "广东"})]).await;
+    assert_eq!(owner_of_record(&gw, 1), "ann");
+
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    c.goto(&gw.url("/console/#/assignment")).await.unwrap();
+    sign_in_by_keyboard(&c).await;
+    let action = text_of(
+        &c,
+        "#rules tr[data-rule=all] td:nth-of-type(5)",
+        "the rule",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert_eq!(action, "to ann");
+    click(&c, Locator::Css("#rules tr[data-rule=all] button")).await;
+    // The editor opens on the rule, its name field focused; the ID cannot change.
+    let name = c.active_element().await.unwrap();
+    assert_eq!(name.attr("id").await.unwrap().as_deref(), Some("rule-name"));
+    assert_eq!(name.prop("value").await.unwrap().as_deref(), Some("全部"));
+
+    // A condition the API refuses: the error shows at the conditions, naming which one.
+    let conditions = c.find(Locator::Id("rule-conditions")).await.unwrap();
+    conditions
+        .send_keys(r#"[{"op": "regex", "field": "contact.city", "pattern": "(广州"}]"#)
+        .await
+        .unwrap();
+    c.find(Locator::Id("rule-owner"))
+        .await
+        .unwrap()
+        .select_by_value("bob")
+        .await
+        .unwrap();
+    click(&c, Locator::Css("#rule-form button[type=submit]")).await;
+    let error = text_of(&c, "#rule-conditions-error", "the field error", |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert!(error.starts_with("conditions[0].pattern: "), "{error}");
+    assert_eq!(
+        conditions.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    let focused = c.active_element().await.unwrap().attr("id").await.unwrap();
+    assert_eq!(
+        focused.as_deref(),
+        Some("rule-conditions"),
+        "the bad field takes focus"
+    );
+    // Not JSON at all: caught before asking the API, at the same field.
+    conditions.clear().await.unwrap();
+    conditions.send_keys("[{").await.unwrap();
+    click(&c, Locator::Css("#rule-form button[type=submit]")).await;
+    text_of(&c, "#rule-conditions-error", "the JSON error", |t| {
+        t.starts_with("Not valid JSON")
+    })
+    .await;
+    screenshot(&c, "assignment-rule-error").await;
+
+    // Fixed: the rule now gives every lead to bob, and the next lead goes to him.
+    conditions.clear().await.unwrap();
+    click(&c, Locator::Css("#rule-form button[type=submit]")).await;
+    text_of(&c, "#assignment-saved", "the saved rule", |t| {
+        t == "Rule all saved; it applies to the next lead."
+    })
+    .await;
+    text_of(
+        &c,
+        "#rules tr[data-rule=all] td:nth-of-type(5)",
+        "the new owner",
+        |t| t == "to bob",
+    )
+    .await;
+    let form = c.find(Locator::Id("rule-form")).await.unwrap();
+    assert!(!form.is_displayed().await.unwrap(), "the editor closes");
+    post(&gw, &[json!({"phone": "13900139000", "province": "广东"})]).await;
+    assert_eq!(owner_of_record(&gw, 2), "bob");
+
+    // The preview says the same, and why.
+    click(&c, Locator::Css("#preview-form button[type=submit]")).await;
+    let verdict = text_of(&c, "#preview-verdict", "the preview", |t| !t.is_empty()).await;
+    assert!(
+        verdict.starts_with("It goes to bob (rule all)"),
+        "{verdict}"
+    );
+
+    // The change is the newest in the audit log.
+    let newest = text_of(&c, "#audit tbody tr:first-child", "the audit log", |t| {
+        t.contains("changed")
+    })
+    .await;
+    assert!(
+        newest.contains("rule") && newest.contains("all"),
+        "{newest}"
+    );
+
+    // Bob off duty: his open lead is kept (the body leaves `open_leads` out), and the rule,
+    // finding nobody, assigns the next lead to no one.
+    click(&c, Locator::Css("#owners tr[data-owner=bob] button")).await;
+    text_of(
+        &c,
+        "#owners tr[data-owner=bob] .owner-status",
+        "off duty",
+        |t| t == "Off duty",
+    )
+    .await;
+    let open = c
+        .find(Locator::Css("#owners tr[data-owner=bob] td:nth-of-type(3)"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(open, "1", "bob's open lead is kept");
+    let focused = c.active_element().await.unwrap().text().await.unwrap();
+    assert_eq!(focused, "Set active", "focus stays on the owner's button");
+    c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+    screenshot(&c, "assignment").await;
+    post(&gw, &[json!({"phone": "13700137000"})]).await;
+    assert_eq!(owner_of_record(&gw, 3), serde_json::Value::Null);
+    c.close().await.unwrap();
+}
