@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/{connector}",
             post(webhooks::receive).get(webhooks::handshake),
         )
+        .route("/v1/leads", get(leads::search))
         .route("/v1/leads/{lead_id}", get(leads::explain))
         .route("/v1/connectors", get(connectors::list))
         .route("/v1/connectors/{name}", get(connectors::read))

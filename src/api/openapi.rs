@@ -203,6 +203,21 @@ pub fn openapi() -> Value {
                     "405": error("the connector has no handshake")
                 }
             }},
+            "/v1/leads": {"get": {
+                "summary": "Find the people a phone number or an email address belongs to (normalized as a lead's: any format, full-width digits), each explained as by /v1/leads/{lead_id}",
+                "security": security,
+                "parameters": [
+                    {"name": "phone", "in": "query", "schema": {"type": "string"}},
+                    {"name": "email", "in": "query", "schema": {"type": "string"}}
+                ],
+                "responses": auth_errors(json!({
+                    "200": ok("at most 20 people", json!({"type": "object", "properties": {
+                        "leads": {"type": "array", "items": {"type": "object"}},
+                        "truncated": {"type": "boolean", "description": "more than 20 people share the key"}}})),
+                    "400": error("neither phone nor email, or another parameter"),
+                    "422": error("not a phone number or an address a lead could be identified by")
+                }))
+            }},
             "/v1/leads/{lead_id}": {"get": {
                 "summary": "Explain the person behind a lead id",
                 "security": security,

@@ -137,6 +137,10 @@ pub trait IdentityStore: Send + Sync {
     /// Everything known about a person, found by any of its lead ids (merged ones included).
     fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError>;
 
+    /// The lead ids of the people `keys` link today (after merges, each once), in the keys'
+    /// order: how a phone number or an address finds its person.
+    fn find(&self, keys: &[IdentityKey]) -> Result<Vec<String>, IdentityError>;
+
     /// Makes every resolution so far durable. A store may commit batches lazily; the pipeline
     /// calls this before it acknowledges their events in the journal.
     fn sync(&self) -> Result<(), IdentityError> {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::resolve::{
     self, Cluster, ClusterKey, Graph, GraphRead, KeyLinks, Member, Person, Resolution,
 };
-use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
+use super::{IdentityError, IdentityKey, IdentityRequest, IdentityStore, Policy};
 use crate::lead::IdentityOutcome;
 use crate::sql::{Mysql, Retryable, SqlError, Tx};
 
@@ -246,6 +246,12 @@ impl IdentityStore for MysqlIdentityStore {
     fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
         self.db.transaction(false, |tx| {
             explain(&mut MyTxn { tx, last_order: 0 }, lead_id)
+        })
+    }
+
+    fn find(&self, keys: &[IdentityKey]) -> Result<Vec<String>, IdentityError> {
+        self.db.transaction(false, |tx| {
+            resolve::find(&mut MyTxn { tx, last_order: 0 }, keys)
         })
     }
 }

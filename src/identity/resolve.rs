@@ -169,6 +169,21 @@ pub fn root<G: GraphRead>(
     )))
 }
 
+/// The people `keys` link, each followed to the person it was merged into, each once.
+pub fn find<G: GraphRead>(g: &mut G, keys: &[IdentityKey]) -> Result<Vec<String>, IdentityError> {
+    let mut found = Vec::new();
+    for key in keys {
+        for id in g.key(&key.name())?.people {
+            if let Some((root_id, _)) = root(g, &id)?
+                && !found.contains(&root_id)
+            {
+                found.push(root_id);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// A key of the event: its links as stored and as they will be (written only when they differ),
 /// and the people they led to before this event.
 struct Link<'r> {

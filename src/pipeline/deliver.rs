@@ -438,6 +438,9 @@ mod tests {
         fn explain(&self, _: &str) -> Result<Option<Cluster>, IdentityError> {
             Ok(None)
         }
+        fn find(&self, _: &[crate::identity::IdentityKey]) -> Result<Vec<String>, IdentityError> {
+            Ok(Vec::new())
+        }
         fn sync(&self) -> Result<(), IdentityError> {
             use std::sync::atomic::Ordering;
             let failing =

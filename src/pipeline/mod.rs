@@ -13,7 +13,9 @@ pub use deliver::{ISOLATE_AFTER, deliver_forever};
 
 use crate::assign::Assigner;
 use crate::config::{ConnectorConfig, FieldMapping, TestLeads, Topics};
-use crate::identity::{IdentityError, IdentityStore, Policy, RequestInput, Resolution};
+use crate::identity::{
+    IdentityError, IdentityKey, IdentityStore, Policy, RequestInput, Resolution,
+};
 use crate::lead::{
     IntakeEvent, Issue, LeadRecord, MergedRecord, SCHEMA_VERSION, SourceKind, SourceRef,
     now_rfc3339,
@@ -148,6 +150,20 @@ impl Processor {
         let event = IntakeEvent::new(connector, SourceKind::Webhook, None, payload.clone());
         let (lead, custom) = self.clean(&event);
         record_of(&event, lead, custom)
+    }
+
+    /// The identity keys a lead with this phone number and this address would have, normalized as
+    /// a webhook lead's are: how `GET /v1/leads?phone=` finds its person.
+    pub fn search_keys(&self, phone: Option<&str>, email: Option<&str>) -> Vec<IdentityKey> {
+        let mut payload = serde_json::Map::new();
+        for (field, value) in [("phone", phone), ("email", email)] {
+            if let Some(v) = value {
+                payload.insert(field.into(), v.into());
+            }
+        }
+        let event = IntakeEvent::new("search", SourceKind::Webhook, None, payload.into());
+        let (lead, custom) = self.clean(&event);
+        self.policy.keys_of(&lead, &custom, &BTreeMap::new())
     }
 
     /// Why `event` would be rejected (no usable phone and no usable email), or `None` when it

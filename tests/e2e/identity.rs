@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, accepted, post_json};
+use crate::support::{Gateway, accepted, error_of, post_json};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -134,6 +134,56 @@ async fn redeliveries_drop_platform_ids_join_and_clusters_explain() {
     assert_eq!(cluster["merges"][0]["merged_lead_ids"], json!([absorbed]));
     assert_eq!(cluster["profile"]["email"]["value"], "wangfang@corp.cn");
     assert_eq!(cluster["sources"]["tiktok"], 3);
+
+    // Found by the phone in any form, or by the address of the absorbed lead: the survivor.
+    let search = |q: &[(&str, &str)]| {
+        http.get(gw.url("/v1/leads"))
+            .query(q)
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    for q in [
+        &[("phone", "139-1111-2222")][..],
+        &[("phone", "+86 (139) 1111 2222")],
+        &[("phone", "１３９１１１１２２２２")],
+        &[("email", " WangFang@Corp.cn ")],
+        &[("phone", "13911112222"), ("email", "wangfang@corp.cn")],
+    ] {
+        let r = search(q).await.unwrap();
+        assert_eq!(r.status(), 200, "{q:?}");
+        let found: Value = r.json().await.unwrap();
+        let ids: Vec<&str> = found["leads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["lead_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [survivor], "{q:?}");
+        assert_eq!(found["leads"][0]["sources"]["tiktok"], 3);
+    }
+    let r = search(&[("phone", "13800000001")]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["leads"], json!([]));
+    for (q, field, status) in [
+        (&[("phone", "12")][..], "phone", 422),
+        (&[("email", "not-an-address")], "email", 422),
+        (&[], "phone", 400),
+        (&[("name", "王芳")], "", 400),
+    ] {
+        let (s, err) = error_of(search(q).await.unwrap()).await;
+        assert_eq!(s, status, "{q:?}: {err}");
+        if !field.is_empty() {
+            assert_eq!(err["field"], field, "{q:?}");
+        }
+    }
+    assert_eq!(
+        http.get(gw.url("/v1/leads?phone=13911112222"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 
     let r = http
         .get(explain("no-such-lead"))

@@ -124,6 +124,11 @@ type = "webhook"
     let cluster = crate::support::get_json(&http, &one.url(&format!("/v1/leads/{lead}"))).await;
     assert_eq!(cluster["members"].as_array().unwrap().len(), 2);
     assert_eq!(cluster["profile"]["email"]["value"], "zhaomin@corp.cn");
+    // Either gateway finds the person by the phone the first one took in.
+    let found =
+        crate::support::get_json(&http, &two.url("/v1/leads?phone=139%202222%203333")).await;
+    assert_eq!(found["leads"][0]["lead_id"], lead, "{found}");
+    assert_eq!(found["leads"].as_array().unwrap().len(), 1);
 }
 
 #[test]

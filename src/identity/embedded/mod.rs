@@ -32,8 +32,8 @@ use hashbrown::HashMap;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
-use super::resolve::{self, Cluster, Resolution};
-use super::{IdentityError, IdentityRequest, IdentityStore, Policy};
+use super::resolve::{self, Cluster, Resolution, lead_text};
+use super::{IdentityError, IdentityKey, IdentityRequest, IdentityStore, Policy};
 
 use batch::*;
 use explain::*;
@@ -242,6 +242,30 @@ impl IdentityStore for EmbeddedIdentityStore {
 
     fn explain(&self, lead_id: &str) -> Result<Option<Cluster>, IdentityError> {
         self.with(|st| explain_in(st, lead_id))
+    }
+
+    fn find(&self, keys: &[IdentityKey]) -> Result<Vec<String>, IdentityError> {
+        self.with(|st| {
+            if st.index.get().is_none() {
+                return Err(IdentityError::Storage(
+                    "the identity index is still being rebuilt from the log".into(),
+                ));
+            }
+            let index = st.index()?;
+            let mut found = Vec::new();
+            for key in keys {
+                let Some(k) = index.key_at(key_digest(key)) else {
+                    continue;
+                };
+                for person in index.linked(k) {
+                    let lead = lead_text(index.lead_of(index.root_of(person)));
+                    if !found.contains(&lead) {
+                        found.push(lead);
+                    }
+                }
+            }
+            Ok(found)
+        })
     }
 
     fn sync(&self) -> Result<(), IdentityError> {
