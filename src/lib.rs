@@ -17,6 +17,7 @@ pub mod imports;
 pub mod intake;
 pub mod lead;
 pub mod mapping;
+pub mod mask;
 pub mod normalize;
 pub mod pipeline;
 pub mod reopen;

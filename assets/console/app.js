@@ -366,6 +366,7 @@ async function quality() {
     error.textContent = "";
     lastRender = () => renderQuality(bySource, byDay);
     lastRender();
+    await loadRejections();
   } catch (e) {
     if (e instanceof Unauthorized) return signIn(t("sign_in.invalid"));
     error.textContent = t("load.failed", { error: e.message });
@@ -437,6 +438,183 @@ function renderQuality(bySource, byDay) {
     label(132, day);
   });
   figure.replaceChildren(svg);
+}
+
+// Masks, as leadgate's own (src/mask.rs): the shape of a value, not the value.
+function maskOther(text) {
+  const c = [...String(text).trim()];
+  if (c.length <= 1) return "*".repeat(c.length);
+  if (c.length <= 4) return c[0] + "*".repeat(c.length - 1);
+  return c[0] + "*".repeat(Math.min(c.length - 2, 8)) + c[c.length - 1];
+}
+
+function maskPhone(text) {
+  const s = String(text).trim();
+  const digits = [...s].filter((c) => c >= "0" && c <= "9").length;
+  if (digits < 9) return maskOther(s);
+  let seen = 0;
+  return [...s].map((c) => {
+    if (c < "0" || c > "9") return c;
+    seen += 1;
+    return seen > digits - 8 && seen <= digits - 4 ? "*" : c;
+  }).join("");
+}
+
+function maskEmail(text) {
+  const s = String(text).trim();
+  const at = s.lastIndexOf("@");
+  return at > 0 ? `${[...s][0]}***${s.slice(at)}` : maskOther(s);
+}
+
+// Fields that say where or what, not who: shown as they are.
+const NOT_PERSONAL = new Set(["province", "city", "district", "country", "company", "industry", "job_title", "title", "phone_type"]);
+
+function masked(kind, value) {
+  if (value === null || value === undefined) return "";
+  if (document.getElementById("lead-reveal").checked || NOT_PERSONAL.has(kind)) return String(value);
+  if (kind === "phone" || kind === "mobile") return maskPhone(value);
+  if (kind === "email") return maskEmail(value);
+  return maskOther(value);
+}
+
+// Data quality: the latest rejected leads, masked by the API.
+const REJECTIONS_SHOWN = 20;
+
+async function loadRejections() {
+  const page = await api(`/v1/rejections?limit=${REJECTIONS_SHOWN}`);
+  const body = document.querySelector("#rejections tbody");
+  body.replaceChildren();
+  for (const r of page.entries) {
+    const tr = document.createElement("tr");
+    tr.dataset.event = r.event_id;
+    cell(tr, when(r.received_at));
+    cell(tr, r.connector);
+    const why = document.createElement("td");
+    const list = document.createElement("ul");
+    list.className = "reasons";
+    for (const reason of r.reasons) {
+      const li = document.createElement("li");
+      li.dataset.code = reason.code;
+      li.textContent = `${reason.code}: ${reason.message}`;
+      list.appendChild(li);
+    }
+    why.appendChild(list);
+    tr.appendChild(why);
+    cell(tr, Object.entries(r.fields).map(([k, v]) => `${k}: ${v}`).join(", "), "fields");
+    body.appendChild(tr);
+  }
+  document.getElementById("rejections-none").hidden = page.entries.length > 0;
+}
+
+// Leads: find a person by phone, email or lead id, and see why its records are one person.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+let found = null;
+
+function leadsPage() {
+  lastRender = found ? () => renderLeads(found) : null;
+  show("leads");
+  document.getElementById("lead-query").focus();
+}
+
+async function findLead(e) {
+  e.preventDefault();
+  const input = document.getElementById("lead-query");
+  const error = document.getElementById("lead-query-error");
+  const q = input.value.trim();
+  error.textContent = "";
+  input.removeAttribute("aria-invalid");
+  if (!q) {
+    error.textContent = t("leads.empty");
+    input.setAttribute("aria-invalid", "true");
+    return input.focus();
+  }
+  try {
+    if (UUID.test(q)) {
+      try {
+        found = [await api(`/v1/leads/${encodeURIComponent(q)}`)];
+      } catch (err) {
+        if (err.status !== 404) throw err;
+        found = [];
+      }
+    } else {
+      const by = q.includes("@") ? "email" : "phone";
+      found = (await api(`/v1/leads?${new URLSearchParams({ [by]: q })}`)).leads;
+    }
+  } catch (err) {
+    if (err instanceof Unauthorized) return signIn(t("sign_in.invalid"));
+    error.textContent = err.status === 422 ? t("leads.unusable", { field: t(`leads.by_${err.field}`) }) : t("load.failed", { error: err.message });
+    input.setAttribute("aria-invalid", "true");
+    return input.focus();
+  }
+  lastRender = () => renderLeads(found);
+  renderLeads(found);
+}
+
+function table(headers, rows, className) {
+  const el = document.createElement("table");
+  if (className) el.className = className;
+  const head = document.createElement("tr");
+  for (const h of headers) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = h;
+    head.appendChild(th);
+  }
+  el.createTHead().appendChild(head);
+  const body = el.createTBody();
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    for (const text of r) cell(tr, text);
+    body.appendChild(tr);
+  }
+  return el;
+}
+
+function renderLeads(people) {
+  document.getElementById("lead-count").textContent = people.length ? t("leads.found", { n: people.length }) : t("leads.none");
+  const out = document.getElementById("lead-results");
+  out.replaceChildren();
+  for (const c of people) {
+    const art = document.createElement("article");
+    art.className = "person";
+    art.dataset.lead = c.lead_id;
+    const h = document.createElement("h2");
+    h.textContent = t("leads.person", { id: c.lead_id });
+    art.appendChild(h);
+    const facts = document.createElement("dl");
+    const fact = (label, text) => {
+      const dt = document.createElement("dt");
+      dt.textContent = label;
+      const dd = document.createElement("dd");
+      dd.textContent = text;
+      facts.append(dt, dd);
+    };
+    if (c.requested_lead_id) fact(t("leads.asked"), t("leads.merged_into", { id: c.requested_lead_id }));
+    if (c.created_at) fact(t("leads.created"), when(c.created_at));
+    fact(t("leads.sources"), Object.entries(c.sources || {}).map(([k, n]) => `${k} × ${n}`).join(", "));
+    if (c.names && c.names.length) fact(t("leads.names"), c.names.map((n) => masked("name", n)).join(", "));
+    art.appendChild(facts);
+    const sub = (key) => {
+      const h3 = document.createElement("h3");
+      h3.textContent = t(key);
+      art.appendChild(h3);
+    };
+    sub("leads.profile");
+    art.appendChild(table([t("leads.field"), t("leads.value"), t("stats.connector"), t("leads.at")],
+      Object.entries(c.profile || {}).map(([f, v]) => [f, masked(f, v.value), v.connector, when(v.at)]), "profile"));
+    sub("leads.keys");
+    art.appendChild(table([t("leads.kind"), t("leads.value"), t("leads.identifies")],
+      (c.keys || []).map((k) => [k.kind, masked(k.kind, k.value), k.shared ? t("leads.shared") : t("yes")]), "keys"));
+    if (c.merges && c.merges.length) {
+      sub("leads.merges");
+      art.appendChild(table([t("leads.at"), t("leads.absorbed")],
+        c.merges.map((m) => [when(m.at), (m.merged_lead_ids || []).join(", ")]), "merges"));
+    }
+    sub("leads.events");
+    art.appendChild(table([t("leads.at"), t("stats.connector"), t("leads.status"), t("leads.matched_on"), t("leads.event")],
+      (c.members || []).map((m) => [when(m.at), m.connector, t(`identity.${m.status}`), (m.matched_on || []).join(", "), m.event_id]), "events"));
+    out.appendChild(art);
+  }
 }
 
 // Assignment (线索分配): /v1/assignment/ rules, owners, teams, preview and audit.
@@ -808,6 +986,7 @@ const PAGES = {
   quality: [quality, true],
   campaigns: [campaigns, false],
   import: [importPage, false],
+  leads: [leadsPage, false],
   assignment: [assignment, false],
 };
 
@@ -848,6 +1027,8 @@ async function start() {
   });
   document.getElementById("stats-csv").addEventListener("click", () =>
     download(`/v1/stats?${statsQuery("csv")}`, "leadgate-stats.csv", "stats-error"));
+  document.getElementById("lead-search").addEventListener("submit", findLead);
+  document.getElementById("lead-reveal").addEventListener("change", () => found && renderLeads(found));
   document.getElementById("rule-form").addEventListener("submit", saveRule);
   document.getElementById("rule-new").addEventListener("click", () => editRule(null));
   document.getElementById("rule-cancel").addEventListener("click", () => {

@@ -10,6 +10,7 @@ mod imports;
 mod leads;
 mod openapi;
 mod quarantine;
+mod rejections;
 mod server;
 mod stats;
 mod webhooks;
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(assignment::remove),
         )
         .route("/v1/quarantine", get(quarantine::list))
+        .route("/v1/rejections", get(rejections::latest))
         .route("/v1/stats", get(stats::read))
         .route("/v1/imports", post(imports::upload))
         .route("/v1/imports/{id}", get(imports::read))

@@ -71,6 +71,13 @@ pub fn openapi() -> Value {
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
     ]);
     let security = json!([{"bearer": []}]);
+    let rejection = json!({"type": "object", "properties": {
+        "seq": {"type": "integer"}, "event_id": {"type": "string"},
+        "connector": {"type": "string"}, "received_at": {"type": "string"},
+        "reasons": {"type": "array", "items": {"type": "object", "properties": {
+            "field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}}},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                   "description": "the input's fields by dotted path, each value masked (138****8000, z***@example.com, 王*)"}}});
     let auth_errors = |mut responses: Value| {
         responses["401"] = error("no or wrong bearer token (when `[api] token` is set)");
         responses
@@ -277,6 +284,21 @@ pub fn openapi() -> Value {
                         "entries": {"type": "array", "items": audit},
                         "next_after": {"type": ["integer", "null"], "description": "oldest first: the `after` of the next page"},
                         "next_before": {"type": ["integer", "null"], "description": "newest first: the `before` of the next page; null after the oldest"}}})),
+                    "400": error("a malformed query")
+                }))
+            }},
+            "/v1/rejections": {"get": {
+                "summary": "The latest rejected leads this gateway delivered (the last 500 since it started), newest first, with their reasons and their input fields masked",
+                "security": security,
+                "parameters": [
+                    {"name": "connector", "in": "query", "schema": {"type": "string"}},
+                    {"name": "before", "in": "query", "description": "the entries before this seq", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+                ],
+                "responses": auth_errors(json!({
+                    "200": ok("a page of rejected leads", json!({"type": "object", "properties": {
+                        "entries": {"type": "array", "items": rejection},
+                        "next_before": {"type": ["integer", "null"]}}})),
                     "400": error("a malformed query")
                 }))
             }},

@@ -262,6 +262,7 @@ async fn step(
             (processed, last)
         };
     sink.deliver(&records).await?;
+    processor.delivered(&records);
     // Counted once the sink confirmed them: a retried batch is not counted twice.
     let now_ms = jiff::Timestamp::now().as_millisecond();
     for r in &records {

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use phonenumber::country;
 
 mod deliver;
+mod recent;
 
 pub use deliver::{ISOLATE_AFTER, deliver_forever};
+pub use recent::{KEPT as KEPT_REJECTIONS, RecentRejections, Rejection};
 
 use crate::assign::Assigner;
 use crate::config::{ConnectorConfig, FieldMapping, TestLeads, Topics};
@@ -116,6 +118,7 @@ pub struct Processor {
     policy: Policy,
     assigner: Assigner,
     topics: Topics,
+    recent: RecentRejections,
 }
 
 impl Processor {
@@ -137,7 +140,18 @@ impl Processor {
             policy,
             assigner,
             topics,
+            recent: RecentRejections::default(),
         }
+    }
+
+    /// Keeps the rejected records among `delivered` for [`Processor::recent_rejections`].
+    pub fn delivered(&self, delivered: &[OutRecord]) {
+        self.recent.note(delivered, &self.topics.rejected);
+    }
+
+    /// The latest rejected leads delivered, masked.
+    pub fn recent_rejections(&self) -> &RecentRejections {
+        &self.recent
     }
 
     /// Makes the identity store's resolutions so far durable (see [`IdentityStore::sync`]).

@@ -574,6 +574,31 @@ async fn data_quality_shows_each_sources_rejections_and_their_reasons() {
         label.starts_with("Rejected leads by day: ") && label.ends_with(" 2"),
         "{label}"
     );
+    // The latest rejected leads, newest first, with their reasons and masked fields only.
+    text_of(&c, "#rejections tbody", "the latest rejected leads", |t| {
+        t.matches("webform").count() >= 2
+    })
+    .await;
+    let mut rows = Vec::new();
+    for tr in c
+        .find_all(Locator::Css("#rejections tbody tr"))
+        .await
+        .unwrap()
+    {
+        rows.push(tr.text().await.unwrap());
+    }
+    let latest = rows.join("\n");
+    assert_eq!(rows.len(), 2, "{latest}");
+    assert!(
+        rows[0].contains("phone: 0**") && rows[1].contains("phone: 1***5"),
+        "{latest}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.contains("phone.invalid") && r.contains("webform")),
+        "{latest}"
+    );
+    assert!(!latest.contains("12345"), "{latest}");
     screenshot(&c, "quality").await;
     c.close().await.unwrap();
 }
@@ -746,5 +771,94 @@ async fn edit_a_rule_and_the_next_lead_goes_to_the_new_owner() {
     screenshot(&c, "assignment").await;
     post(&gw, &[json!({"phone": "13700137000"})]).await;
     assert_eq!(owner_of_record(&gw, 3), serde_json::Value::Null);
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_a_person_by_phone_email_or_lead_id_masked_until_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), WEBFORM);
+    post(
+        &gw,
+        &[
+            json!({"name": "王芳", "phone": "139 1111 2222", "city": "深圳"}),
+            json!({"name": "王芳", "phone": "+86 13911112222", "email": "wangfang@corp.cn", "city": "深圳"}),
+        ],
+    )
+    .await;
+    let records = gw.wait_spooled("leads.clean", 2, Duration::from_secs(30));
+    let lead = records[0]["lead_id"].as_str().unwrap().to_owned();
+    assert_eq!(records[1]["lead_id"], lead.as_str());
+
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    c.goto(&gw.url("/console/#/leads")).await.unwrap();
+    sign_in_by_keyboard(&c).await;
+    // The search field has focus: type a phone number in another format and press Enter.
+    text_of(&c, "#leads h1", "the leads page", |t| t == "Leads").await;
+    let query = c.find(Locator::Id("lead-query")).await.unwrap();
+    query.send_keys("139-1111-2222\u{E007}").await.unwrap();
+    let person = format!("article[data-lead='{lead}']");
+    let profile = text_of(&c, &format!("{person} table.profile"), "the person", |t| {
+        t.contains("phone")
+    })
+    .await;
+    assert!(profile.contains("+86139****2222"), "{profile}");
+    assert!(profile.contains("w***@corp.cn"), "{profile}");
+    assert!(
+        profile.contains("深圳"),
+        "a city is not personal: {profile}"
+    );
+    let events = c
+        .find(Locator::Css(&format!("{person} table.events tbody")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(events.lines().count(), 2, "{events}");
+    assert!(events.contains("matched a person"), "{events}");
+    let page = c
+        .find(Locator::Id("leads"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for pii in ["13911112222", "wangfang@", "王芳"] {
+        assert!(!page.contains(pii), "{pii} shows before it is asked for");
+    }
+    screenshot(&c, "leads").await;
+    // Shown on request.
+    click(&c, Locator::Id("lead-reveal")).await;
+    text_of(&c, &format!("{person} table.profile"), "the values", |t| {
+        t.contains("+8613911112222") && t.contains("wangfang@corp.cn")
+    })
+    .await;
+
+    // By address and by lead id: the same person.
+    for q in ["WangFang@corp.cn", lead.as_str()] {
+        query.clear().await.unwrap();
+        query.send_keys(&format!("{q}\u{E007}")).await.unwrap();
+        let count = text_of(&c, "#lead-count", "found", |t| t == "1 found.").await;
+        assert_eq!(count, "1 found.");
+        c.find(Locator::Css(&person))
+            .await
+            .expect("the same person");
+    }
+    // Not a phone number at all: said at the field.
+    query.clear().await.unwrap();
+    query.send_keys("12\u{E007}").await.unwrap();
+    text_of(&c, "#lead-query-error", "the refusal", |t| {
+        t == "Not a phone number a person can be identified by."
+    })
+    .await;
+    assert_eq!(
+        query.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    query.clear().await.unwrap();
+    query.send_keys("13800000001\u{E007}").await.unwrap();
+    text_of(&c, "#lead-count", "nobody", |t| t == "Nobody found.").await;
     c.close().await.unwrap();
 }

@@ -1,0 +1,52 @@
+//! `GET /v1/rejections`: the latest rejected leads this gateway delivered (at most the last
+//! 500 since it started), newest first, each with its reasons and its input fields masked.
+//! The records themselves, unmasked, are on the rejected topic.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, auth};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latest {
+    #[serde(default)]
+    connector: Option<String>,
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+pub async fn latest(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Latest>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth::require(&st, &headers)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query.invalid",
+            None,
+            format!("`connector` is a name, `before` and `limit` whole numbers: {e}"),
+        )
+    })?;
+    let limit = q
+        .limit
+        .unwrap_or(50)
+        .clamp(1, crate::pipeline::KEPT_REJECTIONS);
+    let entries = st.processor.recent_rejections().latest(
+        q.connector.as_deref().filter(|c| !c.is_empty()),
+        q.before,
+        limit,
+    );
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(json!({"entries": entries, "next_before": next})))
+}
