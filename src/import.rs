@@ -636,17 +636,7 @@ impl Checkpoint {
             complete,
             in_doubt: in_doubt.cloned(),
         };
-        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(dir)?;
-            let tmp = self.path.with_extension("json.tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&progress)?)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write()
+        crate::storefile::replace(&self.path, &serde_json::to_vec(&progress)?)
             .with_context(|| format!("cannot write the import checkpoint {}", self.path.display()))
     }
 }

@@ -38,6 +38,25 @@ fn resolve(path: &Path) -> PathBuf {
     p
 }
 
+/// Replaces the file at `path` with `bytes` whole or not at all: written beside it, made
+/// durable, renamed over it, and the rename made durable. A crash leaves the old or the new file.
+pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn create(path: &Path) -> std::io::Result<()> {
     let mut new = path.as_os_str().to_owned();
     new.push(".new");

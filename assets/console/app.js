@@ -114,12 +114,19 @@ function cell(row, text, className) {
   row.appendChild(td);
 }
 
+// Overview: delivery, the rates in and out, backlog, and what needs attention with what to do.
+let lastCounts = null; // { at, in, out } from the previous /metrics reading
+
 async function overview() {
   show("overview");
   const problem = document.getElementById("load-error");
   try {
-    const [ready, list] = await Promise.all([api("/readyz"), api("/v1/connectors")]);
-    lastRender = () => renderOverview(ready, list);
+    const [ready, list, counts] = await Promise.all([api("/readyz"), api("/v1/connectors"), throughput()]);
+    const rate = counts && lastCounts && counts.at > lastCounts.at
+      ? { in: ((counts.in - lastCounts.in) * 60000) / (counts.at - lastCounts.at), out: ((counts.out - lastCounts.out) * 60000) / (counts.at - lastCounts.at) }
+      : null;
+    if (counts) lastCounts = counts;
+    lastRender = () => renderOverview(ready, list, rate, Boolean(counts));
     lastRender();
     problem.textContent = "";
   } catch (e) {
@@ -128,28 +135,130 @@ async function overview() {
   }
 }
 
-function renderOverview(ready, list) {
+// Leads taken in and records delivered so far, summed from /metrics; null when metrics are off.
+async function throughput() {
+  const resp = await fetch("/metrics", { headers: authorized({}) });
+  if (!resp.ok) return null;
+  const text = await resp.text();
+  const sum = (name) => text.split("\n")
+    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .reduce((n, l) => n + (Number(l.slice(l.lastIndexOf(" ") + 1)) || 0), 0);
+  return { at: Date.now(), in: sum("leadgate_component_received_events_total"), out: sum("leadgate_component_sent_events_total") };
+}
+
+// What an operator should do about a connector, if anything: [problem, what to do].
+function problemsOf(c) {
+  const out = [];
+  const token = c.token || {};
+  if (c.state === "stopped") out.push([c.last_error || t("state.stopped"), token.refused ? t("todo.authorize", { name: c.name }) : t("todo.stopped")]);
+  else if (c.state === "failing") out.push([c.last_error || t("state.failing"), t("todo.failing", { n: c.consecutive_errors })]);
+  if (token.refused && c.state !== "stopped") out.push([token.refused, t("todo.authorize", { name: c.name })]);
+  if (token.refresh_expiring_soon) out.push([t("problem.refresh_expiring", { at: when(token.refresh_expires_at) }), t("todo.authorize", { name: c.name })]);
+  if (token.expiring_soon) out.push([t("problem.token_expiring", { at: when(token.expires_at) }), t("todo.authorize", { name: c.name })]);
+  if (token.last_refresh_error) out.push([token.last_refresh_error, t("todo.refresh")]);
+  return out;
+}
+
+const PROBLEMS_SHOWN = 20;
+
+function renderOverview(ready, list, rate, metrics) {
   const state = document.getElementById("delivery-state");
   state.textContent = t(ready.status === "ready" ? "delivery.ready" : "delivery.degraded");
   state.className = `state-${ready.status}`;
   document.getElementById("delivery-error").textContent = ready.delivery_error || "";
+  document.getElementById("rate").textContent = rate
+    ? t("rate.value", { in: number(Math.round(rate.in)), out: number(Math.round(rate.out)) })
+    : metrics ? t("rate.measuring") : t("rate.off");
   document.getElementById("backlog").textContent = t("backlog.value", { backlog: number(ready.backlog), max: number(ready.max_backlog) });
   document.getElementById("quarantined").textContent = number(ready.quarantined);
-  const body = document.querySelector("#connectors tbody");
-  // Someone is selecting or copying a webhook URL: the table waits for the next refresh.
-  if (document.activeElement && document.activeElement.closest("#connectors")) return;
+  const byState = {};
+  for (const c of list.connectors) byState[c.state] = (byState[c.state] || 0) + 1;
+  document.getElementById("connector-states").textContent = Object.entries(byState)
+    .map(([s, n]) => `${t(`state.${s}`)}: ${number(n)}`).join(" · ") || "–";
+  const problems = [];
+  if (ready.status !== "ready") {
+    problems.push({ what: t("problem.delivery"), error: ready.delivery_error || t("problem.backlog_full"), todo: ready.delivery_error ? t("todo.delivery") : t("todo.backlog") });
+  }
+  if (ready.quarantined > 0) problems.push({ what: t("problem.quarantine"), error: t("problem.quarantined", { n: number(ready.quarantined) }), todo: t("todo.quarantine") });
+  for (const c of list.connectors) for (const [error, todo] of problemsOf(c)) problems.push({ connector: c.name, what: c.name, error, todo });
+  const ul = document.getElementById("problems");
+  ul.replaceChildren();
+  for (const p of problems.slice(0, PROBLEMS_SHOWN)) {
+    const li = document.createElement("li");
+    if (p.connector) li.dataset.connector = p.connector;
+    const what = document.createElement("strong");
+    what.textContent = p.what;
+    const error = document.createElement("span");
+    error.className = "error-text";
+    error.textContent = p.error;
+    const todo = document.createElement("span");
+    todo.className = "todo";
+    todo.textContent = p.todo;
+    li.append(what, ": ", error, " — ", todo);
+    ul.appendChild(li);
+  }
+  if (problems.length > PROBLEMS_SHOWN) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = "#/connectors";
+    a.textContent = t("problem.more", { n: number(problems.length - PROBLEMS_SHOWN) });
+    li.appendChild(a);
+    ul.appendChild(li);
+  }
+  document.getElementById("problems-none").hidden = problems.length > 0;
+}
+
+// Connectors: every connector's health, 50 to a page, filtered by name and state; the webhook
+// URL to paste into the platform; pause and resume for those that read on their own.
+const CONNECTORS_PAGE = 50;
+let connectorPage = 0;
+
+async function connectorsPage() {
+  show("connectors");
+  const error = document.getElementById("connectors-error");
+  try {
+    const list = await api("/v1/connectors");
+    error.textContent = "";
+    lastRender = () => renderConnectors(list);
+    lastRender();
+  } catch (e) {
+    failed(e, "connectors-error");
+  }
+}
+
+function renderConnectors(list) {
+  // Someone is selecting or copying a webhook URL: the table waits. A focused button keeps its
+  // focus over the refresh.
+  const focused = document.activeElement && document.activeElement.closest("#connector-list tbody") ? document.activeElement : null;
+  if (focused && focused.tagName === "INPUT") return;
+  const refocus = focused && focused.closest("tr") ? [focused.closest("tr").dataset.connector, focused.closest("td").cellIndex] : null;
+  const name = document.getElementById("connector-name").value.trim().toLowerCase();
+  const state = document.getElementById("connector-state").value;
+  const shown = list.connectors.filter((c) => (!name || c.name.toLowerCase().includes(name)) && (!state || c.state === state));
+  const pages = Math.max(1, Math.ceil(shown.length / CONNECTORS_PAGE));
+  connectorPage = Math.min(connectorPage, pages - 1);
+  const body = document.querySelector("#connector-list tbody");
   body.replaceChildren();
-  for (const c of list.connectors) {
+  for (const c of shown.slice(connectorPage * CONNECTORS_PAGE, (connectorPage + 1) * CONNECTORS_PAGE)) {
     const row = document.createElement("tr");
     row.dataset.connector = c.name;
-    const name = document.createElement("th");
-    name.scope = "row";
-    name.textContent = c.name;
-    row.appendChild(name);
-    cell(row, c.type || c.kind || "");
+    rowHeader(row, c.name);
+    cell(row, c.type || "");
     cell(row, t(`state.${c.state}`), `state state-${c.state}`);
     cell(row, when(c.last_success_at));
     cell(row, c.last_error ? `${c.last_error} (${when(c.last_error_at)})` : "", "last-error");
+    const progress = [];
+    if (c.lag_seconds !== null && c.lag_seconds !== undefined) progress.push(t("connector.lag", { s: number(Math.round(c.lag_seconds)) }));
+    if (c.inbox !== undefined) progress.push(t("connector.inbox", { n: number(c.inbox) }));
+    if (c.page_size !== undefined) progress.push(t("connector.page_size", { n: number(c.page_size) }));
+    if (c.snapshot) progress.push(t("connector.snapshot", { done: number(c.snapshot.rows_done), total: number(c.snapshot.rows_total) }));
+    cell(row, progress.join(" · "), "progress");
+    const token = c.token;
+    const tokenText = !token ? "" : token.refused ? t("token.refused")
+      : [token.expires_at ? t("token.expires", { at: when(token.expires_at) }) : "",
+         token.refresh_expires_at ? t("token.refresh_expires", { at: when(token.refresh_expires_at) }) : "",
+         token.last_refresh_at ? t("token.refreshed", { at: when(token.last_refresh_at) }) : ""].filter(Boolean).join(" · ") || t("token.accepted");
+    cell(row, tokenText, token && (token.refused || token.expiring_soon || token.refresh_expiring_soon) ? "token state-failing" : "token");
     const hook = document.createElement("td");
     hook.className = "webhook";
     if (c.webhook) {
@@ -159,10 +268,7 @@ function renderOverview(ready, list) {
       url.value = `${location.origin}${c.webhook}`;
       url.setAttribute("aria-label", t("connector.webhook_of", { name: c.name }));
       url.addEventListener("focus", () => url.select());
-      const copy = document.createElement("button");
-      copy.type = "button";
-      copy.textContent = t("copy");
-      copy.addEventListener("click", async () => {
+      const copy = button(t("copy"), async () => {
         url.select();
         try {
           await navigator.clipboard.writeText(url.value);
@@ -170,11 +276,35 @@ function renderOverview(ready, list) {
           document.execCommand("copy"); // not a secure context: the selection is copied instead
         }
         copy.textContent = t("copied");
-      });
+      }, t("copy_of", { name: c.name }));
       hook.append(url, copy);
     }
     row.appendChild(hook);
+    const act = document.createElement("td");
+    if (c.pausable) {
+      const paused = c.state === "paused" || Boolean(c.paused_at);
+      act.appendChild(button(t(paused ? "connector.resume" : "connector.pause"), () => setPaused(c.name, !paused),
+        t(paused ? "connector.resume_of" : "connector.pause_of", { name: c.name })));
+    }
+    row.appendChild(act);
     body.appendChild(row);
+  }
+  if (refocus) {
+    const row = body.querySelector(`tr[data-connector="${CSS.escape(refocus[0])}"]`);
+    const again = row && row.cells[refocus[1]] && row.cells[refocus[1]].querySelector("button");
+    if (again) again.focus();
+  }
+  document.getElementById("connectors-page-of").textContent = t("pager.of", { page: connectorPage + 1, pages, n: number(shown.length) });
+  document.getElementById("connectors-prev").disabled = connectorPage === 0;
+  document.getElementById("connectors-next").disabled = connectorPage >= pages - 1;
+}
+
+async function setPaused(name, paused) {
+  try {
+    await call(`/v1/connectors/${encodeURIComponent(name)}/${paused ? "pause" : "resume"}`, { method: "POST" });
+    await connectorsPage();
+  } catch (e) {
+    failed(e, "connectors-error");
   }
 }
 
@@ -983,6 +1113,7 @@ async function loadAudit(fresh) {
 // Pages, and whether they refresh themselves.
 const PAGES = {
   overview: [overview, true],
+  connectors: [connectorsPage, true],
   quality: [quality, true],
   campaigns: [campaigns, false],
   import: [importPage, false],
@@ -1028,6 +1159,21 @@ async function start() {
   document.getElementById("stats-csv").addEventListener("click", () =>
     download(`/v1/stats?${statsQuery("csv")}`, "leadgate-stats.csv", "stats-error"));
   document.getElementById("lead-search").addEventListener("submit", findLead);
+  const refilter = () => {
+    connectorPage = 0;
+    if (lastRender) lastRender();
+  };
+  document.getElementById("connector-filter").addEventListener("submit", (e) => e.preventDefault());
+  document.getElementById("connector-name").addEventListener("input", refilter);
+  document.getElementById("connector-state").addEventListener("change", refilter);
+  document.getElementById("connectors-prev").addEventListener("click", () => {
+    connectorPage -= 1;
+    if (lastRender) lastRender();
+  });
+  document.getElementById("connectors-next").addEventListener("click", () => {
+    connectorPage += 1;
+    if (lastRender) lastRender();
+  });
   document.getElementById("lead-reveal").addEventListener("change", () => found && renderLeads(found));
   document.getElementById("rule-form").addEventListener("submit", saveRule);
   document.getElementById("rule-new").addEventListener("click", () => editRule(null));

@@ -111,7 +111,14 @@ mod tests {
             .expect("an en block after the zh block");
         let key = regex::Regex::new(r#"(?m)^\s*"([^"]+)":"#).unwrap();
         let keys = |block: &str| -> std::collections::BTreeSet<String> {
-            key.captures_iter(block).map(|c| c[1].to_owned()).collect()
+            let all: Vec<String> = key.captures_iter(block).map(|c| c[1].to_owned()).collect();
+            let set: std::collections::BTreeSet<String> = all.iter().cloned().collect();
+            assert_eq!(
+                all.len(),
+                set.len(),
+                "a word is defined twice (the last one wins)"
+            );
+            set
         };
         let (zh, en) = (keys(zh), keys(en));
         assert!(zh.len() > 100, "{}", zh.len());

@@ -108,6 +108,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/leads/{lead_id}", get(leads::explain))
         .route("/v1/connectors", get(connectors::list))
         .route("/v1/connectors/{name}", get(connectors::read))
+        .route("/v1/connectors/{name}/pause", post(connectors::pause))
+        .route("/v1/connectors/{name}/resume", post(connectors::resume))
         .route("/v1/assignment/preview", post(assignment::preview))
         .route("/v1/assignment/audit", get(assignment::audit))
         .route(

@@ -170,7 +170,7 @@ pub fn openapi() -> Value {
             }
         })
     };
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "leadgate",
@@ -241,7 +241,7 @@ pub fn openapi() -> Value {
                 "summary": "One connector's health",
                 "security": security,
                 "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": auth_errors(json!({"200": ok("the connector", status), "404": error("no such connector")}))
+                "responses": auth_errors(json!({"200": ok("the connector", status.clone()), "404": error("no such connector")}))
             }},
             "/v1/assignment/rules": collection("rules", &rule),
             "/v1/assignment/rules/{id}": item("rules", &rule),
@@ -366,5 +366,24 @@ pub fn openapi() -> Value {
                 }
             }}
         }
-    })
+    });
+    // Operator actions on connectors (kept out of the literal above: one macro call that big
+    // exceeds the macro recursion limit).
+    let named =
+        json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    doc["paths"]["/v1/connectors/{name}/pause"] = json!({"post": {
+        "summary": "Pause a connector that reads from an API or a database: it stops at the end of the poll (or page) under way and reads nothing until resumed; kept over a restart. Its webhook, if any, still takes leads",
+        "security": security,
+        "parameters": named,
+        "responses": auth_errors(json!({"200": ok("its health, state `paused`", status.clone()),
+            "404": error("unknown connector"), "409": error("a webhook or file connector: nothing to pause")}))
+    }});
+    doc["paths"]["/v1/connectors/{name}/resume"] = json!({"post": {
+        "summary": "Resume a paused connector: it reads again from its checkpoint",
+        "security": security,
+        "parameters": named,
+        "responses": auth_errors(json!({"200": ok("its health", status),
+            "404": error("unknown connector"), "409": error("a webhook or file connector: nothing to resume")}))
+    }});
+    doc
 }

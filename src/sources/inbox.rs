@@ -176,7 +176,7 @@ pub async fn run_fetcher(
     let name = sink.name.clone();
     let mut backoff = crate::retry::forever();
     let mut wake = fetch.wake();
-    while !*shutdown.borrow() {
+    while sink.statuses.while_paused(&name, &mut shutdown).await {
         let batch = inbox.batch(FETCH_BATCH).await;
         if batch.is_empty() {
             tokio::select! {

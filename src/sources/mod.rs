@@ -166,6 +166,7 @@ pub fn start_all(
 ) -> anyhow::Result<(Running, supervise::Supervisor)> {
     use anyhow::Context;
     let statuses = status::Statuses::new(connectors);
+    statuses.keep_pauses_in(data_dir.join("paused-connectors.json"))?;
     let cx = connector::Start::new(journal, data_dir, &statuses, max_backlog);
     let mut supervisor = supervise::Supervisor::new(statuses.clone(), shutdown.clone());
     let mut webhooks = HashMap::new();

@@ -317,7 +317,7 @@ pub async fn run_polls(
 ) {
     let mut backoff = crate::retry::forever();
     let mut wake = p.wake();
-    while !*shutdown.borrow() {
+    while sink.statuses.while_paused(&sink.name, &mut shutdown).await {
         let outcome = p.poll(&shutdown).await;
         let pause = settle(&sink.statuses, &sink.name, outcome, &mut backoff, interval);
         pause_or_wake(pause, &mut wake, &mut shutdown).await;

@@ -29,6 +29,9 @@ pub enum State {
     Failing,
     /// Stopped by a problem retrying cannot fix (see `last_error`).
     Stopped,
+    /// Paused by an operator (`POST /v1/connectors/{name}/pause`): it reads nothing until
+    /// resumed. Its webhook, if it has one, still takes leads.
+    Paused,
 }
 
 /// Progress of a snapshot.
@@ -84,6 +87,11 @@ pub struct ConnectorStatus {
     /// API connectors: the platform token as last seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenHealth>,
+    /// Whether an operator can pause it (it reads from somewhere: an API, a database).
+    pub pausable: bool,
+    /// When an operator paused it (RFC 3339 UTC); absent while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<String>,
 }
 
 /// A platform token's health.
@@ -137,13 +145,37 @@ impl ConnectorStatus {
             page_size: None,
             webhook: None,
             token: None,
+            pausable: state != State::Passive,
+            paused_at: None,
         }
     }
 }
 
-/// Every connector's status; cheap to clone.
+/// Every connector's status, and which are paused; cheap to clone.
 #[derive(Clone, Default)]
-pub struct Statuses(Arc<Mutex<BTreeMap<String, ConnectorStatus>>>);
+pub struct Statuses {
+    map: Arc<Mutex<BTreeMap<String, ConnectorStatus>>>,
+    pauses: Arc<Pauses>,
+}
+
+/// The paused connectors (name -> when), watched by their tasks, and the file that keeps them
+/// over a restart.
+#[derive(Default)]
+struct Pauses {
+    paused: tokio::sync::watch::Sender<BTreeMap<String, String>>,
+    file: Mutex<Option<std::path::PathBuf>>,
+}
+
+/// Why a pause or a resume was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error("no connector named `{0}`")]
+    Unknown(String),
+    #[error("`{0}` takes pushes or files and reads nothing on its own: there is nothing to pause")]
+    NotPausable(String),
+    #[error("cannot record the pause in {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+}
 
 impl Statuses {
     pub fn new(connectors: &[ConnectorConfig]) -> Self {
@@ -151,12 +183,128 @@ impl Statuses {
             .iter()
             .map(|c| (c.name().to_owned(), ConnectorStatus::of(c)))
             .collect();
-        Self(Arc::new(Mutex::new(map)))
+        Self {
+            map: Arc::new(Mutex::new(map)),
+            pauses: Arc::default(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ConnectorStatus>> {
         // A panic while holding the lock cannot leave a status half-written in a harmful way.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the pauses kept in `file` (written by [`Statuses::set_paused`] from now on). Names
+    /// no longer configured, or of connectors that cannot pause, are dropped.
+    pub fn keep_pauses_in(&self, file: std::path::PathBuf) -> Result<(), PauseError> {
+        let io = |error| PauseError::Io {
+            path: file.display().to_string(),
+            error,
+        };
+        let kept: BTreeMap<String, String> = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(io(e)),
+        };
+        let kept: BTreeMap<String, String> = {
+            let mut map = self.lock();
+            kept.into_iter()
+                .filter(|(name, _)| {
+                    map.get_mut(name).is_some_and(|s| {
+                        if s.pausable {
+                            s.paused_at = None;
+                        }
+                        s.pausable
+                    })
+                })
+                .collect()
+        };
+        for (name, at) in &kept {
+            self.update(name, |s| {
+                s.state = State::Paused;
+                s.paused_at = Some(at.clone());
+            });
+        }
+        self.pauses.paused.send_replace(kept);
+        *self.pauses.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        Ok(())
+    }
+
+    /// Pauses (or resumes) `name`: its tasks stop reading at their next step and wait. Kept over
+    /// a restart. Pausing a paused connector, or resuming a running one, changes nothing.
+    pub fn set_paused(&self, name: &str, paused: bool) -> Result<ConnectorStatus, PauseError> {
+        let Some(status) = self.get(name) else {
+            return Err(PauseError::Unknown(name.to_owned()));
+        };
+        if !status.pausable {
+            return Err(PauseError::NotPausable(name.to_owned()));
+        }
+        let mut next = self.pauses.paused.borrow().clone();
+        let at = now_rfc3339();
+        let changed = if paused {
+            next.insert(name.to_owned(), at.clone()).is_none()
+        } else {
+            next.remove(name).is_some()
+        };
+        if changed {
+            let file = self
+                .pauses
+                .file
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(file) = file {
+                crate::storefile::replace(
+                    &file,
+                    &serde_json::to_vec_pretty(&next).expect("names serialize"),
+                )
+                .map_err(|error| PauseError::Io {
+                    path: file.display().to_string(),
+                    error,
+                })?;
+            }
+            self.update(name, |s| {
+                if paused {
+                    s.state = State::Paused;
+                    s.paused_at = Some(at);
+                } else {
+                    s.state = State::Starting;
+                    s.paused_at = None;
+                }
+            });
+            self.pauses.paused.send_replace(next);
+        }
+        Ok(self.get(name).expect("it was there"))
+    }
+
+    pub fn is_paused(&self, name: &str) -> bool {
+        self.pauses.paused.borrow().contains_key(name)
+    }
+
+    /// Changes of the paused set, for a task that must stop what it is doing when paused.
+    pub fn pauses(&self) -> tokio::sync::watch::Receiver<BTreeMap<String, String>> {
+        self.pauses.paused.subscribe()
+    }
+
+    /// Returns at once when `name` is not paused; otherwise waits until it is resumed or the
+    /// gateway stops (`false` then).
+    pub async fn while_paused(
+        &self,
+        name: &str,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        let mut pauses = self.pauses();
+        loop {
+            if !pauses.borrow_and_update().contains_key(name) {
+                return !*shutdown.borrow();
+            }
+            self.update(name, |s| s.state = State::Paused);
+            tokio::select! {
+                _ = pauses.changed() => {}
+                _ = shutdown.changed() => return false,
+            }
+        }
     }
 
     pub fn all(&self) -> Vec<ConnectorStatus> {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -92,15 +92,19 @@ impl Drop for Driver {
     }
 }
 
-/// A stand-in pull platform: an empty page of leads while `up`, HTTP 500 after.
-async fn platform(up: Arc<AtomicBool>) -> u16 {
+/// A stand-in pull platform: an empty page of leads while `up`, HTTP 500 after. Its port, and
+/// the count of requests it was sent.
+async fn platform(up: Arc<AtomicBool>) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else {
                 return;
             };
+            count.fetch_add(1, Ordering::SeqCst);
             let up = up.load(Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
@@ -121,7 +125,19 @@ async fn platform(up: Arc<AtomicBool>) -> u16 {
             });
         }
     });
-    port
+    (port, asked)
+}
+
+/// A 巨量引擎-style pull connector `douyin` on the stand-in at `port`, polling every second.
+fn douyin(port: u16) -> String {
+    format!(
+        "[[connectors]]\nname = \"douyin\"\ntype = \"http_pull\"\n\
+         url = \"http://127.0.0.1:{port}/open_api/2/tools/clue/get/\"\n\
+         records = \"/data/list\"\nid = \"/clue_id\"\n\
+         paging = {{ type = \"page\", param = \"page\", size_param = \"page_size\", size = 10 }}\n\
+         error_code = {{ pointer = \"/code\", ok = [0] }}\n\
+         fields = {{ phone = \"/telephone\" }}\npoll_interval = \"1s\"\n"
+    )
 }
 
 /// Waits until the element `css` shows text that `done` accepts; returns the text.
@@ -209,17 +225,9 @@ async fn screenshot(c: &Client, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_see_a_connector_fail_and_switch_the_language() {
     let up = Arc::new(AtomicBool::new(true));
-    let port = platform(up.clone()).await;
+    let (port, _) = platform(up.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let douyin = format!(
-        "[[connectors]]\nname = \"douyin\"\ntype = \"http_pull\"\n\
-         url = \"http://127.0.0.1:{port}/open_api/2/tools/clue/get/\"\n\
-         records = \"/data/list\"\nid = \"/clue_id\"\n\
-         paging = {{ type = \"page\", param = \"page\", size_param = \"page_size\", size = 10 }}\n\
-         error_code = {{ pointer = \"/code\", ok = [0] }}\n\
-         fields = {{ phone = \"/telephone\" }}\npoll_interval = \"1s\"\n"
-    );
-    let gw = gateway(dir.path(), &format!("{WEBFORM}\n{douyin}"));
+    let gw = gateway(dir.path(), &format!("{WEBFORM}\n{}", douyin(port)));
     let driver = Driver::start();
     let c = driver.browser("en-US").await;
 
@@ -256,6 +264,21 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
         t == "Working"
     })
     .await;
+    text_of(&c, "#connector-states", "the connectors' states", |t| {
+        t.contains("Following: 1") && t.contains("Waiting for pushes: 1")
+    })
+    .await;
+    assert!(
+        c.find(Locator::Id("problems-none"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "nothing needs attention"
+    );
+    // The connectors page, from the navigation.
+    click(&c, Locator::Css("#nav a[href='#/connectors']")).await;
     text_of(
         &c,
         "tr[data-connector=douyin] .state",
@@ -305,6 +328,23 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
     )
     .await;
     assert!(!error.is_empty());
+    screenshot(&c, "connectors").await;
+    // The overview says what needs attention, and what to do about it.
+    click(&c, Locator::Css("#nav a[href='#/overview']")).await;
+    let problem = text_of(
+        &c,
+        "#problems li[data-connector=douyin]",
+        "the problem",
+        |t| t.contains("500"),
+    )
+    .await;
+    assert!(problem.starts_with("douyin: "), "{problem}");
+    assert!(
+        problem.contains("leadgate retries with backoff"),
+        "{problem}"
+    );
+    let rate = text_of(&c, "#rate", "the rates", |t| t.contains(" in · ")).await;
+    assert!(rate.ends_with(" out"), "{rate}");
     screenshot(&c, "overview").await;
 
     // 中文: the page speaks Chinese at once, and keeps it on the next visit.
@@ -313,9 +353,9 @@ async fn sign_in_see_a_connector_fail_and_switch_the_language() {
     text_of(&c, "#overview h1", "the Chinese title", |t| t == "概览").await;
     text_of(
         &c,
-        "tr[data-connector=douyin] .state",
-        "the Chinese state",
-        |t| t == "失败重试中",
+        "#problems li[data-connector=douyin]",
+        "the problem in Chinese",
+        |t| t.contains("自动退避重试"),
     )
     .await;
     assert_eq!(
@@ -860,5 +900,155 @@ async fn find_a_person_by_phone_email_or_lead_id_masked_until_shown() {
     query.clear().await.unwrap();
     query.send_keys("13800000001\u{E007}").await.unwrap();
     text_of(&c, "#lead-count", "nobody", |t| t == "Nobody found.").await;
+    c.close().await.unwrap();
+}
+
+/// Waits until the stand-in was asked more than `n` times.
+async fn asked_more_than(asked: &AtomicUsize, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = asked.load(Ordering::SeqCst);
+        if now > n {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the platform was asked {now} times, never more than {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_a_pull_connector_keep_it_paused_over_a_restart_and_resume_it() {
+    let up = Arc::new(AtomicBool::new(true));
+    let (port, asked) = platform(up).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!("{WEBFORM}\n{}", douyin(port));
+    let mut gw = gateway(dir.path(), &settings);
+    asked_more_than(&asked, 1).await;
+
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    c.goto(&gw.url("/console/#/connectors")).await.unwrap();
+    sign_in_by_keyboard(&c).await;
+    text_of(&c, "tr[data-connector=douyin] .state", "following", |t| {
+        t == "Following"
+    })
+    .await;
+    // A webhook has nothing to pause: no button.
+    assert!(
+        c.find_all(Locator::Css(
+            "tr[data-connector=webform] td:last-child button"
+        ))
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    let pause = c
+        .find(Locator::Css(
+            "tr[data-connector=douyin] td:last-child button",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        pause.attr("aria-label").await.unwrap().as_deref(),
+        Some("Pause douyin")
+    );
+    pause.click().await.unwrap();
+    text_of(&c, "tr[data-connector=douyin] .state", "paused", |t| {
+        t == "Paused"
+    })
+    .await;
+    let resume = c
+        .find(Locator::Css(
+            "tr[data-connector=douyin] td:last-child button",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resume.text().await.unwrap(), "Resume");
+    // At most the poll under way finishes; then nothing for several poll intervals.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let paused_at = asked.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        paused_at,
+        "a paused connector polls nothing"
+    );
+
+    // Still paused after a restart.
+    gw.kill();
+    let gw = gateway(dir.path(), &settings);
+    let http = reqwest::Client::new();
+    let status: serde_json::Value = http
+        .get(gw.url("/v1/connectors/douyin"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "paused", "{status}");
+    assert!(status["paused_at"].is_string(), "{status}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        paused_at,
+        "not after a restart either"
+    );
+
+    // The API refuses what cannot pause, and answers only with the token.
+    for (path, token, status, code) in [
+        (
+            "/v1/connectors/webform/pause",
+            Some(TOKEN),
+            409,
+            "connector.not_pausable",
+        ),
+        (
+            "/v1/connectors/nope/pause",
+            Some(TOKEN),
+            404,
+            "connector.not_found",
+        ),
+        (
+            "/v1/connectors/douyin/resume",
+            None,
+            401,
+            "auth.missing_token",
+        ),
+    ] {
+        let mut req = http.post(gw.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let (s, err) = crate::support::error_of(req.send().await.unwrap()).await;
+        assert_eq!((s, err["code"].as_str().unwrap()), (status, code), "{path}");
+    }
+
+    // Resumed from the console of the restarted gateway (another address: sign in again).
+    c.goto(&gw.url("/console/#/connectors")).await.unwrap();
+    sign_in_by_keyboard(&c).await;
+    text_of(&c, "tr[data-connector=douyin] .state", "paused", |t| {
+        t == "Paused"
+    })
+    .await;
+    click(
+        &c,
+        Locator::Css("tr[data-connector=douyin] td:last-child button"),
+    )
+    .await;
+    asked_more_than(&asked, paused_at).await;
+    text_of(
+        &c,
+        "tr[data-connector=douyin] .state",
+        "following again",
+        |t| t == "Following",
+    )
+    .await;
+    let focused = c.active_element().await.unwrap().text().await.unwrap();
+    assert_eq!(focused, "Pause", "focus stays on the connector's button");
     c.close().await.unwrap();
 }

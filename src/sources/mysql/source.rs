@@ -70,6 +70,10 @@ pub enum SourceError {
     Fatal(String),
     #[error("{0}")]
     Other(String),
+    /// An operator paused the connector: the read stops, and starts again from the checkpoint
+    /// when resumed.
+    #[error("paused")]
+    Paused,
 }
 
 /// One running MySQL connector: its settings, its committed checkpoint and where it reports.
@@ -93,6 +97,15 @@ impl Ctx {
 
     fn stopping(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// `Err(Paused)` once an operator paused the connector: the read in progress ends there.
+    fn unless_paused(&self) -> Result<(), SourceError> {
+        if self.sink.statuses.is_paused(self.name()) {
+            Err(SourceError::Paused)
+        } else {
+            Ok(())
+        }
     }
 
     async fn connect(&self) -> Result<Conn, SourceError> {
@@ -217,13 +230,18 @@ pub(crate) fn start(
 async fn run(mut ctx: Ctx) {
     let mut backoff = crate::retry::forever();
     let mut recent = incremental::Recent::default();
-    while !ctx.stopping() {
+    loop {
+        let statuses = ctx.sink.statuses.clone();
+        if !statuses.while_paused(&ctx.cfg.name, &mut ctx.shutdown).await {
+            return;
+        }
         let result = match ctx.cfg.mode {
             MysqlMode::Incremental => incremental::run(&mut ctx, &mut recent).await,
             MysqlMode::Binlog => binlog::run(&mut ctx).await,
         };
         let (error, fatal) = match result {
             Ok(()) => return,
+            Err(SourceError::Paused) => continue,
             Err(SourceError::Fatal(msg)) => (msg, true),
             Err(e) => (e.to_string(), false),
         };
@@ -269,6 +287,7 @@ async fn snapshot<Q: Queryable>(
         if ctx.stopping() {
             return Ok(());
         }
+        ctx.unless_paused()?;
         let page = match prefetched.take() {
             Some(page) => page,
             None => {

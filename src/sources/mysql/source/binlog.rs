@@ -237,10 +237,14 @@ async fn stream(ctx: &mut Ctx, columns: Vec<(String, Kind)>) -> Result<(), Sourc
     // a checksum, so the name in the opening (fake) rotate event has 4 stray bytes: the file is
     // the one asked for anyway.
     let mut described = false;
+    let mut pauses = ctx.sink.statuses.pauses();
     loop {
+        ctx.unless_paused()?;
         let next = tokio::select! {
             next = tokio::time::timeout(SILENCE, stream.next()) => next,
             _ = ctx.shutdown.changed() => return Ok(()),
+            // Paused: checked at the top of the loop.
+            _ = pauses.changed() => continue,
         };
         let event = match next {
             Err(_) => {

@@ -109,6 +109,7 @@ pub(super) async fn run(ctx: &mut Ctx, recent: &mut Recent) -> Result<(), Source
     let mut last_sweep: Option<Instant> = None;
 
     while !ctx.stopping() {
+        ctx.unless_paused()?;
         let sweep = last_sweep.is_none_or(|t| t.elapsed() >= sweep_every);
         let start = match &ctx.checkpoint.cursor {
             None => Start::Beginning,
