@@ -10,7 +10,7 @@ use futures::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Broker, Consumed, Gateway, Mariadb, consume_until, get_json, kafka_config};
 
@@ -629,4 +629,47 @@ async fn a_purged_binlog_position_stops_the_connector_or_takes_a_new_snapshot() 
         .collect();
     assert_eq!(clean.len(), 5, "two rows before, then all three again");
     assert_eq!(ids, BTreeSet::from(["1", "2", "3"]));
+}
+
+#[tokio::test]
+async fn a_paused_mysql_connector_reads_nothing_until_resumed() {
+    let (db, _) = crm_db();
+    insert_rows(&db, 1, 10, "2026-11-20 09:00:00");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mysql_connector(
+        &db,
+        "timestamp_column = \"updated_at\"\npoll_interval = \"200ms\"\nsafety_lag = \"1s\"\n",
+    );
+    let gw = Gateway::start(Some(&cfg), &dir.path().join("gw"));
+    status_until(&gw, |st| st["events_journaled"] == 10).await;
+    let http = reqwest::Client::new();
+    let paused: Value = http
+        .post(gw.url("/v1/connectors/crm/pause"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["state"], "paused", "{paused}");
+    insert_rows(&db, 11, 20, "2026-11-20 09:00:05");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = status(&gw).await;
+    assert_eq!(
+        (&st["state"], &st["events_journaled"]),
+        (&json!("paused"), &json!(10)),
+        "{st}"
+    );
+    let resumed = http
+        .post(gw.url("/v1/connectors/crm/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    status_until(&gw, |st| {
+        st["events_journaled"] == 20 && st["state"] == "following"
+    })
+    .await;
+    let clean = gw.wait_spooled("leads.clean", 20, Duration::from_secs(30));
+    assert_exactly(&clean, 1..=20, 1);
 }
