@@ -1052,3 +1052,67 @@ async fn pause_a_pull_connector_keep_it_paused_over_a_restart_and_resume_it() {
     assert_eq!(focused, "Pause", "focus stays on the connector's button");
     c.close().await.unwrap();
 }
+
+/// Every input, select and text area of the console has a label (its own, `aria-label`, or one
+/// it sits in), on every page: what a screen reader says for it.
+const UNLABELLED: &str = "return [...document.querySelectorAll('input, select, textarea')]\
+    .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))\
+    .map((el) => el.id || el.outerHTML);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_connectors_are_paged_and_filtered_and_every_control_is_labelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = String::from(WEBFORM);
+    for i in 0..1000 {
+        settings.push_str(&format!(
+            "[[connectors]]\nname = \"form-{i:04}\"\ntype = \"webhook\"\n"
+        ));
+    }
+    let gw = gateway(dir.path(), &settings);
+    let driver = Driver::start();
+    let c = driver.browser("en-US").await;
+    c.goto(&gw.url("/console/#/connectors")).await.unwrap();
+    sign_in_by_keyboard(&c).await;
+    let pages = text_of(&c, "#connectors-page-of", "the pages", |t| !t.is_empty()).await;
+    assert_eq!(pages, "Page 1 of 21 · 1,001 in all");
+    let rows = c
+        .find_all(Locator::Css("#connector-list tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 50, "one page of 50");
+    click(&c, Locator::Id("connectors-next")).await;
+    text_of(&c, "#connectors-page-of", "the next page", |t| {
+        t.starts_with("Page 2 of 21")
+    })
+    .await;
+    let filter = c.find(Locator::Id("connector-name")).await.unwrap();
+    filter.send_keys("form-0999").await.unwrap();
+    text_of(&c, "#connectors-page-of", "the filtered list", |t| {
+        t == "Page 1 of 1 · 1 in all"
+    })
+    .await;
+    c.find(Locator::Css(
+        "tr[data-connector='form-0999'] td.webhook input",
+    ))
+    .await
+    .expect("the one connector, with its webhook URL");
+
+    // Every page: no unlabelled control.
+    for page in [
+        "overview",
+        "connectors",
+        "quality",
+        "campaigns",
+        "import",
+        "leads",
+        "assignment",
+    ] {
+        c.goto(&gw.url(&format!("/console/#/{page}")))
+            .await
+            .unwrap();
+        text_of(&c, &format!("#{page} h1"), page, |t| !t.is_empty()).await;
+        let unlabelled = c.execute(UNLABELLED, vec![]).await.unwrap();
+        assert_eq!(unlabelled, json!([]), "{page}: controls without a label");
+    }
+    c.close().await.unwrap();
+}
