@@ -245,6 +245,8 @@ pub async fn run_on(
     )
     .context("cannot prepare the imports directory")?;
     imports.resume();
+    let access = crate::access::AccessAudit::open(&data.0.join("access-audit.redb"))
+        .context("cannot open the access audit")?;
     let state = AppState::new(
         &settings,
         journal,
@@ -254,6 +256,7 @@ pub async fn run_on(
         processor.clone(),
         sources,
     )
+    .with_access_audit(Arc::new(access))
     .with_imports(imports);
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);

@@ -3,6 +3,7 @@
 //! sources → durable intake → normalize/validate → identity → assign → sinks.
 //! The modules below follow that order.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod assign;

@@ -28,6 +28,7 @@ function applyLanguage() {
   document.getElementById("lang").value = lang;
   for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
   for (const el of document.querySelectorAll("[data-t-label]")) el.setAttribute("aria-label", t(el.dataset.tLabel));
+  if (me && sessionStorage.getItem(TOKEN_KEY)) document.getElementById("who").textContent = t("signed_in_as", { name: me.name });
   if (lastRender) lastRender();
 }
 
@@ -396,7 +397,9 @@ async function download(path, name, errorAt) {
   const resp = await fetch(path, { headers: authorized({}) });
   if (resp.status === 401) return signIn(t("sign_in.invalid"));
   if (!resp.ok) {
-    document.getElementById(errorAt || "import-failure").textContent = t("load.failed", { error: `HTTP ${resp.status}` });
+    const body = await resp.json().catch(() => null);
+    const why = body && body.error ? body.error.message : `HTTP ${resp.status}`;
+    document.getElementById(errorAt || "import-failure").textContent = t("load.failed", { error: why });
     return;
   }
   const url = URL.createObjectURL(await resp.blob());
@@ -570,43 +573,6 @@ function renderQuality(bySource, byDay) {
   figure.replaceChildren(svg);
 }
 
-// Masks, as leadgate's own (src/mask.rs): the shape of a value, not the value.
-function maskOther(text) {
-  const c = [...String(text).trim()];
-  if (c.length <= 1) return "*".repeat(c.length);
-  if (c.length <= 4) return c[0] + "*".repeat(c.length - 1);
-  return c[0] + "*".repeat(Math.min(c.length - 2, 8)) + c[c.length - 1];
-}
-
-function maskPhone(text) {
-  const s = String(text).trim();
-  const digits = [...s].filter((c) => c >= "0" && c <= "9").length;
-  if (digits < 9) return maskOther(s);
-  let seen = 0;
-  return [...s].map((c) => {
-    if (c < "0" || c > "9") return c;
-    seen += 1;
-    return seen > digits - 8 && seen <= digits - 4 ? "*" : c;
-  }).join("");
-}
-
-function maskEmail(text) {
-  const s = String(text).trim();
-  const at = s.lastIndexOf("@");
-  return at > 0 ? `${[...s][0]}***${s.slice(at)}` : maskOther(s);
-}
-
-// Fields that say where or what, not who: shown as they are.
-const NOT_PERSONAL = new Set(["province", "city", "district", "country", "company", "industry", "job_title", "title", "phone_type"]);
-
-function masked(kind, value) {
-  if (value === null || value === undefined) return "";
-  if (document.getElementById("lead-reveal").checked || NOT_PERSONAL.has(kind)) return String(value);
-  if (kind === "phone" || kind === "mobile") return maskPhone(value);
-  if (kind === "email") return maskEmail(value);
-  return maskOther(value);
-}
-
 // Data quality: the latest rejected leads, masked by the API.
 const REJECTIONS_SHOWN = 20;
 
@@ -658,17 +624,19 @@ async function findLead(e) {
     input.setAttribute("aria-invalid", "true");
     return input.focus();
   }
+  // The gateway masks personal data until it is asked to show it (and records that it did).
+  const pii = document.getElementById("lead-reveal").checked ? "clear" : "masked";
   try {
     if (UUID.test(q)) {
       try {
-        found = [await api(`/v1/leads/${encodeURIComponent(q)}`)];
+        found = [await api(`/v1/leads/${encodeURIComponent(q)}?pii=${pii}`)];
       } catch (err) {
         if (err.status !== 404) throw err;
         found = [];
       }
     } else {
       const by = q.includes("@") ? "email" : "phone";
-      found = (await api(`/v1/leads?${new URLSearchParams({ [by]: q })}`)).leads;
+      found = (await api(`/v1/leads?${new URLSearchParams({ [by]: q, pii })}`)).leads;
     }
   } catch (err) {
     if (err instanceof Unauthorized) return signIn(t("sign_in.invalid"));
@@ -722,7 +690,7 @@ function renderLeads(people) {
     if (c.requested_lead_id) fact(t("leads.asked"), t("leads.merged_into", { id: c.requested_lead_id }));
     if (c.created_at) fact(t("leads.created"), when(c.created_at));
     fact(t("leads.sources"), Object.entries(c.sources || {}).map(([k, n]) => `${k} × ${n}`).join(", "));
-    if (c.names && c.names.length) fact(t("leads.names"), c.names.map((n) => masked("name", n)).join(", "));
+    if (c.names && c.names.length) fact(t("leads.names"), c.names.join(", "));
     art.appendChild(facts);
     const sub = (key) => {
       const h3 = document.createElement("h3");
@@ -731,10 +699,10 @@ function renderLeads(people) {
     };
     sub("leads.profile");
     art.appendChild(table([t("leads.field"), t("leads.value"), t("stats.connector"), t("leads.at")],
-      Object.entries(c.profile || {}).map(([f, v]) => [f, masked(f, v.value), v.connector, when(v.at)]), "profile"));
+      Object.entries(c.profile || {}).map(([f, v]) => [f, v.value, v.connector, when(v.at)]), "profile"));
     sub("leads.keys");
     art.appendChild(table([t("leads.kind"), t("leads.value"), t("leads.identifies")],
-      (c.keys || []).map((k) => [k.kind, masked(k.kind, k.value), k.shared ? t("leads.shared") : t("yes")]), "keys"));
+      (c.keys || []).map((k) => [k.kind, k.value, k.shared ? t("leads.shared") : t("yes")]), "keys"));
     if (c.merges && c.merges.length) {
       sub("leads.merges");
       art.appendChild(table([t("leads.at"), t("leads.absorbed")],
@@ -1129,6 +1097,17 @@ function route() {
   if (refreshes) refresh = setInterval(open, REFRESH_MS);
 }
 
+// The signed-in token: its name in the header, and what the pages offer it.
+let me = null;
+
+async function whoami() {
+  me = await api("/v1/whoami");
+  const who = document.getElementById("who");
+  who.textContent = sessionStorage.getItem(TOKEN_KEY) ? t("signed_in_as", { name: me.name }) : "";
+  document.getElementById("lead-reveal-label").hidden = !me.reads_pii;
+  if (!me.reads_pii) document.getElementById("lead-reveal").checked = false;
+}
+
 async function start() {
   applyLanguage();
   document.getElementById("lang").addEventListener("change", (e) => {
@@ -1142,7 +1121,7 @@ async function start() {
     if (!token) return signIn(t("sign_in.empty"));
     sessionStorage.setItem(TOKEN_KEY, token);
     try {
-      await api("/v1/connectors");
+      await whoami();
     } catch (err) {
       sessionStorage.removeItem(TOKEN_KEY);
       return signIn(err instanceof Unauthorized ? t("sign_in.invalid") : t("sign_in.unreachable", { error: err.message }));
@@ -1174,7 +1153,9 @@ async function start() {
     connectorPage += 1;
     if (lastRender) lastRender();
   });
-  document.getElementById("lead-reveal").addEventListener("change", () => found && renderLeads(found));
+  document.getElementById("lead-reveal").addEventListener("change", (e) => {
+    if (document.getElementById("lead-query").value.trim()) findLead(e);
+  });
   document.getElementById("rule-form").addEventListener("submit", saveRule);
   document.getElementById("rule-new").addEventListener("click", () => editRule(null));
   document.getElementById("rule-cancel").addEventListener("click", () => {
@@ -1187,6 +1168,7 @@ async function start() {
   document.getElementById("audit-older").addEventListener("click", () => loadAudit(false));
   document.getElementById("sign-out").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    document.getElementById("who").textContent = "";
     signIn();
   });
   window.addEventListener("hashchange", () => {
@@ -1195,7 +1177,7 @@ async function start() {
   });
   // A gateway without a token lets everyone in; one with a token asks for it first.
   try {
-    await api("/v1/connectors");
+    await whoami();
     route();
   } catch (e) {
     signIn(e instanceof Unauthorized ? "" : t("sign_in.unreachable", { error: e.message }));

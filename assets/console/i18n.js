@@ -2,6 +2,8 @@
 // the names app.js asks for.
 window.LEADGATE_I18N = {
   zh: {
+    "signed_in_as": "令牌：{name}",
+    "leads.reveal_hint": "显示个人信息会被记入访问审计。",
     "nav.connectors": "连接器",
     "overview.rate": "每分钟线索",
     "overview.problems": "需要处理",
@@ -265,6 +267,8 @@ window.LEADGATE_I18N = {
     "load.failed": "加载失败：{error}"
   },
   en: {
+    "signed_in_as": "token: {name}",
+    "leads.reveal_hint": "Showing personal data is written to the access audit.",
     "nav.connectors": "Connectors",
     "overview.rate": "Leads per minute",
     "overview.problems": "What needs attention",

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Need;
 use super::{ApiError, AppState, auth};
 use crate::assign::model::Kind;
 use crate::assign::{AssignError, AuditFrom, Expect, Versioned};
@@ -144,7 +145,7 @@ pub async fn list(
     headers: HeaderMap,
     Path(collection): Path<String>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     let k = kind(&collection)?;
     let store = st.assignment.clone();
     let items = blocking(move || store.list(k)).await?;
@@ -157,7 +158,7 @@ pub async fn create(
     Path(collection): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    auth::require(&st, &headers)?;
+    let caller = auth::require(&st, &headers, Need::Admin)?;
     let k = kind(&collection)?;
     let body = object(&body)?;
     let Some(id) = body.get("id").and_then(Value::as_str).map(str::to_owned) else {
@@ -170,7 +171,8 @@ pub async fn create(
     };
     let store = st.assignment.clone();
     let id2 = id.clone();
-    let w = blocking(move || store.put(k, &id2, body, Expect::Absent)).await?;
+    let w =
+        blocking(move || store.put_by(k, &id2, body, Expect::Absent, Some(&caller.name))).await?;
     let mut resp = with_etag(StatusCode::CREATED, w.resource);
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/assignment/{}/{id}", k.as_str())) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -183,7 +185,7 @@ pub async fn read(
     headers: HeaderMap,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     let k = kind(&collection)?;
     let store = st.assignment.clone();
     let id2 = id.clone();
@@ -199,12 +201,12 @@ pub async fn replace(
     Path((collection, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    auth::require(&st, &headers)?;
+    let caller = auth::require(&st, &headers, Need::Admin)?;
     let k = kind(&collection)?;
     let expect = expectation(&headers, Expect::Any)?;
     let body = object(&body)?;
     let store = st.assignment.clone();
-    let w = blocking(move || store.put(k, &id, body, expect)).await?;
+    let w = blocking(move || store.put_by(k, &id, body, expect, Some(&caller.name))).await?;
     let status = if w.created {
         StatusCode::CREATED
     } else {
@@ -218,11 +220,11 @@ pub async fn remove(
     headers: HeaderMap,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    auth::require(&st, &headers)?;
+    let caller = auth::require(&st, &headers, Need::Admin)?;
     let k = kind(&collection)?;
     let expect = expectation(&headers, Expect::Any)?;
     let store = st.assignment.clone();
-    blocking(move || store.delete(k, &id, expect)).await?;
+    blocking(move || store.delete_by(k, &id, expect, Some(&caller.name))).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -246,7 +248,7 @@ pub async fn audit(
     headers: HeaderMap,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     let Query(q) = query.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -310,7 +312,7 @@ pub async fn preview(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     let body = object(&body)?;
     let req: PreviewRequest = crate::assign::model::parse(&body).map_err(|e| {
         ApiError::new(

@@ -8,11 +8,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::auth::Need;
 use super::{ApiError, AppState, auth};
 use crate::sources::status::{ConnectorStatus, PauseError};
 
 pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     Ok(Json(json!({ "connectors": st.statuses.all() })))
 }
 
@@ -21,7 +22,7 @@ pub async fn read(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<ConnectorStatus>, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     st.statuses.get(&name).map(Json).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -54,7 +55,7 @@ async fn set_paused(
     name: String,
     paused: bool,
 ) -> Result<Json<ConnectorStatus>, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Admin)?;
     let statuses = st.statuses.clone();
     let done = tokio::task::spawn_blocking(move || statuses.set_paused(&name, paused))
         .await

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use super::auth::Need;
 use super::{ApiError, AppState, auth};
 
 /// The largest upload taken (413 past it).
@@ -56,7 +57,7 @@ pub async fn upload(
     query: Result<Query<UploadQuery>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Admin)?;
     let Query(q) = query.map_err(|e| bad("query", e.body_text()))?;
     let source = q.source.unwrap_or_else(|| "import".to_owned());
     if source.trim().is_empty() || source.len() > 200 {
@@ -202,7 +203,7 @@ pub async fn read(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     let status = imports(&st)?.get(&id).ok_or_else(|| not_found(&id))?;
     Ok(axum::Json(status).into_response())
 }
@@ -212,7 +213,7 @@ pub async fn report(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    auth::require(&st, &headers)?;
+    let caller = auth::require(&st, &headers, Need::Pii)?;
     imports(&st)?.get(&id).ok_or_else(|| not_found(&id))?;
     let Some(path) = imports(&st)?.report(&id) else {
         return Err(ApiError::new(
@@ -223,6 +224,13 @@ pub async fn report(
         ));
     };
     let bytes = tokio::fs::read(&path).await.map_err(unavailable)?;
+    let mut read = crate::access::Access::new(
+        &caller.name,
+        "import.report",
+        "/v1/imports/{id}/rejected.csv",
+    );
+    read.import_id = Some(id.clone());
+    super::access::record(&st, &caller, read).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),

@@ -10,32 +10,148 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::{Caller, Need};
 use super::{ApiError, AppState, auth};
+use crate::access::Access;
 use crate::identity::{Cluster, EMAIL, PHONE};
+use crate::mask;
 
 /// At most this many people answer one search (a shared office number can link many).
 const FOUND_MAX: usize = 20;
+
+/// `?pii=masked` masks personal data even for a token that may read it (the console, until
+/// asked to show it); `?pii=clear` insists on it (403 without `pii:read`). Without it: clear for
+/// a token with `pii:read`, masked otherwise.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct View {
+    #[serde(default)]
+    pii: Option<String>,
+}
+
+/// Whether `caller`'s answer carries personal data in clear.
+fn clear(caller: &Caller, pii: Option<&str>) -> Result<bool, ApiError> {
+    match pii {
+        None => Ok(caller.reads_pii()),
+        Some("masked") => Ok(false),
+        Some("clear") if caller.reads_pii() => Ok(true),
+        Some("clear") => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "auth.forbidden",
+            Some("pii"),
+            format!(
+                "token `{}` may not read personal data: it needs the scope pii:read",
+                caller.name
+            ),
+        )),
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query.invalid",
+            Some("pii"),
+            "`masked` or `clear`",
+        )),
+    }
+}
+
+/// A person's data masked: the values of its keys and fields (not where or what: province,
+/// city, company...), its names.
+fn masked(mut c: Cluster) -> Cluster {
+    const NOT_PERSONAL: &[&str] = &[
+        "province",
+        "city",
+        "district",
+        "country",
+        "company",
+        "industry",
+        "job_title",
+        "title",
+        "phone_type",
+    ];
+    let by_kind = |kind: &str, v: &str| match kind {
+        "phone" | "mobile" => mask::phone(v),
+        "email" => mask::email(v),
+        _ => mask::other(v),
+    };
+    for k in &mut c.keys {
+        k.value = by_kind(&k.kind, &k.value);
+    }
+    for (field, v) in &mut c.profile {
+        if !NOT_PERSONAL.contains(&field.as_str()) {
+            v.value = by_kind(field, &v.value);
+        }
+    }
+    for n in &mut c.names {
+        *n = mask::other(n);
+    }
+    c
+}
+
+/// The people's answers, masked or recorded in the access audit as read.
+async fn answer(
+    st: &AppState,
+    caller: &Caller,
+    clear: bool,
+    (action, route): (&str, &str),
+    people: Vec<Cluster>,
+) -> Result<Vec<Value>, ApiError> {
+    if clear && !people.is_empty() {
+        let ids = people.iter().map(|c| c.lead_id.clone());
+        super::access::record(
+            st,
+            caller,
+            Access::new(&caller.name, action, route).leads(ids),
+        )
+        .await?;
+    }
+    Ok(people
+        .into_iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(if clear { c } else { masked(c) }).unwrap_or_default();
+            v["masked"] = (!clear).into();
+            v
+        })
+        .collect())
+}
 
 pub async fn explain(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(lead_id): Path<String>,
-) -> Result<Json<Cluster>, ApiError> {
-    auth::require(&st, &headers)?;
+    view: Result<Query<View>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = auth::require(&st, &headers, Need::Read)?;
+    let Query(view) = view.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query.invalid",
+            Some("pii"),
+            format!("`pii` is `masked` or `clear`: {e}"),
+        )
+    })?;
+    let clear = clear(&caller, view.pii.as_deref())?;
     let store = st.identity.clone();
     let id = lead_id.clone();
     let found = tokio::task::spawn_blocking(move || store.explain(&id))
         .await
         .map_err(|e| internal(e.to_string()))?
         .map_err(|e| internal(e.to_string()))?;
-    found.map(Json).ok_or_else(|| {
-        ApiError::new(
+    let Some(found) = found else {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "lead.not_found",
             Some("lead_id"),
             format!("no lead with id `{lead_id}`"),
-        )
-    })
+        ));
+    };
+    let mut one = answer(
+        &st,
+        &caller,
+        clear,
+        ("lead.read", "/v1/leads/{lead_id}"),
+        vec![found],
+    )
+    .await?;
+    Ok(Json(one.remove(0)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +161,8 @@ pub struct Search {
     phone: Option<String>,
     #[serde(default)]
     email: Option<String>,
+    #[serde(default)]
+    pii: Option<String>,
 }
 
 pub async fn search(
@@ -52,7 +170,7 @@ pub async fn search(
     headers: HeaderMap,
     query: Result<Query<Search>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require(&st, &headers)?;
+    let caller = auth::require(&st, &headers, Need::Read)?;
     let Query(q) = query.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -61,6 +179,7 @@ pub async fn search(
             format!("search by `phone` or `email`: {e}"),
         )
     })?;
+    let clear = clear(&caller, q.pii.as_deref())?;
     let (phone, email) = (given(&q.phone), given(&q.email));
     if phone.is_none() && email.is_none() {
         return Err(ApiError::new(
@@ -98,7 +217,8 @@ pub async fn search(
     .await
     .map_err(|e| internal(e.to_string()))?
     .map_err(internal)?;
-    Ok(Json(json!({"leads": people.0, "truncated": people.1})))
+    let leads = answer(&st, &caller, clear, ("lead.search", "/v1/leads"), people.0).await?;
+    Ok(Json(json!({"leads": leads, "truncated": people.1})))
 }
 
 fn given(v: &Option<String>) -> Option<&str> {

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): webhooks, lead explanations and health. The server takes its listener and a shutdown signal,
 //! so tests can bind port 0 and stop it when they like.
 
+mod access;
 mod assignment;
 mod auth;
 mod connectors;
@@ -30,8 +31,6 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use secrecy::SecretString;
-
 use crate::assign::AssignmentStore;
 use crate::config::Settings;
 use crate::identity::IdentityStore;
@@ -52,7 +51,9 @@ pub struct AppState {
     assignment: Arc<dyn AssignmentStore>,
     processor: Arc<Processor>,
     statuses: Statuses,
-    token: Option<SecretString>,
+    tokens: Arc<auth::Tokens>,
+    /// Without one (only in tests), answers that would carry personal data in clear are refused.
+    access: Option<Arc<crate::access::AccessAudit>>,
     http: crate::config::HttpSettings,
     stats_zone: jiff::tz::TimeZone,
     imports: Option<crate::imports::Imports>,
@@ -83,11 +84,18 @@ impl AppState {
             assignment,
             processor,
             statuses: sources.statuses,
-            token: settings.api.token.clone(),
+            tokens: Arc::new(auth::Tokens::of(&settings.api)),
+            access: None,
             http: settings.http.clone(),
             stats_zone: settings.stats.timezone.clone(),
             imports: None,
         }
+    }
+
+    /// With the access audit that reads of personal data are written to.
+    pub fn with_access_audit(mut self, audit: Arc<crate::access::AccessAudit>) -> Self {
+        self.access = Some(audit);
+        self
     }
 
     /// With imports through the API (`POST /v1/imports`).
@@ -104,6 +112,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/{connector}",
             post(webhooks::receive).get(webhooks::handshake),
         )
+        .route("/v1/whoami", get(access::whoami))
+        .route("/v1/access-audit", get(access::list))
         .route("/v1/leads", get(leads::search))
         .route("/v1/leads/{lead_id}", get(leads::explain))
         .route("/v1/connectors", get(connectors::list))

@@ -79,7 +79,9 @@ pub fn openapi() -> Value {
         "fields": {"type": "object", "additionalProperties": {"type": "string"},
                    "description": "the input's fields by dotted path, each value masked (138****8000, z***@example.com, 王*)"}}});
     let auth_errors = |mut responses: Value| {
-        responses["401"] = error("no or wrong bearer token (when `[api] token` is set)");
+        responses["401"] = error("no or wrong bearer token (when an `[api]` token is set)");
+        responses["403"] =
+            error("the token lacks the scope this needs (docs/privacy.md#scoped-access)");
         responses
     };
     let stats_body = json!({"type": "object", "properties": {
@@ -179,7 +181,8 @@ pub fn openapi() -> Value {
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "An `[api]` token. Scopes: `operator` reads (leads masked), `admin` changes (and every scope), `pii:read` personal data in clear (audited), `privacy` erasures and the access audit. See docs/privacy.md#scoped-access."}}
         },
         "paths": {
             "/v1/webhooks/{connector}": {"post": {
@@ -371,6 +374,35 @@ pub fn openapi() -> Value {
     // exceeds the macro recursion limit).
     let named =
         json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    doc["paths"]["/v1/whoami"] = json!({"get": {
+        "summary": "The caller's token: its name and scopes, and whether it reads personal data in clear",
+        "security": security,
+        "responses": auth_errors(json!({"200": ok("the token", json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
+            "reads_pii": {"type": "boolean"}}}))}))
+    }});
+    doc["paths"]["/v1/access-audit"] = json!({"get": {
+        "summary": "Every answer that carried personal data in clear (token, time, action, route, lead or event ids; no personal data), newest first. Scope `privacy`",
+        "security": security,
+        "parameters": [
+            {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+        ],
+        "responses": auth_errors(json!({"200": ok("a page of reads", json!({"type": "object", "properties": {
+            "entries": {"type": "array", "items": {"type": "object", "properties": {
+                "seq": {"type": "integer"}, "at": {"type": "string"}, "token": {"type": "string"},
+                "action": {"enum": ["lead.read", "lead.search", "quarantine.read", "import.report"]},
+                "route": {"type": "string"}, "lead_ids": {"type": "array", "items": {"type": "string"}},
+                "event_ids": {"type": "array", "items": {"type": "string"}}, "more": {"type": "integer"},
+                "import_id": {"type": "string"}}}},
+            "next_before": {"type": ["integer", "null"]}}})), "400": error("a malformed query")}))
+    }});
+    let pii = json!({"name": "pii", "in": "query", "description": "`masked` (always masked) or `clear` (403 without pii:read); default: clear with pii:read, masked otherwise", "schema": {"enum": ["masked", "clear"]}});
+    for path in ["/v1/leads", "/v1/leads/{lead_id}"] {
+        if let Some(params) = doc["paths"][path]["get"]["parameters"].as_array_mut() {
+            params.push(pii.clone());
+        }
+    }
     doc["paths"]["/v1/connectors/{name}/pause"] = json!({"post": {
         "summary": "Pause a connector that reads from an API or a database: it stops at the end of the poll (or page) under way and reads nothing until resumed; kept over a restart. Its webhook, if any, still takes leads",
         "security": security,

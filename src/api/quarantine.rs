@@ -7,6 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::auth::Need;
 use super::{ApiError, AppState, Page, auth};
 
 pub async fn list(
@@ -14,7 +15,7 @@ pub async fn list(
     headers: HeaderMap,
     query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require(&st, &headers)?;
+    let caller = auth::require(&st, &headers, Need::Pii)?;
     let page = Page::of(query)?;
     let journal = st.journal.clone();
     let entries = tokio::task::spawn_blocking(move || journal.quarantined(page.after, page.limit))
@@ -22,6 +23,16 @@ pub async fn list(
         .map_err(|e| unavailable(e.to_string()))?
         .map_err(|e| unavailable(e.to_string()))?;
     let next = entries.last().map(|e| e.seq);
+    if !entries.is_empty() {
+        // The records are verbatim: personal data that cannot be masked.
+        let read = crate::access::Access::new(&caller.name, "quarantine.read", "/v1/quarantine")
+            .events(entries.iter().map(|e| {
+                e.event_id
+                    .clone()
+                    .unwrap_or_else(|| format!("seq:{}", e.seq))
+            }));
+        super::access::record(&st, &caller, read).await?;
+    }
     Ok(Json(json!({
         "total": st.journal.quarantined_count(),
         "entries": entries,

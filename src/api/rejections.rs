@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Need;
 use super::{ApiError, AppState, auth};
 
 #[derive(Debug, Deserialize)]
@@ -27,7 +28,7 @@ pub async fn latest(
     headers: HeaderMap,
     query: Result<Query<Latest>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     let Query(q) = query.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Need;
 use super::{ApiError, AppState, auth};
 use crate::stats::{Counts, GroupBy, Row};
 
@@ -63,7 +64,7 @@ pub async fn read(
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    auth::require(&st, &headers)?;
+    auth::require(&st, &headers, Need::Read)?;
     let Query(q) = query.map_err(|e| bad("query", e.body_text()))?;
     let zone = st.stats_zone.clone();
     let day = match q.interval.as_deref().unwrap_or("day") {

@@ -41,6 +41,10 @@ pub struct AuditEntry {
     pub version: u64,
     /// The resource after the change; `null` for a delete.
     pub body: Value,
+    /// Who made it: the API token's name (`admin` for `[api] token`, `local` without tokens);
+    /// absent for changes made before leadgate recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// One lead to assign: the record as JSON (conditions read it) and the person it belongs to.
@@ -103,15 +107,36 @@ pub trait AssignmentStore: Send + Sync {
     ) -> Result<(Option<Decision>, Vec<RuleTrace>), AssignError>;
     fn list(&self, kind: Kind) -> Result<Vec<Versioned>, AssignError>;
     fn get(&self, kind: Kind, id: &str) -> Result<Option<Versioned>, AssignError>;
-    /// Validates and writes `body` under `id`, recording it in the audit log.
+    /// Validates and writes `body` under `id`, recording it in the audit log as done by `by`
+    /// (an API token's name).
+    fn put_by(
+        &self,
+        kind: Kind,
+        id: &str,
+        body: Value,
+        expect: Expect,
+        by: Option<&str>,
+    ) -> Result<Written, AssignError>;
+    fn delete_by(
+        &self,
+        kind: Kind,
+        id: &str,
+        expect: Expect,
+        by: Option<&str>,
+    ) -> Result<u64, AssignError>;
+    /// [`AssignmentStore::put_by`] by nobody named (settings files, tests).
     fn put(
         &self,
         kind: Kind,
         id: &str,
         body: Value,
         expect: Expect,
-    ) -> Result<Written, AssignError>;
-    fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError>;
+    ) -> Result<Written, AssignError> {
+        self.put_by(kind, id, body, expect, None)
+    }
+    fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError> {
+        self.delete_by(kind, id, expect, None)
+    }
     /// At most `limit` audit entries from `from`.
     fn audit(&self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
 }
@@ -161,18 +186,25 @@ impl<S: Transact> AssignmentStore for S {
         self.transact(false, &|t| get(t, kind, id))
     }
 
-    fn put(
+    fn put_by(
         &self,
         kind: Kind,
         id: &str,
         body: Value,
         expect: Expect,
+        by: Option<&str>,
     ) -> Result<Written, AssignError> {
-        self.transact(true, &|t| put(t, kind, id, body.clone(), expect))
+        self.transact(true, &|t| put(t, kind, id, body.clone(), expect, by))
     }
 
-    fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<u64, AssignError> {
-        self.transact(true, &|t| delete(t, kind, id, expect))
+    fn delete_by(
+        &self,
+        kind: Kind,
+        id: &str,
+        expect: Expect,
+        by: Option<&str>,
+    ) -> Result<u64, AssignError> {
+        self.transact(true, &|t| delete(t, kind, id, expect, by))
     }
 
     fn audit(&self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
@@ -388,7 +420,13 @@ fn check_expect(
     }
 }
 
-fn audit_entry(action: &str, kind: Kind, id: &str, version: u64, body: Value) -> AuditEntry {
+fn audit_entry(
+    action: &str,
+    (kind, id): (Kind, &str),
+    version: u64,
+    body: Value,
+    by: Option<&str>,
+) -> AuditEntry {
     AuditEntry {
         seq: 0,
         at: crate::lead::now_rfc3339(),
@@ -397,6 +435,7 @@ fn audit_entry(action: &str, kind: Kind, id: &str, version: u64, body: Value) ->
         id: id.into(),
         version,
         body,
+        by: by.map(str::to_owned),
     }
 }
 
@@ -406,6 +445,7 @@ pub fn put(
     id: &str,
     body: Value,
     expect: Expect,
+    by: Option<&str>,
 ) -> Result<Written, AssignError> {
     let current = t.resource(kind, id)?;
     check_expect(kind, current.as_ref(), id, expect)?;
@@ -428,7 +468,7 @@ pub fn put(
     } else {
         "create"
     };
-    t.append_audit(audit_entry(action, kind, id, version, v.body.clone()))?;
+    t.append_audit(audit_entry(action, (kind, id), version, v.body.clone(), by))?;
     Ok(Written {
         resource: v,
         created: current.is_none(),
@@ -466,6 +506,7 @@ pub fn delete(
     kind: Kind,
     id: &str,
     expect: Expect,
+    by: Option<&str>,
 ) -> Result<u64, AssignError> {
     let Some(current) = t.resource(kind, id)? else {
         return Err(AssignError::NotFound(kind.one(), id.into()));
@@ -482,10 +523,10 @@ pub fn delete(
     t.remove_resource(kind, id)?;
     t.append_audit(audit_entry(
         "delete",
-        kind,
-        id,
+        (kind, id),
         current.version,
         Value::Null,
+        by,
     ))?;
     Ok(current.version)
 }

@@ -77,15 +77,14 @@ impl Settings {
     }
 
     /// Why these settings would serve the management API to the network without a token, if
-    /// they would: `listen` is not a loopback address and `[api] token` is not set (unless
-    /// `[api] allow_unauthenticated` says that is meant).
+    /// they would: `listen` is not a loopback address and no `[api]` token is set.
     pub fn open_management_api(&self) -> Option<String> {
         let exposed = !self.listen.ip().is_loopback();
-        (exposed && self.api.token.is_none() && !self.api.allow_unauthenticated).then(|| {
+        (exposed && self.api.token.is_none() && self.api.tokens.is_empty()).then(|| {
             format!(
                 "`listen` ({}) is reachable from the network, so the management API (leads, \
                  assignment rules, quarantine) needs a token: set [api] token = \"${{LEADGATE_API_TOKEN}}\" \
-                 (or allow_unauthenticated = true when something in front of leadgate checks callers)",
+                 or [[api.tokens]]",
                 self.listen
             )
         })
@@ -107,16 +106,58 @@ pub struct AssignmentSettings {
     pub store: StoreSettings,
 }
 
-/// `[api]`: the management API (`/v1/leads`, later `/v1/assignment`).
+/// `[api]`: the management API's tokens (`docs/privacy.md#scoped-access`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
-    /// A bearer token the management endpoints require (`Authorization: Bearer ...`); write
-    /// `"${LEADGATE_API_TOKEN}"`. Without one they are open, for local use only.
+    /// A bearer token with every scope, named `admin` (`Authorization: Bearer ...`); write
+    /// `"${LEADGATE_API_TOKEN}"`. Without any token the management endpoints are open, for
+    /// local use only.
     pub token: Option<SecretString>,
-    /// Serve the management API without a token on a non-loopback `listen`. Refused unless set:
-    /// only for a gateway behind something else that authenticates callers.
+    /// More tokens, each with a name and its scopes.
+    pub tokens: Vec<ApiToken>,
+    /// No longer honoured: leads are personal information, and a management API reachable from
+    /// the network always needs a token. Kept so that the error can say so.
     pub allow_unauthenticated: bool,
+}
+
+/// `[[api.tokens]]`: a named bearer token and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it (`crm-sync`, `ops-console`): named in the access and assignment audits.
+    pub name: String,
+    pub token: SecretString,
+    pub scopes: Vec<Scope>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+pub enum Scope {
+    /// Everything, every other scope included.
+    #[serde(rename = "admin")]
+    Admin,
+    /// Read-only: connectors, statistics, assignment, imports, leads (masked).
+    #[serde(rename = "operator")]
+    Operator,
+    /// Personal data in answers unmasked (leads, quarantined records, rejected-rows reports);
+    /// every such read is written to the access audit.
+    #[serde(rename = "pii:read")]
+    PiiRead,
+    /// Erasures and the access audit: the privacy officer's.
+    #[serde(rename = "privacy")]
+    Privacy,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::PiiRead => "pii:read",
+            Self::Privacy => "privacy",
+        }
+    }
 }
 
 /// `[stats]`: the 效果分析 rollups behind `GET /v1/stats`.

@@ -341,10 +341,27 @@ fn a_network_listen_without_a_token_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("[api] token"), "{err}");
-    // Said on purpose, it starts.
+    // The old way round it is refused, saying why.
     std::fs::write(
         &path,
         "listen = \"0.0.0.0:18080\"\n[api]\nallow_unauthenticated = true\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("field `api.allow_unauthenticated`") && err.contains("personal information"),
+        "{err}"
+    );
+    // A named token is enough.
+    std::fs::write(
+        &path,
+        "listen = \"0.0.0.0:18080\"\n[[api.tokens]]\nname = \"ops\"\ntoken = \"ops-token-0123456789\"\nscopes = [\"operator\"]\n",
     )
     .unwrap();
     let out = std::process::Command::new(BIN)

@@ -18,6 +18,7 @@ mod normalize;
 mod oauth;
 mod oauth_platforms;
 mod platforms;
+mod privacy;
 #[cfg(feature = "mysql")]
 mod shared_mysql;
 mod stats;

@@ -91,16 +91,65 @@ impl Loader {
                 }
             }
         }
+        let short = "must be at least 16 characters; generate one with `openssl rand -hex 32`";
         if s.api
             .token
             .as_ref()
             .is_some_and(|t| t.expose_secret().trim().len() < 16)
         {
+            self.push(top, Some("api.token"), short);
+        }
+        if s.api.allow_unauthenticated {
             self.push(
                 top,
-                Some("api.token"),
-                "must be at least 16 characters; generate one with `openssl rand -hex 32`",
+                Some("api.allow_unauthenticated"),
+                "is no longer supported: leads are personal information, so a management API \
+                 reachable from the network always asks for a token; set [api] token or \
+                 [[api.tokens]] (the proxy in front can send one)",
             );
+        }
+        let mut names = std::collections::BTreeSet::from(["admin".to_owned()]);
+        let mut secrets: Vec<&str> = s.api.token.iter().map(|t| t.expose_secret()).collect();
+        for (i, t) in s.api.tokens.iter().enumerate() {
+            let at = |f: &str| format!("api.tokens[{i}].{f}");
+            let valid = !t.name.is_empty()
+                && t.name.len() <= 64
+                && t.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                self.push(
+                    top,
+                    Some(&at("name")),
+                    "letters, digits, `-` and `_`, at most 64",
+                );
+            } else if !names.insert(t.name.clone()) {
+                self.push(
+                    top,
+                    Some(&at("name")),
+                    &format!(
+                        "`{}` names another token too (`admin` is [api] token's)",
+                        t.name
+                    ),
+                );
+            }
+            if t.token.expose_secret().trim().len() < 16 {
+                self.push(top, Some(&at("token")), short);
+            } else if secrets.contains(&t.token.expose_secret()) {
+                self.push(
+                    top,
+                    Some(&at("token")),
+                    "is another token's too: each needs its own",
+                );
+            }
+            secrets.push(t.token.expose_secret());
+            if t.scopes.is_empty() {
+                self.push(
+                    top,
+                    Some(&at("scopes")),
+                    "give at least one of admin, operator, pii:read, privacy",
+                );
+            }
         }
         if let Some(why) = s.open_management_api() {
             self.push(top, Some("api.token"), &why);

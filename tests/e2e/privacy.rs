@@ -1,0 +1,255 @@
+//! Privacy: scoped API tokens (each endpoint with each scope), personal data masked unless the
+//! token may read it, and the access audit of every read.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Gateway, accepted, post_json};
+
+const ADMIN: &str = "admin-token-0123456789";
+const OPS: &str = "ops-token-0123456789";
+const CRM: &str = "crm-token-0123456789";
+const DPO: &str = "dpo-token-0123456789";
+
+const CONFIG: &str = r#"
+[api]
+token = "admin-token-0123456789"
+
+[[api.tokens]]
+name = "ops"
+token = "ops-token-0123456789"
+scopes = ["operator"]
+
+[[api.tokens]]
+name = "crm"
+token = "crm-token-0123456789"
+scopes = ["operator", "pii:read"]
+
+[[api.tokens]]
+name = "dpo"
+token = "dpo-token-0123456789"
+scopes = ["privacy"]
+
+[[connectors]]
+name = "webform"
+type = "webhook"
+"#;
+
+/// What an endpoint needs, as docs/privacy.md lists it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Needs {
+    Nothing,
+    AnyToken,
+    Operator,
+    Admin,
+    OperatorAndPii,
+    Privacy,
+}
+
+async fn send(
+    http: &reqwest::Client,
+    gw: &Gateway,
+    method: &Method,
+    path: &str,
+    token: Option<&str>,
+) -> u16 {
+    let mut req = http.request(method.clone(), gw.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if *method == Method::POST && path.starts_with("/v1/assignment") {
+        req = req.json(&json!({"lead": {"phone": "13800138000"}}));
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_endpoint_answers_each_scope_as_documented_and_reads_of_personal_data_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(Some(CONFIG), &dir.path().join("data"));
+    let http = reqwest::Client::new();
+    let lead = json!({"name": "王芳", "phone": "139 1111 2222", "email": "wangfang@corp.cn", "city": "深圳"});
+    accepted(post_json(&http, &gw.url("/v1/webhooks/webform"), &lead).await).await;
+    let record = &gw.wait_spooled("leads.clean", 1, Duration::from_secs(30))[0];
+    let lead_id = record["lead_id"].as_str().unwrap().to_owned();
+
+    use Needs::*;
+    let endpoints: Vec<(Method, String, Needs)> = vec![
+        (Method::GET, "/healthz".into(), Nothing),
+        (Method::GET, "/readyz".into(), Nothing),
+        (Method::GET, "/metrics".into(), Nothing),
+        (Method::GET, "/openapi.json".into(), Nothing),
+        (Method::GET, "/console/".into(), Nothing),
+        (Method::GET, "/v1/whoami".into(), AnyToken),
+        (Method::GET, "/v1/connectors".into(), Operator),
+        (Method::GET, "/v1/connectors/webform".into(), Operator),
+        (Method::POST, "/v1/connectors/webform/pause".into(), Admin),
+        (Method::POST, "/v1/connectors/webform/resume".into(), Admin),
+        (Method::GET, "/v1/leads?phone=13911112222".into(), Operator),
+        (Method::GET, format!("/v1/leads/{lead_id}"), Operator),
+        (
+            Method::GET,
+            format!("/v1/leads/{lead_id}?pii=masked"),
+            Operator,
+        ),
+        (
+            Method::GET,
+            format!("/v1/leads/{lead_id}?pii=clear"),
+            OperatorAndPii,
+        ),
+        (Method::GET, "/v1/assignment/rules".into(), Operator),
+        (Method::GET, "/v1/assignment/owners/nobody".into(), Operator),
+        (Method::POST, "/v1/assignment/preview".into(), Operator),
+        (Method::GET, "/v1/assignment/audit".into(), Operator),
+        (Method::POST, "/v1/assignment/owners".into(), Admin),
+        (Method::PUT, "/v1/assignment/owners/nobody".into(), Admin),
+        (Method::DELETE, "/v1/assignment/owners/nobody".into(), Admin),
+        (Method::GET, "/v1/quarantine".into(), OperatorAndPii),
+        (Method::GET, "/v1/rejections".into(), Operator),
+        (Method::GET, "/v1/stats".into(), Operator),
+        (Method::POST, "/v1/imports".into(), Admin),
+        (Method::GET, "/v1/imports/nothing".into(), Operator),
+        (
+            Method::GET,
+            "/v1/imports/nothing/rejected.csv".into(),
+            OperatorAndPii,
+        ),
+        (Method::GET, "/v1/access-audit".into(), Privacy),
+    ];
+    let tokens = [("admin", ADMIN), ("ops", OPS), ("crm", CRM), ("dpo", DPO)];
+    for (method, path, needs) in &endpoints {
+        let without = send(&http, &gw, method, path, None).await;
+        let wrong = send(&http, &gw, method, path, Some("wrong-token-0123456789")).await;
+        if *needs == Nothing {
+            assert_eq!((without, wrong), (200, 200), "{method} {path}");
+            continue;
+        }
+        assert_eq!((without, wrong), (401, 401), "{method} {path}");
+        for (name, token) in tokens {
+            let allowed = match needs {
+                Nothing | AnyToken => true,
+                Operator => ["admin", "ops", "crm"].contains(&name),
+                Admin => name == "admin",
+                OperatorAndPii => ["admin", "crm"].contains(&name),
+                Privacy => ["admin", "dpo"].contains(&name),
+            };
+            let got = send(&http, &gw, method, path, Some(token)).await;
+            if allowed {
+                assert!(
+                    ![401, 403].contains(&got),
+                    "{name}: {method} {path} answered {got}"
+                );
+            } else {
+                assert_eq!(got, 403, "{name}: {method} {path}");
+            }
+        }
+    }
+
+    // Masked for the operator, clear for the CRM's token; only the clear reads are audited.
+    let read = |token: &'static str, path: String| {
+        let http = http.clone();
+        let url = gw.url(&path);
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let before: Value = read(DPO, "/v1/access-audit".into()).await;
+    let seen = before["entries"].as_array().unwrap().len();
+    let masked = read(OPS, format!("/v1/leads/{lead_id}")).await;
+    assert_eq!(masked["masked"], true);
+    let text = masked.to_string();
+    for pii in ["13911112222", "wangfang@", "王芳"] {
+        assert!(!text.contains(pii), "{pii} in a masked answer: {text}");
+    }
+    assert_eq!(masked["profile"]["phone"]["value"], "+86139****2222");
+    assert_eq!(
+        masked["profile"]["city"]["value"], "深圳市",
+        "a city is not personal"
+    );
+    let found = read(OPS, "/v1/leads?phone=139-1111-2222".into()).await;
+    assert_eq!(found["leads"][0]["masked"], true);
+    let after_ops = read(DPO, "/v1/access-audit".into()).await;
+    assert_eq!(
+        after_ops["entries"].as_array().unwrap().len(),
+        seen,
+        "masked answers are not reads of personal data"
+    );
+
+    let clear = read(CRM, format!("/v1/leads/{lead_id}")).await;
+    assert_eq!(clear["masked"], false);
+    assert_eq!(clear["profile"]["phone"]["value"], "+8613911112222");
+    let found = read(CRM, "/v1/leads?email=WangFang@corp.cn".into()).await;
+    assert_eq!(
+        found["leads"][0]["profile"]["email"]["value"],
+        "wangfang@corp.cn"
+    );
+    // The CRM's token asks for a masked answer: not audited.
+    let asked_masked = read(CRM, format!("/v1/leads/{lead_id}?pii=masked")).await;
+    assert_eq!(asked_masked["masked"], true);
+
+    let audit = read(DPO, "/v1/access-audit?limit=2".into()).await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        (
+            &entries[0]["token"],
+            &entries[0]["action"],
+            &entries[0]["route"]
+        ),
+        (&json!("crm"), &json!("lead.search"), &json!("/v1/leads"))
+    );
+    assert_eq!(
+        (&entries[1]["token"], &entries[1]["action"]),
+        (&json!("crm"), &json!("lead.read"))
+    );
+    for e in entries {
+        assert_eq!(e["lead_ids"], json!([lead_id]));
+        let text = e.to_string();
+        assert!(
+            !text.contains("wangfang") && !text.contains("1391111"),
+            "no PII in the audit: {text}"
+        );
+    }
+
+    // Who changed assignment: the token's name in its audit log.
+    let r = http
+        .post(gw.url("/v1/assignment/owners"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "ann"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let log = read(OPS, "/v1/assignment/audit?order=newest&limit=1".into()).await;
+    assert_eq!(
+        (&log["entries"][0]["id"], &log["entries"][0]["by"]),
+        (&json!("ann"), &json!("admin"))
+    );
+
+    let me = read(CRM, "/v1/whoami".into()).await;
+    assert_eq!(
+        me,
+        json!({"name": "crm", "scopes": ["operator", "pii:read"], "reads_pii": true})
+    );
+    let me = read(OPS, "/v1/whoami".into()).await;
+    assert_eq!(me["reads_pii"], false);
+    let r = http
+        .get(gw.url(&format!("/v1/leads/{lead_id}?pii=clear")))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = crate::support::error_of(r).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (403, Some("auth.forbidden"))
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("pii:read"),
+        "{err}"
+    );
+}
