@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 /// Version of the published record schema. Minor bumps only add optional fields; a major bump
 /// changes or removes something and gets new topic names in the release notes.
-pub const SCHEMA_VERSION: &str = "1.4";
+pub const SCHEMA_VERSION: &str = "1.5";
 
 /// How a lead entered the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -282,7 +282,7 @@ pub struct Assignment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(title = "leadgate lead record", extend("$id" = "https://leadgate.dev/schema/lead-record-1.json"))]
 pub struct LeadRecord {
-    /// `"1.4"` for this schema (`MAJOR.MINOR`; a minor version only adds).
+    /// `"1.5"` for this schema (`MAJOR.MINOR`; a minor version only adds).
     pub schema_version: String,
     /// Unique per ingested event; consumers drop repeats by it (delivery is at least once).
     pub event_id: String,
@@ -292,6 +292,10 @@ pub struct LeadRecord {
     pub received_at: String,
     pub source: SourceRef,
     pub contact: Contact,
+    /// What the lead's consent answer said, when its connector names one (`consent` in its
+    /// definition); absent otherwise (since 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<crate::consent::Consent>,
     /// Input fields that were not mapped to a contact field, under their own names, untouched.
     pub custom: Map<String, Value>,
     /// The input exactly as received (JSON bodies verbatim; form bodies and file rows as an object).

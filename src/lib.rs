@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod assign;
 pub mod config;
+pub mod consent;
 /// What the fuzz targets check: test and fuzzing support, not part of the gateway.
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

@@ -288,7 +288,7 @@ pub struct RequestInput<'a> {
 
 impl Policy {
     pub fn request(&self, input: RequestInput<'_>) -> IdentityRequest {
-        let reachable = input.lead.is_reachable();
+        let reachable = input.lead.is_usable();
         let c = &input.lead.contact;
         let profile: Vec<(String, String)> = [
             ("name", c.name.as_deref()),

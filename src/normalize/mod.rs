@@ -36,12 +36,19 @@ pub struct NormalizedLead {
     /// How identity matching sees `contact.email`.
     pub email_identity: Option<EmailIdentity>,
     pub issues: Vec<Issue>,
+    /// What the lead's consent answer said, when its connector names one (set by the pipeline).
+    pub consent: Option<crate::consent::Consent>,
 }
 
 impl NormalizedLead {
     /// A lead is usable when someone can reach the person: a valid phone or a valid email.
     pub fn is_reachable(&self) -> bool {
         self.contact.phone.is_some() || self.contact.email.is_some()
+    }
+
+    /// Reachable, and not refused for its consent: a lead that is published as clean.
+    pub fn is_usable(&self) -> bool {
+        self.is_reachable() && !crate::consent::refused(&self.issues)
     }
 
     /// The phone number that identifies the person: valid, and not a company line (400, 800...).
@@ -142,6 +149,7 @@ pub fn normalize(fields: &MappedFields, region: country::Id) -> NormalizedLead {
         phone_kind,
         email_identity,
         issues,
+        consent: None,
     }
 }
 

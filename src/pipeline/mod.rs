@@ -77,6 +77,7 @@ struct Profile {
     /// A platform's payload -> the flat fields the mapping reads (the payload itself otherwise).
     fields: Option<crate::mapping::FieldsFn>,
     test_leads: TestLeads,
+    consent: Option<crate::consent::ConsentMapping>,
 }
 
 impl Profile {
@@ -87,6 +88,7 @@ impl Profile {
             identity_fields: BTreeMap::new(),
             fields: None,
             test_leads: TestLeads::Topic,
+            consent: None,
         }
     }
 
@@ -96,6 +98,7 @@ impl Profile {
         p.fields = fields;
         p.identity_fields = c.identity_fields().clone();
         p.test_leads = c.test_leads();
+        p.consent = c.consent().cloned();
         p
     }
 }
@@ -198,7 +201,7 @@ impl Processor {
                 identity_fields: &profile.identity_fields,
             })
             .resolve;
-        (!resolve).then(|| rejection_reasons(&lead.issues))
+        (!resolve).then(|| rejection_reasons(&lead.issues, lead.is_reachable()))
     }
 
     /// Maps and normalizes an event with its connector's profile; the unmapped fields.
@@ -216,7 +219,13 @@ impl Processor {
             None => &e.payload,
         };
         let mapped = profile.mapper.map_read(payload, &e.payload);
-        (normalize(&mapped, profile.region), mapped.custom)
+        let mut lead = normalize(&mapped, profile.region);
+        if let Some(rule) = &profile.consent {
+            let (consent, issues) = rule.read(&e.payload, &mapped.custom, &e.received_at);
+            lead.issues.extend(issues);
+            lead.consent = Some(consent);
+        }
+        (lead, mapped.custom)
     }
 
     fn profile(&self, e: &IntakeEvent) -> &Profile {
@@ -354,9 +363,10 @@ impl Processor {
                 Resolution::Person(o) => Some(o),
                 Resolution::Unresolved => None,
             };
+            let reachable = lead.is_reachable();
             let mut record = record_of(event, lead, custom);
             let Some(outcome) = outcome else {
-                record.reasons = Some(rejection_reasons(&record.issues));
+                record.reasons = Some(rejection_reasons(&record.issues, reachable));
                 staged.push(Staged::Rejected(Box::new(record)));
                 continue;
             };
@@ -460,18 +470,36 @@ impl Processor {
 
 /// The reasons of a lead rejected for want of a usable contact: that, and its issues with the
 /// phone, the email or the body that explain it.
-fn rejection_reasons(issues: &[Issue]) -> Vec<Issue> {
-    let mut reasons = vec![Issue::new(
-        "contact",
-        "contact.unreachable",
-        "no usable phone number and no usable email",
-    )];
-    reasons.extend(
-        issues
-            .iter()
-            .filter(|i| matches!(&*i.field, "phone" | "email" | "body"))
-            .cloned(),
-    );
+/// Why a lead is rejected: its consent first (when its connector requires one it did not give),
+/// then, when nobody can reach it, `contact.unreachable` and what made its phone and email
+/// unusable.
+fn rejection_reasons(issues: &[Issue], reachable: bool) -> Vec<Issue> {
+    let mut reasons: Vec<Issue> = issues
+        .iter()
+        .filter(|i| i.code == "consent.missing")
+        .cloned()
+        .collect();
+    if !reasons.is_empty() {
+        reasons.extend(
+            issues
+                .iter()
+                .filter(|i| i.code == "consent.unreadable")
+                .cloned(),
+        );
+    }
+    if !reachable {
+        reasons.push(Issue::new(
+            "contact",
+            "contact.unreachable",
+            "no usable phone number and no usable email",
+        ));
+        reasons.extend(
+            issues
+                .iter()
+                .filter(|i| matches!(&*i.field, "phone" | "email" | "body"))
+                .cloned(),
+        );
+    }
     reasons
 }
 
@@ -494,6 +522,7 @@ fn record_of(
             test: event.test,
         },
         contact: lead.contact,
+        consent: lead.consent,
         custom,
         raw: event.payload.clone(),
         issues: if event.issues.is_empty() {
@@ -510,7 +539,10 @@ fn record_of(
 /// The code a rejection is counted under: the reason after the generic `contact.unreachable`
 /// (what made the contact unusable), or that one alone.
 pub fn verdict(codes: &[String]) -> &str {
-    codes.get(1).or(codes.first()).map_or("", String::as_str)
+    match codes.first().map(String::as_str) {
+        Some("contact.unreachable") => codes.get(1).or(codes.first()).map_or("", String::as_str),
+        first => first.unwrap_or(""),
+    }
 }
 
 /// Counts of dispositions, for `import`'s summary.

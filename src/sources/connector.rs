@@ -29,6 +29,8 @@ pub trait Common {
     fn mapping(&self) -> &FieldMapping;
     /// Platform ids this connector's leads carry, by key kind: `{ wechat = "openid" }`.
     fn identity_fields(&self) -> &BTreeMap<String, String>;
+    /// The consent answer of its leads, if it names one.
+    fn consent(&self) -> Option<&crate::consent::ConsentMapping>;
 }
 
 /// Implements [`Common`] for a definition with the fields `name`, `default_region`, `mapping` and
@@ -47,6 +49,9 @@ macro_rules! common_fields {
             }
             fn identity_fields(&self) -> &std::collections::BTreeMap<String, String> {
                 &self.identity_fields
+            }
+            fn consent(&self) -> Option<&$crate::consent::ConsentMapping> {
+                self.consent.as_ref()
             }
         }
     };

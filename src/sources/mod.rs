@@ -131,6 +131,11 @@ impl ConnectorConfig {
         self.get().identity_fields()
     }
 
+    /// The consent answer of its leads, if it names one.
+    pub fn consent(&self) -> Option<&crate::consent::ConsentMapping> {
+        self.get().consent()
+    }
+
     /// What happens to the platform's test leads.
     pub fn test_leads(&self) -> TestLeads {
         self.get().test_leads()

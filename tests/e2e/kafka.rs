@@ -60,7 +60,7 @@ async fn clean_rejected_and_merged_records_reach_kafka() {
         );
         assert_eq!(m.header("event_id"), m.value["event_id"].as_str());
         assert_eq!(m.header("source"), Some("webform"));
-        assert_eq!(m.header("schema_version"), Some("1.4"));
+        assert_eq!(m.header("schema_version"), Some("1.5"));
         crate::config::assert_valid_lead_record(&m.value);
     }
     assert_eq!(a.value["contact"]["phone"], "+8613800138000");

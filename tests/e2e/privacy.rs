@@ -253,3 +253,154 @@ async fn each_endpoint_answers_each_scope_as_documented_and_reads_of_personal_da
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_is_read_from_the_answer_each_connector_names_and_a_required_one_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[[connectors]]
+name = "webform"
+type = "webhook"
+consent = { field = "同意隐私政策", purposes = ["marketing", "sales_contact"], text = "隐私政策 2026-10 版", required = true }
+
+[[connectors]]
+name = "trade-show"
+type = "webhook"
+consent = { field = "agree" }
+
+[[connectors]]
+name = "typeform"
+type = "typeform"
+signing_secret = "typeform-secret"
+consent = { field = "readable_ref_yes_no", purposes = ["newsletter"] }
+"#;
+    let gw = Gateway::start(Some(config), &dir.path().join("data"));
+    let http = reqwest::Client::new();
+    let post = |connector: &str, body: Value| {
+        let http = http.clone();
+        let url = gw.url(&format!("/v1/webhooks/{connector}"));
+        async move { accepted(post_json(&http, &url, &body).await).await }
+    };
+    let yes = post(
+        "webform",
+        json!({"phone": "13800138001", "同意隐私政策": "同意"}),
+    )
+    .await;
+    let checkbox = post(
+        "webform",
+        json!({"phone": "13800138002", "同意隐私政策": ["我同意"]}),
+    )
+    .await;
+    let no = post(
+        "webform",
+        json!({"phone": "13800138003", "同意隐私政策": "不同意"}),
+    )
+    .await;
+    let silent = post("webform", json!({"phone": "13800138004"})).await;
+    let odd = post(
+        "webform",
+        json!({"phone": "13800138005", "同意隐私政策": "看情况"}),
+    )
+    .await;
+    let unreachable = post("webform", json!({"phone": "123", "同意隐私政策": "否"})).await;
+    let optional = post("trade-show", json!({"phone": "13800138006"})).await;
+    // Typeform's published example answers its yes/no question `false`, and a copy `true`.
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/connectors/fixtures/typeform/example-payload.json"
+    ))
+    .unwrap();
+    let mut agreed: Value = serde_json::from_slice(&sample).unwrap();
+    let answers = agreed["form_response"]["answers"].as_array_mut().unwrap();
+    for a in answers.iter_mut().filter(|a| a["type"] == "boolean") {
+        a["boolean"] = json!(true);
+    }
+    agreed["event_id"] = json!("another-event");
+    agreed["form_response"]["token"] = json!("another-response");
+    for body in [sample.clone(), serde_json::to_vec(&agreed).unwrap()] {
+        let r = http
+            .post(gw.url("/v1/webhooks/typeform"))
+            .header("content-type", "application/json")
+            .header(
+                "Typeform-Signature",
+                leadgate::sources::typeform::sign("typeform-secret", &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        accepted(r).await;
+    }
+
+    let clean = gw.wait_spooled("leads.clean", 5, Duration::from_secs(30));
+    let rejected = gw.wait_spooled("leads.rejected", 4, Duration::from_secs(30));
+    let by_event =
+        |records: &[Value], id: &str| records.iter().find(|r| r["event_id"] == id).cloned();
+    let granted = by_event(&clean, &yes).expect("consent given: clean");
+    assert_eq!(granted["schema_version"], "1.5");
+    assert_eq!(
+        granted["consent"],
+        json!({"granted": true, "purposes": ["marketing", "sales_contact"], "text": "隐私政策 2026-10 版",
+               "at": granted["received_at"], "source": "同意隐私政策"})
+    );
+    crate::config::assert_valid_lead_record(&granted);
+    assert_eq!(
+        by_event(&clean, &checkbox).expect("a checked box")["consent"]["granted"],
+        true
+    );
+    for (id, codes) in [
+        (&no, vec!["consent.missing"]),
+        (&silent, vec!["consent.missing"]),
+        (&odd, vec!["consent.missing", "consent.unreadable"]),
+        (
+            &unreachable,
+            vec!["consent.missing", "contact.unreachable", "phone.invalid"],
+        ),
+    ] {
+        let r = by_event(&rejected, id).unwrap_or_else(|| panic!("{id} is rejected: {rejected:?}"));
+        let got: Vec<&str> = r["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, codes, "{r}");
+        assert_eq!(r["consent"]["granted"], false);
+        assert!(r["lead_id"].is_null());
+        crate::config::assert_valid_lead_record(&r);
+    }
+    let optional = by_event(&clean, &optional).expect("not required: clean");
+    assert_eq!(optional["consent"]["granted"], false);
+    let typeform: Vec<&Value> = clean
+        .iter()
+        .filter(|r| r["source"]["connector"] == "typeform")
+        .collect();
+    assert_eq!(typeform.len(), 2, "{clean:?}");
+    let mut said: Vec<bool> = typeform
+        .iter()
+        .map(|r| r["consent"]["granted"].as_bool().unwrap())
+        .collect();
+    said.sort();
+    assert_eq!(said, [false, true]);
+    assert_eq!(typeform[0]["consent"]["purposes"], json!(["newsletter"]));
+
+    // Counted under the reason that decided them.
+    let stats: Value = http
+        .get(gw.url("/v1/stats?group_by=connector"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let webform = stats["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["connector"] == "webform")
+        .unwrap();
+    assert_eq!(
+        webform["counts"]["rejected_by"]["consent.missing"], 4,
+        "{webform}"
+    );
+}

@@ -33,7 +33,7 @@ async fn the_readme_lead_reaches_the_embedded_output() {
     assert_eq!(clean.len(), 1, "one clean record");
     let r = &clean[0];
     assert_eq!(r["event_id"], event_id);
-    assert_eq!(r["schema_version"], "1.4");
+    assert_eq!(r["schema_version"], "1.5");
     assert_eq!(r["contact"]["phone_type"], "mobile");
     assert_eq!(r["contact"]["phone"], "+8613800138000");
     assert_eq!(r["contact"]["email"], "Zhang.San@example.com");

@@ -260,6 +260,22 @@ impl Loader {
                 self.push(place, Some(&key), "the input field name must not be empty");
             }
         }
+        if let Some(consent) = c.consent() {
+            if consent.field.trim().is_empty() {
+                self.push(
+                    place,
+                    Some("consent.field"),
+                    "name the input field whose answer says the person agreed (or a JSON pointer, `/...`)",
+                );
+            }
+            if consent.purposes.iter().any(|p| p.trim().is_empty()) {
+                self.push(
+                    place,
+                    Some("consent.purposes"),
+                    "a purpose must not be empty",
+                );
+            }
+        }
         let mut checks = crate::sources::Checks::default();
         c.get().check(&mut checks);
         for (field, message) in checks.0 {

@@ -85,6 +85,7 @@ pub fn pull_config(c: &BaiduConnector) -> HttpPullConnector {
         default_region: c.default_region.clone(),
         mapping: c.mapping.clone(),
         identity_fields: c.identity_fields.clone(),
+        consent: c.consent.clone(),
     }
 }
 

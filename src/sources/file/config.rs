@@ -21,6 +21,10 @@ pub struct FileConnector {
     pub external_id_field: Option<String>,
     #[serde(default)]
     pub identity_fields: BTreeMap<String, String>,
+    /// The answer that says the person agreed, and whether it is required: see
+    /// `docs/privacy.md#consent`.
+    #[serde(default)]
+    pub consent: Option<crate::consent::ConsentMapping>,
 }
 
 common_fields!(FileConnector);

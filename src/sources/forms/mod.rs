@@ -90,6 +90,10 @@ pub struct FormConnector<T> {
     pub mapping: FieldMapping,
     #[serde(default)]
     pub identity_fields: BTreeMap<String, String>,
+    /// The answer that says the person agreed, and whether it is required: see
+    /// `docs/privacy.md#consent`.
+    #[serde(default)]
+    pub consent: Option<crate::consent::ConsentMapping>,
     /// Where the tool's test submissions go.
     #[serde(default)]
     pub test_leads: TestLeads,
@@ -159,6 +163,7 @@ impl<T> Clone for FormConnector<T> {
             default_region: self.default_region.clone(),
             mapping: self.mapping.clone(),
             identity_fields: self.identity_fields.clone(),
+            consent: self.consent.clone(),
             test_leads: self.test_leads,
             choices: self.choices.clone(),
             tool: PhantomData,
@@ -178,6 +183,9 @@ impl<T> Common for FormConnector<T> {
     }
     fn identity_fields(&self) -> &BTreeMap<String, String> {
         &self.identity_fields
+    }
+    fn consent(&self) -> Option<&crate::consent::ConsentMapping> {
+        self.consent.as_ref()
     }
 }
 

@@ -67,7 +67,7 @@ use crate::sources::pull::{
 /// The lead fields asked of the Graph API, by a fetch and a poll alike, so both give the same
 /// payload.
 const LEAD_FIELDS: &str =
-    "id,created_time,field_data,ad_id,ad_name,adset_id,campaign_id,form_id,is_organic,platform";
+    "id,created_time,field_data,ad_id,ad_name,adset_id,campaign_id,form_id,is_organic,platform,custom_disclaimer_responses";
 
 /// Why a `hub.challenge` handshake is refused (403).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

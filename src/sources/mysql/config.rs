@@ -69,6 +69,10 @@ pub struct MysqlConnector {
     pub mapping: FieldMapping,
     #[serde(default)]
     pub identity_fields: BTreeMap<String, String>,
+    /// The answer that says the person agreed, and whether it is required: see
+    /// `docs/privacy.md#consent`.
+    #[serde(default)]
+    pub consent: Option<crate::consent::ConsentMapping>,
 }
 
 impl MysqlConnector {

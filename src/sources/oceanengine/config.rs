@@ -93,6 +93,10 @@ pub struct OceanEngineConnector {
     /// Default: `{ wechat = "weixin", qq = "qq" }`.
     #[serde(default = "OceanEngineConnector::default_identity_fields")]
     pub identity_fields: BTreeMap<String, String>,
+    /// The answer that says the person agreed, and whether it is required: see
+    /// `docs/privacy.md#consent`.
+    #[serde(default)]
+    pub consent: Option<crate::consent::ConsentMapping>,
 }
 
 impl OceanEngineConnector {

@@ -78,6 +78,10 @@ pub struct TencentConnector {
     /// Default: `{ wechat = "leads_wechat", qq = "leads_qq" }`.
     #[serde(default = "TencentConnector::default_identity_fields")]
     pub identity_fields: BTreeMap<String, String>,
+    /// The answer that says the person agreed, and whether it is required: see
+    /// `docs/privacy.md#consent`.
+    #[serde(default)]
+    pub consent: Option<crate::consent::ConsentMapping>,
 }
 
 impl TencentConnector {

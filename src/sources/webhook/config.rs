@@ -36,6 +36,10 @@ pub struct WebhookConnector {
     /// `identity_fields = { wechat = "openid", crm_id = "客户编号" }`.
     #[serde(default)]
     pub identity_fields: BTreeMap<String, String>,
+    /// The answer that says the person agreed, and whether it is required: see
+    /// `docs/privacy.md#consent`.
+    #[serde(default)]
+    pub consent: Option<crate::consent::ConsentMapping>,
     /// Requests per second allowed on this connector; more get 429 with `Retry-After`.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
@@ -51,6 +55,7 @@ impl WebhookConnector {
             idempotency_field: None,
             external_id_field: None,
             identity_fields: BTreeMap::new(),
+            consent: None,
             rate_limit: None,
         }
     }
