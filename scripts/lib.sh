@@ -82,6 +82,22 @@ ensure_chromium() {
   echo "==> $("$CHROMEDRIVER_BIN" --version 2>&1 | head -n1)"
 }
 
+# kubernetes-validate (PyPI), which checks deploy/k8s/ against the Kubernetes API schemas, in a
+# virtualenv of its own (its python, with PyYAML, reads the manifests for the test too). Sets
+# KUBERNETES_VALIDATE_BIN.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+ensure_kubernetes_validate() {
+  local venv="${XDG_DATA_HOME:-$HOME/.local/share}/leadgate/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+  if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+    ensure_apt python3-venv
+    echo "==> installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  fi
+  export KUBERNETES_VALIDATE_BIN="$venv/bin/kubernetes-validate"
+  echo "==> kubernetes-validate $("$KUBERNETES_VALIDATE_BIN" --version)"
+}
+
 # schemathesis (PyPI), the property-based API tester the tests run against /openapi.json, in a
 # virtualenv of its own. Sets SCHEMATHESIS_BIN.
 SCHEMATHESIS_VERSION=4.32.5

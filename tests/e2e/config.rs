@@ -269,3 +269,105 @@ fn form_tool_connectors_and_mapping_paths_are_checked_with_file_line_and_field()
         );
     }
 }
+
+/// kubernetes-validate, installed by scripts/test (or named by KUBERNETES_VALIDATE_BIN).
+fn kubernetes_validate() -> PathBuf {
+    if let Ok(p) = std::env::var("KUBERNETES_VALIDATE_BIN") {
+        return p.into();
+    }
+    let data = std::env::var("XDG_DATA_HOME")
+        .unwrap_or_else(|_| format!("{}/.local/share", std::env::var("HOME").unwrap()));
+    let p = PathBuf::from(data).join("leadgate/kubernetes-validate-1.37.0/bin/kubernetes-validate");
+    assert!(
+        p.is_file(),
+        "kubernetes-validate is not installed: run scripts/test, or set KUBERNETES_VALIDATE_BIN"
+    );
+    p
+}
+
+#[test]
+fn the_kubernetes_manifests_are_valid_and_their_settings_load() {
+    let dir = repo("deploy/k8s");
+    let manifests = [
+        "configmap.yaml",
+        "secret.yaml",
+        "service.yaml",
+        "pdb.yaml",
+        "statefulset.yaml",
+    ];
+    let validate = kubernetes_validate();
+    for version in ["1.30.0", "1.37.0"] {
+        let out = Command::new(&validate)
+            .args(["--strict", "-k", version])
+            .args(manifests.iter().map(|m| dir.join(m)))
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{version}: {said}");
+        assert_eq!(
+            said.matches(" passed for resource ").count(),
+            6,
+            "{version}: {said}"
+        );
+    }
+    // The manifests as JSON, read by the validator's own Python (it has PyYAML).
+    let python = validate.parent().unwrap().join("python3");
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg("import json, sys, yaml; print(json.dumps([d for f in sys.argv[1:] for d in yaml.safe_load_all(open(f))]))")
+        .args(manifests.iter().map(|m| dir.join(m)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("a {k}"))
+    };
+    let set = kind("StatefulSet");
+    let pod = &set["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    // Long enough for the sources' 10 s and delivery's 10 s of a graceful stop.
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 30);
+    assert_eq!(
+        set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        "data"
+    );
+    assert_eq!(kind("PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+
+    // The ConfigMap's settings load with the Secret's variables, as the pod would run them.
+    let cfg = tempfile::tempdir().unwrap();
+    let data = &kind("ConfigMap")["data"];
+    for (name, text) in data.as_object().unwrap() {
+        let text = text
+            .as_str()
+            .unwrap()
+            .replace("/etc/leadgate/", &format!("{}/", cfg.path().display()));
+        std::fs::write(cfg.path().join(name), text).unwrap();
+    }
+    let mut run = Command::new(BIN);
+    run.args(["validate", "--config"])
+        .arg(cfg.path().join("leadgate.toml"));
+    for (k, v) in kind("Secret")["stringData"].as_object().unwrap() {
+        run.env(k, v.as_str().unwrap());
+    }
+    let out = run.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
