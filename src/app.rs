@@ -184,7 +184,7 @@ pub async fn run_on(
         settings.topics.clone(),
         identity.clone(),
         Policy::new(&settings.identity),
-        Assigner::new(assignment.clone()),
+        Assigner::new(assignment.clone()).with_max_total(settings.assignment.max_score),
     ));
     let (sources, supervisor) = crate::sources::start_all(
         &settings.connectors,

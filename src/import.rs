@@ -174,7 +174,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         settings.topics.clone(),
         identity,
         Policy::new(&settings.identity),
-        Assigner::new(assignment),
+        Assigner::new(assignment).with_max_total(settings.assignment.max_score),
     ));
 
     let progress = ProgressBar::new(scan.bytes);

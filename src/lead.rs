@@ -303,6 +303,14 @@ pub struct LeadRecord {
     /// Problems found that did not stop the lead.
     pub issues: Vec<Issue>,
     pub identity: Option<IdentityOutcome>,
+    /// 客户细分: every segment whose conditions the lead meets, once any segment is defined;
+    /// absent otherwise (since 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Vec<crate::assign::segments::SegmentRef>>,
+    /// 线索评分: the fit score and the rule behind each point, once any score group is
+    /// defined; absent otherwise (since 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<crate::assign::segments::Score>,
     pub assignment: Option<Assignment>,
     /// Present on `leads.rejected` only: why the lead was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]

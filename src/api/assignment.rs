@@ -346,16 +346,29 @@ pub async fn preview(
         record.received_at = at;
     }
     record.lead_id = req.lead_id.clone();
-    let lead = serde_json::to_value(&record).unwrap_or_default();
+    let mut lead = serde_json::to_value(&record).unwrap_or_default();
     let store = st.assignment.clone();
+    let assigner = st.processor.assigner().clone();
     let lead_id = req.lead_id;
-    let (decision, trace) = blocking(move || store.preview(&lead, lead_id.as_deref())).await?;
+    let (decision, trace, classified) = blocking(move || {
+        // Segments and score first, as a posted lead gets them: the rules may read them.
+        let (classifier, _) = assigner.classifier()?;
+        let classified = classifier.classify(&lead);
+        lead["segments"] = serde_json::to_value(&classified.segments).unwrap_or_default();
+        lead["score"] = serde_json::to_value(&classified.score).unwrap_or_default();
+        let (decision, trace) = store.preview(&lead, lead_id.as_deref())?;
+        Ok((decision, trace, classified))
+    })
+    .await?;
     Ok(Json(json!({
         "assignment": decision.as_ref().map(|d| json!({
             "owner": d.owner, "team": d.team, "rule_id": d.rule_id,
             "strategy": d.strategy, "reason": d.reason,
         })),
         "rules": trace,
+        "segments": classified.segments,
+        "score": classified.score,
+        "not_applied": classified.misses,
         "contact": record.contact,
     })))
 }

@@ -34,6 +34,12 @@ pub fn openapi() -> Value {
     let rule = generator.subschema_for::<Rule>().to_value();
     let owner = generator.subschema_for::<Owner>().to_value();
     let team = generator.subschema_for::<Team>().to_value();
+    let segment = generator
+        .subschema_for::<crate::assign::segments::Segment>()
+        .to_value();
+    let score_group = generator
+        .subschema_for::<crate::assign::segments::ScoreGroup>()
+        .to_value();
     let audit = generator.subschema_for::<AuditEntry>().to_value();
     let trace = generator.subschema_for::<RuleTrace>().to_value();
     let status = generator.subschema_for::<ConnectorStatus>().to_value();
@@ -268,6 +274,7 @@ pub fn openapi() -> Value {
                     "200": ok("the decision and the trace", json!({"type": "object", "properties": {
                         "assignment": {"type": ["object", "null"]},
                         "rules": {"type": "array", "items": trace},
+                        "segments": {"type": ["array", "null"]}, "score": {"type": ["object", "null"]}, "not_applied": {"type": "array"},
                         "contact": {"type": "object"}}})),
                     "400": error("not JSON"),
                     "422": error("a field is invalid")
@@ -370,6 +377,10 @@ pub fn openapi() -> Value {
             }}
         }
     });
+    doc["paths"]["/v1/assignment/segments"] = collection("segments", &segment);
+    doc["paths"]["/v1/assignment/segments/{id}"] = item("segments", &segment);
+    doc["paths"]["/v1/assignment/scores"] = collection("scores", &score_group);
+    doc["paths"]["/v1/assignment/scores/{id}"] = item("scores", &score_group);
     // Operator actions on connectors (kept out of the literal above: one macro call that big
     // exceeds the macro recursion limit).
     let named =

@@ -1,6 +1,7 @@
 //! Deciding an owner: rules in order, conditions explained, strategies over the team's state.
 //! Pure: the store loads owners, teams and counters, runs this, and writes back what changed.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -46,11 +47,38 @@ pub struct RuleTrace {
     pub why_not: Vec<String>,
 }
 
-/// The value at a dotted path of the record (`contact.province`, `custom.预算`).
-fn lookup<'a>(lead: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .try_fold(lead, |v, seg| v.get(seg))
-        .filter(|v| !v.is_null() && v.as_str().is_none_or(|s| !s.trim().is_empty()))
+/// The value at a dotted path of the record (`contact.province`, `custom.预算`). Through a list
+/// of objects a name reads each one's (`segments.id`: the ids of the lead's segments, as a list).
+fn lookup<'a>(lead: &'a Value, path: &str) -> Option<Cow<'a, Value>> {
+    fn walk<'a>(v: &'a Value, path: &[&str]) -> Option<Cow<'a, Value>> {
+        let Some((seg, rest)) = path.split_first() else {
+            return Some(Cow::Borrowed(v));
+        };
+        match v {
+            Value::Array(items) if seg.parse::<usize>().is_err() => {
+                let found: Vec<Value> = items
+                    .iter()
+                    .filter_map(|i| walk(i, path).map(Cow::into_owned))
+                    .collect();
+                Some(Cow::Owned(Value::Array(found)))
+            }
+            _ => walk(v.get(seg)?, rest),
+        }
+    }
+    let segs: Vec<&str> = path.split('.').collect();
+    walk(lead, &segs).filter(|v| {
+        !v.is_null()
+            && v.as_str().is_none_or(|s| !s.trim().is_empty())
+            && v.as_array().is_none_or(|a| !a.is_empty())
+    })
+}
+
+/// A list matches when one of its items does (a checkbox answer, `segments.id`).
+fn any_same(got: &Value, want: &Value) -> bool {
+    match got {
+        Value::Array(items) if !want.is_array() => items.iter().any(|i| same(i, want)),
+        _ => same(got, want),
+    }
 }
 
 fn as_number(v: &Value) -> Option<f64> {
@@ -71,7 +99,7 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn show(v: Option<&Value>) -> String {
+fn show(v: Option<&Cow<'_, Value>>) -> String {
     match v {
         None => "absent".into(),
         Some(v) => v.to_string(),
@@ -79,9 +107,9 @@ fn show(v: Option<&Value>) -> String {
 }
 
 /// `None` when the condition holds, or why not.
-fn check(c: &Condition, lead: &Value) -> Option<String> {
-    let text = |v: Option<&Value>| -> Option<String> {
-        v.map(|v| match v {
+pub(super) fn check(c: &Condition, lead: &Value) -> Option<String> {
+    let text = |v: Option<&Cow<'_, Value>>| -> Option<String> {
+        v.map(|v| match &**v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         })
@@ -89,49 +117,63 @@ fn check(c: &Condition, lead: &Value) -> Option<String> {
     match c {
         Condition::Eq { field, value } => {
             let got = lookup(lead, field);
-            (!got.is_some_and(|g| same(g, value)))
-                .then(|| format!("{field} is {}, not {value}", show(got)))
+            (!got.as_ref().is_some_and(|g| any_same(g, value)))
+                .then(|| format!("{field} is {}, not {value}", show(got.as_ref())))
         }
         Condition::In { field, values } => {
             let got = lookup(lead, field);
-            (!got.is_some_and(|g| values.iter().any(|v| same(g, v)))).then(|| {
+            (!got
+                .as_ref()
+                .is_some_and(|g| values.iter().any(|v| any_same(g, v))))
+            .then(|| {
                 format!(
                     "{field} is {}, not one of {}",
-                    show(got),
+                    show(got.as_ref()),
                     Value::Array(values.clone())
                 )
             })
         }
         Condition::Prefix { field, value } => {
             let got = lookup(lead, field);
-            (!text(got).is_some_and(|t| t.starts_with(value.as_str()))).then(|| {
+            (!text(got.as_ref()).is_some_and(|t| t.starts_with(value.as_str()))).then(|| {
                 format!(
                     "{field} is {}, which does not start with {value:?}",
-                    show(got)
+                    show(got.as_ref())
                 )
             })
         }
         Condition::Contains { field, value } => {
             let got = lookup(lead, field);
-            (!text(got).is_some_and(|t| t.contains(value.as_str())))
-                .then(|| format!("{field} is {}, which does not contain {value:?}", show(got)))
+            (!text(got.as_ref()).is_some_and(|t| t.contains(value.as_str()))).then(|| {
+                format!(
+                    "{field} is {}, which does not contain {value:?}",
+                    show(got.as_ref())
+                )
+            })
         }
         Condition::Regex { field, pattern } => {
             let got = lookup(lead, field);
             let re = regex::Regex::new(pattern).ok();
-            (!text(got).is_some_and(|t| re.as_ref().is_some_and(|r| r.is_match(&t))))
-                .then(|| format!("{field} is {}, which does not match /{pattern}/", show(got)))
+            (!text(got.as_ref()).is_some_and(|t| re.as_ref().is_some_and(|r| r.is_match(&t)))).then(
+                || {
+                    format!(
+                        "{field} is {}, which does not match /{pattern}/",
+                        show(got.as_ref())
+                    )
+                },
+            )
         }
         Condition::Range { field, min, max } => {
             let got = lookup(lead, field);
             let ok = got
+                .as_deref()
                 .and_then(as_number)
                 .is_some_and(|n| min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m));
             (!ok).then(|| {
                 let bound = |b: &Option<f64>| b.map_or("…".to_owned(), |b| b.to_string());
                 format!(
                     "{field} is {}, not a number in [{}, {}]",
-                    show(got),
+                    show(got.as_ref()),
                     bound(min),
                     bound(max)
                 )

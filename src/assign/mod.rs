@@ -8,6 +8,7 @@ pub mod engine;
 pub mod model;
 #[cfg(feature = "mysql")]
 mod mysql;
+pub mod segments;
 pub mod store;
 
 #[cfg(feature = "mysql")]
@@ -16,8 +17,8 @@ pub use mysql::MysqlAssignmentStore;
 pub use embedded::EmbeddedAssignmentStore;
 pub use engine::{Decision, RuleTrace};
 pub use store::{
-    AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, AuditFrom, Expect,
-    Versioned, Written,
+    AssignBatch, AssignError, AssignRequest, AssignmentStore, AuditEntry, AuditFrom, Definitions,
+    Expect, Versioned, Written,
 };
 
 use std::sync::Arc;
@@ -28,27 +29,76 @@ use crate::lead::{Assignment, Issue, LeadRecord};
 #[derive(Clone)]
 pub struct Assigner {
     store: Arc<dyn AssignmentStore>,
+    max_total: i64,
 }
+
+/// A score's total is kept within 0 and this, unless `[scoring] max_total` says otherwise.
+pub const MAX_TOTAL: i64 = 100;
 
 impl Assigner {
     pub fn new(store: Arc<dyn AssignmentStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            max_total: MAX_TOTAL,
+        }
     }
 
-    /// Assigns `records` (clean, with their `lead_id`) in one store transaction. A record no rule
-    /// matches keeps `assignment: null` and gets an `assignment.unmatched` issue, once any rule
+    /// With the score's total kept within `0..=max_total`.
+    pub fn with_max_total(mut self, max_total: i64) -> Self {
+        self.max_total = max_total;
+        self
+    }
+
+    /// The segments and score groups in force, to classify leads with, and whether any rule
     /// exists.
+    pub fn classifier(&self) -> Result<(segments::Classifier, bool), AssignError> {
+        let d = self.store.definitions()?;
+        Ok((
+            segments::Classifier {
+                segments: d.segments,
+                groups: d.groups,
+                max_total: self.max_total,
+            },
+            d.rules,
+        ))
+    }
+
+    /// Classifies `records` (clean, with their `lead_id`: their segments and score) and assigns
+    /// them in one store transaction. A record no rule matches keeps `assignment: null` and gets
+    /// an `assignment.unmatched` issue, once any rule exists.
     pub fn assign(&self, records: &mut [&mut LeadRecord]) -> Result<(), AssignError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (classifier, rules) = self.classifier()?;
         // Most gateways start without rules: then no record is serialized and nothing is written.
-        if records.is_empty() || !self.store.has_rules()? {
+        if classifier.is_empty() && !rules {
+            return Ok(());
+        }
+        let mut leads: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| serde_json::to_value(&**r).unwrap_or_default())
+            .collect();
+        if !classifier.is_empty() {
+            for (record, lead) in records.iter_mut().zip(&mut leads) {
+                let found = classifier.classify(lead);
+                record.segments = found.segments;
+                record.score = found.score;
+                // Rules see them: `segments.id`, `score.total`.
+                lead["segments"] = serde_json::to_value(&record.segments).unwrap_or_default();
+                lead["score"] = serde_json::to_value(&record.score).unwrap_or_default();
+            }
+        }
+        if !rules {
             return Ok(());
         }
         let requests: Vec<AssignRequest> = records
             .iter()
-            .map(|r| AssignRequest {
+            .zip(leads)
+            .map(|(r, lead)| AssignRequest {
                 event_id: r.event_id.clone(),
                 lead_id: r.lead_id.clone(),
-                lead: serde_json::to_value(&**r).unwrap_or_default(),
+                lead,
             })
             .collect();
         let batch = self.store.assign(&requests)?;

@@ -194,6 +194,10 @@ pub enum Kind {
     Rules,
     Owners,
     Teams,
+    /// 客户细分: see [`super::segments`].
+    Segments,
+    /// 线索评分 groups of point rules.
+    Scores,
 }
 
 impl Kind {
@@ -202,6 +206,8 @@ impl Kind {
             "rules" => Some(Self::Rules),
             "owners" => Some(Self::Owners),
             "teams" => Some(Self::Teams),
+            "segments" => Some(Self::Segments),
+            "scores" => Some(Self::Scores),
             _ => None,
         }
     }
@@ -211,6 +217,8 @@ impl Kind {
             Self::Rules => "rules",
             Self::Owners => "owners",
             Self::Teams => "teams",
+            Self::Segments => "segments",
+            Self::Scores => "scores",
         }
     }
 
@@ -220,6 +228,8 @@ impl Kind {
             Self::Rules => "rule",
             Self::Owners => "owner",
             Self::Teams => "team",
+            Self::Segments => "segment",
+            Self::Scores => "score group",
         }
     }
 }
@@ -247,6 +257,79 @@ pub fn check_id(id: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Checks conditions (of a rule, a segment, a point rule) at `prefix` (`conditions`,
+/// `rules[0].conditions`): each problem names its path.
+pub fn check_conditions(conditions: &[Condition], prefix: &str, errors: &mut Vec<FieldError>) {
+    for (i, c) in conditions.iter().enumerate() {
+        let at = |f: &str| format!("{prefix}[{i}].{f}");
+        let field = match c {
+            Condition::Eq { field, .. }
+            | Condition::In { field, .. }
+            | Condition::Prefix { field, .. }
+            | Condition::Contains { field, .. }
+            | Condition::Regex { field, .. }
+            | Condition::Range { field, .. }
+            | Condition::Exists { field } => Some(field),
+            Condition::WorkingHours { .. } => None,
+        };
+        if field.is_some_and(|f| f.trim().is_empty() || f.split('.').any(str::is_empty)) {
+            errors.push(FieldError::new(
+                at("field"),
+                "a dotted path into the lead record, e.g. `contact.province` or `custom.budget`",
+            ));
+        }
+        match c {
+            Condition::In { values, .. } if values.is_empty() => {
+                errors.push(FieldError::new(
+                    at("values"),
+                    "must list at least one value",
+                ));
+            }
+            Condition::Regex { pattern, .. } => {
+                if let Err(e) = regex::Regex::new(pattern) {
+                    errors.push(FieldError::new(at("pattern"), e.to_string()));
+                }
+            }
+            Condition::Range { min, max, .. } => match (min, max) {
+                (None, None) => {
+                    errors.push(FieldError::new(at("min"), "give `min`, `max` or both"));
+                }
+                (Some(a), Some(b)) if a > b => {
+                    errors.push(FieldError::new(at("max"), "must not be below `min`"));
+                }
+                _ => {}
+            },
+            Condition::WorkingHours {
+                weekdays,
+                start,
+                end,
+                timezone,
+            } => {
+                for (j, d) in weekdays.iter().enumerate() {
+                    if weekday(d).is_none() {
+                        errors.push(FieldError::new(
+                            format!("{prefix}[{i}].weekdays[{j}]"),
+                            "one of mon, tue, wed, thu, fri, sat, sun",
+                        ));
+                    }
+                }
+                for (name, t) in [("start", start), ("end", end)] {
+                    if minutes(t).is_none() {
+                        errors.push(FieldError::new(at(name), "a time like \"09:00\""));
+                    }
+                }
+                if jiff::tz::TimeZone::get(timezone).is_err() {
+                    errors.push(FieldError::new(
+                        at("timezone"),
+                        "not an IANA time zone, e.g. \"Asia/Shanghai\"",
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// What a rule refers to must exist: the API passes the ids it knows.
 pub struct Known<'a> {
     pub owners: &'a BTreeSet<String>,
@@ -257,74 +340,7 @@ impl Rule {
     pub fn validate(&self, known: &Known<'_>) -> Vec<FieldError> {
         let mut errors = Vec::new();
         check_id(&self.id, &mut errors);
-        for (i, c) in self.conditions.iter().enumerate() {
-            let at = |f: &str| format!("conditions[{i}].{f}");
-            let field = match c {
-                Condition::Eq { field, .. }
-                | Condition::In { field, .. }
-                | Condition::Prefix { field, .. }
-                | Condition::Contains { field, .. }
-                | Condition::Regex { field, .. }
-                | Condition::Range { field, .. }
-                | Condition::Exists { field } => Some(field),
-                Condition::WorkingHours { .. } => None,
-            };
-            if field.is_some_and(|f| f.trim().is_empty() || f.split('.').any(str::is_empty)) {
-                errors.push(FieldError::new(
-                    at("field"),
-                    "a dotted path into the lead record, e.g. `contact.province` or `custom.budget`",
-                ));
-            }
-            match c {
-                Condition::In { values, .. } if values.is_empty() => {
-                    errors.push(FieldError::new(
-                        at("values"),
-                        "must list at least one value",
-                    ));
-                }
-                Condition::Regex { pattern, .. } => {
-                    if let Err(e) = regex::Regex::new(pattern) {
-                        errors.push(FieldError::new(at("pattern"), e.to_string()));
-                    }
-                }
-                Condition::Range { min, max, .. } => match (min, max) {
-                    (None, None) => {
-                        errors.push(FieldError::new(at("min"), "give `min`, `max` or both"));
-                    }
-                    (Some(a), Some(b)) if a > b => {
-                        errors.push(FieldError::new(at("max"), "must not be below `min`"));
-                    }
-                    _ => {}
-                },
-                Condition::WorkingHours {
-                    weekdays,
-                    start,
-                    end,
-                    timezone,
-                } => {
-                    for (j, d) in weekdays.iter().enumerate() {
-                        if weekday(d).is_none() {
-                            errors.push(FieldError::new(
-                                format!("conditions[{i}].weekdays[{j}]"),
-                                "one of mon, tue, wed, thu, fri, sat, sun",
-                            ));
-                        }
-                    }
-                    for (name, t) in [("start", start), ("end", end)] {
-                        if minutes(t).is_none() {
-                            errors.push(FieldError::new(at(name), "a time like \"09:00\""));
-                        }
-                    }
-                    if jiff::tz::TimeZone::get(timezone).is_err() {
-                        errors.push(FieldError::new(
-                            at("timezone"),
-                            "not an IANA time zone, e.g. \"Asia/Shanghai\"",
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
+        check_conditions(&self.conditions, "conditions", &mut errors);
         match &self.action {
             Action::Owner { owner } if !known.owners.contains(owner) => {
                 errors.push(FieldError::new(

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::engine::{Decision, RuleTrace, TeamState, World};
 use super::model::{self, FieldError, Kind, Known, Owner, Rule, Team};
+use super::segments::{ScoreGroup, Segment};
 
 /// A resource with the version its ETag carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +98,9 @@ pub struct AssignBatch {
 pub trait AssignmentStore: Send + Sync {
     /// Whether any rule exists (without one there is nothing to assign, and nothing to write).
     fn has_rules(&self) -> Result<bool, AssignError>;
+    /// What a batch of leads is classified and assigned with, read at once: whether any rule
+    /// exists, and the segments and score groups.
+    fn definitions(&self) -> Result<Definitions, AssignError>;
     /// Assigns `leads` in order, atomically; idempotent per event id.
     fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError>;
     /// What would happen to `lead`, changing nothing.
@@ -141,6 +145,14 @@ pub trait AssignmentStore: Send + Sync {
     fn audit(&self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
 }
 
+/// See [`AssignmentStore::definitions`].
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    pub rules: bool,
+    pub segments: Vec<Segment>,
+    pub groups: Vec<ScoreGroup>,
+}
+
 /// Where a page of the audit log starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditFrom {
@@ -164,6 +176,30 @@ pub trait Transact: Send + Sync {
 impl<S: Transact> AssignmentStore for S {
     fn has_rules(&self) -> Result<bool, AssignError> {
         self.transact(false, &|t| Ok(!t.resources(Kind::Rules)?.is_empty()))
+    }
+
+    fn definitions(&self) -> Result<Definitions, AssignError> {
+        self.transact(false, &|t| {
+            let of = |t: &mut dyn Tables, k: Kind| -> Result<Vec<Value>, AssignError> {
+                Ok(t.resources(k)?.into_iter().map(|(_, v)| v.body).collect())
+            };
+            let parse = |v: Value| {
+                serde_json::from_value(v).map_err(|e| AssignError::Storage(e.to_string()))
+            };
+            Ok(Definitions {
+                rules: !t.resources(Kind::Rules)?.is_empty(),
+                segments: of(t, Kind::Segments)?
+                    .into_iter()
+                    .map(parse)
+                    .collect::<Result<_, _>>()?,
+                groups: of(t, Kind::Scores)?
+                    .into_iter()
+                    .map(|v| {
+                        serde_json::from_value(v).map_err(|e| AssignError::Storage(e.to_string()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            })
+        })
     }
 
     fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
@@ -389,6 +425,14 @@ fn validate(t: &mut dyn Tables, kind: Kind, id: &str, body: &Value) -> Result<Va
                 team.validate(&ids(t, Kind::Owners)?),
                 serde_json::to_value(&team),
             )
+        }
+        Kind::Segments => {
+            let s: Segment = model::parse(body).map_err(invalid)?;
+            (s.validate(), serde_json::to_value(&s))
+        }
+        Kind::Scores => {
+            let g: ScoreGroup = model::parse(body).map_err(invalid)?;
+            (g.validate(), serde_json::to_value(&g))
         }
     };
     if body.get("id").and_then(Value::as_str) != Some(id) {

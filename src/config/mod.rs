@@ -99,11 +99,23 @@ pub(crate) fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
 
-/// `[assignment]`: where rules, owners, teams and their counters live (see `docs/assignment.md`).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[assignment]`: where rules, owners, teams, segments, score groups and their counters live
+/// (see `docs/assignment.md`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AssignmentSettings {
     pub store: StoreSettings,
+    /// A lead's score is kept within 0 and this.
+    pub max_score: i64,
+}
+
+impl Default for AssignmentSettings {
+    fn default() -> Self {
+        Self {
+            store: StoreSettings::default(),
+            max_score: crate::assign::MAX_TOTAL,
+        }
+    }
 }
 
 /// `[api]`: the management API's tokens (`docs/privacy.md#scoped-access`).

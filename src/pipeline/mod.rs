@@ -147,6 +147,11 @@ impl Processor {
         }
     }
 
+    /// Classifies and assigns clean records (segments, score, owner).
+    pub fn assigner(&self) -> &Assigner {
+        &self.assigner
+    }
+
     /// Keeps the rejected records among `delivered` for [`Processor::recent_rejections`].
     pub fn delivered(&self, delivered: &[OutRecord]) {
         self.recent.note(delivered, &self.topics.rejected);
@@ -531,6 +536,8 @@ fn record_of(
             event.issues.iter().cloned().chain(lead.issues).collect()
         },
         identity: None,
+        segments: None,
+        score: None,
         assignment: None,
         reasons: None,
     }

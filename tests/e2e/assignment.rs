@@ -471,3 +471,166 @@ fn schemathesis_finds_no_server_error() {
     );
     assert!(text.contains("passed"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn segments_and_scores_are_on_each_lead_and_rules_assign_by_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(
+        Some(&config("[assignment]\nmax_score = 100\n")),
+        &dir.path().join("data"),
+    );
+    let api = Api::new(&gw);
+    for o in ["ann", "bob"] {
+        assert_eq!(
+            api.post("/owners", json!({"id": o})).await.0,
+            StatusCode::CREATED
+        );
+    }
+    for segment in [
+        json!({"id": "south", "name": "华南", "conditions": [
+            {"op": "in", "field": "contact.province", "values": ["广东省", "广西壮族自治区", "海南省"]}]}),
+        json!({"id": "budget", "name": "有预算", "conditions": [{"op": "exists", "field": "custom.预算"}]}),
+    ] {
+        let (s, _, b) = api.post("/segments", segment).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let (s, _, b) = api
+        .post(
+            "/scores",
+            json!({"id": "fit", "name": "匹配度", "cap": 50, "rules": [
+                {"name": "大型企业", "points": 30, "conditions": [{"op": "range", "field": "custom.员工人数", "min": 500}]},
+                {"name": "制造业", "points": 30, "conditions": [{"op": "eq", "field": "contact.industry", "value": "制造业"}]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, _, b) = api
+        .post(
+            "/scores",
+            json!({"id": "intent", "rules": [
+                {"name": "有预算", "points": 20, "conditions": [{"op": "eq", "field": "segments.id", "value": "budget"}]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    // A bad definition is refused at its field.
+    let (s, _, b) = api
+        .post(
+            "/scores",
+            json!({"id": "bad", "rules": [{"name": "x", "points": 1, "conditions": [
+                {"op": "regex", "field": "contact.city", "pattern": "("}]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(b["error"]["field"], "rules[0].conditions[0].pattern", "{b}");
+    // Hot leads to ann, southern ones to bob, by what the segments and score say.
+    for rule in [
+        json!({"id": "hot", "priority": 10, "conditions": [{"op": "range", "field": "score.total", "min": 60}],
+               "action": {"type": "owner", "owner": "ann"}}),
+        json!({"id": "south", "priority": 20, "conditions": [{"op": "in", "field": "segments.id", "values": ["south"]}],
+               "action": {"type": "owner", "owner": "bob"}}),
+    ] {
+        let (s, _, b) = api.post("/rules", rule).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+
+    let http = Client::new();
+    let url = gw.url("/v1/webhooks/webform");
+    let hot = json!({"phone": "13800138001", "province": "广东", "industry": "制造业", "员工人数": "1,200", "预算": "50万"});
+    let warm = json!({"phone": "13800138002", "province": "广东", "员工人数": "800"});
+    for lead in [&hot, &warm] {
+        crate::support::accepted(post_json(&http, &url, lead).await).await;
+    }
+    let records = gw.wait_spooled("leads.clean", 2, Duration::from_secs(30));
+    let (a, b) = (&records[0], &records[1]);
+    // In id order.
+    assert_eq!(
+        a["segments"],
+        json!([{"id": "budget", "name": "有预算"}, {"id": "south", "name": "华南"}])
+    );
+    // fit 30 + 30 capped at 50, intent 20: 70.
+    assert_eq!(a["score"]["total"], 70, "{}", a["score"]);
+    assert_eq!(a["score"]["groups"], json!({"fit": 50, "intent": 20}));
+    let reasons: Vec<&str> = a["score"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "fit: 大型企业 +30",
+            "fit: 制造业 +30",
+            "fit: capped at 50 (was 60)",
+            "intent: 有预算 +20"
+        ]
+    );
+    assert_eq!(
+        (&a["assignment"]["owner"], &a["assignment"]["rule_id"]),
+        (&json!("ann"), &json!("hot"))
+    );
+    assert_eq!(b["segments"], json!([{"id": "south", "name": "华南"}]));
+    assert_eq!(b["score"]["total"], 30);
+    assert_eq!(
+        (&b["assignment"]["owner"], &b["assignment"]["rule_id"]),
+        (&json!("bob"), &json!("south"))
+    );
+    for r in [a, b] {
+        crate::config::assert_valid_lead_record(r);
+    }
+
+    // The preview explains each point, and what did not apply.
+    let (s, _, p) = api.post("/preview", json!({"lead": warm})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(p["score"]["total"], 30);
+    assert_eq!(p["assignment"]["rule_id"], "south");
+    let missed: Vec<&str> = p["not_applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        missed,
+        ["segment:budget", "score:fit/制造业", "score:intent/有预算"]
+    );
+
+    // A point rule changes through the API: the next lead is scored by it, no restart.
+    let (_, etag, group) = api
+        .send(reqwest::Method::GET, "/scores/fit", None, None)
+        .await;
+    let mut group = group;
+    group["rules"][0]["points"] = json!(45);
+    group["cap"] = json!(null);
+    let (s, _, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/scores/fit",
+            Some(group),
+            etag.as_deref(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    crate::support::accepted(
+        post_json(
+            &http,
+            &url,
+            &json!({"phone": "13800138003", "province": "广东", "员工人数": "600"}),
+        )
+        .await,
+    )
+    .await;
+    let records = gw.wait_spooled("leads.clean", 3, Duration::from_secs(30));
+    assert_eq!(records[2]["score"]["total"], 45);
+    let (_, _, log) = api
+        .send(
+            reqwest::Method::GET,
+            "/audit?order=newest&limit=1",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (&log["entries"][0]["kind"], &log["entries"][0]["id"]),
+        (&json!("scores"), &json!("fit"))
+    );
+}

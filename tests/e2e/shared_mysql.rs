@@ -157,6 +157,20 @@ fn two_gateways_share_one_round_robin_through_mysql() {
     s.put(Kind::Rules, "r", json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}}), Expect::Absent).unwrap();
     // The second gateway sees the first one's rules.
     assert_eq!(stores[1].list(Kind::Rules).unwrap().len(), 1);
+    // And its segments and score groups.
+    s.put(Kind::Segments, "south", json!({"id": "south", "conditions": [{"op": "eq", "field": "contact.province", "value": "广东省"}]}), Expect::Absent).unwrap();
+    s.put(
+        Kind::Scores,
+        "fit",
+        json!({"id": "fit", "cap": 10, "rules": [{"name": "all", "points": 20}]}),
+        Expect::Absent,
+    )
+    .unwrap();
+    let d = stores[1].definitions().unwrap();
+    assert_eq!(
+        (d.rules, d.segments.len(), d.groups[0].cap),
+        (true, 1, Some(10))
+    );
 
     let threads: Vec<_> = stores
         .iter()
@@ -199,6 +213,6 @@ fn two_gateways_share_one_round_robin_through_mysql() {
             .audit(leadgate::assign::AuditFrom::After(0), 100)
             .unwrap()
             .len(),
-        5
+        7
     );
 }

@@ -16,6 +16,9 @@ impl Loader {
             batch_size,
             idempotency_retention,
         } = &s.intake;
+        if s.assignment.max_score < 1 {
+            self.push(top, Some("assignment.max_score"), "must be at least 1");
+        }
         if *max_backlog == 0 {
             self.push(top, Some("intake.max_backlog"), "must be at least 1");
         }
