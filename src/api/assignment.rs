@@ -74,9 +74,14 @@ impl From<AssignError> for ApiError {
     }
 }
 
-/// The ETag of a version: `"7"`.
-fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
+/// The ETag of a resource: its version, `"7"`; an owner's also says its open leads, `"7.3"`,
+/// which assignments move without a new version.
+fn etag(v: &Versioned) -> HeaderValue {
+    let tag = match v.body.get("open_leads").and_then(Value::as_u64) {
+        Some(n) => format!("\"{}.{n}\"", v.version),
+        None => format!("\"{}\"", v.version),
+    };
+    HeaderValue::from_str(&tag).expect("digits are a valid header")
 }
 
 /// `If-Match: "7"` (or `W/"7"`, or `*`).
@@ -96,16 +101,20 @@ fn expectation(headers: &HeaderMap, otherwise: Expect) -> Result<Expect, ApiErro
     if text == "*" {
         return Ok(Expect::Any);
     }
-    text.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Expect::Version)
-        .map_err(|_| bad())
+    let tag = text.trim_start_matches("W/").trim_matches('"');
+    match tag.split_once('.') {
+        Some((v, n)) => Ok(Expect::Loaded {
+            version: v.parse().map_err(|_| bad())?,
+            open_leads: n.parse().map_err(|_| bad())?,
+        }),
+        None => tag.parse().map(Expect::Version).map_err(|_| bad()),
+    }
 }
 
 fn with_etag(status: StatusCode, v: Versioned) -> Response {
+    let tag = etag(&v);
     let mut resp = (status, Json(v.body)).into_response();
-    resp.headers_mut().insert(header::ETAG, etag(v.version));
+    resp.headers_mut().insert(header::ETAG, tag);
     resp
 }
 

@@ -62,7 +62,9 @@ pub enum AssignError {
     NotFound(&'static str, String),
     #[error("{0} `{1}` already exists")]
     Exists(&'static str, String),
-    #[error("the {kind} changed since you read it: its version is now {current}")]
+    #[error(
+        "the {kind} changed since you read it (its version is now {current}, or for an owner its open leads moved): read it again"
+    )]
     Stale { kind: &'static str, current: u64 },
     #[error("invalid")]
     Invalid(Vec<FieldError>),
@@ -84,6 +86,10 @@ pub enum Expect {
     Absent,
     /// `PUT` with `If-Match`: the version must be this one.
     Version(u64),
+    /// `PUT` with an owner's `If-Match` (`"7.3"`): its version, and its open leads then. An
+    /// assignment moves the count, not the version: a read-modify-write that raced one is
+    /// refused rather than writing the old count back.
+    Loaded { version: u64, open_leads: u64 },
     /// `PUT` without `If-Match`: create or replace.
     Any,
 }
@@ -455,13 +461,37 @@ fn check_expect(
 ) -> Result<(), AssignError> {
     match (expect, current) {
         (Expect::Absent, Some(_)) => Err(AssignError::Exists(kind.one(), id.into())),
-        (Expect::Version(_), None) => Err(AssignError::NotFound(kind.one(), id.into())),
-        (Expect::Version(v), Some(c)) if c.version != v => Err(AssignError::Stale {
-            kind: kind.one(),
-            current: c.version,
-        }),
+        (Expect::Version(_) | Expect::Loaded { .. }, None) => {
+            Err(AssignError::NotFound(kind.one(), id.into()))
+        }
+        (Expect::Version(v) | Expect::Loaded { version: v, .. }, Some(c)) if c.version != v => {
+            Err(AssignError::Stale {
+                kind: kind.one(),
+                current: c.version,
+            })
+        }
         _ => Ok(()),
     }
+}
+
+/// With [`Expect::Loaded`]: the owner's open leads must not have moved since it was read.
+fn check_load(
+    t: &mut dyn Tables,
+    kind: Kind,
+    id: &str,
+    expect: Expect,
+    version: u64,
+) -> Result<(), AssignError> {
+    if let Expect::Loaded { open_leads, .. } = expect
+        && kind == Kind::Owners
+        && t.load()?.get(id).copied().unwrap_or(0) != open_leads
+    {
+        return Err(AssignError::Stale {
+            kind: kind.one(),
+            current: version,
+        });
+    }
+    Ok(())
 }
 
 fn audit_entry(
@@ -493,6 +523,9 @@ pub fn put(
 ) -> Result<Written, AssignError> {
     let current = t.resource(kind, id)?;
     check_expect(kind, current.as_ref(), id, expect)?;
+    if let Some(c) = &current {
+        check_load(t, kind, id, expect, c.version)?;
+    }
     // An owner's load is leadgate's: a body without `open_leads` (the console's, a script's
     // read-modify-write that drops it) keeps the count, it does not reset it to 0.
     let given_load = body.get("open_leads").is_some();
@@ -556,6 +589,7 @@ pub fn delete(
         return Err(AssignError::NotFound(kind.one(), id.into()));
     };
     check_expect(kind, Some(&current), id, expect)?;
+    check_load(t, kind, id, expect, current.version)?;
     let users = users_of(t, kind, id)?;
     if !users.is_empty() {
         return Err(AssignError::InUse(format!(

@@ -634,3 +634,83 @@ async fn segments_and_scores_are_on_each_lead_and_rules_assign_by_them() {
         (&json!("scores"), &json!("fit"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_read_before_an_assignment_cannot_write_its_old_count_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(Some(&config("")), &dir.path().join("data"));
+    let api = Api::new(&gw);
+    let (s, etag, _) = api
+        .post("/owners", json!({"id": "ann", "capacity": 2}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let created = etag.unwrap();
+    assert!(created.ends_with(".0\""), "{created}");
+    let (s, _, _) = api
+        .post(
+            "/rules",
+            json!({"id": "all", "priority": 1, "action": {"type": "owner", "owner": "ann"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // A CRM sync reads ann...
+    let (_, before, mut body) = api
+        .send(reqwest::Method::GET, "/owners/ann", None, None)
+        .await;
+    assert_eq!(before.as_deref(), Some(created.as_str()));
+    // ...a lead is assigned to her meanwhile...
+    crate::support::accepted(
+        post_json(
+            &Client::new(),
+            &gw.url("/v1/webhooks/webform"),
+            &json!({"phone": "13800138000"}),
+        )
+        .await,
+    )
+    .await;
+    gw.wait_spooled("leads.clean", 1, Duration::from_secs(30));
+    // ...and its write of the old count is refused, instead of freeing a slot that is taken.
+    body["status"] = json!("off_duty");
+    let (s, _, err) = api
+        .send(
+            reqwest::Method::PUT,
+            "/owners/ann",
+            Some(body.clone()),
+            before.as_deref(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{err}");
+    let (_, now, fresh) = api
+        .send(reqwest::Method::GET, "/owners/ann", None, None)
+        .await;
+    assert_eq!(fresh["open_leads"], 1);
+    assert!(now.as_deref().unwrap().ends_with(".1\""), "{now:?}");
+    let mut fresh = fresh;
+    fresh["status"] = json!("off_duty");
+    let (s, _, w) = api
+        .send(
+            reqwest::Method::PUT,
+            "/owners/ann",
+            Some(fresh),
+            now.as_deref(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{w}");
+    assert_eq!(
+        (&w["status"], &w["open_leads"]),
+        (&json!("off_duty"), &json!(1))
+    );
+    // A malformed tag is a 400 naming If-Match.
+    let (s, _, err) = api
+        .send(
+            reqwest::Method::PUT,
+            "/owners/ann",
+            Some(w),
+            Some("\"7.x\""),
+        )
+        .await;
+    assert_eq!(
+        (s, &err["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("If-Match"))
+    );
+}
