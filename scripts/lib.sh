@@ -82,33 +82,34 @@ ensure_chromium() {
   echo "==> $("$CHROMEDRIVER_BIN" --version 2>&1 | head -n1)"
 }
 
-# kubernetes-validate (PyPI), which checks deploy/k8s/ against the Kubernetes API schemas, in a
-# virtualenv of its own (its python, with PyYAML, reads the manifests for the test too). Sets
-# KUBERNETES_VALIDATE_BIN.
+# A PyPI tool in a virtualenv of its own, under the user's data directory; prints its path.
+#   pip_tool NAME VERSION
+pip_tool() {
+  local name="$1" version="$2"
+  local venv="${XDG_DATA_HOME:-$HOME/.local/share}/leadgate/$name-$version"
+  if [ ! -x "$venv/bin/$name" ]; then
+    ensure_apt python3-venv >&2
+    echo "==> installing $name $version" >&2
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q "$name==$version" >&2
+  fi
+  echo "$venv/bin/$name"
+}
+
+# kubernetes-validate (PyPI), which checks deploy/k8s/ against the Kubernetes API schemas (its
+# python, with PyYAML, reads the manifests for the test too). Sets KUBERNETES_VALIDATE_BIN.
 KUBERNETES_VALIDATE_VERSION=1.37.0
 ensure_kubernetes_validate() {
-  local venv="${XDG_DATA_HOME:-$HOME/.local/share}/leadgate/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
-  if [ ! -x "$venv/bin/kubernetes-validate" ]; then
-    ensure_apt python3-venv
-    echo "==> installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-  fi
-  export KUBERNETES_VALIDATE_BIN="$venv/bin/kubernetes-validate"
+  KUBERNETES_VALIDATE_BIN="$(pip_tool kubernetes-validate "$KUBERNETES_VALIDATE_VERSION")"
+  export KUBERNETES_VALIDATE_BIN
   echo "==> kubernetes-validate $("$KUBERNETES_VALIDATE_BIN" --version)"
 }
 
-# schemathesis (PyPI), the property-based API tester the tests run against /openapi.json, in a
-# virtualenv of its own. Sets SCHEMATHESIS_BIN.
+# schemathesis (PyPI), the property-based API tester the tests run against /openapi.json. Sets
+# SCHEMATHESIS_BIN.
 SCHEMATHESIS_VERSION=4.32.5
 ensure_schemathesis() {
-  local venv="${XDG_DATA_HOME:-$HOME/.local/share}/leadgate/schemathesis-$SCHEMATHESIS_VERSION"
-  if [ ! -x "$venv/bin/schemathesis" ]; then
-    ensure_apt python3-venv
-    echo "==> installing schemathesis $SCHEMATHESIS_VERSION"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
-  fi
-  export SCHEMATHESIS_BIN="$venv/bin/schemathesis"
+  SCHEMATHESIS_BIN="$(pip_tool schemathesis "$SCHEMATHESIS_VERSION")"
+  export SCHEMATHESIS_BIN
   echo "==> $("$SCHEMATHESIS_BIN" --version)"
 }

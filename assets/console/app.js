@@ -1050,6 +1050,27 @@ function renderPreview(got) {
     list.appendChild(li);
   }
   out.appendChild(list);
+  // Its segments and score, as a posted lead would get them, with every point explained.
+  if (got.segments) {
+    const p = document.createElement("p");
+    p.id = "preview-segments";
+    p.textContent = t("preview.segments", { segments: got.segments.map((s) => s.name || s.id).join(", ") || t("preview.none") });
+    out.appendChild(p);
+  }
+  if (got.score) {
+    const p = document.createElement("p");
+    p.id = "preview-score";
+    p.textContent = t("preview.score", { total: got.score.total });
+    out.appendChild(p);
+    const points = document.createElement("ul");
+    points.className = "trace";
+    for (const r of got.score.reasons) {
+      const li = document.createElement("li");
+      li.textContent = r.reason;
+      points.appendChild(li);
+    }
+    out.appendChild(points);
+  }
 }
 
 // The audit log, newest first, a page at a time.

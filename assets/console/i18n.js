@@ -2,6 +2,9 @@
 // the names app.js asks for.
 window.LEADGATE_I18N = {
   zh: {
+    "preview.segments": "客户细分：{segments}",
+    "preview.score": "线索评分：{total}",
+    "preview.none": "无",
     "signed_in_as": "令牌：{name}",
     "leads.reveal_hint": "显示个人信息会被记入访问审计。",
     "nav.connectors": "连接器",
@@ -267,6 +270,9 @@ window.LEADGATE_I18N = {
     "load.failed": "加载失败：{error}"
   },
   en: {
+    "preview.segments": "Segments: {segments}",
+    "preview.score": "Score: {total}",
+    "preview.none": "none",
     "signed_in_as": "token: {name}",
     "leads.reveal_hint": "Showing personal data is written to the access audit.",
     "nav.connectors": "Connectors",

@@ -726,6 +726,20 @@ async fn edit_a_rule_and_the_next_lead_goes_to_the_new_owner() {
         json!({"id": "all", "name": "全部", "priority": 100, "action": {"type": "owner", "owner": "ann"}}),
     )
     .await;
+    admin(
+        &gw,
+        Method::POST,
+        "/v1/assignment/segments",
+        json!({"id": "south", "name": "华南", "conditions": [{"op": "eq", "field": "contact.province", "value": "广东省"}]}),
+    )
+    .await;
+    admin(
+        &gw,
+        Method::POST,
+        "/v1/assignment/scores",
+        json!({"id": "fit", "rules": [{"name": "华南客户", "points": 20, "conditions": [{"op": "eq", "field": "segments.id", "value": "south"}]}]}),
+    )
+    .await;
     post(&gw, &[json!({"phone": "13800138000", "province": "广东"})]).await;
     assert_eq!(owner_of_record(&gw, 1), "ann");
 
@@ -805,6 +819,10 @@ async fn edit_a_rule_and_the_next_lead_goes_to_the_new_owner() {
         verdict.starts_with("It goes to bob (rule all)"),
         "{verdict}"
     );
+    let segments = text_of(&c, "#preview-segments", "the segments", |t| !t.is_empty()).await;
+    assert_eq!(segments, "Segments: 华南");
+    let score = text_of(&c, "#preview-score", "the score", |t| !t.is_empty()).await;
+    assert_eq!(score, "Score: 20");
 
     // The change is the newest in the audit log.
     let newest = text_of(&c, "#audit tbody tr:first-child", "the audit log", |t| {
