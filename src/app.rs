@@ -90,6 +90,23 @@ pub fn open_assignment(
     settings: &Settings,
     data: &DataDir,
 ) -> anyhow::Result<Arc<dyn AssignmentStore>> {
+    let store = open_assignment_store(settings, data)?;
+    let written = crate::assign::segments::apply_settings(&*store, &settings.assignment).context(
+        "cannot write [[assignment.segments]] and [[assignment.scores]] to the assignment store",
+    )?;
+    if written > 0 {
+        tracing::info!(
+            written,
+            "segments and score groups from the settings written to the assignment store"
+        );
+    }
+    Ok(store)
+}
+
+fn open_assignment_store(
+    settings: &Settings,
+    data: &DataDir,
+) -> anyhow::Result<Arc<dyn AssignmentStore>> {
     Ok(match &settings.assignment.store {
         StoreSettings::Embedded => {
             let path = data.assignment();

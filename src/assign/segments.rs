@@ -103,6 +103,49 @@ impl ScoreGroup {
     }
 }
 
+/// The problems of a segment (`kind` Segments) or a score group (Scores) in the API's shape, as
+/// `[[assignment.segments]]` and `[[assignment.scores]]` give them.
+pub fn check_definition(kind: super::model::Kind, item: &Value) -> Vec<FieldError> {
+    use super::model::{Kind, parse};
+    let errors = match kind {
+        Kind::Segments => parse::<Segment>(item).map(|s| s.validate()),
+        _ => parse::<ScoreGroup>(item).map(|g| g.validate()),
+    };
+    errors.unwrap_or_else(|e| vec![e])
+}
+
+/// Writes the settings' segments and score groups to `store` where they differ from what it
+/// holds (as changes by `settings`, in the audit log); how many were written.
+pub fn apply_settings(
+    store: &dyn super::AssignmentStore,
+    settings: &crate::config::AssignmentSettings,
+) -> Result<usize, super::AssignError> {
+    use super::model::Kind;
+    let mut written = 0;
+    for (kind, items) in [
+        (Kind::Segments, &settings.segments),
+        (Kind::Scores, &settings.scores),
+    ] {
+        for item in items {
+            let normalized = match kind {
+                Kind::Segments => {
+                    serde_json::from_value::<Segment>(item.clone()).and_then(serde_json::to_value)
+                }
+                _ => serde_json::from_value::<ScoreGroup>(item.clone())
+                    .and_then(serde_json::to_value),
+            }
+            .map_err(|e| super::AssignError::Storage(e.to_string()))?;
+            let id = normalized["id"].as_str().unwrap_or_default().to_owned();
+            if store.get(kind, &id)?.is_some_and(|v| v.body == normalized) {
+                continue;
+            }
+            store.put_by(kind, &id, normalized, super::Expect::Any, Some("settings"))?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
 /// A segment a lead is in, on its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SegmentRef {

@@ -107,6 +107,11 @@ pub struct AssignmentSettings {
     pub store: StoreSettings,
     /// A lead's score is kept within 0 and this.
     pub max_score: i64,
+    /// `[[assignment.segments]]`: segments defined here rather than through the API; written to
+    /// the store at start (as changes by `settings`), each in the API's shape.
+    pub segments: Vec<serde_json::Value>,
+    /// `[[assignment.scores]]`: score groups, likewise.
+    pub scores: Vec<serde_json::Value>,
 }
 
 impl Default for AssignmentSettings {
@@ -114,6 +119,8 @@ impl Default for AssignmentSettings {
         Self {
             store: StoreSettings::default(),
             max_score: crate::assign::MAX_TOTAL,
+            segments: Vec::new(),
+            scores: Vec::new(),
         }
     }
 }

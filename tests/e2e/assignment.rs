@@ -714,3 +714,71 @@ async fn an_owner_read_before_an_assignment_cannot_write_its_old_count_back() {
         (StatusCode::BAD_REQUEST, &json!("If-Match"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn segments_and_scores_can_be_defined_in_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = config(
+        r#"[[assignment.segments]]
+id = "south"
+name = "华南"
+conditions = [{ op = "in", field = "contact.province", values = ["广东省", "海南省"] }]
+
+[[assignment.scores]]
+id = "fit"
+cap = 40
+rules = [
+  { name = "华南", points = 25, conditions = [{ op = "eq", field = "segments.id", value = "south" }] },
+  { name = "有邮箱", points = 25, conditions = [{ op = "exists", field = "contact.email" }] },
+]
+"#,
+    );
+    let data = dir.path().join("data");
+    let mut gw = Gateway::start(Some(&settings), &data);
+    let api = Api::new(&gw);
+    let (_, _, log) = api.send(reqwest::Method::GET, "/audit", None, None).await;
+    let by: Vec<(&str, &str)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap(), e["by"].as_str().unwrap()))
+        .collect();
+    assert_eq!(by, [("south", "settings"), ("fit", "settings")]);
+    crate::support::accepted(
+        post_json(
+            &Client::new(),
+            &gw.url("/v1/webhooks/webform"),
+            &json!({"phone": "13800138000", "email": "a@corp.cn", "province": "广东"}),
+        )
+        .await,
+    )
+    .await;
+    let r = &gw.wait_spooled("leads.clean", 1, Duration::from_secs(30))[0];
+    assert_eq!(r["segments"], json!([{"id": "south", "name": "华南"}]));
+    assert_eq!(r["score"]["total"], 40, "{}", r["score"]);
+    // A restart with the same settings writes nothing again.
+    gw.kill();
+    let gw = Gateway::start(Some(&settings), &data);
+    let api = Api::new(&gw);
+    let (_, _, log) = api.send(reqwest::Method::GET, "/audit", None, None).await;
+    assert_eq!(log["entries"].as_array().unwrap().len(), 2);
+
+    // A bad definition is refused before anything opens, naming its field.
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[assignment.scores]]\nid = \"fit\"\nrules = [{ name = \"x\", points = 1, conditions = [{ op = \"regex\", field = \"contact.city\", pattern = \"(\" }] }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("field `assignment.scores[0].rules[0].conditions[0].pattern`"),
+        "{err}"
+    );
+}

@@ -16,6 +16,29 @@ impl Loader {
             batch_size,
             idempotency_retention,
         } = &s.intake;
+        for (table, items, kind) in [
+            (
+                "assignment.segments",
+                &s.assignment.segments,
+                crate::assign::model::Kind::Segments,
+            ),
+            (
+                "assignment.scores",
+                &s.assignment.scores,
+                crate::assign::model::Kind::Scores,
+            ),
+        ] {
+            for (i, item) in items.iter().enumerate() {
+                for e in crate::assign::segments::check_definition(kind, item) {
+                    let field = if e.field.is_empty() {
+                        format!("{table}[{i}]")
+                    } else {
+                        format!("{table}[{i}].{}", e.field)
+                    };
+                    self.push(top, Some(&field), &e.message);
+                }
+            }
+        }
         if s.assignment.max_score < 1 {
             self.push(top, Some("assignment.max_score"), "must be at least 1");
         }
