@@ -116,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/access-audit", get(access::list))
         .route("/v1/leads", get(leads::search))
         .route("/v1/leads/{lead_id}", get(leads::explain))
+        .route("/v1/leads/{lead_id}/status", post(leads::status))
         .route("/v1/connectors", get(connectors::list))
         .route("/v1/connectors/{name}", get(connectors::read))
         .route("/v1/connectors/{name}/pause", post(connectors::pause))

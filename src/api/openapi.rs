@@ -377,6 +377,22 @@ pub fn openapi() -> Value {
             }}
         }
     });
+    doc["paths"]["/v1/leads/{lead_id}/status"] = json!({"post": {
+        "summary": "What a CRM says became of a lead: contacted, qualified, converted, lost or closed. Idempotent by status_id; the newest `at` wins; a closing status frees a slot of the lead's owner (capacity), reopening takes it again",
+        "security": security,
+        "parameters": [{"name": "lead_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+            "required": ["status_id", "status"], "additionalProperties": false, "properties": {
+                "status_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                "status": {"enum": ["contacted", "qualified", "converted", "lost", "closed"]},
+                "at": {"type": "string", "description": "RFC 3339; default now"}}}}}},
+        "responses": auth_errors(json!({
+            "200": ok("the lead's status now", json!({"type": "object", "properties": {
+                "lead_id": {"type": "string"}, "status": {"type": "string"}, "at": {"type": "string"},
+                "applied": {"type": "boolean"}, "duplicate": {"type": "boolean"},
+                "owner": {"type": ["string", "null"]}, "open_leads": {"type": ["integer", "null"]}}})),
+            "400": error("not JSON"), "422": error("a field is invalid")}))
+    }});
     doc["paths"]["/v1/assignment/segments"] = collection("segments", &segment);
     doc["paths"]["/v1/assignment/segments/{id}"] = item("segments", &segment);
     doc["paths"]["/v1/assignment/scores"] = collection("scores", &score_group);

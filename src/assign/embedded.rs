@@ -9,7 +9,9 @@ use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::engine::{Decision, TeamState};
 use super::model::Kind;
-use super::store::{AssignError, AuditEntry, AuditFrom, Tables, Transact, Versioned, json, parse};
+use super::store::{
+    AssignError, AuditEntry, AuditFrom, LeadStatus, Tables, Transact, Versioned, json, parse,
+};
 
 /// `"rules/south"` -> `{version, body}`.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
@@ -22,6 +24,8 @@ const STICKY: TableDefinition<&str, &str> = TableDefinition::new("sticky");
 /// event_id -> its decision (JSON, `null` for none).
 const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// lead_id -> what its CRM last said of it (JSON).
+const LEAD_STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("lead_status");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub struct EmbeddedAssignmentStore {
@@ -47,6 +51,7 @@ struct Txn<'t> {
     outcomes: Table<'t, &'static str, Bytes>,
     audit: Table<'t, u64, Bytes>,
     meta: Table<'t, &'static str, u64>,
+    lead_status: Table<'t, &'static str, Bytes>,
 }
 
 impl<'t> Txn<'t> {
@@ -59,6 +64,7 @@ impl<'t> Txn<'t> {
             outcomes: txn.open_table(OUTCOMES).map_err(storage)?,
             audit: txn.open_table(AUDIT).map_err(storage)?,
             meta: txn.open_table(META).map_err(storage)?,
+            lead_status: txn.open_table(LEAD_STATUS).map_err(storage)?,
         })
     }
 
@@ -153,6 +159,20 @@ impl Tables for Txn<'_> {
 
     fn put_sticky(&mut self, lead_id: &str, owner: &str) -> Result<(), AssignError> {
         self.sticky.insert(lead_id, owner).map_err(storage)?;
+        Ok(())
+    }
+
+    fn lead_status(&mut self, lead_id: &str) -> Result<Option<LeadStatus>, AssignError> {
+        match self.lead_status.get(lead_id).map_err(storage)? {
+            Some(v) => parse(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_lead_status(&mut self, lead_id: &str, s: &LeadStatus) -> Result<(), AssignError> {
+        self.lead_status
+            .insert(lead_id, json(s).as_slice())
+            .map_err(storage)?;
         Ok(())
     }
 

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use super::engine::{Decision, TeamState};
 use super::model::Kind;
-use super::store::{AssignError, AuditEntry, AuditFrom, Tables, Transact, Versioned, json, parse};
+use super::store::{
+    AssignError, AuditEntry, AuditFrom, LeadStatus, Tables, Transact, Versioned, json, parse,
+};
 use crate::sql::{Mysql, Retryable, SqlError, Tx};
 
 const SCHEMA: &[&str] = &[
@@ -28,6 +30,8 @@ const SCHEMA: &[&str] = &[
         seq BIGINT UNSIGNED NOT NULL PRIMARY KEY, v MEDIUMBLOB NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS leadgate_assign_meta (
         name VARBINARY(32) NOT NULL PRIMARY KEY, n BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS leadgate_assign_lead_status (
+        lead_id VARBINARY(64) NOT NULL PRIMARY KEY, v BLOB NOT NULL) ENGINE=InnoDB",
     "INSERT IGNORE INTO leadgate_assign_meta (name, n) VALUES ('lock', 0), ('version', 0), ('audit', 0)",
 ];
 
@@ -183,6 +187,23 @@ impl Tables for MyTables<'_, '_> {
                 (lead_id,),
             )?
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    fn lead_status(&mut self, lead_id: &str) -> Result<Option<LeadStatus>, AssignError> {
+        self.tx
+            .first_blob(
+                "SELECT v FROM leadgate_assign_lead_status WHERE lead_id = ?",
+                (lead_id,),
+            )?
+            .map(|b| parse(&b))
+            .transpose()
+    }
+
+    fn put_lead_status(&mut self, lead_id: &str, s: &LeadStatus) -> Result<(), AssignError> {
+        Ok(self.tx.run(
+            "INSERT INTO leadgate_assign_lead_status (lead_id, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)",
+            (lead_id, json(s)),
+        )?)
     }
 
     fn put_sticky(&mut self, lead_id: &str, owner: &str) -> Result<(), AssignError> {

@@ -107,6 +107,13 @@ pub trait AssignmentStore: Send + Sync {
     /// What a batch of leads is classified and assigned with, read at once: whether any rule
     /// exists, and the segments and score groups.
     fn definitions(&self) -> Result<Definitions, AssignError>;
+    /// Records what a CRM says became of a lead (idempotent by `report.status_id`, the newest
+    /// `at` wins); closing it frees a slot of its owner, reopening takes it again.
+    fn report_status(
+        &self,
+        lead_id: &str,
+        report: &StatusReport,
+    ) -> Result<StatusOutcome, AssignError>;
     /// Assigns `leads` in order, atomically; idempotent per event id.
     fn assign(&self, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError>;
     /// What would happen to `lead`, changing nothing.
@@ -151,6 +158,105 @@ pub trait AssignmentStore: Send + Sync {
     fn audit(&self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
 }
 
+/// A lead's lifecycle states; the last three close it.
+pub const STATUSES: &[&str] = &["contacted", "qualified", "converted", "lost", "closed"];
+const CLOSING: &[&str] = &["converted", "lost", "closed"];
+/// How many status ids of a lead are remembered for idempotency.
+const SEEN_KEPT: usize = 100;
+
+/// What a CRM reports of a lead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The CRM's id of this report: a repeat is answered as the first, changing nothing.
+    pub status_id: String,
+    pub status: String,
+    /// When it happened in the CRM (RFC 3339 UTC): reports may arrive out of order.
+    pub at: String,
+}
+
+/// What leadgate knows of a lead's lifecycle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadStatus {
+    pub status: String,
+    pub at: String,
+    pub status_id: String,
+    /// Its owner's slot was freed (a closing status).
+    pub closed: bool,
+    /// The owner whose open leads it counted, when it was assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The latest status ids, for idempotency.
+    #[serde(default)]
+    pub seen: Vec<String>,
+}
+
+/// The answer to a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusOutcome {
+    pub lead_id: String,
+    /// The lead's status now (the newest report's).
+    pub status: String,
+    pub at: String,
+    /// `false` for a repeat, or a report older than the newest one.
+    pub applied: bool,
+    pub duplicate: bool,
+    pub owner: Option<String>,
+    /// The owner's open leads after it.
+    pub open_leads: Option<u64>,
+}
+
+fn report_status(
+    t: &mut dyn Tables,
+    lead_id: &str,
+    r: &StatusReport,
+) -> Result<StatusOutcome, AssignError> {
+    let mut state = t.lead_status(lead_id)?.unwrap_or_default();
+    if state.owner.is_none() {
+        state.owner = t.sticky(lead_id)?;
+    }
+    let duplicate = state.seen.contains(&r.status_id);
+    let newer = !duplicate
+        && (state.status_id.is_empty()
+            || (r.at.as_str(), r.status_id.as_str())
+                > (state.at.as_str(), state.status_id.as_str()));
+    if !duplicate {
+        state.seen.push(r.status_id.clone());
+        if state.seen.len() > SEEN_KEPT {
+            state.seen.remove(0);
+        }
+    }
+    if newer {
+        let closing = CLOSING.contains(&r.status.as_str());
+        if let Some(owner) = &state.owner
+            && closing != state.closed
+        {
+            let mut load = t.load()?;
+            let n = load.remove(owner).unwrap_or(0);
+            t.put_load(owner, if closing { n.saturating_sub(1) } else { n + 1 })?;
+        }
+        state.closed = closing;
+        state.status = r.status.clone();
+        state.at = r.at.clone();
+        state.status_id = r.status_id.clone();
+    }
+    if !duplicate {
+        t.put_lead_status(lead_id, &state)?;
+    }
+    let open_leads = match &state.owner {
+        Some(o) => t.load()?.get(o).copied(),
+        None => None,
+    };
+    Ok(StatusOutcome {
+        lead_id: lead_id.to_owned(),
+        status: state.status,
+        at: state.at,
+        applied: newer,
+        duplicate,
+        owner: state.owner,
+        open_leads,
+    })
+}
+
 /// See [`AssignmentStore::definitions`].
 #[derive(Debug, Clone, Default)]
 pub struct Definitions {
@@ -182,6 +288,14 @@ pub trait Transact: Send + Sync {
 impl<S: Transact> AssignmentStore for S {
     fn has_rules(&self) -> Result<bool, AssignError> {
         self.transact(false, &|t| Ok(!t.resources(Kind::Rules)?.is_empty()))
+    }
+
+    fn report_status(
+        &self,
+        lead_id: &str,
+        report: &StatusReport,
+    ) -> Result<StatusOutcome, AssignError> {
+        self.transact(true, &|t| report_status(t, lead_id, report))
     }
 
     fn definitions(&self) -> Result<Definitions, AssignError> {
@@ -269,6 +383,8 @@ pub trait Tables {
     fn put_load(&mut self, owner: &str, open: u64) -> Result<(), AssignError>;
     fn sticky(&mut self, lead_id: &str) -> Result<Option<String>, AssignError>;
     fn put_sticky(&mut self, lead_id: &str, owner: &str) -> Result<(), AssignError>;
+    fn lead_status(&mut self, lead_id: &str) -> Result<Option<LeadStatus>, AssignError>;
+    fn put_lead_status(&mut self, lead_id: &str, s: &LeadStatus) -> Result<(), AssignError>;
     /// `Some(decision)` when the event was assigned before.
     fn outcome(&mut self, event_id: &str) -> Result<Option<Option<Decision>>, AssignError>;
     fn put_outcome(&mut self, event_id: &str, d: &Option<Decision>) -> Result<(), AssignError>;

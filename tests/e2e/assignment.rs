@@ -782,3 +782,99 @@ rules = [
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crm_feedback_frees_capacity_once_and_in_the_order_things_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(Some(&config("")), &dir.path().join("data"));
+    let api = Api::new(&gw);
+    assert_eq!(
+        api.post("/owners", json!({"id": "ann", "capacity": 2}))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (s, _, _) = api
+        .post(
+            "/rules",
+            json!({"id": "all", "priority": 1, "action": {"type": "owner", "owner": "ann"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let http = Client::new();
+    let hook = gw.url("/v1/webhooks/webform");
+    for phone in ["13800138001", "13800138002", "13800138003"] {
+        crate::support::accepted(post_json(&http, &hook, &json!({"phone": phone})).await).await;
+    }
+    let records = gw.wait_spooled("leads.clean", 3, Duration::from_secs(30));
+    assert_eq!(records[0]["assignment"]["owner"], "ann");
+    assert_eq!(records[1]["assignment"]["owner"], "ann");
+    assert!(records[2]["assignment"].is_null(), "ann is full");
+    let first = records[0]["lead_id"].as_str().unwrap().to_owned();
+    let report = |body: Value| {
+        let http = http.clone();
+        let url = gw.url(&format!("/v1/leads/{first}/status"));
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, b) = report(
+        json!({"status_id": "crm-1", "status": "contacted", "at": "2026-12-01T10:00:00+08:00"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (&b["status"], &b["open_leads"]),
+        (&json!("contacted"), &json!(2))
+    );
+    // Converted: ann's slot opens, and the next lead is hers.
+    let (_, b) = report(
+        json!({"status_id": "crm-2", "status": "converted", "at": "2026-12-01T11:00:00+08:00"}),
+    )
+    .await;
+    assert_eq!((&b["applied"], &b["open_leads"]), (&json!(true), &json!(1)));
+    // The same report again, and an older one that arrives late: nothing moves.
+    let (_, b) = report(
+        json!({"status_id": "crm-2", "status": "converted", "at": "2026-12-01T11:00:00+08:00"}),
+    )
+    .await;
+    assert_eq!(
+        (&b["duplicate"], &b["open_leads"]),
+        (&json!(true), &json!(1))
+    );
+    let (_, b) = report(
+        json!({"status_id": "crm-0", "status": "qualified", "at": "2026-12-01T10:30:00+08:00"}),
+    )
+    .await;
+    assert_eq!(
+        (&b["applied"], &b["status"], &b["open_leads"]),
+        (&json!(false), &json!("converted"), &json!(1))
+    );
+    crate::support::accepted(post_json(&http, &hook, &json!({"phone": "13800138004"})).await).await;
+    let records = gw.wait_spooled("leads.clean", 4, Duration::from_secs(30));
+    assert_eq!(
+        records[3]["assignment"]["owner"], "ann",
+        "the freed slot is used"
+    );
+    // Reported wrong: field errors.
+    for (body, field) in [
+        (json!({"status_id": "x", "status": "won"}), "status"),
+        (json!({"status_id": "", "status": "lost"}), "status_id"),
+        (
+            json!({"status_id": "y", "status": "lost", "at": "yesterday"}),
+            "at",
+        ),
+        (json!({"status": "lost"}), ""),
+    ] {
+        let (s, b) = report(body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+}

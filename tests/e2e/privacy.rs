@@ -99,6 +99,7 @@ async fn each_endpoint_answers_each_scope_as_documented_and_reads_of_personal_da
             format!("/v1/leads/{lead_id}?pii=clear"),
             OperatorAndPii,
         ),
+        (Method::POST, format!("/v1/leads/{lead_id}/status"), Admin),
         (Method::GET, "/v1/assignment/rules".into(), Operator),
         (Method::GET, "/v1/assignment/owners/nobody".into(), Operator),
         (Method::POST, "/v1/assignment/preview".into(), Operator),

@@ -171,6 +171,15 @@ fn two_gateways_share_one_round_robin_through_mysql() {
         (d.rules, d.segments.len(), d.groups[0].cap),
         (true, 1, Some(10))
     );
+    // A CRM's report through one gateway is known to the other.
+    let report = leadgate::assign::store::StatusReport {
+        status_id: "crm-1".into(),
+        status: "contacted".into(),
+        at: "2026-12-01T02:00:00.000Z".into(),
+    };
+    assert!(stores[0].report_status("lead-x", &report).unwrap().applied);
+    let again = stores[1].report_status("lead-x", &report).unwrap();
+    assert!(again.duplicate && again.status == "contacted");
 
     let threads: Vec<_> = stores
         .iter()
