@@ -770,13 +770,8 @@ rules = [
         "[[assignment.scores]]\nid = \"fit\"\nrules = [{ name = \"x\", points = 1, conditions = [{ op = \"regex\", field = \"contact.city\", pattern = \"(\" }] }]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(crate::support::BIN)
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, _, err) = crate::config::validate(&path, &[]);
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("field `assignment.scores[0].rules[0].conditions[0].pattern`"),
         "{err}"

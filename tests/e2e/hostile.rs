@@ -347,13 +347,8 @@ fn a_network_listen_without_a_token_is_refused() {
         "listen = \"0.0.0.0:18080\"\n[api]\nallow_unauthenticated = true\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, _, err) = crate::config::validate(&path, &[]);
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("field `api.allow_unauthenticated`") && err.contains("personal information"),
         "{err}"
@@ -364,16 +359,8 @@ fn a_network_listen_without_a_token_is_refused() {
         "listen = \"0.0.0.0:18080\"\n[[api.tokens]]\nname = \"ops\"\ntoken = \"ops-token-0123456789\"\nscopes = [\"operator\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = crate::config::validate(&path, &[]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// Runs the gateway on `data` until it listens (then stops it) or exits; its exit code (`None`
