@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{self, Caller, Need};
+use super::auth::{self, Need};
 use super::{ApiError, AppState};
 use crate::access::Access;
 
@@ -40,31 +40,20 @@ pub async fn list(
     query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth::require(&st, &headers, Need::Privacy)?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "query.invalid",
-            None,
-            format!("`before` and `limit` are whole numbers: {e}"),
-        )
-    })?;
+    let q = super::query_of(query, None, "`before` and `limit` are whole numbers")?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let audit = audit_of(&st)?;
     let entries = tokio::task::spawn_blocking(move || audit.newest(q.before, limit))
         .await
         .map_err(|e| unavailable(e.to_string()))?
         .map_err(|e| unavailable(e.to_string()))?;
-    let next = (entries.len() == limit)
-        .then(|| entries.last().map(|e| e.seq))
-        .flatten();
+    let next = super::next_before(entries.len(), limit, entries.last().map(|e| e.seq));
     Ok(Json(json!({"entries": entries, "next_before": next})))
 }
 
-/// Writes `entry` (done by `caller`) before an answer with personal data goes out; the answer
-/// waits for it, and is not sent when it cannot be written.
-pub async fn record(st: &AppState, caller: &Caller, entry: Access) -> Result<(), ApiError> {
-    let mut entry = entry;
-    entry.token = caller.name.clone();
+/// Writes `entry` before an answer with personal data goes out; the answer waits for it, and is
+/// not sent when it cannot be written.
+pub async fn record(st: &AppState, entry: Access) -> Result<(), ApiError> {
     let audit = audit_of(st)?;
     tokio::task::spawn_blocking(move || audit.record(entry))
         .await

@@ -258,14 +258,11 @@ pub async fn audit(
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth::require(&st, &headers, Need::Read)?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "query.invalid",
-            None,
-            format!("`after`, `before` and `limit` are whole numbers, `order` is `oldest` or `newest`: {e}"),
-        )
-    })?;
+    let q = super::query_of(
+        query,
+        None,
+        "`after`, `before` and `limit` are whole numbers, `order` is `oldest` or `newest`",
+    )?;
     let invalid = |field: &str, why: &str| {
         ApiError::new(StatusCode::BAD_REQUEST, "query.invalid", Some(field), why)
     };
@@ -297,7 +294,7 @@ pub async fn audit(
     let entries = blocking(move || store.audit(from, limit)).await?;
     let last = entries.last().map(|e| e.seq);
     Ok(Json(if newest {
-        json!({"entries": entries, "next_before": last.filter(|_| entries.len() == limit)})
+        json!({"entries": entries, "next_before": super::next_before(entries.len(), limit, last)})
     } else {
         json!({"entries": entries, "next_after": last})
     }))

@@ -59,11 +59,13 @@ async fn set_paused(
     let statuses = st.statuses.clone();
     let done = tokio::task::spawn_blocking(move || statuses.set_paused(&name, paused))
         .await
-        .map_err(|e| PauseError::Io {
-            path: String::new(),
-            error: std::io::Error::other(e.to_string()),
+        .unwrap_or_else(|e| {
+            Err(PauseError::Io {
+                path: "paused-connectors.json".into(),
+                error: std::io::Error::other(e.to_string()),
+            })
         });
-    match done.and_then(|r| r) {
+    match done {
         Ok(status) => {
             tracing::info!(connector = %status.name, paused, "an operator paused or resumed the connector");
             Ok(Json(status))

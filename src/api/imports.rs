@@ -230,7 +230,7 @@ pub async fn report(
         "/v1/imports/{id}/rejected.csv",
     );
     read.import_id = Some(id.clone());
-    super::access::record(&st, &caller, read).await?;
+    super::access::record(&st, read).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),

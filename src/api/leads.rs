@@ -96,12 +96,7 @@ async fn answer(
 ) -> Result<Vec<Value>, ApiError> {
     if clear && !people.is_empty() {
         let ids = people.iter().map(|c| c.lead_id.clone());
-        super::access::record(
-            st,
-            caller,
-            Access::new(&caller.name, action, route).leads(ids),
-        )
-        .await?;
+        super::access::record(st, Access::new(&caller.name, action, route).leads(ids)).await?;
     }
     Ok(people
         .into_iter()
@@ -120,14 +115,7 @@ pub async fn explain(
     view: Result<Query<View>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = auth::require(&st, &headers, Need::Read)?;
-    let Query(view) = view.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "query.invalid",
-            Some("pii"),
-            format!("`pii` is `masked` or `clear`: {e}"),
-        )
-    })?;
+    let view = super::query_of(view, Some("pii"), "`pii` is `masked` or `clear`")?;
     let clear = clear(&caller, view.pii.as_deref())?;
     let store = st.identity.clone();
     let id = lead_id.clone();
@@ -171,14 +159,7 @@ pub async fn search(
     query: Result<Query<Search>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = auth::require(&st, &headers, Need::Read)?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "query.invalid",
-            None,
-            format!("search by `phone` or `email`: {e}"),
-        )
-    })?;
+    let q = super::query_of(query, None, "search by `phone` or `email`")?;
     let clear = clear(&caller, q.pii.as_deref())?;
     let (phone, email) = (given(&q.phone), given(&q.email));
     if phone.is_none() && email.is_none() {

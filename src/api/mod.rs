@@ -183,17 +183,37 @@ impl Page {
     fn of(
         query: Result<axum::extract::Query<Self>, axum::extract::rejection::QueryRejection>,
     ) -> Result<Self, ApiError> {
-        let axum::extract::Query(mut page) = query.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "query.invalid",
-                Some("after"),
-                format!("`after` and `limit` are whole numbers: {e}"),
-            )
-        })?;
+        let mut page = query_of(
+            query,
+            Some("after"),
+            "`after` and `limit` are whole numbers",
+        )?;
         page.limit = page.limit.clamp(1, 1000);
         Ok(page)
     }
+}
+
+/// A query string read as `T`, or a 400 `query.invalid` naming `field` and saying what is
+/// `expected`, with what was wrong.
+fn query_of<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+    field: Option<&str>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    query.map(|q| q.0).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query.invalid",
+            field,
+            format!("{expected}: {e}"),
+        )
+    })
+}
+
+/// The `next_before` of a newest-first page of `len` entries out of `limit` asked: the last
+/// one's seq while the page is full, `None` after the oldest.
+fn next_before(len: usize, limit: usize, last: Option<u64>) -> Option<u64> {
+    last.filter(|_| len == limit)
 }
 
 async fn healthz() -> impl IntoResponse {

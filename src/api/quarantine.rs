@@ -31,7 +31,7 @@ pub async fn list(
                     .clone()
                     .unwrap_or_else(|| format!("seq:{}", e.seq))
             }));
-        super::access::record(&st, &caller, read).await?;
+        super::access::record(&st, read).await?;
     }
     Ok(Json(json!({
         "total": st.journal.quarantined_count(),

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -29,14 +29,11 @@ pub async fn latest(
     query: Result<Query<Latest>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth::require(&st, &headers, Need::Read)?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "query.invalid",
-            None,
-            format!("`connector` is a name, `before` and `limit` whole numbers: {e}"),
-        )
-    })?;
+    let q = super::query_of(
+        query,
+        None,
+        "`connector` is a name, `before` and `limit` whole numbers",
+    )?;
     let limit = q
         .limit
         .unwrap_or(50)
@@ -46,8 +43,6 @@ pub async fn latest(
         q.before,
         limit,
     );
-    let next = (entries.len() == limit)
-        .then(|| entries.last().map(|e| e.seq))
-        .flatten();
+    let next = super::next_before(entries.len(), limit, entries.last().map(|e| e.seq));
     Ok(Json(json!({"entries": entries, "next_before": next})))
 }
