@@ -50,23 +50,27 @@ pub struct RuleTrace {
 /// The value at a dotted path of the record (`contact.province`, `custom.预算`). Through a list
 /// of objects a name reads each one's (`segments.id`: the ids of the lead's segments, as a list).
 fn lookup<'a>(lead: &'a Value, path: &str) -> Option<Cow<'a, Value>> {
-    fn walk<'a>(v: &'a Value, path: &[&str]) -> Option<Cow<'a, Value>> {
-        let Some((seg, rest)) = path.split_first() else {
+    /// `path` is what is left of the dotted path; `None` once it is used up.
+    fn walk<'a>(v: &'a Value, path: Option<&str>) -> Option<Cow<'a, Value>> {
+        let Some(path) = path else {
             return Some(Cow::Borrowed(v));
+        };
+        let (seg, rest) = match path.split_once('.') {
+            Some((seg, rest)) => (seg, Some(rest)),
+            None => (path, None),
         };
         match v {
             Value::Array(items) if seg.parse::<usize>().is_err() => {
                 let found: Vec<Value> = items
                     .iter()
-                    .filter_map(|i| walk(i, path).map(Cow::into_owned))
+                    .filter_map(|i| walk(i, Some(path)).map(Cow::into_owned))
                     .collect();
                 Some(Cow::Owned(Value::Array(found)))
             }
             _ => walk(v.get(seg)?, rest),
         }
     }
-    let segs: Vec<&str> = path.split('.').collect();
-    walk(lead, &segs).filter(|v| {
+    walk(lead, Some(path)).filter(|v| {
         !v.is_null()
             && v.as_str().is_none_or(|s| !s.trim().is_empty())
             && v.as_array().is_none_or(|a| !a.is_empty())

@@ -225,14 +225,18 @@ fn report_status(
             state.seen.remove(0);
         }
     }
+    // The owner's open leads, read once (and written back when the report moves them).
+    let mut open_leads = match &state.owner {
+        Some(o) => Some(t.load()?.get(o).copied().unwrap_or(0)),
+        None => None,
+    };
     if newer {
         let closing = CLOSING.contains(&r.status.as_str());
-        if let Some(owner) = &state.owner
+        if let (Some(owner), Some(n)) = (&state.owner, open_leads.as_mut())
             && closing != state.closed
         {
-            let mut load = t.load()?;
-            let n = load.remove(owner).unwrap_or(0);
-            t.put_load(owner, if closing { n.saturating_sub(1) } else { n + 1 })?;
+            *n = if closing { n.saturating_sub(1) } else { *n + 1 };
+            t.put_load(owner, *n)?;
         }
         state.closed = closing;
         state.status = r.status.clone();
@@ -242,10 +246,6 @@ fn report_status(
     if !duplicate {
         t.put_lead_status(lead_id, &state)?;
     }
-    let open_leads = match &state.owner {
-        Some(o) => t.load()?.get(o).copied(),
-        None => None,
-    };
     Ok(StatusOutcome {
         lead_id: lead_id.to_owned(),
         status: state.status,
@@ -300,23 +300,17 @@ impl<S: Transact> AssignmentStore for S {
 
     fn definitions(&self) -> Result<Definitions, AssignError> {
         self.transact(false, &|t| {
-            let of = |t: &mut dyn Tables, k: Kind| -> Result<Vec<Value>, AssignError> {
-                Ok(t.resources(k)?.into_iter().map(|(_, v)| v.body).collect())
-            };
-            let parse = |v: Value| {
-                serde_json::from_value(v).map_err(|e| AssignError::Storage(e.to_string()))
-            };
             Ok(Definitions {
                 rules: !t.resources(Kind::Rules)?.is_empty(),
-                segments: of(t, Kind::Segments)?
+                segments: t
+                    .resources(Kind::Segments)?
                     .into_iter()
-                    .map(parse)
+                    .map(|(_, v)| typed(v.body))
                     .collect::<Result<_, _>>()?,
-                groups: of(t, Kind::Scores)?
+                groups: t
+                    .resources(Kind::Scores)?
                     .into_iter()
-                    .map(|v| {
-                        serde_json::from_value(v).map_err(|e| AssignError::Storage(e.to_string()))
-                    })
+                    .map(|(_, v)| typed(v.body))
                     .collect::<Result<_, _>>()?,
             })
         })

@@ -207,19 +207,10 @@ impl Statuses {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(io(e)),
         };
-        let kept: BTreeMap<String, String> = {
-            let mut map = self.lock();
-            kept.into_iter()
-                .filter(|(name, _)| {
-                    map.get_mut(name).is_some_and(|s| {
-                        if s.pausable {
-                            s.paused_at = None;
-                        }
-                        s.pausable
-                    })
-                })
-                .collect()
-        };
+        let kept: BTreeMap<String, String> = kept
+            .into_iter()
+            .filter(|(name, _)| self.get(name).is_some_and(|s| s.pausable))
+            .collect();
         for (name, at) in &kept {
             self.update(name, |s| {
                 s.state = State::Paused;
@@ -240,6 +231,9 @@ impl Statuses {
         if !status.pausable {
             return Err(PauseError::NotPausable(name.to_owned()));
         }
+        // Held from the read of the paused set to its change: two changes at once would each
+        // write the set they read, and one would be lost.
+        let file = self.pauses.file.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = self.pauses.paused.borrow().clone();
         let at = now_rfc3339();
         let changed = if paused {
@@ -248,15 +242,9 @@ impl Statuses {
             next.remove(name).is_some()
         };
         if changed {
-            let file = self
-                .pauses
-                .file
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            if let Some(file) = file {
+            if let Some(file) = &*file {
                 crate::storefile::replace(
-                    &file,
+                    file,
                     &serde_json::to_vec_pretty(&next).expect("names serialize"),
                 )
                 .map_err(|error| PauseError::Io {
@@ -275,6 +263,7 @@ impl Statuses {
             });
             self.pauses.paused.send_replace(next);
         }
+        drop(file);
         Ok(self.get(name).expect("it was there"))
     }
 
