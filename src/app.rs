@@ -210,6 +210,28 @@ pub async fn run_on(
         settings.intake.max_backlog,
         &stop_rx,
     )?;
+    // Reassignments (回收) go out through a sink of their own, on their own topic.
+    let follow_up_sink =
+        build_sink(&settings, &data, stop_rx.clone(), HealthReport::new().0).await?;
+    let lifecycle = tokio::spawn(crate::lifecycle::follow_ups(
+        assignment.clone(),
+        follow_up_sink,
+        settings.topics.assignments.clone(),
+        settings.lifecycle.check_every,
+        stop_rx.clone(),
+    ));
+    let status_consumer = match &settings.output {
+        OutputSettings::Kafka(k) if settings.lifecycle.consume_status => {
+            Some(tokio::spawn(crate::lifecycle::consume_status(
+                k.clone(),
+                settings.topics.status.clone(),
+                settings.lifecycle.status_group.clone(),
+                assignment.clone(),
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
     let delivery = tokio::spawn(deliver_forever(
         journal.clone(),
         processor.clone(),
@@ -292,6 +314,9 @@ pub async fn run_on(
         tracing::warn!(
             "delivery did not stop within 10s; undelivered leads stay in the journal for the next start"
         );
+    }
+    for task in std::iter::once(lifecycle).chain(status_consumer) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     served.context("the HTTP server failed")
 }

@@ -331,7 +331,7 @@ pub struct MergedRecord {
 }
 
 /// The published JSON Schemas, by file name under `docs/schema/`.
-pub fn json_schemas() -> [(&'static str, serde_json::Value); 2] {
+pub fn json_schemas() -> [(&'static str, serde_json::Value); 3] {
     [
         (
             "lead-record-1.json",
@@ -340,6 +340,10 @@ pub fn json_schemas() -> [(&'static str, serde_json::Value); 2] {
         (
             "merge-record-1.json",
             schemars::schema_for!(MergedRecord).to_value(),
+        ),
+        (
+            "reassignment-record-1.json",
+            schemars::schema_for!(crate::assign::lifecycle::Reassignment).to_value(),
         ),
     ]
 }

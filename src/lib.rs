@@ -17,6 +17,7 @@ pub mod identity;
 pub mod import;
 pub mod imports;
 pub mod intake;
+pub mod lifecycle;
 pub mod lead;
 pub mod mapping;
 pub mod mask;

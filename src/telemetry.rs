@@ -106,6 +106,18 @@ fn describe() {
         "leadgate_delivery_errors_total",
         "Failed delivery attempts (retried until they pass)."
     );
+    describe_counter!(
+        "leadgate_reassignments_total",
+        "Leads taken back under a follow-up SLA (回收), by outcome: reassigned or pool."
+    );
+    describe_counter!(
+        "leadgate_status_reports_total",
+        "CRM status reports, by source (http, kafka) and outcome (applied, duplicate, stale, invalid)."
+    );
+    describe_counter!(
+        "leadgate_lifecycle_errors_total",
+        "Failed rounds of the follow-up check or the status consumer (retried)."
+    );
     describe_gauge!(
         "leadgate_delivery_up",
         "1 while the last delivery attempt succeeded, 0 while delivery is failing."
@@ -415,6 +427,19 @@ pub fn quarantined(connector: &str, stage: &'static str) {
 }
 
 /// A failed delivery attempt.
+pub fn reassigned(outcome: &'static str, n: u64) {
+    counter!("leadgate_reassignments_total", "outcome" => outcome).increment(n);
+}
+
+pub fn status_report(source: &'static str, outcome: &'static str) {
+    counter!("leadgate_status_reports_total", "source" => source, "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn lifecycle_failed(task: &'static str) {
+    counter!("leadgate_lifecycle_errors_total", "task" => task).increment(1);
+}
+
 pub fn delivery_failed(error_type: &'static str) {
     counter!("leadgate_delivery_errors_total", "error_type" => error_type).increment(1);
 }

@@ -218,15 +218,6 @@ fn internal(why: String) -> ApiError {
 }
 
 /// `POST /v1/leads/{lead_id}/status`: `{"status_id": "crm-1", "status": "contacted", "at": "..."}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusBody {
-    status_id: String,
-    status: String,
-    #[serde(default)]
-    at: Option<String>,
-}
-
 pub async fn status(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -250,39 +241,19 @@ pub async fn status(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    let b: StatusBody =
-        crate::assign::model::parse(&value).map_err(|e| invalid(&e.field, e.message))?;
-    if b.status_id.trim().is_empty() || b.status_id.len() > 128 {
+    let (in_body, report) = crate::lifecycle::parse_status(&value, true)
+        .map_err(|e| invalid(&e.field, e.message))?;
+    if in_body.is_some_and(|l| l != lead_id) {
         return Err(invalid(
-            "status_id",
-            "the CRM's id of this report, 1-128 characters".into(),
+            "lead_id",
+            "differs from the lead in the URL (leave it out)".into(),
         ));
     }
-    if !crate::assign::store::STATUSES.contains(&b.status.as_str()) {
-        return Err(invalid(
-            "status",
-            format!("one of {}", crate::assign::store::STATUSES.join(", ")),
-        ));
-    }
-    let at = match &b.at {
-        None => crate::lead::now(),
-        Some(t) => t.parse::<jiff::Timestamp>().map_err(|_| {
-            invalid(
-                "at",
-                "an RFC 3339 time, e.g. 2026-12-01T10:00:00+08:00".into(),
-            )
-        })?,
-    };
-    let report = crate::assign::store::StatusReport {
-        status_id: b.status_id,
-        status: b.status,
-        // One format, so that the times order as text.
-        at: crate::lead::rfc3339_millis(at),
-    };
     let store = st.assignment.clone();
     let done = tokio::task::spawn_blocking(move || store.report_status(&lead_id, &report))
         .await
         .map_err(|e| internal(e.to_string()))?
         .map_err(ApiError::from)?;
+    crate::telemetry::status_report("http", crate::lifecycle::outcome_label(&done));
     Ok(Json(serde_json::to_value(done).unwrap_or_default()))
 }

@@ -136,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/quarantine", get(quarantine::list))
         .route("/v1/rejections", get(rejections::latest))
         .route("/v1/stats", get(stats::read))
+        .route("/v1/stats/funnel", get(stats::funnel))
         .route("/v1/imports", post(imports::upload))
         .route("/v1/imports/{id}", get(imports::read))
         .route("/v1/imports/{id}/rejected.csv", get(imports::report))

@@ -121,6 +121,25 @@ pub fn openapi() -> Value {
         ],
         "responses": auth_errors(stats_responses)
     }});
+    let funnel_row = generator
+        .subschema_for::<crate::assign::lifecycle::FunnelRow>()
+        .to_value();
+    let funnel = json!({"get": {
+        "summary": "The conversion funnel (received → assigned → contacted → qualified → converted, and lost), with rates, by connector, campaign, segment or owner",
+        "description": "Counts people (lead_id), from the assignment store (shared by every gateway on MySQL): a person counts once under each connector, campaign and segment they came through, in each stage they reached (a `converted` report also counts contacted and qualified). An owner counts the people given to them and the stages reached while they owned them. Stages after `assigned` come from CRM status reports (`POST /v1/leads/{lead_id}/status` or the `[topics] status` topic). Leads are counted once assignment rules exist.",
+        "security": security,
+        "parameters": [
+            {"name": "by", "in": "query", "schema": {"enum": crate::assign::lifecycle::DIMENSIONS, "default": "campaign"}}
+        ],
+        "responses": auth_errors(json!({
+            "200": ok("one row per value", json!({"type": "object", "properties": {
+                "by": {"type": "string"},
+                "stages": {"type": "array", "items": {"type": "string"}},
+                "rows": {"type": "array", "items": funnel_row}}})),
+            "400": error("an unknown grouping: the field is `by`"),
+            "503": error("the assignment store could not be read")
+        }))
+    }});
     let collection = |name: &str, schema: &Value| {
         json!({
             "get": {
@@ -383,6 +402,7 @@ pub fn openapi() -> Value {
         "parameters": [{"name": "lead_id", "in": "path", "required": true, "schema": {"type": "string"}}],
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
             "required": ["status_id", "status"], "additionalProperties": false, "properties": {
+                "lead_id": {"type": "string", "description": "optional; must be the lead in the URL"},
                 "status_id": {"type": "string", "minLength": 1, "maxLength": 128},
                 "status": {"enum": ["contacted", "qualified", "converted", "lost", "closed"]},
                 "at": {"type": "string", "description": "RFC 3339; default now"}}}}}},
@@ -393,6 +413,7 @@ pub fn openapi() -> Value {
                 "owner": {"type": ["string", "null"]}, "open_leads": {"type": ["integer", "null"]}}})),
             "400": error("not JSON"), "422": error("a field is invalid")}))
     }});
+    doc["paths"]["/v1/stats/funnel"] = funnel;
     doc["paths"]["/v1/assignment/segments"] = collection("segments", &segment);
     doc["paths"]["/v1/assignment/segments/{id}"] = item("segments", &segment);
     doc["paths"]["/v1/assignment/scores"] = collection("scores", &score_group);

@@ -309,3 +309,40 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("to"));
     }
 }
+
+/// `GET /v1/stats/funnel?by=campaign`: the conversion funnel (people, not submissions).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelQuery {
+    #[serde(default)]
+    by: Option<String>,
+}
+
+pub async fn funnel(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<FunnelQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    auth::require(&st, &headers, Need::Read)?;
+    let Query(q) = query.map_err(|e| bad("query", e.body_text()))?;
+    let by = q.by.unwrap_or_else(|| "campaign".into());
+    let dims = crate::assign::lifecycle::DIMENSIONS;
+    if !dims.contains(&by.as_str()) {
+        return Err(bad(
+            "by",
+            format!("`{by}` is not a grouping: use one of {}", dims.join(", ")),
+        ));
+    }
+    let store = st.assignment.clone();
+    let b = by.clone();
+    let rows = tokio::task::spawn_blocking(move || store.funnel(&b))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok(axum::Json(json!({
+        "by": by,
+        "stages": crate::assign::lifecycle::STAGES,
+        "rows": rows,
+    }))
+    .into_response())
+}

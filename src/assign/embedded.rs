@@ -9,9 +9,11 @@ use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::engine::{Decision, TeamState};
 use super::model::Kind;
+use super::lifecycle::Pending;
 use super::store::{
     AssignError, AuditEntry, AuditFrom, LeadStatus, Tables, Transact, Versioned, json, parse,
 };
+use serde_json::Value;
 
 /// `"rules/south"` -> `{version, body}`.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
@@ -27,6 +29,16 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// lead_id -> what its CRM last said of it (JSON).
 const LEAD_STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("lead_status");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// lead_id -> its follow-up (JSON).
+const FOLLOW_UPS: TableDefinition<&str, &[u8]> = TableDefinition::new("follow_ups");
+/// (deadline in unix ms, lead_id): the follow-ups by deadline.
+const FOLLOW_DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("follow_ups_due");
+/// `owner/day` -> leads reassigned to them that day.
+const CLAIMS: TableDefinition<&str, u64> = TableDefinition::new("claims");
+/// seq -> a record to publish (JSON).
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// (dimension, value, stage) -> people.
+const FUNNEL: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("funnel");
 
 pub struct EmbeddedAssignmentStore {
     db: Database,
@@ -52,6 +64,11 @@ struct Txn<'t> {
     audit: Table<'t, u64, Bytes>,
     meta: Table<'t, &'static str, u64>,
     lead_status: Table<'t, &'static str, Bytes>,
+    follow_ups: Table<'t, &'static str, Bytes>,
+    follow_due: Table<'t, (i64, &'static str), ()>,
+    claims: Table<'t, &'static str, u64>,
+    outbox: Table<'t, u64, Bytes>,
+    funnel: Table<'t, (&'static str, &'static str, &'static str), u64>,
 }
 
 impl<'t> Txn<'t> {
@@ -65,6 +82,11 @@ impl<'t> Txn<'t> {
             audit: txn.open_table(AUDIT).map_err(storage)?,
             meta: txn.open_table(META).map_err(storage)?,
             lead_status: txn.open_table(LEAD_STATUS).map_err(storage)?,
+            follow_ups: txn.open_table(FOLLOW_UPS).map_err(storage)?,
+            follow_due: txn.open_table(FOLLOW_DUE).map_err(storage)?,
+            claims: txn.open_table(CLAIMS).map_err(storage)?,
+            outbox: txn.open_table(OUTBOX).map_err(storage)?,
+            funnel: txn.open_table(FUNNEL).map_err(storage)?,
         })
     }
 
@@ -200,6 +222,125 @@ impl Tables for Txn<'_> {
             .insert(entry.seq, json(&entry).as_slice())
             .map_err(storage)?;
         Ok(())
+    }
+
+    fn follow_up(&mut self, lead_id: &str) -> Result<Option<Pending>, AssignError> {
+        match self.follow_ups.get(lead_id).map_err(storage)? {
+            Some(v) => parse(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_follow_up(&mut self, p: &Pending) -> Result<(), AssignError> {
+        self.remove_follow_up(&p.lead_id)?;
+        self.follow_ups
+            .insert(p.lead_id.as_str(), json(p).as_slice())
+            .map_err(storage)?;
+        self.follow_due
+            .insert((p.due_ms, p.lead_id.as_str()), ())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn remove_follow_up(&mut self, lead_id: &str) -> Result<(), AssignError> {
+        let old: Option<Pending> = match self.follow_ups.remove(lead_id).map_err(storage)? {
+            Some(v) => Some(parse(v.value())?),
+            None => None,
+        };
+        if let Some(old) = old {
+            self.follow_due
+                .remove((old.due_ms, lead_id))
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    fn due_follow_ups(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Pending>, AssignError> {
+        let mut ids = Vec::new();
+        for entry in self
+            .follow_due
+            .range((i64::MIN, "")..=(now_ms, "\u{10ffff}"))
+            .map_err(storage)?
+            .take(limit)
+        {
+            let (k, _) = entry.map_err(storage)?;
+            ids.push(k.value().1.to_owned());
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.follow_up(&id)?);
+        }
+        Ok(out)
+    }
+
+    fn claims(&mut self, key: &str) -> Result<u64, AssignError> {
+        Ok(self
+            .claims
+            .get(key)
+            .map_err(storage)?
+            .map_or(0, |v| v.value()))
+    }
+
+    fn put_claims(&mut self, key: &str, n: u64) -> Result<(), AssignError> {
+        self.claims.insert(key, n).map_err(storage)?;
+        Ok(())
+    }
+
+    fn push_outbox(&mut self, v: &Value) -> Result<u64, AssignError> {
+        let seq = self.counter("outbox")?;
+        self.outbox
+            .insert(seq, json(v).as_slice())
+            .map_err(storage)?;
+        Ok(seq)
+    }
+
+    fn outbox(&mut self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError> {
+        let mut out = Vec::new();
+        for entry in self.outbox.iter().map_err(storage)?.take(limit) {
+            let (k, v) = entry.map_err(storage)?;
+            out.push((k.value(), parse(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn remove_outbox(&mut self, seq: u64) -> Result<(), AssignError> {
+        self.outbox.remove(seq).map_err(storage)?;
+        Ok(())
+    }
+
+    fn add_funnel(
+        &mut self,
+        by: &str,
+        value: &str,
+        stage: &str,
+        n: u64,
+    ) -> Result<(), AssignError> {
+        let now = self
+            .funnel
+            .get((by, value, stage))
+            .map_err(storage)?
+            .map_or(0, |v| v.value());
+        self.funnel
+            .insert((by, value, stage), now + n)
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn funnel(&mut self, by: &str) -> Result<Vec<(String, String, u64)>, AssignError> {
+        let mut out = Vec::new();
+        for entry in self
+            .funnel
+            .range((by, "", "")..)
+            .map_err(storage)?
+        {
+            let (k, v) = entry.map_err(storage)?;
+            let (d, value, stage) = k.value();
+            if d != by {
+                break;
+            }
+            out.push((value.to_owned(), stage.to_owned(), v.value()));
+        }
+        Ok(out)
     }
 
     fn audit(&mut self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::model::{Action, Condition, Owner, OwnerStatus, Rule, Strategy, Team, minutes, weekday};
+use super::model::{
+    Action, Condition, FollowUp, Owner, OwnerStatus, Rule, Strategy, Team, minutes, weekday,
+};
 
 /// A team's rotation state: the round-robin cursor and the smooth-weighted counters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +27,9 @@ pub struct World {
     pub owners: BTreeMap<String, Owner>,
     pub teams: BTreeMap<String, Team>,
     pub states: BTreeMap<String, TeamState>,
+    /// Owners an action must not pick, and why (a reassignment: who let the lead lapse, who is
+    /// at their claim limit).
+    pub excluded: BTreeMap<String, String>,
 }
 
 /// The outcome for one lead.
@@ -303,9 +308,61 @@ impl World {
         (None, trace)
     }
 
+    /// The new owner of a lead taken back under `rule`'s follow-up SLA `f` (see
+    /// [`FollowUp::team`]), skipping [`World::excluded`]; or why there is none (to the pool).
+    pub fn reassign(&mut self, rule: &Rule, f: &FollowUp) -> Result<Decision, String> {
+        let action = match (&f.team, &rule.action) {
+            (Some(team), a) => Action::Team {
+                team: team.clone(),
+                strategy: f.strategy.unwrap_or(match a {
+                    Action::Team { strategy, .. } => *strategy,
+                    Action::Owner { .. } => Strategy::RoundRobin,
+                }),
+            },
+            (None, Action::Team { team, strategy }) => Action::Team {
+                team: team.clone(),
+                strategy: f.strategy.unwrap_or(*strategy),
+            },
+            (None, Action::Owner { owner }) => {
+                return Err(format!(
+                    "rule {} assigns to owner {owner} only and names no follow_up.team",
+                    rule.id
+                ));
+            }
+        };
+        let (owner, how) = self.act(&action, None)?;
+        if let Some(o) = self.owners.get_mut(&owner) {
+            o.open_leads += 1;
+        }
+        let (team, strategy) = match &action {
+            Action::Team { team, strategy } => (Some(team.clone()), Some(*strategy)),
+            Action::Owner { .. } => (None, None),
+        };
+        Ok(Decision {
+            reason: format!("rule {}: reassigned, {how}", rule.id),
+            rule_id: rule.id.clone(),
+            owner,
+            team,
+            strategy,
+        })
+    }
+
+    fn usable(&self, id: &str) -> bool {
+        !self.excluded.contains_key(id) && self.owners.get(id).is_some_and(available)
+    }
+
+    fn why_not(&self, id: &str) -> String {
+        match (self.excluded.get(id), self.owners.get(id)) {
+            (Some(why), _) => why.clone(),
+            (None, Some(owner)) => why_unavailable(owner),
+            (None, None) => format!("owner {id} no longer exists"),
+        }
+    }
+
     /// The owner an action picks, and how; or why it found none.
     fn act(&mut self, action: &Action, sticky: Option<&str>) -> Result<(String, String), String> {
         match action {
+            Action::Owner { owner } if self.excluded.contains_key(owner) => Err(self.why_not(owner)),
             Action::Owner { owner } => match self.owners.get(owner) {
                 Some(o) if available(o) => Ok((owner.clone(), format!("owner {owner}"))),
                 Some(o) => Err(why_unavailable(o)),
@@ -320,18 +377,10 @@ impl World {
                     .iter()
                     .map(|m| (m.owner.clone(), m.weight))
                     .collect();
-                let open: Vec<&(String, u32)> = members
-                    .iter()
-                    .filter(|(o, _)| self.owners.get(o).is_some_and(available))
-                    .collect();
+                let open: Vec<&(String, u32)> =
+                    members.iter().filter(|(o, _)| self.usable(o)).collect();
                 if open.is_empty() {
-                    let why: Vec<String> = members
-                        .iter()
-                        .map(|(o, _)| match self.owners.get(o) {
-                            Some(owner) => why_unavailable(owner),
-                            None => format!("owner {o} no longer exists"),
-                        })
-                        .collect();
+                    let why: Vec<String> = members.iter().map(|(o, _)| self.why_not(o)).collect();
                     return Err(format!(
                         "no member of team {team} is available: {}",
                         why.join("; ")
@@ -414,6 +463,7 @@ mod tests {
             status: OwnerStatus::Active,
             capacity: None,
             open_leads: 0,
+            claim_limit: None,
         }
     }
 
@@ -448,6 +498,7 @@ mod tests {
                 team: "sales".into(),
                 strategy,
             },
+            follow_up: None,
         });
         w
     }

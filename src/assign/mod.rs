@@ -5,6 +5,7 @@
 
 mod embedded;
 pub mod engine;
+pub mod lifecycle;
 pub mod model;
 #[cfg(feature = "mysql")]
 mod mysql;

@@ -42,10 +42,178 @@ pub struct Rule {
     #[serde(default)]
     pub conditions: Vec<Condition>,
     pub action: Action,
+    /// 回收: the owner must follow the lead up in time, or it is taken back and reassigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<FollowUp>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A follow-up SLA (回收规则): a lead whose CRM reports no status (`contacted` or any later one)
+/// within `within` of its assignment is taken back from its owner and reassigned, and the
+/// reassignment is published on the assignments topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUp {
+    /// How long the owner has: `"2h"`, `"30m"`, `"90s"`, `"1d"`. With `working_hours`, only
+    /// working time counts ("contacted within 2 working hours").
+    pub within: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_hours: Option<WorkingTime>,
+    /// Reassign to a member of this team (default: the rule's team; a rule that names one owner
+    /// returns the lead to the pool, 公海, unless a team is given here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// How the team's member is chosen (default: the rule's strategy, or round-robin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// Never back to an owner who already had it and let it lapse (default true).
+    #[serde(default = "yes")]
+    pub not_same_owner: bool,
+    /// After this many reassignments a lead that lapses again goes to the pool (default 2).
+    #[serde(default = "two")]
+    pub max_reassignments: u32,
+}
+
+fn two() -> u32 {
+    2
+}
+
+/// The hours that count towards a follow-up SLA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkingTime {
+    #[serde(default = "work_days")]
+    pub weekdays: Vec<String>,
+    /// `"09:00"`; before `end` (a working day does not span midnight).
+    pub start: String,
+    pub end: String,
+    #[serde(default = "shanghai")]
+    pub timezone: String,
+}
+
+fn work_days() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
+}
+
+impl FollowUp {
+    /// `within` as a duration (validated before it is stored).
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        humantime_serde::re::humantime::parse_duration(self.within.trim())
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
+
+    /// When a lead assigned at `from` must have been followed up.
+    pub fn due(&self, from: jiff::Timestamp) -> jiff::Timestamp {
+        let Some(d) = self.duration() else {
+            return from;
+        };
+        let plain = || {
+            jiff::SignedDuration::try_from(d)
+                .ok()
+                .and_then(|d| from.checked_add(d).ok())
+                .unwrap_or(jiff::Timestamp::MAX)
+        };
+        match &self.working_hours {
+            None => plain(),
+            Some(w) => w.after(from, d).unwrap_or_else(plain),
+        }
+    }
+
+    fn validate(&self, known: &Known<'_>, errors: &mut Vec<FieldError>) {
+        if self.duration().is_none() {
+            errors.push(FieldError::new(
+                "follow_up.within",
+                "a duration above zero, e.g. \"2h\", \"30m\" or \"90s\"",
+            ));
+        }
+        if let Some(team) = &self.team
+            && !known.teams.contains(team)
+        {
+            errors.push(FieldError::new(
+                "follow_up.team",
+                format!("no team `{team}`"),
+            ));
+        }
+        if let Some(w) = &self.working_hours {
+            for (j, d) in w.weekdays.iter().enumerate() {
+                if weekday(d).is_none() {
+                    errors.push(FieldError::new(
+                        format!("follow_up.working_hours.weekdays[{j}]"),
+                        "one of mon, tue, wed, thu, fri, sat, sun",
+                    ));
+                }
+            }
+            if w.weekdays.is_empty() {
+                errors.push(FieldError::new(
+                    "follow_up.working_hours.weekdays",
+                    "must list at least one day",
+                ));
+            }
+            match (minutes(&w.start), minutes(&w.end)) {
+                (None, _) => errors.push(FieldError::new(
+                    "follow_up.working_hours.start",
+                    "a time like \"09:00\"",
+                )),
+                (_, None) => errors.push(FieldError::new(
+                    "follow_up.working_hours.end",
+                    "a time like \"18:00\"",
+                )),
+                (Some(a), Some(b)) if b <= a => errors.push(FieldError::new(
+                    "follow_up.working_hours.end",
+                    "must be after `start` (a working day does not span midnight)",
+                )),
+                _ => {}
+            }
+            if jiff::tz::TimeZone::get(&w.timezone).is_err() {
+                errors.push(FieldError::new(
+                    "follow_up.working_hours.timezone",
+                    "not an IANA time zone, e.g. \"Asia/Shanghai\"",
+                ));
+            }
+        }
+    }
+}
+
+impl WorkingTime {
+    /// `from` plus `d` of working time; `None` when the hours cannot be read.
+    fn after(&self, from: jiff::Timestamp, d: std::time::Duration) -> Option<jiff::Timestamp> {
+        let tz = jiff::tz::TimeZone::get(&self.timezone).ok()?;
+        let (start, end) = (minutes(&self.start)?, minutes(&self.end)?);
+        let days: Vec<jiff::civil::Weekday> =
+            self.weekdays.iter().filter_map(|d| weekday(d)).collect();
+        if days.is_empty() || end <= start {
+            return None;
+        }
+        let mut left = jiff::SignedDuration::try_from(d).ok()?;
+        let cursor = from;
+        let mut date = from.to_zoned_datetime(tz.clone()).date();
+        // At most a few years of days: a week holds at least one working day.
+        for _ in 0..(366 * 3) {
+            if days.contains(&date.weekday()) {
+                let at = |m: u32| {
+                    date.at((m / 60) as i8, (m % 60) as i8, 0, 0)
+                        .to_zoned_datetime(tz.clone())
+                        .ok()
+                        .map(|z| z.timestamp())
+                };
+                let (open, close) = (at(start)?, at(end)?);
+                let begin = cursor.max(open);
+                if begin < close {
+                    let here = close.duration_since(begin);
+                    if left <= here {
+                        return begin.checked_add(left).ok();
+                    }
+                    left -= here;
+                }
+            }
+            date = date.tomorrow().ok()?;
+        }
+        None
+    }
 }
 
 /// A test on the lead. `field` is a dotted path into the published record: `contact.province`,
@@ -147,9 +315,15 @@ pub struct Owner {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub capacity: Option<u64>,
-    /// Leads assigned and not yet closed. leadgate adds one per assignment; a CRM sync may set it.
+    /// Leads assigned and not yet closed. leadgate adds one per assignment and takes one off
+    /// when the CRM reports the lead closed; a CRM sync may set it.
     #[serde(default)]
     pub open_leads: u64,
+    /// 领取上限: at most this many leads taken back from others (回收) reassigned to this owner
+    /// per day (in the rule's working-hours zone, else Asia/Shanghai); none: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub claim_limit: Option<u64>,
 }
 
 /// Only `active` owners get leads.
@@ -353,6 +527,9 @@ impl Rule {
             }
             _ => {}
         }
+        if let Some(f) = &self.follow_up {
+            f.validate(known, &mut errors);
+        }
         errors
     }
 }
@@ -365,6 +542,12 @@ impl Owner {
             errors.push(FieldError::new(
                 "capacity",
                 "must be at least 1 (set status to off_duty to stop leads)",
+            ));
+        }
+        if self.claim_limit == Some(0) {
+            errors.push(FieldError::new(
+                "claim_limit",
+                "must be at least 1 (leave it out for no limit)",
             ));
         }
         errors

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 
 use super::engine::{Decision, TeamState};
 use super::model::Kind;
+use super::lifecycle::Pending;
 use super::store::{
     AssignError, AuditEntry, AuditFrom, LeadStatus, Tables, Transact, Versioned, json, parse,
 };
+use serde_json::Value;
 use crate::sql::{Mysql, Retryable, SqlError, Tx};
 
 const SCHEMA: &[&str] = &[
@@ -32,7 +34,17 @@ const SCHEMA: &[&str] = &[
         name VARBINARY(32) NOT NULL PRIMARY KEY, n BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS leadgate_assign_lead_status (
         lead_id VARBINARY(64) NOT NULL PRIMARY KEY, v BLOB NOT NULL) ENGINE=InnoDB",
-    "INSERT IGNORE INTO leadgate_assign_meta (name, n) VALUES ('lock', 0), ('version', 0), ('audit', 0)",
+"CREATE TABLE IF NOT EXISTS leadgate_assign_follow_ups (
+        lead_id VARBINARY(64) NOT NULL PRIMARY KEY, due_ms BIGINT NOT NULL, v BLOB NOT NULL,
+        KEY by_due (due_ms)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS leadgate_assign_claims (
+        k VARBINARY(200) NOT NULL PRIMARY KEY, n BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS leadgate_assign_outbox (
+        seq BIGINT UNSIGNED NOT NULL PRIMARY KEY, v MEDIUMBLOB NOT NULL) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS leadgate_assign_funnel (
+        dim VARBINARY(16) NOT NULL, value VARBINARY(800) NOT NULL, stage VARBINARY(16) NOT NULL,
+        n BIGINT UNSIGNED NOT NULL, PRIMARY KEY (dim, value, stage)) ENGINE=InnoDB",
+    "INSERT IGNORE INTO leadgate_assign_meta (name, n) VALUES ('lock', 0), ('version', 0), ('audit', 0), ('outbox', 0)",
 ];
 
 impl From<SqlError> for AssignError {
@@ -240,6 +252,107 @@ impl Tables for MyTables<'_, '_> {
             "INSERT INTO leadgate_assign_audit (seq, v) VALUES (?, ?)",
             (entry.seq, json(&entry)),
         )?)
+    }
+
+    fn follow_up(&mut self, lead_id: &str) -> Result<Option<Pending>, AssignError> {
+        self.tx
+            .first_blob(
+                "SELECT v FROM leadgate_assign_follow_ups WHERE lead_id = ?",
+                (lead_id,),
+            )?
+            .map(|b| parse(&b))
+            .transpose()
+    }
+
+    fn put_follow_up(&mut self, p: &Pending) -> Result<(), AssignError> {
+        Ok(self.tx.run(
+            "INSERT INTO leadgate_assign_follow_ups (lead_id, due_ms, v) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE due_ms = VALUES(due_ms), v = VALUES(v)",
+            (p.lead_id.as_str(), p.due_ms, json(p)),
+        )?)
+    }
+
+    fn remove_follow_up(&mut self, lead_id: &str) -> Result<(), AssignError> {
+        Ok(self.tx.run(
+            "DELETE FROM leadgate_assign_follow_ups WHERE lead_id = ?",
+            (lead_id,),
+        )?)
+    }
+
+    fn due_follow_ups(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Pending>, AssignError> {
+        let rows: Vec<Vec<u8>> = self.tx.rows(
+            "SELECT v FROM leadgate_assign_follow_ups WHERE due_ms <= ? ORDER BY due_ms, lead_id LIMIT ?",
+            (now_ms, limit as u64),
+        )?;
+        rows.iter().map(|b| parse(b)).collect()
+    }
+
+    fn claims(&mut self, key: &str) -> Result<u64, AssignError> {
+        let rows: Vec<u64> = self
+            .tx
+            .rows("SELECT n FROM leadgate_assign_claims WHERE k = ?", (key,))?;
+        Ok(rows.first().copied().unwrap_or(0))
+    }
+
+    fn put_claims(&mut self, key: &str, n: u64) -> Result<(), AssignError> {
+        Ok(self.tx.run(
+            "INSERT INTO leadgate_assign_claims (k, n) VALUES (?, ?) ON DUPLICATE KEY UPDATE n = VALUES(n)",
+            (key, n),
+        )?)
+    }
+
+    fn push_outbox(&mut self, v: &Value) -> Result<u64, AssignError> {
+        let seq = self.counter("outbox")?;
+        self.tx.run(
+            "INSERT INTO leadgate_assign_outbox (seq, v) VALUES (?, ?)",
+            (seq, json(v)),
+        )?;
+        Ok(seq)
+    }
+
+    fn outbox(&mut self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError> {
+        let rows: Vec<(u64, Vec<u8>)> = self.tx.rows(
+            "SELECT seq, v FROM leadgate_assign_outbox ORDER BY seq LIMIT ?",
+            (limit as u64,),
+        )?;
+        rows.into_iter()
+            .map(|(seq, v)| Ok((seq, parse(&v)?)))
+            .collect()
+    }
+
+    fn remove_outbox(&mut self, seq: u64) -> Result<(), AssignError> {
+        Ok(self
+            .tx
+            .run("DELETE FROM leadgate_assign_outbox WHERE seq = ?", (seq,))?)
+    }
+
+    fn add_funnel(
+        &mut self,
+        by: &str,
+        value: &str,
+        stage: &str,
+        n: u64,
+    ) -> Result<(), AssignError> {
+        Ok(self.tx.run(
+            "INSERT INTO leadgate_assign_funnel (dim, value, stage, n) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE n = n + VALUES(n)",
+            (by, value, stage, n),
+        )?)
+    }
+
+    fn funnel(&mut self, by: &str) -> Result<Vec<(String, String, u64)>, AssignError> {
+        let rows: Vec<(Vec<u8>, Vec<u8>, u64)> = self.tx.rows(
+            "SELECT value, stage, n FROM leadgate_assign_funnel WHERE dim = ? ORDER BY value, stage",
+            (by,),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(v, s, n)| {
+                (
+                    String::from_utf8_lossy(&v).into_owned(),
+                    String::from_utf8_lossy(&s).into_owned(),
+                    n,
+                )
+            })
+            .collect())
     }
 
     fn audit(&mut self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {

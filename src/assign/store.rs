@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::engine::{Decision, RuleTrace, TeamState, World};
+use super::lifecycle::Pending;
 use super::model::{self, FieldError, Kind, Known, Owner, Rule, Team};
 use super::segments::{ScoreGroup, Segment};
 
@@ -156,6 +157,15 @@ pub trait AssignmentStore: Send + Sync {
     }
     /// At most `limit` audit entries from `from`.
     fn audit(&self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
+    /// Takes back (at most `limit`) leads whose follow-up deadline passed by `now`, reassigns
+    /// them and queues the reassignments in the outbox; returns how many.
+    fn reclaim(&self, now: jiff::Timestamp, limit: usize) -> Result<usize, AssignError>;
+    /// The oldest `limit` records waiting to be published, with their sequence numbers.
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError>;
+    /// Forgets published outbox records.
+    fn published(&self, seqs: &[u64]) -> Result<(), AssignError>;
+    /// The conversion funnel grouped by `by` (one of [`super::lifecycle::DIMENSIONS`]).
+    fn funnel(&self, by: &str) -> Result<Vec<super::lifecycle::FunnelRow>, AssignError>;
 }
 
 /// A lead's lifecycle states; the last three close it.
@@ -188,6 +198,15 @@ pub struct LeadStatus {
     /// The latest status ids, for idempotency.
     #[serde(default)]
     pub seen: Vec<String>,
+    /// It was assigned (and `owner` counts it among their open leads unless `closed`).
+    #[serde(default)]
+    pub assigned: bool,
+    /// The funnel's groups this person counts in: `("campaign", "618")`...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dims: Vec<(String, String)>,
+    /// The funnel's stages this person reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reached: Vec<String>,
 }
 
 /// The answer to a report.
@@ -211,7 +230,7 @@ fn report_status(
     r: &StatusReport,
 ) -> Result<StatusOutcome, AssignError> {
     let mut state = t.lead_status(lead_id)?.unwrap_or_default();
-    if state.owner.is_none() {
+    if state.owner.is_none() && !state.assigned {
         state.owner = t.sticky(lead_id)?;
     }
     let duplicate = state.seen.contains(&r.status_id);
@@ -244,6 +263,7 @@ fn report_status(
         state.status_id = r.status_id.clone();
     }
     if !duplicate {
+        super::lifecycle::reported(t, lead_id, &mut state, &r.status)?;
         t.put_lead_status(lead_id, &state)?;
     }
     Ok(StatusOutcome {
@@ -360,6 +380,33 @@ impl<S: Transact> AssignmentStore for S {
     fn audit(&self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError> {
         self.transact(false, &|t| t.audit(from, limit))
     }
+
+    fn reclaim(&self, now: jiff::Timestamp, limit: usize) -> Result<usize, AssignError> {
+        // Most calls find nothing due: a read transaction, without the writers' lock.
+        if self.transact(false, &|t| Ok(t.due_follow_ups(now.as_millisecond(), 1)?.is_empty()))? {
+            return Ok(0);
+        }
+        self.transact(true, &|t| {
+            let mut w = world(t)?;
+            let before = loads(&w);
+            let n = super::lifecycle::reclaim(t, &mut w, now, limit)?;
+            write_loads(t, &w, &before)?;
+            Ok(n)
+        })
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError> {
+        self.transact(false, &|t| t.outbox(limit))
+    }
+
+    fn published(&self, seqs: &[u64]) -> Result<(), AssignError> {
+        self.transact(true, &|t| seqs.iter().try_for_each(|s| t.remove_outbox(*s)))
+    }
+
+    fn funnel(&self, by: &str) -> Result<Vec<super::lifecycle::FunnelRow>, AssignError> {
+        let rows = self.transact(false, &|t| t.funnel(by))?;
+        Ok(super::lifecycle::funnel_rows(by, rows))
+    }
 }
 
 /// The reads and writes of one store transaction. The stores implement it; every decision is
@@ -387,6 +434,24 @@ pub trait Tables {
     /// Appends `entry` (its `seq` is assigned here).
     fn append_audit(&mut self, entry: AuditEntry) -> Result<(), AssignError>;
     fn audit(&mut self, from: AuditFrom, limit: usize) -> Result<Vec<AuditEntry>, AssignError>;
+    fn follow_up(&mut self, lead_id: &str) -> Result<Option<Pending>, AssignError>;
+    /// Creates or replaces the lead's follow-up (and its place in the deadline index).
+    fn put_follow_up(&mut self, p: &Pending) -> Result<(), AssignError>;
+    fn remove_follow_up(&mut self, lead_id: &str) -> Result<(), AssignError>;
+    /// The follow-ups due at `now_ms` (unix milliseconds) or before, earliest first.
+    fn due_follow_ups(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Pending>, AssignError>;
+    /// An owner's claims on a day (`"ann/2026-12-02"`).
+    fn claims(&mut self, key: &str) -> Result<u64, AssignError>;
+    fn put_claims(&mut self, key: &str, n: u64) -> Result<(), AssignError>;
+    /// Queues a record to publish; returns its sequence number.
+    fn push_outbox(&mut self, v: &Value) -> Result<u64, AssignError>;
+    fn outbox(&mut self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError>;
+    fn remove_outbox(&mut self, seq: u64) -> Result<(), AssignError>;
+    /// Adds `n` people to a funnel count.
+    fn add_funnel(&mut self, by: &str, value: &str, stage: &str, n: u64)
+    -> Result<(), AssignError>;
+    /// The counts of `by`: (value, stage, people).
+    fn funnel(&mut self, by: &str) -> Result<Vec<(String, String, u64)>, AssignError>;
 }
 
 pub(super) fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -422,15 +487,39 @@ fn world(t: &mut dyn Tables) -> Result<World, AssignError> {
     Ok(w)
 }
 
+type Loads = (BTreeMap<String, TeamState>, BTreeMap<String, u64>);
+
+/// The counters a decision moves, before it.
+fn loads(w: &World) -> Loads {
+    (
+        w.states.clone(),
+        w.owners
+            .iter()
+            .map(|(id, o)| (id.clone(), o.open_leads))
+            .collect(),
+    )
+}
+
+/// Writes back the counters that moved since `before`.
+fn write_loads(t: &mut dyn Tables, w: &World, (states, load): &Loads) -> Result<(), AssignError> {
+    for (team, s) in &w.states {
+        if states.get(team) != Some(s) {
+            t.put_state(team, s)?;
+        }
+    }
+    for (id, o) in &w.owners {
+        if load.get(id) != Some(&o.open_leads) {
+            t.put_load(id, o.open_leads)?;
+        }
+    }
+    Ok(())
+}
+
 /// Assigns `leads` in order; writes back the counters that moved.
 pub fn assign(t: &mut dyn Tables, leads: &[AssignRequest]) -> Result<AssignBatch, AssignError> {
     let mut w = world(t)?;
-    let before_states = w.states.clone();
-    let before_load: BTreeMap<String, u64> = w
-        .owners
-        .iter()
-        .map(|(id, o)| (id.clone(), o.open_leads))
-        .collect();
+    let before = loads(&w);
+    let now = jiff::Timestamp::now();
     let mut decisions = Vec::with_capacity(leads.len());
     for req in leads {
         if let Some(done) = t.outcome(&req.event_id)? {
@@ -445,19 +534,15 @@ pub fn assign(t: &mut dyn Tables, leads: &[AssignRequest]) -> Result<AssignBatch
         if let (Some(d), Some(id)) = (&decision, &req.lead_id) {
             t.put_sticky(id, &d.owner)?;
         }
+        if super::lifecycle::assigned(t, req, decision.as_ref(), &w.rules, now)?
+            && let Some(o) = decision.as_ref().and_then(|d| w.owners.get_mut(&d.owner))
+        {
+            o.open_leads = o.open_leads.saturating_sub(1);
+        }
         t.put_outcome(&req.event_id, &decision)?;
         decisions.push(decision);
     }
-    for (team, s) in &w.states {
-        if before_states.get(team) != Some(s) {
-            t.put_state(team, s)?;
-        }
-    }
-    for (id, o) in &w.owners {
-        if before_load.get(id) != Some(&o.open_leads) {
-            t.put_load(id, o.open_leads)?;
-        }
-    }
+    write_loads(t, &w, &before)?;
     Ok(AssignBatch {
         rules: w.rules.len(),
         decisions,

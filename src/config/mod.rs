@@ -45,6 +45,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub metrics: MetricsSettings,
     pub stats: StatsSettings,
+    pub lifecycle: LifecycleSettings,
     pub connectors: Vec<ConnectorConfig>,
 }
 
@@ -64,6 +65,7 @@ impl Default for Settings {
             api: ApiSettings::default(),
             metrics: MetricsSettings::default(),
             stats: StatsSettings::default(),
+            lifecycle: LifecycleSettings::default(),
             connectors: vec![ConnectorConfig::Webhook(Box::new(WebhookConnector::named(
                 "webform",
             )))],
@@ -189,6 +191,30 @@ pub struct StatsSettings {
     /// How long hour rows are kept; day rows are kept for good.
     #[serde(with = "humantime_serde")]
     pub hour_retention: Duration,
+}
+
+/// `[lifecycle]`: what happens after assignment (follow-up SLAs, CRM status reports).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSettings {
+    /// How often follow-up deadlines are checked (and reassignments published).
+    #[serde(with = "humantime_serde")]
+    pub check_every: Duration,
+    /// With the Kafka output: consume CRM status reports from `[topics] status`.
+    pub consume_status: bool,
+    /// The consumer group that reads `[topics] status` (every gateway joins it: each report is
+    /// applied by one of them).
+    pub status_group: String,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            check_every: Duration::from_secs(5),
+            consume_status: true,
+            status_group: "leadgate-status".into(),
+        }
+    }
 }
 
 impl Default for StatsSettings {
@@ -335,6 +361,10 @@ pub struct Topics {
     pub merged: String,
     /// Test leads of connectors with `test_leads = "topic"` (Google `is_test`, ...).
     pub test: String,
+    /// Reassignments of leads taken back under a follow-up SLA (回收).
+    pub assignments: String,
+    /// Where CRMs report what became of a lead (consumed, not produced, by leadgate).
+    pub status: String,
 }
 
 impl Default for Topics {
@@ -344,13 +374,28 @@ impl Default for Topics {
             rejected: "leads.rejected".into(),
             merged: "leads.merged".into(),
             test: "leads.test".into(),
+            assignments: "leads.assignments".into(),
+            status: "leads.status".into(),
         }
     }
 }
 
 impl Topics {
+    /// The topics records are published on by the delivery loop.
     pub fn all(&self) -> [&str; 4] {
         [&self.clean, &self.rejected, &self.merged, &self.test]
+    }
+
+    /// Every topic leadgate creates when `create_topics` is on.
+    pub fn created(&self) -> [&str; 6] {
+        [
+            &self.clean,
+            &self.rejected,
+            &self.merged,
+            &self.test,
+            &self.assignments,
+            &self.status,
+        ]
     }
 }
 

@@ -283,7 +283,7 @@ impl KafkaSink {
     }
 }
 
-fn client_config(settings: &KafkaSettings) -> ClientConfig {
+pub(crate) fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     for (k, v) in &settings.options {
         cfg.set(k, v);
@@ -413,7 +413,7 @@ async fn create_topics(settings: KafkaSettings, topics: Topics) {
         }
     };
     let new: Vec<NewTopic> = topics
-        .all()
+        .created()
         .iter()
         .map(|t| {
             NewTopic::new(

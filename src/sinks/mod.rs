@@ -8,6 +8,7 @@ mod spool;
 
 pub use dry_run::DryRunSink;
 pub use kafka::{KafkaSink, check as check_kafka};
+pub(crate) use kafka::client_config;
 pub use spool::SpoolSink;
 
 use std::collections::{BTreeMap, HashSet};

@@ -67,12 +67,16 @@ impl Loader {
             rejected,
             merged,
             test,
+            assignments,
+            status,
         } = &s.topics;
         let topics = [
             ("topics.clean", clean),
             ("topics.rejected", rejected),
             ("topics.merged", merged),
             ("topics.test", test),
+            ("topics.assignments", assignments),
+            ("topics.status", status),
         ];
         for (key, name) in topics {
             if let Err(why) = check_topic_name(name) {
@@ -84,8 +88,18 @@ impl Loader {
             self.push(
                 top,
                 Some("topics"),
-                "the clean, rejected, merged and test topics must be four different topics",
+                "the clean, rejected, merged, test, assignments and status topics must be six different topics",
             );
+        }
+        if s.lifecycle.check_every < std::time::Duration::from_millis(100) {
+            self.push(
+                top,
+                Some("lifecycle.check_every"),
+                "must be at least 100ms",
+            );
+        }
+        if s.lifecycle.status_group.trim().is_empty() {
+            self.push(top, Some("lifecycle.status_group"), "must not be empty");
         }
         let id = &s.identity;
         if !(0.5..=1.0).contains(&id.name_similarity) {

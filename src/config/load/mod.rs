@@ -128,6 +128,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "api",
     "metrics",
     "stats",
+    "lifecycle",
     "connectors",
     "include",
 ];
@@ -199,6 +200,7 @@ impl Loader {
         settings.api = self.section(&top, "api", table.remove("api"));
         settings.metrics = self.section(&top, "metrics", table.remove("metrics"));
         settings.stats = self.section(&top, "stats", table.remove("stats"));
+        settings.lifecycle = self.section(&top, "lifecycle", table.remove("lifecycle"));
         if let Some(v) = table.remove("output") {
             settings.output = self.output(&top, v);
         }
