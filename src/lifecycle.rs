@@ -134,8 +134,7 @@ pub fn parse_status(
             format!("one of {}", STATUSES.join(", ")),
         ));
     }
-    if b
-        .lead_id
+    if b.lead_id
         .as_ref()
         .is_some_and(|l| l.trim().is_empty() || l.len() > 64)
     {

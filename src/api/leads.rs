@@ -241,8 +241,8 @@ pub async fn status(
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    let (in_body, report) = crate::lifecycle::parse_status(&value, true)
-        .map_err(|e| invalid(&e.field, e.message))?;
+    let (in_body, report) =
+        crate::lifecycle::parse_status(&value, true).map_err(|e| invalid(&e.field, e.message))?;
     if in_body.is_some_and(|l| l != lead_id) {
         return Err(invalid(
             "lead_id",

@@ -8,8 +8,8 @@ use std::path::Path;
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::engine::{Decision, TeamState};
-use super::model::Kind;
 use super::lifecycle::Pending;
+use super::model::Kind;
 use super::store::{
     AssignError, AuditEntry, AuditFrom, LeadStatus, Tables, Transact, Versioned, json, parse,
 };
@@ -288,10 +288,15 @@ impl Tables for Txn<'_> {
 
     fn push_outbox(&mut self, v: &Value) -> Result<u64, AssignError> {
         let seq = self.counter("outbox")?;
+        self.put_outbox(seq, v)?;
+        Ok(seq)
+    }
+
+    fn put_outbox(&mut self, seq: u64, v: &Value) -> Result<(), AssignError> {
         self.outbox
             .insert(seq, json(v).as_slice())
             .map_err(storage)?;
-        Ok(seq)
+        Ok(())
     }
 
     fn outbox(&mut self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError> {
@@ -328,11 +333,7 @@ impl Tables for Txn<'_> {
 
     fn funnel(&mut self, by: &str) -> Result<Vec<(String, String, u64)>, AssignError> {
         let mut out = Vec::new();
-        for entry in self
-            .funnel
-            .range((by, "", "")..)
-            .map_err(storage)?
-        {
+        for entry in self.funnel.range((by, "", "")..).map_err(storage)? {
             let (k, v) = entry.map_err(storage)?;
             let (d, value, stage) = k.value();
             if d != by {

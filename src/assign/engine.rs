@@ -362,7 +362,9 @@ impl World {
     /// The owner an action picks, and how; or why it found none.
     fn act(&mut self, action: &Action, sticky: Option<&str>) -> Result<(String, String), String> {
         match action {
-            Action::Owner { owner } if self.excluded.contains_key(owner) => Err(self.why_not(owner)),
+            Action::Owner { owner } if self.excluded.contains_key(owner) => {
+                Err(self.why_not(owner))
+            }
             Action::Owner { owner } => match self.owners.get(owner) {
                 Some(o) if available(o) => Ok((owner.clone(), format!("owner {owner}"))),
                 Some(o) => Err(why_unavailable(o)),

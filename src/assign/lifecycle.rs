@@ -106,8 +106,8 @@ pub fn dims_of(lead: &Value) -> Vec<(String, String)> {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let campaign = crate::stats::Attribution::of(&custom, lead.get("raw").unwrap_or(&Value::Null))
-        .campaign;
+    let campaign =
+        crate::stats::Attribution::of(&custom, lead.get("raw").unwrap_or(&Value::Null)).campaign;
     if !campaign.is_empty() {
         out.push(("campaign".into(), campaign));
     }
@@ -360,7 +360,8 @@ pub(super) fn reclaim(
             }
         };
         t.put_lead_status(&p.lead_id, &s)?;
-        t.push_outbox(&serde_json::to_value(&record).unwrap_or_default())?;
+        let record = serde_json::to_value(&record).unwrap_or_default();
+        t.push_outbox(&serde_json::json!({"record": record, "lease_ms": 0}))?;
     }
     w.excluded.clear();
     Ok(due.len())
@@ -416,7 +417,7 @@ pub fn funnel_rows(by: &str, rows: Vec<(String, String, u64)>) -> Vec<FunnelRow>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assign::store::{AssignmentStore, Expect, StatusReport};
+    use crate::assign::store::{AssignmentStore, Expect, StatusReport, Transact};
     use crate::assign::{EmbeddedAssignmentStore, model::Kind};
     use serde_json::json;
 
@@ -499,7 +500,10 @@ mod tests {
         assert_eq!(r[0].owner.as_deref(), Some("cai"));
         assert_eq!(r[0].reason, "follow_up.missed");
         assert!(r[0].detail.contains("within 10s"), "{}", r[0].detail);
-        assert_eq!((load(&s, "ann"), load(&s, "bob"), load(&s, "cai")), (0, 1, 1));
+        assert_eq!(
+            (load(&s, "ann"), load(&s, "bob"), load(&s, "cai")),
+            (0, 1, 1)
+        );
         assert!(published(&s).is_empty(), "published ones are forgotten");
         // Its second deadline runs from the reassignment; cai lets it lapse too: never back to
         // ann or cai, so bob.
@@ -515,8 +519,47 @@ mod tests {
         assert_eq!(s.reclaim(later(40), 100).unwrap(), 1);
         let r = published(&s);
         assert!(r[0].pool && r[0].owner.is_none(), "{r:?}");
-        assert_eq!((load(&s, "ann"), load(&s, "bob"), load(&s, "cai")), (0, 1, 0));
+        assert_eq!(
+            (load(&s, "ann"), load(&s, "bob"), load(&s, "cai")),
+            (0, 1, 0)
+        );
         assert_eq!(s.reclaim(later(1000), 100).unwrap(), 0, "nothing left");
+    }
+
+    #[test]
+    fn an_outbox_record_is_handed_to_one_publisher_and_kept_until_published() {
+        let path = tempfile::tempdir().unwrap();
+        let file = path.path().join("a.redb");
+        {
+            let s = EmbeddedAssignmentStore::open(&file).unwrap();
+            for o in ["ann", "bob"] {
+                s.put(Kind::Owners, o, json!({"id": o}), Expect::Absent)
+                    .unwrap();
+            }
+            s.put(
+                Kind::Teams,
+                "t",
+                json!({"id": "t", "members": [{"owner": "ann"}, {"owner": "bob"}]}),
+                Expect::Absent,
+            )
+            .unwrap();
+            s.put(Kind::Rules, "r", json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}, "follow_up": {"within": "1s"}}), Expect::Absent).unwrap();
+            s.assign(&[lead(1, "c")]).unwrap();
+            assert_eq!(s.reclaim(later(2), 10).unwrap(), 1);
+            let first = s.outbox(10).unwrap();
+            assert_eq!(first.len(), 1);
+            assert_eq!(first[0].1["lead_id"], "p1");
+            assert!(
+                s.outbox(10).unwrap().is_empty(),
+                "leased to the first caller"
+            );
+            // Not published: a crash now leaves it in the store.
+        }
+        let s = EmbeddedAssignmentStore::open(&file).unwrap();
+        assert_eq!(s.reclaim(later(2), 10).unwrap(), 0, "taken back once");
+        let raw = s.transact(false, &|t| t.outbox(10)).unwrap();
+        assert_eq!(raw.len(), 1, "still queued after the restart");
+        assert_eq!(raw[0].1["record"]["owner"], "bob");
     }
 
     #[test]
@@ -539,7 +582,11 @@ mod tests {
         assert_eq!(s.reclaim(later(61), 100).unwrap(), 2);
         let r = published(&s);
         let owners: Vec<_> = r.iter().map(|r| r.owner.clone().unwrap()).collect();
-        assert_eq!(owners.iter().filter(|o| *o == "cai").count(), 1, "{owners:?}");
+        assert_eq!(
+            owners.iter().filter(|o| *o == "cai").count(),
+            1,
+            "{owners:?}"
+        );
         assert!(owners.iter().all(|o| o != "ann"));
 
         // With bob off duty and cai at the claim limit, the next lapse has nobody: the pool.
@@ -552,7 +599,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.reclaim(later(200), 100).unwrap(), 2);
         let r = published(&s);
-        let cai_claims = r.iter().filter(|r| r.owner.as_deref() == Some("cai")).count();
+        let cai_claims = r
+            .iter()
+            .filter(|r| r.owner.as_deref() == Some("cai"))
+            .count();
         assert_eq!(cai_claims, 0, "cai claimed one today already: {r:?}");
         assert!(r.iter().all(|r| r.pool), "{r:?}");
         assert!(r[0].detail.contains("claim limit"), "{}", r[0].detail);
@@ -590,7 +640,14 @@ mod tests {
         let rows = s.funnel("campaign").unwrap();
         let c = &rows.iter().find(|r| r.value == "618").unwrap().counts;
         assert_eq!(
-            (c["received"], c["assigned"], c["contacted"], c["qualified"], c["converted"], c["lost"]),
+            (
+                c["received"],
+                c["assigned"],
+                c["contacted"],
+                c["qualified"],
+                c["converted"],
+                c["lost"]
+            ),
             (3, 3, 2, 1, 1, 1)
         );
         let r = &rows.iter().find(|r| r.value == "618").unwrap().rates;

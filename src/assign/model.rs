@@ -95,7 +95,9 @@ pub struct WorkingTime {
 }
 
 fn work_days() -> Vec<String> {
-    ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
+    ["mon", "tue", "wed", "thu", "fri"]
+        .map(String::from)
+        .to_vec()
 }
 
 impl FollowUp {

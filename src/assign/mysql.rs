@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 
 use super::engine::{Decision, TeamState};
-use super::model::Kind;
 use super::lifecycle::Pending;
+use super::model::Kind;
 use super::store::{
     AssignError, AuditEntry, AuditFrom, LeadStatus, Tables, Transact, Versioned, json, parse,
 };
-use serde_json::Value;
 use crate::sql::{Mysql, Retryable, SqlError, Tx};
+use serde_json::Value;
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS leadgate_assign_resources (
@@ -34,7 +34,7 @@ const SCHEMA: &[&str] = &[
         name VARBINARY(32) NOT NULL PRIMARY KEY, n BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS leadgate_assign_lead_status (
         lead_id VARBINARY(64) NOT NULL PRIMARY KEY, v BLOB NOT NULL) ENGINE=InnoDB",
-"CREATE TABLE IF NOT EXISTS leadgate_assign_follow_ups (
+    "CREATE TABLE IF NOT EXISTS leadgate_assign_follow_ups (
         lead_id VARBINARY(64) NOT NULL PRIMARY KEY, due_ms BIGINT NOT NULL, v BLOB NOT NULL,
         KEY by_due (due_ms)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS leadgate_assign_claims (
@@ -302,11 +302,15 @@ impl Tables for MyTables<'_, '_> {
 
     fn push_outbox(&mut self, v: &Value) -> Result<u64, AssignError> {
         let seq = self.counter("outbox")?;
-        self.tx.run(
-            "INSERT INTO leadgate_assign_outbox (seq, v) VALUES (?, ?)",
-            (seq, json(v)),
-        )?;
+        self.put_outbox(seq, v)?;
         Ok(seq)
+    }
+
+    fn put_outbox(&mut self, seq: u64, v: &Value) -> Result<(), AssignError> {
+        Ok(self.tx.run(
+            "INSERT INTO leadgate_assign_outbox (seq, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)",
+            (seq, json(v)),
+        )?)
     }
 
     fn outbox(&mut self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError> {

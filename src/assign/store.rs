@@ -168,6 +168,11 @@ pub trait AssignmentStore: Send + Sync {
     fn funnel(&self, by: &str) -> Result<Vec<super::lifecycle::FunnelRow>, AssignError>;
 }
 
+/// How long a gateway may take to publish the outbox records it took, before another may.
+const OUTBOX_LEASE_MS: i64 = 30_000;
+/// Outbox records looked at per call (leased ones are skipped).
+const OUTBOX_SCAN: usize = 2_000;
+
 /// A lead's lifecycle states; the last three close it.
 pub const STATUSES: &[&str] = &["contacted", "qualified", "converted", "lost", "closed"];
 const CLOSING: &[&str] = &["converted", "lost", "closed"];
@@ -383,7 +388,9 @@ impl<S: Transact> AssignmentStore for S {
 
     fn reclaim(&self, now: jiff::Timestamp, limit: usize) -> Result<usize, AssignError> {
         // Most calls find nothing due: a read transaction, without the writers' lock.
-        if self.transact(false, &|t| Ok(t.due_follow_ups(now.as_millisecond(), 1)?.is_empty()))? {
+        if self.transact(false, &|t| {
+            Ok(t.due_follow_ups(now.as_millisecond(), 1)?.is_empty())
+        })? {
             return Ok(0);
         }
         self.transact(true, &|t| {
@@ -396,7 +403,28 @@ impl<S: Transact> AssignmentStore for S {
     }
 
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError> {
-        self.transact(false, &|t| t.outbox(limit))
+        let now = jiff::Timestamp::now().as_millisecond();
+        // Most calls find it empty: a read transaction first, without the writers' lock.
+        if self.transact(false, &|t| t.outbox(1))?.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Leased, so that two gateways sharing the store do not both publish a record; a
+        // gateway that dies holding a lease leaves it to the others once it runs out.
+        self.transact(true, &|t| {
+            let mut out = Vec::new();
+            for (seq, mut entry) in t.outbox(OUTBOX_SCAN)? {
+                if entry["lease_ms"].as_i64().unwrap_or(0) > now {
+                    continue;
+                }
+                entry["lease_ms"] = (now + OUTBOX_LEASE_MS).into();
+                t.put_outbox(seq, &entry)?;
+                out.push((seq, entry["record"].take()));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
     }
 
     fn published(&self, seqs: &[u64]) -> Result<(), AssignError> {
@@ -445,6 +473,8 @@ pub trait Tables {
     fn put_claims(&mut self, key: &str, n: u64) -> Result<(), AssignError>;
     /// Queues a record to publish; returns its sequence number.
     fn push_outbox(&mut self, v: &Value) -> Result<u64, AssignError>;
+    /// Replaces the entry at `seq` (its lease).
+    fn put_outbox(&mut self, seq: u64, v: &Value) -> Result<(), AssignError>;
     fn outbox(&mut self, limit: usize) -> Result<Vec<(u64, Value)>, AssignError>;
     fn remove_outbox(&mut self, seq: u64) -> Result<(), AssignError>;
     /// Adds `n` people to a funnel count.

@@ -7,8 +7,8 @@ mod kafka;
 mod spool;
 
 pub use dry_run::DryRunSink;
-pub use kafka::{KafkaSink, check as check_kafka};
 pub(crate) use kafka::client_config;
+pub use kafka::{KafkaSink, check as check_kafka};
 pub use spool::SpoolSink;
 
 use std::collections::{BTreeMap, HashSet};

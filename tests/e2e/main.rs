@@ -9,6 +9,7 @@ mod hostile;
 mod identity;
 mod import;
 mod kafka;
+mod lifecycle;
 mod linkedin;
 mod meta;
 mod metrics;

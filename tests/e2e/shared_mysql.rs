@@ -225,3 +225,116 @@ fn two_gateways_share_one_round_robin_through_mysql() {
         7
     );
 }
+
+/// Follow-up SLAs on the shared store: two gateways checking deadlines at once take each lead
+/// back once, publish each reassignment once, and add up one funnel.
+#[test]
+fn two_gateways_reclaim_each_lead_once_through_mysql() {
+    use leadgate::assign::model::Kind;
+    use leadgate::assign::store::StatusReport;
+    use leadgate::assign::{AssignRequest, AssignmentStore, Expect, MysqlAssignmentStore};
+
+    let db = Mariadb::start();
+    let url = db.database("lifecycle");
+    let stores: Vec<Arc<MysqlAssignmentStore>> = (0..2)
+        .map(|_| Arc::new(MysqlAssignmentStore::connect(&url).unwrap()))
+        .collect();
+    let s = &stores[0];
+    for o in ["ann", "bob", "cai"] {
+        s.put(Kind::Owners, o, json!({"id": o}), Expect::Absent)
+            .unwrap();
+    }
+    s.put(
+        Kind::Teams,
+        "t",
+        json!({"id": "t", "members": [{"owner": "ann"}, {"owner": "bob"}, {"owner": "cai"}]}),
+        Expect::Absent,
+    )
+    .unwrap();
+    s.put(Kind::Rules, "r", json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}, "follow_up": {"within": "1m"}}), Expect::Absent).unwrap();
+    let leads: Vec<AssignRequest> = (0..40)
+        .map(|i| AssignRequest {
+            event_id: format!("e{i}"),
+            lead_id: Some(format!("p{i}")),
+            lead: json!({"source": {"connector": "web"}, "custom": {"utm_campaign": "双11"}}),
+        })
+        .collect();
+    for batch in leads.chunks(7) {
+        s.assign(batch).unwrap();
+    }
+    // The CRM reports on the even ones, through the other gateway.
+    for i in (0..40).step_by(2) {
+        let report = StatusReport {
+            status_id: format!("s{i}"),
+            status: if i % 4 == 0 { "converted" } else { "contacted" }.into(),
+            at: "2026-12-02T02:00:00.000Z".into(),
+        };
+        assert!(
+            stores[1]
+                .report_status(&format!("p{i}"), &report)
+                .unwrap()
+                .applied
+        );
+    }
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(61);
+    let threads: Vec<_> = stores
+        .iter()
+        .map(|store| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut taken = 0;
+                let mut published = Vec::new();
+                for _ in 0..10 {
+                    taken += store.reclaim(later, 3).unwrap();
+                    let out = store.outbox(4).unwrap();
+                    store
+                        .published(&out.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+                        .unwrap();
+                    published.extend(out.into_iter().map(|(_, v)| v));
+                }
+                (taken, published)
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    let mut published = Vec::new();
+    for t in threads {
+        let (n, p) = t.join().unwrap();
+        taken += n;
+        published.extend(p);
+    }
+    assert_eq!(taken, 20, "each odd lead taken back once");
+    let mut ids: Vec<String> = published
+        .iter()
+        .map(|v| v["lead_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = (1..40).step_by(2).map(|i| format!("p{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want, "each reassignment published once");
+    assert!(
+        published
+            .iter()
+            .all(|v| v["owner"].is_string() && v["owner"] != v["from_owner"])
+    );
+    // 40 open, 10 converted closed; the 20 reassigned moved, not added.
+    let open: u64 = stores[1]
+        .list(Kind::Owners)
+        .unwrap()
+        .iter()
+        .map(|o| o.body["open_leads"].as_u64().unwrap())
+        .sum();
+    assert_eq!(open, 30);
+    let funnel = stores[0].funnel("campaign").unwrap();
+    let c = &funnel[0].counts;
+    assert_eq!(
+        (
+            funnel[0].value.as_str(),
+            c["received"],
+            c["assigned"],
+            c["contacted"],
+            c["converted"]
+        ),
+        ("双11", 40, 40, 20, 10)
+    );
+}

@@ -92,11 +92,7 @@ impl Loader {
             );
         }
         if s.lifecycle.check_every < std::time::Duration::from_millis(100) {
-            self.push(
-                top,
-                Some("lifecycle.check_every"),
-                "must be at least 100ms",
-            );
+            self.push(top, Some("lifecycle.check_every"), "must be at least 100ms");
         }
         if s.lifecycle.status_group.trim().is_empty() {
             self.push(top, Some("lifecycle.status_group"), "must not be empty");
