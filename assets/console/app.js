@@ -434,9 +434,16 @@ async function campaigns() {
   show("campaigns");
   const error = document.getElementById("stats-error");
   try {
-    const stats = await api(`/v1/stats?${statsQuery()}`);
+    const by = document.getElementById("funnel-by").value;
+    const [stats, funnel] = await Promise.all([
+      api(`/v1/stats?${statsQuery()}`),
+      api(`/v1/stats/funnel?by=${encodeURIComponent(by)}`),
+    ]);
     error.textContent = "";
-    lastRender = () => renderStats(stats);
+    lastRender = () => {
+      renderStats(stats);
+      renderFunnel(funnel);
+    };
     lastRender();
   } catch (e) {
     if (e instanceof Unauthorized) return signIn(t("sign_in.invalid"));
@@ -480,6 +487,37 @@ function renderStats(stats) {
   row(t("stats.totals"), stats.group_by.map(() => null), stats.totals, "totals");
   document.getElementById("stats-more").textContent =
     stats.rows.length > MAX_ROWS ? t("stats.more", { shown: MAX_ROWS, rows: number(stats.rows.length) }) : "";
+}
+
+// The conversion funnel: GET /v1/stats/funnel, one row per campaign (or source, segment, owner).
+function renderFunnel(funnel) {
+  const head = document.querySelector("#funnel thead tr");
+  head.replaceChildren();
+  const columns = [funnel.by === "connector" ? "stats.connector" : funnel.by === "campaign" ? "stats.campaign" : `funnel.${funnel.by}`,
+    ...funnel.stages.map((s) => `funnel.${s}`), "funnel.rate"];
+  columns.forEach((key, i) => {
+    const el = document.createElement("th");
+    el.scope = "col";
+    el.textContent = t(key);
+    if (i > 0) el.className = "n";
+    head.appendChild(el);
+  });
+  const body = document.querySelector("#funnel tbody");
+  body.replaceChildren();
+  for (const r of funnel.rows.slice(0, MAX_ROWS)) {
+    const tr = document.createElement("tr");
+    tr.dataset.value = r.value;
+    cell(tr, r.value);
+    for (const s of funnel.stages) cell(tr, number(r.counts[s] || 0), "n");
+    cell(tr, percent(r.counts.converted || 0, r.counts.received || 0), "n");
+    body.appendChild(tr);
+  }
+  if (!funnel.rows.length) {
+    const tr = document.createElement("tr");
+    cell(tr, t("funnel.empty"));
+    tr.firstChild.colSpan = columns.length;
+    body.appendChild(tr);
+  }
 }
 
 // Data quality: /v1/stats by connector and day, as rates, reasons and a chart.
@@ -1156,6 +1194,8 @@ async function start() {
     e.preventDefault();
     campaigns();
   });
+  document.getElementById("funnel-form").addEventListener("submit", (e) => e.preventDefault());
+  document.getElementById("funnel-by").addEventListener("change", campaigns);
   document.getElementById("stats-csv").addEventListener("click", () =>
     download(`/v1/stats?${statsQuery("csv")}`, "leadgate-stats.csv", "stats-error"));
   document.getElementById("lead-search").addEventListener("submit", findLead);

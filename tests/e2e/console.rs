@@ -539,6 +539,21 @@ async fn upload_a_csv_see_its_summary_and_download_its_rejected_rows() {
 async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(dir.path(), WEBFORM);
+    use reqwest::Method;
+    admin(
+        &gw,
+        Method::POST,
+        "/v1/assignment/owners",
+        json!({"id": "ann"}),
+    )
+    .await;
+    admin(
+        &gw,
+        Method::POST,
+        "/v1/assignment/rules",
+        json!({"id": "all", "priority": 1, "action": {"type": "owner", "owner": "ann"}}),
+    )
+    .await;
     let mut leads: Vec<_> = ["双11大促", "双11大促", "双11大促", "年货节"]
         .iter()
         .enumerate()
@@ -548,6 +563,18 @@ async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
         .collect();
     leads.push(json!({"name": "无联系方式", "utm_campaign": "年货节"}));
     post(&gw, &leads).await;
+    // The CRM reports on two of the 双11 leads: one contacted, one converted.
+    let clean = gw.wait_spooled("leads.clean", 4, Duration::from_secs(30));
+    for (i, status) in [(0, "contacted"), (1, "converted")] {
+        let lead = clean[i]["lead_id"].as_str().unwrap();
+        admin(
+            &gw,
+            Method::POST,
+            &format!("/v1/leads/{lead}/status"),
+            json!({"status_id": format!("s{i}"), "status": status}),
+        )
+        .await;
+    }
 
     let downloads = dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
@@ -577,7 +604,7 @@ async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
     )
     .await;
     // received, clean, rejected, duplicate, merged, assigned
-    assert!(big.ends_with("3 3 0 0 0 0"), "{big}");
+    assert!(big.ends_with("3 3 0 0 0 3"), "{big}");
     let small = text_of(
         &c,
         "tr[data-group='webform/年货节']",
@@ -585,7 +612,49 @@ async fn campaigns_show_the_leads_of_each_campaign_and_download_as_csv() {
         |t| !t.is_empty(),
     )
     .await;
-    assert!(small.ends_with("2 1 1 0 0 0"), "{small}");
+    assert!(small.ends_with("2 1 1 0 0 1"), "{small}");
+    // The funnel: received, assigned, contacted, qualified, converted, lost, conversion.
+    let funnel = text_of(
+        &c,
+        "#funnel tr[data-value='双11大促']",
+        "the funnel's row",
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert!(funnel.ends_with("3 3 2 1 1 0 33.3%"), "{funnel}");
+    let headings = text_of(&c, "#funnel thead", "the funnel's columns", |t| {
+        t.contains("Converted")
+    })
+    .await;
+    assert!(
+        headings.starts_with("Campaign Received Assigned Contacted"),
+        "{headings}"
+    );
+    // By owner: every lead went to ann.
+    c.find(Locator::Id("funnel-by"))
+        .await
+        .unwrap()
+        .select_by_value("owner")
+        .await
+        .unwrap();
+    let ann = text_of(&c, "#funnel tr[data-value='ann']", "ann's row", |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert!(ann.ends_with("4 4 2 1 1 0 25.0%"), "{ann}");
+    c.find(Locator::Id("funnel-by"))
+        .await
+        .unwrap()
+        .select_by_value("campaign")
+        .await
+        .unwrap();
+    text_of(
+        &c,
+        "#funnel tr[data-value='双11大促']",
+        "the campaign funnel again",
+        |t| !t.is_empty(),
+    )
+    .await;
     screenshot(&c, "campaigns").await;
 
     click(&c, Locator::Id("stats-csv")).await;
