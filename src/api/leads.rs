@@ -243,6 +243,12 @@ pub async fn status(
     })?;
     let (in_body, report) =
         crate::lifecycle::parse_status(&value, true).map_err(|e| invalid(&e.field, e.message))?;
+    if lead_id.trim().is_empty() || lead_id.len() > 64 {
+        return Err(invalid(
+            "lead_id",
+            "a lead id, 1-64 characters (the URL's)".into(),
+        ));
+    }
     if in_body.is_some_and(|l| l != lead_id) {
         return Err(invalid(
             "lead_id",

@@ -140,17 +140,18 @@ fn count(
 }
 
 /// After `req` was decided (in the assignment's transaction): its funnel counts, its owner, its
-/// follow-up deadline. Returns whether the owner's count must be given back, because this person
-/// is already open with the same owner (an owner's open leads count people, not submissions).
+/// follow-up deadline. An owner's open leads count people, not submissions: returns the owner
+/// whose count must drop by one, when this person was open already: with the same owner (the
+/// assignment's count given back), or with another (who no longer has them).
 pub(super) fn assigned(
     t: &mut dyn Tables,
     req: &AssignRequest,
     decision: Option<&Decision>,
     rules: &[Rule],
     now: jiff::Timestamp,
-) -> Result<bool, AssignError> {
+) -> Result<Option<String>, AssignError> {
     let Some(lead_id) = &req.lead_id else {
-        return Ok(false);
+        return Ok(None);
     };
     let mut s = t.lead_status(lead_id)?.unwrap_or_default();
     let before = s.clone();
@@ -164,18 +165,26 @@ pub(super) fn assigned(
         }
         s.dims.push(dim);
     }
-    let mut give_back = false;
+    let mut release = None;
     if let Some(d) = decision {
         if !s.reached.iter().any(|r| r == "assigned") {
             s.reached.push("assigned".into());
             count(t, &s.dims, None, "assigned")?;
         }
         let same_owner = before.owner.as_deref() == Some(d.owner.as_str());
-        if same_owner && before.assigned && !before.closed {
-            give_back = true;
-        } else if !same_owner || !before.assigned {
+        let open = before.assigned && !before.closed;
+        if open {
+            release = before.owner.clone();
+        }
+        if !same_owner || !before.assigned {
             t.add_funnel("owner", &d.owner, "received", 1)?;
             t.add_funnel("owner", &d.owner, "assigned", 1)?;
+        }
+        // Its follow-up goes with it to the new owner (the deadline stays).
+        if !same_owner && let Some(mut p) = t.follow_up(lead_id)? {
+            p.owner = d.owner.clone();
+            p.owners.push(d.owner.clone());
+            t.put_follow_up(&p)?;
         }
         s.owner = Some(d.owner.clone());
         s.assigned = true;
@@ -206,7 +215,7 @@ pub(super) fn assigned(
     if s != before {
         t.put_lead_status(lead_id, &s)?;
     }
-    Ok(give_back)
+    Ok(release)
 }
 
 /// A status report that was not a repeat: the follow-up is done, the stages it shows are
@@ -623,6 +632,23 @@ mod tests {
         assert_eq!(load(&s, "ann"), 1);
         report(&s, "p1", "converted", "s1");
         assert_eq!(load(&s, "ann"), 0);
+
+        // Another person, who comes back while open and goes to another owner by round robin:
+        // the first owner no longer has them.
+        s.put(Kind::Rules, "all", json!({"id": "all", "priority": 1, "action": {"type": "team", "team": "sales", "strategy": "round_robin"}}), Expect::Any).unwrap();
+        let first = s.assign(&[lead(2, "c")]).unwrap().decisions[0]
+            .clone()
+            .unwrap();
+        let again = AssignRequest {
+            event_id: "e2b".into(),
+            ..lead(2, "c")
+        };
+        let second = s.assign(&[again]).unwrap().decisions[0].clone().unwrap();
+        assert_ne!(first.owner, second.owner);
+        assert_eq!((load(&s, &first.owner), load(&s, &second.owner)), (0, 1));
+        report(&s, "p2", "closed", "s2");
+        let total: u64 = ["ann", "bob", "cai"].iter().map(|o| load(&s, o)).sum();
+        assert_eq!(total, 0);
     }
 
     #[test]

@@ -564,8 +564,8 @@ pub fn assign(t: &mut dyn Tables, leads: &[AssignRequest]) -> Result<AssignBatch
         if let (Some(d), Some(id)) = (&decision, &req.lead_id) {
             t.put_sticky(id, &d.owner)?;
         }
-        if super::lifecycle::assigned(t, req, decision.as_ref(), &w.rules, now)?
-            && let Some(o) = decision.as_ref().and_then(|d| w.owners.get_mut(&d.owner))
+        if let Some(owner) = super::lifecycle::assigned(t, req, decision.as_ref(), &w.rules, now)?
+            && let Some(o) = w.owners.get_mut(&owner)
         {
             o.open_leads = o.open_leads.saturating_sub(1);
         }
