@@ -331,3 +331,73 @@ async fn leads_nobody_calls_are_reassigned_and_crm_feedback_closes_the_funnel() 
             .join("\n")
     );
 }
+
+/// On the embedded output the reassignments are JSON lines too; a lead the CRM reported on over
+/// HTTP in time stays with its owner.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_the_embedded_output_reassignments_are_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[api]\ntoken = \"{TOKEN}\"\n\n[lifecycle]\ncheck_every = \"200ms\"\n\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n"
+    );
+    let gw = Gateway::start(Some(&text), &dir.path().join("data"));
+    let http = Client::new();
+    use reqwest::Method;
+    for o in ["ann", "bob"] {
+        api(
+            &http,
+            &gw,
+            Method::POST,
+            "/v1/assignment/owners",
+            Some(json!({"id": o})),
+        )
+        .await;
+    }
+    api(
+        &http,
+        &gw,
+        Method::POST,
+        "/v1/assignment/teams",
+        Some(json!({"id": "t", "members": [{"owner": "ann"}, {"owner": "bob"}]})),
+    )
+    .await;
+    let (s, b) = api(&http, &gw, Method::POST, "/v1/assignment/rules",
+        Some(json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}, "follow_up": {"within": "3s"}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let url = gw.url("/v1/webhooks/webform");
+    for phone in ["13911110001", "13911110002"] {
+        crate::support::accepted(post_json(&http, &url, &json!({"phone": phone})).await).await;
+    }
+    let clean = gw.wait_spooled("leads.clean", 2, Duration::from_secs(20));
+    let called = clean[1]["lead_id"].as_str().unwrap();
+    let (s, b) = api(
+        &http,
+        &gw,
+        Method::POST,
+        &format!("/v1/leads/{called}/status"),
+        Some(json!({"status_id": "c1", "status": "contacted"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let moved = gw.wait_spooled("leads.assignments", 1, Duration::from_secs(20));
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0]["lead_id"], clean[0]["lead_id"]);
+    assert_eq!(
+        (moved[0]["from_owner"].as_str(), moved[0]["owner"].as_str()),
+        (Some("ann"), Some("bob"))
+    );
+    // bob lets it lapse too: nobody left who did not have it, so the pool. The lead the CRM
+    // called is never taken back.
+    let moved = gw.wait_spooled("leads.assignments", 2, Duration::from_secs(20));
+    assert_eq!(moved[1]["lead_id"], clean[0]["lead_id"]);
+    assert_eq!(
+        (&moved[1]["pool"], &moved[1]["owner"]),
+        (&json!(true), &Value::Null)
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        gw.spooled("leads.assignments")
+            .iter()
+            .all(|r| r["lead_id"] != called)
+    );
+}
