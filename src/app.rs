@@ -203,13 +203,30 @@ pub async fn run_on(
         Policy::new(&settings.identity),
         Assigner::new(assignment.clone()).with_max_total(settings.assignment.max_score),
     ));
-    let (sources, supervisor) = crate::sources::start_all(
+    let gateway = settings.coordination.as_ref().map(|c| match c {
+        crate::config::CoordinationSettings::Mysql { gateway, .. } => crate::coord::gateway_name(
+            gateway.as_deref(),
+            listener.local_addr().map_or(0, |a| a.port()),
+        ),
+    });
+    let (sources, supervisor, leases) = crate::sources::start_leased(
         &settings.connectors,
         &journal,
         &data.0,
         settings.intake.max_backlog,
         &stop_rx,
+        gateway.as_deref(),
     )?;
+    let coordination = match (&settings.coordination, leases) {
+        (Some(c), Some(leases)) => Some(start_coordination(
+            c,
+            leases,
+            journal.clone(),
+            sources.statuses.clone(),
+            stop_rx.clone(),
+        )?),
+        _ => None,
+    };
     // Reassignments (回收) go out through a sink of their own, on their own topic.
     let follow_up_sink =
         build_sink(&settings, &data, stop_rx.clone(), HealthReport::new().0).await?;
@@ -262,6 +279,9 @@ pub async fn run_on(
         data.0.display()
     );
     println!("  {output}");
+    if let Some(g) = &gateway {
+        println!("  coordination: gateway {g}; pull connectors run on one gateway at a time");
+    }
     if let OutputSettings::Embedded = settings.output {
         println!(
             "  clean leads: {}",
@@ -315,10 +335,71 @@ pub async fn run_on(
             "delivery did not stop within 10s; undelivered leads stay in the journal for the next start"
         );
     }
+    if let Some(c) = coordination {
+        // After the sources' tasks stopped: the locks go last.
+        let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+    }
     for task in std::iter::once(lifecycle).chain(status_consumer) {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     served.context("the HTTP server failed")
+}
+
+/// Starts the leases of the pull connectors (`[coordination]`).
+fn start_coordination(
+    settings: &crate::config::CoordinationSettings,
+    leases: crate::coord::Leases,
+    journal: Journal,
+    statuses: crate::sources::status::Statuses,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    leases.install();
+    tracing::info!(
+        gateway = leases.gateway(),
+        connectors = leases.connectors().count(),
+        "coordination: the pull connectors run under leases"
+    );
+    match settings {
+        #[cfg(feature = "mysql")]
+        crate::config::CoordinationSettings::Mysql { url, lease, .. } => {
+            use secrecy::ExposeSecret;
+            let (url, lease) = (url.expose_secret().to_owned(), *lease);
+            Ok(tokio::spawn(async move {
+                // A database that is down at start is retried: the connectors wait in standby.
+                let mut backoff = crate::retry::forever();
+                loop {
+                    let stop2 = stop.clone();
+                    match crate::coord::mysql::run(
+                        &url,
+                        lease,
+                        leases.clone(),
+                        journal.clone(),
+                        statuses.clone(),
+                        stop2,
+                    )
+                    .await
+                    {
+                        Ok(()) => return,
+                        Err(e) => {
+                            let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                            tracing::error!(error = %e, retry_in = ?delay, "coordination: cannot reach the database; the pull connectors wait in standby");
+                            tokio::time::sleep(delay).await;
+                            if *stop.borrow() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }))
+        }
+        #[cfg(not(feature = "mysql"))]
+        crate::config::CoordinationSettings::Mysql { .. } => {
+            let _ = (leases, journal, statuses, stop);
+            anyhow::bail!(
+                "[coordination] type = \"mysql\" needs a leadgate built with the `mysql` feature"
+            )
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -9,6 +9,7 @@ pub mod app;
 pub mod assign;
 pub mod config;
 pub mod consent;
+pub mod coord;
 /// What the fuzz targets check: test and fuzzing support, not part of the gateway.
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

@@ -308,7 +308,24 @@ pub(super) fn reclaim(
             },
             p.due
         );
-        let record = match outcome {
+        let mut record = Reassignment {
+            schema_version: SCHEMA_VERSION.into(),
+            reassignment_id: format!("{}/{n}", p.lead_id),
+            lead_id: p.lead_id.clone(),
+            event_id: p.event_id.clone(),
+            at: now.to_string(),
+            reason: "follow_up.missed".into(),
+            detail: String::new(),
+            from_owner: p.owner.clone(),
+            owner: None,
+            pool: true,
+            rule_id: rule.id.clone(),
+            team: None,
+            strategy: None,
+            due: p.due.clone(),
+            reassignments: n,
+        };
+        match outcome {
             Ok(d) => {
                 let key = format!("{}/{day}", d.owner);
                 t.put_claims(&key, claims.get(&d.owner).copied().unwrap_or(0) + 1)?;
@@ -328,46 +345,18 @@ pub(super) fn reclaim(
                     owners,
                     ..p.clone()
                 })?;
-                Reassignment {
-                    schema_version: SCHEMA_VERSION.into(),
-                    reassignment_id: format!("{}/{n}", p.lead_id),
-                    lead_id: p.lead_id.clone(),
-                    event_id: p.event_id.clone(),
-                    at: now.to_string(),
-                    reason: "follow_up.missed".into(),
-                    detail: format!("{missed}; {}", d.reason),
-                    from_owner: p.owner.clone(),
-                    owner: Some(d.owner),
-                    pool: false,
-                    rule_id: rule.id.clone(),
-                    team: d.team,
-                    strategy: d.strategy.map(|s| s.as_str().to_owned()),
-                    due: p.due.clone(),
-                    reassignments: n,
-                }
+                record.detail = format!("{missed}; {}", d.reason);
+                record.owner = Some(d.owner);
+                record.pool = false;
+                record.team = d.team;
+                record.strategy = d.strategy.map(|s| s.as_str().to_owned());
             }
             Err(why) => {
                 t.remove_follow_up(&p.lead_id)?;
                 s.owner = None;
-                Reassignment {
-                    schema_version: SCHEMA_VERSION.into(),
-                    reassignment_id: format!("{}/{n}", p.lead_id),
-                    lead_id: p.lead_id.clone(),
-                    event_id: p.event_id.clone(),
-                    at: now.to_string(),
-                    reason: "follow_up.missed".into(),
-                    detail: format!("{missed}; back to the pool: {why}"),
-                    from_owner: p.owner.clone(),
-                    owner: None,
-                    pool: true,
-                    rule_id: rule.id.clone(),
-                    team: None,
-                    strategy: None,
-                    due: p.due.clone(),
-                    reassignments: n,
-                }
+                record.detail = format!("{missed}; back to the pool: {why}");
             }
-        };
+        }
         t.put_lead_status(&p.lead_id, &s)?;
         let record = serde_json::to_value(&record).unwrap_or_default();
         t.push_outbox(&serde_json::json!({"record": record, "lease_ms": 0}))?;

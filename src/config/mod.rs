@@ -46,6 +46,9 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub stats: StatsSettings,
     pub lifecycle: LifecycleSettings,
+    /// `[coordination]`: several gateways sharing the pull connectors (none: this gateway runs
+    /// them all).
+    pub coordination: Option<CoordinationSettings>,
     pub connectors: Vec<ConnectorConfig>,
 }
 
@@ -66,6 +69,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             stats: StatsSettings::default(),
             lifecycle: LifecycleSettings::default(),
+            coordination: None,
             connectors: vec![ConnectorConfig::Webhook(Box::new(WebhookConnector::named(
                 "webform",
             )))],
@@ -191,6 +195,37 @@ pub struct StatsSettings {
     /// How long hour rows are kept; day rows are kept for good.
     #[serde(with = "humantime_serde")]
     pub hour_retention: Duration,
+}
+
+/// `[coordination]`: where gateways take turns with the pull connectors (see
+/// `docs/operations.md`). Each pull connector runs on one gateway at a time, under a lease held
+/// as a MySQL named lock.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum CoordinationSettings {
+    Mysql {
+        /// `mysql://user:password@host:3306/database`; write `"${COORDINATION_MYSQL_URL}"`.
+        url: secrecy::SecretString,
+        /// A gateway that stops answering loses its leases within this time.
+        #[serde(with = "humantime_serde", default = "default_lease")]
+        lease: Duration,
+        /// This gateway's name in `/v1/connectors` (default: `$HOSTNAME`, else the host name,
+        /// with the listen port).
+        #[serde(default)]
+        gateway: Option<String>,
+    },
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(15)
+}
+
+impl CoordinationSettings {
+    pub fn lease(&self) -> Duration {
+        match self {
+            Self::Mysql { lease, .. } => *lease,
+        }
+    }
 }
 
 /// `[lifecycle]`: what happens after assignment (follow-up SLAs, CRM status reports).

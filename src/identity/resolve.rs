@@ -170,6 +170,7 @@ pub fn root<G: GraphRead>(
 }
 
 /// The people `keys` link, each followed to the person it was merged into, each once.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 pub fn find<G: GraphRead>(g: &mut G, keys: &[IdentityKey]) -> Result<Vec<String>, IdentityError> {
     let mut found = Vec::new();
     for key in keys {

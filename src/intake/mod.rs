@@ -39,6 +39,13 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// A pull connector's name -> its checkpoint (the connector's own JSON).
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
+/// `(connector, seq)` -> the checkpoint a pulled page stored, `seq` being the journal's last
+/// sequence number after the page: once every event up to `seq` is delivered, the checkpoint
+/// covers only delivered leads and may be shared with other gateways (`[coordination]`). The
+/// newest [`HISTORY_KEPT`] of each connector are kept.
+const CHECKPOINT_HISTORY: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("checkpoint_history");
+const HISTORY_KEPT: usize = 64;
 /// Events set aside for good, by their sequence number -> a [`Quarantined`] entry (JSON).
 const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
 /// Counters that must survive restarts.
@@ -228,6 +235,7 @@ impl Journal {
             let quarantined = txn.open_table(QUARANTINE)?.len()?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(CHECKPOINTS)?;
+            txn.open_table(CHECKPOINT_HISTORY)?;
             txn.open_table(crate::stats::HOURS)?;
             txn.open_table(crate::stats::DAYS)?;
             txn.commit()?;
@@ -320,6 +328,47 @@ impl Journal {
         self.store.with(|db| {
             let txn = db.begin_read()?;
             crate::stats::read(&txn, day, range, group_by, connector)
+        })
+    }
+
+    /// The newest checkpoint of `connector` whose page's leads, and every lead journaled before
+    /// them, are delivered: what another gateway may resume from. Blocking.
+    pub fn delivered_checkpoint(&self, connector: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.store.with(|db| {
+            let txn = db.begin_read()?;
+            let through = match txn.open_table(EVENTS)?.first()? {
+                Some((k, _)) => k.value().saturating_sub(1),
+                None => u64::MAX,
+            };
+            let history = txn.open_table(CHECKPOINT_HISTORY)?;
+            let newest = history
+                .range((connector, 0)..=(connector, through))?
+                .next_back();
+            Ok(match newest {
+                Some(r) => Some(r?.1.value().to_vec()),
+                None => None,
+            })
+        })
+    }
+
+    /// Makes `checkpoint` the one `connector` resumes from (a lease taken over from another
+    /// gateway: the shared checkpoint), forgetting its older history. Blocking; call it while
+    /// none of the connector's tasks runs.
+    pub fn adopt_checkpoint(&self, connector: &str, checkpoint: &[u8]) -> Result<(), JournalError> {
+        self.store.with(|db| {
+            let txn = db.begin_write()?;
+            {
+                let last = txn
+                    .open_table(META)?
+                    .get(LAST_SEQ)?
+                    .map_or(0, |v| v.value());
+                txn.open_table(CHECKPOINTS)?.insert(connector, checkpoint)?;
+                let mut history = txn.open_table(CHECKPOINT_HISTORY)?;
+                history.retain_in((connector, 0)..=(connector, u64::MAX), |_, _| false)?;
+                history.insert((connector, last), checkpoint)?;
+            }
+            txn.commit()?;
+            Ok(())
         })
     }
 
@@ -658,6 +707,7 @@ impl Writer {
             };
             let mut keys = txn.open_table(IDEMPOTENCY)?;
             let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            let mut history = txn.open_table(CHECKPOINT_HISTORY)?;
             for job in batch {
                 let append = match job {
                     Job::Append(a) => a,
@@ -667,6 +717,17 @@ impl Writer {
                             store(seq, arriving)?;
                         }
                         checkpoints.insert(p.connector.as_str(), p.checkpoint.as_slice())?;
+                        let c = p.connector.as_str();
+                        history.insert((c, seq), p.checkpoint.as_slice())?;
+                        let old: Vec<u64> = history
+                            .range((c, 0)..=(c, u64::MAX))?
+                            .rev()
+                            .skip(HISTORY_KEPT)
+                            .map(|r| r.map(|(k, _)| k.value().1))
+                            .collect::<Result<_, _>>()?;
+                        for s in old {
+                            history.remove((c, s))?;
+                        }
                         continue;
                     }
                 };

@@ -169,17 +169,50 @@ pub fn start_all(
     max_backlog: u64,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Running, supervise::Supervisor)> {
+    start_leased(connectors, journal, data_dir, max_backlog, shutdown, None)
+        .map(|(running, supervisor, _)| (running, supervisor))
+}
+
+/// [`start_all`], with the pull connectors leased when `gateway` (this gateway's name) is given
+/// (`[coordination]`): their reading tasks run only while this gateway holds their lease, which
+/// the returned [`crate::coord::Leases`] carries.
+pub fn start_leased(
+    connectors: &[ConnectorConfig],
+    journal: &crate::intake::Journal,
+    data_dir: &std::path::Path,
+    max_backlog: u64,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+    gateway: Option<&str>,
+) -> anyhow::Result<(Running, supervise::Supervisor, Option<crate::coord::Leases>)> {
     use anyhow::Context;
     let statuses = status::Statuses::new(connectors);
     statuses.keep_pauses_in(data_dir.join("paused-connectors.json"))?;
     let cx = connector::Start::new(journal, data_dir, &statuses, max_backlog);
-    let mut supervisor = supervise::Supervisor::new(statuses.clone(), shutdown.clone());
-    let mut webhooks = HashMap::new();
+    let mut started = Vec::new();
     for c in connectors {
-        let started = c
+        let s = c
             .get()
             .start(&cx)
             .with_context(|| format!("cannot start the {} connector `{}`", c.kind(), c.name()))?;
+        started.push((c, s));
+    }
+    let leases = gateway.map(|g| {
+        let leased = started
+            .iter()
+            .filter(|(_, s)| {
+                s.tasks
+                    .iter()
+                    .any(|t| crate::coord::LEASED_ROLES.contains(&t.role))
+            })
+            .map(|(c, _)| c.name().to_owned());
+        crate::coord::Leases::new(g, leased)
+    });
+    let mut supervisor = supervise::Supervisor::new(statuses.clone(), shutdown.clone());
+    if let Some(l) = &leases {
+        supervisor = supervisor.with_leases(l.clone());
+    }
+    let mut webhooks = HashMap::new();
+    for (c, started) in started {
         for task in started.tasks {
             supervisor.spawn(task);
         }
@@ -190,7 +223,7 @@ pub fn start_all(
             });
         }
     }
-    Ok((Running { statuses, webhooks }, supervisor))
+    Ok((Running { statuses, webhooks }, supervisor, leases))
 }
 
 /// A platform's id as text: ids come as strings or as numbers.

@@ -37,6 +37,9 @@ pub enum PullError {
     Shape(String),
     #[error(transparent)]
     Journal(#[from] crate::intake::JournalError),
+    /// `[coordination]`: this gateway no longer holds the connector's lease; another reads now.
+    #[error("this gateway no longer holds the connector's lease")]
+    LeaseLost,
 }
 
 impl PullError {
@@ -51,6 +54,7 @@ impl PullError {
             Self::Missing(_) => "missing",
             Self::Shape(_) => "unexpected_response",
             Self::Journal(_) => "journal",
+            Self::LeaseLost => "lease_lost",
         }
     }
 
@@ -101,25 +105,35 @@ where
     use backon::Retryable;
     let current = std::sync::Mutex::new(state);
     let lock = || current.lock().unwrap_or_else(|p| p.into_inner());
-    let answer = (|| attempt(lock().clone()))
-        .retry(api_retry())
-        .when(PullError::retryable)
-        .adjust(|e, delay| match e {
-            PullError::Throttled {
-                retry_after: Some(after),
-                ..
-            } => Some(*after),
-            _ => delay,
-        })
-        .notify(|e, after| {
-            if matches!(e, PullError::Throttled { .. }) {
-                let mut s = lock();
-                *s = on_throttle(&s);
+    let answer = (|| {
+        // A gateway that lost the lease (frozen past it, say) must not spend the token.
+        let held = crate::coord::may_use(connector);
+        let f = attempt(lock().clone());
+        async move {
+            if !held {
+                return Err(PullError::LeaseLost);
             }
-            tracing::warn!(connector, error = %e, retry_in = ?after, "retrying");
-            crate::telemetry::error(connector, e.error_type(), "receiving");
-        })
-        .await?;
+            f.await
+        }
+    })
+    .retry(api_retry())
+    .when(PullError::retryable)
+    .adjust(|e, delay| match e {
+        PullError::Throttled {
+            retry_after: Some(after),
+            ..
+        } => Some(*after),
+        _ => delay,
+    })
+    .notify(|e, after| {
+        if matches!(e, PullError::Throttled { .. }) {
+            let mut s = lock();
+            *s = on_throttle(&s);
+        }
+        tracing::warn!(connector, error = %e, retry_in = ?after, "retrying");
+        crate::telemetry::error(connector, e.error_type(), "receiving");
+    })
+    .await?;
     Ok((
         answer,
         current.into_inner().unwrap_or_else(|p| p.into_inner()),

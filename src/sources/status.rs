@@ -32,6 +32,9 @@ pub enum State {
     /// Paused by an operator (`POST /v1/connectors/{name}/pause`): it reads nothing until
     /// resumed. Its webhook, if it has one, still takes leads.
     Paused,
+    /// Another gateway holds its lease (`[coordination]`) and reads for it; this one takes over
+    /// if that one goes away. Its webhook, if it has one, still takes leads here.
+    Standby,
 }
 
 /// Progress of a snapshot.
@@ -92,6 +95,23 @@ pub struct ConnectorStatus {
     /// When an operator paused it (RFC 3339 UTC); absent while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_at: Option<String>,
+    /// With `[coordination]`: which gateway holds this connector's lease (and so reads for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
+}
+
+/// A leased connector's lease, as this gateway sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct LeaseStatus {
+    /// This gateway's name.
+    pub gateway: String,
+    /// The gateway that took the lease last (it may have died since: then another takes it
+    /// within the lease).
+    pub holder: Option<String>,
+    /// Increases with every acquisition.
+    pub epoch: u64,
+    /// This gateway holds it now.
+    pub held_here: bool,
 }
 
 /// A platform token's health.
@@ -147,6 +167,7 @@ impl ConnectorStatus {
             token: None,
             pausable: state != State::Passive,
             paused_at: None,
+            lease: None,
         }
     }
 }

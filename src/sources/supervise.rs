@@ -59,6 +59,8 @@ pub struct Supervisor {
     tasks: JoinSet<()>,
     statuses: Statuses,
     shutdown: watch::Receiver<bool>,
+    /// With `[coordination]`: the leased connectors, whose reading tasks run only under lease.
+    leases: Option<crate::coord::Leases>,
 }
 
 impl Supervisor {
@@ -68,12 +70,30 @@ impl Supervisor {
             tasks: JoinSet::new(),
             statuses,
             shutdown,
+            leases: None,
         }
+    }
+
+    /// Runs the reading tasks ([`crate::coord::LEASED_ROLES`]) of `leases`' connectors only
+    /// while this gateway holds their lease.
+    pub fn with_leases(mut self, leases: crate::coord::Leases) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     pub fn spawn(&mut self, task: Task) {
         let (statuses, shutdown) = (self.statuses.clone(), self.shutdown.clone());
-        self.tasks.spawn(supervised(task, statuses, shutdown));
+        match &self.leases {
+            Some(l)
+                if l.covers(&task.connector) && crate::coord::LEASED_ROLES.contains(&task.role) =>
+            {
+                self.tasks
+                    .spawn(leased(task, l.clone(), statuses, shutdown));
+            }
+            _ => {
+                self.tasks.spawn(supervised(task, statuses, shutdown));
+            }
+        }
     }
 
     /// Tasks running.
@@ -109,22 +129,92 @@ async fn supervised(task: Task, statuses: Statuses, mut shutdown: watch::Receive
         if *shutdown.borrow() {
             return;
         }
-        let why = match outcome {
-            Ok(Ok(())) => format!("its {} task ended", task.role),
-            Ok(Err(e)) => format!("its {} task failed: {e}", task.role),
-            Err(panic) => format!("its {} task panicked: {}", task.role, panic_message(panic)),
+        if !restart_after(&task, outcome, &mut backoff, &statuses, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// What a run of a task ended with: `Ok` when it returned, `Err` with its panic.
+type Outcome = Result<Result<(), String>, Box<dyn std::any::Any + Send>>;
+
+/// Reports a run that ended before shutdown and waits the next backoff step; `false` when
+/// shutdown came meanwhile.
+async fn restart_after(
+    task: &Task,
+    outcome: Outcome,
+    backoff: &mut backon::ExponentialBackoff,
+    statuses: &Statuses,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let why = match outcome {
+        Ok(Ok(())) => format!("its {} task ended", task.role),
+        Ok(Err(e)) => format!("its {} task failed: {e}", task.role),
+        Err(panic) => format!("its {} task panicked: {}", task.role, panic_message(panic)),
+    };
+    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+    tracing::error!(connector = %task.connector, error = %why, restart_in = ?delay, "a source task stopped; restarting it");
+    statuses.failure(
+        &task.connector,
+        &format!("{why}; restarting it in {delay:.1?}"),
+        false,
+    );
+    statuses.update(&task.connector, |s| s.task_restarts += 1);
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    }
+}
+
+/// Runs `task` as [`supervised`] does, but only while this gateway holds the connector's lease:
+/// it waits in standby for the lease, runs until the lease ends (then stops after the page under
+/// way), and waits again.
+async fn leased(
+    task: Task,
+    leases: crate::coord::Leases,
+    statuses: Statuses,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = crate::retry::forever();
+    loop {
+        statuses.update(&task.connector, |s| {
+            if s.lease.as_ref().is_none_or(|l| !l.held_here) {
+                s.state = crate::sources::status::State::Standby;
+            }
+        });
+        let Some(lease) = leases.acquired(&task.connector, &mut shutdown).await else {
+            return;
         };
-        let delay = backoff.next().unwrap_or(Duration::from_secs(30));
-        tracing::error!(connector = %task.connector, error = %why, restart_in = ?delay, "a source task stopped; restarting it");
-        statuses.failure(
-            &task.connector,
-            &format!("{why}; restarting it in {delay:.1?}"),
-            false,
-        );
-        statuses.update(&task.connector, |s| s.task_restarts += 1);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        tracing::info!(connector = %task.connector, role = task.role, epoch = lease.epoch, "running under the lease");
+        let (stop_tx, stop) = watch::channel(false);
+        let watcher = {
+            let (leases, name, mut shutdown) =
+                (leases.clone(), task.connector.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = leases.lost(&name, lease.epoch) => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
+                stop_tx.send_replace(true);
+            })
+        };
+        let outcome = {
+            let _running = leases.run_guard(&task.connector);
+            AssertUnwindSafe((task.run)(stop)).catch_unwind().await
+        };
+        watcher.abort();
+        if *shutdown.borrow() {
+            return;
+        }
+        let still = leases
+            .current(&task.connector)
+            .is_some_and(|l| l.epoch == lease.epoch);
+        if !still {
+            tracing::info!(connector = %task.connector, role = task.role, "the lease ended; the task stopped and waits for it again");
+            continue;
+        }
+        if !restart_after(&task, outcome, &mut backoff, &statuses, &mut shutdown).await {
+            return;
         }
     }
 }

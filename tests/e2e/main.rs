@@ -5,6 +5,8 @@ mod assignment;
 mod config;
 mod console;
 mod forms;
+#[cfg(feature = "mysql")]
+mod ha;
 mod hostile;
 mod identity;
 mod import;

@@ -91,6 +91,23 @@ impl Loader {
                 "the clean, rejected, merged, test, assignments and status topics must be six different topics",
             );
         }
+        if let Some(c) = &s.coordination {
+            if c.lease() < std::time::Duration::from_secs(2) {
+                self.push(top, Some("coordination.lease"), "must be at least 2s");
+            }
+            // After a failover the new holder reads again from the shared checkpoint; only a
+            // shared identity store recognizes the leads the old one already took in.
+            if !matches!(
+                s.identity.store,
+                crate::identity::StoreSettings::Mysql { .. }
+            ) {
+                self.push(
+                    top,
+                    Some("coordination"),
+                    "gateways that share pull connectors need a shared identity store: set [identity.store] type = \"mysql\"",
+                );
+            }
+        }
         if s.lifecycle.check_every < std::time::Duration::from_millis(100) {
             self.push(top, Some("lifecycle.check_every"), "must be at least 100ms");
         }

@@ -129,6 +129,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics",
     "stats",
     "lifecycle",
+    "coordination",
     "connectors",
     "include",
 ];
@@ -201,6 +202,9 @@ impl Loader {
         settings.metrics = self.section(&top, "metrics", table.remove("metrics"));
         settings.stats = self.section(&top, "stats", table.remove("stats"));
         settings.lifecycle = self.section(&top, "lifecycle", table.remove("lifecycle"));
+        if let Some(v) = table.remove("coordination") {
+            settings.coordination = self.parse_at(&top, v, "coordination.");
+        }
         if let Some(v) = table.remove("output") {
             settings.output = self.output(&top, v);
         }

@@ -449,6 +449,11 @@ impl Credentials {
         client: &reqwest::Client,
         statuses: &Statuses,
     ) -> Result<(), RefreshError> {
+        if !crate::coord::may_use(&self.inner.connector) {
+            return Err(RefreshError::Failed(
+                "this gateway no longer holds the connector's lease".into(),
+            ));
+        }
         let old = self.current().clone();
         let Some(refresh_token) = old.refresh_token.clone() else {
             return Err(RefreshError::Refused(
