@@ -209,6 +209,16 @@ pub async fn run_on(
             listener.local_addr().map_or(0, |a| a.port()),
         ),
     });
+    #[cfg(feature = "mysql")]
+    if let Some(crate::config::CoordinationSettings::Mysql { url, .. }) = &settings.coordination {
+        use secrecy::ExposeSecret;
+        // Before the connectors open their token files.
+        crate::coord::tokens::SharedTokens::connect(url.expose_secret())
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open the shared token store ([coordination] url): {e:?}")
+            })?
+            .install();
+    }
     let (sources, supervisor, leases) = crate::sources::start_leased(
         &settings.connectors,
         &journal,

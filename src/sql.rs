@@ -195,4 +195,9 @@ impl Tx<'_> {
             .block_on(self.tx.exec_drop(sql, params))
             .map_err(SqlError::of)
     }
+
+    /// Rows the last statement changed.
+    pub fn affected(&self) -> u64 {
+        self.tx.affected_rows()
+    }
 }

@@ -11,6 +11,8 @@
 
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "mysql")]
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -201,6 +203,11 @@ pub fn may_use(connector: &str) -> bool {
         Some(l) if l.covers(connector) => l.current(connector).is_some(),
         _ => true,
     }
+}
+
+/// The epoch of the lease this gateway holds of `connector` now, if it may trust it.
+pub fn held_epoch(connector: &str) -> Option<u64> {
+    GLOBAL.get()?.current(connector).map(|l| l.epoch)
 }
 
 /// This gateway's name: the configured one, else `$HOSTNAME` (a Kubernetes pod's name), else

@@ -405,3 +405,111 @@ fn webhook_events(got: &[crate::support::Consumed], accepted: &[String]) -> usiz
         .filter(|e| seen.contains(e.as_str()))
         .count()
 }
+
+/// 巨量引擎's refresh rotates the pair: each refresh token works once. Shared tokens let the
+/// gateway that takes the lease over refresh with the one the last holder got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_holder_refreshes_with_the_rotated_token() {
+    #[derive(Default)]
+    struct Oauth {
+        /// The refresh token that works now, and how many refreshes passed / were refused.
+        current: String,
+        issued: u32,
+        refused: Vec<String>,
+    }
+    type Shared = Arc<Mutex<Oauth>>;
+    async fn refresh(
+        State(o): State<Shared>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> axum::response::Response {
+        let mut o = o.lock().unwrap();
+        let given = body["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if given != o.current {
+            o.refused.push(given);
+            return axum::Json(json!({"code": 40107, "message": "refresh_token 已失效"}))
+                .into_response();
+        }
+        o.issued += 1;
+        let n = o.issued;
+        o.current = format!("rt-{}", n + 1);
+        axum::Json(json!({"code": 0, "message": "OK", "data": {
+            "access_token": format!("at-{n}"), "refresh_token": o.current,
+            "expires_in": 3, "refresh_token_expires_in": 2_592_000}}))
+        .into_response()
+    }
+    async fn clues() -> axum::response::Response {
+        axum::Json(json!({"code": 0, "message": "OK", "data": {"list": [],
+            "page_info": {"page": 1, "page_size": 2, "total_number": 0, "total_page": 0}}}))
+        .into_response()
+    }
+    let oauth: Shared = Arc::new(Mutex::new(Oauth {
+        current: "rt-1".into(),
+        ..Oauth::default()
+    }));
+    let app = axum::Router::new()
+        .route("/oauth2/refresh_token/", axum::routing::post(refresh))
+        .route("/open_api/2/tools/clue/get/", axum::routing::get(clues))
+        .with_state(oauth.clone());
+    let port = crate::support::serve_local(app).await;
+    let db = Mariadb::start();
+    let url = db.database("tokens");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[identity.store]\ntype = \"mysql\"\nurl = \"${{DB}}\"\n\n\
+         [coordination]\ntype = \"mysql\"\nurl = \"${{DB}}\"\nlease = \"6s\"\ngateway = \"${{GW}}\"\n\n\
+         [[connectors]]\nname = \"ocean\"\ntype = \"oceanengine\"\naccess_token = \"at-0\"\n\
+         refresh_token = \"rt-1\"\napp_id = \"1760\"\napp_secret = \"app-secret\"\n\
+         oauth_url = \"http://127.0.0.1:{port}/oauth2/refresh_token/\"\n\
+         advertiser_ids = [1760000000000000]\n\
+         api_url = \"http://127.0.0.1:{port}/open_api/2/tools/clue/get/\"\npoll_interval = \"1s\"\n"
+    );
+    let start = |i: usize| {
+        let gw = format!("gw-{i}");
+        Gateway::start_with_env(
+            Some(&text),
+            &dir.path().join(format!("gw{i}")),
+            &[("DB", url.as_str()), ("GW", gw.as_str())],
+        )
+    };
+    let mut gws: Vec<Option<Gateway>> = (0..2).map(|i| Some(start(i))).collect();
+    let http = reqwest::Client::new();
+    let issued = |o: &Shared| o.lock().unwrap().issued;
+    let wait_issued = |n: u32, what: &'static str| {
+        let o = oauth.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while issued(&o) < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {} refreshes",
+                    issued(&o)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_issued(3, "the first holder refreshes").await;
+    let first = holder(&http, &gws, "ocean", Duration::from_secs(20)).await;
+    gws[first].as_mut().unwrap().kill();
+    gws[first] = None;
+    let before = issued(&oauth);
+    wait_issued(
+        before + 3,
+        "the next holder refreshes with the rotated token",
+    )
+    .await;
+    let next = holder(&http, &gws, "ocean", Duration::from_secs(20)).await;
+    assert_ne!(next, first);
+    let refused = oauth.lock().unwrap().refused.clone();
+    assert!(refused.is_empty(), "refresh tokens used twice: {refused:?}");
+    let c = connectors(&http, gws[next].as_ref().unwrap()).await;
+    assert_ne!(c["ocean"]["state"], "stopped", "{}", c["ocean"]);
+    let stored = db
+        .sql("SELECT generation, epoch FROM tokens.leadgate_tokens WHERE connector = 'ocean'")
+        .unwrap();
+    let generation: u32 = stored.split('\t').next().unwrap().trim().parse().unwrap();
+    assert!(generation > before, "{stored}");
+}

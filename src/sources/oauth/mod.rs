@@ -467,7 +467,7 @@ impl Credentials {
         // Durable first: the old pair may already be dead.
         self.inner
             .store
-            .save(&set)
+            .save_refreshed(&set)
             .map_err(|e| RefreshError::Failed(format!("cannot store the new tokens: {e}")))?;
         self.adopt(set, statuses);
         Ok(())
@@ -610,7 +610,9 @@ pub fn refresh_task(
             health(&statuses, &name, &credentials.current().clone(), None);
             let mut expired = credentials.inner.expired.subscribe();
             let mut backoff = Duration::from_secs(1);
-            let mut seen = credentials.inner.store.modified();
+            // Nothing seen yet: the first round reads the stored tokens, which another gateway
+            // may have refreshed since this one started (a lease taken over).
+            let mut seen = None;
             loop {
                 if *shutdown.borrow() {
                     return;
@@ -722,7 +724,10 @@ fn start(
 
 /// The token file of `connector` in `data_dir`.
 pub fn store_of(data_dir: &std::path::Path, connector: &str) -> TokenStore {
-    TokenStore::new(data_dir.join("tokens").join(format!("{connector}.json")))
+    TokenStore::for_connector(
+        data_dir.join("tokens").join(format!("{connector}.json")),
+        connector,
+    )
 }
 
 #[cfg(test)]

@@ -119,10 +119,13 @@ struct OnDisk {
     seed: Option<String>,
 }
 
-/// One connector's token file.
+/// One connector's token file; with `[coordination]`, also the coordination database's copy,
+/// which the gateway holding the connector's lease writes (see [`crate::coord::tokens`]).
 pub struct TokenStore {
     path: PathBuf,
     seal: Box<dyn Seal>,
+    #[cfg(feature = "mysql")]
+    shared: Option<(std::sync::Arc<crate::coord::tokens::SharedTokens>, String)>,
 }
 
 impl TokenStore {
@@ -130,6 +133,24 @@ impl TokenStore {
         Self {
             path,
             seal: Box::new(Plain),
+            #[cfg(feature = "mysql")]
+            shared: None,
+        }
+    }
+
+    /// The token file at `path`, shared as `connector`'s tokens when the gateway coordinates
+    /// with others.
+    pub fn for_connector(path: PathBuf, connector: &str) -> Self {
+        #[cfg(feature = "mysql")]
+        {
+            let mut s = Self::new(path);
+            s.shared = crate::coord::tokens::SharedTokens::get().map(|t| (t, connector.to_owned()));
+            s
+        }
+        #[cfg(not(feature = "mysql"))]
+        {
+            let _ = connector;
+            Self::new(path)
         }
     }
 
@@ -138,26 +159,54 @@ impl TokenStore {
     }
 
     /// When the file last changed (`None` without one): a cheap check before [`TokenStore::load`].
+    /// With shared tokens, their generation moves it too.
     pub fn modified(&self) -> Option<std::time::SystemTime> {
-        std::fs::metadata(&self.path)
+        let file = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
-            .ok()
+            .ok();
+        #[cfg(feature = "mysql")]
+        if let Some((shared, connector)) = &self.shared {
+            let generation = shared.generation(connector).unwrap_or(0);
+            return Some(
+                file.unwrap_or(std::time::UNIX_EPOCH) + std::time::Duration::from_secs(generation),
+            );
+        }
+        file
     }
 
-    /// The saved tokens; `None` when there is no file.
+    /// The saved tokens (the newer of the file's and the shared ones); `None` without any.
     pub fn load(&self) -> std::io::Result<Option<TokenSet>> {
+        let file = self.load_file()?;
+        #[cfg(feature = "mysql")]
+        if let Some((shared, connector)) = &self.shared
+            && let Some((_, bytes)) = shared.load(connector)?
+        {
+            let remote = self.decode(bytes)?;
+            return Ok(Some(match file {
+                Some(f) if f.generation > remote.generation => f,
+                _ => remote,
+            }));
+        }
+        Ok(file)
+    }
+
+    fn load_file(&self) -> std::io::Result<Option<TokenSet>> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        self.decode(bytes).map(Some)
+    }
+
+    fn decode(&self, bytes: Vec<u8>) -> std::io::Result<TokenSet> {
         let disk: OnDisk = serde_json::from_slice(&self.seal.open(bytes)?).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("{} is not a token file: {e}", self.path.display()),
             )
         })?;
-        Ok(Some(TokenSet {
+        Ok(TokenSet {
             access_token: disk.access_token.into(),
             refresh_token: disk.refresh_token.map(Into::into),
             access_expires_at: disk.access_expires_at,
@@ -165,12 +214,24 @@ impl TokenStore {
             refreshed_at: disk.refreshed_at,
             generation: disk.generation,
             seed: disk.seed,
-        }))
+        })
     }
 
     /// Writes `set` durably: the file is whole and synced, and its directory synced, before this
-    /// returns.
+    /// returns. Shared tokens are written too while this gateway holds the connector's lease.
     pub fn save(&self, set: &TokenSet) -> std::io::Result<()> {
+        self.write(set, false)
+    }
+
+    /// [`TokenStore::save`] of a refresh's answer: with shared tokens, an error unless they are
+    /// written (the old refresh token is spent; the next holder needs the new one).
+    pub fn save_refreshed(&self, set: &TokenSet) -> std::io::Result<()> {
+        self.write(set, true)
+    }
+
+    fn write(&self, set: &TokenSet, must_share: bool) -> std::io::Result<()> {
+        #[cfg(not(feature = "mysql"))]
+        let _ = must_share;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         create_private_dir(dir)?;
         let disk = OnDisk {
@@ -195,7 +256,21 @@ impl TokenStore {
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::File::open(dir)?.sync_all()?;
+        #[cfg(feature = "mysql")]
+        if let Some((shared, connector)) = &self.shared {
+            // Fenced: only the holder of the lease's current epoch writes the shared tokens.
+            let stored = match crate::coord::held_epoch(connector) {
+                Some(epoch) => shared.save(connector, set.generation, &bytes, epoch)?,
+                None => !must_share,
+            };
+            if !stored {
+                return Err(std::io::Error::other(
+                    "this gateway does not hold the connector's lease: the shared tokens are not written",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
