@@ -232,6 +232,40 @@ fn validate_lists_every_error_with_its_place() {
 }
 
 #[test]
+fn coordination_and_lifecycle_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[coordination]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1/x\"\nlease = \"1s\"\n\n\
+         [lifecycle]\ncheck_every = \"10ms\"\n\n[topics]\nassignments = \"leads.clean\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = validate(&bad, &[]);
+    assert_eq!(code, 2, "{err}");
+    let file = bad.display().to_string();
+    for want in [
+        format!("{file}: field `coordination.lease`: must be at least 2s"),
+        format!(
+            "{file}: field `coordination`: gateways that share pull connectors need a shared identity store"
+        ),
+        format!("{file}: field `lifecycle.check_every`: must be at least 100ms"),
+        format!(
+            "{file}: field `topics`: the clean, rejected, merged, test, assignments and status topics must be six different topics"
+        ),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "missing {want:?} in:\n{err}"
+        );
+    }
+    std::fs::write(&bad, "[coordination]\ntype = \"zookeeper\"\n").unwrap();
+    let (code, _, err) = validate(&bad, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("field `coordination"), "{err}");
+}
+
+#[test]
 fn validate_without_a_config_checks_the_built_in_default() {
     let out = Command::new(BIN).arg("validate").output().unwrap();
     assert!(out.status.success());
