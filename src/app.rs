@@ -191,6 +191,7 @@ pub async fn run_on(
             )
         })?;
     let identity = open_identity(&settings, &data)?;
+    let identity_at_exit = identity.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health, health_rx) = HealthReport::new();
     let sink = build_sink(&settings, &data, stop_rx.clone(), health.clone()).await?;
@@ -344,6 +345,14 @@ pub async fn run_on(
         tracing::warn!(
             "delivery did not stop within 10s; undelivered leads stay in the journal for the next start"
         );
+    }
+    // Durable, and ready for a quick start (the embedded store writes its index's snapshot).
+    match tokio::task::spawn_blocking(move || identity_at_exit.close()).await {
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "closing the identity store failed; the next start replays its log")
+        }
+        Err(e) => tracing::warn!(error = %e, "closing the identity store panicked"),
+        Ok(Ok(())) => {}
     }
     if let Some(c) = coordination {
         // After the sources' tasks stopped: the locks go last.

@@ -146,6 +146,18 @@ pub trait IdentityStore: Send + Sync {
     fn sync(&self) -> Result<(), IdentityError> {
         Ok(())
     }
+
+    /// At shutdown, after the last batch: makes everything durable and lets the store prepare
+    /// its next start (the embedded store writes a snapshot of its index).
+    fn close(&self) -> Result<(), IdentityError> {
+        self.sync()
+    }
+
+    /// Called when the gateway has been idle for a moment: housekeeping that would hold up
+    /// leads under load (the embedded store's snapshot, when one is due).
+    fn maintain(&self) -> Result<(), IdentityError> {
+        Ok(())
+    }
 }
 
 /// The guards and thresholds, compiled from `[identity]`.

@@ -108,6 +108,20 @@ pub async fn deliver_forever(
                     _ = committed.changed() => {}
                     _ = shutdown.changed() => {}
                     _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
+                    // Idle for a moment: the stores' housekeeping (an identity snapshot), then
+                    // wait for leads again.
+                    _ = tokio::time::sleep(IDLE_MAINTENANCE), if retry.is_none() => {
+                        let p = processor.clone();
+                        match tokio::task::spawn_blocking(move || p.maintain()).await {
+                            Ok(Err(e)) => tracing::warn!(error = %e, "store housekeeping failed; tried again when idle"),
+                            Err(e) => tracing::warn!(error = %e, "store housekeeping panicked"),
+                            Ok(Ok(())) => {}
+                        }
+                        tokio::select! {
+                            _ = committed.changed() => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
                 }
             }
             Err(StepError::Sink(SinkError::Shutdown)) => {
@@ -128,6 +142,9 @@ pub async fn deliver_forever(
         }
     }
 }
+
+/// How long the journal stays empty before the stores' housekeeping runs.
+const IDLE_MAINTENANCE: Duration = Duration::from_secs(2);
 
 /// Failures in a row after which the delivery loop suspects the first pending event.
 pub const ISOLATE_AFTER: u32 = 3;

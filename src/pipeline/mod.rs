@@ -167,6 +167,11 @@ impl Processor {
         Ok(self.identity.sync()?)
     }
 
+    /// Housekeeping of the stores while idle (see [`IdentityStore::maintain`]).
+    pub fn maintain(&self) -> Result<(), PipelineError> {
+        Ok(self.identity.maintain()?)
+    }
+
     /// A lead as `connector` would clean it, without identity or assignment (for previews).
     pub fn clean_record(&self, connector: &str, payload: &serde_json::Value) -> LeadRecord {
         let event = IntakeEvent::new(connector, SourceKind::Webhook, None, payload.clone());

@@ -259,3 +259,41 @@ async fn identities_survive_a_kill_9_and_are_rebuilt_from_the_log() {
     assert_eq!(cluster["sources"]["tiktok"], 3);
     assert_eq!(cluster["profile"]["phone"]["value"], "+8613922223333");
 }
+
+/// A gateway stopped with SIGTERM writes its identity index's snapshot; the next start reads it
+/// (and the log after it): people, and platform ids already seen, are still known.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_writes_a_snapshot_the_next_start_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("LEADGATE_API_TOKEN", TOKEN)];
+    let http = reqwest::Client::new();
+    let mut gw = Gateway::start_with_env(Some(CONFIG), &data, &env);
+    let url = gw.url("/v1/webhooks/tiktok");
+    let a = json!({"lead_id": "s-1", "name": "林峰", "phone": "139 4444 5555"});
+    accepted(post_json(&http, &url, &a).await).await;
+    let before = gw.wait_spooled("leads.clean", 1, Duration::from_secs(10));
+    assert!(gw.terminate().success());
+    let snapshot = data.join("identity.snapshot");
+    assert!(snapshot.exists(), "no snapshot at a clean stop");
+    let written = std::fs::metadata(&snapshot).unwrap().modified().unwrap();
+
+    let gw = Gateway::start_with_env(Some(CONFIG), &data, &env);
+    let url = gw.url("/v1/webhooks/tiktok");
+    let _redelivery = accepted(post_json(&http, &url, &a).await).await;
+    let b = json!({"lead_id": "s-2", "name": "林峰", "phone": "+86 13944445555", "email": "linfeng@corp.cn"});
+    accepted(post_json(&http, &url, &b).await).await;
+    let after = gw.wait_spooled("leads.clean", 2, Duration::from_secs(10));
+    assert_eq!(
+        after.len(),
+        2,
+        "the redelivery of s-1 is still dropped: {after:?}"
+    );
+    assert_eq!(after[1]["identity"]["status"], "matched");
+    assert_eq!(after[1]["lead_id"], before[0]["lead_id"]);
+    assert_eq!(
+        std::fs::metadata(&snapshot).unwrap().modified().unwrap(),
+        written,
+        "read, not rewritten, at start"
+    );
+}

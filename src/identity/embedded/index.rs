@@ -122,6 +122,8 @@ pub(super) struct Index {
     pub(super) recent_order: VecDeque<Digest>,
     /// The number of the newest batch.
     pub(super) batches: u64,
+    /// The newest batch the last snapshot covers (0: none).
+    pub(super) snapshot_batches: u64,
     /// The last batch's encoding buffer, reused: a batch is over 100 KiB, and a fresh one each
     /// time would fault its pages in again.
     pub(super) scratch: Vec<u8>,

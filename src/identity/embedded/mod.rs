@@ -22,6 +22,7 @@ mod batch;
 mod explain;
 mod index;
 mod log;
+mod snapshot;
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,8 @@ struct Opened {
     db: Arc<Database>,
     /// Set once the index is rebuilt from the log (or the rebuild failed).
     index: Arc<OnceLock<Result<Mutex<Index>, String>>>,
+    /// Where the index's snapshots go (`None` in memory).
+    snapshot: Option<PathBuf>,
 }
 
 impl Opened {
@@ -75,15 +78,21 @@ impl Opened {
         }
     }
 
-    fn load(db: Database, background: bool) -> Result<Self, IdentityError> {
+    fn load(
+        db: Database,
+        background: bool,
+        snapshot: Option<PathBuf>,
+    ) -> Result<Self, IdentityError> {
         check_format(&db)?;
         let db = Arc::new(db);
         let index = Arc::new(OnceLock::new());
         let rebuild = {
-            let (db, index) = (db.clone(), index.clone());
+            let (db, index, snapshot) = (db.clone(), index.clone(), snapshot.clone());
             move || {
-                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rebuild(&db)))
-                    .unwrap_or_else(|_| Err(corrupt("the rebuild panicked")));
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    rebuild(&db, snapshot.as_deref())
+                }))
+                .unwrap_or_else(|_| Err(corrupt("the rebuild panicked")));
                 if let Err(e) = &built {
                     tracing::error!(error = %e, "the identity index cannot be rebuilt");
                 }
@@ -100,9 +109,44 @@ impl Opened {
         } else {
             rebuild();
         }
-        Ok(Self { db, index })
+        Ok(Self {
+            db,
+            index,
+            snapshot,
+        })
+    }
+
+    /// Writes a snapshot of `index` (synced: every batch it holds is durable) when `due` says
+    /// so; a failure is logged, not returned (the log still has everything).
+    fn snapshot_if(&self, index: &mut Index, due: impl Fn(u64) -> bool) {
+        let Some(path) = &self.snapshot else { return };
+        if !due(index.batches - index.snapshot_batches) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match snapshot::write(index, path) {
+            Ok(()) => {
+                index.snapshot_batches = index.batches;
+                tracing::info!(
+                    people = index.people.len(),
+                    batches = index.batches,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "identity index snapshot written"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot write the identity index snapshot; the next start replays more of the log")
+            }
+        }
     }
 }
+
+/// Batches (of up to 500 leads each) after which an idle gateway writes a snapshot
+/// ([`IdentityStore::maintain`]): a restart then replays at most about a million leads of log.
+const SNAPSHOT_BATCHES: u64 = 2_000;
+/// Under sustained load a sync writes one after this many (about 4 million leads), so that
+/// the pauses it takes stay rare.
+const BUSY_SNAPSHOT_BATCHES: u64 = 8_000;
 
 fn open_file(path: &Path) -> Result<Database, IdentityError> {
     let mut builder = Database::builder();
@@ -120,7 +164,7 @@ impl EmbeddedIdentityStore {
     /// its own (about 5 s per million leads), so that the gateway takes webhooks meanwhile;
     /// resolving waits for it, explanations are refused until it is ready.
     pub fn open(path: &Path, policy: Policy) -> Result<Self, IdentityError> {
-        let opened = Opened::load(open_file(path)?, true)?;
+        let opened = Opened::load(open_file(path)?, true, Some(snapshot::path_of(path)))?;
         Ok(Self {
             path: Some(path.to_owned()),
             policy,
@@ -136,7 +180,10 @@ impl EmbeddedIdentityStore {
         Ok(Self {
             path: None,
             policy,
-            opened: Reopening::new("identity store (memory)".into(), Opened::load(db, false)?),
+            opened: Reopening::new(
+                "identity store (memory)".into(),
+                Opened::load(db, false, None)?,
+            ),
         })
     }
 
@@ -173,7 +220,7 @@ impl EmbeddedIdentityStore {
                 }
                 other => other,
             })?;
-            Opened::load(db, false)
+            Opened::load(db, false, Some(snapshot::path_of(path)))
         })?;
         self.opened
             .with(st, |e| matches!(e, IdentityError::Disk(_)), f)
@@ -206,13 +253,38 @@ fn check_format(db: &Database) -> Result<(), IdentityError> {
 }
 
 /// The index, from the log.
-fn rebuild(db: &Database) -> Result<Index, IdentityError> {
+fn rebuild(db: &Database, snapshot: Option<&Path>) -> Result<Index, IdentityError> {
     let started = std::time::Instant::now();
-    let mut index = Index::default();
+    let mut index = match snapshot.map(snapshot::read) {
+        Some(Ok(Some(index))) => {
+            tracing::info!(
+                people = index.people.len(),
+                batches = index.batches,
+                seconds = started.elapsed().as_secs_f64(),
+                "identity index read from its snapshot"
+            );
+            index
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the identity index snapshot cannot be read; replaying the whole log");
+            Index::default()
+        }
+        _ => Index::default(),
+    };
+    index.snapshot_batches = index.batches;
     {
         let read = db.begin_read().map_err(storage)?;
         let log = read.open_table(LOG).map_err(storage)?;
-        for item in log.iter().map_err(storage)? {
+        let last = log.last().map_err(storage)?.map_or(0, |(k, _)| k.value());
+        if index.batches > last {
+            tracing::warn!(
+                snapshot = index.batches,
+                log = last,
+                "the identity index snapshot is ahead of the log; replaying the whole log"
+            );
+            index = Index::default();
+        }
+        for item in log.range(index.batches + 1..).map_err(storage)? {
             let (batch, blob) = item.map_err(storage)?;
             let (batch, blob) = (batch.value(), blob.value());
             let n = batch_len(blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
@@ -270,11 +342,50 @@ impl IdentityStore for EmbeddedIdentityStore {
 
     fn sync(&self) -> Result<(), IdentityError> {
         self.with(|st| {
-            let _index = st.index()?;
+            let mut index = st.index()?;
             let mut txn = st.db.begin_write().map_err(storage)?;
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| IdentityError::Storage(e.to_string()))?;
-            txn.commit().map_err(storage)
+            txn.commit().map_err(storage)?;
+            // Under sustained load only now and then (it holds the index meanwhile); idle
+            // gateways write one sooner, in `maintain`.
+            st.snapshot_if(&mut index, |since| since >= BUSY_SNAPSHOT_BATCHES);
+            Ok(())
+        })
+    }
+
+    fn maintain(&self) -> Result<(), IdentityError> {
+        self.with(|st| {
+            if st.index.get().is_none() {
+                return Ok(());
+            }
+            let mut index = st.index()?;
+            if index.batches - index.snapshot_batches < SNAPSHOT_BATCHES {
+                return Ok(());
+            }
+            // Only what is durable goes into a snapshot.
+            let mut txn = st.db.begin_write().map_err(storage)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| IdentityError::Storage(e.to_string()))?;
+            txn.commit().map_err(storage)?;
+            st.snapshot_if(&mut index, |since| since >= SNAPSHOT_BATCHES);
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> Result<(), IdentityError> {
+        self.with(|st| {
+            // Still rebuilding: nothing was resolved, nothing to keep.
+            if st.index.get().is_none() {
+                return Ok(());
+            }
+            let mut index = st.index()?;
+            let mut txn = st.db.begin_write().map_err(storage)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| IdentityError::Storage(e.to_string()))?;
+            txn.commit().map_err(storage)?;
+            st.snapshot_if(&mut index, |since| since > 0);
+            Ok(())
         })
     }
 }
@@ -476,6 +587,109 @@ mod tests {
         );
         assert_eq!(c.keys.len(), 2);
         assert!(s.explain("nobody").unwrap().is_none());
+    }
+
+    /// A store on disk with many people, merges, shared keys and a platform id, reopened: from
+    /// its snapshot plus the log after it, from a damaged snapshot (ignored), and from a
+    /// snapshot ahead of its log (ignored): the same answers each time.
+    #[test]
+    fn a_snapshot_and_the_log_after_it_resolve_as_the_whole_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.redb");
+        let snap = snapshot::path_of(&path);
+        let batch = |from: usize, to: usize| -> Vec<IdentityRequest> {
+            (from..to)
+                .map(|i| {
+                    let phone = format!("+86139{:08}", i / 2);
+                    let email = format!("p{}@corp.cn", i / 3);
+                    let mut r = req(
+                        &format!("e{i}"),
+                        &[(PHONE, phone.as_str()), (EMAIL, email.as_str())],
+                    );
+                    r.traits.name = Some(format!("客户{}", i / 2));
+                    if i % 7 == 0 {
+                        r.source_key = Some(format!("meta\u{1f}{i}"));
+                    }
+                    r
+                })
+                .collect()
+        };
+        let probe = |s: &EmbeddedIdentityStore, tag: &str| -> Vec<String> {
+            let mut asked = batch(0, 60);
+            for (n, r) in asked.iter_mut().enumerate() {
+                r.event_id = format!("probe-{tag}-{n}");
+            }
+            let mut again = req(&format!("probe-{tag}-redelivery"), &[(EMAIL, "x@y.cn")]);
+            again.source_key = Some("meta\u{1f}14".into());
+            asked.push(again);
+            s.resolve(&asked)
+                .unwrap()
+                .iter()
+                .map(|r| match r {
+                    Resolution::Person(o) => format!("{} {:?}", o.lead_id, o.matched_on),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        {
+            let s = EmbeddedIdentityStore::open(&path, Policy::default()).unwrap();
+            s.ready().unwrap();
+            s.resolve(&batch(0, 40)).unwrap();
+            s.close().unwrap();
+        }
+        assert!(snap.exists(), "a snapshot at close");
+        let snapshot_bytes = std::fs::read(&snap).unwrap();
+        let want = {
+            // Batches after the snapshot, then a crash (no close): the log covers them.
+            let s = EmbeddedIdentityStore::open(&path, Policy::default()).unwrap();
+            s.ready().unwrap();
+            s.resolve(&batch(40, 80)).unwrap();
+            s.sync().unwrap();
+            probe(&s, "a")
+        };
+        assert_eq!(std::fs::read(&snap).unwrap(), snapshot_bytes, "not due yet");
+        // The answers after a reopen, and the batches the snapshot it read covered (0: none).
+        let answers = |tag: &str| {
+            let s = EmbeddedIdentityStore::open(&path, Policy::default()).unwrap();
+            s.ready().unwrap();
+            let covered = s.with(|st| Ok(st.index()?.snapshot_batches)).unwrap();
+            (probe(&s, tag), covered)
+        };
+        // The probes' events are new each time; the lead ids they resolve to, what they matched
+        // on and the redelivery found are what must not change.
+        let (got, covered) = answers("b");
+        assert_eq!(got, want, "snapshot + log");
+        assert!(covered > 0, "read from the snapshot");
+        // A damaged snapshot is ignored.
+        let mut bytes = std::fs::read(&snap).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&snap, &bytes).unwrap();
+        assert_eq!(
+            answers("c"),
+            (want.clone(), 0),
+            "a damaged snapshot: the whole log"
+        );
+        // A snapshot ahead of the log (of another store) is ignored.
+        {
+            let other = dir.path().join("other.redb");
+            let s = EmbeddedIdentityStore::open(&other, Policy::default()).unwrap();
+            s.ready().unwrap();
+            for n in 0..5 {
+                s.resolve(&batch(1000 + n * 10, 1010 + n * 10)).unwrap();
+            }
+            for n in 0..300 {
+                s.resolve(&[req(&format!("filler{n}"), &[(EMAIL, "f@g.cn")])])
+                    .unwrap();
+            }
+            s.close().unwrap();
+            std::fs::copy(snapshot::path_of(&other), &snap).unwrap();
+        }
+        assert_eq!(
+            answers("d"),
+            (want, 0),
+            "a snapshot ahead of the log: the whole log"
+        );
     }
 
     #[test]
