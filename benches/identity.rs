@@ -185,6 +185,30 @@ fn main() {
         "reopen: the snapshot takes {:.0}% of the full replay's time",
         100.0 * from_snapshot / replayed.max(f64::EPSILON)
     );
+    // A crash: another TAIL leads (1M: what an idle gateway logs at most between snapshots)
+    // resolved and synced, then the store dropped without closing.
+    let tail = env("TAIL", 1_000_000);
+    if tail > 0 {
+        let store = EmbeddedIdentityStore::open(&path, Policy::default()).expect("reopen");
+        store.ready().expect("ready");
+        let mut unsynced = 0;
+        for start in (leads..leads + tail).step_by(batch) {
+            let requests: Vec<IdentityRequest> = (start..(start + batch).min(leads + tail))
+                .map(&mut request)
+                .collect();
+            store.resolve(&requests).expect("resolve");
+            unsynced += requests.len();
+            if unsynced >= sync {
+                store.sync().expect("sync");
+                unsynced = 0;
+            }
+        }
+        store.sync().expect("sync");
+        drop(store);
+        reopen(&format!(
+            "read from its snapshot and {tail} leads of log after it (a crash)"
+        ));
+    }
     println!(
         "peak resident memory of the process: {:.0} MiB (the index in memory, and redb's page cache)",
         status("VmHWM:") as f64 / 1048576.0

@@ -154,6 +154,9 @@ impl Coordinator {
         }
         let valid_until = started + self.lease / 2;
         for (c, epoch) in &self.held {
+            if self.releasing.contains_key(c) {
+                continue; // let go of: its tasks are stopping
+            }
             self.leases.set(
                 c,
                 Some(Lease {

@@ -331,6 +331,9 @@ fn watermarks(
     Ok(out)
 }
 
+/// How long a read-back partition may stay silent before it is asked for its end again.
+const QUIET_FOR: Duration = Duration::from_secs(3);
+
 /// [`KafkaSink::landed`], blocking: for each topic, a consumer of no group assigned its
 /// partitions at their offsets, read until each reports its end. An offset the broker calls out
 /// of range is read from the partition's start instead: slower, never a record missed.
@@ -369,19 +372,38 @@ fn read_back(settings: &KafkaSettings, at: &Positions) -> Result<Landed, SinkErr
         consumer.assign(&list).map_err(fail)?;
         // One consumer per topic: an end-of-partition event names only the partition.
         let mut open: HashSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+        let mut heard = Instant::now();
         while !open.is_empty() {
             if Instant::now() > deadline {
                 return Err(SinkError::Kafka(format!(
                     "reading back what was delivered: {topic} did not reach its end in {READ_BACK_FOR:?}"
                 )));
             }
+            if heard.elapsed() > QUIET_FOR {
+                // librdkafka sometimes reports a partition's end as a client-wide error that
+                // names no partition (a "Global error: PartitionEOF" in the log): seeking the
+                // quiet partitions to where they stand makes it report the end again.
+                heard = Instant::now();
+                let at = consumer.position().map_err(fail)?;
+                for p in &open {
+                    let offset = at
+                        .find_partition(topic, *p)
+                        .map(|e| e.offset())
+                        .filter(|o| matches!(o, Offset::Offset(_)))
+                        .or_else(|| partitions.get(p).map(|o| Offset::Offset(*o)))
+                        .unwrap_or(Offset::Beginning);
+                    let _ = consumer.seek(topic, *p, offset, Duration::from_secs(5));
+                }
+            }
             match consumer.poll(Duration::from_millis(200)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
+                    heard = Instant::now();
                     open.remove(&p);
                 }
                 Some(Err(e)) => return Err(fail(e)),
                 Some(Ok(m)) => {
+                    heard = Instant::now();
                     let id = m.headers().and_then(|h| {
                         h.iter()
                             .find(|h| h.key == "event_id")

@@ -211,8 +211,21 @@ async fn three_gateways_pull_each_connector_once_and_fail_over() {
     let http = reqwest::Client::new();
 
     // Each connector is held by one gateway, and only its token asks the platform.
-    let ocean = holder(&http, &gws, "ocean", Duration::from_secs(30)).await;
-    let meta = holder(&http, &gws, "meta", Duration::from_secs(30)).await;
+    // Three gateways, two connectors: a fair share is one each, so they end on two gateways
+    // (the first one up took both, and lets one go once the others are there).
+    let shared_out = Instant::now();
+    let (ocean, meta) = loop {
+        let ocean = holder(&http, &gws, "ocean", Duration::from_secs(30)).await;
+        let meta = holder(&http, &gws, "meta", Duration::from_secs(30)).await;
+        if ocean != meta {
+            break (ocean, meta);
+        }
+        assert!(
+            shared_out.elapsed() < Duration::from_secs(30),
+            "gw-{ocean} kept both connectors"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let all = consume_until(
         &broker.brokers(),
         "leads.clean",
