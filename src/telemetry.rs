@@ -158,7 +158,11 @@ fn describe() {
     );
     describe_gauge!(
         "leadgate_connector_state",
-        "1 for the connector's current state (passive, starting, snapshot, following, failing, stopped)."
+        "1 for the connector's current state (passive, starting, snapshot, following, failing, stopped, paused, standby)."
+    );
+    describe_gauge!(
+        "leadgate_connector_lease_held",
+        "With [coordination]: 1 while this gateway holds the connector's lease (and so pulls for it)."
     );
     describe_gauge!(
         "leadgate_connector_lag_seconds",
@@ -220,13 +224,15 @@ pub struct JournalGauges {
     pub delivery_failing: bool,
 }
 
-const STATES: [(State, &str); 6] = [
+const STATES: [(State, &str); 8] = [
     (State::Passive, "passive"),
     (State::Starting, "starting"),
     (State::Snapshot, "snapshot"),
     (State::Following, "following"),
     (State::Failing, "failing"),
     (State::Stopped, "stopped"),
+    (State::Paused, "paused"),
+    (State::Standby, "standby"),
 ];
 
 fn connector_gauges(c: &ConnectorStatus) {
@@ -237,6 +243,10 @@ fn connector_gauges(c: &ConnectorStatus) {
     }
     gauge!("leadgate_connector_consecutive_errors", "connector" => name.clone())
         .set(c.consecutive_errors as f64);
+    if let Some(lease) = &c.lease {
+        gauge!("leadgate_connector_lease_held", "connector" => name.clone())
+            .set(if lease.held_here { 1.0 } else { 0.0 });
+    }
     if let Some(lag) = c.lag_seconds {
         gauge!("leadgate_connector_lag_seconds", "connector" => name.clone()).set(lag);
     }

@@ -239,6 +239,23 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         "delivery_error": last_error,
         "quarantined": st.journal.quarantined_count(),
     });
+    let mut body = body;
+    // With [coordination]: who pulls each leased connector.
+    let leases: serde_json::Map<String, serde_json::Value> = st
+        .statuses
+        .all()
+        .into_iter()
+        .filter_map(|c| {
+            let l = c.lease?;
+            Some((
+                c.name,
+                json!({"holder": l.holder, "held_here": l.held_here}),
+            ))
+        })
+        .collect();
+    if !leases.is_empty() {
+        body["leases"] = serde_json::Value::Object(leases);
+    }
     (status, Json(body))
 }
 

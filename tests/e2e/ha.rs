@@ -243,7 +243,26 @@ async fn three_gateways_pull_each_connector_once_and_fail_over() {
         api.askers("meta", settled),
         HashSet::from([format!("good-token-{meta}")])
     );
-    for gw in gws.iter().flatten() {
+    for (i, gw) in gws.iter().enumerate() {
+        let gw = gw.as_ref().unwrap();
+        let ready = crate::support::get_json(&http, &gw.url("/readyz")).await;
+        assert_eq!(ready["leases"]["ocean"]["held_here"], i == ocean, "{ready}");
+        let metrics = http
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let held = format!(
+            "leadgate_connector_lease_held{{connector=\"ocean\"}} {}",
+            u8::from(i == ocean)
+        );
+        assert!(
+            metrics.lines().any(|l| l == held),
+            "{held} not in the metrics of gw-{i}"
+        );
         let c = connectors(&http, gw).await;
         assert_eq!(
             c["ocean"]["lease"]["holder"],
