@@ -223,9 +223,17 @@ impl Coordinator {
             }
             let name = lock_name(&self.database, c);
             let conn = self.conn.as_mut().expect("checked");
-            let got: Option<i64> = conn.exec_first("SELECT GET_LOCK(?, 0)", (name,)).await?;
-            if got != Some(1) {
-                continue;
+            // A round that failed after taking a lock left it with this session: taking it
+            // again would count it twice (named locks are re-entrant), and one release would
+            // then not free it.
+            let mine: Option<Option<i64>> = conn
+                .exec_first("SELECT IS_USED_LOCK(?) = CONNECTION_ID()", (name.as_str(),))
+                .await?;
+            if mine.flatten() != Some(1) {
+                let got: Option<i64> = conn.exec_first("SELECT GET_LOCK(?, 0)", (name,)).await?;
+                if got != Some(1) {
+                    continue;
+                }
             }
             pool.exec_drop(
                 "INSERT INTO leadgate_leases (connector, epoch, holder, since) VALUES (?, 1, ?, NOW(6)) \
