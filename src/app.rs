@@ -210,6 +210,8 @@ pub async fn run_on(
             listener.local_addr().map_or(0, |a| a.port()),
         ),
     });
+    // Before any store that seals is opened.
+    settings.privacy.install()?;
     #[cfg(feature = "mysql")]
     if let Some(crate::config::CoordinationSettings::Mysql { url, .. }) = &settings.coordination {
         use secrecy::ExposeSecret;

@@ -26,6 +26,7 @@ pub mod normalize;
 pub mod pipeline;
 pub mod reopen;
 pub mod retry;
+pub mod seal;
 pub mod sinks;
 pub mod sources;
 #[cfg(feature = "mysql")]

@@ -137,6 +137,10 @@ fn auth(
         );
         return ExitCode::from(2);
     };
+    if let Err(e) = settings.privacy.install() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let store = oauth::store_of(&data_dir, connector);
     let client = match leadgate::sources::pull::api_client(std::time::Duration::from_secs(30)) {
         Ok(c) => c,

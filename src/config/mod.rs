@@ -49,6 +49,7 @@ pub struct Settings {
     /// `[coordination]`: several gateways sharing the pull connectors (none: this gateway runs
     /// them all).
     pub coordination: Option<CoordinationSettings>,
+    pub privacy: PrivacySettings,
     pub connectors: Vec<ConnectorConfig>,
 }
 
@@ -70,6 +71,7 @@ impl Default for Settings {
             stats: StatsSettings::default(),
             lifecycle: LifecycleSettings::default(),
             coordination: None,
+            privacy: PrivacySettings::default(),
             connectors: vec![ConnectorConfig::Webhook(Box::new(WebhookConnector::named(
                 "webform",
             )))],
@@ -195,6 +197,45 @@ pub struct StatsSettings {
     /// How long hour rows are kept; day rows are kept for good.
     #[serde(with = "humantime_serde")]
     pub hour_retention: Duration,
+}
+
+/// `[privacy]`: personal data at rest (see `docs/privacy.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySettings {
+    /// 32 random bytes, base64 or 64 hex digits (`openssl rand -base64 32`); write
+    /// `"${LEADGATE_ENCRYPTION_KEY}"`. With it, stored OAuth tokens are encrypted.
+    pub encryption_key: Option<secrecy::SecretString>,
+    /// Keys values may still be sealed with (after a rotation): read, never written.
+    pub previous_keys: Vec<secrecy::SecretString>,
+}
+
+impl PrivacySettings {
+    /// The configured keys, ready to seal with; `None` without a key.
+    pub fn keys(&self) -> Result<Option<crate::seal::Keys>, String> {
+        use secrecy::ExposeSecret;
+        let Some(current) = &self.encryption_key else {
+            return Ok(None);
+        };
+        let current = crate::seal::parse_key(current.expose_secret())?;
+        let previous = self
+            .previous_keys
+            .iter()
+            .map(|k| crate::seal::parse_key(k.expose_secret()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(crate::seal::Keys::new(&current, &previous)))
+    }
+
+    /// Installs the keys for the stores (before anything opens them).
+    pub fn install(&self) -> anyhow::Result<()> {
+        if let Some(k) = self
+            .keys()
+            .map_err(|e| anyhow::anyhow!("[privacy] encryption_key: {e}"))?
+        {
+            crate::seal::install(k);
+        }
+        Ok(())
+    }
 }
 
 /// `[coordination]`: where gateways take turns with the pull connectors (see

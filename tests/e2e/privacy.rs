@@ -405,3 +405,120 @@ consent = { field = "readable_ref_yes_no", purposes = ["newsletter"] }
         "{webform}"
     );
 }
+
+/// With `[privacy] encryption_key`, the tokens a refresh stores are encrypted on disk: no token
+/// shows in the data directory, a restart with the key reads them, one with a rotated key (the
+/// old one in `previous_keys`) too, and one without any key says why it cannot.
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_tokens_are_encrypted_with_the_configured_key() {
+    use axum::response::IntoResponse;
+    use std::sync::{Arc, Mutex};
+    type Issued = Arc<Mutex<u32>>;
+    async fn refresh(
+        axum::extract::State(n): axum::extract::State<Issued>,
+        axum::Json(_): axum::Json<Value>,
+    ) -> axum::response::Response {
+        let mut n = n.lock().unwrap();
+        *n += 1;
+        axum::Json(json!({"code": 0, "message": "OK", "data": {
+            "access_token": format!("secret-access-{n}"), "refresh_token": format!("secret-refresh-{n}"),
+            "expires_in": 3600, "refresh_token_expires_in": 2_592_000}}))
+        .into_response()
+    }
+    async fn clues() -> axum::response::Response {
+        axum::Json(json!({"code": 0, "message": "OK", "data": {"list": [],
+            "page_info": {"page": 1, "page_size": 2, "total_number": 0, "total_page": 0}}}))
+        .into_response()
+    }
+    let issued: Issued = Arc::new(Mutex::new(0));
+    let app = axum::Router::new()
+        .route("/oauth2/refresh_token/", axum::routing::post(refresh))
+        .route("/open_api/2/tools/clue/get/", axum::routing::get(clues))
+        .with_state(issued.clone());
+    let port = crate::support::serve_local(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let connector = format!(
+        "[[connectors]]\nname = \"ocean\"\ntype = \"oceanengine\"\naccess_token = \"secret-access-0\"\n\
+         refresh_token = \"secret-refresh-0\"\napp_id = \"1760\"\napp_secret = \"app-secret\"\n\
+         oauth_url = \"http://127.0.0.1:{port}/oauth2/refresh_token/\"\n\
+         advertiser_ids = [1760000000000000]\n\
+         api_url = \"http://127.0.0.1:{port}/open_api/2/tools/clue/get/\"\npoll_interval = \"1h\"\n"
+    );
+    let (old, new) = (hex_key(1), hex_key(2));
+    let with_key = format!(
+        "[privacy]\nencryption_key = \"${{KEY}}\"\nprevious_keys = [\"${{OLD}}\"]\n\n{connector}"
+    );
+    let gw = Gateway::start_with_env(Some(&with_key), &data, &[("KEY", &old), ("OLD", &old)]);
+    // A first refresh (the configured tokens' expiry is unknown, so they are refreshed at once).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while *issued.lock().unwrap() < 1 {
+        assert!(std::time::Instant::now() < deadline, "no refresh");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let file = data.join("tokens/ocean.json");
+    let stored = std::fs::read(&file).unwrap();
+    assert!(stored.starts_with(b"LGSEAL1"), "not sealed");
+    for secret in ["secret-access-1", "secret-refresh-1", "secret-refresh-0"] {
+        assert!(
+            !contains(&stored, secret.as_bytes()),
+            "{secret} in clear in the token file"
+        );
+    }
+    drop(gw);
+
+    // Rotated: the new key current, the old one listed; the tokens are still read (no refresh is
+    // needed: the stored access token is good for an hour).
+    let before = *issued.lock().unwrap();
+    let gw = Gateway::start_with_env(Some(&with_key), &data, &[("KEY", &new), ("OLD", &old)]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status: Value = reqwest::get(gw.url("/v1/connectors/ocean"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(status["state"], "stopped", "{status}");
+    assert_eq!(
+        *issued.lock().unwrap(),
+        before,
+        "the stored tokens were read: {status}"
+    );
+    drop(gw);
+
+    // Without a key the gateway cannot read them, and says so.
+    let path = data.with_extension("toml");
+    std::fs::write(&path, &connector).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadgate"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no [privacy] encryption_key is configured"),
+        "{err}"
+    );
+
+    // A key that is not one is refused at its field.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[privacy]\nencryption_key = \"c2hvcnQ=\"\n").unwrap();
+    let (code, _, err) = crate::config::validate(&bad, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("field `privacy.encryption_key`: 5 bytes"),
+        "{err}"
+    );
+}
+
+fn hex_key(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}

@@ -91,6 +91,19 @@ impl Loader {
                 "the clean, rejected, merged, test, assignments and status topics must be six different topics",
             );
         }
+        {
+            use secrecy::ExposeSecret;
+            if let Some(k) = &s.privacy.encryption_key
+                && let Err(why) = crate::seal::parse_key(k.expose_secret())
+            {
+                self.push(top, Some("privacy.encryption_key"), &why);
+            }
+            for (i, k) in s.privacy.previous_keys.iter().enumerate() {
+                if let Err(why) = crate::seal::parse_key(k.expose_secret()) {
+                    self.push(top, Some(&format!("privacy.previous_keys[{i}]")), &why);
+                }
+            }
+        }
         if let Some(c) = &s.coordination {
             if c.lease() < std::time::Duration::from_secs(2) {
                 self.push(top, Some("coordination.lease"), "must be at least 2s");

@@ -130,6 +130,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "stats",
     "lifecycle",
     "coordination",
+    "privacy",
     "connectors",
     "include",
 ];
@@ -202,6 +203,7 @@ impl Loader {
         settings.metrics = self.section(&top, "metrics", table.remove("metrics"));
         settings.stats = self.section(&top, "stats", table.remove("stats"));
         settings.lifecycle = self.section(&top, "lifecycle", table.remove("lifecycle"));
+        settings.privacy = self.section(&top, "privacy", table.remove("privacy"));
         if let Some(v) = table.remove("coordination") {
             settings.coordination = self.parse_at(&top, v, "coordination.");
         }

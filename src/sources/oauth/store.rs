@@ -2,8 +2,8 @@
 //! synced, renamed over the old one and the directory synced, so a crash leaves the old file or
 //! the new one whole, never a mix. Secrets never reach `Debug` output.
 //!
-//! The contents pass through [`Seal`] on their way to and from the disk: today the identity;
-//! with the privacy issue's encryption key configured, an AEAD (the seam is here).
+//! The contents pass through [`Seal`] on their way to and from the disk: as they are, or, with
+//! `[privacy] encryption_key` configured, ChaCha20-Poly1305 ([`crate::seal`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,25 @@ impl Seal for Plain {
         Ok(plain)
     }
     fn open(&self, sealed: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        if crate::seal::is_sealed(&sealed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the tokens are encrypted, and no [privacy] encryption_key is configured",
+            ));
+        }
         Ok(sealed)
+    }
+}
+
+/// ChaCha20-Poly1305 with the configured keys ([`crate::seal`]).
+pub struct Encrypted(pub std::sync::Arc<crate::seal::Keys>);
+
+impl Seal for Encrypted {
+    fn seal(&self, plain: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        self.0.seal(&plain)
+    }
+    fn open(&self, sealed: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        self.0.open(sealed)
     }
 }
 
@@ -130,9 +148,13 @@ pub struct TokenStore {
 
 impl TokenStore {
     pub fn new(path: PathBuf) -> Self {
+        let seal: Box<dyn Seal> = match crate::seal::keys() {
+            Some(k) => Box::new(Encrypted(k)),
+            None => Box::new(Plain),
+        };
         Self {
             path,
-            seal: Box::new(Plain),
+            seal,
             #[cfg(feature = "mysql")]
             shared: None,
         }
