@@ -341,56 +341,40 @@ impl IdentityStore for EmbeddedIdentityStore {
     }
 
     fn sync(&self) -> Result<(), IdentityError> {
-        self.with(|st| {
-            let mut index = st.index()?;
-            let mut txn = st.db.begin_write().map_err(storage)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| IdentityError::Storage(e.to_string()))?;
-            txn.commit().map_err(storage)?;
-            // Under sustained load only now and then (it holds the index meanwhile); idle
-            // gateways write one sooner, in `maintain`.
-            st.snapshot_if(&mut index, |since| since >= BUSY_SNAPSHOT_BATCHES);
-            Ok(())
-        })
+        // Under sustained load a snapshot only now and then (it holds the index meanwhile);
+        // idle gateways write one sooner, in `maintain`.
+        self.durable_then(false, |since| since >= BUSY_SNAPSHOT_BATCHES)
     }
 
     fn maintain(&self) -> Result<(), IdentityError> {
-        self.with(|st| {
-            if st.index.get().is_none() {
-                return Ok(());
-            }
-            let mut index = st.index()?;
-            if index.batches - index.snapshot_batches < SNAPSHOT_BATCHES {
-                return Ok(());
-            }
-            // Only what is durable goes into a snapshot.
-            let mut txn = st.db.begin_write().map_err(storage)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| IdentityError::Storage(e.to_string()))?;
-            txn.commit().map_err(storage)?;
-            st.snapshot_if(&mut index, |since| since >= SNAPSHOT_BATCHES);
-            Ok(())
-        })
+        self.durable_then(true, |since| since >= SNAPSHOT_BATCHES)
     }
 
     fn close(&self) -> Result<(), IdentityError> {
-        self.with(|st| {
-            // Still rebuilding: nothing was resolved, nothing to keep.
-            if st.index.get().is_none() {
-                return Ok(());
-            }
-            let mut index = st.index()?;
-            let mut txn = st.db.begin_write().map_err(storage)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| IdentityError::Storage(e.to_string()))?;
-            txn.commit().map_err(storage)?;
-            st.snapshot_if(&mut index, |since| since > 0);
-            Ok(())
-        })
+        self.durable_then(true, |since| since > 0)
     }
 }
 
 impl EmbeddedIdentityStore {
+    /// Makes every batch durable (one fsync), then writes a snapshot of the index when `due`
+    /// says so of the batches since the last one (only what is durable goes into a snapshot).
+    /// With `if_ready`, a store whose index is still being rebuilt is left alone: nothing was
+    /// resolved yet.
+    fn durable_then(&self, if_ready: bool, due: impl Fn(u64) -> bool) -> Result<(), IdentityError> {
+        self.with(|st| {
+            if if_ready && st.index.get().is_none() {
+                return Ok(());
+            }
+            let mut index = st.index()?;
+            let mut txn = st.db.begin_write().map_err(storage)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| IdentityError::Storage(e.to_string()))?;
+            txn.commit().map_err(storage)?;
+            st.snapshot_if(&mut index, due);
+            Ok(())
+        })
+    }
+
     fn resolve_in(
         &self,
         st: &Opened,
