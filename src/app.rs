@@ -240,9 +240,13 @@ pub async fn run_on(
         )?),
         _ => None,
     };
-    // Reassignments (回收) go out through a sink of their own, on their own topic.
-    let follow_up_sink =
-        build_sink(&settings, &data, stop_rx.clone(), HealthReport::new().0).await?;
+    // Reassignments (回收) go out through a sink of their own, on their own topic; the main
+    // sink already creates the topics.
+    let mut quiet = settings.clone();
+    if let OutputSettings::Kafka(k) = &mut quiet.output {
+        k.create_topics = false;
+    }
+    let follow_up_sink = build_sink(&quiet, &data, stop_rx.clone(), HealthReport::new().0).await?;
     let lifecycle = tokio::spawn(crate::lifecycle::follow_ups(
         assignment.clone(),
         follow_up_sink,

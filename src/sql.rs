@@ -36,6 +36,13 @@ pub trait Retryable: From<SqlError> {
     fn is_conflict(&self) -> bool;
 }
 
+/// Plain SQL work (no store error of its own) retries its conflicts too.
+impl Retryable for SqlError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict(_))
+    }
+}
+
 /// How often a transaction that lost a lock conflict is tried before the error is returned.
 const ATTEMPTS: u32 = 8;
 

@@ -101,13 +101,13 @@ pub fn dims_of(lead: &Value) -> Vec<(String, String)> {
     if let Some(c) = lead.pointer("/source/connector").and_then(Value::as_str) {
         out.push(("connector".into(), c.to_owned()));
     }
+    let none = serde_json::Map::new();
     let custom = lead
         .get("custom")
         .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+        .unwrap_or(&none);
     let campaign =
-        crate::stats::Attribution::of(&custom, lead.get("raw").unwrap_or(&Value::Null)).campaign;
+        crate::stats::Attribution::of(custom, lead.get("raw").unwrap_or(&Value::Null)).campaign;
     if !campaign.is_empty() {
         out.push(("campaign".into(), campaign));
     }
@@ -256,6 +256,8 @@ pub(super) fn reclaim(
     limit: usize,
 ) -> Result<usize, AssignError> {
     let due = t.due_follow_ups(now.as_millisecond(), limit)?;
+    // Claims by `owner/day`, read once per call and kept up to date as leads are reassigned.
+    let mut claims: BTreeMap<String, u64> = BTreeMap::new();
     for p in &due {
         let rule = w.rules.iter().find(|r| r.id == p.rule_id).cloned();
         let Some((rule, f)) = rule.and_then(|r| r.follow_up.clone().map(|f| (r, f))) else {
@@ -276,11 +278,17 @@ pub(super) fn reclaim(
             }
         }
         let day = claim_day(&f, now);
-        let mut claims = BTreeMap::new();
         for (id, o) in &w.owners {
             let Some(cap) = o.claim_limit else { continue };
-            let n = t.claims(&format!("{id}/{day}"))?;
-            claims.insert(id.clone(), n);
+            let key = format!("{id}/{day}");
+            let n = match claims.get(&key) {
+                Some(n) => *n,
+                None => {
+                    let n = t.claims(&key)?;
+                    claims.insert(key, n);
+                    n
+                }
+            };
             if n >= cap && !w.excluded.contains_key(id) {
                 w.excluded.insert(
                     id.clone(),
@@ -328,7 +336,12 @@ pub(super) fn reclaim(
         match outcome {
             Ok(d) => {
                 let key = format!("{}/{day}", d.owner);
-                t.put_claims(&key, claims.get(&d.owner).copied().unwrap_or(0) + 1)?;
+                let claimed = match claims.get(&key) {
+                    Some(c) => *c,
+                    None => t.claims(&key)?,
+                } + 1;
+                t.put_claims(&key, claimed)?;
+                claims.insert(key, claimed);
                 t.put_sticky(&p.lead_id, &d.owner)?;
                 t.add_funnel("owner", &d.owner, "received", 1)?;
                 t.add_funnel("owner", &d.owner, "assigned", 1)?;

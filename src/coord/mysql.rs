@@ -28,10 +28,13 @@ use super::{Lease, Leases};
 use crate::intake::Journal;
 use crate::sources::status::{LeaseStatus, Statuses};
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS leadgate_leases (
+/// Each leased connector's current epoch and its last holder (the shared tokens join it too).
+pub(crate) const LEASES_TABLE: &str = "CREATE TABLE IF NOT EXISTS leadgate_leases (
         connector VARBINARY(255) NOT NULL PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL,
-        holder VARBINARY(255) NOT NULL, since DATETIME(6) NOT NULL) ENGINE=InnoDB",
+        holder VARBINARY(255) NOT NULL, since DATETIME(6) NOT NULL) ENGINE=InnoDB";
+
+const SCHEMA: &[&str] = &[
+    LEASES_TABLE,
     "CREATE TABLE IF NOT EXISTS leadgate_checkpoints (
         connector VARBINARY(255) NOT NULL PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL,
         v MEDIUMBLOB NOT NULL, updated DATETIME(6) NOT NULL) ENGINE=InnoDB",

@@ -5,30 +5,15 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::sql::{Mysql, Retryable, SqlError};
+use crate::sql::{Mysql, SqlError};
 
 const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS leadgate_tokens (
         connector VARBINARY(255) NOT NULL PRIMARY KEY, generation BIGINT UNSIGNED NOT NULL,
         epoch BIGINT UNSIGNED NOT NULL, v MEDIUMBLOB NOT NULL, updated DATETIME(6) NOT NULL)
         ENGINE=InnoDB"];
 
-#[derive(Debug)]
-struct Error(SqlError);
-
-impl From<SqlError> for Error {
-    fn from(e: SqlError) -> Self {
-        Self(e)
-    }
-}
-
-impl Retryable for Error {
-    fn is_conflict(&self) -> bool {
-        matches!(self.0, SqlError::Conflict(_))
-    }
-}
-
-fn io(e: Error) -> std::io::Error {
-    std::io::Error::other(match e.0 {
+fn io(e: SqlError) -> std::io::Error {
+    std::io::Error::other(match e {
         SqlError::Conflict(m) | SqlError::Other(m) => format!("the shared token store: {m}"),
     })
 }
@@ -43,11 +28,7 @@ impl SharedTokens {
     pub fn connect(url: &str) -> Result<Self, SqlError> {
         // The leases' table is created here too: writes join it.
         let mut schema = SCHEMA.to_vec();
-        schema.push(
-            "CREATE TABLE IF NOT EXISTS leadgate_leases (
-            connector VARBINARY(255) NOT NULL PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL,
-            holder VARBINARY(255) NOT NULL, since DATETIME(6) NOT NULL) ENGINE=InnoDB",
-        );
+        schema.push(super::mysql::LEASES_TABLE);
         Ok(Self {
             db: Mysql::connect(url, &schema)?,
         })
@@ -65,7 +46,7 @@ impl SharedTokens {
     /// The stored tokens (the token file's bytes) and their generation.
     pub fn load(&self, connector: &str) -> std::io::Result<Option<(u64, Vec<u8>)>> {
         self.db
-            .transaction(false, |tx| -> Result<_, Error> {
+            .transaction(false, |tx| -> Result<_, SqlError> {
                 let rows: Vec<(u64, Vec<u8>)> = tx.rows(
                     "SELECT generation, v FROM leadgate_tokens WHERE connector = ?",
                     (connector,),
@@ -78,7 +59,7 @@ impl SharedTokens {
     /// The stored generation (0 without tokens): a cheap check before [`SharedTokens::load`].
     pub fn generation(&self, connector: &str) -> std::io::Result<u64> {
         self.db
-            .transaction(false, |tx| -> Result<_, Error> {
+            .transaction(false, |tx| -> Result<_, SqlError> {
                 let rows: Vec<u64> = tx.rows(
                     "SELECT generation FROM leadgate_tokens WHERE connector = ?",
                     (connector,),
@@ -98,7 +79,7 @@ impl SharedTokens {
         epoch: u64,
     ) -> std::io::Result<bool> {
         self.db
-            .transaction(true, |tx| -> Result<_, Error> {
+            .transaction(true, |tx| -> Result<_, SqlError> {
                 tx.run(
                     "INSERT INTO leadgate_tokens (connector, generation, epoch, v, updated) \
                      SELECT l.connector, ?, l.epoch, ?, NOW(6) FROM leadgate_leases l \
