@@ -433,7 +433,11 @@ mod tests {
     use serde_json::json;
 
     fn store(follow_up: Value) -> EmbeddedAssignmentStore {
-        let s = EmbeddedAssignmentStore::in_memory().unwrap();
+        set_up(EmbeddedAssignmentStore::in_memory().unwrap(), follow_up)
+    }
+
+    /// Owners ann, bob and cai in team `sales`, and rule `all` (round robin) with `follow_up`.
+    fn set_up(s: EmbeddedAssignmentStore, follow_up: Value) -> EmbeddedAssignmentStore {
         for o in ["ann", "bob", "cai"] {
             s.put(Kind::Owners, o, json!({"id": o}), Expect::Absent)
                 .unwrap();
@@ -542,19 +546,10 @@ mod tests {
         let path = tempfile::tempdir().unwrap();
         let file = path.path().join("a.redb");
         {
-            let s = EmbeddedAssignmentStore::open(&file).unwrap();
-            for o in ["ann", "bob"] {
-                s.put(Kind::Owners, o, json!({"id": o}), Expect::Absent)
-                    .unwrap();
-            }
-            s.put(
-                Kind::Teams,
-                "t",
-                json!({"id": "t", "members": [{"owner": "ann"}, {"owner": "bob"}]}),
-                Expect::Absent,
-            )
-            .unwrap();
-            s.put(Kind::Rules, "r", json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}, "follow_up": {"within": "1s"}}), Expect::Absent).unwrap();
+            let s = set_up(
+                EmbeddedAssignmentStore::open(&file).unwrap(),
+                json!({"within": "1s"}),
+            );
             s.assign(&[lead(1, "c")]).unwrap();
             assert_eq!(s.reclaim(later(2), 10).unwrap(), 1);
             let first = s.outbox(10).unwrap();

@@ -54,6 +54,16 @@ impl Api {
         self.send(reqwest::Method::POST, path, Some(body), None)
             .await
     }
+
+    async fn put(
+        &self,
+        path: &str,
+        body: Value,
+        if_match: Option<&str>,
+    ) -> (StatusCode, Option<String>, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body), if_match)
+            .await
+    }
 }
 
 fn config(extra: &str) -> String {
@@ -139,15 +149,7 @@ async fn the_assignment_api_checks_versions_and_explains() {
     let put = |body: Value, m: Option<&str>| {
         let api = &api;
         let m = m.map(str::to_owned);
-        async move {
-            api.send(
-                reqwest::Method::PUT,
-                "/rules/south",
-                Some(body),
-                m.as_deref(),
-            )
-            .await
-        }
+        async move { api.put("/rules/south", body, m.as_deref()).await }
     };
     let (s, _, b) = put(changed.clone(), Some("\"999999\"")).await;
     assert_eq!(
@@ -170,12 +172,9 @@ async fn the_assignment_api_checks_versions_and_explains() {
         "the old ETag is stale now"
     );
     let (s, _, b) = api
-        .send(
-            reqwest::Method::PUT,
+        .put(
             "/rules/other",
-            Some(
-                json!({"id": "south", "priority": 1, "action": {"type": "owner", "owner": "ann"}}),
-            ),
+            json!({"id": "south", "priority": 1, "action": {"type": "owner", "owner": "ann"}}),
             None,
         )
         .await;
@@ -601,14 +600,7 @@ async fn segments_and_scores_are_on_each_lead_and_rules_assign_by_them() {
     let mut group = group;
     group["rules"][0]["points"] = json!(45);
     group["cap"] = json!(null);
-    let (s, _, _) = api
-        .send(
-            reqwest::Method::PUT,
-            "/scores/fit",
-            Some(group),
-            etag.as_deref(),
-        )
-        .await;
+    let (s, _, _) = api.put("/scores/fit", group, etag.as_deref()).await;
     assert_eq!(s, StatusCode::OK);
     crate::support::accepted(
         post_json(
@@ -672,12 +664,7 @@ async fn an_owner_read_before_an_assignment_cannot_write_its_old_count_back() {
     // ...and its write of the old count is refused, instead of freeing a slot that is taken.
     body["status"] = json!("off_duty");
     let (s, _, err) = api
-        .send(
-            reqwest::Method::PUT,
-            "/owners/ann",
-            Some(body.clone()),
-            before.as_deref(),
-        )
+        .put("/owners/ann", body.clone(), before.as_deref())
         .await;
     assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{err}");
     let (_, now, fresh) = api
@@ -687,28 +674,14 @@ async fn an_owner_read_before_an_assignment_cannot_write_its_old_count_back() {
     assert!(now.as_deref().unwrap().ends_with(".1\""), "{now:?}");
     let mut fresh = fresh;
     fresh["status"] = json!("off_duty");
-    let (s, _, w) = api
-        .send(
-            reqwest::Method::PUT,
-            "/owners/ann",
-            Some(fresh),
-            now.as_deref(),
-        )
-        .await;
+    let (s, _, w) = api.put("/owners/ann", fresh, now.as_deref()).await;
     assert_eq!(s, StatusCode::OK, "{w}");
     assert_eq!(
         (&w["status"], &w["open_leads"]),
         (&json!("off_duty"), &json!(1))
     );
     // A malformed tag is a 400 naming If-Match.
-    let (s, _, err) = api
-        .send(
-            reqwest::Method::PUT,
-            "/owners/ann",
-            Some(w),
-            Some("\"7.x\""),
-        )
-        .await;
+    let (s, _, err) = api.put("/owners/ann", w, Some("\"7.x\"")).await;
     assert_eq!(
         (s, &err["error"]["field"]),
         (StatusCode::BAD_REQUEST, &json!("If-Match"))

@@ -247,14 +247,7 @@ async fn three_gateways_pull_each_connector_once_and_fail_over() {
         let gw = gw.as_ref().unwrap();
         let ready = crate::support::get_json(&http, &gw.url("/readyz")).await;
         assert_eq!(ready["leases"]["ocean"]["held_here"], i == ocean, "{ready}");
-        let metrics = http
-            .get(gw.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = crate::support::get_text(&http, &gw.url("/metrics")).await;
         let held = format!(
             "leadgate_connector_lease_held{{connector=\"ocean\"}} {}",
             u8::from(i == ocean)

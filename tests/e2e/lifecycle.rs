@@ -303,14 +303,7 @@ async fn leads_nobody_calls_are_reassigned_and_crm_feedback_closes_the_funnel() 
     assert_eq!(b["error"]["field"], "by", "{b}");
 
     // The unreadable message was counted, and skipped.
-    let metrics = http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::support::get_text(&http, &gw.url("/metrics")).await;
     assert!(
         metrics
             .lines()

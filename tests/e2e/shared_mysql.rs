@@ -131,16 +131,16 @@ type = "webhook"
     assert_eq!(found["leads"].as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn two_gateways_share_one_round_robin_through_mysql() {
+/// Two gateways' stores on `url`, with owners ann, bob and cai in team `t` and rule `r` (round
+/// robin, with `follow_up` unless it is null).
+fn three_owners(
+    url: &str,
+    follow_up: serde_json::Value,
+) -> Vec<Arc<leadgate::assign::MysqlAssignmentStore>> {
     use leadgate::assign::model::Kind;
-    use leadgate::assign::{AssignRequest, AssignmentStore, Expect, MysqlAssignmentStore};
-    use std::collections::BTreeMap;
-
-    let db = Mariadb::start();
-    let url = db.database("assignment");
+    use leadgate::assign::{AssignmentStore, Expect, MysqlAssignmentStore};
     let stores: Vec<Arc<MysqlAssignmentStore>> = (0..2)
-        .map(|_| Arc::new(MysqlAssignmentStore::connect(&url).unwrap()))
+        .map(|_| Arc::new(MysqlAssignmentStore::connect(url).unwrap()))
         .collect();
     let s = &stores[0];
     for o in ["ann", "bob", "cai"] {
@@ -154,7 +154,24 @@ fn two_gateways_share_one_round_robin_through_mysql() {
         Expect::Absent,
     )
     .unwrap();
-    s.put(Kind::Rules, "r", json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}}), Expect::Absent).unwrap();
+    let mut rule = json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}});
+    if !follow_up.is_null() {
+        rule["follow_up"] = follow_up;
+    }
+    s.put(Kind::Rules, "r", rule, Expect::Absent).unwrap();
+    stores
+}
+
+#[test]
+fn two_gateways_share_one_round_robin_through_mysql() {
+    use leadgate::assign::model::Kind;
+    use leadgate::assign::{AssignRequest, AssignmentStore, Expect};
+    use std::collections::BTreeMap;
+
+    let db = Mariadb::start();
+    let url = db.database("assignment");
+    let stores = three_owners(&url, json!(null));
+    let s = &stores[0];
     // The second gateway sees the first one's rules.
     assert_eq!(stores[1].list(Kind::Rules).unwrap().len(), 1);
     // And its segments and score groups.
@@ -232,26 +249,12 @@ fn two_gateways_share_one_round_robin_through_mysql() {
 fn two_gateways_reclaim_each_lead_once_through_mysql() {
     use leadgate::assign::model::Kind;
     use leadgate::assign::store::StatusReport;
-    use leadgate::assign::{AssignRequest, AssignmentStore, Expect, MysqlAssignmentStore};
+    use leadgate::assign::{AssignRequest, AssignmentStore};
 
     let db = Mariadb::start();
     let url = db.database("lifecycle");
-    let stores: Vec<Arc<MysqlAssignmentStore>> = (0..2)
-        .map(|_| Arc::new(MysqlAssignmentStore::connect(&url).unwrap()))
-        .collect();
+    let stores = three_owners(&url, json!({"within": "1m"}));
     let s = &stores[0];
-    for o in ["ann", "bob", "cai"] {
-        s.put(Kind::Owners, o, json!({"id": o}), Expect::Absent)
-            .unwrap();
-    }
-    s.put(
-        Kind::Teams,
-        "t",
-        json!({"id": "t", "members": [{"owner": "ann"}, {"owner": "bob"}, {"owner": "cai"}]}),
-        Expect::Absent,
-    )
-    .unwrap();
-    s.put(Kind::Rules, "r", json!({"id": "r", "priority": 1, "action": {"type": "team", "team": "t", "strategy": "round_robin"}, "follow_up": {"within": "1m"}}), Expect::Absent).unwrap();
     let leads: Vec<AssignRequest> = (0..40)
         .map(|i| AssignRequest {
             event_id: format!("e{i}"),

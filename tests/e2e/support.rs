@@ -372,6 +372,10 @@ pub async fn serve_local(app: axum::Router) -> u16 {
 }
 
 /// GET `url` and its JSON answer.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
