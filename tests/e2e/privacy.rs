@@ -386,14 +386,7 @@ consent = { field = "readable_ref_yes_no", purposes = ["newsletter"] }
     assert_eq!(typeform[0]["consent"]["purposes"], json!(["newsletter"]));
 
     // Counted under the reason that decided them.
-    let stats: Value = http
-        .get(gw.url("/v1/stats?group_by=connector"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = crate::support::get_json(&http, &gw.url("/v1/stats?group_by=connector")).await;
     let webform = stats["rows"]
         .as_array()
         .unwrap()
