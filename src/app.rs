@@ -32,6 +32,10 @@ impl DataDir {
     pub fn assignment(&self) -> PathBuf {
         self.0.join("assignment.redb")
     }
+    /// Erasure requests and the suppression list (salted hashes only).
+    pub fn erasures(&self) -> PathBuf {
+        self.0.join("erasures.redb")
+    }
     pub fn output(&self) -> PathBuf {
         self.0.join("output")
     }
@@ -197,13 +201,20 @@ pub async fn run_on(
     let sink = build_sink(&settings, &data, stop_rx.clone(), health.clone()).await?;
     let output = sink.describe();
     let assignment = open_assignment(&settings, &data)?;
-    let processor = Arc::new(Processor::new(
-        &settings.connectors,
-        settings.topics.clone(),
-        identity.clone(),
-        Policy::new(&settings.identity),
-        Assigner::new(assignment.clone()).with_max_total(settings.assignment.max_score),
-    ));
+    let erasures = Arc::new(
+        crate::erasure::Erasures::open(&data.erasures(), settings.privacy.suppression)
+            .context("cannot open the erasure requests (erasures.redb)")?,
+    );
+    let processor = Arc::new(
+        Processor::new(
+            &settings.connectors,
+            settings.topics.clone(),
+            identity.clone(),
+            Policy::new(&settings.identity),
+            Assigner::new(assignment.clone()).with_max_total(settings.assignment.max_score),
+        )
+        .with_erasures(erasures.clone()),
+    );
     let gateway = settings.coordination.as_ref().map(|c| match c {
         crate::config::CoordinationSettings::Mysql { gateway, .. } => crate::coord::gateway_name(
             gateway.as_deref(),
@@ -333,7 +344,8 @@ pub async fn run_on(
         sources,
     )
     .with_access_audit(Arc::new(access))
-    .with_imports(imports);
+    .with_imports(imports)
+    .with_erasures(erasures);
     let served = serve(listener, state, shutdown).await;
     stop_tx.send_replace(true);
     // The sources' tasks finish the page or batch they are on; what they committed stays.

@@ -101,6 +101,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     };
 
     let (_stop_tx, stop_rx) = watch::channel(false);
+    let mut erasures = None;
     let (identity, assignment, mut sink): (Arc<dyn IdentityStore>, Arc<dyn AssignmentStore>, Sink) =
         if opts.dry_run {
             let out: Box<dyn Write + Send> = match opts.output.as_deref() {
@@ -125,6 +126,11 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             )
         } else {
             let data = create_data_dir(&settings.data_dir)?;
+            // Erased people's rows are suppressed as the gateway's leads are.
+            erasures = Some(Arc::new(
+                crate::erasure::Erasures::open(&data.erasures(), settings.privacy.suppression)
+                    .context("cannot open the erasure requests (erasures.redb)")?,
+            ));
             (
                 open_identity(&settings, &data)?,
                 open_assignment(&settings, &data)?,
@@ -169,13 +175,17 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     let external_id_field = connector
         .and_then(|c| c.external_id_field())
         .map(str::to_owned);
-    let processor = Arc::new(Processor::new(
+    let mut processor = Processor::new(
         &settings.connectors,
         settings.topics.clone(),
         identity,
         Policy::new(&settings.identity),
         Assigner::new(assignment).with_max_total(settings.assignment.max_score),
-    ));
+    );
+    if let Some(e) = erasures {
+        processor = processor.with_erasures(e);
+    }
+    let processor = Arc::new(processor);
 
     let progress = ProgressBar::new(scan.bytes);
     progress.set_style(

@@ -10,6 +10,7 @@ pub mod assign;
 pub mod config;
 pub mod consent;
 pub mod coord;
+pub mod erasure;
 /// What the fuzz targets check: test and fuzzing support, not part of the gateway.
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

@@ -60,6 +60,12 @@ impl<T> Reopening<T> {
         result
     }
 
+    /// Puts `opened` in place of the open file (a store rewritten under a new file: an
+    /// erasure). Users of the old one finish with it.
+    pub fn replace(&self, opened: T) {
+        *self.open.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(opened));
+    }
+
     /// The open file, if it is open (for closing).
     pub fn current(&mut self) -> Option<&Arc<T>> {
         self.open

@@ -57,6 +57,82 @@ pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Rewriting a store to leave nothing of what was taken out of it (an erasure): redb keeps old
+/// pages' bytes in its free space, so the live rows are copied into a new file beside the store
+/// (`<name>.erasing`), which is synced and renamed over it. The old file's blocks go back to the
+/// filesystem; no file holds them.
+pub struct Rewrite {
+    path: PathBuf,
+    new: PathBuf,
+    pub db: Database,
+}
+
+impl Rewrite {
+    /// Starts a new file beside `path` (one left by a crash is thrown away).
+    pub fn begin(path: &Path) -> Result<Self, redb::Error> {
+        let path = resolve(path);
+        let mut new = path.as_os_str().to_owned();
+        new.push(".erasing");
+        let new = PathBuf::from(new);
+        remove_if_there(&new).map_err(redb::StorageError::Io)?;
+        let db = Database::create(&new)?;
+        Ok(Self { path, new, db })
+    }
+
+    /// Closes the new file, makes it durable and puts it in place of the old one. The caller
+    /// opens it again.
+    pub fn finish(self) -> std::io::Result<()> {
+        drop(self.db);
+        std::fs::File::open(&self.new)?.sync_all()?;
+        std::fs::rename(&self.new, &self.path)?;
+        sync_dir(&self.path)
+    }
+}
+
+/// Copies the rows of `def` that `keep` keeps from `from` to `to`; returns how many it left out.
+pub fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &redb::WriteTransaction,
+    def: redb::TableDefinition<K, V>,
+    mut keep: impl FnMut(&K::SelfType<'_>, &V::SelfType<'_>) -> bool,
+) -> Result<u64, redb::Error> {
+    use redb::ReadableTable;
+    let mut out = to.open_table(def)?;
+    let source = match from.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut dropped = 0;
+    for row in source.iter()? {
+        let (k, v) = row?;
+        let (k, v) = (k.value(), v.value());
+        if keep(&k, &v) {
+            out.insert(k, v)?;
+        } else {
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
+
+/// Removes `path` if it is there, durably.
+pub fn remove_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => sync_dir(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the directory entry of `path` durable.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 fn create(path: &Path) -> std::io::Result<()> {
     let mut new = path.as_os_str().to_owned();
     new.push(".new");

@@ -115,6 +115,10 @@ fn describe() {
         "CRM status reports, by source (http, kafka) and outcome (applied, duplicate, stale, invalid)."
     );
     describe_counter!(
+        "leadgate_erasures_total",
+        "Erasure requests carried out (completed) or tried and left for the next attempt (failed)."
+    );
+    describe_counter!(
         "leadgate_lifecycle_errors_total",
         "Failed rounds of the follow-up check or the status consumer (retried)."
     );
@@ -444,6 +448,11 @@ pub fn reassigned(outcome: &'static str, n: u64) {
 pub fn status_report(source: &'static str, outcome: &'static str) {
     counter!("leadgate_status_reports_total", "source" => source, "outcome" => outcome)
         .increment(1);
+}
+
+/// An erasure carried out (`completed`) or tried and left for later (`failed`).
+pub fn erasure(outcome: &'static str) {
+    counter!("leadgate_erasures_total", "outcome" => outcome).increment(1);
 }
 
 pub fn lifecycle_failed(task: &'static str) {

@@ -6,6 +6,7 @@ mod assignment;
 mod auth;
 mod connectors;
 mod console;
+mod erasures;
 mod imports;
 
 mod leads;
@@ -57,6 +58,7 @@ pub struct AppState {
     http: crate::config::HttpSettings,
     stats_zone: jiff::tz::TimeZone,
     imports: Option<crate::imports::Imports>,
+    erasures: Option<Arc<crate::erasure::Erasures>>,
 }
 
 impl AppState {
@@ -89,7 +91,14 @@ impl AppState {
             http: settings.http.clone(),
             stats_zone: settings.stats.timezone.clone(),
             imports: None,
+            erasures: None,
         }
+    }
+
+    /// With erasures through the API (`POST /v1/erasures`).
+    pub fn with_erasures(mut self, erasures: Arc<crate::erasure::Erasures>) -> Self {
+        self.erasures = Some(erasures);
+        self
     }
 
     /// With the access audit that reads of personal data are written to.
@@ -114,6 +123,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/whoami", get(access::whoami))
         .route("/v1/access-audit", get(access::list))
+        .route("/v1/erasures", post(erasures::submit).get(erasures::list))
+        .route("/v1/erasures/{id}", get(erasures::read))
         .route("/v1/leads", get(leads::search))
         .route("/v1/leads/{lead_id}", get(leads::explain))
         .route("/v1/leads/{lead_id}/status", post(leads::status))

@@ -212,6 +212,17 @@ impl Tables for Txn<'_> {
         Ok(())
     }
 
+    fn forget_lead(&mut self, lead_id: &str) -> Result<(), AssignError> {
+        self.sticky.remove(lead_id).map_err(storage)?;
+        self.lead_status.remove(lead_id).map_err(storage)?;
+        Ok(())
+    }
+
+    fn forget_outcome(&mut self, event_id: &str) -> Result<(), AssignError> {
+        self.outcomes.remove(event_id).map_err(storage)?;
+        Ok(())
+    }
+
     fn next_version(&mut self) -> Result<u64, AssignError> {
         self.counter("version")
     }

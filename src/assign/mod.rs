@@ -45,6 +45,11 @@ impl Assigner {
     }
 
     /// With the score's total kept within `0..=max_total`.
+    /// The store it assigns with.
+    pub fn store(&self) -> &Arc<dyn AssignmentStore> {
+        &self.store
+    }
+
     pub fn with_max_total(mut self, max_total: i64) -> Self {
         self.max_total = max_total;
         self

@@ -235,6 +235,24 @@ impl Tables for MyTables<'_, '_> {
             .transpose()
     }
 
+    fn forget_lead(&mut self, lead_id: &str) -> Result<(), AssignError> {
+        self.tx.run(
+            "DELETE FROM leadgate_assign_sticky WHERE lead_id = ?",
+            (lead_id,),
+        )?;
+        Ok(self.tx.run(
+            "DELETE FROM leadgate_assign_lead_status WHERE lead_id = ?",
+            (lead_id,),
+        )?)
+    }
+
+    fn forget_outcome(&mut self, event_id: &str) -> Result<(), AssignError> {
+        Ok(self.tx.run(
+            "DELETE FROM leadgate_assign_outcomes WHERE event_id = ?",
+            (event_id,),
+        )?)
+    }
+
     fn put_outcome(&mut self, event_id: &str, d: &Option<Decision>) -> Result<(), AssignError> {
         Ok(self.tx.run(
             "INSERT INTO leadgate_assign_outcomes (event_id, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)",

@@ -166,6 +166,9 @@ pub trait AssignmentStore: Send + Sync {
     fn published(&self, seqs: &[u64]) -> Result<(), AssignError>;
     /// The conversion funnel grouped by `by` (one of [`super::lifecycle::DIMENSIONS`]).
     fn funnel(&self, by: &str) -> Result<Vec<super::lifecycle::FunnelRow>, AssignError>;
+    /// Forgets erased people: their statuses, owners and follow-ups, and the decisions made for
+    /// their events; an open lead leaves its owner's count. The funnel keeps its counts.
+    fn erase(&self, lead_ids: &[String], event_ids: &[String]) -> Result<(), AssignError>;
 }
 
 /// How long a gateway may take to publish the outbox records it took, before another may.
@@ -431,6 +434,27 @@ impl<S: Transact> AssignmentStore for S {
         self.transact(true, &|t| seqs.iter().try_for_each(|s| t.remove_outbox(*s)))
     }
 
+    fn erase(&self, lead_ids: &[String], event_ids: &[String]) -> Result<(), AssignError> {
+        self.transact(true, &|t| {
+            for lead in lead_ids {
+                let state = t.lead_status(lead)?.unwrap_or_default();
+                if let Some(owner) = &state.owner
+                    && state.assigned
+                    && !state.closed
+                {
+                    let open = t.load()?.get(owner).copied().unwrap_or(0);
+                    t.put_load(owner, open.saturating_sub(1))?;
+                }
+                t.remove_follow_up(lead)?;
+                t.forget_lead(lead)?;
+            }
+            for event in event_ids {
+                t.forget_outcome(event)?;
+            }
+            Ok(())
+        })
+    }
+
     fn funnel(&self, by: &str) -> Result<Vec<super::lifecycle::FunnelRow>, AssignError> {
         let rows = self.transact(false, &|t| t.funnel(by))?;
         Ok(super::lifecycle::funnel_rows(by, rows))
@@ -457,6 +481,9 @@ pub trait Tables {
     /// `Some(decision)` when the event was assigned before.
     fn outcome(&mut self, event_id: &str) -> Result<Option<Option<Decision>>, AssignError>;
     fn put_outcome(&mut self, event_id: &str, d: &Option<Decision>) -> Result<(), AssignError>;
+    /// Removes a lead's status and sticky owner (an erasure).
+    fn forget_lead(&mut self, lead_id: &str) -> Result<(), AssignError>;
+    fn forget_outcome(&mut self, event_id: &str) -> Result<(), AssignError>;
     /// A new resource version, greater than every earlier one.
     fn next_version(&mut self) -> Result<u64, AssignError>;
     /// Appends `entry` (its `seq` is assigned here).

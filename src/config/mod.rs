@@ -208,6 +208,9 @@ pub struct PrivacySettings {
     pub encryption_key: Option<secrecy::SecretString>,
     /// Keys values may still be sealed with (after a rotation): read, never written.
     pub previous_keys: Vec<secrecy::SecretString>,
+    /// What becomes of a new lead whose phone or address was erased: `drop` (the default) or
+    /// `flag` (published on the rejected topic, reason `privacy.suppressed`).
+    pub suppression: crate::erasure::Suppression,
 }
 
 impl PrivacySettings {
@@ -441,6 +444,8 @@ pub struct Topics {
     pub assignments: String,
     /// Where CRMs report what became of a lead (consumed, not produced, by leadgate).
     pub status: String,
+    /// Erasure events (key: the request id): CRMs delete the lead ids they list.
+    pub erasures: String,
 }
 
 impl Default for Topics {
@@ -452,6 +457,7 @@ impl Default for Topics {
             test: "leads.test".into(),
             assignments: "leads.assignments".into(),
             status: "leads.status".into(),
+            erasures: "leads.erasures".into(),
         }
     }
 }
@@ -463,7 +469,7 @@ impl Topics {
     }
 
     /// Every topic leadgate creates when `create_topics` is on.
-    pub fn created(&self) -> [&str; 6] {
+    pub fn created(&self) -> [&str; 7] {
         [
             &self.clean,
             &self.rejected,
@@ -471,6 +477,7 @@ impl Topics {
             &self.test,
             &self.assignments,
             &self.status,
+            &self.erasures,
         ]
     }
 }

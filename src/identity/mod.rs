@@ -158,6 +158,39 @@ pub trait IdentityStore: Send + Sync {
     fn maintain(&self) -> Result<(), IdentityError> {
         Ok(())
     }
+
+    /// The people an erasure is about: everyone with a phone number or address `hit` picks, or
+    /// with one of `lead_ids`, with everyone merged with them; their lead ids, the events
+    /// that made them and all their keys. Reads only.
+    fn erasable(
+        &self,
+        hit: &(dyn Fn(&IdentityKey) -> bool + Sync),
+        lead_ids: &[String],
+    ) -> Result<Erased, IdentityError> {
+        let _ = (hit, lead_ids);
+        Err(IdentityError::Storage(
+            "this identity store cannot erase people".into(),
+        ))
+    }
+
+    /// Takes the people with these lead ids (and everyone merged with them) out for good: no
+    /// byte of their keys or contact fields is left in the store. Erasing someone already gone
+    /// does nothing.
+    fn erase(&self, lead_ids: &[String]) -> Result<(), IdentityError> {
+        let _ = lead_ids;
+        Err(IdentityError::Storage(
+            "this identity store cannot erase people".into(),
+        ))
+    }
+}
+
+/// What [`IdentityStore::erasable`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub lead_ids: Vec<String>,
+    pub event_ids: Vec<String>,
+    /// Every key the people had (to suppress their other phone numbers and addresses too).
+    pub keys: Vec<IdentityKey>,
 }
 
 /// The guards and thresholds, compiled from `[identity]`.

@@ -197,9 +197,21 @@ struct Pulled {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
+/// An erasure: the events `drop` picks, and the idempotency records of those and of
+/// `event_ids`, taken out and the file rewritten.
+struct Erase {
+    drop: EventFilter,
+    event_ids: std::collections::HashSet<String>,
+    reply: oneshot::Sender<Result<usize, String>>,
+}
+
+/// Picks journaled events (see [`Journal::erase`]).
+pub type EventFilter = Box<dyn Fn(&IntakeEvent) -> bool + Send>;
+
 enum Job {
     Append(Append),
     Pulled(Pulled),
+    Erase(Erase),
 }
 
 /// Handle to the journal; cheap to clone.
@@ -288,6 +300,27 @@ impl Journal {
             .send(Job::Append(Append {
                 arriving: Arriving::new(event),
                 idempotency_key,
+                reply,
+            }))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        reply_of(rx.await)
+    }
+
+    /// Takes out the undelivered and quarantined events `drop` picks, with their idempotency
+    /// records and those of `event_ids` (an erasure), and rewrites the file so that nothing of
+    /// them is left in it (see [`crate::storefile::Rewrite`]); appends wait meanwhile. Returns
+    /// how many events went. A quarantined record that no longer decodes is kept.
+    pub async fn erase(
+        &self,
+        drop: EventFilter,
+        event_ids: std::collections::HashSet<String>,
+    ) -> Result<usize, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Erase(Erase {
+                drop,
+                event_ids,
                 reply,
             }))
             .await
@@ -622,10 +655,27 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let mut group = Vec::with_capacity(MAX_GROUP);
-        while let Some(first) = self.rx.blocking_recv() {
+        let mut held = None;
+        loop {
+            let Some(first) = held.take().or_else(|| self.rx.blocking_recv()) else {
+                break;
+            };
+            if let Job::Erase(e) = first {
+                let done = self.erase(&e).map_err(|x| x.to_string());
+                if let Err(why) = &done {
+                    tracing::error!(error = %why, "erasing from the journal failed");
+                }
+                let _ = e.reply.send(done);
+                continue;
+            }
             group.push(first);
             while group.len() < MAX_GROUP {
                 match self.rx.try_recv() {
+                    // After the appends before it.
+                    Ok(erase @ Job::Erase(_)) => {
+                        held = Some(erase);
+                        break;
+                    }
                     Ok(next) => group.push(next),
                     Err(_) => break,
                 }
@@ -647,6 +697,7 @@ impl Writer {
                             Job::Pulled(p) => {
                                 let _ = p.reply.send(Ok(()));
                             }
+                            Job::Erase(_) => {}
                         }
                     }
                 }
@@ -656,11 +707,67 @@ impl Writer {
                         match job {
                             Job::Append(a) => drop(a.reply.send(Err(e.to_string()))),
                             Job::Pulled(p) => drop(p.reply.send(Err(e.to_string()))),
+                            Job::Erase(_) => {}
                         }
                     }
                 }
             }
         }
+    }
+
+    /// See [`Journal::erase`]. The writer is the only one to write events; the delivery loop,
+    /// the other writer (acknowledgements, quarantine), is the one that asks and waits.
+    fn erase(&mut self, job: &Erase) -> Result<usize, JournalError> {
+        use crate::storefile::{Rewrite, copy_table};
+        let old = self.store.get()?;
+        let rewrite = Rewrite::begin(&self.store.path)?;
+        let (mut events, mut bytes, mut quarantined) = (0u64, 0u64, 0u64);
+        let mut gone: std::collections::HashSet<String> = job.event_ids.clone();
+        {
+            let from = old.begin_read()?;
+            let mut txn = rewrite.db.begin_write()?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|e| JournalError::Storage(e.into()))?;
+            let mut picks = |record: &[u8]| match serde_json::from_slice::<IntakeEvent>(record) {
+                Ok(event) if (job.drop)(&event) => {
+                    gone.insert(event.event_id);
+                    true
+                }
+                _ => false,
+            };
+            copy_table(&from, &txn, EVENTS, |_, record| {
+                let out = picks(record);
+                if out {
+                    events += 1;
+                    bytes += record.len() as u64;
+                }
+                !out
+            })?;
+            copy_table(&from, &txn, QUARANTINE, |_, entry| {
+                let out = serde_json::from_slice::<Quarantined>(entry)
+                    .is_ok_and(|q| picks(q.record.as_bytes()));
+                quarantined += u64::from(out);
+                !out
+            })?;
+            copy_table(&from, &txn, IDEMPOTENCY, |_, entry| {
+                serde_json::from_slice::<IdempotencyEntry>(entry)
+                    .map_or(true, |e| !gone.contains(&e.receipt.event_id))
+            })?;
+            copy_table(&from, &txn, CHECKPOINTS, |_, _| true)?;
+            copy_table(&from, &txn, CHECKPOINT_HISTORY, |_, _| true)?;
+            copy_table(&from, &txn, crate::stats::HOURS, |_, _| true)?;
+            copy_table(&from, &txn, crate::stats::DAYS, |_, _| true)?;
+            copy_table(&from, &txn, META, |_, _| true)?;
+            txn.commit()?;
+        }
+        rewrite
+            .finish()
+            .map_err(|e| JournalError::Storage(redb::StorageError::Io(e).into()))?;
+        self.store.db.replace(Store::open_db(&self.store.path)?);
+        self.backlog.fetch_sub(events, Ordering::Relaxed);
+        self.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.quarantined.fetch_sub(quarantined, Ordering::Relaxed);
+        Ok((events + quarantined) as usize)
     }
 
     /// Commits `batch` in one transaction; the receipts of its `Append` jobs, in order.
@@ -711,6 +818,7 @@ impl Writer {
             for job in batch {
                 let append = match job {
                     Job::Append(a) => a,
+                    Job::Erase(_) => continue,
                     Job::Pulled(p) => {
                         for arriving in &p.events {
                             seq += 1;

@@ -66,10 +66,25 @@ pub async fn deliver_forever(
         hour_retention_s: i64::try_from(stats.hour_retention.as_secs()).unwrap_or(i64::MAX),
         ..Unacked::default()
     };
+    let erasures = processor.erasures().cloned();
+    let mut erasure_retry: Option<tokio::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             unacked.acknowledge(&journal, &processor, &health).await;
             return;
+        }
+        // Erasures, between batches: what was delivered is acknowledged first, so that the
+        // journal's undelivered events are the ones still to come.
+        if let Some(e) = &erasures
+            && e.has_pending()
+            && erasure_retry.is_none_or(|t| tokio::time::Instant::now() >= t)
+            && unacked.acknowledge(&journal, &processor, &health).await
+        {
+            erasure_retry = None;
+            if let Err(why) = crate::erasure::run(e, &journal, &processor, &mut sink).await {
+                tracing::error!(error = %why, "an erasure failed; it is tried again in 10s");
+                erasure_retry = Some(tokio::time::Instant::now() + ERASURE_RETRY);
+            }
         }
         let isolate = failures >= ISOLATE_AFTER;
         let batch = if isolate { 2 } else { batch_size };
@@ -107,6 +122,8 @@ pub async fn deliver_forever(
                 tokio::select! {
                     _ = committed.changed() => {}
                     _ = shutdown.changed() => {}
+                    _ = erasure_asked(erasures.as_deref()) => {}
+                    _ = tokio::time::sleep_until(erasure_retry.unwrap_or_else(tokio::time::Instant::now)), if erasure_retry.is_some() => {}
                     _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
                     // Idle for a moment: the stores' housekeeping (an identity snapshot), then
                     // wait for leads again.
@@ -120,6 +137,7 @@ pub async fn deliver_forever(
                         tokio::select! {
                             _ = committed.changed() => {}
                             _ = shutdown.changed() => {}
+                            _ = erasure_asked(erasures.as_deref()) => {}
                         }
                     }
                 }
@@ -140,6 +158,17 @@ pub async fn deliver_forever(
                 }
             }
         }
+    }
+}
+
+/// How long a failed erasure waits before it is tried again.
+const ERASURE_RETRY: Duration = Duration::from_secs(10);
+
+/// Resolves when an erasure request comes in (never without erasures).
+async fn erasure_asked(erasures: Option<&crate::erasure::Erasures>) {
+    match erasures {
+        Some(e) => e.asked().await,
+        None => std::future::pending().await,
     }
 }
 

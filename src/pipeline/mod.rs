@@ -38,6 +38,8 @@ pub struct Prepared {
     cleaned: Vec<(NormalizedLead, serde_json::Map<String, serde_json::Value>)>,
     attributions: Vec<crate::stats::Attribution>,
     requests: Vec<crate::identity::IdentityRequest>,
+    /// Per event: its phone or address is on the suppression list (an erasure).
+    suppressed: Vec<bool>,
 }
 
 /// Prepared events resolved by identity: what [`Processor::resolve`] gives
@@ -46,6 +48,7 @@ pub struct Resolved {
     cleaned: Vec<(NormalizedLead, serde_json::Map<String, serde_json::Value>)>,
     attributions: Vec<crate::stats::Attribution>,
     resolutions: Vec<Resolution>,
+    suppressed: Vec<bool>,
 }
 
 /// How one event came out, for summaries and counters.
@@ -122,6 +125,8 @@ pub struct Processor {
     assigner: Assigner,
     topics: Topics,
     recent: RecentRejections,
+    /// The suppression list (erasures); `None` in imports' dry runs and tests.
+    erasures: Option<Arc<crate::erasure::Erasures>>,
 }
 
 impl Processor {
@@ -144,7 +149,34 @@ impl Processor {
             assigner,
             topics,
             recent: RecentRejections::default(),
+            erasures: None,
         }
+    }
+
+    /// With the suppression list that erased people's new leads are checked against.
+    pub fn with_erasures(mut self, erasures: Arc<crate::erasure::Erasures>) -> Self {
+        self.erasures = Some(erasures);
+        self
+    }
+
+    pub fn erasures(&self) -> Option<&Arc<crate::erasure::Erasures>> {
+        self.erasures.as_ref()
+    }
+
+    pub fn identity(&self) -> &Arc<dyn IdentityStore> {
+        &self.identity
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// The identity keys a journaled event has, as its connector would clean it (an erasure
+    /// looks for the person's among the undelivered events).
+    pub fn event_keys(&self, event: &IntakeEvent) -> Vec<IdentityKey> {
+        let (lead, custom) = self.clean(event);
+        self.policy
+            .keys_of(&lead, &custom, &self.profile(event).identity_fields)
     }
 
     /// Classifies and assigns clean records (segments, score, owner).
@@ -277,13 +309,15 @@ impl Processor {
             .zip(&cleaned)
             .map(|(e, (_, custom))| crate::stats::Attribution::of(custom, &e.payload))
             .collect();
+        let mut suppressed = vec![false; events.len()];
         let requests: Vec<_> = events
             .iter()
             .zip(&cleaned)
-            .filter(|(e, _)| !e.test)
-            .map(|(e, (lead, custom))| {
+            .enumerate()
+            .filter(|(_, (e, _))| !e.test)
+            .map(|(i, (e, (lead, custom)))| {
                 let profile = self.profile(e);
-                self.policy.request(RequestInput {
+                let request = self.policy.request(RequestInput {
                     event_id: &e.event_id,
                     connector: &e.connector,
                     external_id: e.external_id.as_deref(),
@@ -292,13 +326,25 @@ impl Processor {
                     lead,
                     custom,
                     identity_fields: &profile.identity_fields,
-                })
+                });
+                (i, request)
             })
+            .filter(|(i, request)| {
+                // An erased person's new lead goes nowhere near identity or assignment.
+                let out = self
+                    .erasures
+                    .as_ref()
+                    .is_some_and(|x| x.suppresses(&request.keys));
+                suppressed[*i] = out;
+                !out
+            })
+            .map(|(_, request)| request)
             .collect();
         Prepared {
             cleaned,
             attributions,
             requests,
+            suppressed,
         }
     }
 
@@ -318,12 +364,14 @@ impl Processor {
             cleaned,
             attributions,
             requests,
+            suppressed,
         } = prepared;
         let resolutions = self.identity.resolve(&requests)?;
         Ok(Resolved {
             cleaned,
             attributions,
             resolutions,
+            suppressed,
         })
     }
 
@@ -338,18 +386,35 @@ impl Processor {
             cleaned,
             mut attributions,
             resolutions,
+            suppressed,
         } = resolved;
         let mut resolutions = resolutions.into_iter();
 
         // Stage every event, then assign the clean ones in one batch, then serialize in order.
         enum Staged {
             Duplicate,
+            Suppressed,
             Test(Box<LeadRecord>),
             Rejected(Box<LeadRecord>),
             Clean(Box<LeadRecord>, Option<MergedRecord>),
         }
         let mut staged = Vec::with_capacity(events.len());
-        for (event, (lead, custom)) in events.iter().zip(cleaned) {
+        for ((event, (lead, custom)), suppressed) in events.iter().zip(cleaned).zip(suppressed) {
+            if suppressed {
+                let flag = self
+                    .erasures
+                    .as_ref()
+                    .is_some_and(|x| x.mode() == crate::erasure::Suppression::Flag);
+                if !flag {
+                    tracing::debug!(event_id = %event.event_id, "lead of an erased person dropped");
+                    staged.push(Staged::Suppressed);
+                    continue;
+                }
+                let mut record = record_of(event, lead, custom);
+                record.reasons = Some(vec![suppressed_issue()]);
+                staged.push(Staged::Rejected(Box::new(record)));
+                continue;
+            }
             if event.test {
                 let mut record = record_of(event, lead, custom);
                 if record.contact.phone.is_none() && record.contact.email.is_none() {
@@ -405,6 +470,9 @@ impl Processor {
         for ((event, s), attribution) in events.iter().zip(staged).zip(&mut attributions) {
             match s {
                 Staged::Duplicate => dispositions.push(Disposition::Duplicate),
+                Staged::Suppressed => dispositions.push(Disposition::Rejected {
+                    codes: vec![SUPPRESSED.to_owned()],
+                }),
                 Staged::Test(record) => {
                     let topic = self.test_topic(event).unwrap_or(&self.topics.test);
                     records.push(self.out(topic, &record.event_id, &record, event)?);
@@ -476,6 +544,17 @@ impl Processor {
             ],
         })
     }
+}
+
+/// The reason code of a lead whose phone or address was erased (the suppression list).
+pub const SUPPRESSED: &str = "privacy.suppressed";
+
+fn suppressed_issue() -> Issue {
+    Issue::new(
+        "contact",
+        SUPPRESSED,
+        "this phone number or address was erased at the person's request (suppression list); the lead is not processed",
+    )
 }
 
 /// The reasons of a lead rejected for want of a usable contact: that, and its issues with the

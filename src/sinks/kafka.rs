@@ -223,10 +223,11 @@ impl KafkaSink {
                     value: Some(v.as_str()),
                 });
             }
-            let mut record = FutureRecord::to(&r.topic)
-                .key(&r.key)
-                .payload(r.value.get())
-                .headers(headers);
+            let mut record: FutureRecord<'_, String, str> =
+                FutureRecord::to(&r.topic).key(&r.key).headers(headers);
+            if !r.is_tombstone() {
+                record = record.payload(r.value.get());
+            }
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {

@@ -30,6 +30,37 @@ pub struct OutRecord {
 }
 
 impl OutRecord {
+    /// A record of `value` as JSON.
+    pub fn json<T: serde::Serialize>(
+        topic: &str,
+        key: &str,
+        value: &T,
+        headers: Vec<(&'static str, String)>,
+    ) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            value: serde_json::value::to_raw_value(value)
+                .unwrap_or_else(|_| RawValue::NULL.to_owned()),
+            headers,
+        }
+    }
+
+    /// A tombstone: `key` with no value, so that a compacted topic forgets it (an erasure).
+    /// Kafka gets a null value; the embedded output writes nothing.
+    pub fn tombstone(topic: &str, key: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            value: RawValue::NULL.to_owned(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        self.value.get() == "null"
+    }
+
     /// The `event_id` header.
     pub fn event_id(&self) -> Option<&str> {
         self.headers

@@ -94,7 +94,7 @@ impl SpoolSink {
 
     pub fn deliver(&mut self, records: &[OutRecord]) -> Result<(), SinkError> {
         let mut buffers: HashMap<&str, Vec<u8>> = HashMap::new();
-        for r in records {
+        for r in records.iter().filter(|r| !r.is_tombstone()) {
             let buf = buffers.entry(r.topic.as_str()).or_default();
             buf.extend_from_slice(r.value.get().as_bytes());
             buf.push(b'\n');
@@ -125,6 +125,61 @@ impl SpoolSink {
             Ok(())
         })
     }
+}
+
+impl SpoolSink {
+    /// Rewrites every topic's file without the records `drop` picks (an erasure): each file is
+    /// written anew beside itself, synced and renamed over the old one, so that nothing of a
+    /// dropped record is left in the directory. Returns how many were dropped.
+    pub fn erase(&mut self, drop: impl Fn(&serde_json::Value) -> bool) -> Result<u64, SinkError> {
+        use std::io::BufRead;
+        self.files.clear();
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| SinkError::Io { path, source }
+        };
+        let mut dropped = 0;
+        let entries = std::fs::read_dir(&self.dir).map_err(io(&self.dir))?;
+        for entry in entries {
+            let path = entry.map_err(io(&self.dir))?.path();
+            if path.extension().is_none_or(|x| x != "jsonl") {
+                continue;
+            }
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(".erasing");
+            let tmp = PathBuf::from(tmp);
+            let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
+            let mut removed = 0;
+            let input = std::io::BufReader::new(File::open(&path).map_err(io(&path))?);
+            for line in input.split(b'\n') {
+                let line = line.map_err(io(&path))?;
+                let gone =
+                    serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| drop(&v));
+                if gone {
+                    removed += 1;
+                } else if !line.is_empty() {
+                    out.write_all(&line).map_err(io(&tmp))?;
+                    out.write_all(b"\n").map_err(io(&tmp))?;
+                }
+            }
+            let out = out.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
+            if removed == 0 {
+                drop_file(&tmp);
+                continue;
+            }
+            out.sync_all().map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            dropped += removed;
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(dropped)
+    }
+}
+
+fn drop_file(path: &Path) {
+    let _ = std::fs::remove_file(path);
 }
 
 /// Opens `path` for appending, first cutting a torn last record (one without its newline).

@@ -4,6 +4,7 @@
 mod assignment;
 mod config;
 mod console;
+mod erasure;
 mod forms;
 #[cfg(feature = "mysql")]
 mod ha;

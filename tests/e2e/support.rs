@@ -206,8 +206,11 @@ pub fn consume_until(
             .unwrap_or_default();
         out.push(Consumed {
             key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
-            value: serde_json::from_slice(msg.payload().unwrap_or_default())
-                .expect("records are JSON"),
+            // A tombstone (an erasure) has no value: null.
+            value: match msg.payload() {
+                None => Value::Null,
+                Some(p) => serde_json::from_slice(p).expect("records are JSON"),
+            },
             headers,
         });
     }

@@ -69,6 +69,7 @@ impl Loader {
             test,
             assignments,
             status,
+            erasures,
         } = &s.topics;
         let topics = [
             ("topics.clean", clean),
@@ -77,6 +78,7 @@ impl Loader {
             ("topics.test", test),
             ("topics.assignments", assignments),
             ("topics.status", status),
+            ("topics.erasures", erasures),
         ];
         for (key, name) in topics {
             if let Err(why) = check_topic_name(name) {
@@ -88,7 +90,7 @@ impl Loader {
             self.push(
                 top,
                 Some("topics"),
-                "the clean, rejected, merged, test, assignments and status topics must be six different topics",
+                "the clean, rejected, merged, test, assignments, status and erasures topics must be seven different topics",
             );
         }
         {

@@ -19,6 +19,7 @@
 //! [`batch`] a batch being resolved and [`explain`] the explanations; this file the store.
 
 mod batch;
+mod erase;
 mod explain;
 mod index;
 mod log;
@@ -353,6 +354,36 @@ impl IdentityStore for EmbeddedIdentityStore {
     fn close(&self) -> Result<(), IdentityError> {
         self.durable_then(true, |since| since > 0)
     }
+
+    fn erasable(
+        &self,
+        hit: &(dyn Fn(&IdentityKey) -> bool + Sync),
+        lead_ids: &[String],
+    ) -> Result<super::Erased, IdentityError> {
+        self.with(|st| erase::erasable(st, hit, lead_ids))
+    }
+
+    fn erase(&self, lead_ids: &[String]) -> Result<(), IdentityError> {
+        let path = self.path.clone().ok_or_else(|| {
+            IdentityError::Storage("an identity store in memory keeps nothing to erase".into())
+        })?;
+        self.with(|st| {
+            if !erase::rewrite(st, &path, lead_ids)? {
+                return Ok(());
+            }
+            let opened = Opened::load(open_file(&path)?, false, Some(snapshot::path_of(&path)))?;
+            {
+                let mut index = opened.index()?;
+                opened.snapshot_if(&mut index, |_| true);
+            }
+            self.opened.replace(opened);
+            tracing::info!(
+                people = lead_ids.len(),
+                "identity store rewritten without the erased people"
+            );
+            Ok(())
+        })
+    }
 }
 
 impl EmbeddedIdentityStore {
@@ -500,8 +531,8 @@ mod tests {
             <[Vec<String>; 3]>::default()
         );
     }
-    use crate::identity::IdentitySettings;
     use crate::identity::{EMAIL, IdentityKey, PHONE, Traits};
+    use crate::identity::{Erased, IdentitySettings};
     use crate::lead::IdentityStatus;
 
     fn req(event: &str, keys: &[(&str, &str)]) -> IdentityRequest {
@@ -571,6 +602,132 @@ mod tests {
         );
         assert_eq!(c.keys.len(), 2);
         assert!(s.explain("nobody").unwrap().is_none());
+    }
+
+    /// An erasure by phone takes the person (and the one merged into them) out of the log, the
+    /// index and the snapshot, leaving no byte of their keys or names in the files; the others
+    /// resolve, explain and survive a reopen as before.
+    #[test]
+    fn an_erased_person_leaves_nothing_in_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.redb");
+        let named = |event: &str, keys: &[(&str, &str)], name: &str| {
+            let mut r = req(event, keys);
+            r.traits.name = Some(name.into());
+            r.profile = keys
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect();
+            r
+        };
+        let (a, b, others) = {
+            let s = EmbeddedIdentityStore::open(&path, Policy::default()).unwrap();
+            let out = s
+                .resolve(&[
+                    named("e1", &[(PHONE, "+8613912345678")], "王小明"),
+                    named("e2", &[(EMAIL, "wang.xm@corp.cn")], "王小明"),
+                    named("e3", &[(PHONE, "+8613800000001")], "李四"),
+                ])
+                .unwrap();
+            let (a, b) = (person(&out[0]).clone(), person(&out[2]).clone());
+            // The same person by both keys: the address's person merges into the phone's.
+            let both = s
+                .resolve(&[named(
+                    "e4",
+                    &[(PHONE, "+8613912345678"), (EMAIL, "wang.xm@corp.cn")],
+                    "王小明",
+                )])
+                .unwrap();
+            assert_eq!(person(&both[0]).lead_id, a.lead_id);
+            let others: Vec<IdentityRequest> = (0..50)
+                .map(|i| {
+                    named(
+                        &format!("o{i}"),
+                        &[(PHONE, &format!("+86137{i:08}"))],
+                        "张三",
+                    )
+                })
+                .collect();
+            s.resolve(&others).unwrap();
+            s.close().unwrap();
+            let hit = |k: &IdentityKey| k.value == "+8613912345678";
+            let found = s.erasable(&hit, &[]).unwrap();
+            assert_eq!(
+                found.lead_ids.len(),
+                2,
+                "the phone's person and the merged one"
+            );
+            assert!(found.lead_ids.contains(&a.lead_id));
+            assert_eq!(found.event_ids, ["e1", "e2", "e4"]);
+            assert!(
+                found
+                    .keys
+                    .contains(&IdentityKey::new(EMAIL, "wang.xm@corp.cn"))
+            );
+            s.erase(&found.lead_ids).unwrap();
+            assert!(
+                s.find(&[IdentityKey::new(PHONE, "+8613912345678")])
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(
+                s.find(&[IdentityKey::new(EMAIL, "wang.xm@corp.cn")])
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(s.explain(&a.lead_id).unwrap().is_none());
+            assert_eq!(
+                s.find(&[IdentityKey::new(PHONE, "+8613800000001")])
+                    .unwrap(),
+                std::slice::from_ref(&b.lead_id)
+            );
+            // Erasing again finds nobody and changes nothing.
+            assert_eq!(
+                s.erasable(&hit, std::slice::from_ref(&a.lead_id)).unwrap(),
+                Erased::default()
+            );
+            s.erase(&found.lead_ids).unwrap();
+            (a, b, others.len())
+        };
+        for file in std::fs::read_dir(dir.path()).unwrap() {
+            let file = file.unwrap().path();
+            let bytes = std::fs::read(&file).unwrap();
+            for gone in [
+                "13912345678",
+                "wang.xm@corp.cn",
+                "王小明",
+                a.lead_id.as_str(),
+            ] {
+                assert!(
+                    !bytes.windows(gone.len()).any(|w| w == gone.as_bytes()),
+                    "{gone} is still in {}",
+                    file.display()
+                );
+            }
+        }
+        assert!(snapshot::path_of(&path).exists(), "a new snapshot");
+        let s = EmbeddedIdentityStore::open(&path, Policy::default()).unwrap();
+        s.ready().unwrap();
+        assert!(
+            s.find(&[IdentityKey::new(PHONE, "+8613912345678")])
+                .unwrap()
+                .is_empty()
+        );
+        let again = s
+            .resolve(&[
+                req("e5", &[(PHONE, "+8613800000001")]),
+                req("e6", &[(PHONE, "+8613912345678")]),
+            ])
+            .unwrap();
+        assert_eq!(
+            person(&again[0]).lead_id,
+            b.lead_id,
+            "the others are matched as before"
+        );
+        assert_eq!(person(&again[1]).status, IdentityStatus::New);
+        let c = s.explain(&b.lead_id).unwrap().unwrap();
+        assert_eq!(c.members.len(), 2);
+        assert_eq!(others, 50);
     }
 
     /// A store on disk with many people, merges, shared keys and a platform id, reopened: from
