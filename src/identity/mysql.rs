@@ -254,4 +254,122 @@ impl IdentityStore for MysqlIdentityStore {
             resolve::find(&mut MyTxn { tx, last_order: 0 }, keys)
         })
     }
+
+    fn erasable(
+        &self,
+        hit: &(dyn Fn(&IdentityKey) -> bool + Sync),
+        lead_ids: &[String],
+    ) -> Result<super::Erased, IdentityError> {
+        // The phone numbers and addresses, a page at a time (short reads, no long transaction).
+        let mut people: Vec<String> = lead_ids.to_vec();
+        for kind in [super::PHONE, super::EMAIL] {
+            let (from, to) = (format!("{kind}:"), format!("{kind};"));
+            let mut after = from.clone();
+            loop {
+                let page: Vec<(Vec<u8>, Vec<u8>)> = self.db.transaction(false, |tx| {
+                    Ok::<_, IdentityError>(tx.rows(
+                        "SELECT k, v FROM leadgate_identity_keys WHERE k > ? AND k < ? ORDER BY k LIMIT 5000",
+                        (after.as_str(), to.as_str()),
+                    )?)
+                })?;
+                let Some((last, _)) = page.last() else { break };
+                after = String::from_utf8_lossy(last).into_owned();
+                for (k, v) in &page {
+                    let k = String::from_utf8_lossy(k);
+                    let value = k.strip_prefix(from.as_str()).unwrap_or_default();
+                    if hit(&IdentityKey::new(kind, value)) {
+                        people.extend(decode::<KeyLinks>(v)?.people);
+                    }
+                }
+            }
+        }
+        self.db.transaction(false, |tx| {
+            let mut g = MyTxn { tx, last_order: 0 };
+            let cluster = clusters(&mut g, &people)?;
+            let mut found = super::Erased::default();
+            for (id, person) in &cluster {
+                found.lead_ids.push(id.clone());
+                for m in g.members(id)? {
+                    found.event_ids.push(m.event_id);
+                }
+                for (kind, values) in &person.keys {
+                    for v in values {
+                        let key = IdentityKey::new(kind, v.as_str());
+                        if !found.keys.contains(&key) {
+                            found.keys.push(key);
+                        }
+                    }
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn erase(&self, lead_ids: &[String]) -> Result<(), IdentityError> {
+        self.db.transaction(true, |tx| {
+            let mut g = MyTxn { tx, last_order: 0 };
+            let cluster = clusters(&mut g, lead_ids)?;
+            let gone: Vec<&str> = cluster.iter().map(|(id, _)| id.as_str()).collect();
+            for (id, person) in &cluster {
+                for (kind, values) in &person.keys {
+                    for v in values {
+                        let k = format!("{kind}:{v}");
+                        let mut links = g.key(&k)?;
+                        links.people.retain(|p| !gone.contains(&p.as_str()));
+                        if links.people.is_empty() {
+                            g.run("DELETE FROM leadgate_identity_keys WHERE k = ?", (k,))?;
+                        } else {
+                            g.put_key(&k, &links)?;
+                        }
+                    }
+                }
+                for m in g.members(id)? {
+                    g.run(
+                        "DELETE FROM leadgate_outcomes WHERE event_id = ?",
+                        (m.event_id.as_str(),),
+                    )?;
+                    g.run(
+                        "DELETE FROM leadgate_sources WHERE event_id = ?",
+                        (m.event_id.as_str(),),
+                    )?;
+                }
+                g.run(
+                    "DELETE FROM leadgate_members WHERE lead_id = ?",
+                    (id.as_str(),),
+                )?;
+                g.run(
+                    "DELETE FROM leadgate_people WHERE lead_id = ?",
+                    (id.as_str(),),
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The people of `lead_ids`' clusters: each one's root and everyone merged into it, each once.
+fn clusters<G: GraphRead>(
+    g: &mut G,
+    lead_ids: &[String],
+) -> Result<Vec<(String, Person)>, IdentityError> {
+    let mut out: Vec<(String, Person)> = Vec::new();
+    let mut todo: Vec<String> = Vec::new();
+    for id in lead_ids {
+        if let Some((root, _)) = resolve::root(g, id)? {
+            todo.push(root);
+        }
+    }
+    while let Some(id) = todo.pop() {
+        if out.iter().any(|(seen, _)| *seen == id) {
+            continue;
+        }
+        let Some(person) = g.person(&id)? else {
+            continue;
+        };
+        for m in &person.merges {
+            todo.extend(m.merged_lead_ids.iter().cloned());
+        }
+        out.push((id, person));
+    }
+    Ok(out)
 }

@@ -129,6 +129,38 @@ type = "webhook"
         crate::support::get_json(&http, &two.url("/v1/leads?phone=139%202222%203333")).await;
     assert_eq!(found["leads"][0]["lead_id"], lead, "{found}");
     assert_eq!(found["leads"].as_array().unwrap().len(), 1);
+
+    // Erased through one gateway by the address it never took in: gone from the shared store.
+    let asked = json!({"subject_request_id": "dsr-mysql", "subject_identities": [
+        {"identity_type": "email", "identity_value": "ZhaoMin@corp.cn"}]});
+    let resp = post_json(&http, &one.url("/v1/erasures"), &asked).await;
+    assert_eq!(resp.status(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let got = crate::support::get_json(&http, &one.url("/v1/erasures/dsr-mysql")).await;
+        if got["request_status"] == "completed" {
+            break got;
+        }
+        assert!(std::time::Instant::now() < deadline, "{got}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["lead_ids"], json!([lead]));
+    assert_eq!(done["removed"]["events"], 2);
+    let left = db
+        .sql(
+            "SELECT COUNT(*) FROM shared.leadgate_identity_keys;
+             SELECT COUNT(*) FROM shared.leadgate_people;
+             SELECT COUNT(*) FROM shared.leadgate_members;
+             SELECT COUNT(*) FROM shared.leadgate_outcomes;",
+        )
+        .unwrap();
+    assert_eq!(
+        left.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "0", "0"]
+    );
+    let found =
+        crate::support::get_json(&http, &two.url("/v1/leads?phone=139%202222%203333")).await;
+    assert_eq!(found["leads"], json!([]), "{found}");
 }
 
 /// Two gateways' stores on `url`, with owners ann, bob and cai in team `t` and rule `r` (round
