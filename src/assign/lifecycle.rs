@@ -541,6 +541,36 @@ mod tests {
         assert_eq!(s.reclaim(later(1000), 100).unwrap(), 0, "nothing left");
     }
 
+    /// An erased person's lead leaves its owner's count, its follow-up and its decisions; the
+    /// funnel keeps its counts.
+    #[test]
+    fn an_erased_lead_is_forgotten_and_frees_its_owner() {
+        let s = store(json!({"within": "10s"}));
+        s.assign(&[lead(1, "c"), lead(2, "c")]).unwrap();
+        assert_eq!((load(&s, "ann"), load(&s, "bob")), (1, 1));
+        s.erase(&["p1".into()], &["e1".into()]).unwrap();
+        assert_eq!((load(&s, "ann"), load(&s, "bob")), (0, 1));
+        assert_eq!(
+            s.reclaim(later(11), 100).unwrap(),
+            1,
+            "only p2 is still followed"
+        );
+        assert_eq!(published(&s)[0].lead_id, "p2");
+        s.transact(false, &|t| {
+            assert!(t.lead_status("p1")?.is_none() && t.sticky("p1")?.is_none());
+            assert!(t.outcome("e1")?.is_none() && t.outcome("e2")?.is_some());
+            Ok(())
+        })
+        .unwrap();
+        let funnel = s.funnel("campaign").unwrap();
+        assert_eq!(funnel[0].counts["received"], 2, "counts stay");
+        // Erasing it again changes nothing.
+        let loads = |s: &EmbeddedAssignmentStore| [load(s, "ann"), load(s, "bob"), load(s, "cai")];
+        let before = loads(&s);
+        s.erase(&["p1".into()], &["e1".into()]).unwrap();
+        assert_eq!(loads(&s), before);
+    }
+
     #[test]
     fn an_outbox_record_is_handed_to_one_publisher_and_kept_until_published() {
         let path = tempfile::tempdir().unwrap();

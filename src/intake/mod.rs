@@ -723,14 +723,16 @@ impl Writer {
         let rewrite = Rewrite::begin(&self.store.path)?;
         let (mut events, mut bytes, mut quarantined) = (0u64, 0u64, 0u64);
         let mut gone: std::collections::HashSet<String> = job.event_ids.clone();
-        {
+        let distinct = {
             let from = old.begin_read()?;
             let mut txn = rewrite.db.begin_write()?;
             txn.set_durability(redb::Durability::Immediate)
                 .map_err(|e| JournalError::Storage(e.into()))?;
+            let mut dropped = std::collections::HashSet::new();
             let mut picks = |record: &[u8]| match serde_json::from_slice::<IntakeEvent>(record) {
                 Ok(event) if (job.drop)(&event) => {
-                    gone.insert(event.event_id);
+                    gone.insert(event.event_id.clone());
+                    dropped.insert(event.event_id);
                     true
                 }
                 _ => false,
@@ -759,7 +761,8 @@ impl Writer {
             copy_table(&from, &txn, crate::stats::DAYS, |_, _| true)?;
             copy_table(&from, &txn, META, |_, _| true)?;
             txn.commit()?;
-        }
+            dropped.len()
+        };
         rewrite
             .finish()
             .map_err(|e| JournalError::Storage(redb::StorageError::Io(e).into()))?;
@@ -767,7 +770,7 @@ impl Writer {
         self.backlog.fetch_sub(events, Ordering::Relaxed);
         self.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.quarantined.fetch_sub(quarantined, Ordering::Relaxed);
-        Ok((events + quarantined) as usize)
+        Ok(distinct)
     }
 
     /// Commits `batch` in one transaction; the receipts of its `Append` jobs, in order.
@@ -938,6 +941,91 @@ mod tests {
             txn.commit().unwrap();
             seq
         }
+    }
+
+    /// An erasure takes the person's undelivered and quarantined events and their idempotency
+    /// records out, and nothing of them is left in the file, delivered ones' free pages
+    /// included; the rest, and later appends, go on as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_erasure_leaves_nothing_of_the_events_it_takes_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Duration::from_secs(60)).unwrap();
+        let lead = |n: u32, phone: &str| {
+            IntakeEvent::new(
+                "webform",
+                SourceKind::Webhook,
+                None,
+                json!({"n": n, "phone": phone}),
+            )
+        };
+        let mut ids = Vec::new();
+        for (n, phone) in [
+            (1, "13905712468"),
+            (2, "13800000001"),
+            (3, "13905712468"),
+            (4, "13800000002"),
+            (5, "139 0571 2468"),
+        ] {
+            ids.push(
+                j.append(lead(n, phone), Some(format!("k{n}")))
+                    .await
+                    .unwrap()
+                    .event_id,
+            );
+        }
+        // 1 and 2 are delivered (their bytes linger in free pages), 5 is quarantined.
+        j.ack_through(2).unwrap();
+        let Some((5, Journaled::Event(e))) = j.read_after(4, 1).unwrap().pop() else {
+            panic!("no event 5")
+        };
+        let five = serde_json::to_vec(&e).unwrap();
+        j.quarantine(5, Stage::Process, "test", &five).unwrap();
+        let file_holds = |s: &str| {
+            let bytes = std::fs::read(&path).unwrap();
+            bytes.windows(s.len()).any(|w| w == s.as_bytes())
+        };
+        assert!(file_holds("13905712468"));
+        let erased = std::collections::HashSet::from([ids[0].clone()]);
+        let gone = j
+            .erase(
+                Box::new(|e| {
+                    e.payload["phone"]
+                        .as_str()
+                        .is_some_and(|p| p.replace(' ', "") == "13905712468")
+                }),
+                erased,
+            )
+            .await
+            .unwrap();
+        assert_eq!(gone, 2, "event 3 and the quarantined 5");
+        assert!(!file_holds("13905712468") && !file_holds("139 0571 2468"));
+        assert!(file_holds("13800000002"));
+        let left: Vec<u64> = j.read_after(0, 10).unwrap().iter().map(n_of).collect();
+        assert_eq!(left, [4]);
+        assert_eq!((j.backlog(), j.quarantined_count()), (1, 0));
+        // The erased event's key is forgotten; another event's is still known.
+        assert!(
+            !j.append(lead(1, "x"), Some("k1".into()))
+                .await
+                .unwrap()
+                .replayed
+        );
+        assert!(
+            j.append(lead(4, "x"), Some("k4".into()))
+                .await
+                .unwrap()
+                .replayed
+        );
+        drop(j);
+        let j = loop {
+            match Journal::open(&path, Duration::from_secs(60)) {
+                Ok(j) => break j,
+                Err(JournalError::Locked(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(j.backlog(), 2);
     }
 
     #[tokio::test]
