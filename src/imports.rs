@@ -21,6 +21,50 @@ use crate::intake::Journal;
 use crate::pipeline::Processor;
 use crate::sources::file::Format;
 
+/// Rewrites the rejected-rows reports under `<data_dir>/imports/uploads/` without the rows that
+/// have a cell `hit` picks (an erasure); returns how many rows went.
+pub fn erase_reports(data_dir: &Path, hit: impl Fn(&str) -> bool) -> std::io::Result<u64> {
+    let dir = data_dir.join("imports").join("uploads");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut dropped = 0;
+    for entry in entries {
+        let path = entry?.path();
+        if !path.to_string_lossy().ends_with(".rejected.csv") {
+            continue;
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_path(&path)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".erasing");
+        let tmp = PathBuf::from(tmp);
+        let mut writer = csv::WriterBuilder::new().flexible(true).from_path(&tmp)?;
+        let mut removed = 0;
+        for row in reader.records() {
+            let row = row?;
+            if row.iter().any(&hit) {
+                removed += 1;
+            } else {
+                writer.write_record(&row)?;
+            }
+        }
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        if removed == 0 {
+            drop(file);
+            std::fs::remove_file(&tmp)?;
+            continue;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        crate::storefile::sync_dir(&path)?;
+        dropped += removed;
+    }
+    Ok(dropped)
+}
+
 /// Rows journaled per transaction.
 const BATCH: usize = 500;
 
@@ -285,6 +329,8 @@ impl Imports {
         status.finished_at = Some(crate::lead::now_rfc3339());
         self.save(&status);
         let _ = std::fs::remove_file(path.with_extension("request.json"));
+        // Its rows are in the journal (or the report): the upload is not kept (PIPL Art. 19).
+        let _ = std::fs::remove_file(&path);
     }
 
     async fn import(

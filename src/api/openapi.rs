@@ -445,6 +445,62 @@ pub fn openapi() -> Value {
                 "import_id": {"type": "string"}}}},
             "next_before": {"type": ["integer", "null"]}}})), "400": error("a malformed query")}))
     }});
+    let erasure = json!({"type": "object", "properties": {
+        "subject_request_id": {"type": "string"}, "subject_request_type": {"const": "erasure"},
+        "request_status": {"enum": ["pending", "in_progress", "completed"]},
+        "submitted_time": {"type": ["string", "null"]}, "received_time": {"type": "string"},
+        "completed_time": {"type": ["string", "null"]}, "requested_by": {"type": "string"},
+        "identities": {"type": "array", "items": {"type": "object", "properties": {
+            "identity_type": {"enum": ["phone", "email", "lead_id"]},
+            "identity_format": {"enum": ["raw", "sha256"]}}}},
+        "lead_ids": {"type": "array", "items": {"type": "string"}},
+        "removed": {"type": ["object", "null"], "properties": {
+            "people": {"type": "integer"}, "events": {"type": "integer"},
+            "journal_events": {"type": "integer"}, "output_records": {"type": "integer"},
+            "tombstones": {"type": "integer"}}}}});
+    doc["paths"]["/v1/erasures"] = json!({
+        "post": {
+            "summary": "Ask for a person's erasure (OpenDSR-style). Their identities are suppressed before the answer; the erasure is carried out in the background (GET it to follow). Scope `privacy`",
+            "security": security,
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["subject_identities"], "additionalProperties": false,
+                "properties": {
+                    "subject_request_id": {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]+$", "description": "made up when absent"},
+                    "subject_request_type": {"const": "erasure"},
+                    "submitted_time": {"type": "string", "format": "date-time"},
+                    "api_version": {"type": "string"}, "property_id": {"type": "string"},
+                    "subject_identities": {"type": "array", "minItems": 1, "maxItems": 100, "items": {
+                        "type": "object", "required": ["identity_type", "identity_value"], "additionalProperties": false,
+                        "properties": {
+                            "identity_type": {"enum": ["phone_number", "phone", "email", "lead_id"]},
+                            "identity_value": {"type": "string", "minLength": 1},
+                            "identity_format": {"enum": ["raw", "sha256"], "description": "sha256: the hex SHA-256 of the E.164 phone number (with +) or of the lower-case address"}}}}}}}}},
+            "responses": auth_errors(json!({
+                "202": ok("received: pending", erasure.clone()),
+                "200": ok("the same request again: its status", erasure.clone()),
+                "400": error("not JSON, or not an erasure request"),
+                "409": error("the request id was used with other identities"),
+                "422": error("an identity that cannot be used, named by its field")}))
+        },
+        "get": {
+            "summary": "Erasure requests, newest first, with the size of the suppression list. Scope `privacy`",
+            "security": security,
+            "parameters": [
+                {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+            ],
+            "responses": auth_errors(json!({"200": ok("a page of requests", json!({"type": "object", "properties": {
+                "erasures": {"type": "array", "items": erasure.clone()},
+                "next_before": {"type": ["integer", "null"]},
+                "suppressed": {"type": "integer"}}})), "400": error("a malformed query")}))
+        }
+    });
+    doc["paths"]["/v1/erasures/{id}"] = json!({"get": {
+        "summary": "One erasure request and what it removed. Scope `privacy`",
+        "security": security,
+        "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": auth_errors(json!({"200": ok("its status", erasure), "404": error("no such request")}))
+    }});
     let pii = json!({"name": "pii", "in": "query", "description": "`masked` (always masked) or `clear` (403 without pii:read); default: clear with pii:read, masked otherwise", "schema": {"enum": ["masked", "clear"]}});
     for path in ["/v1/leads", "/v1/leads/{lead_id}"] {
         if let Some(params) = doc["paths"][path]["get"]["parameters"].as_array_mut() {

@@ -207,6 +207,8 @@ pub fn sha256_hex(value: &str) -> String {
 /// memory.
 pub struct Erasures {
     db: Database,
+    /// The data directory (the file's), whose imports' reports an erasure rewrites.
+    data_dir: Option<std::path::PathBuf>,
     salt: [u8; 32],
     suppressed: RwLock<HashSet<Hash>>,
     /// Set when a request waits to be carried out; the delivery loop looks at it.
@@ -219,7 +221,9 @@ pub struct Erasures {
 impl Erasures {
     pub fn open(path: &Path, mode: Suppression) -> Result<Self, ErasureError> {
         let db = crate::storefile::open(&Database::builder(), path).map_err(storage)?;
-        Self::of(db, mode)
+        let mut e = Self::of(db, mode)?;
+        e.data_dir = path.parent().map(Path::to_owned);
+        Ok(e)
     }
 
     pub fn in_memory(mode: Suppression) -> Result<Self, ErasureError> {
@@ -268,12 +272,17 @@ impl Erasures {
         txn.commit().map_err(storage)?;
         Ok(Self {
             db,
+            data_dir: None,
             salt,
             suppressed: RwLock::new(suppressed),
             pending: AtomicBool::new(pending),
             wake: tokio::sync::Notify::new(),
             mode,
         })
+    }
+
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
     }
 
     pub fn mode(&self) -> Suppression {

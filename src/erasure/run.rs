@@ -198,6 +198,23 @@ async fn carry_out(
         _ => 0,
     };
 
+    let report_rows = match erasures.data_dir() {
+        Some(dir) => {
+            let (p, t, dir) = (processor.clone(), target.clone(), dir.to_owned());
+            tokio::task::spawn_blocking(move || {
+                crate::imports::erase_reports(&dir, |cell| {
+                    p.search_keys(Some(cell), Some(cell))
+                        .iter()
+                        .any(|k| t.hit(k))
+                })
+            })
+            .await
+            .map_err(|e| format!("panicked: {e}"))?
+            .map_err(|x| format!("the imports' reports: {x}"))?
+        }
+        None => 0,
+    };
+
     // Tell the CRMs: a tombstone per lead id, and the erasure event.
     let topics = processor.topics();
     e.completed_time = Some(crate::lead::now_rfc3339());
@@ -218,7 +235,7 @@ async fn carry_out(
         people: lead_ids.len(),
         events: event_ids.len(),
         journal_events,
-        output_records,
+        output_records: output_records + report_rows,
         tombstones: lead_ids.len(),
     });
     e.request_status = Status::Completed;

@@ -112,7 +112,10 @@ async fn wait_suppressed(http: &Client, gw: &Gateway, n: u64) {
 async fn an_erased_person_leaves_no_byte_in_the_data_directory_and_comes_back_suppressed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = format!("{TOKENS}\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n");
+    let config = format!(
+        "{TOKENS}\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n\n\
+         [[connectors]]\nname = \"expo\"\ntype = \"file\"\nconsent = {{ field = \"同意\", required = true }}\n"
+    );
     let mut gw = Gateway::start(Some(&config), &data);
     let http = Client::new();
 
@@ -144,8 +147,62 @@ async fn an_erased_person_leaves_no_byte_in_the_data_directory_and_comes_back_su
     let clean = gw.wait_spooled("leads.clean", 4, Duration::from_secs(30));
     assert_eq!(clean.len(), 4);
     let other = clean[3]["lead_id"].as_str().unwrap().to_owned();
+    // A trade-show list through the API: the person's row is rejected (no consent) and lands in
+    // the rejected-rows report; the upload itself is not kept once imported.
+    let resp = http
+        .post(gw.url("/v1/imports?source=expo&file_name=expo.csv"))
+        .bearer_auth(ADMIN)
+        .body("name,phone,同意\n王小明,139 0571 2468,否\n赵六,13700000009,是\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let import: Value = resp.json().await.unwrap();
+    let import_id = import["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s: Value = http
+            .get(gw.url(&format!("/v1/imports/{import_id}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["state"] == "done" {
+            assert_eq!(s["rows_rejected"], 1, "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.wait_spooled("leads.clean", 5, Duration::from_secs(30));
+    gw.wait_spooled("leads.rejected", 1, Duration::from_secs(30));
+    let uploads: Vec<String> = std::fs::read_dir(data.join("imports/uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        uploads.iter().any(|f| f.ends_with(".rejected.csv"))
+            && !uploads
+                .iter()
+                .any(|f| f.ends_with(".csv") && !f.ends_with(".rejected.csv")),
+        "{uploads:?}"
+    );
     // The scan finds what is there.
-    assert!(!files_holding(&data, &GONE).is_empty());
+    let before = files_holding(&data, &GONE);
+    for file in [
+        "journal.redb",
+        "identity.redb",
+        "leads.clean.jsonl",
+        ".rejected.csv",
+    ] {
+        assert!(
+            before.iter().any(|h| h.ends_with(file)),
+            "{file}: {before:?}"
+        );
+    }
 
     // Only the privacy scope may ask; a bad request names its field.
     let resp = http
@@ -185,8 +242,9 @@ async fn an_erased_person_leaves_no_byte_in_the_data_directory_and_comes_back_su
         "the other person is kept"
     );
     let clean = gw.spooled("leads.clean");
-    assert_eq!(clean.len(), 1);
+    assert_eq!(clean.len(), 2, "李四 and 赵六");
     assert_eq!(clean[0]["lead_id"], other.as_str());
+    assert!(gw.spooled("leads.rejected").is_empty());
     let events = gw.spooled("leads.erasures");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["erasure_id"], "dsr-2026-001");
@@ -215,8 +273,8 @@ async fn an_erased_person_leaves_no_byte_in_the_data_directory_and_comes_back_su
     post(&http, &gw, json!({"name": "W", "email": "WANG.XM@corp.cn"})).await;
     wait_suppressed(&http, &gw, 1).await;
     post(&http, &gw, json!({"name": "李四", "phone": "13800000001"})).await;
-    gw.wait_spooled("leads.clean", 2, Duration::from_secs(30));
-    assert_eq!(gw.spooled("leads.clean").len(), 2);
+    gw.wait_spooled("leads.clean", 3, Duration::from_secs(30));
+    assert_eq!(gw.spooled("leads.clean").len(), 3);
 
     // The list survives a restart; the identity store is as it was left.
     assert!(gw.terminate().success());
@@ -224,9 +282,9 @@ async fn an_erased_person_leaves_no_byte_in_the_data_directory_and_comes_back_su
     post(&http, &gw, json!({"phone": "13905712468"})).await;
     wait_suppressed(&http, &gw, 1).await;
     post(&http, &gw, json!({"phone": "13800000001"})).await;
-    let clean = gw.wait_spooled("leads.clean", 3, Duration::from_secs(30));
-    assert_eq!(clean.len(), 3);
-    assert_eq!(clean[2]["lead_id"], other.as_str());
+    let clean = gw.wait_spooled("leads.clean", 4, Duration::from_secs(30));
+    assert_eq!(clean.len(), 4);
+    assert_eq!(clean[3]["lead_id"], other.as_str());
     let list: Value = http
         .get(gw.url("/v1/erasures"))
         .bearer_auth(DPO)
