@@ -180,6 +180,8 @@ pub async fn run_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data = create_data_dir(&settings.data_dir)?;
+    // Before any store that seals is opened.
+    settings.privacy.install()?;
     if settings.metrics.enabled {
         crate::telemetry::start();
     }
@@ -213,7 +215,8 @@ pub async fn run_on(
             Policy::new(&settings.identity),
             Assigner::new(assignment.clone()).with_max_total(settings.assignment.max_score),
         )
-        .with_erasures(erasures.clone()),
+        .with_erasures(erasures.clone())
+        .with_retention(settings.privacy.retention()),
     );
     let gateway = settings.coordination.as_ref().map(|c| match c {
         crate::config::CoordinationSettings::Mysql { gateway, .. } => crate::coord::gateway_name(
@@ -221,8 +224,6 @@ pub async fn run_on(
             listener.local_addr().map_or(0, |a| a.port()),
         ),
     });
-    // Before any store that seals is opened.
-    settings.privacy.install()?;
     #[cfg(feature = "mysql")]
     if let Some(crate::config::CoordinationSettings::Mysql { url, .. }) = &settings.coordination {
         use secrecy::ExposeSecret;

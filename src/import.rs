@@ -126,6 +126,8 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             )
         } else {
             let data = create_data_dir(&settings.data_dir)?;
+            // The stores seal what they write with the gateway's key.
+            settings.privacy.install()?;
             // Erased people's rows are suppressed as the gateway's leads are.
             erasures = Some(Arc::new(
                 crate::erasure::Erasures::open(&data.erasures(), settings.privacy.suppression)

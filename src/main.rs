@@ -96,6 +96,67 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Print a topic of the embedded output, one JSON record per line (records sealed with
+    /// `[privacy] encryption_key` are opened with the configured keys).
+    Output {
+        /// The topic, e.g. `leads.clean`.
+        topic: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// `leadgate output`.
+fn output(topic: &str, config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+    use std::io::{BufRead, Write};
+    let settings = match load(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Err(e) = settings.privacy.install() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let dir = data_dir.unwrap_or(settings.data_dir.clone()).join("output");
+    let path = dir.join(format!("{topic}.jsonl"));
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failed = 0;
+    for (n, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
+        let line = match line {
+            Ok(l) if l.is_empty() => continue,
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        };
+        match leadgate::sinks::spool_record(&line) {
+            Ok(v) => {
+                if writeln!(out, "{v}").is_err() {
+                    return ExitCode::SUCCESS; // the reader went away (`| head`)
+                }
+            }
+            Err(e) => {
+                eprintln!("{}: line {}: {e}", path.display(), n + 1);
+                failed += 1;
+            }
+        }
+    }
+    let _ = out.flush();
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Settings, ExitCode> {
@@ -267,6 +328,11 @@ fn main() -> ExitCode {
             };
             return auth(&runtime, &connector, config.as_ref(), data_dir, given);
         }
+        Command::Output {
+            topic,
+            config,
+            data_dir,
+        } => return output(&topic, config.as_ref(), data_dir),
         Command::Validate { config } => {
             return match load(config.as_ref()) {
                 Ok(s) => {

@@ -8,8 +8,9 @@
 //! not sealed (written before a key was configured) is read as it is and sealed the next time it is
 //! written.
 //!
-//! Today it protects the stored OAuth tokens (token files and the shared `leadgate_tokens`); the
-//! journal, identity and assignment stores are not encrypted yet (see `docs/privacy.md`).
+//! It protects the stored OAuth tokens (token files and the shared `leadgate_tokens`), the
+//! journal's events and quarantine, the identity log and its index snapshot (in chunks: see
+//! [`ChunkWriter`]). See `docs/privacy.md`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -132,9 +133,207 @@ pub fn keys() -> Option<Arc<Keys>> {
     GLOBAL.get().cloned()
 }
 
+/// `plain`, sealed with the installed key; as it is without one (what a store writes).
+pub fn seal_stored(plain: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    match keys() {
+        Some(k) => k.seal(&plain),
+        None => Ok(plain),
+    }
+}
+
+/// What a store reads: a sealed value opened with the installed keys, anything else as it is.
+/// A sealed value without a key is an error that says so.
+pub fn open_stored(stored: &[u8]) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+    if !is_sealed(stored) {
+        return Ok(std::borrow::Cow::Borrowed(stored));
+    }
+    match keys() {
+        Some(k) => k.open(stored.to_vec()).map(std::borrow::Cow::Owned),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "this data is encrypted, and no [privacy] encryption_key is configured",
+        )),
+    }
+}
+
+/// The start of a file written by a [`ChunkWriter`].
+const STREAM_MAGIC: &[u8; 8] = b"LGSEALS1";
+/// Plain bytes per sealed chunk.
+const CHUNK: usize = 1 << 20;
+
+/// A large file (the identity index snapshot) sealed as it is written: [`STREAM_MAGIC`], then
+/// chunks of up to 1 MiB, each `u32` length (little endian) ‖ a sealed value of `u64` chunk
+/// number ‖ the bytes; a last, empty chunk ends it, so that a file cut short is found.
+pub struct ChunkWriter<W: std::io::Write> {
+    out: W,
+    keys: Arc<Keys>,
+    buf: Vec<u8>,
+    n: u64,
+    started: bool,
+}
+
+impl<W: std::io::Write> ChunkWriter<W> {
+    pub fn new(out: W, keys: Arc<Keys>) -> Self {
+        Self {
+            out,
+            keys,
+            buf: Vec::with_capacity(CHUNK + 8),
+            n: 0,
+            started: false,
+        }
+    }
+
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if !self.started {
+            self.out.write_all(STREAM_MAGIC)?;
+            self.started = true;
+        }
+        let mut plain = Vec::with_capacity(8 + self.buf.len());
+        plain.extend_from_slice(&self.n.to_le_bytes());
+        plain.append(&mut self.buf);
+        let sealed = self.keys.seal(&plain)?;
+        let len = u32::try_from(sealed.len()).map_err(std::io::Error::other)?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(&sealed)?;
+        self.n += 1;
+        Ok(())
+    }
+
+    /// Writes the rest and the end mark; the inner writer.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if !self.buf.is_empty() {
+            self.flush_chunk()?;
+        }
+        self.flush_chunk()?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ChunkWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads what a [`ChunkWriter`] wrote.
+pub struct ChunkReader<R: std::io::Read> {
+    inner: R,
+    keys: Arc<Keys>,
+    plain: Vec<u8>,
+    at: usize,
+    n: u64,
+    ended: bool,
+}
+
+impl<R: std::io::Read> ChunkReader<R> {
+    /// `inner` positioned after [`STREAM_MAGIC`] (see [`sealed_stream`]).
+    pub fn new(inner: R, keys: Arc<Keys>) -> Self {
+        Self {
+            inner,
+            keys,
+            plain: Vec::new(),
+            at: 0,
+            n: 0,
+            ended: false,
+        }
+    }
+
+    fn next_chunk(&mut self) -> std::io::Result<()> {
+        let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
+        let mut len = [0u8; 4];
+        self.inner
+            .read_exact(&mut len)
+            .map_err(|_| bad("a sealed file is cut short"))?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > CHUNK + 1024 {
+            return Err(bad("a sealed chunk is too long"));
+        }
+        let mut sealed = vec![0u8; len];
+        self.inner
+            .read_exact(&mut sealed)
+            .map_err(|_| bad("a sealed file is cut short"))?;
+        let plain = self.keys.open(sealed)?;
+        let (n, rest) = plain
+            .split_first_chunk::<8>()
+            .ok_or_else(|| bad("a sealed chunk without its number"))?;
+        if u64::from_le_bytes(*n) != self.n {
+            return Err(bad("sealed chunks out of order"));
+        }
+        self.n += 1;
+        self.ended = rest.is_empty();
+        self.plain = rest.to_vec();
+        self.at = 0;
+        Ok(())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for ChunkReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.plain.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            self.next_chunk()?;
+        }
+        let n = out.len().min(self.plain.len() - self.at);
+        out[..n].copy_from_slice(&self.plain[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Whether a file's first bytes say a [`ChunkWriter`] wrote it.
+pub fn sealed_stream(head: &[u8]) -> bool {
+    head.starts_with(STREAM_MAGIC)
+}
+
+pub const STREAM_MAGIC_LEN: usize = STREAM_MAGIC.len();
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_stream_reads_back_whole_and_refuses_cuts_and_reordering() {
+        use std::io::{Read, Write};
+        let keys = Arc::new(Keys::new(&[5u8; 32], &[]));
+        let data: Vec<u8> = (0..(3 * CHUNK + 123)).map(|i| (i % 251) as u8).collect();
+        let mut w = ChunkWriter::new(Vec::new(), keys.clone());
+        for part in data.chunks(70_000) {
+            w.write_all(part).unwrap();
+        }
+        let file = w.finish().unwrap();
+        assert!(sealed_stream(&file));
+        assert!(!file.windows(64).any(|w| w == &data[1000..1064]));
+        let read = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            ChunkReader::new(&bytes[STREAM_MAGIC_LEN..], keys.clone())
+                .read_to_end(&mut out)
+                .map(|_| out)
+        };
+        assert_eq!(read(&file).unwrap(), data);
+        assert!(read(&file[..file.len() - 40]).is_err(), "cut short");
+        // The second chunk first: refused.
+        let first = 4 + u32::from_le_bytes(file[8..12].try_into().unwrap()) as usize;
+        let second =
+            4 + u32::from_le_bytes(file[8 + first..12 + first].try_into().unwrap()) as usize;
+        let mut swapped = file[..8].to_vec();
+        swapped.extend_from_slice(&file[8 + first..8 + first + second]);
+        swapped.extend_from_slice(&file[8..8 + first]);
+        swapped.extend_from_slice(&file[8 + first + second..]);
+        assert!(read(&swapped).is_err());
+    }
 
     #[test]
     fn sealed_values_open_with_current_and_previous_keys_only() {

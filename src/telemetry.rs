@@ -115,6 +115,10 @@ fn describe() {
         "CRM status reports, by source (http, kafka) and outcome (applied, duplicate, stale, invalid)."
     );
     describe_counter!(
+        "leadgate_retention_removed_total",
+        "What [privacy] retention removed: people (from the identity store) and output_records (from the embedded output)."
+    );
+    describe_counter!(
         "leadgate_erasures_total",
         "Erasure requests carried out (completed) or tried and left for the next attempt (failed)."
     );
@@ -448,6 +452,12 @@ pub fn reassigned(outcome: &'static str, n: u64) {
 pub fn status_report(source: &'static str, outcome: &'static str) {
     counter!("leadgate_status_reports_total", "source" => source, "outcome" => outcome)
         .increment(1);
+}
+
+/// People and embedded output records removed by retention.
+pub fn retained(people: u64, records: u64) {
+    counter!("leadgate_retention_removed_total", "what" => "people").increment(people);
+    counter!("leadgate_retention_removed_total", "what" => "output_records").increment(records);
 }
 
 /// An erasure carried out (`completed`) or tried and left for later (`failed`).

@@ -211,6 +211,16 @@ pub struct PrivacySettings {
     /// What becomes of a new lead whose phone or address was erased: `drop` (the default) or
     /// `flag` (published on the rejected topic, reason `privacy.suppressed`).
     pub suppression: crate::erasure::Suppression,
+    /// People none of whose leads is newer than this are forgotten (the identity store, their
+    /// assignment rows); none by default.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// Embedded output records older than this are removed from its files; none by default.
+    #[serde(with = "humantime_serde")]
+    pub output_retention: Option<Duration>,
+    /// How often retention is enforced (default 1 day).
+    #[serde(with = "humantime_serde")]
+    pub retention_check: Option<Duration>,
 }
 
 impl PrivacySettings {
@@ -227,6 +237,19 @@ impl PrivacySettings {
             .map(|k| crate::seal::parse_key(k.expose_secret()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(crate::seal::Keys::new(&current, &previous)))
+    }
+
+    /// What the delivery loop enforces, when any retention is set.
+    pub fn retention(&self) -> Option<crate::erasure::Retention> {
+        (self.retention.is_some() || self.output_retention.is_some()).then(|| {
+            crate::erasure::Retention {
+                identity: self.retention,
+                output: self.output_retention,
+                every: self
+                    .retention_check
+                    .unwrap_or(Duration::from_secs(24 * 3600)),
+            }
+        })
     }
 
     /// Installs the keys for the stores (before anything opens them).

@@ -20,7 +20,7 @@
 
 mod run;
 
-pub use run::{ErasureTarget, run};
+pub use run::{ErasureTarget, Retention, retain, run};
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -241,3 +241,72 @@ async fn carry_out(
     e.request_status = Status::Completed;
     erasures.save(e).map_err(|x| x.to_string())
 }
+
+/// `[privacy] retention` and `output_retention`, enforced by the delivery loop every `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub identity: Option<std::time::Duration>,
+    pub output: Option<std::time::Duration>,
+    pub every: std::time::Duration,
+}
+
+/// When an output record happened: its `received_at` (leads), `merged_at`, `erased_at`.
+fn record_time(v: &serde_json::Value) -> Option<jiff::Timestamp> {
+    ["received_at", "merged_at", "erased_at", "at"]
+        .iter()
+        .find_map(|k| v.get(*k)?.as_str()?.parse().ok())
+}
+
+/// Forgets the people and removes the output records older than the retention: the identity
+/// store is rewritten without them (see [`crate::identity::IdentityStore::erase`]), so that its
+/// size follows the people kept. Returns how many people and records went.
+pub async fn retain(
+    r: &Retention,
+    processor: &Arc<Processor>,
+    sink: &mut Sink,
+) -> Result<(usize, u64), String> {
+    let now = crate::lead::now();
+    let ago = |d: std::time::Duration| {
+        jiff::SignedDuration::try_from(d)
+            .ok()
+            .and_then(|d| now.checked_sub(d).ok())
+            .unwrap_or(jiff::Timestamp::MIN)
+    };
+    let mut people = 0;
+    if let Some(keep) = r.identity {
+        let (p, before) = (processor.clone(), ago(keep));
+        people = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let found = p.identity().expired(before).map_err(|e| e.to_string())?;
+            if found.lead_ids.is_empty() {
+                return Ok(0);
+            }
+            p.identity()
+                .erase(&found.lead_ids)
+                .map_err(|e| format!("the identity store: {e}"))?;
+            p.assigner()
+                .store()
+                .erase(&found.lead_ids, &found.event_ids)
+                .map_err(|e| format!("the assignment store: {e}"))?;
+            Ok(found.lead_ids.len())
+        })
+        .await
+        .map_err(|e| format!("panicked: {e}"))??;
+    }
+    let mut records = 0;
+    if let (Some(keep), Sink::Spool(spool)) = (r.output, sink) {
+        let before = ago(keep);
+        records = tokio::task::block_in_place(|| {
+            spool.erase(|v| record_time(v).is_some_and(|t| t < before))
+        })
+        .map_err(|e| format!("the embedded output: {e}"))?;
+    }
+    crate::telemetry::retained(people as u64, records);
+    if people > 0 || records > 0 {
+        tracing::info!(
+            people,
+            records,
+            "retention: expired people and records removed"
+        );
+    }
+    Ok((people, records))
+}

@@ -182,6 +182,18 @@ pub trait IdentityStore: Send + Sync {
             "this identity store cannot erase people".into(),
         ))
     }
+
+    /// The people (whole clusters) none of whose events is newer than `before`: what
+    /// `[privacy] retention` forgets ([`IdentityStore::erase`] then takes them out). Reads only.
+    fn expired(&self, before: jiff::Timestamp) -> Result<Erased, IdentityError> {
+        let _ = before;
+        no_expiry()
+    }
+}
+
+/// The default of [`IdentityStore::expired`]: a store that keeps no history by time.
+pub fn no_expiry() -> Result<Erased, IdentityError> {
+    Ok(Erased::default())
 }
 
 /// What [`IdentityStore::erasable`] found.

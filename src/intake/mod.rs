@@ -66,6 +66,19 @@ pub enum JournalError {
     Corrupt(#[from] serde_json::Error),
     #[error("the journal writer has stopped")]
     Closed,
+    /// A sealed record that cannot be opened (no key, or another key: `[privacy]`).
+    #[error("journal record: {0}")]
+    Sealed(String),
+}
+
+/// A record as it is stored: sealed with a key configured (`[privacy] encryption_key`).
+fn sealed(plain: Vec<u8>) -> Result<Vec<u8>, JournalError> {
+    crate::seal::seal_stored(plain).map_err(|e| JournalError::Sealed(e.to_string()))
+}
+
+/// A stored record's plain bytes.
+fn opened(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, JournalError> {
+    crate::seal::open_stored(stored).map_err(|e| JournalError::Sealed(e.to_string()))
 }
 
 macro_rules! storage_from {
@@ -427,10 +440,11 @@ impl Journal {
             let mut out = Vec::with_capacity(limit.min(1024));
             for row in table.range(after.saturating_add(1)..)?.take(limit) {
                 let (k, v) = row?;
-                let record = match serde_json::from_slice(v.value()) {
+                let plain = opened(v.value())?;
+                let record = match serde_json::from_slice(&plain) {
                     Ok(event) => Journaled::Event(event),
                     Err(e) => Journaled::Undecodable {
-                        record: v.value().to_vec(),
+                        record: plain.into_owned(),
                         error: e.to_string(),
                     },
                 };
@@ -457,7 +471,7 @@ impl Journal {
             let txn = db.begin_write()?;
             let added = txn
                 .open_table(QUARANTINE)?
-                .insert(seq, serde_json::to_vec(&entry)?.as_slice())?
+                .insert(seq, sealed(serde_json::to_vec(&entry)?)?.as_slice())?
                 .is_none();
             txn.commit()?;
             Ok(added)
@@ -474,7 +488,7 @@ impl Journal {
             let table = txn.open_table(QUARANTINE)?;
             let mut out = Vec::new();
             for row in table.range(after.saturating_add(1)..)?.take(limit) {
-                out.push(serde_json::from_slice(row?.1.value())?);
+                out.push(serde_json::from_slice(&opened(row?.1.value())?)?);
             }
             Ok(out)
         })
@@ -551,8 +565,9 @@ impl Journal {
             struct Received {
                 received_at: String,
             }
-            Ok(serde_json::from_slice::<Received>(row.1.value())
-                .ok()
+            let plain = opened(row.1.value()).ok();
+            Ok(plain
+                .and_then(|p| serde_json::from_slice::<Received>(&p).ok())
                 .map(|r| r.received_at))
         })
     }
@@ -729,8 +744,11 @@ impl Writer {
             txn.set_durability(redb::Durability::Immediate)
                 .map_err(|e| JournalError::Storage(e.into()))?;
             let mut dropped = std::collections::HashSet::new();
-            let mut picks = |record: &[u8]| match serde_json::from_slice::<IntakeEvent>(record) {
-                Ok(event) if (job.drop)(&event) => {
+            let mut picks = |stored: &[u8]| match opened(stored)
+                .ok()
+                .and_then(|r| serde_json::from_slice::<IntakeEvent>(&r).ok())
+            {
+                Some(event) if (job.drop)(&event) => {
                     gone.insert(event.event_id.clone());
                     dropped.insert(event.event_id);
                     true
@@ -746,8 +764,10 @@ impl Writer {
                 !out
             })?;
             copy_table(&from, &txn, QUARANTINE, |_, entry| {
-                let out = serde_json::from_slice::<Quarantined>(entry)
-                    .is_ok_and(|q| picks(q.record.as_bytes()));
+                let out = opened(entry)
+                    .ok()
+                    .and_then(|e| serde_json::from_slice::<Quarantined>(&e).ok())
+                    .is_some_and(|q| picks(q.record.as_bytes()));
                 quarantined += u64::from(out);
                 !out
             })?;
@@ -801,6 +821,7 @@ impl Writer {
                 let record = serde_json::to_vec(event)?;
                 match &arriving.refused {
                     None => {
+                        let record = sealed(record)?;
                         events.insert(seq, record.as_slice())?;
                         bytes_added += record.len() as u64;
                         stored.push(Stored::Event(event.connector.clone(), record.len() as u64));
@@ -809,7 +830,7 @@ impl Writer {
                         stored.push(Stored::Refused(event.connector.clone()));
                         let entry = Quarantined::new(seq, Stage::Intake, reason.clone(), &record);
                         tracing::error!(seq, connector = %event.connector, reason = %entry.reason, "arriving event quarantined");
-                        quarantine.insert(seq, serde_json::to_vec(&entry)?.as_slice())?;
+                        quarantine.insert(seq, sealed(serde_json::to_vec(&entry)?)?.as_slice())?;
                         set_aside += 1;
                     }
                 }

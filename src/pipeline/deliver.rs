@@ -68,6 +68,8 @@ pub async fn deliver_forever(
     };
     let erasures = processor.erasures().cloned();
     let mut erasure_retry: Option<tokio::time::Instant> = None;
+    let retention = processor.retention();
+    let mut retention_due = tokio::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             unacked.acknowledge(&journal, &processor, &health).await;
@@ -84,6 +86,15 @@ pub async fn deliver_forever(
             if let Err(why) = crate::erasure::run(e, &journal, &processor, &mut sink).await {
                 tracing::error!(error = %why, "an erasure failed; it is tried again in 10s");
                 erasure_retry = Some(tokio::time::Instant::now() + ERASURE_RETRY);
+            }
+        }
+        if let Some(r) = &retention
+            && tokio::time::Instant::now() >= retention_due
+            && unacked.acknowledge(&journal, &processor, &health).await
+        {
+            retention_due = tokio::time::Instant::now() + r.every;
+            if let Err(why) = crate::erasure::retain(r, &processor, &mut sink).await {
+                tracing::error!(error = %why, "retention failed; it is tried again at the next check");
             }
         }
         let isolate = failures >= ISOLATE_AFTER;
@@ -124,6 +135,7 @@ pub async fn deliver_forever(
                     _ = shutdown.changed() => {}
                     _ = erasure_asked(erasures.as_deref()) => {}
                     _ = tokio::time::sleep_until(erasure_retry.unwrap_or_else(tokio::time::Instant::now)), if erasure_retry.is_some() => {}
+                    _ = tokio::time::sleep_until(retention_due), if retention.is_some() => {}
                     _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
                     // Idle for a moment: the stores' housekeeping (an identity snapshot), then
                     // wait for leads again.
@@ -138,6 +150,7 @@ pub async fn deliver_forever(
                             _ = committed.changed() => {}
                             _ = shutdown.changed() => {}
                             _ = erasure_asked(erasures.as_deref()) => {}
+                            _ = tokio::time::sleep_until(retention_due), if retention.is_some() => {}
                         }
                     }
                 }

@@ -127,6 +127,7 @@ pub struct Processor {
     recent: RecentRejections,
     /// The suppression list (erasures); `None` in imports' dry runs and tests.
     erasures: Option<Arc<crate::erasure::Erasures>>,
+    retention: Option<crate::erasure::Retention>,
 }
 
 impl Processor {
@@ -150,7 +151,18 @@ impl Processor {
             topics,
             recent: RecentRejections::default(),
             erasures: None,
+            retention: None,
         }
+    }
+
+    /// With the retention the delivery loop enforces (`[privacy] retention`).
+    pub fn with_retention(mut self, r: Option<crate::erasure::Retention>) -> Self {
+        self.retention = r;
+        self
+    }
+
+    pub fn retention(&self) -> Option<crate::erasure::Retention> {
+        self.retention
     }
 
     /// With the suppression list that erased people's new leads are checked against.

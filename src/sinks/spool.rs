@@ -15,6 +15,39 @@ use std::path::{Path, PathBuf};
 
 use super::{Landed, OutRecord, Positions, SinkError};
 
+/// A record's line: its JSON, or with a key configured (`[privacy] encryption_key`) the base64
+/// of the sealed JSON. `leadgate output` reads both.
+fn line_of(json: &str) -> Result<Vec<u8>, SinkError> {
+    use base64::Engine;
+    match crate::seal::keys() {
+        None => Ok(json.as_bytes().to_vec()),
+        Some(k) => k
+            .seal(json.as_bytes())
+            .map(|s| {
+                base64::engine::general_purpose::STANDARD
+                    .encode(s)
+                    .into_bytes()
+            })
+            .map_err(|source| SinkError::Io {
+                path: "(sealing a record)".into(),
+                source,
+            }),
+    }
+}
+
+/// The record of a line of an output file: JSON, or sealed (see [`line_of`]).
+pub fn record_of(line: &[u8]) -> Result<serde_json::Value, String> {
+    use base64::Engine;
+    if line.first() == Some(&b'{') {
+        return serde_json::from_slice(line).map_err(|e| e.to_string());
+    }
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(line.trim_ascii())
+        .map_err(|_| "neither JSON nor a sealed record".to_owned())?;
+    let plain = crate::seal::open_stored(&sealed).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&plain).map_err(|e| e.to_string())
+}
+
 pub struct SpoolSink {
     dir: PathBuf,
     files: HashMap<String, File>,
@@ -81,7 +114,7 @@ impl SpoolSink {
             file.seek(SeekFrom::Start(len)).map_err(io)?;
             for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
                 let line = line.map_err(io)?;
-                let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                let Ok(value) = record_of(line.as_bytes()) else {
                     continue; // a torn last line: not delivered
                 };
                 if let Some(id) = value["event_id"].as_str() {
@@ -96,7 +129,7 @@ impl SpoolSink {
         let mut buffers: HashMap<&str, Vec<u8>> = HashMap::new();
         for r in records.iter().filter(|r| !r.is_tombstone()) {
             let buf = buffers.entry(r.topic.as_str()).or_default();
-            buf.extend_from_slice(r.value.get().as_bytes());
+            buf.extend_from_slice(&line_of(r.value.get())?);
             buf.push(b'\n');
         }
         // The blocking writes are short (one append and one fsync per topic per batch).
@@ -153,8 +186,7 @@ impl SpoolSink {
             let input = std::io::BufReader::new(File::open(&path).map_err(io(&path))?);
             for line in input.split(b'\n') {
                 let line = line.map_err(io(&path))?;
-                let gone =
-                    serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| drop(&v));
+                let gone = record_of(&line).is_ok_and(|v| drop(&v));
                 if gone {
                     removed += 1;
                 } else if !line.is_empty() {

@@ -251,7 +251,7 @@ fn coordination_and_lifecycle_settings_are_checked() {
         ),
         format!("{file}: field `lifecycle.check_every`: must be at least 100ms"),
         format!(
-            "{file}: field `topics`: the clean, rejected, merged, test, assignments and status topics must be six different topics"
+            "{file}: field `topics`: the clean, rejected, merged, test, assignments, status and erasures topics must be seven different topics"
         ),
     ] {
         assert!(

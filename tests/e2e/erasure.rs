@@ -385,3 +385,91 @@ fn hex_sha256(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
+
+/// The size of the file at `path`.
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_forgets_people_and_records_older_than_it_and_the_store_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let http = Client::new();
+    // Leads from ten days ago (the gateway's clock moved back), 400 people.
+    let old_clock = (-10 * 24 * 3600 * 1000i64).to_string();
+    let hook = "[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n";
+    {
+        let mut gw = Gateway::start_with_env(
+            Some(hook),
+            &data,
+            &[("LEADGATE_CLOCK_OFFSET_MS", old_clock.as_str())],
+        );
+        for i in 0..400 {
+            let lead = json!({"name": format!("旧客户{i}"), "phone": format!("137{i:08}"),
+                "email": format!("old{i}@corp.cn"), "remark": "x".repeat(400)});
+            post(&http, &gw, lead).await;
+        }
+        gw.wait_spooled("leads.clean", 400, Duration::from_secs(60));
+        assert!(gw.terminate().success());
+    }
+    let (identity_before, output_before) = (
+        size(&data.join("identity.redb")),
+        size(&data.join("output/leads.clean.jsonl")),
+    );
+    let config = format!(
+        "[privacy]\nretention = \"7d\"\noutput_retention = \"7d\"\nretention_check = \"1s\"\n\n{hook}"
+    );
+    let gw = Gateway::start(Some(&config), &data);
+    post(
+        &http,
+        &gw,
+        json!({"name": "新客户", "phone": "13900000001"}),
+    )
+    .await;
+    post(
+        &http,
+        &gw,
+        json!({"name": "旧客户5", "phone": "13700000005"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let clean = gw.spooled("leads.clean");
+        if clean.len() == 2 {
+            // The old person came back today: a new person, not the forgotten one.
+            assert_eq!(clean[1]["identity"]["status"], "new", "{}", clean[1]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} records", clean.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = get_text(&http, &gw.url("/metrics")).await;
+    assert!(
+        metrics.contains("leadgate_retention_removed_total{what=\"people\"} 400"),
+        "{metrics}"
+    );
+    let found: Value = http
+        .get(gw.url("/v1/leads?email=old5@corp.cn"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["leads"], json!([]));
+    let (identity_after, output_after) = (
+        size(&data.join("identity.redb")),
+        size(&data.join("output/leads.clean.jsonl")),
+    );
+    // What is left of each forgotten person is an anonymous slot; the rest is redb's own.
+    assert!(
+        identity_after * 10 < identity_before * 7,
+        "identity.redb {identity_before} -> {identity_after} bytes"
+    );
+    assert!(
+        output_after * 50 < output_before,
+        "{output_before} -> {output_after}"
+    );
+    assert!(files_holding(&data, &["old5@corp.cn", "old6@corp.cn"]).is_empty());
+}

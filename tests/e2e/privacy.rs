@@ -515,3 +515,125 @@ fn hex_key(n: u8) -> String {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The records `leadgate output` prints for `topic` of `data`'s embedded output.
+fn output(data: &std::path::Path, topic: &str, env: &[(&str, &str)]) -> Vec<Value> {
+    if !data.join("output").join(format!("{topic}.jsonl")).exists() {
+        return Vec::new();
+    }
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["output", topic, "--config"])
+        .arg(data.with_extension("toml"))
+        .arg("--data-dir")
+        .arg(data)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_no_posted_personal_data_is_in_clear_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = hex_key(7);
+    let env = [("LEADGATE_ENCRYPTION_KEY", key.as_str())];
+    let config = "[privacy]\nencryption_key = \"${LEADGATE_ENCRYPTION_KEY}\"\n\n\
+                  [[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n";
+    let mut gw = Gateway::start_with_env(Some(config), &data, &env);
+    let http = reqwest::Client::new();
+    let url = gw.url("/v1/webhooks/webform");
+    for lead in [
+        json!({"name": "欧阳娜娜", "phone": "139 0571 2468", "email": "ouyang.nana@corp.cn", "company": "星河科技有限公司"}),
+        json!({"name": "欧阳娜娜", "phone": "+86 13905712468"}),
+        json!({"name": "司马光", "email": "sima.guang@corp.cn"}),
+        json!({"name": "诸葛亮", "phone": "12"}),
+    ] {
+        accepted(post_json(&http, &url, &lead).await).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while output(&data, "leads.clean", &env).len() < 3
+        || output(&data, "leads.rejected", &env).is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let clean = output(&data, "leads.clean", &env);
+    assert_eq!(clean[0]["contact"]["email"], "ouyang.nana@corp.cn");
+    assert_eq!(clean[1]["lead_id"], clean[0]["lead_id"]);
+    // A clean stop writes the identity index snapshot, sealed too.
+    assert!(gw.terminate().success());
+    assert!(data.join("identity.snapshot").is_file());
+    let posted = [
+        "13905712468",
+        "1390571",
+        "0571 2468",
+        "ouyang.nana",
+        "sima.guang",
+        "欧阳娜娜",
+        "司马光",
+        "诸葛亮",
+        "星河科技",
+    ];
+    let mut hits = Vec::new();
+    let mut todo = vec![data.clone()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            hits.extend(
+                posted
+                    .iter()
+                    .filter(|p| contains(&bytes, p.as_bytes()))
+                    .map(|p| format!("{p} in {}", path.display())),
+            );
+        }
+    }
+    assert!(hits.is_empty(), "in clear: {hits:?}");
+    // The sealed log and snapshot read back: the person is known after a restart.
+    let gw = Gateway::start_with_env(Some(config), &data, &env);
+    accepted(
+        post_json(
+            &http,
+            &gw.url("/v1/webhooks/webform"),
+            &json!({"phone": "13905712468"}),
+        )
+        .await,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        let clean = output(&data, "leads.clean", &env);
+        if clean.len() == 4 {
+            break clean;
+        }
+        assert!(std::time::Instant::now() < deadline, "not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(again[3]["lead_id"], again[0]["lead_id"]);
+    assert_eq!(again[3]["identity"]["status"], "matched");
+    // Without the key, the output says why it cannot be read.
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["output", "leads.clean", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no [privacy] encryption_key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

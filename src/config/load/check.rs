@@ -105,6 +105,16 @@ impl Loader {
                     self.push(top, Some(&format!("privacy.previous_keys[{i}]")), &why);
                 }
             }
+            let p = &s.privacy;
+            for (key, d, least) in [
+                ("privacy.retention", p.retention, 1),
+                ("privacy.output_retention", p.output_retention, 1),
+                ("privacy.retention_check", p.retention_check, 1),
+            ] {
+                if d.is_some_and(|d| d.as_secs() < least) {
+                    self.push(top, Some(key), "must be at least 1s");
+                }
+            }
         }
         if let Some(c) = &s.coordination {
             if c.lease() < std::time::Duration::from_secs(2) {

@@ -50,11 +50,12 @@ fn each_entry(
     let txn = db.begin_read().map_err(storage)?;
     let log = txn.open_table(LOG).map_err(storage)?;
     for item in log.iter().map_err(storage)? {
-        let (batch, blob) = item.map_err(storage)?;
-        let (batch, blob) = (batch.value(), blob.value());
-        let n = batch_len(blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
+        let (batch, stored) = item.map_err(storage)?;
+        let batch = batch.value();
+        let blob = opened(stored.value())?;
+        let n = batch_len(&blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
         for place in 0..n {
-            f(decode_entry(blob, place)
+            f(decode_entry(&blob, place)
                 .ok_or_else(|| corrupt(format!("entry {place} of batch {batch}")))?)?;
         }
     }
@@ -100,6 +101,48 @@ pub(super) fn erasable(
                     found.keys.push(IdentityKey::new(k, v.as_str()));
                 }
             }
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// The clusters whose newest event was received before `before`, with their events.
+pub(super) fn expired(st: &Opened, before: jiff::Timestamp) -> Result<Erased, IdentityError> {
+    let index = st.index()?;
+    let mut newest: HashMap<u32, jiff::Timestamp> = HashMap::new();
+    each_entry(&st.db, |e| {
+        if let Some(m) = &e.member
+            && let Some(i) = index.person_at(&m.lead_id)
+            && let Ok(at) = m.at.parse::<jiff::Timestamp>()
+        {
+            let root = index.root_of(i);
+            let n = newest.entry(root).or_insert(at);
+            *n = (*n).max(at);
+        }
+        Ok(())
+    })?;
+    let roots: HashSet<u32> = newest
+        .into_iter()
+        .filter(|(_, at)| *at < before)
+        .map(|(root, _)| root)
+        .collect();
+    let gone = members(&index, &roots);
+    let mut found = Erased {
+        lead_ids: gone.iter().map(|&i| lead_text(index.lead_of(i))).collect(),
+        ..Erased::default()
+    };
+    if gone.is_empty() {
+        return Ok(found);
+    }
+    found.lead_ids.sort();
+    let gone_ids: HashSet<Uuid> = gone.iter().map(|&i| index.lead_of(i)).collect();
+    each_entry(&st.db, |e| {
+        if e.member
+            .as_ref()
+            .is_some_and(|m| gone_ids.contains(&m.lead_id))
+        {
+            found.event_ids.push(e.event_id);
         }
         Ok(())
     })?;
@@ -178,19 +221,20 @@ pub(super) fn rewrite(
         let mut buf = Vec::new();
         let mut copied = 0;
         for item in log.iter().map_err(storage)? {
-            let (batch, blob) = item.map_err(storage)?;
-            let (batch, blob) = (batch.value(), blob.value());
-            let n = batch_len(blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
+            let (batch, stored) = item.map_err(storage)?;
+            let batch = batch.value();
+            let blob = opened(stored.value())?;
+            let n = batch_len(&blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
             let mut entries = Vec::with_capacity(n);
             for place in 0..n {
-                let e = decode_entry(blob, place)
+                let e = decode_entry(&blob, place)
                     .ok_or_else(|| corrupt(format!("entry {place} of batch {batch}")))?;
                 entries.push(scrub(e, &gone, &mut kept_keys));
             }
             buf = encode_batch(&entries, buf)?;
             txn.open_table(LOG)
                 .map_err(storage)?
-                .insert(batch, buf.as_slice())
+                .insert(batch, &*sealed(&buf)?)
                 .map_err(storage)?;
             copied += 1;
             if copied % BATCHES_PER_COMMIT == 0 {

@@ -163,6 +163,23 @@ pub(super) fn decode_entry(blob: &[u8], place: usize) -> Option<Entry> {
     postcard::from_bytes(blob.get(start..end(place)?)?).ok()
 }
 
+/// A batch value as it is stored: sealed when a key is configured (`[privacy]`).
+pub(super) fn sealed(blob: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, IdentityError> {
+    match crate::seal::keys() {
+        Some(k) => k
+            .seal(blob)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| IdentityError::Storage(e.to_string())),
+        None => Ok(std::borrow::Cow::Borrowed(blob)),
+    }
+}
+
+/// A stored batch value's plain bytes.
+pub(super) fn opened(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, IdentityError> {
+    crate::seal::open_stored(stored)
+        .map_err(|e| IdentityError::Storage(format!("the identity log: {e}")))
+}
+
 pub(super) fn read_entry(
     log: &impl ReadableTable<u64, &'static [u8]>,
     pos: u64,
@@ -172,8 +189,9 @@ pub(super) fn read_entry(
         .get(batch)
         .map_err(storage)?
         .ok_or_else(|| corrupt(format!("batch {batch} is missing")))?;
+    let blob = opened(blob.value())?;
     place
         .checked_sub(1)
-        .and_then(|place| decode_entry(blob.value(), place))
+        .and_then(|place| decode_entry(&blob, place))
         .ok_or_else(|| corrupt(format!("entry {place} of batch {batch}")))
 }

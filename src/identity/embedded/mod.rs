@@ -286,11 +286,12 @@ fn rebuild(db: &Database, snapshot: Option<&Path>) -> Result<Index, IdentityErro
             index = Index::default();
         }
         for item in log.range(index.batches + 1..).map_err(storage)? {
-            let (batch, blob) = item.map_err(storage)?;
-            let (batch, blob) = (batch.value(), blob.value());
-            let n = batch_len(blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
+            let (batch, stored) = item.map_err(storage)?;
+            let batch = batch.value();
+            let blob = opened(stored.value())?;
+            let n = batch_len(&blob).ok_or_else(|| corrupt(format!("batch {batch}")))?;
             for place in 0..n {
-                let e = decode_entry(blob, place)
+                let e = decode_entry(&blob, place)
                     .ok_or_else(|| corrupt(format!("entry {place} of batch {batch}")))?;
                 index.apply(&e, position(batch, place))?;
             }
@@ -361,6 +362,10 @@ impl IdentityStore for EmbeddedIdentityStore {
         lead_ids: &[String],
     ) -> Result<super::Erased, IdentityError> {
         self.with(|st| erase::erasable(st, hit, lead_ids))
+    }
+
+    fn expired(&self, before: jiff::Timestamp) -> Result<super::Erased, IdentityError> {
+        self.with(|st| erase::expired(st, before))
     }
 
     fn erase(&self, lead_ids: &[String]) -> Result<(), IdentityError> {
@@ -440,7 +445,7 @@ impl EmbeddedIdentityStore {
             let entries = b.entries;
             if !entries.is_empty() && index.unlogged.is_none() {
                 blob = encode_batch(&entries, blob)?;
-                log.insert(index.batches + 1, blob.as_slice())
+                log.insert(index.batches + 1, &*sealed(&blob)?)
                     .map_err(storage)?;
             }
             (out, entries)

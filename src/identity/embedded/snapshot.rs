@@ -31,8 +31,39 @@ pub(super) fn path_of(store: &Path) -> PathBuf {
     store.with_extension("snapshot")
 }
 
+/// The file, sealed in chunks with a key configured ([`crate::seal::ChunkWriter`]): a
+/// snapshot holds people's names, companies and cities.
+enum Sink {
+    Plain(File),
+    Sealed(crate::seal::ChunkWriter<File>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(f) => f.write(b),
+            Self::Sealed(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(f) => f.flush(),
+            Self::Sealed(s) => s.flush(),
+        }
+    }
+}
+
+impl Sink {
+    fn finish(self) -> std::io::Result<File> {
+        match self {
+            Self::Plain(f) => Ok(f),
+            Self::Sealed(s) => s.finish(),
+        }
+    }
+}
+
 struct Out {
-    w: BufWriter<File>,
+    w: BufWriter<Sink>,
     h: XxHash3_128,
 }
 
@@ -66,8 +97,12 @@ impl Out {
 pub(super) fn write(index: &Index, path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension("snapshot.new");
     let file = File::create(&tmp)?;
+    let sink = match crate::seal::keys() {
+        Some(keys) => Sink::Sealed(crate::seal::ChunkWriter::new(file, keys)),
+        None => Sink::Plain(file),
+    };
     let mut o = Out {
-        w: BufWriter::with_capacity(BUFFER, file),
+        w: BufWriter::with_capacity(BUFFER, sink),
         h: XxHash3_128::new(),
     };
     o.bytes(MAGIC)?;
@@ -117,7 +152,7 @@ pub(super) fn write(index: &Index, path: &Path) -> std::io::Result<()> {
     }
     let sum = o.h.finish_128();
     o.w.write_all(&sum.to_le_bytes())?;
-    let file = o.w.into_inner().map_err(|e| e.into_error())?;
+    let file = o.w.into_inner().map_err(|e| e.into_error())?.finish()?;
     file.sync_all()?;
     drop(file);
     std::fs::rename(&tmp, path)?;
@@ -128,7 +163,7 @@ pub(super) fn write(index: &Index, path: &Path) -> std::io::Result<()> {
 }
 
 struct In {
-    r: BufReader<File>,
+    r: BufReader<Box<dyn Read>>,
     h: XxHash3_128,
 }
 
@@ -173,15 +208,37 @@ impl In {
     }
 }
 
+/// Reads into `buf` until it is full or the file ends; how many bytes.
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
 /// The index a snapshot holds; `Ok(None)` without a snapshot file.
 pub(super) fn read(path: &Path) -> std::io::Result<Option<Index>> {
-    let file = match File::open(path) {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let mut head = [0u8; crate::seal::STREAM_MAGIC_LEN];
+    let got = read_up_to(&mut file, &mut head)?;
+    let source: Box<dyn Read> = if crate::seal::sealed_stream(&head[..got]) {
+        let keys = crate::seal::keys().ok_or_else(|| {
+            bad("the snapshot is encrypted, and no [privacy] encryption_key is configured")
+        })?;
+        Box::new(crate::seal::ChunkReader::new(file, keys))
+    } else {
+        Box::new(std::io::Cursor::new(head[..got].to_vec()).chain(file))
+    };
     let mut i = In {
-        r: BufReader::with_capacity(BUFFER, file),
+        r: BufReader::with_capacity(BUFFER, source),
         h: XxHash3_128::new(),
     };
     if &i.bytes::<8>()? != MAGIC {
