@@ -203,10 +203,44 @@ pub async fn run_on(
     let sink = build_sink(&settings, &data, stop_rx.clone(), health.clone()).await?;
     let output = sink.describe();
     let assignment = open_assignment(&settings, &data)?;
-    let erasures = Arc::new(
-        crate::erasure::Erasures::open(&data.erasures(), settings.privacy.suppression)
-            .context("cannot open the erasure requests (erasures.redb)")?,
-    );
+    let erasures = crate::erasure::Erasures::open(&data.erasures(), settings.privacy.suppression)
+        .context("cannot open the erasure requests (erasures.redb)")?;
+    // Gateways sharing a MySQL identity store share the suppression list too.
+    #[cfg(feature = "mysql")]
+    let erasures = match &settings.identity.store {
+        StoreSettings::Mysql { url } => {
+            use secrecy::ExposeSecret;
+            let list = crate::erasure::shared::SharedList::connect(url.expose_secret())
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+                .context("cannot open the shared suppression list ([identity.store])")?;
+            erasures
+                .share(list)
+                .context("cannot read the shared suppression list")?
+        }
+        StoreSettings::Embedded => erasures,
+    };
+    let erasures = Arc::new(erasures);
+    if erasures.is_shared() {
+        let (e, mut stop) = (erasures.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => return,
+                }
+                let e = e.clone();
+                match tokio::task::spawn_blocking(move || e.refresh()).await {
+                    Ok(Err(why)) => {
+                        tracing::warn!(error = %why, "cannot read the shared suppression list; tried again in 2s")
+                    }
+                    Err(why) => {
+                        tracing::warn!(error = %why, "reading the shared suppression list panicked")
+                    }
+                    Ok(Ok(_)) => {}
+                }
+            }
+        });
+    }
     let processor = Arc::new(
         Processor::new(
             &settings.connectors,

@@ -19,6 +19,8 @@
 //! (`+8613800138000`), an address in lower case.
 
 mod run;
+#[cfg(feature = "mysql")]
+pub mod shared;
 
 pub use run::{ErasureTarget, Retention, retain, run};
 
@@ -215,6 +217,11 @@ pub struct Erasures {
     pending: AtomicBool,
     /// Wakes an idle delivery loop.
     wake: tokio::sync::Notify,
+    /// The list shared with the other gateways of a MySQL identity store, and how far it was read.
+    #[cfg(feature = "mysql")]
+    shared: Option<shared::SharedList>,
+    #[cfg(feature = "mysql")]
+    shared_seq: std::sync::atomic::AtomicU64,
     mode: Suppression,
 }
 
@@ -277,8 +284,90 @@ impl Erasures {
             suppressed: RwLock::new(suppressed),
             pending: AtomicBool::new(pending),
             wake: tokio::sync::Notify::new(),
+            #[cfg(feature = "mysql")]
+            shared: None,
+            #[cfg(feature = "mysql")]
+            shared_seq: std::sync::atomic::AtomicU64::new(0),
             mode,
         })
+    }
+
+    /// Shares the suppression list with the other gateways of a MySQL identity store: their
+    /// salt (the first gateway's) and their hashes; this gateway's own go there too.
+    #[cfg(feature = "mysql")]
+    pub fn share(mut self, list: shared::SharedList) -> Result<Self, ErasureError> {
+        let salt = list
+            .salt(self.salt)
+            .map_err(|e| storage(format!("{e:?}")))?;
+        if salt != self.salt {
+            if self.suppressed_count() > 0 {
+                tracing::warn!(
+                    "this gateway's own suppression list was made with another salt than the shared one; its hashes stay local"
+                );
+            }
+            self.salt = salt;
+            let txn = self.db.begin_write().map_err(storage)?;
+            txn.open_table(META)
+                .map_err(storage)?
+                .insert("salt", salt.as_slice())
+                .map_err(storage)?;
+            txn.commit().map_err(storage)?;
+        } else {
+            let mine: Vec<Hash> = self
+                .suppressed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .copied()
+                .collect();
+            list.add("local", &mine)
+                .map_err(|e| storage(format!("{e:?}")))?;
+        }
+        self.shared = Some(list);
+        self.refresh()?;
+        Ok(self)
+    }
+
+    /// Reads the hashes other gateways added since the last call (a no-op without a shared
+    /// list); how many.
+    pub fn refresh(&self) -> Result<usize, ErasureError> {
+        #[cfg(feature = "mysql")]
+        if let Some(list) = &self.shared {
+            let mut added = 0;
+            loop {
+                let from = self.shared_seq.load(Ordering::SeqCst);
+                let page = list.since(from).map_err(|e| storage(format!("{e:?}")))?;
+                let Some((last, _)) = page.last() else {
+                    return Ok(added);
+                };
+                self.shared_seq.store(*last, Ordering::SeqCst);
+                added += page.len();
+                self.remember(
+                    page.iter()
+                        .filter_map(|(_, h)| Hash::try_from(h.as_slice()).ok()),
+                );
+            }
+        }
+        Ok(0)
+    }
+
+    /// Whether the list is shared with other gateways.
+    pub fn is_shared(&self) -> bool {
+        #[cfg(feature = "mysql")]
+        return self.shared.is_some();
+        #[cfg(not(feature = "mysql"))]
+        false
+    }
+
+    /// Puts `hashes` on the shared list, when there is one.
+    fn share_hashes(&self, id: &str, hashes: &[Hash]) -> Result<(), ErasureError> {
+        #[cfg(feature = "mysql")]
+        if let Some(list) = &self.shared {
+            list.add(id, hashes)
+                .map_err(|e| storage(format!("{e:?}")))?;
+        }
+        let _ = (id, hashes);
+        Ok(())
     }
 
     pub fn data_dir(&self) -> Option<&Path> {
@@ -500,6 +589,8 @@ impl Erasures {
             (erasure, true)
         };
         let hashes: Vec<Hash> = erasure.identities.iter().filter_map(held_hash).collect();
+        // The other gateways first: an erasure answered is suppressed everywhere.
+        self.share_hashes(id, &hashes)?;
         {
             let mut list = txn.open_table(SUPPRESSED).map_err(storage)?;
             for h in &hashes {
@@ -522,6 +613,7 @@ impl Erasures {
 
     /// Puts more hashes on the list (the other identities of the people an erasure found).
     pub fn suppress(&self, id: &str, hashes: &[Hash]) -> Result<(), ErasureError> {
+        self.share_hashes(id, hashes)?;
         let mut txn = self.db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::Immediate).map_err(storage)?;
         {

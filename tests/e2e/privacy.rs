@@ -118,6 +118,9 @@ async fn each_endpoint_answers_each_scope_as_documented_and_reads_of_personal_da
             OperatorAndPii,
         ),
         (Method::GET, "/v1/access-audit".into(), Privacy),
+        (Method::POST, "/v1/erasures".into(), Privacy),
+        (Method::GET, "/v1/erasures".into(), Privacy),
+        (Method::GET, "/v1/erasures/nothing".into(), Privacy),
     ];
     let tokens = [("admin", ADMIN), ("ops", OPS), ("crm", CRM), ("dpo", DPO)];
     for (method, path, needs) in &endpoints {

@@ -161,6 +161,32 @@ type = "webhook"
     let found =
         crate::support::get_json(&http, &two.url("/v1/leads?phone=139%202222%203333")).await;
     assert_eq!(found["leads"], json!([]), "{found}");
+    // The other gateway suppresses the person too (it reads the shared list every 2 s): their
+    // phone, never named in the request.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = two.spooled("leads.clean").len();
+    accepted(
+        post_json(
+            &http,
+            &two.url("/v1/webhooks/webform"),
+            &json!({"name": "赵敏", "phone": "13922223333"}),
+        )
+        .await,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = crate::support::get_text(&http, &two.url("/metrics")).await;
+        if metrics.contains("code=\"privacy.suppressed\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not suppressed on the other gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(two.spooled("leads.clean").len(), before);
 }
 
 /// Two gateways' stores on `url`, with owners ann, bob and cai in team `t` and rule `r` (round
