@@ -263,7 +263,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             if let Disposition::Rejected { codes } = d {
                 if report.is_none() {
                     report = Some(
-                        crate::imports::Report::open(report_path.clone(), resume_after)
+                        crate::imports::Report::open(report_path.clone(), resume_after, false)
                             .with_context(|| format!("cannot write {}", report_path.display()))?,
                     );
                 }

@@ -34,30 +34,23 @@ pub fn erase_reports(data_dir: &Path, hit: impl Fn(&str) -> bool) -> std::io::Re
         if !path.to_string_lossy().ends_with(".rejected.csv") {
             continue;
         }
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_path(&path)?;
+        let bytes = std::fs::read(&path)?;
+        let sealed = bytes.starts_with(SEALED_REPORT);
+        let records = report_records(&bytes)?;
+        let keep: Vec<&csv::StringRecord> =
+            records.iter().filter(|r| !r.iter().any(&hit)).collect();
+        let removed = (records.len() - keep.len()) as u64;
+        if removed == 0 {
+            continue;
+        }
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".erasing");
         let tmp = PathBuf::from(tmp);
-        let mut writer = csv::WriterBuilder::new().flexible(true).from_path(&tmp)?;
-        let mut removed = 0;
-        for row in reader.records() {
-            let row = row?;
-            if row.iter().any(&hit) {
-                removed += 1;
-            } else {
-                writer.write_record(&row)?;
-            }
+        let mut out = ReportFile::create(&tmp, sealed)?;
+        for r in keep {
+            out.write(r)?;
         }
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        if removed == 0 {
-            drop(file);
-            std::fs::remove_file(&tmp)?;
-            continue;
-        }
-        file.sync_all()?;
+        out.finish()?.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         crate::storefile::sync_dir(&path)?;
         dropped += removed;
@@ -419,8 +412,12 @@ impl Imports {
             None,
         )
         .map_err(|e| e.to_string())?;
-        let mut report = Report::open(self.report_path(&request.source, &digest), resume_after)
-            .map_err(|e| format!("cannot write the rejected-rows report: {e}"))?;
+        let mut report = Report::open(
+            self.report_path(&request.source, &digest),
+            resume_after,
+            true,
+        )
+        .map_err(|e| format!("cannot write the rejected-rows report: {e}"))?;
         let mut last_line = resume_after;
         while let Some(ahead) = rx.recv().await {
             let (batch, read_so_far) = match ahead {
@@ -507,31 +504,121 @@ struct Checkpoint {
     rejected: u64,
 }
 
+/// The first line of a sealed report (`[privacy] encryption_key`): each CSV record after it is a
+/// line of its own, the base64 of the sealed record. [`report_text`] reads both kinds.
+const SEALED_REPORT: &[u8] = b"LGSEALED-CSV\n";
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A report's CSV (with its byte order mark) from the file's bytes: a sealed one is opened. A
+/// last line cut short by a crash is left out.
+pub fn report_text(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use base64::Engine;
+    let Some(rest) = bytes.strip_prefix(SEALED_REPORT) else {
+        return Ok(bytes.to_vec());
+    };
+    let mut out = BOM.to_vec();
+    let lines: Vec<&[u8]> = rest.split(|b| *b == b'\n').collect();
+    let whole = lines.len().saturating_sub(1); // after the last newline: a torn line or nothing
+    for line in &lines[..whole] {
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a sealed report line is not base64",
+                )
+            })?;
+        out.extend_from_slice(&crate::seal::open_stored(&sealed)?);
+    }
+    Ok(out)
+}
+
+/// Writes CSV records to a report file, sealed or not.
+struct ReportFile {
+    file: std::io::BufWriter<std::fs::File>,
+    sealed: bool,
+}
+
+impl ReportFile {
+    /// A new file at `path` (its first line or byte order mark written).
+    fn create(path: &Path, sealed: bool) -> std::io::Result<Self> {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        file.write_all(if sealed { SEALED_REPORT } else { BOM })?;
+        Ok(Self::on(file, sealed))
+    }
+
+    fn on(file: std::io::BufWriter<std::fs::File>, sealed: bool) -> Self {
+        Self { file, sealed }
+    }
+
+    fn write<I: AsRef<[u8]>>(
+        &mut self,
+        record: impl IntoIterator<Item = I>,
+    ) -> std::io::Result<()> {
+        use base64::Engine;
+        use std::io::Write;
+        let mut csv = csv::WriterBuilder::new()
+            .flexible(true)
+            .from_writer(Vec::new());
+        csv.write_record(record).map_err(std::io::Error::other)?;
+        let bytes = csv.into_inner().map_err(|e| e.into_error())?;
+        if self.sealed {
+            let sealed = crate::seal::seal_stored(bytes)?;
+            self.file.write_all(
+                base64::engine::general_purpose::STANDARD
+                    .encode(sealed)
+                    .as_bytes(),
+            )?;
+            self.file.write_all(b"\n")
+        } else {
+            self.file.write_all(&bytes)
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.flush()
+    }
+
+    fn finish(mut self) -> std::io::Result<std::fs::File> {
+        self.flush()?;
+        self.file.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+/// The records of a report file (sealed or not).
+fn report_records(bytes: &[u8]) -> std::io::Result<Vec<csv::StringRecord>> {
+    let text = report_text(bytes)?;
+    let text = text.strip_prefix(BOM).unwrap_or(&text);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(text);
+    Ok(reader.records().flatten().collect())
+}
+
 /// The rejected-rows report: `line,reasons,` then the row's own columns (those of the first
 /// rejected row, in its order; a later row's other fields go to `other_fields` as JSON), UTF-8
-/// with a byte order mark for Excel.
+/// with a byte order mark for Excel. Sealed, with a key configured, when it is kept in the data
+/// directory (an import through the API).
 pub(crate) struct Report {
-    out: csv::Writer<std::fs::File>,
+    out: ReportFile,
     columns: Option<Vec<String>>,
 }
 
 impl Report {
     /// Opens the report for rows after `through_line`: the rows it holds up to that line are
     /// kept (written before the journal took them), later ones (written before a crash, and
-    /// read again now) are dropped.
-    pub(crate) fn open(path: PathBuf, through_line: u64) -> std::io::Result<Self> {
-        use std::io::Write;
+    /// read again now) are dropped. `sealed`: written sealed when a key is configured.
+    pub(crate) fn open(path: PathBuf, through_line: u64, sealed: bool) -> std::io::Result<Self> {
+        let sealed = sealed && crate::seal::keys().is_some();
         let mut kept: Vec<csv::StringRecord> = Vec::new();
         let mut columns = None;
         if through_line > 0
             && let Ok(bytes) = std::fs::read(&path)
         {
-            let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-            let mut reader = csv::ReaderBuilder::new()
-                .flexible(true)
-                .has_headers(false)
-                .from_reader(text);
-            for (i, record) in reader.records().flatten().enumerate() {
+            for (i, record) in report_records(&bytes)?.into_iter().enumerate() {
                 let line = record.get(0).and_then(|l| l.parse::<u64>().ok());
                 if i == 0 {
                     columns = Some(
@@ -549,17 +636,15 @@ impl Report {
             }
         }
         let tmp = path.with_extension("csv.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(b"\xEF\xBB\xBF")?;
-        let mut out = csv::WriterBuilder::new().flexible(true).from_writer(file);
+        let mut out = ReportFile::create(&tmp, sealed)?;
         for r in &kept {
-            out.write_record(r).map_err(std::io::Error::other)?;
+            out.write(r)?;
         }
-        out.flush()?;
+        out.finish()?;
         std::fs::rename(&tmp, &path)?;
         let file = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(Self {
-            out: csv::WriterBuilder::new().flexible(true).from_writer(file),
+            out: ReportFile::on(std::io::BufWriter::new(file), sealed),
             columns: columns.filter(|_| !kept.is_empty()),
         })
     }
@@ -571,16 +656,17 @@ impl Report {
         payload: &serde_json::Value,
     ) -> std::io::Result<()> {
         let fields = payload.as_object();
-        let columns = self.columns.get_or_insert_with(|| {
+        if self.columns.is_none() {
             let names: Vec<String> = fields
                 .map(|f| f.keys().cloned().collect())
                 .unwrap_or_default();
             let mut head = vec!["line".to_owned(), "reasons".to_owned()];
             head.extend(names.iter().cloned());
             head.push("other_fields".to_owned());
-            let _ = self.out.write_record(&head);
-            names
-        });
+            self.out.write(&head)?;
+            self.columns = Some(names);
+        }
+        let columns = self.columns.as_deref().unwrap_or_default();
         let text = |v: &serde_json::Value| match v {
             serde_json::Value::String(s) => crate::stats::spreadsheet_safe(s),
             serde_json::Value::Null => String::new(),
@@ -608,9 +694,7 @@ impl Report {
         } else {
             serde_json::Value::Object(other).to_string()
         });
-        self.out
-            .write_record(&record)
-            .map_err(std::io::Error::other)
+        self.out.write(&record)
     }
 
     pub(crate) fn flush(&mut self) -> std::io::Result<()> {

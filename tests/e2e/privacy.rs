@@ -572,6 +572,34 @@ async fn with_a_key_no_posted_personal_data_is_in_clear_in_the_data_directory() 
     let clean = output(&data, "leads.clean", &env);
     assert_eq!(clean[0]["contact"]["email"], "ouyang.nana@corp.cn");
     assert_eq!(clean[1]["lead_id"], clean[0]["lead_id"]);
+    // An import through the API: its rejected-rows report is sealed on disk, plain when read.
+    let resp = http
+        .post(gw.url("/v1/imports?source=expo&file_name=expo.csv"))
+        .body("name,phone\n诸葛亮,12\n司马光,13800000002\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while crate::support::get_json(&http, &gw.url(&format!("/v1/imports/{id}"))).await["state"]
+        != "done"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report =
+        crate::support::get_text(&http, &gw.url(&format!("/v1/imports/{id}/rejected.csv"))).await;
+    assert!(
+        report.starts_with('\u{feff}') && report.contains("诸葛亮"),
+        "{report}"
+    );
     // A clean stop writes the identity index snapshot, sealed too.
     assert!(gw.terminate().success());
     assert!(data.join("identity.snapshot").is_file());
@@ -619,14 +647,14 @@ async fn with_a_key_no_posted_personal_data_is_in_clear_in_the_data_directory() 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let again = loop {
         let clean = output(&data, "leads.clean", &env);
-        if clean.len() == 4 {
+        if clean.len() == 5 {
             break clean;
         }
         assert!(std::time::Instant::now() < deadline, "not delivered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(again[3]["lead_id"], again[0]["lead_id"]);
-    assert_eq!(again[3]["identity"]["status"], "matched");
+    assert_eq!(again[4]["lead_id"], again[0]["lead_id"]);
+    assert_eq!(again[4]["identity"]["status"], "matched");
     // Without the key, the output says why it cannot be read.
     let out = std::process::Command::new(crate::support::BIN)
         .args(["output", "leads.clean", "--data-dir"])
