@@ -25,13 +25,14 @@ pub async fn whoami(
     })))
 }
 
+/// `?before=&limit=` of a newest-first listing (the access audit, the erasures).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     #[serde(default)]
-    before: Option<u64>,
+    pub(super) before: Option<u64>,
     #[serde(default)]
-    limit: Option<usize>,
+    pub(super) limit: Option<usize>,
 }
 
 pub async fn list(

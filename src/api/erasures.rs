@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{self, Need};
@@ -126,20 +125,11 @@ pub async fn read(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Page {
-    #[serde(default)]
-    before: Option<u64>,
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
 /// `GET /v1/erasures?before=&limit=`: newest first.
 pub async fn list(
     State(st): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<Page>, QueryRejection>,
+    query: Result<Query<super::access::Page>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth::require(&st, &headers, Need::Privacy)?;
     let q = super::query_of(query, None, "`before` and `limit` are whole numbers")?;

@@ -65,25 +65,42 @@ async fn erase(http: &Client, gw: &Gateway, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-/// Polls `GET /v1/erasures/{id}` until it is completed.
-async fn completed(http: &Client, gw: &Gateway, id: &str) -> Value {
+/// `GET path` with `token`, as JSON.
+async fn get_as(http: &Client, gw: &Gateway, path: &str, token: &str) -> Value {
+    let resp = http
+        .get(gw.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap()
+}
+
+/// Polls `GET path` (with `token`) until `done` says so of its answer; the answer.
+async fn poll(
+    http: &Client,
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let got: Value = http
-            .get(gw.url(&format!("/v1/erasures/{id}")))
-            .bearer_auth(DPO)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if got["request_status"] == "completed" {
+        let got = get_as(http, gw, path, token).await;
+        if done(&got) {
             return got;
         }
-        assert!(Instant::now() < deadline, "not completed: {got}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(Instant::now() < deadline, "{path}: {got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Polls `GET /v1/erasures/{id}` until it is completed.
+async fn completed(http: &Client, gw: &Gateway, id: &str) -> Value {
+    poll(http, gw, &format!("/v1/erasures/{id}"), DPO, |e| {
+        e["request_status"] == "completed"
+    })
+    .await
 }
 
 async fn post(http: &Client, gw: &Gateway, lead: Value) -> String {
@@ -159,24 +176,15 @@ async fn an_erased_person_leaves_no_byte_in_the_data_directory_and_comes_back_su
     assert_eq!(resp.status(), 202);
     let import: Value = resp.json().await.unwrap();
     let import_id = import["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s: Value = http
-            .get(gw.url(&format!("/v1/imports/{import_id}")))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["state"] == "done" {
-            assert_eq!(s["rows_rejected"], 1, "{s}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let s = poll(
+        &http,
+        &gw,
+        &format!("/v1/imports/{import_id}"),
+        ADMIN,
+        |s| s["state"] == "done",
+    )
+    .await;
+    assert_eq!(s["rows_rejected"], 1, "{s}");
     gw.wait_spooled("leads.clean", 5, Duration::from_secs(30));
     gw.wait_spooled("leads.rejected", 1, Duration::from_secs(30));
     let uploads: Vec<String> = std::fs::read_dir(data.join("imports/uploads"))
@@ -258,15 +266,7 @@ async fn an_erased_person_leaves_no_byte_in_the_data_directory_and_comes_back_su
             .unwrap();
         assert_eq!(resp.status(), 404);
     }
-    let found: Value = http
-        .get(gw.url("/v1/leads?phone=13800000001"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found = get_as(&http, &gw, "/v1/leads?phone=13800000001", ADMIN).await;
     assert_eq!(found["leads"][0]["lead_id"], other.as_str());
 
     // The address was never named in the request: it was found with the person and suppressed.
@@ -285,15 +285,7 @@ async fn an_erased_person_leaves_no_byte_in_the_data_directory_and_comes_back_su
     let clean = gw.wait_spooled("leads.clean", 4, Duration::from_secs(30));
     assert_eq!(clean.len(), 4);
     assert_eq!(clean[3]["lead_id"], other.as_str());
-    let list: Value = http
-        .get(gw.url("/v1/erasures"))
-        .bearer_auth(DPO)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_as(&http, &gw, "/v1/erasures", DPO).await;
     assert_eq!(list["erasures"][0]["subject_request_id"], "dsr-2026-001");
 }
 
@@ -449,14 +441,7 @@ async fn retention_forgets_people_and_records_older_than_it_and_the_store_shrink
         metrics.contains("leadgate_retention_removed_total{what=\"people\"} 400"),
         "{metrics}"
     );
-    let found: Value = http
-        .get(gw.url("/v1/leads?email=old5@corp.cn"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found = crate::support::get_json(&http, &gw.url("/v1/leads?email=old5@corp.cn")).await;
     assert_eq!(found["leads"], json!([]));
     let (identity_after, output_after) = (
         size(&data.join("identity.redb")),
