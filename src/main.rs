@@ -105,11 +105,19 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The Kafka output's dead letters of the topic instead (`<data_dir>/dead-letter/`).
+        #[arg(long)]
+        dead_letter: bool,
     },
 }
 
 /// `leadgate output`.
-fn output(topic: &str, config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+fn output(
+    topic: &str,
+    config: Option<&PathBuf>,
+    data_dir: Option<PathBuf>,
+    dead_letter: bool,
+) -> ExitCode {
     use std::io::{BufRead, Write};
     let settings = match load(config) {
         Ok(s) => s,
@@ -119,7 +127,9 @@ fn output(topic: &str, config: Option<&PathBuf>, data_dir: Option<PathBuf>) -> E
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let dir = data_dir.unwrap_or(settings.data_dir.clone()).join("output");
+    let dir = data_dir
+        .unwrap_or(settings.data_dir.clone())
+        .join(if dead_letter { "dead-letter" } else { "output" });
     let path = dir.join(format!("{topic}.jsonl"));
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
@@ -332,7 +342,8 @@ fn main() -> ExitCode {
             topic,
             config,
             data_dir,
-        } => return output(&topic, config.as_ref(), data_dir),
+            dead_letter,
+        } => return output(&topic, config.as_ref(), data_dir, dead_letter),
         Command::Validate { config } => {
             return match load(config.as_ref()) {
                 Ok(s) => {

@@ -198,6 +198,17 @@ async fn carry_out(
         _ => 0,
     };
 
+    // The Kafka output's dead letters hold whole records.
+    let dead_letters = match erasures.data_dir() {
+        Some(dir) => {
+            let t = target.clone();
+            crate::sinks::erase_lines(&dir.join("dead-letter"), |line| {
+                t.record_hit(line.get("value").unwrap_or(line))
+            })
+            .map_err(|x| format!("the dead letters: {x}"))?
+        }
+        None => 0,
+    };
     let report_rows = match erasures.data_dir() {
         Some(dir) => {
             let (p, t, dir) = (processor.clone(), target.clone(), dir.to_owned());
@@ -235,7 +246,7 @@ async fn carry_out(
         people: lead_ids.len(),
         events: event_ids.len(),
         journal_events,
-        output_records: output_records + report_rows,
+        output_records: output_records + report_rows + dead_letters,
         tombstones: lead_ids.len(),
     });
     e.request_status = Status::Completed;

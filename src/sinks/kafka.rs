@@ -274,12 +274,15 @@ impl KafkaSink {
         };
         std::fs::create_dir_all(&self.dead_letter_dir).map_err(io)?;
         let line = serde_json::json!({"error": err.to_string(), "topic": record.topic, "key": record.key, "value": &record.value});
+        // Sealed with a key, as the embedded output's lines (`leadgate output --dead-letter`).
+        let line = super::spool::line_of(&line.to_string())?;
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io)?;
-        writeln!(f, "{line}").map_err(io)?;
+        f.write_all(&line).map_err(io)?;
+        f.write_all(b"\n").map_err(io)?;
         f.sync_data().map_err(io)
     }
 }

@@ -9,7 +9,7 @@ mod spool;
 pub use dry_run::DryRunSink;
 pub(crate) use kafka::client_config;
 pub use kafka::{KafkaSink, check as check_kafka};
-pub use spool::{SpoolSink, record_of as spool_record};
+pub use spool::{SpoolSink, erase_in as erase_lines, record_of as spool_record};
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

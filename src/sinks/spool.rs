@@ -17,7 +17,7 @@ use super::{Landed, OutRecord, Positions, SinkError};
 
 /// A record's line: its JSON, or with a key configured (`[privacy] encryption_key`) the base64
 /// of the sealed JSON. `leadgate output` reads both.
-fn line_of(json: &str) -> Result<Vec<u8>, SinkError> {
+pub(crate) fn line_of(json: &str) -> Result<Vec<u8>, SinkError> {
     use base64::Engine;
     match crate::seal::keys() {
         None => Ok(json.as_bytes().to_vec()),
@@ -165,16 +165,28 @@ impl SpoolSink {
     /// written anew beside itself, synced and renamed over the old one, so that nothing of a
     /// dropped record is left in the directory. Returns how many were dropped.
     pub fn erase(&mut self, drop: impl Fn(&serde_json::Value) -> bool) -> Result<u64, SinkError> {
-        use std::io::BufRead;
         self.files.clear();
+        erase_in(&self.dir, drop)
+    }
+}
+
+/// Rewrites every `*.jsonl` file of `dir` (JSON or sealed lines, see [`line_of`]) without the
+/// records `drop` picks; how many went. A missing `dir` has nothing to drop.
+pub fn erase_in(dir: &Path, drop: impl Fn(&serde_json::Value) -> bool) -> Result<u64, SinkError> {
+    use std::io::BufRead;
+    {
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| SinkError::Io { path, source }
         };
         let mut dropped = 0;
-        let entries = std::fs::read_dir(&self.dir).map_err(io(&self.dir))?;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(dir)(e)),
+        };
         for entry in entries {
-            let path = entry.map_err(io(&self.dir))?.path();
+            let path = entry.map_err(io(dir))?.path();
             if path.extension().is_none_or(|x| x != "jsonl") {
                 continue;
             }
@@ -203,9 +215,9 @@ impl SpoolSink {
             std::fs::rename(&tmp, &path).map_err(io(&path))?;
             dropped += removed;
         }
-        File::open(&self.dir)
+        File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+            .map_err(io(dir))?;
         Ok(dropped)
     }
 }
