@@ -305,6 +305,61 @@ impl IdentityStore for MysqlIdentityStore {
         })
     }
 
+    fn expired(&self, before: jiff::Timestamp) -> Result<super::Erased, IdentityError> {
+        // Each lead id's newest member event, a page of lead ids at a time; then per cluster.
+        let mut newest: std::collections::HashMap<String, jiff::Timestamp> =
+            std::collections::HashMap::new();
+        let mut after = String::new();
+        loop {
+            let page: Vec<(Vec<u8>, Option<String>)> = self.db.transaction(false, |tx| {
+                Ok::<_, IdentityError>(tx.rows(
+                    "SELECT lead_id, MAX(JSON_UNQUOTE(JSON_EXTRACT(CONVERT(v USING utf8mb4), '$.at')))
+                     FROM leadgate_members WHERE lead_id > ? GROUP BY lead_id ORDER BY lead_id LIMIT 5000",
+                    (after.as_str(),),
+                )?)
+            })?;
+            let Some((last, _)) = page.last() else { break };
+            after = String::from_utf8_lossy(last).into_owned();
+            let roots: Vec<(String, Option<jiff::Timestamp>)> =
+                self.db.transaction(false, |tx| {
+                    let mut g = MyTxn { tx, last_order: 0 };
+                    let mut out = Vec::with_capacity(page.len());
+                    for (lead, at) in &page {
+                        let lead = String::from_utf8_lossy(lead).into_owned();
+                        if let Some((root, _)) = resolve::root(&mut g, &lead)? {
+                            out.push((root, at.as_deref().and_then(|a| a.parse().ok())));
+                        }
+                    }
+                    Ok::<_, IdentityError>(out)
+                })?;
+            for (root, at) in roots {
+                // An event whose time cannot be read keeps its person.
+                let at = at.unwrap_or(jiff::Timestamp::MAX);
+                let n = newest.entry(root).or_insert(at);
+                *n = (*n).max(at);
+            }
+        }
+        let old: Vec<String> = newest
+            .into_iter()
+            .filter(|(_, at)| *at < before)
+            .map(|(root, _)| root)
+            .collect();
+        if old.is_empty() {
+            return Ok(super::Erased::default());
+        }
+        self.db.transaction(false, |tx| {
+            let mut g = MyTxn { tx, last_order: 0 };
+            let mut found = super::Erased::default();
+            for (id, _) in clusters(&mut g, &old)? {
+                for m in g.members(&id)? {
+                    found.event_ids.push(m.event_id);
+                }
+                found.lead_ids.push(id);
+            }
+            Ok(found)
+        })
+    }
+
     fn erase(&self, lead_ids: &[String]) -> Result<(), IdentityError> {
         self.db.transaction(true, |tx| {
             let mut g = MyTxn { tx, last_order: 0 };

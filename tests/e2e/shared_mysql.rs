@@ -23,6 +23,43 @@ fn request(event: String, person: usize) -> IdentityRequest {
     }
 }
 
+/// Retention on the MySQL store: the people none of whose events is newer than the cut-off are
+/// found and erased; the others stay.
+#[test]
+fn people_older_than_the_retention_are_forgotten_by_the_mysql_store() {
+    let db = Mariadb::start();
+    let store = MysqlIdentityStore::connect(&db.database("retention"), Policy::default()).unwrap();
+    let at = |r: IdentityRequest, when: &str| IdentityRequest {
+        received_at: when.into(),
+        ..r
+    };
+    store
+        .resolve(&[
+            at(request("old-1".into(), 1), "2026-01-01T00:00:00.000Z"),
+            at(request("old-2".into(), 2), "2026-01-02T00:00:00.000Z"),
+            // Person 3 was old, and came back recently: kept.
+            at(request("old-3".into(), 3), "2026-01-03T00:00:00.000Z"),
+            at(request("new-3".into(), 3), "2026-11-30T00:00:00.000Z"),
+            at(request("new-4".into(), 4), "2026-12-01T00:00:00.000Z"),
+        ])
+        .unwrap();
+    let found = store
+        .expired("2026-06-01T00:00:00Z".parse().unwrap())
+        .unwrap();
+    assert_eq!(found.lead_ids.len(), 2, "{found:?}");
+    let mut events = found.event_ids.clone();
+    events.sort();
+    assert_eq!(events, ["old-1", "old-2"]);
+    store.erase(&found.lead_ids).unwrap();
+    let phone = |p: usize| IdentityKey::new(PHONE, format!("+86139{p:08}"));
+    assert!(store.find(&[phone(1), phone(2)]).unwrap().is_empty());
+    assert_eq!(store.find(&[phone(3), phone(4)]).unwrap().len(), 2);
+    let left = db
+        .sql("SELECT COUNT(*) FROM retention.leadgate_people; SELECT COUNT(*) FROM retention.leadgate_members;")
+        .unwrap();
+    assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["2", "3"]);
+}
+
 #[test]
 fn two_writers_resolving_the_same_new_people_make_one_lead_each() {
     let db = Mariadb::start();
