@@ -36,23 +36,20 @@ pub fn erase_reports(data_dir: &Path, hit: impl Fn(&str) -> bool) -> std::io::Re
         }
         let bytes = std::fs::read(&path)?;
         let sealed = bytes.starts_with(SEALED_REPORT);
-        let records = report_records(&bytes)?;
+        let records = report_records(bytes)?;
         let keep: Vec<&csv::StringRecord> =
             records.iter().filter(|r| !r.iter().any(&hit)).collect();
         let removed = (records.len() - keep.len()) as u64;
         if removed == 0 {
             continue;
         }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".erasing");
-        let tmp = PathBuf::from(tmp);
-        let mut out = ReportFile::create(&tmp, sealed)?;
-        for r in keep {
-            out.write(r)?;
-        }
-        out.finish()?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        crate::storefile::sync_dir(&path)?;
+        crate::storefile::replace_with(&path, |file| {
+            let mut out = ReportFile::new(file, sealed)?;
+            for r in keep {
+                out.write(r)?;
+            }
+            out.finish().map(Some)
+        })?;
         dropped += removed;
     }
     Ok(dropped)
@@ -511,10 +508,10 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A report's CSV (with its byte order mark) from the file's bytes: a sealed one is opened. A
 /// last line cut short by a crash is left out.
-pub fn report_text(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+pub fn report_text(bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
     use base64::Engine;
     let Some(rest) = bytes.strip_prefix(SEALED_REPORT) else {
-        return Ok(bytes.to_vec());
+        return Ok(bytes);
     };
     let mut out = BOM.to_vec();
     let lines: Vec<&[u8]> = rest.split(|b| *b == b'\n').collect();
@@ -540,10 +537,10 @@ struct ReportFile {
 }
 
 impl ReportFile {
-    /// A new file at `path` (its first line or byte order mark written).
-    fn create(path: &Path, sealed: bool) -> std::io::Result<Self> {
+    /// A new report in `file` (its first line or byte order mark written).
+    fn new(file: std::fs::File, sealed: bool) -> std::io::Result<Self> {
         use std::io::Write;
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut file = std::io::BufWriter::new(file);
         file.write_all(if sealed { SEALED_REPORT } else { BOM })?;
         Ok(Self::on(file, sealed))
     }
@@ -588,7 +585,7 @@ impl ReportFile {
 }
 
 /// The records of a report file (sealed or not).
-fn report_records(bytes: &[u8]) -> std::io::Result<Vec<csv::StringRecord>> {
+fn report_records(bytes: Vec<u8>) -> std::io::Result<Vec<csv::StringRecord>> {
     let text = report_text(bytes)?;
     let text = text.strip_prefix(BOM).unwrap_or(&text);
     let mut reader = csv::ReaderBuilder::new()
@@ -618,7 +615,7 @@ impl Report {
         if through_line > 0
             && let Ok(bytes) = std::fs::read(&path)
         {
-            for (i, record) in report_records(&bytes)?.into_iter().enumerate() {
+            for (i, record) in report_records(bytes)?.into_iter().enumerate() {
                 let line = record.get(0).and_then(|l| l.parse::<u64>().ok());
                 if i == 0 {
                     columns = Some(
@@ -635,13 +632,13 @@ impl Report {
                 }
             }
         }
-        let tmp = path.with_extension("csv.tmp");
-        let mut out = ReportFile::create(&tmp, sealed)?;
-        for r in &kept {
-            out.write(r)?;
-        }
-        out.finish()?;
-        std::fs::rename(&tmp, &path)?;
+        crate::storefile::replace_with(&path, |file| {
+            let mut out = ReportFile::new(file, sealed)?;
+            for r in &kept {
+                out.write(r)?;
+            }
+            out.finish().map(Some)
+        })?;
         let file = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(Self {
             out: ReportFile::on(std::io::BufWriter::new(file), sealed),

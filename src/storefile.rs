@@ -42,6 +42,22 @@ fn resolve(path: &Path) -> PathBuf {
 /// durable, renamed over it, and the rename made durable. A crash leaves the old or the new file.
 pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    replace_with(path, |mut f| {
+        f.write_all(bytes)?;
+        Ok(Some(f))
+    })
+    .map(drop)
+}
+
+/// Replaces the file at `path` with what `write` writes into a new file beside it
+/// (`<name>.tmp`), whole or not at all: synced, renamed over `path`, the rename synced. When
+/// `write` gives no file back (nothing changed), the new file is thrown away and `path` is left
+/// as it is; returns whether it was replaced. Rewriting a file this way leaves nothing of the old
+/// one in the directory (an erasure): its blocks go back to the filesystem.
+pub fn replace_with(
+    path: &Path,
+    write: impl FnOnce(std::fs::File) -> std::io::Result<Option<std::fs::File>>,
+) -> std::io::Result<bool> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -50,11 +66,15 @@ pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
+    let written = write(std::fs::File::create(&tmp)?);
+    let Some(f) = written.inspect_err(|_| drop(std::fs::remove_file(&tmp)))? else {
+        std::fs::remove_file(&tmp)?;
+        return Ok(false);
+    };
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(true)
 }
 
 /// Rewriting a store to leave nothing of what was taken out of it (an erasure): redb keeps old

@@ -28,6 +28,21 @@ fn kind(name: &str) -> Result<Kind, ApiError> {
     })
 }
 
+/// A 422 `validation.failed` naming the first field, with every problem in its details.
+pub(super) fn invalid(errors: Vec<crate::assign::model::FieldError>) -> ApiError {
+    let first = errors
+        .first()
+        .cloned()
+        .unwrap_or_else(|| crate::assign::model::FieldError::new("", "invalid"));
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation.failed",
+        Some(&first.field),
+        first.message,
+    )
+    .with_details(json!(errors))
+}
+
 impl From<AssignError> for ApiError {
     fn from(e: AssignError) -> Self {
         let msg = e.to_string();
@@ -47,19 +62,7 @@ impl From<AssignError> for ApiError {
             AssignError::InUse(_) => {
                 ApiError::new(StatusCode::CONFLICT, "assignment.in_use", None, msg)
             }
-            AssignError::Invalid(errors) => {
-                let first = errors
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| crate::assign::model::FieldError::new("", "invalid"));
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation.failed",
-                    Some(&first.field),
-                    first.message,
-                )
-                .with_details(json!(errors))
-            }
+            AssignError::Invalid(errors) => invalid(errors),
             AssignError::Locked(_) | AssignError::Storage(_) | AssignError::Conflict(_) => {
                 tracing::error!(error = %msg, "assignment store failed");
                 ApiError::new(

@@ -28,18 +28,7 @@ fn erasures_of(st: &AppState) -> Result<Arc<Erasures>, ApiError> {
 impl From<ErasureError> for ApiError {
     fn from(e: ErasureError) -> Self {
         match e {
-            ErasureError::Invalid(errors) => {
-                let first = errors.first().cloned().unwrap_or_else(|| {
-                    crate::assign::model::FieldError::new("subject_identities", "invalid")
-                });
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation.failed",
-                    Some(&first.field),
-                    first.message,
-                )
-                .with_details(json!(errors))
-            }
+            ErasureError::Invalid(errors) => super::assignment::invalid(errors),
             ErasureError::Conflict(id) => ApiError::new(
                 StatusCode::CONFLICT,
                 "erasure.conflict",

@@ -224,7 +224,7 @@ pub async fn report(
         ));
     };
     let bytes = tokio::fs::read(&path).await.map_err(unavailable)?;
-    let bytes = crate::imports::report_text(&bytes).map_err(unavailable)?;
+    let bytes = crate::imports::report_text(bytes).map_err(unavailable)?;
     let mut read = crate::access::Access::new(
         &caller.name,
         "import.report",

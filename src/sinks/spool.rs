@@ -174,56 +174,40 @@ impl SpoolSink {
 /// records `drop` picks; how many went. A missing `dir` has nothing to drop.
 pub fn erase_in(dir: &Path, drop: impl Fn(&serde_json::Value) -> bool) -> Result<u64, SinkError> {
     use std::io::BufRead;
-    {
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| SinkError::Io { path, source }
-        };
-        let mut dropped = 0;
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io(dir)(e)),
-        };
-        for entry in entries {
-            let path = entry.map_err(io(dir))?.path();
-            if path.extension().is_none_or(|x| x != "jsonl") {
-                continue;
-            }
-            let mut tmp = path.as_os_str().to_owned();
-            tmp.push(".erasing");
-            let tmp = PathBuf::from(tmp);
-            let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
-            let mut removed = 0;
-            let input = std::io::BufReader::new(File::open(&path).map_err(io(&path))?);
-            for line in input.split(b'\n') {
-                let line = line.map_err(io(&path))?;
-                let gone = record_of(&line).is_ok_and(|v| drop(&v));
-                if gone {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SinkError::Io { path, source }
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut dropped = 0;
+    for entry in entries {
+        let path = entry.map_err(io(dir))?.path();
+        if path.extension().is_none_or(|x| x != "jsonl") {
+            continue;
+        }
+        let mut removed = 0;
+        crate::storefile::replace_with(&path, |file| {
+            let mut out = std::io::BufWriter::new(file);
+            for line in std::io::BufReader::new(File::open(&path)?).split(b'\n') {
+                let line = line?;
+                if record_of(&line).is_ok_and(|v| drop(&v)) {
                     removed += 1;
                 } else if !line.is_empty() {
-                    out.write_all(&line).map_err(io(&tmp))?;
-                    out.write_all(b"\n").map_err(io(&tmp))?;
+                    out.write_all(&line)?;
+                    out.write_all(b"\n")?;
                 }
             }
-            let out = out.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
-            if removed == 0 {
-                drop_file(&tmp);
-                continue;
-            }
-            out.sync_all().map_err(io(&tmp))?;
-            std::fs::rename(&tmp, &path).map_err(io(&path))?;
-            dropped += removed;
-        }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-        Ok(dropped)
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            Ok((removed > 0).then_some(file))
+        })
+        .map_err(io(&path))?;
+        dropped += removed;
     }
-}
-
-fn drop_file(path: &Path) {
-    let _ = std::fs::remove_file(path);
+    Ok(dropped)
 }
 
 /// Opens `path` for appending, first cutting a torn last record (one without its newline).

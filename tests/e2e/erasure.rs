@@ -12,17 +12,7 @@ use crate::support::{
     Broker, Gateway, accepted, consume_until, error_of, get_text, kafka_config, post_json,
 };
 
-const ADMIN: &str = "admin-token-0123456789";
-const DPO: &str = "dpo-token-0123456789";
-const TOKENS: &str = r#"
-[api]
-token = "admin-token-0123456789"
-
-[[api.tokens]]
-name = "dpo"
-token = "dpo-token-0123456789"
-scopes = ["privacy"]
-"#;
+use crate::privacy::{ADMIN, DPO, TOKENS};
 
 /// Every form of the erased person's phone and address the test looks for.
 const GONE: [&str; 6] = [

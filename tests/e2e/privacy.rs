@@ -8,12 +8,13 @@ use serde_json::{Value, json};
 
 use crate::support::{Gateway, accepted, post_json};
 
-const ADMIN: &str = "admin-token-0123456789";
+pub(crate) const ADMIN: &str = "admin-token-0123456789";
 const OPS: &str = "ops-token-0123456789";
 const CRM: &str = "crm-token-0123456789";
-const DPO: &str = "dpo-token-0123456789";
+pub(crate) const DPO: &str = "dpo-token-0123456789";
 
-const CONFIG: &str = r#"
+/// The API tokens of these tests (and the erasure tests): admin, ops, crm and dpo.
+pub(crate) const TOKENS: &str = r#"
 [api]
 token = "admin-token-0123456789"
 
@@ -31,10 +32,6 @@ scopes = ["operator", "pii:read"]
 name = "dpo"
 token = "dpo-token-0123456789"
 scopes = ["privacy"]
-
-[[connectors]]
-name = "webform"
-type = "webhook"
 "#;
 
 /// What an endpoint needs, as docs/privacy.md lists it.
@@ -68,7 +65,8 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_endpoint_answers_each_scope_as_documented_and_reads_of_personal_data_are_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(Some(CONFIG), &dir.path().join("data"));
+    let config = format!("{TOKENS}\n[[connectors]]\nname = \"webform\"\ntype = \"webhook\"\n");
+    let gw = Gateway::start(Some(&config), &dir.path().join("data"));
     let http = reqwest::Client::new();
     let lead = json!({"name": "王芳", "phone": "139 1111 2222", "email": "wangfang@corp.cn", "city": "深圳"});
     accepted(post_json(&http, &gw.url("/v1/webhooks/webform"), &lead).await).await;

@@ -80,7 +80,18 @@ pub(super) fn erasable(
         }
         Ok(())
     })?;
-    let gone = members(&index, &roots);
+    clusters(st, &index, &roots, true)
+}
+
+/// The people of the clusters of `roots`, the events that made them and, `with_keys`, all
+/// their keys.
+fn clusters(
+    st: &Opened,
+    index: &Index,
+    roots: &HashSet<u32>,
+    with_keys: bool,
+) -> Result<Erased, IdentityError> {
+    let gone = members(index, roots);
     if gone.is_empty() {
         return Ok(Erased::default());
     }
@@ -96,7 +107,7 @@ pub(super) fn erasable(
             && gone_ids.contains(&m.lead_id)
         {
             found.event_ids.push(e.event_id.clone());
-            for (k, v) in &m.keys {
+            for (k, v) in m.keys.iter().filter(|_| with_keys) {
                 if keys.insert((k.clone(), v.clone())) {
                     found.keys.push(IdentityKey::new(k, v.as_str()));
                 }
@@ -127,26 +138,7 @@ pub(super) fn expired(st: &Opened, before: jiff::Timestamp) -> Result<Erased, Id
         .filter(|(_, at)| *at < before)
         .map(|(root, _)| root)
         .collect();
-    let gone = members(&index, &roots);
-    let mut found = Erased {
-        lead_ids: gone.iter().map(|&i| lead_text(index.lead_of(i))).collect(),
-        ..Erased::default()
-    };
-    if gone.is_empty() {
-        return Ok(found);
-    }
-    found.lead_ids.sort();
-    let gone_ids: HashSet<Uuid> = gone.iter().map(|&i| index.lead_of(i)).collect();
-    each_entry(&st.db, |e| {
-        if e.member
-            .as_ref()
-            .is_some_and(|m| gone_ids.contains(&m.lead_id))
-        {
-            found.event_ids.push(e.event_id);
-        }
-        Ok(())
-    })?;
-    Ok(found)
+    clusters(st, &index, &roots, false)
 }
 
 /// An entry without the erased people (`gone`: each one's replacement id).
