@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use crate::app::{build_sink, create_data_dir, open_assignment, open_identity};
 use crate::assign::{Assigner, AssignmentStore, EmbeddedAssignmentStore};
 use crate::config::Settings;
-use crate::identity::{EmbeddedIdentityStore, IdentityStore, Policy};
+use crate::identity::{IdentityStore, Policy, ScratchIdentityStore, scratch};
 use crate::lead::{IntakeEvent, SourceKind};
 use crate::pipeline::{Disposition, Prepared, Processor, Summary};
 use crate::sinks::{DryRunSink, HealthReport, Sink};
@@ -116,9 +116,13 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
                 .output
                 .as_ref()
                 .map_or("stdout".into(), |p| p.display().to_string());
-            // The dry run's people are kept in a store of its own that keeps no log: only the
-            // matching index, in memory.
-            let identity = EmbeddedIdentityStore::scratch(Policy::new(&settings.identity))?;
+            // The dry run's people are kept in a store of its own that keeps no log, in memory
+            // up to a budget and in a temporary directory beyond it.
+            let identity = ScratchIdentityStore::new(
+                Policy::new(&settings.identity),
+                &std::env::temp_dir(),
+                scratch::DEFAULT_BUDGET,
+            )?;
             (
                 Arc::new(identity),
                 Arc::new(EmbeddedAssignmentStore::in_memory()?),

@@ -23,6 +23,7 @@ mod resolve;
 mod settings;
 
 pub use embedded::EmbeddedIdentityStore;
+pub use embedded::scratch::{self as scratch, ScratchIdentityStore};
 #[cfg(feature = "mysql")]
 pub use mysql::MysqlIdentityStore;
 pub use resolve::{Cluster, ClusterKey, Member, Person, ProfileValue, Resolution};

@@ -131,9 +131,6 @@ impl Graph for Batch<'_, '_> {
         if let Some(first) = self.sources.get(&d) {
             return Ok(first.clone());
         }
-        if let Some(first) = self.index.unlogged.as_ref().and_then(|u| u.get(&d)) {
-            return Ok(first.to_string());
-        }
         if let Some(&pos) = self.index.sources.get(&d) {
             return Ok(read_entry(self.log, pos)?.event_id);
         }

@@ -113,10 +113,6 @@ pub(super) struct Index {
     pub(super) kinds: Vec<String>,
     /// A source key's digest -> the position of the entry of the event that first carried it.
     pub(super) sources: HashMap<Digest, u64>,
-    /// In a store that keeps no log ([`super::EmbeddedIdentityStore::scratch`]): a source key's
-    /// digest -> the event that first carried it (`sources` then stays empty, and so do the
-    /// recent events: such a store sees each event once). `None` in a store with a log.
-    pub(super) unlogged: Option<HashMap<Digest, Box<str>>>,
     /// The latest [`RECENT`] resolved events: the event id's digest -> the position of its entry.
     pub(super) recent: HashMap<Digest, u64>,
     pub(super) recent_order: VecDeque<Digest>,
@@ -373,21 +369,11 @@ impl Index {
             }
         }
         if let Some(source) = &e.source {
-            match &mut self.unlogged {
-                Some(first) => {
-                    first.insert(digest(source), e.event_id.as_str().into());
-                }
-                None => {
-                    self.sources.insert(digest(source), pos);
-                }
-            }
+            self.sources.insert(digest(source), pos);
         }
         if let Some(m) = &e.member {
             let i = self.lead_index(&m.lead_id)?;
             self.people[i as usize].last_event = pos;
-            if self.unlogged.is_some() {
-                return Ok(());
-            }
             let d = digest(&e.event_id);
             self.recent.insert(d, pos);
             self.recent_order.push_back(d);

@@ -23,6 +23,7 @@ mod erase;
 mod explain;
 mod index;
 mod log;
+pub mod scratch;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -186,18 +187,6 @@ impl EmbeddedIdentityStore {
                 Opened::load(db, false, None)?,
             ),
         })
-    }
-
-    /// A store in memory that keeps no log, for `import --dry-run`: it resolves each event once
-    /// (a replayed event id is resolved again, as a new event) and explains nobody, so that it
-    /// holds only the matching index. Platform redeliveries are still recognized.
-    pub fn scratch(policy: Policy) -> Result<Self, IdentityError> {
-        let store = Self::in_memory(policy)?;
-        store.with(|st| {
-            st.index()?.unlogged = Some(HashMap::new());
-            Ok(())
-        })?;
-        Ok(store)
     }
 
     /// Waits until the index is rebuilt from the log.
@@ -443,7 +432,7 @@ impl EmbeddedIdentityStore {
                 b.finish();
             }
             let entries = b.entries;
-            if !entries.is_empty() && index.unlogged.is_none() {
+            if !entries.is_empty() {
                 blob = encode_batch(&entries, blob)?;
                 log.insert(index.batches + 1, &*sealed(&blob)?)
                     .map_err(storage)?;
@@ -453,11 +442,7 @@ impl EmbeddedIdentityStore {
         if entries.is_empty() {
             return Ok(out);
         }
-        if index.unlogged.is_none() {
-            txn.commit().map_err(storage)?;
-        } else {
-            txn.abort().map_err(storage)?;
-        }
+        txn.commit().map_err(storage)?;
         let batch = index.batches + 1;
         for (place, e) in entries.iter().enumerate() {
             index.apply(e, position(batch, place))?;
@@ -479,11 +464,6 @@ fn explain_in(st: &Opened, lead_id: &str) -> Result<Option<Cluster>, IdentityErr
             ));
         }
         let index = st.index()?;
-        if index.unlogged.is_some() {
-            return Err(IdentityError::Storage(
-                "this identity store keeps no history to explain (a dry run's)".into(),
-            ));
-        }
         let Some(found) = index.person_at(&asked) else {
             return Ok(None);
         };
@@ -836,28 +816,6 @@ mod tests {
             (want, 0),
             "a snapshot ahead of the log: the whole log"
         );
-    }
-
-    #[test]
-    fn a_scratch_store_matches_and_finds_redeliveries_without_a_log() {
-        let s = EmbeddedIdentityStore::scratch(Policy::default()).unwrap();
-        let mut a = req("e1", &[(EMAIL, "a@b.cn")]);
-        a.source_key = Some("expo\u{1f}7001".into());
-        let mut b = req("e2", &[(EMAIL, "a@b.cn"), (PHONE, "+8613800138000")]);
-        b.source_key = a.source_key.clone();
-        let c = req("e3", &[(PHONE, "+8613800138000"), (EMAIL, "a@b.cn")]);
-        let out = s.resolve(&[a]).unwrap();
-        let later = s.resolve(&[b, c]).unwrap();
-        assert_eq!(
-            later[0],
-            Resolution::Duplicate {
-                first_event_id: "e1".into()
-            },
-            "a redelivery across batches"
-        );
-        assert_eq!(person(&later[1]).lead_id, person(&out[0]).lead_id);
-        assert_eq!(person(&later[1]).status, IdentityStatus::Matched);
-        assert!(s.explain(&person(&out[0]).lead_id).is_err());
     }
 
     #[test]
