@@ -117,11 +117,16 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
                 .as_ref()
                 .map_or("stdout".into(), |p| p.display().to_string());
             // The dry run's people are kept in a store of its own that keeps no log, in memory
-            // up to a budget and in a temporary directory beyond it.
+            // up to a budget and in a temporary directory ($TMPDIR) beyond it. Tests make the
+            // budget small (`LEADGATE_DRY_RUN_BUDGET`, bytes) to spill a small file.
+            let budget = std::env::var("LEADGATE_DRY_RUN_BUDGET")
+                .ok()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(scratch::DEFAULT_BUDGET);
             let identity = ScratchIdentityStore::new(
                 Policy::new(&settings.identity),
                 &std::env::temp_dir(),
-                scratch::DEFAULT_BUDGET,
+                budget,
             )?;
             (
                 Arc::new(identity),
@@ -538,16 +543,18 @@ fn make_records(
             while let Some(next) = resolved_rx.blocking_recv() {
                 let made = match next {
                     Err(end_or_failure) => end_or_failure,
-                    Ok((rows, resolved)) => match processor.records(&rows.events, resolved) {
-                        Ok((records, outcomes)) => Made::Batch {
-                            lines: rows.lines,
-                            errors: rows.errors,
-                            events: rows.events,
-                            records,
-                            dispositions: outcomes.into_iter().map(|(d, _)| d).collect(),
-                        },
-                        Err(e) => Made::Failed(e.into()),
-                    },
+                    Ok((mut rows, resolved)) => {
+                        match processor.records_taking(&mut rows.events, resolved) {
+                            Ok((records, outcomes)) => Made::Batch {
+                                lines: rows.lines,
+                                errors: rows.errors,
+                                events: rows.events,
+                                records,
+                                dispositions: outcomes.into_iter().map(|(d, _)| d).collect(),
+                            },
+                            Err(e) => Made::Failed(e.into()),
+                        }
+                    }
                 };
                 let failed = matches!(made, Made::Failed(_));
                 if made_tx.blocking_send(made).is_err() || failed {

@@ -500,6 +500,7 @@ pub fn evaluate(
                     lead,
                     custom,
                     identity_fields: &no_fields,
+                    profile: true,
                 })
             })
             .collect();

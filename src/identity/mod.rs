@@ -142,6 +142,12 @@ pub trait IdentityStore: Send + Sync {
     /// order: how a phone number or an address finds its person.
     fn find(&self, keys: &[IdentityKey]) -> Result<Vec<String>, IdentityError>;
 
+    /// Whether it keeps the contact fields of each event ([`IdentityRequest::profile`]): a store
+    /// that does not (the dry run's) is sent requests without them.
+    fn keeps_profiles(&self) -> bool {
+        true
+    }
+
     /// Makes every resolution so far durable. A store may commit batches lazily; the pipeline
     /// calls this before it acknowledges their events in the journal.
     fn sync(&self) -> Result<(), IdentityError> {
@@ -342,27 +348,34 @@ pub struct RequestInput<'a> {
     pub lead: &'a NormalizedLead,
     pub custom: &'a Map<String, Value>,
     pub identity_fields: &'a BTreeMap<String, String>,
+    /// Whether the request carries the contact fields ([`IdentityRequest::profile`]): only for
+    /// a store that keeps them ([`IdentityStore::keeps_profiles`]).
+    pub profile: bool,
 }
 
 impl Policy {
     pub fn request(&self, input: RequestInput<'_>) -> IdentityRequest {
         let reachable = input.lead.is_usable();
         let c = &input.lead.contact;
-        let profile: Vec<(String, String)> = [
-            ("name", c.name.as_deref()),
-            ("phone", c.phone.as_deref()),
-            ("phone_ext", c.phone_ext.as_deref()),
-            ("email", c.email.as_deref()),
-            ("company", c.company.as_deref()),
-            ("title", c.title.as_deref()),
-            ("industry", c.industry.as_deref()),
-            ("province", c.province.as_deref()),
-            ("city", c.city.as_deref()),
-            ("address", c.address.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(f, v)| Some((f.to_owned(), v?.to_owned())))
-        .collect();
+        let profile: Vec<(String, String)> = if !input.profile {
+            Vec::new()
+        } else {
+            [
+                ("name", c.name.as_deref()),
+                ("phone", c.phone.as_deref()),
+                ("phone_ext", c.phone_ext.as_deref()),
+                ("email", c.email.as_deref()),
+                ("company", c.company.as_deref()),
+                ("title", c.title.as_deref()),
+                ("industry", c.industry.as_deref()),
+                ("province", c.province.as_deref()),
+                ("city", c.city.as_deref()),
+                ("address", c.address.as_deref()),
+            ]
+            .into_iter()
+            .filter_map(|(f, v)| Some((f.to_owned(), v?.to_owned())))
+            .collect()
+        };
         IdentityRequest {
             event_id: input.event_id.to_owned(),
             source_key: input

@@ -218,9 +218,10 @@ impl Processor {
 
     /// A lead as `connector` would clean it, without identity or assignment (for previews).
     pub fn clean_record(&self, connector: &str, payload: &serde_json::Value) -> LeadRecord {
-        let event = IntakeEvent::new(connector, SourceKind::Webhook, None, payload.clone());
+        let mut event = IntakeEvent::new(connector, SourceKind::Webhook, None, payload.clone());
         let (lead, custom) = self.clean(&event);
-        record_of(&event, lead, custom)
+        let raw = std::mem::take(&mut event.payload);
+        record_of(&event, lead, custom, raw)
     }
 
     /// The identity keys a lead with this phone number and this address would have, normalized as
@@ -253,6 +254,7 @@ impl Processor {
                 lead: &lead,
                 custom: &custom,
                 identity_fields: &profile.identity_fields,
+                profile: false,
             })
             .resolve;
         (!resolve).then(|| rejection_reasons(&lead.issues, lead.is_reachable()))
@@ -322,6 +324,7 @@ impl Processor {
             .map(|(e, (_, custom))| crate::stats::Attribution::of(custom, &e.payload))
             .collect();
         let mut suppressed = vec![false; events.len()];
+        let profiles = self.identity.keeps_profiles();
         let requests: Vec<_> = events
             .iter()
             .zip(&cleaned)
@@ -338,6 +341,7 @@ impl Processor {
                     lead,
                     custom,
                     identity_fields: &profile.identity_fields,
+                    profile: profiles,
                 });
                 (i, request)
             })
@@ -394,6 +398,42 @@ impl Processor {
         events: &[IntakeEvent],
         resolved: Resolved,
     ) -> Result<Attributed, PipelineError> {
+        self.records_with(events, resolved, |_, e, _| e.payload.clone())
+    }
+
+    /// [`Processor::records`] for events the caller owns: the payload of each event published
+    /// as a clean record moves into its record (`Value::Null` is left in the event); the others
+    /// keep theirs (a rejected row's goes in the import's report).
+    pub fn records_taking(
+        &self,
+        events: &mut [IntakeEvent],
+        resolved: Resolved,
+    ) -> Result<Attributed, PipelineError> {
+        let mut raws: Vec<serde_json::Value> = events
+            .iter_mut()
+            .map(|e| std::mem::take(&mut e.payload))
+            .collect();
+        let out = self.records_with(events, resolved, |i, _, clean| {
+            if clean {
+                std::mem::take(&mut raws[i])
+            } else {
+                raws[i].clone()
+            }
+        });
+        for (e, raw) in events.iter_mut().zip(raws) {
+            e.payload = raw;
+        }
+        out
+    }
+
+    /// `raw(i, event, clean)` gives the payload of the record of `events[i]` (`clean`: a clean
+    /// record).
+    fn records_with(
+        &self,
+        events: &[IntakeEvent],
+        resolved: Resolved,
+        mut raw: impl FnMut(usize, &IntakeEvent, bool) -> serde_json::Value,
+    ) -> Result<Attributed, PipelineError> {
         let Resolved {
             cleaned,
             mut attributions,
@@ -411,7 +451,9 @@ impl Processor {
             Clean(Box<LeadRecord>, Option<MergedRecord>),
         }
         let mut staged = Vec::with_capacity(events.len());
-        for ((event, (lead, custom)), suppressed) in events.iter().zip(cleaned).zip(suppressed) {
+        for (i, ((event, (lead, custom)), suppressed)) in
+            events.iter().zip(cleaned).zip(suppressed).enumerate()
+        {
             if suppressed {
                 let flag = self
                     .erasures
@@ -422,13 +464,13 @@ impl Processor {
                     staged.push(Staged::Suppressed);
                     continue;
                 }
-                let mut record = record_of(event, lead, custom);
+                let mut record = record_of(event, lead, custom, raw(i, event, false));
                 record.reasons = Some(vec![suppressed_issue()]);
                 staged.push(Staged::Rejected(Box::new(record)));
                 continue;
             }
             if event.test {
-                let mut record = record_of(event, lead, custom);
+                let mut record = record_of(event, lead, custom, raw(i, event, false));
                 if record.contact.phone.is_none() && record.contact.email.is_none() {
                     // The marketer testing a form sees that its real leads would be rejected.
                     record.issues.push(Issue::new(
@@ -451,7 +493,7 @@ impl Processor {
                 Resolution::Unresolved => None,
             };
             let reachable = lead.is_reachable();
-            let mut record = record_of(event, lead, custom);
+            let mut record = record_of(event, lead, custom, raw(i, event, outcome.is_some()));
             let Some(outcome) = outcome else {
                 record.reasons = Some(rejection_reasons(&record.issues, reachable));
                 staged.push(Staged::Rejected(Box::new(record)));
@@ -609,6 +651,7 @@ fn record_of(
     event: &IntakeEvent,
     lead: NormalizedLead,
     custom: serde_json::Map<String, serde_json::Value>,
+    raw: serde_json::Value,
 ) -> LeadRecord {
     LeadRecord {
         schema_version: SCHEMA_VERSION.into(),
@@ -625,7 +668,7 @@ fn record_of(
         contact: lead.contact,
         consent: lead.consent,
         custom,
-        raw: event.payload.clone(),
+        raw,
         issues: if event.issues.is_empty() {
             lead.issues
         } else {

@@ -744,3 +744,73 @@ async fn a_slow_upload_that_keeps_coming_is_taken_and_a_stalled_one_is_cut() {
         Err(e) => assert!(e.is_request() || e.is_body() || e.is_connect(), "{e}"),
     }
 }
+
+/// A dry run whose people do not fit its memory budget spills them to a temporary directory:
+/// the same people (lead ids, matches, merges) as a dry run that holds them all in memory, and
+/// nothing left behind in `$TMPDIR`.
+#[test]
+fn a_dry_run_that_spills_its_people_to_disk_matches_them_as_one_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // 6,000 rows of about 2,000 people: phones and addresses come back, some rows bring both
+    // (matches and merges long after the person was spilled).
+    let mut rows = String::new();
+    for i in 0..6_000u32 {
+        let p = (i * 7919) % 2_000;
+        let phone = format!("1390571{:04}", 1000 + p);
+        let email = format!("lead{}@corp.cn", (p * 3) % 2_000);
+        let row = match i % 3 {
+            0 => json!({"name": "王伟", "phone": phone}),
+            1 => json!({"name": "王伟", "email": email}),
+            _ => json!({"name": "王伟", "phone": phone, "email": email}),
+        };
+        rows.push_str(&row.to_string());
+        rows.push('\n');
+    }
+    std::fs::write(dir.path().join("leads.jsonl"), rows).unwrap();
+    let run = |budget: &str, output: &str| {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .env("TMPDIR", &tmp)
+            .env("LEADGATE_DRY_RUN_BUDGET", budget)
+            .args(["import", "leads.jsonl", "--dry-run", "--output", output])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let records = lines(&std::fs::read_to_string(dir.path().join(output)).unwrap());
+        records
+            .iter()
+            .map(|r| {
+                (
+                    r["topic"].as_str().unwrap().to_owned(),
+                    r["key"].clone(),
+                    r["value"]["identity"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let spilled = run("4096", "spilled.jsonl");
+    let held = run("1000000000", "held.jsonl");
+    assert_eq!(spilled.len(), held.len());
+    for (i, (s, h)) in spilled.iter().zip(&held).enumerate() {
+        assert_eq!(s, h, "record {i}");
+    }
+    let statuses = |status: &str| {
+        spilled
+            .iter()
+            .filter(|(_, _, id)| id["status"] == status)
+            .count()
+    };
+    assert!(statuses("matched") > 1_000, "{}", statuses("matched"));
+    assert!(statuses("merged") > 10, "{}", statuses("merged"));
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the spilled runs are removed"
+    );
+}

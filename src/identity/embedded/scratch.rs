@@ -77,6 +77,7 @@ impl ScratchIdentityStore {
                 sources: Tier::new(&path, "sources", share),
                 kinds: Vec::new(),
                 order: 0,
+                buf: Vec::new(),
                 _dir: tmp,
             }),
         })
@@ -111,6 +112,10 @@ impl IdentityStore for ScratchIdentityStore {
     fn find(&self, keys: &[IdentityKey]) -> Result<Vec<String>, IdentityError> {
         resolve::find(&mut *self.tables(), keys)
     }
+
+    fn keeps_profiles(&self) -> bool {
+        false
+    }
 }
 
 struct Tables {
@@ -119,11 +124,22 @@ struct Tables {
     sources: Tier,
     kinds: Vec<String>,
     order: u64,
+    /// The record being written, reused.
+    buf: Vec<u8>,
     _dir: tempfile::TempDir,
 }
 
+impl Tables {
+    fn encode(&mut self, value: &impl Serialize) -> Result<(), IdentityError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.buf = postcard::to_extend(value, buf).map_err(encoding)?;
+        Ok(())
+    }
+}
+
 /// A person as stored: what [`Person`] holds in the embedded store.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StoredPerson {
     order: u64,
     merged_into: Option<[u8; 16]>,
@@ -132,6 +148,17 @@ struct StoredPerson {
     names: Vec<String>,
     companies: Vec<String>,
     cities: Vec<String>,
+}
+
+/// [`StoredPerson`] as written, borrowing the person's lists (the same encoding).
+#[derive(Serialize)]
+struct PersonRef<'a> {
+    order: u64,
+    merged_into: Option<[u8; 16]>,
+    keys: &'a [(u16, [u8; 16])],
+    names: &'a [String],
+    companies: &'a [String],
+    cities: &'a [String],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -226,8 +253,8 @@ impl Graph for Tables {
                 .collect::<Result<_, _>>()?,
             shared: links.shared,
         };
-        let bytes = postcard::to_stdvec(&s).map_err(encoding)?;
-        self.keys.put(digest(key), &bytes)
+        self.encode(&s)?;
+        self.keys.put(digest(key), &self.buf)
     }
 
     fn put_person(&mut self, lead_id: &str, p: &Person) -> Result<(), IdentityError> {
@@ -249,20 +276,20 @@ impl Graph for Tables {
                 keys.push((k, d.to_be_bytes()));
             }
         }
-        let s = StoredPerson {
+        let s = PersonRef {
             order: p.order,
             merged_into: p
                 .merged_into
                 .as_deref()
                 .map(|m| uuid_of(m).map(|u| u.into_bytes()))
                 .transpose()?,
-            keys,
-            names: p.names.clone(),
-            companies: p.companies.clone(),
-            cities: p.cities.clone(),
+            keys: &keys,
+            names: &p.names,
+            companies: &p.companies,
+            cities: &p.cities,
         };
-        let bytes = postcard::to_stdvec(&s).map_err(encoding)?;
-        self.people.put(uuid_of(lead_id)?.as_u128(), &bytes)
+        self.encode(&s)?;
+        self.people.put(uuid_of(lead_id)?.as_u128(), &self.buf)
     }
 
     fn add_member(&mut self, _m: Member, _req: &IdentityRequest) -> Result<(), IdentityError> {
