@@ -163,10 +163,7 @@ impl Graph for Batch<'_, '_> {
         let mut keys = Vec::with_capacity(2);
         for (kind, tokens) in &p.keys {
             for t in tokens {
-                let d = Digest::from_str_radix(t, 16).map_err(|_| {
-                    IdentityError::Storage(format!("key token {t} is not a digest"))
-                })?;
-                keys.push((kind.clone(), d));
+                keys.push((kind.clone(), token_digest(t)?));
             }
         }
         let w = PersonWrite {

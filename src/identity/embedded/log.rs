@@ -111,6 +111,12 @@ pub(super) fn token(d: Digest) -> String {
     s
 }
 
+/// The digest a [`token`] stands for.
+pub(super) fn token_digest(t: &str) -> Result<Digest, IdentityError> {
+    Digest::from_str_radix(t, 16)
+        .map_err(|_| IdentityError::Storage(format!("key token {t} is not a digest")))
+}
+
 pub(super) fn corrupt(what: impl std::fmt::Display) -> IdentityError {
     IdentityError::Storage(format!("corrupt identity log: {what}"))
 }

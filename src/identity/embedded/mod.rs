@@ -520,7 +520,7 @@ mod tests {
     use crate::identity::{Erased, IdentitySettings};
     use crate::lead::IdentityStatus;
 
-    fn req(event: &str, keys: &[(&str, &str)]) -> IdentityRequest {
+    pub(super) fn req(event: &str, keys: &[(&str, &str)]) -> IdentityRequest {
         IdentityRequest {
             event_id: event.into(),
             resolve: true,

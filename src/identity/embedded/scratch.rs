@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xorf::{BinaryFuse8, Filter};
 
-use super::log::{Digest, digest, key_digest, token};
+use super::log::{digest, key_digest, token, token_digest};
 use crate::identity::resolve::{self, Graph, GraphRead, KeyLinks, Member, Person, lead_text};
 use crate::identity::{IdentityError, IdentityKey, IdentityRequest, IdentityStore, Policy};
 use crate::lead::IdentityOutcome;
@@ -270,10 +270,7 @@ impl Graph for Tables {
             let k = u16::try_from(k)
                 .map_err(|_| IdentityError::Storage("dry-run identity: too many kinds".into()))?;
             for t in tokens {
-                let d = Digest::from_str_radix(t, 16).map_err(|_| {
-                    IdentityError::Storage(format!("key token {t} is not a digest"))
-                })?;
-                keys.push((k, d.to_be_bytes()));
+                keys.push((k, token_digest(t)?.to_be_bytes()));
             }
         }
         let s = PersonRef {
@@ -625,21 +622,11 @@ fn merge(older: Run, newer: Run, path: PathBuf) -> Result<Run, IdentityError> {
 mod tests {
     use super::*;
     use crate::identity::embedded::EmbeddedIdentityStore;
+    use crate::identity::embedded::tests::req;
     use crate::lead::IdentityStatus;
 
     const EMAIL: &str = "email";
     const PHONE: &str = "phone";
-
-    fn req(event: &str, keys: &[(&str, &str)]) -> IdentityRequest {
-        IdentityRequest {
-            event_id: event.into(),
-            resolve: true,
-            keys: keys.iter().map(|(k, v)| IdentityKey::new(k, *v)).collect(),
-            connector: "webform".into(),
-            received_at: "2026-11-24T00:00:00Z".into(),
-            ..Default::default()
-        }
-    }
 
     fn lead(r: &Resolution) -> &IdentityOutcome {
         match r {
