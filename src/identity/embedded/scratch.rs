@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xorf::{BinaryFuse8, Filter};
 
+use super::batch::lead;
 use super::log::{digest, key_digest, token, token_digest};
 use crate::identity::resolve::{self, Graph, GraphRead, KeyLinks, Member, Person, lead_text};
 use crate::identity::{IdentityError, IdentityKey, IdentityRequest, IdentityStore, Policy};
@@ -84,7 +85,8 @@ impl ScratchIdentityStore {
     }
 
     /// How many runs each table has on disk (people, keys, source keys).
-    pub fn runs(&self) -> (usize, usize, usize) {
+    #[cfg(test)]
+    fn runs(&self) -> (usize, usize, usize) {
         let t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         (t.people.runs.len(), t.keys.runs.len(), t.sources.runs.len())
     }
@@ -171,10 +173,6 @@ fn encoding(e: postcard::Error) -> IdentityError {
     IdentityError::Storage(format!("dry-run identity record: {e}"))
 }
 
-fn uuid_of(id: &str) -> Result<Uuid, IdentityError> {
-    Uuid::parse_str(id).map_err(|_| IdentityError::Storage(format!("lead id {id} is not a UUID")))
-}
-
 impl GraphRead for Tables {
     fn person(&mut self, lead_id: &str) -> Result<Option<Person>, IdentityError> {
         let Ok(id) = Uuid::parse_str(lead_id) else {
@@ -249,7 +247,7 @@ impl Graph for Tables {
             people: links
                 .people
                 .iter()
-                .map(|l| uuid_of(l).map(|u| u.into_bytes()))
+                .map(|l| lead(l).map(|u| u.into_bytes()))
                 .collect::<Result<_, _>>()?,
             shared: links.shared,
         };
@@ -278,7 +276,7 @@ impl Graph for Tables {
             merged_into: p
                 .merged_into
                 .as_deref()
-                .map(|m| uuid_of(m).map(|u| u.into_bytes()))
+                .map(|m| lead(m).map(|u| u.into_bytes()))
                 .transpose()?,
             keys: &keys,
             names: &p.names,
@@ -286,7 +284,7 @@ impl Graph for Tables {
             cities: &p.cities,
         };
         self.encode(&s)?;
-        self.people.put(uuid_of(lead_id)?.as_u128(), &self.buf)
+        self.people.put(lead(lead_id)?.as_u128(), &self.buf)
     }
 
     fn add_member(&mut self, _m: Member, _req: &IdentityRequest) -> Result<(), IdentityError> {
