@@ -206,8 +206,8 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         .unwrap_or(ProgressStyle::default_bar()),
     );
     let mut summary = Summary::default();
-    // Rows are read, and their events made, on a thread of their own, two batches ahead of the
-    // pipeline: reading and decoding run beside identity and delivery.
+    // Rows are read, and their events made, on a thread of their own, a few batches (`AHEAD`)
+    // ahead of the pipeline: reading and decoding run beside identity and delivery.
     let read_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = crate::sources::file::open(
         &opts.file,
@@ -221,11 +221,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         reader,
         settings.intake.batch_size,
         resume_after,
-        RowEvents {
-            source: opts.source.clone(),
-            digest: digest.clone(),
-            external_id_field,
-        },
+        RowEvents::new(&opts.source, &digest, external_id_field),
         Some(processor.clone()),
     )?;
     let (mut last_line, mut rows) = (resume_after, 0);
@@ -239,7 +235,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     // The rejected rows, with their lines and reasons, beside the file (opened at the first).
     let report_path = rejected_path(&opts.file);
     let mut report: Option<crate::imports::Report> = None;
-    // Four stages at once, each a batch or two ahead of the next: the reader thread reads and
+    // Four stages at once, each a few batches ahead of the next: the reader thread reads and
     // prepares, the identity thread resolves, the records thread assigns and makes the records,
     // this task delivers and writes the checkpoint.
     let mut made = make_records(incoming, processor.clone())?;
@@ -378,12 +374,20 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
 /// How a file's rows become events: imported as `source`, the file named by its SHA-256, the
 /// platform id read from `external_id_field`.
 pub(crate) struct RowEvents {
-    pub source: String,
-    pub digest: String,
-    pub external_id_field: Option<String>,
+    source: String,
+    ids: RowIds,
+    external_id_field: Option<String>,
 }
 
 impl RowEvents {
+    pub fn new(source: &str, digest: &str, external_id_field: Option<String>) -> Self {
+        Self {
+            source: source.to_owned(),
+            ids: RowIds::new(source, digest),
+            external_id_field,
+        }
+    }
+
     /// The event of `row`, received at `received_at` (one time for a batch of rows).
     fn event(&self, row: crate::sources::file::Row, received_at: &str) -> IntakeEvent {
         let external_id = self
@@ -391,7 +395,7 @@ impl RowEvents {
             .as_deref()
             .and_then(|f| field_text(&row.payload, f));
         IntakeEvent::received(
-            row_event_id(&self.source, &self.digest, row.line),
+            self.ids.of(row.line),
             received_at.to_owned(),
             &self.source,
             SourceKind::File,
@@ -421,6 +425,11 @@ impl Rows {
     }
 }
 
+/// How many batches each stage of an import may run ahead of the next: enough that a stage
+/// that is briefly slower (a spill of the dry run's identity store, a merge of its runs) does not
+/// leave a core idle, few enough that memory holds a dozen batches at most.
+const AHEAD: usize = 4;
+
 /// What the reader of [`read_ahead`] sends.
 pub(crate) enum Ahead {
     /// The next rows, and how many the file has given so far.
@@ -430,10 +439,10 @@ pub(crate) enum Ahead {
 }
 
 /// Reads `reader`'s rows after line `after` on a thread of its own and makes them events, `size`
-/// at a time, at most two batches ahead of the receiver: reading and decoding run beside identity
-/// and delivery, and memory holds a few batches whatever the file's size. With a processor, the
-/// thread also prepares each batch (mapping, normalization, identity requests), so that only
-/// identity, assignment and delivery are left to the receiver.
+/// at a time, at most [`AHEAD`] batches ahead of the receiver: reading and decoding run beside
+/// identity and delivery, and memory holds a few batches whatever the file's size. With a
+/// processor, the thread also prepares each batch (mapping, normalization, identity requests), so
+/// that only identity, assignment and delivery are left to the receiver.
 pub(crate) fn read_ahead(
     reader: crate::sources::file::RowReader,
     size: usize,
@@ -442,7 +451,7 @@ pub(crate) fn read_ahead(
     processor: Option<Arc<Processor>>,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<Ahead>> {
     let size = size.max(1);
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
     std::thread::Builder::new()
         .name("import-reader".into())
         .spawn(move || {
@@ -502,7 +511,7 @@ enum Made {
 }
 
 /// Resolves the batches of `incoming` on an identity thread and makes their records on a
-/// records thread, each at most two batches ahead of the next: identity never waits for
+/// records thread, each at most [`AHEAD`] batches ahead of the next: identity never waits for
 /// assignment, nor either for delivery, while there is room. Assignment runs one batch at a
 /// time, in order. A failure ends the stream with [`Made::Failed`].
 fn make_records(
@@ -510,8 +519,9 @@ fn make_records(
     processor: Arc<Processor>,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<Made>> {
     type Resolved = (Rows, crate::pipeline::Resolved);
-    let (resolved_tx, mut resolved_rx) = tokio::sync::mpsc::channel::<Result<Resolved, Made>>(2);
-    let (made_tx, made_rx) = tokio::sync::mpsc::channel(2);
+    let (resolved_tx, mut resolved_rx) =
+        tokio::sync::mpsc::channel::<Result<Resolved, Made>>(AHEAD);
+    let (made_tx, made_rx) = tokio::sync::mpsc::channel(AHEAD);
     let identity = processor.clone();
     std::thread::Builder::new()
         .name("import-identity".into())
@@ -566,12 +576,38 @@ fn make_records(
     Ok(made_rx)
 }
 
-/// The `event_id` of the row at `line` of the file whose SHA-256 is `digest`, imported as
-/// `source`: the same on every run over the same file, another for any other file or source.
-pub(crate) fn row_event_id(source: &str, digest: &str, line: u64) -> String {
-    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c65_6164_6761_7465_2d69_6d70_6f72_7431);
-    let name = format!("{source}\u{0}{digest}\u{0}{line}");
-    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
+/// The namespace of rows' event ids.
+const ROW_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c65_6164_6761_7465_2d69_6d70_6f72_7431);
+
+/// The `event_id`s of the rows of the file whose SHA-256 is `digest`, imported as `source`: the
+/// UUID v5 (namespace [`ROW_NAMESPACE`]) of `{source}\0{digest}\0{line}`, the same on every run
+/// over the same file, another for any other file or source. The hash of the part before the
+/// line is taken once: a row's id costs one SHA-1 block, not two.
+pub(crate) struct RowIds {
+    prefix: sha1_smol::Sha1,
+}
+
+impl RowIds {
+    pub fn new(source: &str, digest: &str) -> Self {
+        let mut prefix = sha1_smol::Sha1::new();
+        prefix.update(ROW_NAMESPACE.as_bytes());
+        for part in [source.as_bytes(), b"\0", digest.as_bytes(), b"\0"] {
+            prefix.update(part);
+        }
+        Self { prefix }
+    }
+
+    /// The `event_id` of the row at `line`.
+    pub fn of(&self, line: u64) -> String {
+        let mut hash = self.prefix.clone();
+        hash.update(itoa::Buffer::new().format(line).as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&hash.digest().bytes()[..16]);
+        let id = uuid::Builder::from_sha1_bytes(bytes).into_uuid();
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned()
+    }
 }
 
 /// How far an import of one file as one source got.
@@ -794,14 +830,36 @@ pub fn rejected_path(file: &std::path::Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::row_event_id;
+    use super::{ROW_NAMESPACE, RowIds};
+
+    /// The contract: the UUID v5 of the source, the file's digest and the line.
+    fn row_event_id(source: &str, digest: &str, line: u64) -> String {
+        let name = format!("{source}\u{0}{digest}\u{0}{line}");
+        uuid::Uuid::new_v5(&ROW_NAMESPACE, name.as_bytes()).to_string()
+    }
 
     #[test]
     fn a_rows_event_id_is_the_same_on_every_run_and_another_elsewhere() {
-        let id = row_event_id("expo", "ab", 2);
-        assert_eq!(id, row_event_id("expo", "ab", 2));
-        assert_ne!(id, row_event_id("expo", "ab", 3));
-        assert_ne!(id, row_event_id("expo", "ac", 2));
-        assert_ne!(id, row_event_id("other", "ab", 2));
+        let id = RowIds::new("expo", "ab").of(2);
+        assert_eq!(id, RowIds::new("expo", "ab").of(2));
+        assert_ne!(id, RowIds::new("expo", "ab").of(3));
+        assert_ne!(id, RowIds::new("expo", "ac").of(2));
+        assert_ne!(id, RowIds::new("other", "ab").of(2));
+    }
+
+    #[test]
+    fn a_rows_event_id_is_the_uuid_v5_of_its_source_file_and_line() {
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        // Prefixes of every length around a SHA-1 block (64 bytes), lines of every width.
+        for source in (0..80).map(|n| "展会".repeat(n % 7) + &"s".repeat(n)) {
+            let ids = RowIds::new(&source, digest);
+            for line in [0, 1, 9, 10, 99, 12_345, 9_999_999, u64::MAX] {
+                assert_eq!(
+                    ids.of(line),
+                    row_event_id(&source, digest, line),
+                    "{source} {line}"
+                );
+            }
+        }
     }
 }

@@ -401,11 +401,11 @@ impl Imports {
             reader,
             BATCH,
             resume_after,
-            crate::import::RowEvents {
-                source: request.source.clone(),
-                digest: digest.clone(),
-                external_id_field: self.inner.external_ids.get(&request.source).cloned(),
-            },
+            crate::import::RowEvents::new(
+                &request.source,
+                &digest,
+                self.inner.external_ids.get(&request.source).cloned(),
+            ),
             None,
         )
         .map_err(|e| e.to_string())?;

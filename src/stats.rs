@@ -136,10 +136,30 @@ impl Attribution {
         custom: &serde_json::Map<String, serde_json::Value>,
         raw: &serde_json::Value,
     ) -> Self {
+        // The first of `names` that `custom` has (or else the raw payload has) with a text: each
+        // map's few entries are looked at once, nothing is hashed (this runs for every lead).
         let find = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|k| custom.get(*k).or_else(|| raw.get(*k)).and_then(text))
+            let rank = |k: &str| names.iter().position(|n| *n == k);
+            let mut best: Option<(usize, &serde_json::Value)> = None;
+            let better = |best: Option<(usize, _)>, r: usize| best.is_none_or(|(b, _)| r < b);
+            for (k, v) in custom {
+                if let Some(r) = rank(k)
+                    && better(best, r)
+                    && text(v).is_some()
+                {
+                    best = Some((r, v));
+                }
+            }
+            for (k, v) in raw.as_object().into_iter().flatten() {
+                if let Some(r) = rank(k)
+                    && better(best, r)
+                    && !custom.contains_key(k)
+                    && text(v).is_some()
+                {
+                    best = Some((r, v));
+                }
+            }
+            best.and_then(|(_, v)| text(v))
                 .map(|v| cut(&v))
                 .unwrap_or_default()
         };
@@ -157,10 +177,10 @@ impl Attribution {
     }
 }
 
-fn text(v: &serde_json::Value) -> Option<String> {
+fn text(v: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
     match v {
-        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().into()),
+        serde_json::Value::Number(n) => Some(n.to_string().into()),
         _ => None,
     }
 }
@@ -353,6 +373,66 @@ pub(crate) fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference: the first field name, in order, that the unmapped fields have (or else
+    /// the raw payload has), read as text.
+    fn attribution_by_names(
+        custom: &serde_json::Map<String, serde_json::Value>,
+        raw: &serde_json::Value,
+    ) -> (String, String) {
+        let find = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|k| custom.get(*k).or_else(|| raw.get(*k)).and_then(text))
+                .map(|v| cut(&v))
+                .unwrap_or_default()
+        };
+        (find(CAMPAIGN_FIELDS), find(FORM_FIELDS))
+    }
+
+    #[test]
+    fn a_leads_campaign_and_form_are_its_first_named_fields_with_a_text() {
+        use serde_json::json;
+        let cases = [
+            (
+                json!({}),
+                json!({"campaign": "c", "utm_campaign": "u", "form_id": 7}),
+            ),
+            (
+                json!({"campaign_id": " 618 "}),
+                json!({"utm_campaign": "u"}),
+            ),
+            // Present in the unmapped fields but blank: the raw payload is not asked.
+            (
+                json!({"utm_campaign": "  "}),
+                json!({"utm_campaign": "raw", "campaign": "c"}),
+            ),
+            (
+                json!({"utm_campaign": null, "formName": "展会"}),
+                json!({"form": ["x"]}),
+            ),
+            (
+                json!({"page_id": 1.5, "form_name": "n"}),
+                json!({"formId": "F", "x": "y"}),
+            ),
+            (json!({}), json!("not an object")),
+            (json!({"campaign": "长".repeat(300)}), json!({})),
+        ];
+        for (custom, raw) in cases {
+            let custom = custom.as_object().unwrap().clone();
+            let got = Attribution::of(&custom, &raw);
+            assert_eq!(
+                (got.campaign, got.form),
+                attribution_by_names(&custom, &raw),
+                "{custom:?} {raw}"
+            );
+        }
+        let got = Attribution::of(
+            &serde_json::Map::new(),
+            &json!({"campaign": "c", "utm_campaign": "u"}),
+        );
+        assert_eq!(got.campaign, "u");
+    }
 
     #[test]
     fn days_follow_the_zone_and_hours_are_utc() {

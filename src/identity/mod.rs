@@ -257,7 +257,7 @@ impl Policy {
 
     /// Whether a key may link people: not configured as blocked, not a placeholder.
     pub fn allows(&self, key: &IdentityKey) -> bool {
-        !self.blocked.contains(&key.to_string()) && !is_placeholder(key)
+        (self.blocked.is_empty() || !self.blocked.contains(&key.name())) && !is_placeholder(key)
     }
 
     /// The keys of a cleaned lead: its person phone, its non-role email, and the platform ids its
@@ -316,15 +316,31 @@ fn is_placeholder(key: &IdentityKey) -> bool {
         "xxx", "abc", "123", "123456", "unknown",
     ];
     const DOMAINS: &[&str] = &["example.com", "example.org", "example.net", "test.com"];
-    let value = key.value.trim().to_lowercase();
-    if TEXTS.contains(&value.as_str()) {
+    // Most values are ASCII and most of those lower case already: compared without a copy.
+    let trimmed = key.value.trim();
+    let lowered;
+    let value = if trimmed
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        lowered = trimmed.to_lowercase();
+        lowered.as_str()
+    } else {
+        trimmed
+    };
+    if TEXTS.contains(&value) {
         return true;
     }
     match key.kind.as_str() {
         PHONE => {
-            let digits: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
-            let tail = &digits[digits.len().saturating_sub(8)..];
-            tail.len() == 8
+            // The last 8 digits, last first.
+            let mut tail = [0u8; 8];
+            let mut n = 0;
+            for d in value.bytes().rev().filter(u8::is_ascii_digit).take(8) {
+                tail[7 - n] = d;
+                n += 1;
+            }
+            n == 8
                 && (tail.iter().all(|d| *d == tail[0])
                     || tail.windows(2).all(|w| w[1] == w[0] + 1)
                     || tail.windows(2).all(|w| w[0] == w[1] + 1))
@@ -421,6 +437,12 @@ mod tests {
             (EMAIL, "test@qq.com"),
             (EMAIL, "zhang@example.com"),
             ("wechat", "null"),
+            ("wechat", " NULL "),
+            ("qq", "暂无"),
+            ("qq", "N/A"),
+            (EMAIL, "NoEmail@QQ.com"),
+            (EMAIL, "no-at-sign"),
+            (PHONE, "+86 138 1234 5678"),
             ("crm_id", "000"),
         ] {
             assert!(!p.allows(&IdentityKey::new(kind, v)), "{kind}:{v}");
@@ -428,7 +450,11 @@ mod tests {
         for (kind, v) in [
             (PHONE, "+8613800138000"),
             (EMAIL, "zhangsan@qq.com"),
+            (EMAIL, "Zhang.San@QQ.com"),
             ("wechat", "wxid_abc"),
+            ("wechat", "Ｎｕｌｌ"),
+            (PHONE, "+86 138 1234 5679"),
+            (PHONE, "1234567"),
         ] {
             assert!(p.allows(&IdentityKey::new(kind, v)), "{kind}:{v}");
         }

@@ -272,7 +272,8 @@ pub fn resolve<G: Graph>(
     // limits; layer 4: a candidate over the limit may still join when its name agrees and its
     // company or city does too.
     let mut joined_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for l in &links {
+    // (Only candidates need them: a new person, the most common case, builds nothing.)
+    for l in links.iter().filter(|_| !candidates.is_empty()) {
         joined_keys
             .entry(l.key.kind.clone())
             .or_default()

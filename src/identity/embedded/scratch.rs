@@ -354,6 +354,11 @@ impl Tier {
                 "dry-run identity: a record over 4 GiB".into(),
             ));
         };
+        if self.arena.capacity() == 0 {
+            // Its whole budget at once: growing by copies would touch fresh pages again and
+            // again (the memory is reserved, and used as it fills).
+            self.arena.reserve(self.budget);
+        }
         self.arena.extend_from_slice(value);
         self.hot.insert(id, (at, len));
         if self.arena.len() + self.hot.len() * ENTRY_COST > self.budget {

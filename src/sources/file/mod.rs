@@ -155,7 +155,9 @@ pub fn scan(path: &Path, format: Format) -> Result<Scan, FileError> {
             head.extend_from_slice(&chunk[..n.min(4 - head.len())]);
         }
         utf8.feed(chunk);
-        quotes.feed(chunk);
+        if format == Format::Csv {
+            quotes.feed(chunk);
+        }
         bytes += n as u64;
     }
     let encoding = if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
