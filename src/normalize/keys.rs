@@ -40,11 +40,22 @@ const LEGAL_FORMS: &[&str] = &[
 
 /// Letters and digits only, lowercased, Traditional folded to Simplified.
 fn fold(s: &str) -> String {
-    fast2s::convert(s)
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect()
+    let simplified = fast2s::convert(s);
+    let mut key = String::with_capacity(simplified.len());
+    for c in simplified.chars() {
+        // ASCII and the common CJK ideographs (all letters, none with a case) without the
+        // Unicode tables: most names are one or the other.
+        if c.is_ascii() {
+            if c.is_ascii_alphanumeric() {
+                key.push(c.to_ascii_lowercase());
+            }
+        } else if ('\u{4e00}'..='\u{9fff}').contains(&c) {
+            key.push(c);
+        } else if c.is_alphanumeric() {
+            key.extend(c.to_lowercase());
+        }
+    }
+    key
 }
 
 /// `張 三` and `张三` give the same key; so do `Mary Ann LEE` and `mary ann lee`.
@@ -123,6 +134,23 @@ pub fn tidy_latin_case(name: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The fast paths of `fold` change nothing: the letters and digits, lower case, of the
+        /// Simplified text, for any text (CJK, Latin with case, full-width, marks, emoji).
+        #[test]
+        fn folding_keeps_the_letters_and_digits_lower_case(
+            s in "[a-zA-Z0-9 张張三歐陽ÀÉßİΣ１２Ａａ\\PC]{0,24}"
+        ) {
+            let expected: String = fast2s::convert(&s)
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect();
+            proptest::prop_assert_eq!(fold(&s), expected);
+        }
+    }
 
     #[test]
     fn traditional_and_simplified_names_share_a_key() {

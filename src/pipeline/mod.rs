@@ -529,7 +529,7 @@ impl Processor {
                 }),
                 Staged::Test(record) => {
                     let topic = self.test_topic(event).unwrap_or(&self.topics.test);
-                    records.push(self.out(topic, &record.event_id, &record, event)?);
+                    records.push(self.out(topic, record.event_id.clone(), &record, event)?);
                     dispositions.push(Disposition::Test);
                 }
                 Staged::Rejected(record) => {
@@ -542,7 +542,7 @@ impl Processor {
                     dispositions.push(Disposition::Rejected { codes });
                     records.push(self.out(
                         &self.topics.rejected,
-                        &record.event_id,
+                        record.event_id.clone(),
                         &record,
                         event,
                     )?);
@@ -562,9 +562,9 @@ impl Processor {
                     };
                     let identity = record.identity.as_ref().map(|o| o.status);
                     *attribution = std::mem::take(attribution).assigned(&record);
-                    records.push(self.out(&self.topics.clean, &key, &record, event)?);
+                    records.push(self.out(&self.topics.clean, key, &record, event)?);
                     if let Some(m) = &merged {
-                        records.push(self.out(&self.topics.merged, &m.lead_id, m, event)?);
+                        records.push(self.out(&self.topics.merged, m.lead_id.clone(), m, event)?);
                     }
                     dispositions.push(Disposition::Accepted {
                         merged: merged.is_some(),
@@ -583,13 +583,13 @@ impl Processor {
     fn out<T: serde::Serialize>(
         &self,
         topic: &str,
-        key: &str,
+        key: String,
         value: &T,
         event: &IntakeEvent,
     ) -> Result<OutRecord, PipelineError> {
         Ok(OutRecord {
             topic: topic.to_owned(),
-            key: key.to_owned(),
+            key,
             value: serde_json::value::to_raw_value(value)?,
             headers: vec![
                 ("event_id", event.event_id.clone()),
