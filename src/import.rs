@@ -603,10 +603,7 @@ impl RowIds {
         hash.update(itoa::Buffer::new().format(line).as_bytes());
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&hash.digest().bytes()[..16]);
-        let id = uuid::Builder::from_sha1_bytes(bytes).into_uuid();
-        id.hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .to_owned()
+        crate::lead::uuid_text(uuid::Builder::from_sha1_bytes(bytes).into_uuid())
     }
 }
 

@@ -125,6 +125,13 @@ pub fn depth(value: &Value) -> usize {
     deepest
 }
 
+/// A UUID as text (hyphenated, lowercase), without the formatting machinery: lead ids, and the
+/// event ids of imported rows.
+pub fn uuid_text(id: uuid::Uuid) -> String {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_owned()
+}
+
 /// The current time as RFC 3339 in UTC with millisecond precision.
 pub fn now_rfc3339() -> String {
     rfc3339_millis(now())

@@ -137,30 +137,23 @@ impl Attribution {
         raw: &serde_json::Value,
     ) -> Self {
         // The first of `names` that `custom` has (or else the raw payload has) with a text: each
-        // map's few entries are looked at once, nothing is hashed (this runs for every lead).
+        // map's few entries are looked at once, and only a raw field with one of the names is
+        // looked up in `custom` (this runs for every lead).
         let find = |names: &[&str]| {
-            let rank = |k: &str| names.iter().position(|n| *n == k);
-            let mut best: Option<(usize, &serde_json::Value)> = None;
-            let better = |best: Option<(usize, _)>, r: usize| best.is_none_or(|(b, _)| r < b);
-            for (k, v) in custom {
-                if let Some(r) = rank(k)
-                    && better(best, r)
-                    && text(v).is_some()
-                {
-                    best = Some((r, v));
-                }
-            }
-            for (k, v) in raw.as_object().into_iter().flatten() {
-                if let Some(r) = rank(k)
-                    && better(best, r)
-                    && !custom.contains_key(k)
-                    && text(v).is_some()
-                {
-                    best = Some((r, v));
-                }
-            }
-            best.and_then(|(_, v)| text(v))
-                .map(|v| cut(&v))
+            let named = |e| ranked(names, e);
+            let raw_only = raw
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(named)
+                .filter(|(_, k, _)| !custom.contains_key(*k));
+            custom
+                .iter()
+                .filter_map(named)
+                .chain(raw_only)
+                .filter_map(|(rank, _, v)| Some((rank, text(v)?)))
+                .min_by_key(|(rank, _)| *rank)
+                .map(|(_, v)| cut(&v))
                 .unwrap_or_default()
         };
         Self {
@@ -175,6 +168,14 @@ impl Attribution {
         self.owner = record.assignment.as_ref().and_then(|a| a.owner.clone());
         self
     }
+}
+
+/// A field with its rank among `names`, if it is one of them.
+fn ranked<'a>(
+    names: &[&str],
+    (k, v): (&'a String, &'a serde_json::Value),
+) -> Option<(usize, &'a String, &'a serde_json::Value)> {
+    Some((names.iter().position(|n| n == k)?, k, v))
 }
 
 fn text(v: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {

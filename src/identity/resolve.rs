@@ -272,12 +272,14 @@ pub fn resolve<G: Graph>(
     // limits; layer 4: a candidate over the limit may still join when its name agrees and its
     // company or city does too.
     let mut joined_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    // (Only candidates need them: a new person, the most common case, builds nothing.)
-    for l in links.iter().filter(|_| !candidates.is_empty()) {
-        joined_keys
-            .entry(l.key.kind.clone())
-            .or_default()
-            .insert(l.token.clone());
+    // Only candidates need them: a new person, the most common case, builds nothing.
+    if !candidates.is_empty() {
+        for l in &links {
+            joined_keys
+                .entry(l.key.kind.clone())
+                .or_default()
+                .insert(l.token.clone());
+        }
     }
     let mut accepted: Vec<Candidate> = Vec::new();
     let mut matched_on: BTreeSet<String> = BTreeSet::new();
@@ -471,11 +473,8 @@ pub fn new_lead_id(event_id: &str) -> uuid::Uuid {
         .into_uuid()
 }
 
-/// A lead id as text (hyphenated, lowercase), without the formatting machinery.
-pub fn lead_text(id: uuid::Uuid) -> String {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    id.hyphenated().encode_lower(&mut buf).to_owned()
-}
+/// A lead id as text.
+pub use crate::lead::uuid_text as lead_text;
 
 /// The namespace of [`new_lead_id`]'s digests.
 const LEAD_ID_NAMESPACE: uuid::Uuid =
