@@ -324,11 +324,13 @@ impl Gateway {
         self.child.wait().unwrap()
     }
 
-    /// The records in the embedded output of `topic`.
+    /// The records in the embedded output of `topic`: its complete lines (a running gateway may
+    /// be writing the last one as it is read; a consumer reads up to the last newline too).
     pub fn spooled(&self, topic: &str) -> Vec<Value> {
         let path = self.data_dir.join("output").join(format!("{topic}.jsonl"));
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).expect("spool lines are JSON"))
             .collect()
