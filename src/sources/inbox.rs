@@ -186,6 +186,7 @@ pub async fn run_fetcher(
             }
             continue;
         }
+        crate::sources::pull::seen(&mut wake);
         let (events, done, failed) = fetch_batch(&fetch, &sink, batch).await;
         if !done.is_empty() {
             sink.journal.wait_below(sink.max_backlog).await;

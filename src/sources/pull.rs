@@ -332,13 +332,23 @@ pub async fn run_polls(
     let mut backoff = crate::retry::forever();
     let mut wake = p.wake();
     while sink.statuses.while_paused(&sink.name, &mut shutdown).await {
+        seen(&mut wake);
         let outcome = p.poll(&shutdown).await;
         let pause = settle(&sink.statuses, &sink.name, outcome, &mut backoff, interval);
         pause_or_wake(pause, &mut wake, &mut shutdown).await;
     }
 }
 
-/// Sleeps `pause`, ended early by shutdown or by a change of `wake` (new credentials).
+/// Marks the credentials in use now as seen by `wake`: call it before each attempt, so new
+/// credentials that arrive while it is under way end the pause after it.
+pub fn seen(wake: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(w) = wake {
+        w.borrow_and_update();
+    }
+}
+
+/// Sleeps `pause`, ended early by shutdown or by new credentials on `wake` since it was last
+/// [`seen`] (at once when they came during the attempt that failed).
 pub async fn pause_or_wake(
     pause: Duration,
     wake: &mut Option<tokio::sync::watch::Receiver<u64>>,
@@ -346,7 +356,6 @@ pub async fn pause_or_wake(
 ) {
     match wake {
         Some(w) => {
-            w.borrow_and_update();
             tokio::select! {
                 _ = sleep_or_stop(pause, shutdown) => {}
                 _ = w.changed() => {}
@@ -470,5 +479,27 @@ mod tests {
     fn windows_start_after_the_last_with_an_overlap() {
         assert_eq!(next_window(None, 1000, 10, 100), (900, 1000));
         assert_eq!(next_window(Some(950), 1000, 10, 100), (940, 1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credentials_that_came_during_a_failed_attempt_end_its_pause_at_once() {
+        let (tokens, rx) = tokio::sync::watch::channel(1u64);
+        let (_stop, mut shutdown) = tokio::sync::watch::channel(false);
+        let mut wake = Some(rx);
+        seen(&mut wake);
+        // The attempt under way fails with the old token; `leadgate auth` lands meanwhile.
+        tokens.send_replace(2);
+        let start = tokio::time::Instant::now();
+        pause_or_wake(Duration::from_secs(300), &mut wake, &mut shutdown).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        // Nothing new since: the whole pause.
+        seen(&mut wake);
+        let start = tokio::time::Instant::now();
+        pause_or_wake(Duration::from_secs(300), &mut wake, &mut shutdown).await;
+        assert_eq!(start.elapsed().as_secs(), 300);
     }
 }

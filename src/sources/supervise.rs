@@ -52,6 +52,15 @@ impl Task {
             run: Arc::new(move |stop| run(stop).boxed()),
         }
     }
+
+    /// One run, outside a supervisor (unit tests).
+    #[cfg(test)]
+    pub(crate) fn run_once(
+        &self,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        (self.run)(stop)
+    }
 }
 
 /// Owns the running tasks.

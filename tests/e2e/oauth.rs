@@ -177,9 +177,13 @@ pub(crate) fn settled(data: &std::path::Path, connector: &str, platform: &Shared
     generation(data, connector) == platform.lock().unwrap().generation + 1
 }
 
-/// `connector`'s health, as `GET /v1/connectors/{name}` answers.
+/// `connector`'s health, as `GET /v1/connectors/{name}` answers (within 10 s: a gateway that
+/// stops answering fails the test instead of hanging it).
 pub(crate) async fn health(gw: &Gateway, connector: &str) -> Value {
-    reqwest::get(gw.url(&format!("/v1/connectors/{connector}")))
+    reqwest::Client::new()
+        .get(gw.url(&format!("/v1/connectors/{connector}")))
+        .timeout(Duration::from_secs(10))
+        .send()
         .await
         .unwrap()
         .json()

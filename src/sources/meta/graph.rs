@@ -196,6 +196,7 @@ impl TokenWatch {
     pub(super) async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut wake = self.graph.token.subscribe();
         while !*shutdown.borrow() {
+            crate::sources::pull::seen(&mut wake);
             let pause = match self.check().await {
                 Ok(()) => Duration::from_secs(6 * 3600),
                 Err(e) => {

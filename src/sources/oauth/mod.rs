@@ -590,7 +590,8 @@ fn health(statuses: &Statuses, connector: &str, set: &TokenSet, error: Option<&s
 /// The task that keeps `credentials` alive: refreshes when due or when a request found the token
 /// expired, retries failures with backoff (1 s doubling to 5 min), stops the connector on a
 /// refused refresh token until new tokens arrive, and picks up a token file written elsewhere
-/// (`leadgate auth`), checking it every 2 seconds.
+/// (`leadgate auth`), checking it every 2 seconds: while it backs off too, so a person who
+/// re-authorizes a connector whose refreshes keep failing does not wait out the backoff.
 pub fn refresh_task(
     credentials: Credentials,
     platform: Arc<dyn Refresh>,
@@ -610,6 +611,10 @@ pub fn refresh_task(
             health(&statuses, &name, &credentials.current().clone(), None);
             let mut expired = credentials.inner.expired.subscribe();
             let mut backoff = Duration::from_secs(1);
+            // After a failed refresh, no new attempt before this.
+            let mut retry_at: Option<tokio::time::Instant> = None;
+            // A request found the token in use expired (kept through a backoff).
+            let mut expired_now = false;
             // Nothing seen yet: the first round reads the stored tokens, which another gateway
             // may have refreshed since this one started (a lease taken over).
             let mut seen = None;
@@ -628,18 +633,21 @@ pub fn refresh_task(
                     tracing::info!(connector = %name, "new tokens from the token file");
                     credentials.adopt(saved, &statuses);
                     statuses.success(&name, crate::sources::status::State::Following);
+                    (backoff, retry_at, expired_now) = (Duration::from_secs(1), None, false);
                 }
                 let generation = credentials.current().generation;
-                let expired_now = *expired.borrow_and_update() == Some(generation);
+                expired_now |= *expired.borrow_and_update() == Some(generation);
                 let due = expired_now || credentials.due() <= now();
-                if due && credentials.refused().is_none() {
+                let backing_off = retry_at.is_some_and(|t| tokio::time::Instant::now() < t);
+                if due && credentials.refused().is_none() && !backing_off {
                     match credentials
                         .refresh_once(platform.as_ref(), &client, &statuses)
                         .await
                     {
                         Ok(()) => {
                             tracing::info!(connector = %name, "access token refreshed");
-                            backoff = Duration::from_secs(1);
+                            (backoff, retry_at, expired_now) =
+                                (Duration::from_secs(1), None, false);
                             continue;
                         }
                         Err(RefreshError::Refused(why)) => {
@@ -677,17 +685,22 @@ pub fn refresh_task(
                                 &credentials.current().clone(),
                                 Some(&message),
                             );
-                            crate::sources::pull::sleep_or_stop(backoff, &mut shutdown).await;
+                            retry_at = Some(tokio::time::Instant::now() + backoff);
                             backoff = (backoff * 2).min(Duration::from_secs(300));
-                            continue;
                         }
                     }
                 }
+                // The file is checked every 2 seconds at most; the next attempt (due, or the
+                // backoff over) may come sooner.
+                let until_retry = retry_at.map_or(Duration::from_secs(2), |t| {
+                    t.saturating_duration_since(tokio::time::Instant::now())
+                });
                 let wait = Duration::from_secs(
                     u64::try_from(credentials.due() - now())
                         .unwrap_or(0)
                         .clamp(1, 2),
-                );
+                )
+                .min(until_retry.max(Duration::from_millis(100)));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = expired.changed() => {}
@@ -859,6 +872,69 @@ mod tests {
         assert!(
             c.due() <= now(),
             "its expiry is unknown: refresh to learn it"
+        );
+    }
+
+    /// A platform whose refreshes all fail with an error retrying could fix.
+    struct Down(Arc<Mutex<u32>>);
+
+    impl Refresh for Down {
+        fn refresh<'a>(&'a self, _: &'a reqwest::Client, _: &'a str) -> TokenFuture<'a> {
+            *self.0.lock().unwrap() += 1;
+            Box::pin(async { Err(RefreshError::Failed("HTTP 503".into())) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_from_leadgate_auth_are_adopted_within_seconds_while_refreshes_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = || store_of(dir.path(), "oe");
+        // Its expiry unknown: due at once.
+        let c = Credentials::open("oe", store(), &"a0".into(), Some(&"r0".into())).unwrap();
+        let attempts = Arc::new(Mutex::new(0));
+        let task = refresh_task(
+            c.clone(),
+            Arc::new(Down(attempts.clone())),
+            reqwest::Client::new(),
+            Statuses::new(&[]),
+        );
+        let (_stop, stop) = watch::channel(false);
+        tokio::spawn(task.run_once(stop));
+        // The backoff doubles from 1 s: the 9th failure waits 256 s, the 10th 5 minutes.
+        while *attempts.lock().unwrap() < 10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let failed = *attempts.lock().unwrap();
+        let mut set = store().load().unwrap().unwrap().next(
+            Fresh {
+                access_token: "a1".into(),
+                refresh_token: Some("r1".into()),
+                access_expires_in: Some(86_400),
+                refresh_expires_in: None,
+            },
+            now(),
+        );
+        set.seed = None;
+        store().save(&set).unwrap();
+        let written = tokio::time::Instant::now();
+        let mut generation = c.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            generation.wait_for(|g| *g == set.generation),
+        )
+        .await
+        .expect("the new tokens are adopted")
+        .unwrap();
+        assert!(
+            written.elapsed() <= Duration::from_secs(3),
+            "{:?}",
+            written.elapsed()
+        );
+        assert_eq!(c.access_token().0.expose_secret(), "a1");
+        assert_eq!(
+            *attempts.lock().unwrap(),
+            failed,
+            "not due: nothing refreshed"
         );
     }
 }
