@@ -78,51 +78,77 @@ pub async fn upload(
         .to_owned();
     let multipart = content_type.starts_with("multipart/form-data");
     let mut name = q.file_name.clone();
+    // Refused before the bytes are stored: without `format`, the name must say it.
+    let formatted = |name: Option<&str>| {
+        let known = q.format.is_some()
+            || name.is_some_and(|n| {
+                crate::sources::file::Format::from_path(std::path::Path::new(n)).is_some()
+            });
+        if known {
+            Ok(())
+        } else {
+            Err(bad(
+                "format",
+                format!(
+                    "cannot tell the format of {}; give format=csv, jsonl or sheet (or a file name ending in .csv, .jsonl, .xlsx...)",
+                    name.map_or("an upload without a file name".to_owned(), |n| format!(
+                        "`{n}`"
+                    ))
+                ),
+            ))
+        }
+    };
+    if !multipart {
+        formatted(name.as_deref())?;
+    }
     let id = crate::imports::Imports::new_id();
     let path = imports(&st)?.upload_path(&id, "upload.part");
     let mut file = tokio::fs::File::create(&path).await.map_err(unavailable)?;
-    let written = if multipart {
-        let boundary = multer::parse_boundary(&content_type).map_err(|e| {
-            bad(
-                "Content-Type",
-                format!("a multipart upload needs its boundary: {e}"),
-            )
-        })?;
-        let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
-        let mut written = None;
-        while let Some(mut part) = parts
-            .next_field()
-            .await
-            .map_err(|e| bad("body", format!("the multipart body does not read: {e}")))?
-        {
-            if part.name() != Some("file") {
-                continue;
+    // Any way the upload fails (cut, malformed, refused, the client gone and this request
+    // dropped) leaves no partial file behind.
+    let mut partial = Partial(Some(path.clone()));
+    let received = async {
+        if multipart {
+            let boundary = multer::parse_boundary(&content_type).map_err(|e| {
+                bad(
+                    "Content-Type",
+                    format!("a multipart upload needs its boundary: {e}"),
+                )
+            })?;
+            let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
+            let mut written = None;
+            while let Some(mut part) = parts
+                .next_field()
+                .await
+                .map_err(|e| bad("body", format!("the multipart body does not read: {e}")))?
+            {
+                if part.name() != Some("file") {
+                    continue;
+                }
+                if name.is_none() {
+                    name = part.file_name().map(str::to_owned);
+                }
+                formatted(name.as_deref())?;
+                written = Some(copy(&mut part, &mut file, "file").await?);
+                break;
             }
-            if name.is_none() {
-                name = part.file_name().map(str::to_owned);
-            }
-            written = Some(copy(&mut part, &mut file, "file").await?);
-            break;
+            written.ok_or_else(|| bad("file", "the multipart body has no `file` part"))
+        } else {
+            copy(&mut body.into_data_stream(), &mut file, "body").await
         }
-        written.ok_or_else(|| bad("file", "the multipart body has no `file` part"))?
-    } else {
-        copy(&mut body.into_data_stream(), &mut file, "body").await?
-    };
-    if written > MAX_UPLOAD {
-        drop(file);
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(ApiError::new(
+    }
+    .await
+    .and_then(|written| match written {
+        0 => Err(bad("file", "the upload is empty")),
+        n if n > MAX_UPLOAD => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "import.too_large",
             Some("file"),
             format!("an upload is at most {MAX_UPLOAD} bytes"),
-        ));
-    }
-    if written == 0 {
-        drop(file);
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(bad("file", "the upload is empty"));
-    }
+        )),
+        n => Ok(n),
+    });
+    let written = received?;
     file.sync_all().await.map_err(unavailable)?;
     drop(file);
     let file_name = name.unwrap_or_else(|| "upload".to_owned());
@@ -131,6 +157,7 @@ pub async fn upload(
     tokio::fs::rename(&path, &stored)
         .await
         .map_err(unavailable)?;
+    partial.0 = None;
     let path = stored;
     let status = imports(&st)?.start(
         id,
@@ -162,6 +189,17 @@ fn imports(st: &AppState) -> Result<&crate::imports::Imports, ApiError> {
             "this server takes no imports",
         )
     })
+}
+
+/// An upload being received: removed when dropped unless it was kept (`None`).
+struct Partial(Option<std::path::PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Writes `stream` to `file`: the bytes written, or past [`MAX_UPLOAD`] one more than it (the

@@ -685,7 +685,8 @@ async fn an_upload_through_the_api_while_webhooks_arrive_loses_neither_even_acro
 }
 
 /// An upload that keeps coming is not cut by the body deadline, however long it takes; one that
-/// stalls is.
+/// stalls is, and so is one whose client goes away, each leaving nothing on disk. An upload whose
+/// format cannot be told is refused before it is stored, naming `format`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_upload_that_keeps_coming_is_taken_and_a_stalled_one_is_cut() {
     use crate::support::Gateway;
@@ -742,6 +743,92 @@ async fn a_slow_upload_that_keeps_coming_is_taken_and_a_stalled_one_is_cut() {
         Ok(r) => assert_eq!(r.status().as_u16(), 408),
         // The server may close the connection before the client finished sending.
         Err(e) => assert!(e.is_request() || e.is_body() || e.is_connect(), "{e}"),
+    }
+
+    // A client that goes away mid-upload: its request is dropped.
+    let gone = futures::stream::unfold(0usize, move |i| async move {
+        match i {
+            0 => Some((Ok::<_, std::io::Error>(chunk(0)), 1)),
+            _ => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some((Err(std::io::Error::other("the client is gone")), 2))
+            }
+        }
+    });
+    let _ = reqwest::Client::new()
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(gone))
+        .send()
+        .await;
+
+    // The format: from `format`, else from the name (the query's, or the multipart part's).
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(gw.url("/v1/imports?source=expo"))
+        .body("姓名,手机\n客户,13800138000\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "format", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("give format=csv, jsonl or sheet"),
+        "{body}"
+    );
+    let form = "--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"名单.pdf\"\r\n\
+                Content-Type: application/pdf\r\n\r\n%PDF-1.7\r\n--b0--\r\n";
+    let resp = client
+        .post(gw.url("/v1/imports?source=expo"))
+        .header("Content-Type", "multipart/form-data; boundary=b0")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "format", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`名单.pdf`"),
+        "{body}"
+    );
+    let resp = client
+        .post(gw.url("/v1/imports?source=expo&format=csv"))
+        .body("姓名,手机\n客户,13800138000\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        202,
+        "{}",
+        resp.text().await.unwrap()
+    );
+
+    // No part of the uploads that were cut is left in the uploads directory.
+    let uploads = dir.path().join("gw/imports/uploads");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let partial: Vec<_> = std::fs::read_dir(&uploads)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".part"))
+            .collect();
+        if partial.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partial uploads left behind: {partial:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
