@@ -65,6 +65,17 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
             opts.file.display()
         ),
     };
+    if opts.sheet.is_some() && format != Format::Sheet {
+        bail!(
+            "{}: --sheet names a sheet of a spreadsheet, and this file is read as {}",
+            opts.file.display(),
+            if format == Format::Csv {
+                "CSV"
+            } else {
+                "JSON lines"
+            }
+        );
+    }
     let started = Instant::now();
     // A first pass names the file (its SHA-256), finds its encoding and any quote that never
     // closes; the second reads the rows one batch at a time, so memory does not grow with it.

@@ -677,8 +677,11 @@ impl Report {
                     .iter()
                     .map(|c| f.get(c).map(text).unwrap_or_default()),
             );
+            // A set: a hostile file may have hundreds of thousands of columns.
+            let known: std::collections::HashSet<&str> =
+                columns.iter().map(String::as_str).collect();
             for (k, v) in f {
-                if !columns.contains(k) {
+                if !known.contains(k.as_str()) {
                     other.insert(k.clone(), v.clone());
                 }
             }

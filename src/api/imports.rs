@@ -80,11 +80,20 @@ pub async fn upload(
     let mut name = q.file_name.clone();
     // Refused before the bytes are stored: without `format`, the name must say it.
     let formatted = |name: Option<&str>| {
-        let known = q.format.is_some()
-            || name.is_some_and(|n| {
-                crate::sources::file::Format::from_path(std::path::Path::new(n)).is_some()
-            });
-        if known {
+        use crate::sources::file::Format;
+        let format = match q.format.as_deref() {
+            Some("csv") => Some(Format::Csv),
+            Some("jsonl") => Some(Format::Jsonl),
+            Some(_) => Some(Format::Sheet),
+            None => name.and_then(|n| Format::from_path(std::path::Path::new(n))),
+        };
+        if format.is_some_and(|f| f != Format::Sheet) && q.sheet.is_some() {
+            return Err(bad(
+                "sheet",
+                "`sheet` names a sheet of a spreadsheet, and this upload is read as CSV or JSON lines",
+            ));
+        }
+        if format.is_some() {
             Ok(())
         } else {
             Err(bad(

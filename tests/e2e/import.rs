@@ -184,6 +184,16 @@ fn usage_errors_are_clear() {
         "{err}"
     );
     assert!(out.stdout.is_empty(), "nothing was published");
+    // `--sheet` is for spreadsheets: a CSV's is a mistake, not ignored.
+    let out = import(dir.path(), &["quote.csv", "--sheet", "Sheet2", "--dry-run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "quote.csv: --sheet names a sheet of a spreadsheet, and this file is read as CSV"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -798,6 +808,15 @@ async fn a_slow_upload_that_keeps_coming_is_taken_and_a_stalled_one_is_cut() {
             .contains("`名单.pdf`"),
         "{body}"
     );
+    let resp = client
+        .post(gw.url("/v1/imports?source=expo&file_name=expo.csv&sheet=Sheet2"))
+        .body("姓名,手机\n客户,13800138000\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "sheet", "{body}");
     let resp = client
         .post(gw.url("/v1/imports?source=expo&format=csv"))
         .body("姓名,手机\n客户,13800138000\n")

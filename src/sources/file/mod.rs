@@ -293,8 +293,9 @@ type Record = (u64, Result<Vec<String>, String>);
 /// Where a table's records come from.
 enum Records {
     Csv {
-        reader: csv::Reader<std::io::BufReader<Box<dyn std::io::Read + Send>>>,
+        reader: csv::Reader<std::io::BufReader<Tee>>,
         record: csv::StringRecord,
+        lines: Lines,
         done: bool,
     },
     /// A spreadsheet, read on a thread of its own (the workbook owns what its cell reader
@@ -308,13 +309,17 @@ impl Records {
             Records::Csv {
                 reader,
                 record,
+                lines,
                 done,
             } => {
                 if *done {
                     return None;
                 }
-                let line = reader.position().line();
-                match reader.read_record(record) {
+                let read = reader.read_record(record);
+                // The csv crate's own line is the end of the record before, blank lines and a
+                // CRLF's `\n` not yet passed: off by one in every Excel CSV.
+                let line = lines.record(reader.position().byte());
+                match read {
                     Ok(false) => {
                         *done = true;
                         None
@@ -335,6 +340,66 @@ impl Records {
             Records::Csv { reader, .. } => reader.position().byte(),
             Records::Sheet(_) => 0,
         }
+    }
+}
+
+/// The bytes a CSV reader has taken in, as it takes them (see [`Lines`]).
+struct Tee {
+    inner: Box<dyn std::io::Read + Send>,
+    lines: Lines,
+}
+
+impl std::io::Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.lines.lock().unread.extend(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The line each CSV record starts on, counted from the bytes themselves: `\n`, `\r\n` and a
+/// lone `\r` each end a line, blank lines count, and so do line breaks inside quoted fields. It
+/// holds the bytes read ahead of the records (the reader's buffers, and one record).
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<LineCount>>);
+
+#[derive(Default)]
+struct LineCount {
+    unread: std::collections::VecDeque<u8>,
+    /// The offset of `unread`'s first byte; the line it is on (0-based); whether the byte before
+    /// it was `\r` (a `\n` right after it ends no other line).
+    at: u64,
+    line: u64,
+    after_cr: bool,
+}
+
+impl Lines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LineCount> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Passes the bytes up to `end` (where the record just read ends): the 1-based line of the
+    /// record's first byte, past the line breaks before it.
+    fn record(&self, end: u64) -> u64 {
+        let mut c = self.lock();
+        let n = usize::try_from(end.saturating_sub(c.at))
+            .unwrap_or(usize::MAX)
+            .min(c.unread.len());
+        let (mut line, mut after_cr, mut start) = (c.line, c.after_cr, None);
+        let (a, b) = c.unread.as_slices();
+        for &byte in a.iter().chain(b).take(n) {
+            match byte {
+                b'\n' if after_cr => {}
+                b'\n' | b'\r' => line += 1,
+                _ if start.is_none() => start = Some(line),
+                _ => {}
+            }
+            after_cr = byte == b'\r';
+        }
+        c.unread.drain(..n);
+        c.at += n as u64;
+        (c.line, c.after_cr) = (line, after_cr);
+        start.unwrap_or(line) + 1
     }
 }
 
@@ -385,7 +450,7 @@ impl Table {
                 path.display()
             ));
         }
-        let headers = column_names(header.iter().map(String::as_str), path, notes)
+        let headers = column_names(header.iter().map(String::as_str), line, path, notes)
             .into_iter()
             .enumerate()
             .map(|(i, h)| {
@@ -616,8 +681,11 @@ impl RowReader {
                 }
                 sample.truncate(filled);
                 let delimiter = sniff_delimiter(&sample);
-                let input: Box<dyn std::io::Read + Send> =
-                    Box::new(std::io::Cursor::new(sample).chain(input));
+                let lines = Lines::default();
+                let input = Tee {
+                    inner: Box::new(std::io::Cursor::new(sample).chain(input)),
+                    lines: lines.clone(),
+                };
                 let reader = csv::ReaderBuilder::new()
                     .flexible(true)
                     .has_headers(false)
@@ -626,6 +694,7 @@ impl RowReader {
                 let records = Records::Csv {
                     reader,
                     record: csv::StringRecord::new(),
+                    lines,
                     done: false,
                 };
                 Kind::Table(Table::new(records, path, &mut notes)?)
@@ -735,6 +804,8 @@ struct QuoteScan {
     pending_quote: bool,
     /// The next byte starts a field.
     mid_field: bool,
+    /// The last byte was `\r` (a `\n` after it ends the same line).
+    after_cr: bool,
 }
 
 impl QuoteScan {
@@ -743,6 +814,7 @@ impl QuoteScan {
             (self.line, self.field) = (1, 1);
         }
         for &b in chunk {
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
             if self.pending_quote {
                 self.pending_quote = false;
                 if b == b'"' {
@@ -759,13 +831,17 @@ impl QuoteScan {
                     self.mid_field = false;
                     continue;
                 }
-                (false, b'\n') => {
+                // `\n`, `\r\n` and a lone `\r` end a line, as they do for the rows' lines.
+                (false, b'\n' | b'\r') => {
                     self.field = 1;
                     self.mid_field = false;
-                    self.line += 1;
+                    if !(b == b'\n' && after_cr) {
+                        self.line += 1;
+                    }
                     continue;
                 }
-                (true, b'\n') => self.line += 1,
+                (true, b'\n') if after_cr => {}
+                (true, b'\n' | b'\r') => self.line += 1,
                 _ => {}
             }
             self.mid_field = true;
@@ -781,27 +857,47 @@ impl QuoteScan {
     }
 }
 
-/// The header's names, trimmed; a repeated name gets its column's number (`phone`, `phone_2`),
-/// so no column's values are lost, and a note says so.
+/// The names of a header's columns (on `line`), trimmed; a repeated name gets its column's
+/// number (`phone_2`, then `phone_2_` if a column is called that already), so no two columns
+/// share a name. Linear in the columns, however many a hostile file has; the first 20 renames
+/// are noted one by one.
 fn column_names<'a>(
     header: impl Iterator<Item = &'a str>,
+    line: u64,
     path: &Path,
     notes: &mut Vec<String>,
 ) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for (i, h) in header.enumerate() {
-        let name = h.trim().to_owned();
-        if !name.is_empty() && names.contains(&name) {
-            let renamed = format!("{name}_{}", i + 1);
+    const NOTED: usize = 20;
+    let header: Vec<&str> = header.map(str::trim).collect();
+    let given: std::collections::HashSet<&str> = header.iter().copied().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut renamed = std::collections::HashSet::new();
+    let mut names = Vec::with_capacity(header.len());
+    for (i, &name) in header.iter().enumerate() {
+        if name.is_empty() || seen.insert(name) {
+            names.push(name.to_owned());
+            continue;
+        }
+        let mut new = format!("{name}_{}", i + 1);
+        while given.contains(new.as_str()) || renamed.contains(&new) {
+            new.push('_');
+        }
+        if renamed.len() < NOTED {
             notes.push(format!(
-                "{}:1: column {} repeats the name `{name}`; its values are read as `{renamed}`",
+                "{}:{line}: column {} repeats the name `{name}`; its values are read as `{new}`",
                 path.display(),
                 i + 1
             ));
-            names.push(renamed);
-        } else {
-            names.push(name);
         }
+        renamed.insert(new.clone());
+        names.push(new);
+    }
+    if renamed.len() > NOTED {
+        notes.push(format!(
+            "{}:{line}: {} more columns repeat a name; each is read as its name and its column's number",
+            path.display(),
+            renamed.len() - NOTED
+        ));
     }
     names
 }
@@ -855,6 +951,15 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().starts_with("expo.csv:3: field 1:"), "{err}");
+        // The same line with CRLF or CR line ends, and after a quoted field over two lines.
+        for (text, at) in [
+            ("姓名,手机\r\n张三,138\r\n\"李四,139\r\n王五,137\r\n", "3: field 1:"),
+            ("姓名,手机\r张三,138\r\"李四,139\r王五,137\r", "3: field 1:"),
+            ("姓名,手机\r\n\"张\r\n三\",138\r\n王五,\"137\r\n", "4: field 2:"),
+        ] {
+            let err = rows(text, Format::Csv, p).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("expo.csv:{at}")), "{err}");
+        }
         let err = rows("\"姓名,手机\n张三,138\n", Format::Csv, p).unwrap_err();
         assert!(
             matches!(err, FileError::UnclosedQuote { line: 1, .. }),
@@ -888,6 +993,59 @@ mod tests {
         assert_eq!(
             r.rows[0].payload,
             serde_json::json!({"phone": "1", "phone_2": "2", "email": "a@b.cn"})
+        );
+    }
+
+    #[test]
+    fn a_rows_line_is_where_it_starts_whatever_ends_the_lines() {
+        // Rows 张三 (line 2), 李四 (line 4, a blank line before it), "王\n五" (lines 5-6), 赵六
+        // (line 7), each file with other line ends.
+        for (ends, text) in [
+            ("LF", "姓名,手机\n张三,1\n\n李四,2\n\"王\n五\",3\n赵六,4\n"),
+            ("CRLF", "姓名,手机\r\n张三,1\r\n\r\n李四,2\r\n\"王\r\n五\",3\r\n赵六,4\r\n"),
+            ("CR", "姓名,手机\r张三,1\r\r李四,2\r\"王\r五\",3\r赵六,4\r"),
+            ("no end", "姓名,手机\r\n张三,1\r\n\r\n李四,2\n\"王\n五\",3\r\n赵六,4"),
+        ] {
+            let r = rows(text, Format::Csv, Path::new("x.csv")).unwrap().rows;
+            let got: Vec<(u64, &str)> = r
+                .iter()
+                .map(|r| (r.line, r.payload["手机"].as_str().unwrap()))
+                .collect();
+            assert_eq!(got, [(2, "1"), (4, "2"), (5, "3"), (7, "4")], "{ends}");
+        }
+        // Below title rows, in a file of CRLF lines as Excel writes them (the header's line too).
+        let text = "线索导出\r\n2026-12-03\r\n姓名,手机,手机\r\n张三,1,2\r\n";
+        let r = rows(text, Format::Csv, Path::new("x.csv")).unwrap();
+        assert_eq!(r.rows[0].line, 4);
+        assert!(r.notes[0].starts_with("x.csv:1-2: rows above the table"), "{:?}", r.notes);
+        assert_eq!(
+            r.notes[1],
+            "x.csv:3: column 3 repeats the name `手机`; its values are read as `手机_3`"
+        );
+        // Line ends across the reader's 64 KiB blocks.
+        let mut text = String::from("name,phone\r\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("客户{i},{i}\r\n"));
+        }
+        let r = rows(&text, Format::Csv, Path::new("x.csv")).unwrap().rows;
+        assert!(r.iter().enumerate().all(|(i, r)| r.line == i as u64 + 2));
+    }
+
+    #[test]
+    fn repeated_column_names_stay_apart_in_a_header_of_any_width() {
+        // 60,000 columns: `x` everywhere, and a column already called what the third `x` would
+        // be renamed to.
+        let mut header: Vec<String> = vec!["x".into(); 60_000];
+        header[1] = "x_3".into();
+        let text = format!("{}\n{}\n", header.join(","), vec!["1"; 60_000].join(","));
+        let r = rows(&text, Format::Csv, Path::new("wide.csv")).unwrap();
+        let payload = r.rows[0].payload.as_object().unwrap();
+        assert_eq!(payload.len(), 60_000, "every column kept");
+        assert!(payload.contains_key("x_3") && payload.contains_key("x_3_"));
+        assert_eq!(r.notes.len(), 21);
+        assert_eq!(
+            r.notes[20],
+            "wide.csv:1: 59978 more columns repeat a name; each is read as its name and its column's number"
         );
     }
 
