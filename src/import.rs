@@ -251,7 +251,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
     // this task delivers and writes the checkpoint.
     let mut made = make_records(incoming, processor.clone())?;
     loop {
-        let (lines, events, records, dispositions) = match made.recv().await {
+        let (lines, errors, events, records, dispositions) = match made.recv().await {
             None => break,
             Some(Made::End { last_line: l, read }) => {
                 (last_line, rows) = (l, read as usize);
@@ -271,12 +271,17 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
                             .suspend(|| eprintln!("{path}:{line}: {err}; kept as a rejected lead"));
                     }
                 }
-                (lines, events, records, dispositions)
+                (lines, errors, events, records, dispositions)
             }
         };
         let last = lines.last().copied().unwrap_or(0);
-        for ((line, event), d) in lines.iter().zip(&events).zip(&dispositions) {
+        for (((line, event), d), error) in lines.iter().zip(&events).zip(&dispositions).zip(&errors)
+        {
             if let Disposition::Rejected { codes } = d {
+                // A row that could not be read says why (as an upload's report does), not what
+                // its empty lead lacks.
+                let unreadable = error.as_ref().map(|e| vec![format!("unreadable: {e}")]);
+                let codes = unreadable.as_ref().unwrap_or(codes);
                 if report.is_none() {
                     report = Some(
                         crate::imports::Report::open(report_path.clone(), resume_after, false)

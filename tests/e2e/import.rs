@@ -149,6 +149,13 @@ fn jsonl_to_stdout_and_bad_lines_are_reported_with_their_line() {
         "the unreadable line is kept verbatim"
     );
     assert_eq!(records[2]["value"]["contact"]["email"], "A@qq.com");
+    // The report says why the line was rejected: it could not be read.
+    let report = std::fs::read_to_string(dir.path().join("leads.jsonl.rejected.csv")).unwrap();
+    let row = report.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("2,unreadable: not valid JSON: expected value at line 1 column 11,"),
+        "{report}"
+    );
 }
 
 #[test]
