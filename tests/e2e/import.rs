@@ -779,63 +779,49 @@ async fn a_slow_upload_that_keeps_coming_is_taken_and_a_stalled_one_is_cut() {
         .await;
 
     // The format: from `format`, else from the name (the query's, or the multipart part's).
-    let client = reqwest::Client::new();
-    let resp = client
-        .post(gw.url("/v1/imports?source=expo"))
-        .body("姓名,手机\n客户,13800138000\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["field"], "format", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("give format=csv, jsonl or sheet"),
-        "{body}"
-    );
+    // Each upload: (query, content type, body, the status, the field a 400 names, a piece of
+    // its message).
+    let csv = "姓名,手机\n客户,13800138000\n";
     let form = "--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"名单.pdf\"\r\n\
                 Content-Type: application/pdf\r\n\r\n%PDF-1.7\r\n--b0--\r\n";
-    let resp = client
-        .post(gw.url("/v1/imports?source=expo"))
-        .header("Content-Type", "multipart/form-data; boundary=b0")
-        .body(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["field"], "format", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`名单.pdf`"),
-        "{body}"
-    );
-    let resp = client
-        .post(gw.url("/v1/imports?source=expo&file_name=expo.csv&sheet=Sheet2"))
-        .body("姓名,手机\n客户,13800138000\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["field"], "sheet", "{body}");
-    let resp = client
-        .post(gw.url("/v1/imports?source=expo&format=csv"))
-        .body("姓名,手机\n客户,13800138000\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status().as_u16(),
-        202,
-        "{}",
-        resp.text().await.unwrap()
-    );
+    let multipart = "multipart/form-data; boundary=b0";
+    let uploads = [
+        (
+            "source=expo",
+            "text/csv",
+            csv,
+            400,
+            "format",
+            "give format=csv, jsonl or sheet",
+        ),
+        ("source=expo", multipart, form, 400, "format", "`名单.pdf`"),
+        (
+            "source=expo&file_name=expo.csv&sheet=Sheet2",
+            "text/csv",
+            csv,
+            400,
+            "sheet",
+            "CSV",
+        ),
+        ("source=expo&format=csv", "text/csv", csv, 202, "", ""),
+    ];
+    let client = reqwest::Client::new();
+    for (query, content_type, body, status, field, says) in uploads {
+        let resp = client
+            .post(gw.url(&format!("/v1/imports?{query}")))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{query}");
+        let body: Value = resp.json().await.unwrap();
+        if status == 400 {
+            assert_eq!(body["error"]["field"], field, "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{body}");
+        }
+    }
 
     // No part of the uploads that were cut is left in the uploads directory.
     let uploads = dir.path().join("gw/imports/uploads");
