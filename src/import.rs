@@ -69,11 +69,7 @@ pub async fn import(settings: Settings, opts: ImportOptions) -> anyhow::Result<S
         bail!(
             "{}: --sheet names a sheet of a spreadsheet, and this file is read as {}",
             opts.file.display(),
-            if format == Format::Csv {
-                "CSV"
-            } else {
-                "JSON lines"
-            }
+            format.label()
         );
     }
     let started = Instant::now();
@@ -743,12 +739,7 @@ pub async fn import_remote(
         ("file_name", file_name.clone()),
     ];
     if let Some(f) = opts.format {
-        let name = match f {
-            Format::Csv => "csv",
-            Format::Jsonl => "jsonl",
-            Format::Sheet => "sheet",
-        };
-        query.push(("format", name.to_owned()));
+        query.push(("format", f.name().to_owned()));
     }
     if let Some(s) = &opts.sheet {
         query.push(("sheet", s.clone()));

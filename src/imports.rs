@@ -329,22 +329,7 @@ impl Imports {
         path: &Path,
         request: &Request,
     ) -> Result<(), String> {
-        let format = match request.format.as_deref() {
-            Some("csv") => Format::Csv,
-            Some("jsonl") => Format::Jsonl,
-            Some("sheet") => Format::Sheet,
-            Some(other) => {
-                return Err(format!(
-                    "`{other}` is not a format: use csv, jsonl or sheet"
-                ));
-            }
-            None => Format::from_path(Path::new(&request.file_name)).ok_or_else(|| {
-                format!(
-                    "{}: cannot tell the format from the name; give format=csv, jsonl or sheet",
-                    request.file_name
-                )
-            })?,
-        };
+        let format = Format::of_upload(request.format.as_deref(), Some(&request.file_name))?;
         // The file's errors name it as uploaded, not as stored.
         let stored = path.display().to_string();
         let named =
@@ -601,7 +586,8 @@ fn report_records(bytes: Vec<u8>) -> std::io::Result<Vec<csv::StringRecord>> {
 /// directory (an import through the API).
 pub(crate) struct Report {
     out: ReportFile,
-    columns: Option<Vec<String>>,
+    /// The report's columns, in order (a set: a hostile file may have hundreds of thousands).
+    columns: Option<indexmap::IndexSet<String>>,
 }
 
 impl Report {
@@ -624,7 +610,7 @@ impl Report {
                             .skip(2)
                             .take(record.len().saturating_sub(3))
                             .map(str::to_owned)
-                            .collect::<Vec<_>>(),
+                            .collect(),
                     );
                     kept.push(record);
                 } else if line.is_some_and(|l| l <= through_line) {
@@ -653,17 +639,19 @@ impl Report {
         payload: &serde_json::Value,
     ) -> std::io::Result<()> {
         let fields = payload.as_object();
-        if self.columns.is_none() {
-            let names: Vec<String> = fields
-                .map(|f| f.keys().cloned().collect())
-                .unwrap_or_default();
-            let mut head = vec!["line".to_owned(), "reasons".to_owned()];
-            head.extend(names.iter().cloned());
-            head.push("other_fields".to_owned());
-            self.out.write(&head)?;
-            self.columns = Some(names);
-        }
-        let columns = self.columns.as_deref().unwrap_or_default();
+        let columns = match &mut self.columns {
+            Some(columns) => columns,
+            None => {
+                let names: indexmap::IndexSet<String> = fields
+                    .map(|f| f.keys().cloned().collect())
+                    .unwrap_or_default();
+                let mut head = vec!["line".to_owned(), "reasons".to_owned()];
+                head.extend(names.iter().cloned());
+                head.push("other_fields".to_owned());
+                self.out.write(&head)?;
+                self.columns.insert(names)
+            }
+        };
         let text = |v: &serde_json::Value| match v {
             serde_json::Value::String(s) => crate::stats::spreadsheet_safe(s),
             serde_json::Value::Null => String::new(),
@@ -677,11 +665,8 @@ impl Report {
                     .iter()
                     .map(|c| f.get(c).map(text).unwrap_or_default()),
             );
-            // A set: a hostile file may have hundreds of thousands of columns.
-            let known: std::collections::HashSet<&str> =
-                columns.iter().map(String::as_str).collect();
             for (k, v) in f {
-                if !known.contains(k.as_str()) {
+                if !columns.contains(k) {
                     other.insert(k.clone(), v.clone());
                 }
             }

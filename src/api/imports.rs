@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth::Need;
 use super::{ApiError, AppState, auth};
+use crate::sources::file::Format;
 
 /// The largest upload taken (413 past it).
 const MAX_UPLOAD: u64 = 4 << 30;
@@ -64,7 +65,7 @@ pub async fn upload(
         return Err(bad("source", "a connector name of 1 to 200 characters"));
     }
     if let Some(f) = &q.format
-        && !matches!(f.as_str(), "csv" | "jsonl" | "sheet")
+        && Format::named(f).is_none()
     {
         return Err(bad(
             "format",
@@ -80,31 +81,16 @@ pub async fn upload(
     let mut name = q.file_name.clone();
     // Refused before the bytes are stored: without `format`, the name must say it.
     let formatted = |name: Option<&str>| {
-        use crate::sources::file::Format;
-        let format = match q.format.as_deref() {
-            Some("csv") => Some(Format::Csv),
-            Some("jsonl") => Some(Format::Jsonl),
-            Some(_) => Some(Format::Sheet),
-            None => name.and_then(|n| Format::from_path(std::path::Path::new(n))),
-        };
-        if format.is_some_and(|f| f != Format::Sheet) && q.sheet.is_some() {
-            return Err(bad(
+        let format = Format::of_upload(q.format.as_deref(), name).map_err(|e| bad("format", e))?;
+        match q.sheet {
+            Some(_) if format != Format::Sheet => Err(bad(
                 "sheet",
-                "`sheet` names a sheet of a spreadsheet, and this upload is read as CSV or JSON lines",
-            ));
-        }
-        if format.is_some() {
-            Ok(())
-        } else {
-            Err(bad(
-                "format",
                 format!(
-                    "cannot tell the format of {}; give format=csv, jsonl or sheet (or a file name ending in .csv, .jsonl, .xlsx...)",
-                    name.map_or("an upload without a file name".to_owned(), |n| format!(
-                        "`{n}`"
-                    ))
+                    "`sheet` names a sheet of a spreadsheet, and this upload is read as {}",
+                    format.label()
                 ),
-            ))
+            )),
+            _ => Ok(()),
         }
     };
     if !multipart {

@@ -30,6 +30,48 @@ impl Format {
             _ => None,
         }
     }
+
+    /// Its name for `--format` and an upload's `format=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Jsonl => "jsonl",
+            Self::Sheet => "sheet",
+        }
+    }
+
+    /// The format called `name` (see [`Format::name`]).
+    pub fn named(name: &str) -> Option<Self> {
+        [Self::Csv, Self::Jsonl, Self::Sheet]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
+
+    /// What it is, for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Csv => "CSV",
+            Self::Jsonl => "JSON lines",
+            Self::Sheet => "a spreadsheet",
+        }
+    }
+
+    /// An upload's format: the one `given` by name, else the file name's; why not, when neither
+    /// tells it.
+    pub fn of_upload(given: Option<&str>, file_name: Option<&str>) -> Result<Self, String> {
+        match given {
+            Some(g) => Self::named(g)
+                .ok_or_else(|| format!("`{g}` is not a format: use csv, jsonl or sheet")),
+            None => file_name
+                .and_then(|n| Self::from_path(Path::new(n)))
+                .ok_or_else(|| {
+                    format!(
+                        "cannot tell the format of {}; give format=csv, jsonl or sheet (or a file name ending in .csv, .jsonl, .xlsx...)",
+                        file_name.map_or("an upload without a file name".to_owned(), |n| format!("`{n}`"))
+                    )
+                }),
+        }
+    }
 }
 
 /// Rows looked at for the header: the first that fills most columns among them is the header;

@@ -614,7 +614,7 @@ pub fn refresh_task(
             // After a failed refresh, no new attempt before this.
             let mut retry_at: Option<tokio::time::Instant> = None;
             // A request found the token in use expired (kept through a backoff).
-            let mut expired_now = false;
+            let mut expiry_reported = false;
             // Nothing seen yet: the first round reads the stored tokens, which another gateway
             // may have refreshed since this one started (a lease taken over).
             let mut seen = None;
@@ -633,11 +633,11 @@ pub fn refresh_task(
                     tracing::info!(connector = %name, "new tokens from the token file");
                     credentials.adopt(saved, &statuses);
                     statuses.success(&name, crate::sources::status::State::Following);
-                    (backoff, retry_at, expired_now) = (Duration::from_secs(1), None, false);
+                    (backoff, retry_at, expiry_reported) = (Duration::from_secs(1), None, false);
                 }
                 let generation = credentials.current().generation;
-                expired_now |= *expired.borrow_and_update() == Some(generation);
-                let due = expired_now || credentials.due() <= now();
+                expiry_reported |= *expired.borrow_and_update() == Some(generation);
+                let due = expiry_reported || credentials.due() <= now();
                 let backing_off = retry_at.is_some_and(|t| tokio::time::Instant::now() < t);
                 if due && credentials.refused().is_none() && !backing_off {
                     match credentials
@@ -646,7 +646,7 @@ pub fn refresh_task(
                     {
                         Ok(()) => {
                             tracing::info!(connector = %name, "access token refreshed");
-                            (backoff, retry_at, expired_now) =
+                            (backoff, retry_at, expiry_reported) =
                                 (Duration::from_secs(1), None, false);
                             continue;
                         }
